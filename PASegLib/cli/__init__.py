@@ -1,0 +1,1 @@
+"""The ``paseg`` command line (``paseg --help``); also runs as ``python -m PASegLib``."""

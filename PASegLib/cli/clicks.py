@@ -1,0 +1,88 @@
+"""``paseg simulate-clicks`` and ``paseg convert-clicks``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..annotations import validate_case
+from ..dataset import DatasetError, list_cases, load_case
+from ..markups_io import write_markups
+from ..sevenpoints_io import write_seven_points
+from ..simulate import ClickSimulationConfig, simulate_clicks
+from .common import print_json, progress, staged_output
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate-clicks",
+        help="simulate seven clicks per object from each case's label",
+        description="Simulate seven clicks per object (one inside, one beyond each side) from every "
+        "<case>_label file of DATASET, as the PA-Seg experiments do; writes <case>.mrk.json per case.",
+    )
+    p.add_argument("dataset", type=Path, help="dataset folder with <case>_image.* and <case>_label.*")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: DATASET itself)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--largest-only", action="store_true", help="annotate only the largest component per case")
+    p.add_argument("--min-size", type=int, default=10, help="ignore components smaller than this (voxels)")
+    p.add_argument("--margin-mm", type=float, nargs=2, default=(2.0, 10.0), metavar=("LOW", "HIGH"),
+                   help="distance range (mm) between an object's extreme voxel and its background click")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_simulate)
+
+    c = sub.add_parser(
+        "convert-clicks",
+        help="convert annotations between Slicer markups and the official 7-point label maps",
+        description="Write every annotated case's clicks as <case>.mrk.json (--to markups) or as the official "
+        "PA-Seg <case>_7points.nii.gz label map (--to 7points).",
+    )
+    c.add_argument("dataset", type=Path, help="dataset folder")
+    c.add_argument("--to", choices=("markups", "7points"), required=True, help="target format")
+    c.add_argument("--out", type=Path, required=True, help="output folder")
+    c.add_argument("--annotations", type=Path, default=None, help="folder with <case>.mrk.json files")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=run_convert)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    config = ClickSimulationConfig(
+        margin_mm=tuple(args.margin_mm), min_size=args.min_size, largest_only=args.largest_only
+    )
+    cases = list_cases(args.dataset)
+    missing = [c.case_id for c in cases if c.label is None]
+    if missing:
+        raise DatasetError(
+            f"{args.dataset}: simulate-clicks needs a <case>_label file; missing for {', '.join(missing)}"
+        )
+    out_dir = args.out if args.out is not None else args.dataset
+    summary = []
+    with staged_output(out_dir) as stage:
+        for files in progress(cases, desc="simulate clicks", quiet=args.quiet):
+            case = load_case(files, load_annotation=False)
+            try:
+                annotation = simulate_clicks(case.label.array, case.image.geometry, seed=args.seed, config=config)
+            except ValueError as exc:
+                raise DatasetError(f"{files.label}: {exc}") from None
+            validate_case(annotation, case.image.geometry)
+            write_markups(stage / f"{files.case_id}.mrk.json", annotation)
+            summary.append({"case": files.case_id, "objects": len(annotation.objects)})
+    print(f"wrote {len(summary)} annotation file(s) to {out_dir}")
+    if args.json:
+        print_json({"out": str(out_dir), "cases": summary})
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    cases = [c for c in list_cases(args.dataset, annotations_dir=args.annotations) if c.has_annotation]
+    if not cases:
+        raise DatasetError(f"{args.dataset}: no annotated case (<case>.mrk.json or <case>_7points.*) found")
+    with staged_output(args.out) as stage:
+        for files in progress(cases, desc="convert clicks", quiet=args.quiet):
+            case = load_case(files, load_label=False)
+            if args.to == "markups":
+                write_markups(stage / f"{files.case_id}.mrk.json", case.annotation)
+            else:
+                write_seven_points(stage / f"{files.case_id}_7points.nii.gz", case.annotation, case.image.geometry)
+    print(f"converted {len(cases)} case(s) to {args.to} in {args.out}")
+    return 0

@@ -1,0 +1,36 @@
+"""Training losses of PA-Seg and their registry.
+
+* ``partial_ce_dice`` — :class:`~PASegLib.losses.partial.PartialCEDiceLoss`, Eq. 3–5 (labeled voxels only).
+* ``variance`` — :class:`~PASegLib.losses.variance.VarianceMinimizationLoss`, Eq. 9–10.
+* ``mcrf`` — the multi-view CRF loss (Eq. 6–8) of :mod:`PASegLib.losses.crf`; registered here by the lead
+  (``LOSSES.register("mcrf")``).
+
+:mod:`PASegLib.losses.schedule` holds the ramp-up and the stage-1 weights (α = 1.0, β = 0.1). Importing this
+package imports torch; the top-level :mod:`PASegLib` package does not import it.
+
+Example::
+
+    from PASegLib.losses import LOSSES
+    loss_fn = LOSSES.build("partial_ce_dice", ignore_index=2)
+"""
+
+from PASegLib.losses.partial import PartialCEDiceLoss, partial_ce_dice_terms
+from PASegLib.losses.schedule import Stage1LossWeights, sigmoid_rampup
+from PASegLib.losses.variance import VarianceMinimizationLoss, above_minimum_mask, variance_minimization
+from PASegLib.registry import Registry
+
+LOSSES = Registry("loss")
+LOSSES.register("partial_ce_dice")(PartialCEDiceLoss)
+LOSSES.register("variance")(VarianceMinimizationLoss)
+# "mcrf" (PASegLib.losses.crf) is registered by the lead.
+
+__all__ = [
+    "LOSSES",
+    "PartialCEDiceLoss",
+    "Stage1LossWeights",
+    "VarianceMinimizationLoss",
+    "above_minimum_mask",
+    "partial_ce_dice_terms",
+    "sigmoid_rampup",
+    "variance_minimization",
+]

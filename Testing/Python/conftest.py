@@ -1,0 +1,62 @@
+"""Shared fixtures: small volumes with known objects, oblique geometry, the real-data location."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from PASegLib.geometry import ImageGeometry
+from PASegLib.image_io import Volume
+
+#: ../shared/data relative to the repository root (developers and CI have it; a user's clone does not).
+SHARED_DATA = Path(os.environ.get("PASEG_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+LA_HEART = SHARED_DATA / "la_heart"
+
+
+def rotation(axis: str, degrees: float) -> np.ndarray:
+    """3×3 rotation matrix about a world axis ``"x"``, ``"y"`` or ``"z"``."""
+    a = np.deg2rad(degrees)
+    c, s = np.cos(a), np.sin(a)
+    return {
+        "x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]),
+        "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+        "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]),
+    }[axis]
+
+
+@pytest.fixture
+def oblique_geometry() -> ImageGeometry:
+    """40×36×20 voxels, 0.8×0.9×2.5 mm, rotated 20° about z and 10° about x, origin off zero."""
+    direction = rotation("z", 20) @ rotation("x", 10)
+    return ImageGeometry((40, 36, 20), (0.8, 0.9, 2.5), (-12.0, 30.5, 7.25), tuple(direction.ravel()))
+
+
+def ellipsoid(shape, center, radii) -> np.ndarray:
+    """Boolean ellipsoid ``[i, j, k]`` with centre and radii in voxels."""
+    grid = np.indices(shape, dtype=np.float64)
+    r = sum(((grid[a] - center[a]) / radii[a]) ** 2 for a in range(3))
+    return r <= 1.0
+
+
+@pytest.fixture
+def blob_case(oblique_geometry):
+    """(image Volume, label uint8) with one bright ellipsoid on a noisy, smoothly varying background."""
+    rng = np.random.default_rng(3)
+    shape = oblique_geometry.shape
+    label = ellipsoid(shape, (20, 17, 10), (7, 6, 3)).astype(np.uint8)
+    ramp = np.linspace(0, 20, shape[0])[:, None, None]
+    image = (60 + ramp + 80 * label + rng.normal(0, 4, shape)).astype(np.float32)
+    return Volume(image, oblique_geometry), label
+
+
+def real_la_cases(n: int):
+    """First ``n`` LA case ids, or skip with a message when ../shared/data is absent."""
+    if not LA_HEART.is_dir():
+        pytest.skip(f"real data not found at {LA_HEART} (../shared/data is only on developer and CI machines)")
+    ids = sorted(p.name[: -len("_image.nii.gz")] for p in LA_HEART.glob("*_image.nii.gz"))
+    if len(ids) < n:
+        pytest.skip(f"{LA_HEART} holds {len(ids)} cases, need {n}")
+    return ids[:n]

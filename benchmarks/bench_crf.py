@@ -1,0 +1,227 @@
+"""Benchmark: shift-based multi-view CRF loss (PASegLib.losses.crf) vs the unfold reference.
+
+The reference is ``reference_mcrf`` of ``Testing/Python/test_loss_crf.py``: the multi-view CRF loss written
+with ``torch.nn.functional.unfold`` and plain autograd, i.e. the memory profile of the official PA-Seg code
+(Obukhov's Gated-CRF). Settings:
+
+* ``official``: the official VS grid 64×64×48 (inputs given on that grid), radius 5;
+* ``full_128x128x48_r5`` and ``full_128x128x48_r12``: the full training patch, radius 5 and 12.
+
+Defaults σ_xy = 6 voxels, σ_I = 0.1, three views, binary softmax logits, one z-scored image channel (a noisy
+sphere; logits follow it with noise), float32, ``torch.set_num_threads(2)``.
+
+Method. Every (implementation, setting) runs in its own fresh Python subprocess, so neither allocator caches
+nor earlier peaks leak between measurements. The worker builds the inputs, runs one small warm-up (lazy
+initialisation of torch kernels and threads), then resets the kernel's peak-RSS counter
+(``/proc/self/clear_refs`` ← 5), reads ``VmRSS``, runs one forward+backward and reads ``VmHWM``:
+``peak memory = VmHWM − VmRSS before`` (everything the loss allocates, incl. the autograd graph and the
+gradient of the logits). Then ``--repeats`` timed forward+backward runs; the median is reported. The parent
+compares the two gradients w.r.t. the logits (cosine, float64). The reference is skipped (not crashed)
+when its peak, extrapolated from the official setting as ∝ N·(2r+1)², exceeds ``--max-reference-gb``.
+
+Usage: ``python benchmarks/bench_crf.py [--repeats 5] [--max-reference-gb 8]``; the last stdout line is the
+JSON summary, whose top-level ``speedup``, ``memory_ratio`` and ``grad_cosine`` refer to ``official``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS: Dict[str, Dict] = {
+    "official": {"shape": (64, 64, 48), "radius": 5},
+    "full_128x128x48_r5": {"shape": (128, 128, 48), "radius": 5},
+    "full_128x128x48_r12": {"shape": (128, 128, 48), "radius": 12},
+}
+THREADS = 2
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _make_inputs(shape, seed: int = 0):
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    axes = [torch.linspace(-1.0, 1.0, n) for n in shape]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))
+    radius = (grid[0] ** 2 + grid[1] ** 2 + (grid[2] / 0.8) ** 2).sqrt()
+    image = (radius < 0.45).float() + 0.15 * torch.randn(shape, generator=gen)
+    image = ((image - image.mean()) / image.std()).view(1, 1, *shape)
+    fg = 8.0 * (0.45 - radius) + 0.8 * torch.randn(shape, generator=gen)
+    logits = torch.stack([torch.zeros(shape), fg]).unsqueeze(0).contiguous()
+    return logits, image
+
+
+def _load_reference():
+    spec = importlib.util.spec_from_file_location("_crf_reference", ROOT / "Testing" / "Python" / "test_loss_crf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.reference_mcrf
+
+
+def worker(impl: str, setting: str, repeats: int, out_dir: Path) -> Dict:
+    """Runs in a subprocess: memory of one forward+backward, then the median time of ``repeats`` more."""
+    import gc
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(THREADS)
+    if impl == "fast":
+        from PASegLib.losses.crf import multi_view_crf_loss as loss_fn
+    else:
+        loss_fn = _load_reference()
+    radius = SETTINGS[setting]["radius"]
+
+    def step(logits, image):
+        logits.grad = None
+        loss = loss_fn(logits, image, radius=radius)
+        loss.backward()
+        return loss.item()
+
+    small, small_img = _make_inputs((12, 12, 8))
+    step(small.requires_grad_(True), small_img)  # warm-up: lazy init outside the measurement
+    logits, image = _make_inputs(SETTINGS[setting]["shape"])
+    logits.requires_grad_(True)
+    del small, small_img
+    gc.collect()
+    reset_ok = _reset_peak_rss()
+    rss_before = _status_kib("VmRSS")
+    t0 = time.perf_counter()
+    value = step(logits, image)
+    first = time.perf_counter() - t0
+    peak_kib = _status_kib("VmHWM") - rss_before
+    times = [first] if repeats == 0 else []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step(logits, image)
+        times.append(time.perf_counter() - t0)
+    grad_path = out_dir / f"{impl}_{setting}.npy"
+    np.save(grad_path, logits.grad.numpy())
+    return {
+        "loss": value,
+        "time_s": statistics.median(times),
+        "times_s": [round(t, 4) for t in times],
+        "first_call_s": round(first, 4),
+        "peak_mb": round(peak_kib / 1024.0, 1),
+        "peak_reset": reset_ok,
+        "grad_file": str(grad_path),
+    }
+
+
+def _run_worker(impl: str, setting: str, repeats: int, out_dir: Path) -> Dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--setting", setting,
+           "--repeats", str(repeats), "--out-dir", str(out_dir)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {impl}/{setting} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _cosine(path_a: str, path_b: str) -> float:
+    import numpy as np
+
+    a = np.load(path_a).astype(np.float64).ravel()
+    b = np.load(path_b).astype(np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _voxels_window(setting: str) -> float:
+    spec = SETTINGS[setting]
+    shape = spec["shape"]
+    return float(shape[0] * shape[1] * shape[2] * (2 * spec["radius"] + 1) ** 2)
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of the fast loss (median)")
+    parser.add_argument("--reference-repeats", type=int, default=3, help="timed runs of the reference")
+    parser.add_argument("--max-reference-gb", type=float, default=8.0,
+                        help="skip the reference where its extrapolated peak memory exceeds this")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--worker", choices=["fast", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--setting", choices=list(SETTINGS), help=argparse.SUPPRESS)
+    parser.add_argument("--out-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.reference_repeats < 1:
+        raise SystemExit("--repeats and --reference-repeats must be >= 1")
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.setting, args.repeats, args.out_dir)))
+        return 0
+
+    import torch
+
+    summary: Dict = {
+        "benchmark": "multi-view CRF loss forward+backward: PASegLib (shift-based autograd.Function) vs "
+                     "unfold reference (official Gated-CRF style)",
+        "config": {"sigma_xy": 6.0, "sigma_intensity": 0.1, "views": 3, "classes": 2, "image_channels": 1,
+                   "dtype": "float32", "threads": THREADS, "repeats_fast": args.repeats,
+                   "repeats_reference": args.reference_repeats},
+        "memory_method": "peak RSS of a fresh subprocess during one forward+backward (VmHWM after "
+                         "clear_refs=5 minus VmRSS before; includes autograd graph and logits gradient)",
+        "time_method": "median wall time of forward+backward after one warm run, in a subprocess",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
+    }
+    ref_peak_per_unit = None
+    with tempfile.TemporaryDirectory(prefix="bench_crf_") as tmp:
+        out_dir = Path(tmp)
+        for setting in args.settings:
+            spec = SETTINGS[setting]
+            entry: Dict = {"grid": list(spec["shape"]), "radius": spec["radius"]}
+            fast = _run_worker("fast", setting, args.repeats, out_dir)
+            entry["fast"] = {k: v for k, v in fast.items() if k != "grad_file"}
+            estimate_gb = None
+            if ref_peak_per_unit is not None:
+                estimate_gb = ref_peak_per_unit * _voxels_window(setting) / 1024.0
+            if estimate_gb is not None and estimate_gb > args.max_reference_gb:
+                entry["reference"] = (f"skipped: estimated {estimate_gb:.1f} GB peak memory "
+                                      f"(> --max-reference-gb {args.max_reference_gb:g}; extrapolated ∝ N·(2r+1)² "
+                                      "from the measured official setting)")
+                entry["speedup"] = entry["memory_ratio"] = entry["grad_cosine"] = None
+            else:
+                ref = _run_worker("reference", setting, args.reference_repeats, out_dir)
+                entry["reference"] = {k: v for k, v in ref.items() if k != "grad_file"}
+                if ref_peak_per_unit is None:
+                    ref_peak_per_unit = ref["peak_mb"] / _voxels_window(setting)
+                entry["speedup"] = round(ref["time_s"] / fast["time_s"], 2)
+                entry["memory_ratio"] = round(ref["peak_mb"] / max(fast["peak_mb"], 0.1), 2)
+                entry["grad_cosine"] = _cosine(fast["grad_file"], ref["grad_file"])
+                entry["loss_rel_diff"] = abs(fast["loss"] - ref["loss"]) / abs(ref["loss"])
+            summary[setting] = entry
+            print(f"{setting}: {json.dumps(entry)}", file=sys.stderr, flush=True)
+    if "official" in summary:
+        for key in ("speedup", "memory_ratio", "grad_cosine"):
+            summary[key] = summary["official"][key]
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
