@@ -161,9 +161,8 @@ class _Ops:
                 raise ValueError(f"device {device!r} is not usable: {exc}") from None
 
     def asarray(self, x: np.ndarray):
-        if self.torch is None:
-            return np.ascontiguousarray(x)
-        return self.torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=self.device)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return x if self.torch is None else self.torch.as_tensor(x, device=self.device)
 
     def full(self, shape: Sequence[int], value: float):
         if self.torch is None:
@@ -177,8 +176,31 @@ class _Ops:
             return np.lib.stride_tricks.as_strided(flat, shape, [s * x.itemsize for s in strides])
         return self.torch.as_strided(x, tuple(shape), tuple(strides), x.storage_offset() + offset)
 
-    def permute(self, x, axes: Sequence[int]):
-        return x.transpose(axes) if self.torch is None else x.permute(*axes)
+    def permute(self, x, axes: Sequence[int], contiguous: bool = False):
+        if self.torch is None:
+            x = x.transpose(axes)
+            return np.ascontiguousarray(x) if contiguous else x
+        x = x.permute(*axes)
+        return x.contiguous() if contiguous else x
+
+    def cost_into(self, out, a, b, step: float, lamb: float) -> None:
+        """``out = step / ((1 - lamb) + lamb / (|a - b| + eps))``, ``a, b`` of shape ``(C, *out.shape)``."""
+        if self.torch is None:
+            np.subtract(a[0], b[0], out=out)
+            if len(a) == 1:
+                np.abs(out, out=out)
+            else:
+                np.square(out, out=out)
+                for c in range(1, len(a)):
+                    out += np.square(a[c] - b[c])
+                np.sqrt(out, out=out)
+            out += _EPS
+            np.divide(lamb, out, out=out)
+            out += 1.0 - lamb
+            np.divide(step, out, out=out)
+        else:
+            norm = (a[0] - b[0]).abs_() if len(a) == 1 else (a - b).square_().sum(0).sqrt_()
+            out.copy_(norm.add_(_EPS).reciprocal_().mul_(lamb).add_(1.0 - lamb).reciprocal_().mul_(step))
 
     def add(self, a, b, out):
         return np.add(a, b, out=out) if self.torch is None else self.torch.add(a, b, out=out)
@@ -186,76 +208,101 @@ class _Ops:
     def amin01(self, x, out):
         return np.min(x, axis=(0, 1), out=out) if self.torch is None else self.torch.amin(x, (0, 1), out=out)
 
-    def minimum_(self, dst, src):
-        if self.torch is None:
-            np.minimum(dst, src, out=dst)
-        else:
-            dst.copy_(self.torch.minimum(dst, src))
-
-    def equal(self, a, b) -> bool:
-        return bool(np.array_equal(a, b)) if self.torch is None else bool(self.torch.equal(a, b))
-
-    def to_numpy(self, x) -> np.ndarray:
-        if self.torch is None:
-            return np.ascontiguousarray(x, dtype=np.float32)
-        return x.detach().cpu().numpy().astype(np.float32, copy=False)
-
 
 class _AxisLayout:
-    """Distance buffer and edge costs laid out with the pass axis first: ``(n0, n1 + 2, n2 + 2)``.
+    """Distances and edge costs laid out with the pass axis first, each plane padded by one voxel of +inf.
 
-    ``dpad`` holds the distances with an in-plane border of +inf. ``w[t, a, b]`` (shape
-    ``(n0 - 1, 3, 3, n1 + 2, n2 + 2)``) is the cost of the edge from voxel ``(t, x + a - 1, y + b - 1)`` to
-    voxel ``(t + 1, x, y)``, stored at padded position ``(x + 1, y + 1)``; +inf where the source is outside.
+    ``dpad`` is ``(n0, n1 + 2, n2 + 2)``; a plane is also seen flattened (``dflat``), so that shifting by
+    ``(a, b)`` in the plane is an offset of ``a * (n2 + 2) + b`` and every array operation runs over long
+    contiguous rows. ``w[t, a, b]`` (``(n0 - 1, 3, 3, n1 + 2, n2 + 2)``) is the cost of the edge from voxel
+    ``(t, x + a - 1, y + b - 1)`` to voxel ``(t + 1, x, y)``, stored at the padded position of the latter;
+    +inf where either end is outside the volume, so the border of ``dpad`` stays +inf.
+    ``dirty_f[t]`` / ``dirty_b[t]``: plane ``t`` changed since it last fed the forward / backward pass
+    (numpy only; the torch path relaxes every plane, avoiding a device-to-host sync per plane).
     """
 
     def __init__(self, ops: _Ops, img: Any, perm: Tuple[int, int, int], spacing, lamb: float):
-        self.ops, self.perm = ops, perm
+        self.ops, self.perm, self.track = ops, perm, ops.torch is None
         n0, n1, n2 = (img.shape[1 + a] for a in perm)
         p1, p2 = n1 + 2, n2 + 2
-        self.shape = (n0, n1, n2)
+        plane, strip = p1 * p2, n1 * p2 - 2  # strip: flat run from padded (1, 1) to (n1, n2)
+        self.n0, self.n2 = n0, n2
         self.dpad = ops.full((n0, p1, p2), math.inf)
         self.dint = self.dpad[:, 1:-1, 1:-1]
+        self.dflat = self.dpad.reshape(n0, plane)
+        self.drow = self.dflat[:, p2 + 1 : p2 + 1 + strip]
+        self.dirty_f = np.ones(n0, dtype=bool)
+        self.dirty_b = np.ones(n0, dtype=bool)
+        self.neighbours: Sequence[_AxisLayout] = ()
         if n0 < 2:
             return
         sp = [spacing[a] for a in perm]
-        img_a = ops.permute(img, (0, *(1 + a for a in perm)))
-        self.w = ops.full((n0 - 1, 3, 3, p1, p2), math.inf)
+        img_a = ops.permute(img, (0, *(1 + a for a in perm)), contiguous=True)
+        w = ops.full((n0 - 1, 3, 3, p1, p2), math.inf)
         for a in range(3):
             for b in range(3):
-                # edge from receiver r=(t+1, x, y) to its source r + (-1, a-1, b-1)
-                cost, r_sl, _ = _edge_cost(img_a, (-1, a - 1, b - 1), sp, lamb)
-                dst = (slice(None), a, b, slice(r_sl[1].start + 1, r_sl[1].stop + 1),
-                       slice(r_sl[2].start + 1, r_sl[2].stop + 1))
-                self.w[dst] = cost
-        self.w_int = self.w[:, :, :, 1:-1, 1:-1]
-        # forward view: fwd[t, a, b, x, y] = dpad[t, x + a, y + b]
-        self.fwd = ops.strided(self.dpad, (n0, 3, 3, n1, n2), (p1 * p2, p2, 1, p2, 1))
-        self.tmp_f = ops.full((3, 3, n1, n2), 0.0)
-        self.tmp_b = ops.full((3, 3, p1, p2), 0.0)
-        # backward view: bwd[a, b, x, y] = tmp_b[a, b, x + 2 - a, y + 2 - b]
-        self.bwd = ops.strided(self.tmp_b, (3, 3, n1, n2), (3 * p1 * p2 - p2, p1 * p2 - 1, p2, 1), 2 * p2 + 2)
-        self.m = ops.full((n1, n2), 0.0)
+                # receiver (t + 1, x, y) <- source (t, x + a - 1, y + b - 1)
+                xr, xs = slice(max(0, 1 - a), n1 - max(0, a - 1)), slice(max(0, a - 1), n1 - max(0, 1 - a))
+                yr, ys = slice(max(0, 1 - b), n2 - max(0, b - 1)), slice(max(0, b - 1), n2 - max(0, 1 - b))
+                out = w[:, a, b, xr.start + 1 : xr.stop + 1, yr.start + 1 : yr.stop + 1]
+                step = math.sqrt(sp[0] ** 2 + (a != 1) * sp[1] ** 2 + (b != 1) * sp[2] ** 2)
+                ops.cost_into(out, img_a[:, 1:, xr, yr], img_a[:, :-1, xs, ys], step, lamb)
+        del img_a
+        self.wflat = w.reshape(n0 - 1, 3, 3, plane)
+        self.wrow = self.wflat[..., p2 + 1 : p2 + 1 + strip]
+        # fwd[t, a, b, f] = dflat[t, f + a * p2 + b]: source of strip position f in the next plane
+        self.fwd = ops.strided(self.dpad, (n0, 3, 3, strip), (plane, p2, 1, 1))
+        self.tmp_f = ops.full((3, 3, strip), 0.0)
+        # bwd[a, b, f] = tmp_b[a, b, f + (2 - a) * p2 + 2 - b]: the same edges seen from the other end
+        self.tmp_b = ops.full((3, 3, plane), 0.0)
+        self.bwd = ops.strided(self.tmp_b, (3, 3, strip), (3 * plane - p2, plane - 1, 1), 2 * p2 + 2)
+        self.m = ops.full((strip,), 0.0)
+        self.less = np.zeros(n1 * p2, dtype=bool)  # strip + 2, so that it reshapes to (n1, p2)
+        self.less2d = self.less.reshape(n1, p2)
 
-    def passes(self) -> None:
-        """One pass along +axis then one along -axis, in place on ``dpad``."""
-        n0 = self.shape[0]
-        if n0 < 2:
-            return
-        ops, dpad, dint, w, m = self.ops, self.dpad, self.dint, self.w, self.m
-        fwd, w_int, tmp_f, tmp_b, bwd = self.fwd, self.w_int, self.tmp_f, self.tmp_b, self.bwd
-        for t in range(1, n0):
-            ops.add(fwd[t - 1], w_int[t - 1], out=tmp_f)
-            ops.amin01(tmp_f, out=m)
-            ops.minimum_(dint[t], m)
-        for t in range(n0 - 2, -1, -1):
-            ops.add(dpad[t + 1], w[t], out=tmp_b)
-            ops.amin01(bwd, out=m)
-            ops.minimum_(dint[t], m)
+    def _relax(self, t: int, src: int, forward: bool) -> bool:
+        """Lower plane ``t`` from plane ``src``; returns whether anything changed (when tracked)."""
+        ops, m, row = self.ops, self.m, self.drow[t]
+        if forward:
+            ops.add(self.fwd[src], self.wrow[src], out=self.tmp_f)
+            ops.amin01(self.tmp_f, out=m)
+        else:
+            ops.add(self.dflat[src], self.wflat[t], out=self.tmp_b)
+            ops.amin01(self.bwd, out=m)
+        if not self.track:
+            ops.torch.minimum(row, m, out=row)
+            return True
+        less = self.less[:-2]
+        np.less(m, row, out=less)
+        if not less.any():
+            return False
+        np.minimum(row, m, out=row)
+        self.dirty_f[t] = self.dirty_b[t] = True
+        rows, cols = self.neighbours  # the layouts whose planes are this layout's rows / columns
+        hit = self.less2d.any(axis=1)
+        rows.dirty_f |= hit
+        rows.dirty_b |= hit
+        hit = self.less2d[:, : self.n2].any(axis=0)
+        cols.dirty_f |= hit
+        cols.dirty_b |= hit
+        return True
 
-    def load(self, other: _AxisLayout) -> None:
-        axes = [other.perm.index(a) for a in self.perm]
-        self.dint[...] = self.ops.permute(other.dint, axes)
+    def passes(self) -> bool:
+        """Pass along +axis then along -axis, in place; returns whether any distance changed."""
+        changed = False
+        for t in range(1, self.n0):
+            if self.dirty_f[t - 1] or not self.track:
+                self.dirty_f[t - 1] = False
+                changed |= self._relax(t, t - 1, True)
+        for t in range(self.n0 - 2, -1, -1):
+            if self.dirty_b[t + 1] or not self.track:
+                self.dirty_b[t + 1] = False
+                changed |= self._relax(t, t + 1, False)
+        return changed
+
+    def view_as(self, other: _AxisLayout):
+        """This layout's distances, permuted to ``other``'s axis order."""
+        return self.ops.permute(self.dint, [self.perm.index(a) for a in other.perm])
 
 
 def geodesic_distance(
@@ -273,20 +320,21 @@ def geodesic_distance(
 
     Args:
         image: real array ``(I, J, K)`` or multi-channel ``(C, I, J, K)``, indexed ``[i, j, k]``; raw
-            intensities (numpy array or CPU/GPU torch tensor).
+            intensities (numpy array or torch tensor). Differences are taken in float32 after subtracting
+            each channel's minimum.
         seeds: bool/integer mask ``(I, J, K)`` (nonzero = seed), or ``(i, j, k)`` index triples (a list of
             tuples or an ``(N, 3)`` integer array, see :func:`seeds_from_points`).
         spacing: voxel size in mm along ``i, j, k``.
         lamb: weight of the intensity term in [0, 1] (0: spatial distance only; PA-Seg uses 0.5).
-        max_iterations: at most this many sweeps (``+i, -i, +j, -j, +k, -k`` passes); ``None`` sweeps until
-            nothing changes, i.e. to the exact shortest-path distance.
-        backend: ``"numpy"`` or ``"torch"`` (torch is imported only then).
+        max_iterations: at most this many sweeps (passes along ``i``, ``j``, ``k``, each both ways);
+            ``None`` sweeps until one changes nothing, i.e. to the exact shortest-path distance.
+        backend: ``"numpy"`` (single thread) or ``"torch"`` (imported only then; meant for GPUs).
         device: torch device for ``backend="torch"`` (default CPU); must be None for numpy.
         return_iterations: also return the number of sweeps run (with convergence, the last one is the
             sweep that changed nothing).
 
     Returns:
-        float32 array ``(I, J, K)`` of distances (seeds 0), or ``(distances, sweeps)``.
+        float32 numpy array ``(I, J, K)`` of distances (seeds 0), or ``(distances, sweeps)``.
 
     Raises:
         ValueError: bad shape/dtype, NaN/inf in ``image``, no seed, non-positive spacing, ``lamb`` outside
@@ -302,26 +350,34 @@ def geodesic_distance(
         raise ValueError(f"max_iterations must be None or an integer >= 1, got {max_iterations!r}")
     img, mask, sp, lam = _validate(image, seeds, spacing, lamb)
     ops = _Ops(backend, device)
-    img_b = ops.asarray(img if backend == "numpy" else img.astype(np.float32))
-    layouts = [_AxisLayout(ops, img_b, perm, sp, lam) for perm in ((0, 1, 2), (1, 0, 2), (2, 0, 1))]
+    img = img - img.reshape(len(img), -1).min(axis=1)[:, None, None, None]  # float32-friendly magnitudes
+    img_b = ops.asarray(img)
+    layouts = [_AxisLayout(ops, img_b, p, sp, lam) for p in ((0, 1, 2), (1, 0, 2), (2, 0, 1))]
     del img_b
-    first = layouts[0]
-    init = np.where(mask, 0.0, np.inf).astype(np.float32)
-    first.dint[...] = ops.asarray(init)
-    limit = int(max_iterations) if max_iterations is not None else None
-    sweeps = 0
-    while limit is None or sweeps < limit:
-        before = ops.to_numpy(first.dint).copy() if ops.torch is None else first.dint.clone()
-        first.passes()
-        for prev, cur in zip(layouts, layouts[1:]):
-            cur.load(prev)
-            cur.passes()
-        first.load(layouts[-1])
+    for lay in layouts:  # a change in plane t, row x, column y of one layout dirties these planes
+        lay.neighbours = tuple(layouts[a] for a in lay.perm[1:])
+    cur = layouts[0]
+    cur.dint[...] = ops.asarray(np.where(mask, 0.0, np.inf))
+    sweeps, changed = 0, True
+    while changed and (max_iterations is None or sweeps < max_iterations):
+        before = None if cur.track else cur.dint.clone()
+        changed = False
+        for lay in layouts:
+            if lay is not cur:
+                lay.dint[...] = cur.view_as(lay)
+                cur = lay
+            changed |= lay.passes()
+        if before is not None:
+            changed = not ops.torch.equal(ops.permute(before, [0, 1, 2] if cur is layouts[0] else (1, 2, 0)),
+                                          cur.dint)
         sweeps += 1
-        if ops.equal(before, first.dint):
-            break
-    dist = ops.to_numpy(first.dint)
+    dist = cur.view_as(_IJK)
+    dist = np.ascontiguousarray(dist) if ops.torch is None else dist.cpu().numpy()
     return (dist, sweeps) if return_iterations else dist
+
+
+class _IJK:
+    perm = (0, 1, 2)
 
 
 def dijkstra_geodesic_distance(

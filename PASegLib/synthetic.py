@@ -17,24 +17,23 @@ Each case is an MR-like image with one or more irregular "tumours" and their bin
 * **Background and distractors**: textured parenchyma (two smoothed-noise "tissues"); ellipsoids with the
   tumour's intensity or brighter placed a few mm from a tumour; bright tubular "vessels"; dark
   CSF-like ellipsoids. A global threshold therefore cannot segment the tumours.
-* **Acquisition**: a smooth multiplicative bias field, Rician noise (magnitude of complex Gaussian noise),
-  and a global ``intensity_scale``.
-
-Intensities are in relative units before ``intensity_scale``: background tissue ≈ 1, tumour ≈
-``1 + contrast``, ``noise_std`` is the standard deviation of each complex noise channel. Everything is
-drawn from ``numpy.random.default_rng(seed)``: one seed gives bit-identical cases.
+* **Acquisition**: a smooth multiplicative bias field, Rician noise (magnitude of complex Gaussian noise,
+  ``noise_std`` per channel) and ``intensity_scale``. Before scaling, background ≈ 1, tumour ≈
+  ``1 + contrast``. Everything is drawn from ``numpy.random.default_rng(seed)``: a seed gives identical cases.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial.transform import Rotation
 
 from .atomic import PathLike
 from .geometry import ImageGeometry
@@ -43,7 +42,12 @@ from .image_io import IMAGE_SUFFIXES, Volume, write_image
 __all__ = ["SyntheticCase", "SyntheticConfig", "case_name", "generate_case", "write_synthetic_dataset"]
 
 _GAP_MM = 4.0  # minimum gap between the bounding spheres of two tumours, or a tumour and a distractor
-_MAX_LOBE_EXTENT = 1.45  # bounding-sphere radius of a tumour, in units of its main radius (upper bound)
+_LOBE_OFFSET, _LOBE_RADIUS = 0.55, (0.45, 0.7)  # satellite lobes: centre distance and radius / main radius
+
+
+def _lobe_extent(irregularity: float) -> float:
+    """Upper bound of a tumour's bounding-sphere radius over its main radius."""
+    return max(1.0, _LOBE_OFFSET + _LOBE_RADIUS[1]) * (1 + irregularity)
 
 
 @dataclass
@@ -56,7 +60,8 @@ class SyntheticConfig:
         origin: LPS position (mm) of voxel ``(0, 0, 0)``.
         rotation_deg: rotations (degrees) about the L, P and S axes, applied in that order, that give the
             direction matrix; ``(0, 0, 0)`` is an axis-aligned image.
-        n_objects: inclusive range of the number of tumours per case.
+        n_objects: inclusive range of the number of tumours per case (a tumour that does not fit is
+            shrunk towards ``radius_mm[0]``, then dropped; :attr:`SyntheticCase.objects` lists those made).
         radius_mm: inclusive range of the main radius of a tumour (mm).
         irregularity: amplitude of the radial harmonics, as a fraction of the radius (0 = spheres).
         necrosis_probability: probability that a tumour has a dark necrotic core.
@@ -111,9 +116,6 @@ class SyntheticConfig:
         check(1 <= lo <= hi <= 4, "n_objects", "a range (lo, hi) with 1 <= lo <= hi <= 4")
         r_lo, r_hi = seq("radius_mm", 2, float)
         check(0 < r_lo <= r_hi, "radius_mm", "a range (lo, hi) with 0 < lo <= hi")
-        fov = min((n - 1) * s for n, s in zip(shape, spacing))
-        check(2 * (r_hi * _MAX_LOBE_EXTENT + 2.0) <= fov, "radius_mm",
-              f"small enough for the field of view ({fov:.1f} mm): at most {(fov / 2 - 2) / 1.45:.1f} mm")
         lo, hi = seq("n_distractors", 2, int)
         check(0 <= lo <= hi <= 20, "n_distractors", "a range (lo, hi) with 0 <= lo <= hi <= 20")
         for name, low, high in [("irregularity", 0.0, 0.35), ("necrosis_probability", 0.0, 1.0),
@@ -121,17 +123,17 @@ class SyntheticConfig:
                                 ("psf_sigma_voxels", 0.0, 3.0), ("supersample_mm", 0.05, 10.0),
                                 ("intensity_scale", 1e-6, 1e9)]:
             value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and low <= value <= high
             check(ok, name, f"a number in [{low}, {high}]")
             setattr(self, name, float(value))
+        fov, extent = min((n - 1) * s for n, s in zip(shape, spacing)), _lobe_extent(self.irregularity)
+        check(2 * (r_hi * extent + 2.5) <= fov, "radius_mm",
+              f"small enough for the field of view ({fov:.1f} mm): at most {(fov / 2 - 2.5) / extent:.1f} mm")
 
     def geometry(self) -> ImageGeometry:
         """The (oblique, anisotropic) geometry of every case generated with this configuration."""
-        ax, ay, az = (math.radians(a) for a in self.rotation_deg)
-        rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
-        ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
-        rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
-        direction = rz @ ry @ rx
+        # Extrinsic rotations about L, then P, then S: direction = Rz @ Ry @ Rx.
+        direction = Rotation.from_euler("xyz", self.rotation_deg, degrees=True).as_matrix()
         return ImageGeometry(self.shape, self.spacing, self.origin, tuple(direction.ravel()))
 
     @classmethod
@@ -165,7 +167,8 @@ class SyntheticCase:
 # -- rendering helpers ------------------------------------------------------------------------------------
 def _smooth_noise(rng: np.random.Generator, shape: Sequence[int], sigma_vox: np.ndarray) -> np.ndarray:
     """Gaussian-smoothed white noise with unit standard deviation, float32."""
-    field_ = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma_vox, mode="reflect")
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    field_ = ndimage.gaussian_filter(noise, sigma_vox, mode="reflect", truncate=3.0)
     return field_ / max(float(field_.std()), 1e-6)
 
 
@@ -176,11 +179,8 @@ def _render(fn: Callable[..., List[np.ndarray]], centre: np.ndarray, extent: flo
     float32 occupancy array per indicator."""
     lo = np.maximum(np.floor((centre - extent) / spacing).astype(int), 0)
     hi = np.minimum(np.ceil((centre + extent) / spacing).astype(int) + 1, np.asarray(shape))
-    coords = []
-    for a in range(3):
-        sub = (np.arange(factors[a]) + 0.5) / factors[a] - 0.5
-        pts = ((np.arange(lo[a], hi[a])[:, None] + sub[None, :]).ravel() * spacing[a] - centre[a])
-        coords.append(pts.astype(np.float32))
+    coords = [((np.arange(lo[a], hi[a])[:, None] + (np.arange(f) + 0.5)[None, :] / f - 0.5).ravel()
+               * spacing[a] - centre[a]).astype(np.float32) for a, f in enumerate(factors)]
     dx, dy, dz = coords[0][:, None, None], coords[1][None, :, None], coords[2][None, None, :]
     n = hi - lo
     occupancies = []
@@ -209,29 +209,39 @@ def _radial_function(rng: np.random.Generator, amplitude: float) -> Callable[...
     return radius_factor
 
 
+def _star(ex, ey, ez, radius: float, radial: Callable[..., np.ndarray], amplitude: float) -> np.ndarray:
+    """``|e| <= radius * radial(e)`` on the broadcast offsets ``e`` (mm); the harmonics are evaluated only
+    in the shell ``radius * (1 ± amplitude)`` where they can change the answer."""
+    dist = np.sqrt(ex * ex + ey * ey + ez * ez) + np.float32(1e-6)
+    inside = dist <= np.float32(radius * (1 - amplitude))
+    idx = np.nonzero(~inside & (dist <= np.float32(radius * (1 + amplitude))))
+    px, py, pz = (np.broadcast_to(e, dist.shape)[idx] for e in (ex, ey, ez))
+    inside[idx] = dist[idx] <= np.float32(radius) * radial(px, py, pz, dist[idx])
+    return inside
+
+
 def _tumour(rng: np.random.Generator, radius: float, cfg: SyntheticConfig):
     """Random tumour shape: (indicator function, bounding radius, number of lobes, necrotic)."""
     lobes = [(np.zeros(3), radius)]
     for _ in range(int(rng.integers(0, 4))):
         u = rng.standard_normal(3)
-        lobes.append((0.55 * radius * u / np.linalg.norm(u), radius * rng.uniform(0.45, 0.7)))
+        lobes.append((_LOBE_OFFSET * radius * u / np.linalg.norm(u), radius * rng.uniform(*_LOBE_RADIUS)))
     shapes = [(c, r, _radial_function(rng, cfg.irregularity)) for c, r in lobes]
     extent = max(np.linalg.norm(c) + r * (1 + cfg.irregularity) for c, r in lobes) + 0.5
     necrotic = bool(rng.random() < cfg.necrosis_probability)
     core_r, core_f = radius * rng.uniform(0.35, 0.55), _radial_function(rng, 0.3)
     core_c = rng.uniform(-0.15, 0.15, 3) * radius
 
+    def offsets(dx, dy, dz, c):
+        return dx - np.float32(c[0]), dy - np.float32(c[1]), dz - np.float32(c[2])
+
     def indicators(dx, dy, dz):
         inside = np.zeros((dx.size, dy.size, dz.size), dtype=bool)
-        for (cx, cy, cz), r, radial in shapes:
-            ex, ey, ez = dx - np.float32(cx), dy - np.float32(cy), dz - np.float32(cz)
-            dist = np.sqrt(ex * ex + ey * ey + ez * ez) + np.float32(1e-6)
-            inside |= dist <= np.float32(r) * radial(ex, ey, ez, dist)
+        for c, r, radial in shapes:
+            inside |= _star(*offsets(dx, dy, dz, c), r, radial, cfg.irregularity)
         if not necrotic:
             return [inside]
-        ex, ey, ez = dx - np.float32(core_c[0]), dy - np.float32(core_c[1]), dz - np.float32(core_c[2])
-        dist = np.sqrt(ex * ex + ey * ey + ez * ez) + np.float32(1e-6)
-        return [inside, inside & (dist <= np.float32(core_r) * core_f(ex, ey, ez, dist))]
+        return [inside, inside & _star(*offsets(dx, dy, dz, core_c), core_r, core_f, 0.3)]
 
     return indicators, extent, len(lobes), necrotic
 
@@ -290,6 +300,11 @@ def _vessel(rng, grid: Sequence[np.ndarray], fov: np.ndarray, spacing: np.ndarra
     return np.clip(0.5 - (dist - np.float32(radius)) / footprint, 0.0, 1.0).astype(np.float32)
 
 
+def _check_count(value: Any, name: str, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
 # -- public API --------------------------------------------------------------------------------------------
 def generate_case(*, config: Optional[SyntheticConfig] = None, seed: int = 0) -> SyntheticCase:
     """Generate one synthetic case (see the module docstring for the model).
@@ -305,8 +320,7 @@ def generate_case(*, config: Optional[SyntheticConfig] = None, seed: int = 0) ->
     cfg = SyntheticConfig() if config is None else config
     if not isinstance(cfg, SyntheticConfig):
         raise ValueError(f"config must be a SyntheticConfig, got {type(cfg).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _check_count(seed, "seed", minimum=0)
     rng = np.random.default_rng(int(seed))
     geometry = cfg.geometry()
     shape, spacing = np.asarray(cfg.shape), np.asarray(cfg.spacing)
@@ -327,8 +341,9 @@ def generate_case(*, config: Optional[SyntheticConfig] = None, seed: int = 0) ->
         for _attempt in range(10):
             indicators, extent, n_lobes, necrotic = _tumour(rng, radius, cfg)
             centre = _place(rng, fov, extent, tumours)
-            if centre is None:
-                break
+            if centre is None:  # no room left: try a smaller tumour
+                radius = max(0.85 * radius, cfg.radius_mm[0])
+                continue
             box, occs = _render(indicators, centre, extent, spacing, cfg.shape, factors)
             n_comp = ndimage.label(occs[0] >= 0.5, structure=np.ones((3, 3, 3)))[1]
             if n_comp == 1:  # the discretised shape is one piece
@@ -373,13 +388,10 @@ def generate_case(*, config: Optional[SyntheticConfig] = None, seed: int = 0) ->
             inside = inside * (1.1 * (1 - core)) + core * rng.uniform(0.45, 0.7) * (1 + 0.1 * texture[box])
         _blend(image, box, occ, inside)
         occupancy[box] = np.maximum(occupancy[box], occ)
-        centre_index = centre / spacing
-        objects.append({
-            "centre_lps": [float(v) for v in geometry.index_to_world(centre_index)],
-            "centre_index": [float(v) for v in centre_index],
-            "radius_mm": radius, "n_lobes": n_lobes, "necrotic": necrotic,
-            "n_voxels": int(np.count_nonzero(occ >= 0.5)),
-        })
+        index = centre / spacing
+        objects.append({"centre_lps": geometry.index_to_world(index).tolist(), "centre_index": index.tolist(),
+                        "radius_mm": radius, "n_lobes": n_lobes, "necrotic": necrotic,
+                        "n_voxels": int(np.count_nonzero(occ >= 0.5))})
 
     # Acquisition: point spread function, bias field, Rician noise.
     if cfg.psf_sigma_voxels > 0:
@@ -413,10 +425,8 @@ def write_synthetic_dataset(out_dir: PathLike, *, n_cases: int = 4, config: Opti
     Returns:
         The written paths in order: image then label of case 0, then of case 1, …
     """
-    if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or n_cases < 1:
-        raise ValueError(f"n_cases must be a positive integer, got {n_cases!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _check_count(n_cases, "n_cases", minimum=1)
+    _check_count(seed, "seed", minimum=0)
     if suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"suffix must be one of {', '.join(IMAGE_SUFFIXES)}, got {suffix!r}")
     out = Path(out_dir)

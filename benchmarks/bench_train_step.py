@@ -44,6 +44,16 @@ def _parse_size(text: str) -> Tuple[int, int, int]:
     return parts  # type: ignore[return-value]
 
 
+def _parse_network(spec: str) -> Tuple[str, Dict[str, Any]]:
+    """``"unet2d5"`` or ``"unet2d5:inplane_only_downsamplings=0"`` (``;``-separated integer options)."""
+    name, _, rest = spec.partition(":")
+    kwargs = {}
+    for item in filter(None, rest.split(";")):
+        key, _, value = item.partition("=")
+        kwargs[key.strip()] = int(value)
+    return name.strip(), kwargs
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -81,7 +91,8 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
         torch.set_num_threads(cfg["threads"])
     else:
         torch.backends.cudnn.benchmark = True
-    net = build_network(cfg["network"]).to(device).train()
+    name, kwargs = _parse_network(cfg["network"])
+    net = build_network(name, **kwargs).to(device).train()
     image = torch.randn(1, 1, *size, device=device)
     target = _partial_labels(size).to(device)
     channels_last = mode == "amp_cl"
@@ -89,7 +100,8 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
         net = net.to(memory_format=torch.channels_last_3d)
         image = image.contiguous(memory_format=torch.channels_last_3d)
     use_amp = mode in ("amp", "amp_cl")
-    amp_dtype = torch.bfloat16 if (device.type == "cuda" and torch.cuda.is_bf16_supported()) else torch.float16
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    amp_dtype = torch.bfloat16 if bf16 else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     loss_fn = PartialCEDiceLoss(check_labels=False)
     opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)
@@ -147,11 +159,12 @@ def _iterations(size: Tuple[int, int, int], device: str, args: argparse.Namespac
 
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--networks", default=",".join(NETWORK_NAMES))
+    parser.add_argument("--networks", default=",".join(NETWORK_NAMES),
+                        help="comma-separated; options as name:key=value;key=value (integers)")
     parser.add_argument("--sizes", default=DEFAULT_SIZES)
     parser.add_argument("--devices", default="auto", help="cpu, cuda, or auto (cpu + cuda if available)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
-    parser.add_argument("--warmup", type=int, default=2, help="CPU warm-up iterations at small sizes")
+    parser.add_argument("--warmup", type=int, default=3, help="CPU warm-up iterations at small sizes")
     parser.add_argument("--iters", type=int, default=5, help="CPU timed iterations at small sizes")
     parser.add_argument("--gpu-warmup", type=int, default=5)
     parser.add_argument("--gpu-iters", type=int, default=20)
@@ -201,7 +214,7 @@ def main(argv: List[str] | None = None) -> int:
                     else:
                         res = json.loads(proc.stdout.strip().splitlines()[-1])
                     info["results"].append(res)
-                    print(f"{device:4s} {mode:6s} {network:15s} {res['size']:>11s}  "
+                    print(f"{device:4s} {mode:6s} {network:20s} {res['size']:>11s}  "
                           f"{res.get('sec_per_iter', float('nan')):8.4f} s/it  "
                           f"peak {res.get('peak_mem_mb', float('nan')):8.1f} MB  {res.get('error', '')}",
                           file=sys.stderr, flush=True)

@@ -29,7 +29,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.cases < 1:
         raise ValueError(f"--cases must be >= 1, got {args.cases}")
-    config = SyntheticConfig() if args.shape is None else SyntheticConfig(shape=tuple(args.shape))
+    config = SyntheticConfig()
+    if args.shape is not None:  # scale the tumour sizes with the field of view
+        factor = min(min(n / d for n, d in zip(args.shape, config.shape)), 1.0)
+        radius = tuple(r * factor for r in config.radius_mm)
+        config = SyntheticConfig(shape=tuple(args.shape), radius_mm=radius)
     with staged_output(args.out) as stage:
         written = write_synthetic_dataset(stage, n_cases=args.cases, config=config, seed=args.seed)
     names = sorted(Path(p).name for p in written)
