@@ -33,6 +33,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--valid-region", choices=VALID_REGIONS, default=d.valid_region,
                    help="voxels outside the valid region are background (default: all voxels are valid)")  # fmt: skip
     p.add_argument("--valid-threshold", type=float, default=None, help="threshold for --valid-region above_threshold")
+    p.add_argument("--smooth-sigma-mm", type=float, default=d.smooth_sigma_mm,
+                   help="Gaussian pre-smoothing (mm) before the geodesic; 0 = raw intensities")  # fmt: skip
     p.add_argument("--backend", choices=("numpy", "torch"), default=d.backend, help="geodesic backend")
     p.add_argument("--device", default=None, help="torch device for --backend torch (e.g. cuda)")
     p.add_argument("--no-preview", action="store_true", help="do not write PNG previews")
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         lamb=args.lamb,
         valid_region=args.valid_region,
         valid_threshold=args.valid_threshold,
+        smooth_sigma_mm=args.smooth_sigma_mm,
         backend=args.backend,
         device=args.device,
     )

@@ -99,7 +99,9 @@ def test_error_not_enclosing(oblique_geometry):
     # sides labelled automatically, but all background points lie at or beyond F on index axis k
     c = np.array([20.0, 17.0, 10.0])
     bg = [c + d for d in [(-6, 0, 1), (6, 0, 1), (0, -5, 1), (0, 5, 1), (0, 0, 3), (1, 1, 4)]]
-    obj = make_object("t", foreground=[g.index_to_world(c)], background=list(g.index_to_world(np.array(bg))), geometry=g)
+    obj = make_object(
+        "t", foreground=[g.index_to_world(c)], background=list(g.index_to_world(np.array(bg))), geometry=g
+    )
     with pytest.raises(AnnotationError, match=r"(do not enclose|is not .* of the foreground point)"):
         validate_object(obj, g)
 

@@ -177,7 +177,12 @@ def test_cli_synth_and_module_entry_point(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     files = json.loads(done.stdout.strip().splitlines()[-1])["files"]
-    assert files == ["synth_000_image.nii.gz", "synth_000_label.nii.gz", "synth_001_image.nii.gz", "synth_001_label.nii.gz"]
+    assert files == [
+        "synth_000_image.nii.gz",
+        "synth_000_label.nii.gz",
+        "synth_001_image.nii.gz",
+        "synth_001_label.nii.gz",
+    ]
     assert read_image(out / "synth_000_image.nii.gz").geometry.shape == (48, 48, 16)
     done = subprocess.run([sys.executable, "-m", "PASegLib", "synth", str(tmp_path / "x"), "--cases", "0"],
                           capture_output=True, text=True)  # fmt: skip
