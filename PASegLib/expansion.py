@@ -50,12 +50,12 @@ class ExpansionConfig:
         device: torch device for ``backend="torch"`` (e.g. ``"cuda"``); ignored by numpy.
     """
 
-    epsilon: float = 0.2
+    epsilon: float = 0.175
     lamb: float = 0.5
     valid_region: str = "all"
     valid_threshold: Optional[float] = None
     max_iterations: Optional[int] = None
-    smooth_sigma_mm: float = 0.0
+    smooth_sigma_mm: float = 1.0
     backend: str = "numpy"
     device: Optional[str] = None
 

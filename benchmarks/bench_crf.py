@@ -10,14 +10,17 @@ with ``torch.nn.functional.unfold`` and plain autograd, i.e. the memory profile 
 Defaults σ_xy = 6 voxels, σ_I = 0.1, three views, binary softmax logits, one z-scored image channel (a noisy
 sphere; logits follow it with noise), float32, ``torch.set_num_threads(2)``.
 
-Method. Every (implementation, setting) runs in its own fresh Python subprocess, so neither allocator caches
-nor earlier peaks leak between measurements. The worker builds the inputs, runs one small warm-up (lazy
-initialisation of torch kernels and threads), then resets the kernel's peak-RSS counter
-(``/proc/self/clear_refs`` ← 5), reads ``VmRSS``, runs one forward+backward and reads ``VmHWM``:
-``peak memory = VmHWM − VmRSS before`` (everything the loss allocates, incl. the autograd graph and the
-gradient of the logits). Then ``--repeats`` timed forward+backward runs; the median is reported. The parent
-compares the two gradients w.r.t. the logits (cosine, float64). The reference is skipped (not crashed)
-when its peak, extrapolated from the official setting as ∝ N·(2r+1)², exceeds ``--max-reference-gb``.
+Method. Every measurement runs in a fresh Python subprocess, so neither allocator caches nor earlier peaks
+leak between them. Memory: a subprocess (glibc ``MALLOC_MMAP_THRESHOLD_=65536``, so that freed blocks are
+returned to the OS and resident memory tracks live memory) builds the inputs, runs a small warm-up (lazy
+initialisation of torch kernels and threads), resets the kernel's peak-RSS counter (``/proc/self/clear_refs``
+← 5), reads ``VmRSS``, runs one forward+backward and reads ``VmHWM``: ``peak = VmHWM − VmRSS before``
+(everything the loss allocates, incl. the autograd graph and the gradient of the logits). Time: another
+subprocess (default allocator) runs one warm forward+backward, then ``--repeats`` timed ones; the median is
+reported. The parent compares the two gradients w.r.t. the logits (cosine, float64). The reference is
+skipped (not crashed) when its peak, extrapolated from the official setting as ∝ N·(2r+1)², exceeds
+``--max-reference-gb``. The official code's own cost on this machine kind (docs/FACTS §2: 3.82 s, 1.05 GB)
+is reported beside, as ``*_vs_official_anchor``.
 
 Usage: ``python benchmarks/bench_crf.py [--repeats 5] [--max-reference-gb 8]``; the last stdout line is the
 JSON summary, whose top-level ``speedup``, ``memory_ratio`` and ``grad_cosine`` refer to ``official``.
@@ -45,6 +48,8 @@ SETTINGS: Dict[str, Dict] = {
     "full_128x128x48_r12": {"shape": (128, 128, 48), "radius": 12},
 }
 THREADS = 2
+#: the official PA-Seg/Gated-CRF mCRF at 64×64×48, r = 5, measured on this machine kind (docs/FACTS.md §2)
+OFFICIAL_ANCHOR = {"time_s": 3.82, "peak_mb": 1050.0, "source": "docs/FACTS.md §2"}
 
 
 def _status_kib(field: str) -> int:
@@ -86,7 +91,8 @@ def _load_reference():
 
 
 def worker(impl: str, setting: str, repeats: int, out_dir: Path) -> Dict:
-    """Runs in a subprocess: memory of one forward+backward, then the median time of ``repeats`` more."""
+    """Runs in a subprocess. ``repeats == 0``: peak memory of one forward+backward (and the gradient, saved
+    for the cosine); else one warm run and the median time of ``repeats`` more."""
     import gc
 
     import numpy as np
@@ -111,38 +117,44 @@ def worker(impl: str, setting: str, repeats: int, out_dir: Path) -> Dict:
     logits.requires_grad_(True)
     del small, small_img
     gc.collect()
-    reset_ok = _reset_peak_rss()
-    rss_before = _status_kib("VmRSS")
+    if repeats == 0:
+        reset_ok = _reset_peak_rss()
+        rss_before = _status_kib("VmRSS")
+        value = step(logits, image)
+        peak_kib = _status_kib("VmHWM") - rss_before
+        grad_path = out_dir / f"{impl}_{setting}.npy"
+        np.save(grad_path, logits.grad.numpy())
+        return {"loss": value, "peak_mb": round(peak_kib / 1024.0, 1), "peak_reset": reset_ok,
+                "grad_file": str(grad_path)}
     t0 = time.perf_counter()
-    value = step(logits, image)
+    step(logits, image)
     first = time.perf_counter() - t0
-    peak_kib = _status_kib("VmHWM") - rss_before
-    times = [first] if repeats == 0 else []
+    times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         step(logits, image)
         times.append(time.perf_counter() - t0)
-    grad_path = out_dir / f"{impl}_{setting}.npy"
-    np.save(grad_path, logits.grad.numpy())
-    return {
-        "loss": value,
-        "time_s": statistics.median(times),
-        "times_s": [round(t, 4) for t in times],
-        "first_call_s": round(first, 4),
-        "peak_mb": round(peak_kib / 1024.0, 1),
-        "peak_reset": reset_ok,
-        "grad_file": str(grad_path),
-    }
+    return {"time_s": statistics.median(times), "times_s": [round(t, 4) for t in times],
+            "first_call_s": round(first, 4)}
 
 
 def _run_worker(impl: str, setting: str, repeats: int, out_dir: Path) -> Dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--setting", setting,
            "--repeats", str(repeats), "--out-dir", str(out_dir)]
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), PYTHONPATH=str(ROOT))
+    if repeats == 0:  # memory run: a fixed mmap threshold makes glibc return every freed block >= 64 KiB
+        env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {impl}/{setting} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _measure(impl: str, setting: str, repeats: int, out_dir: Path) -> Dict:
+    """Memory (own subprocess) then time (another subprocess)."""
+    result = _run_worker(impl, setting, 0, out_dir)
+    result.update(_run_worker(impl, setting, repeats, out_dir))
+    return result
 
 
 def _cosine(path_a: str, path_b: str) -> float:
@@ -170,11 +182,11 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--setting", choices=list(SETTINGS), help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.reference_repeats < 1:
-        raise SystemExit("--repeats and --reference-repeats must be >= 1")
     if args.worker:
         print(json.dumps(worker(args.worker, args.setting, args.repeats, args.out_dir)))
         return 0
+    if args.repeats < 1 or args.reference_repeats < 1:
+        raise SystemExit("--repeats and --reference-repeats must be >= 1")
 
     import torch
 
@@ -185,8 +197,9 @@ def main(argv: Optional[list] = None) -> int:
                    "dtype": "float32", "threads": THREADS, "repeats_fast": args.repeats,
                    "repeats_reference": args.reference_repeats},
         "memory_method": "peak RSS of a fresh subprocess during one forward+backward (VmHWM after "
-                         "clear_refs=5 minus VmRSS before; includes autograd graph and logits gradient)",
-        "time_method": "median wall time of forward+backward after one warm run, in a subprocess",
+                         "clear_refs=5 minus VmRSS before, MALLOC_MMAP_THRESHOLD_=65536; includes autograd "
+                         "graph and logits gradient)",
+        "time_method": "median wall time of forward+backward after one warm run, in its own subprocess",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
     }
     ref_peak_per_unit = None
@@ -195,7 +208,7 @@ def main(argv: Optional[list] = None) -> int:
         for setting in args.settings:
             spec = SETTINGS[setting]
             entry: Dict = {"grid": list(spec["shape"]), "radius": spec["radius"]}
-            fast = _run_worker("fast", setting, args.repeats, out_dir)
+            fast = _measure("fast", setting, args.repeats, out_dir)
             entry["fast"] = {k: v for k, v in fast.items() if k != "grad_file"}
             estimate_gb = None
             if ref_peak_per_unit is not None:
@@ -206,7 +219,7 @@ def main(argv: Optional[list] = None) -> int:
                                       "from the measured official setting)")
                 entry["speedup"] = entry["memory_ratio"] = entry["grad_cosine"] = None
             else:
-                ref = _run_worker("reference", setting, args.reference_repeats, out_dir)
+                ref = _measure("reference", setting, args.reference_repeats, out_dir)
                 entry["reference"] = {k: v for k, v in ref.items() if k != "grad_file"}
                 if ref_peak_per_unit is None:
                     ref_peak_per_unit = ref["peak_mb"] / _voxels_window(setting)
@@ -219,6 +232,10 @@ def main(argv: Optional[list] = None) -> int:
     if "official" in summary:
         for key in ("speedup", "memory_ratio", "grad_cosine"):
             summary[key] = summary["official"][key]
+        fast = summary["official"]["fast"]
+        summary["speedup_vs_official_anchor"] = round(OFFICIAL_ANCHOR["time_s"] / fast["time_s"], 2)
+        summary["memory_ratio_vs_official_anchor"] = round(OFFICIAL_ANCHOR["peak_mb"] / max(fast["peak_mb"], 0.1), 2)
+        summary["official_anchor"] = OFFICIAL_ANCHOR
     print(json.dumps(summary))
     return 0
 

@@ -100,9 +100,9 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
         net = net.to(memory_format=torch.channels_last_3d)
         image = image.contiguous(memory_format=torch.channels_last_3d)
     use_amp = mode in ("amp", "amp_cl")
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    bf16 = device.type == "cpu" or torch.cuda.is_bf16_supported()
     amp_dtype = torch.bfloat16 if bf16 else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
     loss_fn = PartialCEDiceLoss(check_labels=False)
     opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)
 
