@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -e .
+	# optional: GeodisTK (the paper's compiled geodesic) for the comparison tests; never needed at run time
+	CPPFLAGS=-DNPY_IN_ARRAY=NPY_ARRAY_IN_ARRAY $(BIN)/python -m pip install --quiet --no-build-isolation \
+		GeodisTK==0.1.7 || echo "GeodisTK could not be built; its comparison tests will be skipped"
 	touch $(STAMP)
 
 setup: $(STAMP)
