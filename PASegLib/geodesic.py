@@ -21,7 +21,7 @@ walks plane by plane and updates each plane from the 9 neighbours that every vox
 plane (in-plane neighbours are relaxed by the passes along the other two axes), so each plane is a
 handful of array operations. Edge costs are computed once per direction before the first sweep. Values
 only decrease, so sweeps are repeated until one changes nothing: that fixed point is exactly the
-shortest-path distance on the 26-graph (the same values as :func:`dijkstra_geodesic_distance`, up to
+shortest-path distance on the 26-graph (the same values as ``geodesic_reference.dijkstra_geodesic_distance``, up to
 float32 rounding). ``max_iterations`` stops earlier; every voxel is finite after one sweep, and any
 truncated result is an upper bound of the converged one. The number of sweeps grows with how much the
 shortest paths wind (about one sweep per two turns of a serpentine; 25 for 128 x 128 x 48 uniform noise,
@@ -46,7 +46,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["geodesic_distance", "dijkstra_geodesic_distance", "seeds_from_points"]
+__all__ = ["geodesic_distance", "seeds_from_points"]
 
 _EPS = 1e-5
 _BACKENDS = ("numpy", "torch")
@@ -414,31 +414,3 @@ def _edge_cost(img: Any, d: Tuple[int, int, int], spacing: Sequence[float], lamb
     norm = np.sqrt((diff * diff).sum(0))
     step = math.sqrt(sum(sp * sp for sp, s in zip(spacing, d) if s != 0))
     return step / ((1.0 - lamb) + lamb / (norm + _EPS)), tuple(p_sl), tuple(q_sl)
-
-
-def dijkstra_geodesic_distance(
-    image: Any, seeds: Any, *, spacing: Sequence[float] = (1.0, 1.0, 1.0), lamb: float = 0.5
-) -> np.ndarray:
-    """Exact reference: the same distance by ``scipy.sparse.csgraph.dijkstra`` on the 26-graph (float64).
-
-    Slow and memory-heavy (a sparse matrix with 13 edges per voxel, ~0.5 kB per voxel with temporaries):
-    meant for tests and benchmarks on small volumes. Arguments and return as :func:`geodesic_distance`
-    (returns float64).
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import dijkstra
-
-    img, mask, sp, lam = _validate(image, seeds, spacing, lamb)
-    shape = img.shape[1:]
-    index = np.arange(int(np.prod(shape))).reshape(shape)
-    rows, cols, vals = [], [], []
-    for d in _HALF_OFFSETS:
-        cost, p_sl, q_sl = _edge_cost(img, d, sp, lam)
-        rows.append(index[p_sl].ravel())
-        cols.append(index[q_sl].ravel())
-        vals.append(cost.ravel())
-    graph = coo_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), (index.size,) * 2
-    )
-    dist = dijkstra(graph.tocsr(), directed=False, indices=index[mask], min_only=True)
-    return dist.reshape(shape)

@@ -85,7 +85,10 @@ def test_expansion_labels_box_foreground_and_background(blob_case):
 def test_expansion_epsilon_extremes_and_monotonicity(blob_case):
     image, label = blob_case
     case = simulate_clicks(label, image.geometry, seed=0)
-    sizes = [int((expand_seeds(image, case, config=ExpansionConfig(epsilon=e, smooth_sigma_mm=0)) == 1).sum()) for e in (0, 0.1, 0.3, 1)]
+    sizes = [
+        int((expand_seeds(image, case, config=ExpansionConfig(epsilon=e, smooth_sigma_mm=0)) == 1).sum())
+        for e in (0, 0.1, 0.3, 1)
+    ]
     assert sizes[0] == 1, "epsilon 0 keeps only the click"
     assert sizes == sorted(sizes)
     lo, hi = object_box(case.objects[0], image.geometry)
