@@ -21,6 +21,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 _COMPOUND_SUFFIXES = (".nii.gz", ".mrk.json", ".seg.nrrd", ".tar.gz")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def full_suffix(path: PathLike) -> str:
     """Return the file type suffix of ``path``, keeping known compound suffixes (``.nii.gz``)."""
     name = Path(path).name.lower()
@@ -48,6 +54,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

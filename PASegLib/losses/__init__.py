@@ -2,8 +2,10 @@
 
 * ``partial_ce_dice`` — :class:`~PASegLib.losses.partial.PartialCEDiceLoss`, Eq. 3–5 (labeled voxels only).
 * ``variance`` — :class:`~PASegLib.losses.variance.VarianceMinimizationLoss`, Eq. 9–10.
-* ``mcrf`` — the multi-view CRF loss (Eq. 6–8) of :mod:`PASegLib.losses.crf`; registered here by the lead
-  (``LOSSES.register("mcrf")``).
+* ``mcrf`` — :class:`~PASegLib.losses.crf.MultiViewCRFLoss`, the multi-view CRF loss (Eq. 6–8).
+* ``kd`` — :class:`~PASegLib.losses.distillation.KnowledgeDistillationLoss`, Eq. 12–13 (stage 2).
+* ``scm`` — :class:`~PASegLib.losses.distillation.SelfCrossMonitoringLoss`, Eq. 14–15 (stage 2; imports
+  MONAI when built).
 
 :mod:`PASegLib.losses.schedule` holds the ramp-up and the stage-1 weights (α = 1.0, β = 0.1). Importing this
 package imports torch; the top-level :mod:`PASegLib` package does not import it.
@@ -14,6 +16,8 @@ Example::
     loss_fn = LOSSES.build("partial_ce_dice", ignore_index=2)
 """
 
+from PASegLib.losses.crf import MultiViewCRFLoss
+from PASegLib.losses.distillation import KnowledgeDistillationLoss, SelfCrossMonitoringLoss
 from PASegLib.losses.partial import PartialCEDiceLoss, partial_ce_dice_terms
 from PASegLib.losses.schedule import Stage1LossWeights, sigmoid_rampup
 from PASegLib.losses.variance import VarianceMinimizationLoss, above_minimum_mask, variance_minimization
@@ -22,11 +26,16 @@ from PASegLib.registry import Registry
 LOSSES = Registry("loss")
 LOSSES.register("partial_ce_dice")(PartialCEDiceLoss)
 LOSSES.register("variance")(VarianceMinimizationLoss)
-# "mcrf" (PASegLib.losses.crf) is registered by the lead.
+LOSSES.register("mcrf")(MultiViewCRFLoss)
+LOSSES.register("kd")(KnowledgeDistillationLoss)
+LOSSES.register("scm")(SelfCrossMonitoringLoss)
 
 __all__ = [
     "LOSSES",
+    "KnowledgeDistillationLoss",
+    "MultiViewCRFLoss",
     "PartialCEDiceLoss",
+    "SelfCrossMonitoringLoss",
     "Stage1LossWeights",
     "VarianceMinimizationLoss",
     "above_minimum_mask",

@@ -1,0 +1,66 @@
+"""Machine-readable progress lines: ``PASEG {json}`` on stdout, one per event.
+
+The trainer and the predictor print them; the Slicer module and the terminal progress bar parse them with
+:func:`parse_progress_line`. Events (``"event"`` key) and their fields:
+
+* ``start``: ``total_iterations``, ``epochs``, ``run_dir`` (trainer); ``total`` (predictor).
+* ``prepare``: ``index``, ``total``, ``case``, ``cached`` — data preparation (seed expansion).
+* ``iteration``: ``epoch`` (1-based), ``iteration`` (1-based, global), ``total_iterations``, ``losses``
+  (name → float), ``lr``, ``eta_s``.
+* ``validation``: ``epoch``, ``score`` (label-free), optional ``dice`` (only when labels exist), ``best``.
+* ``checkpoint``: ``path``, ``epoch``.
+* ``done``: ``best_score``, ``best_epoch``, ``run_dir``.  ``stopped``: ``epoch``, ``iteration``.
+* ``error``: ``message``.
+* ``case``: ``index`` (1-based), ``total``, ``case``, ``pred`` (predictor).
+
+numpy/stdlib only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any, Dict, Optional, TextIO
+
+__all__ = ["PREFIX", "emit", "format_progress_line", "parse_progress_line"]
+
+PREFIX = "PASEG "
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _clean(value.item())
+    return value
+
+
+def format_progress_line(event: str, **fields: Any) -> str:
+    """``PASEG {"event": event, **fields}`` as one line of strict JSON (NaN/inf become ``null``)."""
+    return PREFIX + json.dumps({"event": event, **_clean(fields)}, allow_nan=False)
+
+
+def emit(event: str, *, stream: Optional[TextIO] = None, **fields: Any) -> Dict[str, Any]:
+    """Print one progress line (default ``sys.stdout``, flushed) and return the event dict."""
+    line = format_progress_line(event, **fields)
+    out = sys.stdout if stream is None else stream
+    out.write(line + "\n")
+    out.flush()
+    return json.loads(line[len(PREFIX):])
+
+
+def parse_progress_line(line: str) -> Optional[Dict[str, Any]]:
+    """The event dict of a ``PASEG {json}`` line, or ``None`` for any other line (logs, damaged lines)."""
+    text = line.strip()
+    if not text.startswith(PREFIX):
+        return None
+    try:
+        event = json.loads(text[len(PREFIX):])
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) and isinstance(event.get("event"), str) else None

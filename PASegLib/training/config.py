@@ -1,0 +1,218 @@
+"""Typed, JSON-serialisable configuration of a training run (stage one and stage two / SCM).
+
+A run folder holds ``config.json`` = :meth:`TrainConfig.to_dict`; ``paseg train --config FILE`` reads a
+(partial) JSON object of the same keys, unknown keys are refused with their names. Nothing here imports
+torch.
+
+Defaults are the paper's / official code's settings (FACTS §1) except where a field says otherwise:
+SGD lr 1e-2, momentum 0.99, Nesterov, weight decay 3e-5, poly decay (power 0.9), batch 1, patches
+128×128×48 (axes ``[i, j, k]``), α = 1.0 (mCRF), β = 0.1 (VM), sigmoid ramp-up 30 epochs; SCM T = 4,
+λ = 0.5, frozen copies refreshed every 20 epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from ..atomic import PathLike, atomic_write_json
+from ..expansion import ExpansionConfig
+
+__all__ = ["TrainConfig", "load_config"]
+
+STAGES = (1, 2)
+#: Names registered in :data:`PASegLib.networks.NETWORKS` (kept here so configs validate without torch;
+#: a test checks both lists agree).
+NETWORK_NAMES = ("unet2d5", "unet3d", "attention_unet")
+DEVICES_HELP = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
+def _check_device(device: str) -> None:
+    if device in ("auto", "cpu", "cuda"):
+        return
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return
+    raise ValueError(f"device must be {DEVICES_HELP}, got {device!r}")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run.
+
+    Attributes:
+        stage: 1 = training from partial labels (Sec. III-A); 2 = Self and Cross Monitoring (Sec. III-B).
+        network: registered network name (stage 1: the network trained; stage 2: the primary network).
+        aux_network: stage 2 only: the auxiliary network (must differ from ``network``).
+        epochs: number of epochs.
+        iterations_per_epoch: iterations per epoch; 0 = one per training case (the official "epoch").
+        batch_size: patches per iteration.
+        patch_size: training patch ``(I, J, K)`` in voxels of the (resampled) training grid.
+        target_spacing_mm: resample every image to this spacing ``(s_i, s_j, s_k)`` in mm before training
+            and prediction (predictions are resampled back); ``None`` keeps each image's own grid.
+        lr, momentum, nesterov, weight_decay, poly_power: SGD with poly decay ``lr·(1 − t/T)^power``.
+        alpha, beta, rampup_epochs: stage-1 weights of the mCRF and VM losses and their sigmoid ramp-up.
+        crf_sigma_xy, crf_sigma_intensity, crf_radius, crf_downsample_to: mCRF settings (voxels of the
+            ``crf_downsample_to`` grid when given; intensities are z-scored).
+        temperature, scm_lambda, refresh_every: stage-2 KD temperature T, weight λ of the cross term,
+            and the period (epochs) at which the frozen copies are refreshed from the best checkpoints.
+        foreground_crop_probability: chance that a patch is centred inside an annotated object's box (else
+            uniformly random).
+        flip_axes: axes that are randomly flipped (probability 0.5 each).
+        validation_fraction: share of the annotated cases held out for label-free model selection
+            (at least one when there are two cases or more; 0 disables selection: best = last).
+        validate_every: validation period in epochs (the last epoch is always validated).
+        checkpoint_every: checkpoint period in epochs (the last epoch and a stop always save).
+        sw_overlap: sliding-window overlap of validation and prediction.
+        expansion: :class:`~PASegLib.expansion.ExpansionConfig` fields (seed expansion of the clicks).
+        seed: seed of every random generator.
+        deterministic: deterministic algorithms (slower on GPU); resume then reproduces an uninterrupted run.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        amp: mixed precision on CUDA (ignored on CPU).
+        num_threads: torch CPU threads (0 = torch's default).
+    """
+
+    stage: int = 1
+    network: str = "unet2d5"
+    aux_network: str = "attention_unet"
+    epochs: int = 300
+    iterations_per_epoch: int = 0
+    batch_size: int = 1
+    patch_size: Tuple[int, int, int] = (128, 128, 48)
+    target_spacing_mm: Optional[Tuple[float, float, float]] = None
+    lr: float = 1e-2
+    momentum: float = 0.99
+    nesterov: bool = True
+    weight_decay: float = 3e-5
+    poly_power: float = 0.9
+    alpha: float = 1.0
+    beta: float = 0.1
+    rampup_epochs: float = 30.0
+    crf_sigma_xy: float = 6.0
+    crf_sigma_intensity: float = 0.1
+    crf_radius: int = 5
+    crf_downsample_to: Optional[Tuple[int, int, int]] = (64, 64, 48)
+    temperature: float = 4.0
+    scm_lambda: float = 0.5
+    refresh_every: int = 20
+    foreground_crop_probability: float = 0.5
+    flip_axes: Tuple[int, ...] = (0, 1, 2)
+    validation_fraction: float = 0.2
+    validate_every: int = 10
+    checkpoint_every: int = 10
+    sw_overlap: float = 0.25
+    expansion: Dict[str, Any] = field(default_factory=lambda: ExpansionConfig().to_dict())
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    amp: bool = True
+    num_threads: int = 0
+
+    def __post_init__(self) -> None:
+        self.patch_size = _int_triple("patch_size", self.patch_size, minimum=1)
+        if self.crf_downsample_to is not None:
+            self.crf_downsample_to = _int_triple("crf_downsample_to", self.crf_downsample_to, minimum=1)
+        if self.target_spacing_mm is not None:
+            spacing = tuple(float(s) for s in self.target_spacing_mm)
+            if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+                raise ValueError(
+                    f"target_spacing_mm must be three positive numbers (mm), got {self.target_spacing_mm!r}")
+            self.target_spacing_mm = spacing
+        self.flip_axes = tuple(int(a) for a in self.flip_axes)
+        if any(a not in (0, 1, 2) for a in self.flip_axes):
+            raise ValueError(f"flip_axes must list axes among 0, 1, 2, got {self.flip_axes!r}")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be 1 or 2, got {self.stage!r}")
+        for name in ("network", "aux_network"):
+            if getattr(self, name) not in NETWORK_NAMES:
+                raise ValueError(f"{name} must be one of {', '.join(NETWORK_NAMES)}, got {getattr(self, name)!r}")
+        if self.stage == 2 and self.aux_network == self.network:
+            raise ValueError(f"stage 2 needs two different architectures; network and aux_network are both "
+                             f"{self.network!r}")
+        positive_ints = ("epochs", "batch_size", "validate_every", "checkpoint_every", "refresh_every")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("iterations_per_epoch", "crf_radius", "num_threads", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.crf_radius < 1:
+            raise ValueError(f"crf_radius must be >= 1, got {self.crf_radius}")
+        nonneg = ("lr", "momentum", "weight_decay", "poly_power", "alpha", "beta", "rampup_epochs",
+                  "crf_sigma_xy", "crf_sigma_intensity", "temperature")
+        for name in nonneg:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.lr <= 0 or self.crf_sigma_xy <= 0 or self.crf_sigma_intensity <= 0 or self.temperature <= 0:
+            raise ValueError("lr, crf_sigma_xy, crf_sigma_intensity and temperature must be > 0")
+        for name in ("scm_lambda", "foreground_crop_probability"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        if not isinstance(self.validation_fraction, (int, float)) or not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        if not 0.0 <= float(self.sw_overlap) < 1.0:
+            raise ValueError(f"sw_overlap must be in [0, 1), got {self.sw_overlap!r}")
+        _check_device(self.device)
+        if not isinstance(self.expansion, dict):
+            raise ValueError(f"expansion must be a JSON object of expansion settings, got {self.expansion!r}")
+        self.expansion = ExpansionConfig.from_dict(self.expansion).to_dict()
+
+    @property
+    def expansion_config(self) -> ExpansionConfig:
+        return ExpansionConfig.from_dict(self.expansion)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON-ready dict (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> TrainConfig:
+        """Build from a (partial) dict; unknown keys raise ``ValueError`` naming them."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a training configuration must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A validated copy with ``changes`` applied."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def save(self, path: PathLike) -> Path:
+        """Write ``config.json`` atomically; returns the path."""
+        atomic_write_json(path, self.to_dict())
+        return Path(path)
+
+
+def load_config(path: PathLike) -> TrainConfig:
+    """Read a JSON training configuration; errors name the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"configuration file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    try:
+        return TrainConfig.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _int_triple(name: str, value: Any, *, minimum: int) -> Tuple[int, int, int]:
+    try:
+        triple = tuple(int(v) for v in value)
+        ok = len(triple) == 3 and all(t >= minimum and float(t) == float(v) for t, v in zip(triple, value))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be three integers >= {minimum} (I, J, K), got {value!r}")
+    return triple  # type: ignore[return-value]

@@ -1,0 +1,290 @@
+"""The training loop shared by stage one and SCM: schedule, progress events, validation, checkpoints, resume.
+
+Run folder (``run_dir``)::
+
+    config.json          the TrainConfig (written before the first iteration)
+    split.json           training / validation case ids
+    checkpoints/last.pt  written atomically every ``checkpoint_every`` epochs, at the end and on stop
+    checkpoints/best.pt  the checkpoint with the best label-free validation score (or the last one)
+    history.json         every progress event (losses per iteration, validation scores)
+    loss_curves.png      per-epoch mean losses and the validation score
+    model.json           summary of a finished run (network, best score/epoch, date, version, checkpoint)
+    STOP                 create this file to make the trainer save and exit with :data:`EXIT_STOPPED`
+
+The loop is iteration-exact: the stop file is checked before every iteration and a checkpoint holds the
+epoch, the position inside the epoch, the case order of the epoch, every RNG state, optimizer and scaler
+states, the best score and the history, so ``resume`` continues exactly where the run stopped (bit-identical
+to an uninterrupted run in deterministic mode on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..atomic import atomic_write_json
+from ..progress_events import emit
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import PatchSampler, PreparedCase
+from .runtime import capture_rng, describe_device, restore_rng, seed_everything, sliding_window_probability
+from .selection import label_free_score
+
+__all__ = ["EXIT_STOPPED", "STOP_FILE", "Trainer"]
+
+#: Exit code of a run that saved and stopped because ``run_dir/STOP`` appeared.
+EXIT_STOPPED = 3
+STOP_FILE = "STOP"
+
+
+def _dice(pred: np.ndarray, label: np.ndarray) -> float:
+    a, b = pred.astype(bool), label.astype(bool)
+    denom = int(a.sum()) + int(b.sum())
+    return 1.0 if denom == 0 else 2.0 * int(np.count_nonzero(a & b)) / denom
+
+
+class Trainer:
+    """Base trainer. Subclasses define the networks and one optimisation step.
+
+    Hooks: :meth:`roles` (role → network name), :meth:`build` (networks, optimizers), :meth:`train_step`,
+    :meth:`selection_networks`, :meth:`extra_state` / :meth:`load_extra_state`, :meth:`on_epoch_end`.
+
+    Args:
+        config: the run's settings.
+        run_dir: the run folder (created).
+        train_cases: prepared training cases.
+        val_cases: prepared held-out cases for label-free selection (may be empty).
+        device: torch device.
+        stream: where progress lines go (default stdout).
+    """
+
+    kind = "base"
+
+    def __init__(self, config: TrainConfig, run_dir: Path, train_cases: Sequence[PreparedCase],
+                 val_cases: Sequence[PreparedCase], *, device: torch.device, stream: Any = None) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.train_cases, self.val_cases = list(train_cases), list(val_cases)
+        self.device = device
+        self.stream = stream
+        self.sampler = PatchSampler(self.train_cases, config)
+        self.iterations_per_epoch = config.iterations_per_epoch or len(self.train_cases)
+        self.total_iterations = config.epochs * self.iterations_per_epoch
+        self.amp = bool(config.amp and device.type == "cuda")
+        self.rng = np.random.default_rng(config.seed)
+        seed_everything(config.seed, deterministic=config.deterministic)
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        self.networks: Dict[str, torch.nn.Module] = {}
+        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+        self.scalers: Dict[str, Any] = {}
+        self.build()
+        self.epoch = 0  # completed epochs
+        self.position = 0  # iterations done inside the current epoch
+        self.global_step = 0
+        self.order: List[int] = []
+        self.best_score: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.history: List[Dict[str, Any]] = []
+
+    # -- hooks ------------------------------------------------------------------------------------------
+    def roles(self) -> Dict[str, str]:
+        raise NotImplementedError
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def train_step(self, batch: Dict[str, torch.Tensor], epoch_float: float) -> Dict[str, float]:
+        raise NotImplementedError
+
+    def selection_networks(self) -> List[torch.nn.Module]:
+        return [self.networks["primary"]]
+
+    def extra_state(self) -> Dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: Dict[str, Any]) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int) -> None:
+        pass
+
+    # -- helpers for subclasses -------------------------------------------------------------------------
+    def make_optimizer(self, net: torch.nn.Module) -> torch.optim.Optimizer:
+        c = self.config
+        return torch.optim.SGD(net.parameters(), lr=c.lr, momentum=c.momentum, nesterov=c.nesterov and c.momentum > 0,
+                               weight_decay=c.weight_decay)
+
+    def make_scaler(self) -> Any:
+        return torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    def learning_rate(self) -> float:
+        """Poly decay ``lr · (1 − step/total)^power`` (per iteration)."""
+        c = self.config
+        return c.lr * (1.0 - self.global_step / max(self.total_iterations, 1)) ** c.poly_power
+
+    def emit(self, event: str, **fields: Any) -> Dict[str, Any]:
+        record = emit(event, stream=self.stream, **fields)
+        if event in ("iteration", "validation"):
+            self.history.append(record)
+        return record
+
+    # -- state ------------------------------------------------------------------------------------------
+    def state(self) -> Dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "networks": {r: {"name": n, "state_dict": self.networks[r].state_dict()} for r, n in self.roles().items()},
+            "optimizers": {r: o.state_dict() for r, o in self.optimizers.items()},
+            "scalers": {r: s.state_dict() for r, s in self.scalers.items()},
+            "trainer": {"epoch": self.epoch, "position": self.position, "global_step": self.global_step,
+                        "order": list(self.order), "best_score": self.best_score, "best_epoch": self.best_epoch,
+                        "history": json.dumps(self.history), "extra": self.extra_state()},
+            "rng": capture_rng(self.rng),
+            "config": self.config.to_dict(),
+        }
+
+    def load_state(self, path: Path) -> None:
+        data = load_checkpoint(path, expected_networks=self.roles(), map_location=self.device)
+        from .checkpoint import load_network_weights
+
+        for role in self.roles():
+            load_network_weights(self.networks[role], data["networks"][role], source=path)
+        for role, opt in self.optimizers.items():
+            opt.load_state_dict(data["optimizers"][role])
+        for role, scaler in self.scalers.items():
+            if data["scalers"].get(role):
+                scaler.load_state_dict(data["scalers"][role])
+        t = data["trainer"]
+        self.epoch, self.position, self.global_step = int(t["epoch"]), int(t["position"]), int(t["global_step"])
+        self.order = [int(i) for i in t["order"]]
+        self.best_score, self.best_epoch = t["best_score"], t["best_epoch"]
+        self.history = json.loads(t["history"])
+        self.load_extra_state(t.get("extra") or {})
+        restore_rng(data["rng"], self.rng)
+
+    def checkpoint_path(self, name: str) -> Path:
+        return self.run_dir / "checkpoints" / f"{name}.pt"
+
+    def save(self, name: str) -> Path:
+        path = save_checkpoint(self.checkpoint_path(name), self.state())
+        self.emit("checkpoint", path=str(path), epoch=self.epoch)
+        return path
+
+    def write_history(self) -> None:
+        atomic_write_json(self.run_dir / "history.json", {"events": self.history})
+        from .curves import write_loss_curves
+
+        write_loss_curves(self.run_dir / "loss_curves.png", self.history)
+
+    # -- validation -------------------------------------------------------------------------------------
+    def validate(self) -> Optional[Dict[str, float]]:
+        if not self.val_cases:
+            return None
+        scores, dices = [], []
+        for case in self.val_cases:
+            prob = sliding_window_probability(
+                self.selection_networks(), case.image, patch_size=self.config.patch_size,
+                overlap=self.config.sw_overlap, device=self.device, amp=self.amp)
+            pred = (prob >= 0.5) & case.valid
+            scores.append(label_free_score(pred, case.partial, case.clicks)["score"])
+            if case.label is not None:
+                dices.append(_dice(pred, case.label))
+        for net in self.networks.values():
+            net.train()
+        result = {"score": float(np.mean(scores))}
+        if dices and len(dices) == len(scores):
+            result["dice"] = float(np.mean(dices))  # information only, never used for selection
+        return result
+
+    # -- loop -------------------------------------------------------------------------------------------
+    def _new_order(self) -> List[int]:
+        needed = self.iterations_per_epoch * self.config.batch_size
+        order: List[int] = []
+        while len(order) < needed:
+            order.extend(int(i) for i in self.rng.permutation(len(self.train_cases)))
+        return order[:needed]
+
+    def _batch(self) -> Dict[str, torch.Tensor]:
+        bs = self.config.batch_size
+        idx = self.order[self.position * bs:(self.position + 1) * bs]
+        patches = [self.sampler.sample(i, self.rng) for i in idx]
+        return {k: torch.from_numpy(np.stack([p[k] for p in patches])).to(self.device, non_blocking=True)
+                for k in patches[0]}
+
+    def run(self, *, resume: bool = False, on_iteration: Optional[Callable[[Trainer], None]] = None) -> int:
+        """Train to the end (exit 0) or until the stop file appears (saves, exit :data:`EXIT_STOPPED`)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.load_state(self.checkpoint_path("last"))
+        stop_file = self.run_dir / STOP_FILE
+        stop_file.unlink(missing_ok=True)
+        self.emit("start", total_iterations=self.total_iterations, epochs=self.config.epochs,
+                  iteration=self.global_step, run_dir=str(self.run_dir), device=describe_device(self.device),
+                  train_cases=len(self.train_cases), validation_cases=len(self.val_cases), resumed=resume)
+        for net in self.networks.values():
+            net.train()
+        started, done_here = time.monotonic(), 0
+        while self.epoch < self.config.epochs:
+            if self.position == 0:
+                self.order = self._new_order()
+            while self.position < self.iterations_per_epoch:
+                if stop_file.exists():
+                    self.save("last")
+                    self.write_history()
+                    stop_file.unlink(missing_ok=True)
+                    self.emit("stopped", epoch=self.epoch + 1, iteration=self.global_step)
+                    return EXIT_STOPPED
+                lr = self.learning_rate()
+                for opt in self.optimizers.values():
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+                batch = self._batch()
+                losses = self.train_step(batch, self.epoch + self.position / self.iterations_per_epoch)
+                self.position += 1
+                self.global_step += 1
+                done_here += 1
+                rate = (time.monotonic() - started) / done_here
+                self.emit("iteration", epoch=self.epoch + 1, iteration=self.global_step,
+                          total_iterations=self.total_iterations, losses=losses, lr=lr,
+                          eta_s=rate * (self.total_iterations - self.global_step))
+                if on_iteration is not None:
+                    on_iteration(self)
+            self.epoch += 1
+            self.position = 0
+            self.on_epoch_end(self.epoch)
+            last = self.epoch == self.config.epochs
+            if last or self.epoch % self.config.validate_every == 0:
+                result = self.validate()
+                if result is not None:
+                    improved = self.best_score is None or result["score"] > self.best_score
+                    if improved:
+                        self.best_score, self.best_epoch = result["score"], self.epoch
+                    self.emit("validation", epoch=self.epoch, best=improved, **result)
+                    if improved:
+                        self.save("best")
+            if last or self.epoch % self.config.checkpoint_every == 0:
+                self.save("last")
+                self.write_history()
+        if self.best_epoch is None:  # no validation cases: the last model is the selected one
+            self.best_epoch = self.epoch
+            self.save("best")
+        self.write_summary()
+        self.emit("done", best_score=self.best_score, best_epoch=self.best_epoch, run_dir=str(self.run_dir))
+        return 0
+
+    def write_summary(self) -> None:
+        atomic_write_json(self.run_dir / "model.json", {
+            "network": self.roles()["primary"], "networks": self.roles(), "stage": self.config.stage,
+            "kind": self.kind, "best_score": self.best_score, "best_epoch": self.best_epoch,
+            "epochs": self.config.epochs, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "paseg_version": __version__, "checkpoint": "checkpoints/best.pt", "config": "config.json",
+            "train_cases": [c.case_id for c in self.train_cases],
+            "validation_cases": [c.case_id for c in self.val_cases],
+        })

@@ -1,0 +1,174 @@
+"""Stage two of PA-Seg (Sec. III-B): Self and Cross Monitoring (SCM) of two different networks.
+
+The primary network ``a`` (``config.network``) and the auxiliary ``b`` (``config.aux_network``) start from
+the best checkpoints of their own stage-1 runs. Each has a frozen copy (``a₀``, ``b₀``). For every patch::
+
+    L_a = λ · T² · KL(softmax(z_b₀/T) ‖ softmax(z_a/T)) + (1 − λ) · DiceCE(z_a, argmax z_a₀)     (Eq. 14)
+    L_b = λ · T² · KL(softmax(z_a₀/T) ‖ softmax(z_b/T)) + (1 − λ) · DiceCE(z_b, argmax z_b₀)     (Eq. 15)
+
+(:class:`~PASegLib.losses.distillation.SelfCrossMonitoringLoss`; teachers carry no gradient). Every
+``refresh_every`` epochs the frozen copies are replaced by the weights of the best validation so far (the
+official code reloads its best checkpoints; before the first validation, the current weights).
+
+Model selection: the label-free score of the primary network (:mod:`~PASegLib.training.selection`); the
+agreement (Dice) between the primary and the auxiliary predictions on the held-out cases is reported too.
+Prediction uses the primary network (``ensemble`` averages both, SCM-E).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..atomic import PathLike
+from ..losses.distillation import SelfCrossMonitoringLoss
+from ..networks import build_network
+from .checkpoint import CheckpointError, load_checkpoint, load_network_weights
+from .engine import Trainer, _dice
+from .runtime import sliding_window_probability
+from .selection import label_free_score
+
+__all__ = ["SCMTrainer", "networks_of_runs"]
+
+
+def _run_checkpoint(run: Path) -> Path:
+    for name in ("best", "last"):
+        path = run / "checkpoints" / f"{name}.pt"
+        if path.is_file():
+            return path
+    raise ValueError(f"{run}: no stage-1 checkpoint (checkpoints/best.pt or last.pt); train stage 1 first")
+
+
+def networks_of_runs(runs: Sequence[PathLike]) -> Tuple[str, str]:
+    """Network names ``(primary, auxiliary)`` of two stage-1 run folders (from their ``config.json``)."""
+    names = []
+    for run in runs:
+        path = Path(run) / "config.json"
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--init {run}: not a training run folder ({path}: {exc})") from None
+        if config.get("stage") != 1:
+            raise ValueError(f"--init {run}: expected a stage-1 run, found stage {config.get('stage')!r}")
+        names.append(str(config.get("network")))
+    if names[0] == names[1]:
+        raise ValueError(f"--init runs must use two different networks, both are {names[0]!r}")
+    return names[0], names[1]
+
+
+class SCMTrainer(Trainer):
+    """SCM trainer (roles ``"primary"`` and ``"auxiliary"``); ``init_runs`` are the two stage-1 runs."""
+
+    kind = "scm"
+
+    def __init__(self, *args: Any, init_runs: Optional[Sequence[PathLike]] = None, **kwargs: Any) -> None:
+        if not init_runs or len(init_runs) != 2:
+            raise ValueError("SCM needs init_runs = (stage-1 run of the primary, stage-1 run of the auxiliary)")
+        self.init_runs = [Path(r) for r in init_runs]
+        self.best_weights: Optional[Dict[str, Dict[str, torch.Tensor]]] = None
+        super().__init__(*args, **kwargs)
+
+    def roles(self) -> Dict[str, str]:
+        return {"primary": self.config.network, "auxiliary": self.config.aux_network}
+
+    def build(self) -> None:
+        c = self.config
+        for role, run in zip(("primary", "auxiliary"), self.init_runs):
+            name = self.roles()[role]
+            net = build_network(name, in_channels=1, out_channels=2).to(self.device)
+            path = _run_checkpoint(run)
+            data = load_checkpoint(path, map_location=self.device)
+            if data.get("kind") != "stage1":
+                raise CheckpointError(f"{path}: SCM starts from stage-1 checkpoints, this one is {data.get('kind')!r}")
+            found = data["networks"]["primary"]["name"]
+            if found != name:
+                raise CheckpointError(f"{path}: stage-1 run of {found!r}, but the {role} network is {name!r}")
+            load_network_weights(net, data["networks"]["primary"], source=path)
+            self.networks[role] = net
+            self.optimizers[role] = self.make_optimizer(net)
+            self.scalers[role] = self.make_scaler()
+        self.frozen = {role: self._frozen_copy(net.state_dict(), role) for role, net in self.networks.items()}
+        self.loss = SelfCrossMonitoringLoss(lambda_kd=c.scm_lambda, temperature=c.temperature)
+
+    def _frozen_copy(self, weights: Dict[str, torch.Tensor], role: str) -> torch.nn.Module:
+        net = copy.deepcopy(self.networks[role])
+        net.load_state_dict(weights)
+        net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net
+
+    def refresh_frozen(self) -> None:
+        """Frozen copies ← the best weights so far (the current weights before any validation)."""
+        for role, net in self.networks.items():
+            weights = self.best_weights[role] if self.best_weights else net.state_dict()
+            self.frozen[role].load_state_dict(weights)
+
+    def on_epoch_end(self, epoch: int) -> None:
+        if epoch % self.config.refresh_every == 0:
+            self.refresh_frozen()
+            self.emit("refresh", epoch=epoch, source="best" if self.best_weights else "current")
+
+    def train_step(self, batch: Dict[str, torch.Tensor], epoch_float: float) -> Dict[str, float]:
+        image = batch["image"]
+        with torch.no_grad(), torch.autocast(device_type=self.device.type, enabled=self.amp):
+            teacher = {role: net(image).float() for role, net in self.frozen.items()}
+        other = {"primary": "auxiliary", "auxiliary": "primary"}
+        out: Dict[str, float] = {}
+        for role, net in self.networks.items():
+            opt, scaler = self.optimizers[role], self.scalers[role]
+            with torch.autocast(device_type=self.device.type, enabled=self.amp):
+                logits = net(image)
+            terms = self.loss.terms(logits.float(), teacher[role], teacher[other[role]])
+            if not torch.isfinite(terms["loss"]):
+                raise FloatingPointError(f"the SCM loss of the {role} network became {terms['loss'].item()}")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(terms["loss"]).backward()
+            scaler.step(opt)
+            scaler.update()
+            prefix = "a" if role == "primary" else "b"
+            out.update({f"{prefix}_{name}": float(terms[key].detach())
+                        for name, key in (("loss", "loss"), ("self", "self"), ("kd", "kd"))})
+        out["loss"] = out["a_loss"] + out["b_loss"]
+        return out
+
+    def validate(self) -> Optional[Dict[str, float]]:
+        if not self.val_cases:
+            return None
+        scores: List[float] = []
+        dices: List[float] = []
+        agreement: List[float] = []
+        for case in self.val_cases:
+            kw = dict(patch_size=self.config.patch_size, overlap=self.config.sw_overlap, device=self.device,
+                      amp=self.amp)
+            pa, pb = ((sliding_window_probability([self.networks[r]], case.image, **kw) >= 0.5) & case.valid
+                      for r in ("primary", "auxiliary"))
+            scores.append(label_free_score(pa, case.partial, case.clicks)["score"])
+            agreement.append(_dice(pa, pb))
+            if case.label is not None:
+                dices.append(_dice(pa, case.label))
+        for net in self.networks.values():
+            net.train()
+        result = {"score": float(np.mean(scores)), "agreement": float(np.mean(agreement))}
+        if dices and len(dices) == len(scores):
+            result["dice"] = float(np.mean(dices))  # information only
+        if self.best_score is None or result["score"] > self.best_score:
+            self.best_weights = {r: {k: v.detach().clone() for k, v in n.state_dict().items()}
+                                 for r, n in self.networks.items()}
+        return result
+
+    def extra_state(self) -> Dict[str, Any]:
+        state: Dict[str, Any] = {"frozen": {r: n.state_dict() for r, n in self.frozen.items()}}
+        if self.best_weights is not None:
+            state["best_weights"] = self.best_weights
+        return state
+
+    def load_extra_state(self, state: Dict[str, Any]) -> None:
+        for role, weights in (state.get("frozen") or {}).items():
+            self.frozen[role].load_state_dict(weights)
+        self.best_weights = state.get("best_weights")

@@ -1,0 +1,271 @@
+"""Stage-one training: config, data preparation, sampler, selection score, smoke run, resume, checkpoints, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from PASegLib.cli.main import main
+from PASegLib.geometry import ImageGeometry
+from PASegLib.preprocess import normalize_intensities, resample_to_shape, resampled_geometry
+from PASegLib.progress_events import parse_progress_line
+from PASegLib.synthetic import write_synthetic_dataset
+from PASegLib.synthetic_config import SyntheticConfig
+from PASegLib.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from PASegLib.training.config import NETWORK_NAMES, TrainConfig, load_config
+from PASegLib.training.data import PatchSampler, PreparedCase, split_cases
+from PASegLib.training.engine import EXIT_STOPPED, STOP_FILE
+from PASegLib.training.launch import train_from_dataset
+from PASegLib.training.selection import label_free_score
+
+TINY = dict(patch_size=(32, 32, 16), crf_downsample_to=None, validate_every=1, checkpoint_every=1,
+            deterministic=True, num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Four synthetic 48×48×16 oblique cases with simulated clicks."""
+    root = tmp_path_factory.mktemp("tiny")
+    assert main(["synth", str(root), "--cases", "4", "--shape", "48", "48", "16"]) == 0
+    assert main(["simulate-clicks", str(root), "--quiet"]) == 0
+    return root
+
+
+def _events(capture: str):
+    return [e for e in (parse_progress_line(line) for line in capture.splitlines()) if e is not None]
+
+
+# -- configuration -----------------------------------------------------------------------------------------
+def test_config_round_trip_and_errors(tmp_path):
+    config = TrainConfig(epochs=5, patch_size=(64, 64, 32), target_spacing_mm=(1, 1, 2))
+    path = config.save(tmp_path / "config.json")
+    assert load_config(path) == config
+    assert json.loads(path.read_text())["patch_size"] == [64, 64, 32]
+    with pytest.raises(ValueError, match="unknown training setting.*learning_rate"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="patch_size"):
+        TrainConfig(patch_size=(32, 32))
+    with pytest.raises(ValueError, match="network must be one of"):
+        TrainConfig(network="resnet")
+    with pytest.raises(ValueError, match="two different architectures"):
+        TrainConfig(stage=2, network="unet3d", aux_network="unet3d")
+    with pytest.raises(ValueError, match="device"):
+        TrainConfig(device="gpu")
+    with pytest.raises(ValueError, match="epsilon"):
+        TrainConfig(expansion={"epsilon": 2.0})
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json"):
+        load_config(tmp_path / "bad.json")
+
+
+def test_network_names_match_registry():
+    from PASegLib.networks import NETWORKS
+
+    assert sorted(NETWORK_NAMES) == sorted(NETWORKS.names())
+
+
+# -- preprocessing -------------------------------------------------------------------------------------------
+def test_resampled_geometry_keeps_the_extent(oblique_geometry):
+    grid = resampled_geometry(oblique_geometry, (1.6, 1.8, 2.5))
+    assert grid.shape == (20, 18, 20)
+    # the voxel-edge corner (-0.5, -0.5, -0.5) maps to the same world point in both grids
+    np.testing.assert_allclose(grid.index_to_world([-0.5] * 3), oblique_geometry.index_to_world([-0.5] * 3), atol=1e-9)
+    far = np.asarray(grid.shape) - 0.5
+    np.testing.assert_allclose(grid.index_to_world(far),
+                               oblique_geometry.index_to_world(np.asarray(oblique_geometry.shape) - 0.5), atol=1e-9)
+    assert resampled_geometry(oblique_geometry, None) is oblique_geometry
+
+
+def test_resample_and_normalize():
+    ramp = np.broadcast_to(np.arange(8, dtype=np.float32)[:, None, None], (8, 4, 4))
+    down = resample_to_shape(ramp, (4, 4, 4), order=1)
+    np.testing.assert_allclose(down[:, 0, 0], [0.5, 2.5, 4.5, 6.5], atol=1e-5)  # block centres
+    labels = np.zeros((4, 4, 4), np.uint8)
+    labels[2:] = 2
+    up = resample_to_shape(labels, (8, 8, 8), order=0)
+    assert up.dtype == np.uint8 and set(np.unique(up)) == {0, 2} and (up[4:] == 2).all() and (up[:4] == 0).all()
+    image = np.array([1.0, 2.0, 3.0, 100.0], np.float32).reshape(4, 1, 1)
+    valid = np.array([True, True, True, False]).reshape(4, 1, 1)
+    out, mean, std = normalize_intensities(image, valid)
+    assert mean == pytest.approx(2.0) and std == pytest.approx(np.sqrt(2 / 3))
+    np.testing.assert_allclose(out.ravel(), [-np.sqrt(1.5), 0, np.sqrt(1.5), 0], atol=1e-6)
+    with pytest.raises(ValueError, match="constant"):
+        normalize_intensities(np.ones((3, 3, 3)))
+
+
+# -- data ----------------------------------------------------------------------------------------------------
+def test_split_is_deterministic():
+    ids = [f"c{i}" for i in range(10)]
+    a, b = split_cases(ids, validation_fraction=0.2, seed=1), split_cases(ids[::-1], validation_fraction=0.2, seed=1)
+    assert a == b and len(a[1]) == 2 and sorted(a[0] + a[1]) == sorted(ids)
+    assert split_cases(["x"], validation_fraction=0.5, seed=0) == (["x"], [])
+    assert len(split_cases(["x", "y"], validation_fraction=0.01, seed=0)[1]) == 1
+
+
+def _prepared(shape=(20, 20, 8)) -> PreparedCase:
+    geo = ImageGeometry(shape)
+    image = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    partial = np.full(shape, 2, np.uint8)
+    clicks = [np.array([[10, 10, 4]] + [[5, 10, 4]] * 6, float)]
+    return PreparedCase("c", image, partial, np.ones(shape, bool), clicks,
+                        [(np.array([8, 8, 3]), np.array([12, 12, 5]))], None, geo, geo)
+
+
+def test_patch_sampler_pads_and_biases_to_objects():
+    case = _prepared()
+    sampler = PatchSampler([case], TrainConfig(patch_size=(8, 8, 12), foreground_crop_probability=1.0, flip_axes=()))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        patch = sampler.sample(0, rng)
+        assert patch["image"].shape == (1, 8, 8, 12)
+        valid = patch["valid"][0] > 0
+        assert valid.sum() == 8 * 8 * 8  # K = 8 < 12: two padded slices on each side are invalid/unlabeled
+        assert (patch["partial"][0][~valid] == 2).all()
+        # the crop contains a voxel of the object's box: its values come from the box region
+        coords = np.unravel_index(patch["image"][0][valid].astype(int), case.image.shape)
+        inside = [(lo <= c) & (c <= hi) for c, lo, hi in zip(coords, *case.boxes[0])]
+        assert np.any(inside[0] & inside[1] & inside[2])
+
+
+def test_label_free_score_hand_computed():
+    partial = np.full((6, 6, 6), 2, np.uint8)
+    partial[0] = 0  # 36 background voxels
+    partial[2:4, 2:4, 2:4] = 1  # 8 seed voxels
+    pred = np.zeros((6, 6, 6), bool)
+    pred[2:4, 2:4, 2] = True  # 4 TP, 4 FN
+    pred[0, 0, :2] = True  # 2 FP
+    clicks = [np.array([[2, 2, 2], [0, 0, 0], [0, 5, 5], [5, 0, 0], [5, 5, 5], [0, 3, 3], [3, 0, 3]], float)]
+    result = label_free_score(pred, partial, clicks)
+    assert result["partial_dice"] == pytest.approx(8 / (8 + 2 + 4))
+    assert result["foreground_clicks"] == 1.0
+    assert result["background_clicks"] == pytest.approx(5 / 6)  # (0, 0, 0) is predicted foreground
+    assert result["score"] == pytest.approx((8 / 14 + 1 + 5 / 6) / 3)
+    with pytest.raises(ValueError, match="shape"):
+        label_free_score(pred[:5], partial, clicks)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------------
+def test_checkpoint_errors(tmp_path):
+    path = save_checkpoint(tmp_path / "a.pt", {"kind": "stage1", "networks": {"primary": {"name": "unet3d",
+                                                                                       "state_dict": {}}}})
+    assert load_checkpoint(path, expected_networks={"primary": "unet3d"})["kind"] == "stage1"
+    with pytest.raises(CheckpointError, match="made for network 'unet3d'.*not 'unet2d5'"):
+        load_checkpoint(path, expected_networks={"primary": "unet2d5"})
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(damaged)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not a PASeg checkpoint"):
+        load_checkpoint(foreign)
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"format": "paseg-checkpoint", "obj": Path("x")}, unsafe)  # arbitrary objects are refused
+    with pytest.raises(CheckpointError, match="unsafe"):
+        load_checkpoint(unsafe)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+# -- training ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_smoke_training_reduces_the_loss(tiny_dataset, tmp_path, capsys):
+    config = TrainConfig(epochs=6, iterations_per_epoch=6, rampup_epochs=0, foreground_crop_probability=1.0,
+                         **TINY)
+    assert train_from_dataset(tiny_dataset, tmp_path / "run", config) == 0
+    events = _events(capsys.readouterr().out)
+    per_epoch = {}
+    for e in events:
+        if e["event"] == "iteration":
+            per_epoch.setdefault(e["epoch"], []).append(e["losses"]["loss"])
+    first, last = np.mean(per_epoch[1]), np.mean(per_epoch[6])
+    assert last < 0.8 * first, (first, last)
+    assert [e["event"] for e in events].count("validation") == 6
+    run = tmp_path / "run"
+    for name in ("config.json", "split.json", "history.json", "loss_curves.png", "model.json",
+                 "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    model = json.loads((run / "model.json").read_text())
+    assert model["network"] == "unet2d5" and 0 <= model["best_score"] <= 1
+    history = json.loads((run / "history.json").read_text())["events"]
+    assert sum(e["event"] == "iteration" for e in history) == 36
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["trainer"]["epoch"] == model["best_epoch"]
+
+
+@pytest.mark.slow
+def test_resume_after_stop_equals_uninterrupted(tiny_dataset, tmp_path, capsys):
+    config = TrainConfig(epochs=2, iterations_per_epoch=3, network="unet3d", **TINY)
+    assert train_from_dataset(tiny_dataset, tmp_path / "full", config) == 0
+
+    def stop_after_four(trainer):
+        if trainer.global_step == 4:
+            (trainer.run_dir / STOP_FILE).touch()
+
+    assert train_from_dataset(tiny_dataset, tmp_path / "cut", config, on_iteration=stop_after_four) == EXIT_STOPPED
+    stopped = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["trainer"]
+    assert (stopped["epoch"], stopped["position"], stopped["global_step"]) == (1, 1, 4)
+    assert not (tmp_path / "cut" / STOP_FILE).exists()
+    assert train_from_dataset(tiny_dataset, tmp_path / "cut", None, resume=True) == 0
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    for key, value in a["networks"]["primary"]["state_dict"].items():
+        assert torch.equal(value, b["networks"]["primary"]["state_dict"][key]), key
+    losses = [[e["losses"] for e in json.loads(x["trainer"]["history"]) if e["event"] == "iteration"] for x in (a, b)]
+    assert losses[0] == losses[1]
+    capsys.readouterr()
+
+
+def test_train_errors_leave_nothing(tiny_dataset, tmp_path, capsys):
+    # no annotated case
+    empty = tmp_path / "noclicks"
+    write_synthetic_dataset(empty, n_cases=1, config=SyntheticConfig(shape=(64, 64, 24), radius_mm=(6.0, 8.0)), seed=1)
+    assert main(["train", str(empty), "--out", str(tmp_path / "r1"), "--quiet"]) == 1
+    assert "no case has clicks" in capsys.readouterr().err
+    assert not (tmp_path / "r1").exists()
+    # resume of nothing, bad config, CUDA without a GPU
+    assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "r2"), "--resume", "--quiet"]) == 1
+    assert "no run to resume" in capsys.readouterr().err
+    (tmp_path / "c.json").write_text(json.dumps({"epochs": 0}))
+    assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "r3"), "--config", str(tmp_path / "c.json")]) == 1
+    assert "epochs must be an integer >= 1" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "r4"), "--device", "cuda"]) == 1
+        assert "--device cpu" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in ("r2", "r3", "r4"))
+
+
+@pytest.mark.slow
+def test_cli_stop_file_exit_code_and_resume(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    (tmp_path / "c.json").write_text(json.dumps({**TINY, "epochs": 3, "iterations_per_epoch": 4,
+                                                 "network": "unet2d5"}))
+    cmd = [sys.executable, "-m", "PASegLib", "train", str(tiny_dataset), "--out", str(run), "--quiet",
+           "--config", str(tmp_path / "c.json")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stdout:
+        event = parse_progress_line(line)
+        if event is not None:
+            seen.append(event["event"])
+            if event["event"] == "iteration" and event["iteration"] == 2:
+                (run / STOP_FILE).touch()
+    assert proc.wait(timeout=120) == EXIT_STOPPED, proc.stderr.read()
+    assert seen[-1] == "stopped" and "done" not in seen
+    assert not (run / "model.json").exists()
+    # an existing run is never overwritten silently
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "--resume" in done.stderr
+    done = subprocess.run(cmd[:-2] + ["--resume", "--epochs", "3"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    events = _events(done.stdout)
+    start = next(e for e in events if e["event"] == "start")
+    assert start["resumed"] and start["iteration"] >= 2 and events[-1]["event"] == "done"
+    assert all(e["cached"] for e in events if e["event"] == "prepare")  # the prepared data was reused
+    assert [e["iteration"] for e in events if e["event"] == "iteration"][0] == start["iteration"] + 1
+    assert json.loads((run / "model.json").read_text())["epochs"] == 3
