@@ -11,11 +11,11 @@ import sys
 from typing import List, Optional
 
 from .. import __version__
-from . import clicks, evaluate, expand, synth, train
+from . import clicks, evaluate, expand, predict, run, synth, train
 from .common import EXIT_ERROR
 
 #: Subcommand modules; each has ``add_parsers(subparsers)``.
-SUBCOMMANDS = [synth, clicks, expand, evaluate, train]
+SUBCOMMANDS = [synth, clicks, expand, evaluate, train, predict, run]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,6 +44,9 @@ class TrainConfig:
 
     Attributes:
         stage: 1 = training from partial labels (Sec. III-A); 2 = Self and Cross Monitoring (Sec. III-B).
+        supervision: ``"partial"`` (the method: expanded seeds, unlabeled voxels ignored) or ``"full"`` (the
+            dense ``<case>_label`` maps with every voxel labeled; the upper bound of the accuracy benchmark,
+            with ``alpha = beta = 0``).
         network: registered network name (stage 1: the network trained; stage 2: the primary network).
         aux_network: stage 2 only: the auxiliary network (must differ from ``network``).
         epochs: number of epochs.
@@ -75,6 +78,7 @@ class TrainConfig:
     """
 
     stage: int = 1
+    supervision: str = "partial"
     network: str = "unet2d5"
     aux_network: str = "attention_unet"
     epochs: int = 300
@@ -123,6 +127,8 @@ class TrainConfig:
         self.flip_axes = tuple(int(a) for a in self.flip_axes)
         if any(a not in (0, 1, 2) for a in self.flip_axes):
             raise ValueError(f"flip_axes must list axes among 0, 1, 2, got {self.flip_axes!r}")
+        if self.supervision not in ("partial", "full"):
+            raise ValueError(f"supervision must be 'partial' or 'full', got {self.supervision!r}")
         if self.stage not in STAGES:
             raise ValueError(f"stage must be 1 or 2, got {self.stage!r}")
         for name in ("network", "aux_network"):

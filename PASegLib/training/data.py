@@ -212,10 +212,16 @@ class PatchSampler:
         self.patch = np.asarray(config.patch_size, dtype=int)
         self.fg_probability = float(config.foreground_crop_probability)
         self.flip_axes = tuple(config.flip_axes)
+        self.full = config.supervision == "full"
+        if self.full:
+            missing = [c.case_id for c in self.cases if c.label is None]
+            if missing:
+                raise DatasetError(f"full supervision needs <case>_label files; missing for {', '.join(missing)}")
 
     def sample(self, case_index: int, rng: np.random.Generator) -> Dict[str, np.ndarray]:
         """Patch of case ``case_index``: ``image`` float32 ``[1, I, J, K]``, ``partial`` int64 ``[1, I, J, K]``,
-        ``valid`` float32 ``[1, I, J, K]`` with ``(I, J, K) = patch_size``."""
+        ``valid`` float32 ``[1, I, J, K]`` with ``(I, J, K) = patch_size``; plus ``label`` int64 (dense ground
+        truth, padding 2 = ignored) when ``full`` supervision was asked for."""
         case = self.cases[case_index]
         shape = np.asarray(case.image.shape)
         if case.boxes and rng.random() < self.fg_probability:
@@ -232,8 +238,11 @@ class PatchSampler:
         partial = np.full(self.patch, 2, dtype=np.int64)
         valid = np.zeros(self.patch, dtype=np.float32)
         image[dst], partial[dst], valid[dst] = case.image[src], case.partial[src], case.valid[src]
+        arrays = {"image": image, "partial": partial, "valid": valid}
+        if self.full:
+            arrays["label"] = np.full(self.patch, 2, dtype=np.int64)
+            arrays["label"][dst] = case.label[src]
         for axis in self.flip_axes:
             if rng.random() < 0.5:
-                image, partial, valid = (np.flip(a, axis) for a in (image, partial, valid))
-        return {"image": np.ascontiguousarray(image)[None], "partial": np.ascontiguousarray(partial)[None],
-                "valid": np.ascontiguousarray(valid)[None]}
+                arrays = {k: np.flip(a, axis) for k, a in arrays.items()}
+        return {k: np.ascontiguousarray(a)[None] for k, a in arrays.items()}

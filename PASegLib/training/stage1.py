@@ -7,6 +7,8 @@ Loss per patch (Eq. 11 with the official ramp-up, :class:`~PASegLib.losses.sched
 ``L_pCE``/``L_pDice`` on the labeled voxels (labels 0/1, 2 ignored), the mCRF loss on the z-scored patch
 (optionally on the ``crf_downsample_to`` grid, as the official code) and VM over the valid region; ``w(t)``
 is the sigmoid ramp-up over ``rampup_epochs`` with ``t`` in (fractional) epochs.
+
+``supervision="full"`` replaces the seeds by the dense labels (the fully supervised upper bound).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class Stage1Trainer(Trainer):
     def train_step(self, batch: Dict[str, torch.Tensor], epoch_float: float) -> Dict[str, float]:
         net, opt, scaler = self.networks["primary"], self.optimizers["primary"], self.scalers["primary"]
         image, partial, valid = batch["image"], batch["partial"], batch["valid"]
+        if self.config.supervision == "full":
+            partial = batch["label"]  # dense labels: every image voxel labeled (padding stays ignored)
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
             logits = net(image)
         logits = logits.float()

@@ -1,0 +1,132 @@
+"""``paseg predict``: segment images with a trained run (probability + label maps in each image's geometry)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from ..dataset import CaseFiles, DatasetError, list_cases
+from ..image_io import image_suffix, strip_image_suffix
+from .common import print_json, staged_output
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="segment images with a trained model",
+        description="Predict every image of INPUT (one image file, or a dataset folder of <case>_image.<ext> files) "
+        "with the model of RUN_DIR (written by `paseg train`) by sliding-window inference on the training grid. "
+        "Writes <case>_pred.nii.gz (uint8: 0 background, n = n-th annotated object, 1 without clicks) and "
+        "<case>_prob.nii.gz (float32 foreground probability) in each image's own geometry. Clicks "
+        "(<case>.mrk.json or <case>_7points.<ext>) are used when present. Prints one "
+        'PASEG {"event": "case", ...} line per case on stdout.',
+    )
+    p.add_argument("run_dir", type=Path, help="run folder (config.json, checkpoints/best.pt, checkpoints/last.pt)")
+    p.add_argument("input", type=Path, help="an image file or a dataset folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--annotations", type=Path, default=None,
+                   help="clicks: a folder of <case>.mrk.json files, or (single image) one .mrk.json / 7-points file; "
+                   "default: beside the images")
+    p.add_argument("--restrict-to-box", action="store_true",
+                   help="label voxels outside every object's click box as background (needs clicks for every case)")
+    p.add_argument("--largest-component", action="store_true",
+                   help="keep the largest connected component per object (overall without clicks)")
+    p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (default 0.5)")
+    p.add_argument("--checkpoint", default="best",
+                   help="'best' (default; falls back to 'last' when no validation ran), 'last', or a checkpoint file")
+    p.add_argument("--ensemble", action="store_true",
+                   help="average the primary and auxiliary networks (stage-2 / SCM runs only)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+    p.set_defaults(func=run)
+
+
+def _case_id(path: Path) -> str:
+    stem = strip_image_suffix(path)
+    return stem[: -len("_image")] if stem.endswith("_image") and len(stem) > len("_image") else stem
+
+
+def _annotation_files(folder: Path, case_id: str, exclude: Path) -> tuple:
+    """``(markups, seven_points)`` for ``case_id`` in ``folder`` (``None`` where absent)."""
+    markups = folder / f"{case_id}.mrk.json"
+    seven = [p for p in sorted(folder.glob(f"{case_id}_7points.*")) if image_suffix(p) and p != exclude]
+    return (markups if markups.is_file() else None), (seven[0] if seven else None)
+
+
+def collect_inputs(input_path: Path, annotations: Optional[Path] = None) -> List[CaseFiles]:
+    """The cases of INPUT: one image file (case id = file name without suffix and ``_image``) or a dataset folder.
+
+    Raises:
+        DatasetError: INPUT or ``annotations`` missing, not an image, or a folder without ``<case>_image`` files.
+    """
+    if annotations is not None and not annotations.exists():
+        raise DatasetError(f"annotations not found: {annotations}")
+    if input_path.is_dir():
+        if annotations is not None and not annotations.is_dir():
+            raise DatasetError(f"--annotations must be a folder when INPUT is a folder ({input_path}); "
+                               f"got the file {annotations}")
+        return list_cases(input_path, annotations_dir=annotations)
+    if not input_path.is_file():
+        raise DatasetError(f"input not found: {input_path}")
+    if image_suffix(input_path) is None:
+        raise DatasetError(f"{input_path}: not an image file (expected .nii.gz, .nrrd, .mha, …)")
+    case_id = _case_id(input_path)
+    if annotations is None:
+        markups, seven = _annotation_files(input_path.parent, case_id, input_path)
+    elif annotations.is_dir():
+        markups, seven = _annotation_files(annotations, case_id, input_path)
+    elif annotations.name.lower().endswith(".mrk.json"):
+        markups, seven = annotations, None
+    elif image_suffix(annotations) is not None:
+        markups, seven = None, annotations
+    else:
+        raise DatasetError(f"{annotations}: not a .mrk.json or 7-points image file")
+    return [CaseFiles(case_id, input_path, markups=markups, seven_points=seven)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inference import load_predictor, predict_files
+    from ..progress_events import emit
+
+    start = time.perf_counter()
+    try:
+        if not args.run_dir.is_dir():
+            raise ValueError(f"run folder not found: {args.run_dir}")
+        cases = collect_inputs(args.input, args.annotations)
+        predictor = load_predictor(args.run_dir, checkpoint=args.checkpoint, ensemble=args.ensemble,
+                                   device=args.device)
+        emit("start", total=len(cases))
+        bar = None
+        if not args.quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(cases), desc="predict", file=sys.stderr, unit="case", dynamic_ncols=True)
+
+        def on_case(index: int, total: int, case_id: str, pred: Path) -> None:
+            emit("case", index=index, total=total, case=case_id, pred=str(args.out / pred.name))
+            if bar is not None:
+                bar.update(1)
+
+        try:
+            with staged_output(args.out) as stage:
+                rows = predict_files(predictor, cases, stage, restrict_to_box=args.restrict_to_box,
+                                     largest_component=args.largest_component, threshold=args.threshold,
+                                     on_case=on_case)
+        finally:
+            if bar is not None:
+                bar.close()
+    except (ValueError, OSError) as exc:  # main() prints it and exits 1; the event tells GUI readers
+        emit("error", message=str(exc))
+        raise
+    for row in rows:  # the staged files now live in --out
+        row["pred"], row["prob"] = str(args.out / Path(row["pred"]).name), str(args.out / Path(row["prob"]).name)
+    print(f"predicted {len(rows)} case(s) into {args.out}")
+    if args.json:
+        print_json({"run_dir": str(args.run_dir), "input": str(args.input), "out": str(args.out),
+                    **predictor.describe(), "notes": predictor.notes, "cases": rows, "n": len(rows),
+                    "seconds": round(time.perf_counter() - start, 3)})
+    return 0

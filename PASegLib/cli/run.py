@@ -1,0 +1,104 @@
+"""``paseg run``: the whole PA-Seg pipeline on a dataset folder, resumable, ending with an HTML report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..progress_events import parse_progress_line
+
+EPILOG = """\
+Steps: simulate clicks for labeled cases without clicks -> expand seeds -> stage 1 for two networks -> SCM ->
+predict -> evaluate (when labels exist) -> DIR/report.html. Rerun the same command to continue after an
+interruption. Exit codes: 0 done, 1 error, 2 usage, 3 a training step was stopped (RUN/STOP), 130 interrupted.
+
+Examples:
+  paseg run cases/ --out results/                       # CPU preset: minutes on a laptop
+  paseg run cases/ --out results/ --preset paper --device cuda
+  paseg run la_heart/ --out bench/ --test-fraction 0.25 --set epochs=5
+"""
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the whole pipeline (clicks -> stage 1 -> SCM -> predict -> report)",
+                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", help="dataset folder (<case>_image.<ext>, optional _label, .mrk.json, _7points)")
+    p.add_argument("--out", required=True, help="output folder (rerun with the same one to resume)")
+    p.add_argument("--preset", choices=("cpu", "paper"), default="cpu", help="settings preset (default cpu)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="seed of clicks, split and training (default 0)")
+    p.add_argument("--test-fraction", type=float, default=0.0,
+                   help="share of labeled cases held out from training for evaluation (default 0: none)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a training setting of every run (JSON value), e.g. --set epochs=5")
+    p.add_argument("--largest-component", action="store_true", help="keep the largest component of predictions")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _overrides(pairs):
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+class _Stream:
+    """Progress lines to stdout; the current step and training iterations as a tqdm bar on stderr."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar, self.buffer, self.step = quiet, None, "", ""
+
+    def write(self, text: str) -> None:
+        sys.stdout.write(text)
+        self.buffer += text
+        while "\n" in self.buffer:
+            line, self.buffer = self.buffer.split("\n", 1)
+            event = parse_progress_line(line)
+            if event is None or self.quiet:
+                continue
+            from tqdm import tqdm
+
+            if event["event"] == "step":
+                self.step = f"[{event['index']}/{event['total']}] {event['step']}"
+                print(self.step, file=sys.stderr)
+            elif event["event"] == "start" and "total_iterations" in event:
+                self.close()
+                self.bar = tqdm(total=event["total_iterations"], initial=event.get("iteration", 0), file=sys.stderr,
+                                desc=self.step, unit="it", dynamic_ncols=True)
+            elif event["event"] == "iteration" and self.bar is not None:
+                self.bar.update(event["iteration"] - self.bar.n)
+            elif event["event"] in ("done", "stopped"):
+                self.close()
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..pipeline import PipelineOptions, run_pipeline
+
+    options = PipelineOptions(preset=args.preset, seed=args.seed, device=args.device,
+                              test_fraction=args.test_fraction, overrides=_overrides(args.set),
+                              largest_component=args.largest_component)
+    stream = _Stream(args.quiet)
+    try:
+        code = run_pipeline(args.dataset, args.out, options, stream=stream)
+    finally:
+        stream.close()
+    if code == 0:
+        print(f"report: {args.out}/report.html", file=sys.stderr)
+    return code

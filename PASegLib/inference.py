@@ -1,0 +1,398 @@
+"""Whole-image prediction with a trained run: probability and label maps in the image's own geometry.
+
+Pipeline of :meth:`Predictor.predict` (identical preprocessing to training, :func:`preprocess_image`):
+
+1. valid region on the raw image, resampling to ``config.target_spacing_mm`` (the *training grid*) and
+   z-scoring inside the valid region;
+2. MONAI sliding-window inference on the training grid with the training patch size and
+   ``config.sw_overlap`` (Gaussian blending; an ensemble averages the networks' softmaxes);
+3. foreground probability set to 0 outside the valid region, then resampled back to the image grid
+   (linear, same voxel-edge extent, :func:`~PASegLib.preprocess.resample_to_shape`);
+4. labels by :func:`labels_from_probability` (threshold, optional box restriction, object indices, optional
+   largest connected component).
+
+Arrays are ``[i, j, k]`` (ITK index order), world coordinates LPS mm (see :mod:`PASegLib`). A run folder
+is what ``paseg train`` writes: ``config.json``, ``checkpoints/best.pt`` and ``checkpoints/last.pt``.
+Importing this module imports torch.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .annotations import CaseAnnotation, object_box
+from .atomic import PathLike
+from .dataset import CaseFiles, DatasetError, load_case
+from .geometry import ImageGeometry
+from .image_io import Volume, write_image
+from .preprocess import resample_to_shape
+from .training.checkpoint import CheckpointError, load_checkpoint, load_network_weights
+from .training.config import TrainConfig, load_config
+from .training.data import preprocess_image
+from .training.runtime import describe_device, resolve_device, sliding_window_probability
+
+__all__ = ["Prediction", "Predictor", "labels_from_probability", "load_predictor", "predict_files",
+           "resolve_checkpoint"]
+
+ROLES = ("primary", "auxiliary")
+CHECKPOINT_NAMES = ("best", "last")
+
+
+@dataclass
+class Prediction:
+    """Result of :meth:`Predictor.predict`, on the input volume's own grid.
+
+    Attributes:
+        probability: float32 ``[I, J, K]`` foreground probability in ``[0, 1]`` (0 outside the valid region;
+            never restricted to the boxes, so it can be re-thresholded).
+        labels: uint8 ``[I, J, K]``: 0 background, ``n`` ≥ 1 the 1-based index of the object (1 without
+            annotation); see :func:`labels_from_probability`.
+        geometry: the input volume's geometry (shape ``(I, J, K)``, spacing mm, origin/direction LPS).
+    """
+
+    probability: np.ndarray
+    labels: np.ndarray
+    geometry: ImageGeometry
+
+
+def _check_threshold(threshold: float) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < float(threshold) < 1.0:
+        raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}")
+    return float(threshold)
+
+
+def _check_label_options(threshold: float, annotation: Optional[CaseAnnotation], restrict_to_box: bool) -> float:
+    if restrict_to_box and annotation is None:
+        raise ValueError("restrict_to_box needs an annotation (the objects' seven clicks); none was given")
+    if annotation is not None and not 1 <= len(annotation.objects) <= 255:
+        raise ValueError(f"the annotation must hold 1 to 255 objects for a uint8 label map, got "
+                         f"{len(annotation.objects)}")
+    return _check_threshold(threshold)
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """Largest 26-connected component of a boolean ``mask`` (empty stays empty; ties: lowest label)."""
+    from scipy import ndimage
+
+    components, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if count <= 1:
+        return mask.copy()
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    return components == int(np.argmax(sizes))
+
+
+def labels_from_probability(probability: np.ndarray, geometry: ImageGeometry, *,
+                            annotation: Optional[CaseAnnotation] = None, restrict_to_box: bool = False,
+                            largest_component: bool = False, threshold: float = 0.5) -> np.ndarray:
+    """Label map ``uint8 [I, J, K]`` from a foreground probability on ``geometry``'s grid.
+
+    Rule, applied in this order:
+
+    1. foreground = ``probability > threshold`` (strict, like the argmax of a 2-class softmax at 0.5);
+    2. without ``annotation``: every foreground voxel is 1;
+    3. with ``annotation`` (objects ``1 … n`` in annotation order, boxes from
+       :func:`~PASegLib.annotations.object_box` on ``geometry``, inclusive voxel indices): a foreground voxel
+       inside one or more boxes gets the index of the *first* object whose box contains it; a foreground voxel
+       outside every box is 0 when ``restrict_to_box``, else it gets the index of the object whose box is
+       nearest in mm (Euclidean distance from the voxel centre to the box, with ``geometry.spacing``; ties →
+       the first object);
+    4. ``largest_component``: per label value (overall when there is no annotation), only its largest
+       26-connected component is kept.
+
+    Args:
+        probability: float ``[I, J, K]`` in ``[0, 1]`` with ``(I, J, K) = geometry.shape``.
+        geometry: the grid of ``probability`` (the annotation's points are LPS mm on it).
+        annotation: optional clicks of the objects.
+        restrict_to_box: zero every voxel outside all object boxes (needs ``annotation``).
+        largest_component: keep the largest connected component per object (overall without annotation).
+        threshold: foreground threshold in ``(0, 1)``.
+
+    Raises:
+        ValueError: shape mismatch, a threshold outside ``(0, 1)``, ``restrict_to_box`` without an annotation,
+            an annotation without objects, or more than 255 objects.
+    """
+    prob = np.asarray(probability)
+    if prob.ndim != 3 or tuple(prob.shape) != geometry.shape:
+        raise ValueError(f"probability shape {prob.shape} does not match geometry shape {geometry.shape}")
+    foreground = prob > _check_label_options(threshold, annotation, restrict_to_box)
+    if annotation is None:
+        if largest_component:
+            foreground = _largest_component(foreground)
+        return foreground.astype(np.uint8)
+    n_objects = len(annotation.objects)
+    labels = np.zeros(geometry.shape, dtype=np.uint8)
+    boxes = [object_box(obj, geometry) for obj in annotation.objects]
+    for index, (lo, hi) in reversed(list(enumerate(boxes, start=1))):  # reversed: the first object wins
+        box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
+        labels[box] = np.where(foreground[box], index, labels[box])
+    outside = foreground & (labels == 0)
+    if not restrict_to_box and outside.any():
+        points = np.argwhere(outside)
+        spacing = np.asarray(geometry.spacing, dtype=np.float64)
+        distances = np.stack([
+            np.linalg.norm(np.maximum(np.maximum(lo - points, points - hi), 0) * spacing, axis=1) for lo, hi in boxes
+        ])
+        labels[tuple(points.T)] = (np.argmin(distances, axis=0) + 1).astype(np.uint8)
+    if largest_component:
+        for index in range(1, n_objects + 1):
+            mask = labels == index
+            if mask.any():
+                labels[mask & ~_largest_component(mask)] = 0
+    return labels
+
+
+class Predictor:
+    """Networks of a trained run plus the preprocessing of their training configuration.
+
+    Args:
+        networks: one network, or several whose softmaxes are averaged (ensemble); each maps
+            ``[B, 1, I, J, K]`` to logits ``[B, 2, I, J, K]``. They are moved to ``device`` and set to eval mode.
+        config: the training configuration (preprocessing: ``target_spacing_mm``, ``expansion["valid_region"]``;
+            window: ``patch_size``, ``sw_overlap``; ``amp`` on CUDA).
+        device: torch device (or a name accepted by :func:`~PASegLib.training.runtime.resolve_device`).
+        sw_batch_size: windows per forward pass.
+
+    Attributes:
+        source: where the weights came from (checkpoint path), for messages and summaries.
+        roles: role of each network (``"primary"``, ``"auxiliary"``).
+        network_names: registered name of each network (set by :func:`load_predictor`).
+        notes: remarks made while loading (e.g. the fallback from ``best`` to ``last``).
+    """
+
+    def __init__(self, networks: Sequence[torch.nn.Module], config: TrainConfig, *,
+                 device: Union[str, torch.device] = "cpu", sw_batch_size: int = 1) -> None:
+        if not networks or not all(isinstance(n, torch.nn.Module) for n in networks):
+            raise ValueError(f"networks must be a non-empty sequence of torch modules, got {networks!r}")
+        if not isinstance(config, TrainConfig):
+            raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if isinstance(sw_batch_size, bool) or not isinstance(sw_batch_size, int) or sw_batch_size < 1:
+            raise ValueError(f"sw_batch_size must be an integer >= 1, got {sw_batch_size!r}")
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.networks = [net.to(self.device).eval() for net in networks]
+        self.config = config
+        self.sw_batch_size = sw_batch_size
+        self.source: Optional[Path] = None
+        self.roles: Tuple[str, ...] = ROLES[: len(networks)] if len(networks) <= 2 else ()
+        self.network_names: Tuple[str, ...] = tuple(type(net).__name__ for net in networks)
+        self.notes: List[str] = []
+
+    def describe(self) -> Dict[str, Any]:
+        """JSON-ready summary: checkpoint, roles, network names, device, window settings."""
+        return {"checkpoint": str(self.source) if self.source else None, "roles": list(self.roles),
+                "networks": list(self.network_names), "device": describe_device(self.device),
+                "patch_size": list(self.config.patch_size), "overlap": self.config.sw_overlap,
+                "target_spacing_mm": self.config.target_spacing_mm}
+
+    def probability_on_training_grid(self, volume: Volume) -> Tuple[np.ndarray, ImageGeometry]:
+        """Foreground probability float32 ``[I', J', K']`` on the training grid, and that grid."""
+        image, valid, grid = preprocess_image(volume, self.config)
+        prob = sliding_window_probability(self.networks, image, patch_size=self.config.patch_size,
+                                          overlap=self.config.sw_overlap, device=self.device,
+                                          amp=self.config.amp, sw_batch_size=self.sw_batch_size)
+        prob = np.clip(prob, 0.0, 1.0, out=prob)
+        prob[~valid] = 0.0
+        return prob, grid
+
+    def predict(self, volume: Volume, *, annotation: Optional[CaseAnnotation] = None, restrict_to_box: bool = False,
+                largest_component: bool = False, threshold: float = 0.5) -> Prediction:
+        """Predict one image.
+
+        Args:
+            volume: the image ``[I, J, K]`` with its geometry (any spacing/orientation; not constant).
+            annotation: optional seven-click annotation (LPS mm) of the objects: object indices in the labels,
+                box restriction (see :func:`labels_from_probability` for the exact rule).
+            restrict_to_box: labels are 0 outside every object box (needs ``annotation``).
+            largest_component: keep the largest 26-connected component per object (overall without annotation).
+            threshold: foreground threshold in ``(0, 1)`` applied to the probability.
+
+        Returns:
+            :class:`Prediction` on ``volume.geometry``.
+
+        Raises:
+            ValueError: bad arguments (checked before the networks run) or an image that cannot be normalised
+                (constant in its valid region).
+        """
+        if not isinstance(volume, Volume):
+            raise ValueError(f"volume must be a PASegLib.image_io.Volume, got {type(volume).__name__}")
+        _check_label_options(threshold, annotation, restrict_to_box)
+        prob, grid = self.probability_on_training_grid(volume)
+        if grid.shape != volume.geometry.shape:
+            prob = np.clip(resample_to_shape(prob, volume.geometry.shape, order=1), 0.0, 1.0)
+        prob = prob.astype(np.float32, copy=False)
+        labels = labels_from_probability(prob, volume.geometry, annotation=annotation, threshold=threshold,
+                                         restrict_to_box=restrict_to_box, largest_component=largest_component)
+        return Prediction(prob, labels, volume.geometry)
+
+
+def resolve_checkpoint(run_dir: PathLike, checkpoint: Union[str, PathLike] = "best") -> Tuple[Path, List[str]]:
+    """Checkpoint file of ``run_dir`` for ``"best"``, ``"last"`` or a path; returns ``(path, notes)``.
+
+    ``"best"`` falls back to ``checkpoints/last.pt`` (with a note) when no validation wrote ``best.pt``.
+
+    Raises:
+        ValueError: ``run_dir`` is not a folder.
+        CheckpointError: the requested checkpoint does not exist.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise ValueError(f"run folder not found: {run}")
+    if isinstance(checkpoint, str) and checkpoint in CHECKPOINT_NAMES:
+        path = run / "checkpoints" / f"{checkpoint}.pt"
+        last = run / "checkpoints" / "last.pt"
+        if checkpoint == "best" and not path.is_file() and last.is_file():
+            return last, [f"{run}: no checkpoints/best.pt (no validation was run); using checkpoints/last.pt"]
+        if not path.is_file():
+            raise CheckpointError(f"{run}: no checkpoints/{checkpoint}.pt; is this a PASeg run folder "
+                                  f"(written by `paseg train`)?")
+        return path, []
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path} (use 'best', 'last' or a checkpoint file)")
+    return path, []
+
+
+def _run_config(run: Path, data: Mapping[str, Any], path: Path) -> TrainConfig:
+    """The checkpoint's own config (what the weights were trained with), else ``run/config.json``."""
+    if "config" in data:
+        try:
+            return TrainConfig.from_dict(dict(data["config"]))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: invalid training configuration in the checkpoint: {exc}") from None
+    if (run / "config.json").is_file():
+        return load_config(run / "config.json")
+    raise CheckpointError(f"{path}: the checkpoint holds no configuration and {run} has no config.json")
+
+
+def load_predictor(
+    run_dir: PathLike,
+    *,
+    checkpoint: Union[str, PathLike] = "best",
+    ensemble: bool = False,
+    device: str = "auto",
+    sw_batch_size: int = 1,
+    verbose: bool = True,
+) -> Predictor:
+    """Load a trained run for prediction.
+
+    Args:
+        run_dir: run folder written by ``paseg train`` (``config.json``, ``checkpoints/``).
+        checkpoint: ``"best"`` (falls back to ``"last"`` with a note when absent), ``"last"``, or a file path.
+        ensemble: average the primary and auxiliary networks (SCM-E); only for stage-2 (SCM) runs.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        sw_batch_size: windows per forward pass.
+        verbose: print notes (e.g. the ``best`` → ``last`` fallback) on stderr; they are also in ``.notes``.
+
+    Raises:
+        ValueError: missing run folder, bad device, or ``ensemble`` with a stage-1 run (names the run).
+        CheckpointError: missing, damaged or foreign checkpoint, or weights that do not fit the network;
+            when ``run_dir/config.json`` exists its networks are required to match the checkpoint's.
+    """
+    from .networks import build_network
+
+    run = Path(run_dir)
+    path, notes = resolve_checkpoint(run, checkpoint)
+    torch_device = resolve_device(device)
+    expected: Dict[str, str] = {}
+    run_config = load_config(run / "config.json") if (run / "config.json").is_file() else None
+    if ensemble and run_config is not None and run_config.stage != 2:
+        raise ValueError(f"run {run}: --ensemble needs a stage-2 (SCM) run with a primary and an auxiliary "
+                         f"network; this is a stage-{run_config.stage} run ({run_config.network} only)")
+    if run_config is not None:  # a checkpoint of another run must not be used with this run's settings
+        expected["primary"] = run_config.network
+        if ensemble:
+            expected["auxiliary"] = run_config.aux_network
+    data = load_checkpoint(path, expected_networks=expected or None)
+    config = _run_config(run, data, path)
+    entries = data["networks"]
+    roles = ROLES if ensemble else ROLES[:1]
+    if ensemble and not isinstance(entries.get("auxiliary"), dict):
+        raise ValueError(f"run {run}: --ensemble needs a stage-2 (SCM) run with a primary and an auxiliary "
+                         f"network, but {path.name} is a {data.get('kind', 'unknown')!r} checkpoint holding "
+                         f"only {sorted(entries)}")
+    networks = []
+    for role in roles:
+        entry = entries.get(role)
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise CheckpointError(f"{path}: checkpoint has no {role} network entry")
+        kwargs = entry.get("kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise CheckpointError(f"{path}: network {role} has invalid build arguments {kwargs!r}")
+        try:
+            net = build_network(entry["name"], in_channels=1, out_channels=2, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: cannot build the {role} network {entry['name']!r}: {exc}") from None
+        load_network_weights(net, entry, source=path)
+        networks.append(net)
+    predictor = Predictor(networks, config, device=torch_device, sw_batch_size=sw_batch_size)
+    predictor.source, predictor.roles, predictor.notes = path, tuple(roles), notes
+    predictor.network_names = tuple(entries[role]["name"] for role in roles)
+    for note in notes if verbose else ():
+        print(f"note: {note}", file=sys.stderr)
+    return predictor
+
+
+def predict_files(
+    predictor: Predictor,
+    cases: Sequence[CaseFiles],
+    out_dir: PathLike,
+    *,
+    restrict_to_box: bool = False,
+    largest_component: bool = False,
+    threshold: float = 0.5,
+    on_case: Optional[Callable[[int, int, str, Path], None]] = None,
+) -> List[Dict[str, Any]]:
+    """Predict every case and write ``out_dir/<case>_pred.nii.gz`` (uint8) and ``<case>_prob.nii.gz`` (float32).
+
+    A case's annotation (``markups`` or ``seven_points`` of its :class:`~PASegLib.dataset.CaseFiles`) is used
+    whenever present (object indices, boxes); ``restrict_to_box`` requires one for every case, which is
+    checked before anything runs.
+
+    Args:
+        predictor: from :func:`load_predictor`.
+        cases: the images (and optional annotations) to predict.
+        out_dir: output folder (created; callers wanting all-or-nothing output pass a staging folder).
+        restrict_to_box, largest_component, threshold: see :meth:`Predictor.predict`.
+        on_case: called after each case as ``on_case(index (1-based), total, case_id, pred_path)``.
+
+    Returns:
+        One JSON-ready row per case: ``case``, ``pred``, ``prob`` (paths), ``objects``, ``fg_voxels``, ``seconds``.
+
+    Raises:
+        DatasetError / ImageReadError / AnnotationError (``ValueError``\\ s naming the file): unreadable or invalid
+            input; ``ValueError`` for bad arguments or duplicate case ids.
+    """
+    _check_threshold(threshold)
+    ids = [c.case_id for c in cases]
+    if not ids:
+        raise ValueError("no case to predict")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"case ids must be unique, got {ids}")
+    if restrict_to_box:
+        missing = [c.case_id for c in cases if not c.has_annotation]
+        if missing:
+            raise DatasetError(f"--restrict-to-box needs clicks for every case; no <case>.mrk.json or "
+                               f"<case>_7points file for: {', '.join(missing)}")
+    out = Path(out_dir)
+    rows = []
+    for index, files in enumerate(cases, start=1):
+        start = time.perf_counter()
+        case = load_case(files, load_label=False, load_annotation=True)
+        prediction = predictor.predict(case.image, annotation=case.annotation, restrict_to_box=restrict_to_box,
+                                       largest_component=largest_component, threshold=threshold)
+        pred_path = write_image(out / f"{files.case_id}_pred.nii.gz", prediction.labels, case.image.geometry)
+        prob_path = write_image(out / f"{files.case_id}_prob.nii.gz", prediction.probability, case.image.geometry)
+        rows.append({"case": files.case_id, "pred": str(pred_path), "prob": str(prob_path),
+                     "objects": len(case.annotation.objects) if case.annotation else 0,
+                     "fg_voxels": int(np.count_nonzero(prediction.labels)),
+                     "seconds": round(time.perf_counter() - start, 3)})
+        if on_case is not None:
+            on_case(index, len(cases), files.case_id, pred_path)
+    return rows

@@ -1,0 +1,228 @@
+"""End-to-end pipeline (``paseg run``): clicks → seeds → stage one ×2 → SCM → prediction → evaluation → report.
+
+Output folder ``DIR``::
+
+    pipeline.json            options, case split, finished steps and their durations (the resume state)
+    clicks/<case>.mrk.json   simulated clicks (only for cases that have a label but no clicks)
+    cache/                   prepared training data shared by every run
+    stage1_<network>/        the two stage-1 runs (see PASegLib.training.engine)
+    scm/                     the SCM run
+    predictions/<model>/     <case>_pred.nii.gz, <case>_prob.nii.gz for every evaluated case
+    metrics.json             per-case metrics of every model and the expanded-seed quality
+    figures/                 per-case three-plane figures
+    report.html, report.json the report (PASegLib.report)
+
+Rerunning the same command continues after the last finished step; an interrupted training step resumes
+from its last checkpoint. A training run stopped by its ``STOP`` file stops the pipeline with the trainer's
+exit code (:data:`~PASegLib.training.engine.EXIT_STOPPED`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from .atomic import PathLike, atomic_write_json
+from .dataset import CaseFiles, DatasetError, list_cases, load_case
+from .progress_events import emit
+
+__all__ = ["PipelineOptions", "run_pipeline"]
+
+STEPS = ("clicks", "stage1_primary", "stage1_auxiliary", "scm", "predict", "evaluate", "report")
+
+
+@dataclass
+class PipelineOptions:
+    """Options of :func:`run_pipeline` (saved in ``pipeline.json``; a rerun must use the same ones).
+
+    Attributes:
+        preset: ``"cpu"`` or ``"paper"`` (:mod:`PASegLib.presets`).
+        seed: seed of the click simulation, the split and every training run.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        test_fraction: share of the labeled cases held out from training and evaluated (0 = train on every
+            annotated case and evaluate every labeled case, as a user with one cohort would).
+        overrides, stage1_overrides, scm_overrides: :class:`~PASegLib.training.config.TrainConfig` fields over
+            the preset (all runs / stage-1 runs / the SCM run).
+        largest_component: keep the largest connected component of each prediction.
+        max_figures: number of per-case figures in the report.
+    """
+
+    preset: str = "cpu"
+    seed: int = 0
+    device: str = "auto"
+    test_fraction: float = 0.0
+    overrides: Dict[str, Any] = field(default_factory=dict)
+    stage1_overrides: Dict[str, Any] = field(default_factory=dict)
+    scm_overrides: Dict[str, Any] = field(default_factory=dict)
+    largest_component: bool = False
+    max_figures: int = 12
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.test_fraction) < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction!r}")
+        if self.max_figures < 0:
+            raise ValueError(f"max_figures must be >= 0, got {self.max_figures!r}")
+
+
+class _State:
+    def __init__(self, out: Path, options: PipelineOptions) -> None:
+        self.path = out / "pipeline.json"
+        wanted = json.loads(json.dumps(asdict(options)))
+        if self.path.is_file():
+            self.data = json.loads(self.path.read_text(encoding="utf-8"))
+            saved = self.data.get("options")
+            if saved != wanted:
+                diff = sorted(k for k in set(saved or {}) | set(wanted) if (saved or {}).get(k) != wanted.get(k))
+                raise ValueError(f"{out} holds a pipeline started with other options ({', '.join(diff)}); "
+                                 f"rerun it with the same options or choose another --out")
+        else:
+            self.data = {"options": wanted, "done": [], "durations_s": {}}
+
+    def done(self, step: str) -> bool:
+        return step in self.data["done"]
+
+    def finish(self, step: str, seconds: float, **extra: Any) -> None:
+        self.data["done"].append(step)
+        self.data["durations_s"][step] = round(seconds, 2)
+        self.data.update(extra)
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.data)
+
+
+def _simulate_missing_clicks(files: List[CaseFiles], out: Path, seed: int) -> int:
+    from .annotations import validate_case
+    from .markups_io import write_markups
+    from .simulate import simulate_clicks
+
+    n = 0
+    for f in files:
+        if f.has_annotation or f.label is None or (out / f"{f.case_id}.mrk.json").is_file():
+            continue
+        case = load_case(f, load_annotation=False)
+        try:
+            annotation = simulate_clicks(case.label.array, case.image.geometry, seed=seed)
+        except ValueError as exc:
+            raise DatasetError(f"{f.label}: {exc}") from None
+        validate_case(annotation, case.image.geometry)
+        write_markups(out / f"{f.case_id}.mrk.json", annotation)
+        n += 1
+    return n
+
+
+def _median_spacing(files: List[CaseFiles]) -> List[float]:
+    import SimpleITK as sitk
+
+    spacings = []
+    for f in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(f.image))
+        reader.ReadImageInformation()
+        spacings.append(reader.GetSpacing())
+    return [float(s) for s in np.median(np.asarray(spacings), axis=0)]
+
+
+def _train(run: Path, dataset: Path, config, *, case_ids, annotations, cache, init_runs=None, stream=None) -> int:
+    from .training.launch import train_from_dataset
+
+    if (run / "model.json").is_file():
+        return 0
+    resume = (run / "checkpoints" / "last.pt").is_file() and (run / "config.json").is_file()
+    if not resume and run.exists():
+        shutil.rmtree(run)  # an attempt that died before its first checkpoint: start it again
+    return train_from_dataset(dataset, run, None if resume else config, annotations_dir=annotations,
+                              case_ids=case_ids, resume=resume, cache_dir=cache, init_runs=init_runs, stream=stream)
+
+
+def run_pipeline(dataset: PathLike, out_dir: PathLike, options: Optional[PipelineOptions] = None, *,
+                 stream: Any = None) -> int:
+    """Run (or continue) the pipeline on ``dataset`` into ``out_dir``; returns 0 or the stop exit code.
+
+    Raises:
+        ValueError: bad dataset (no case with clicks or a label to simulate them from), options differing
+            from those of an existing ``out_dir``, or any error of the steps (naming the input).
+    """
+    from .presets import preset_configs
+    from .training.data import split_cases
+
+    options = options or PipelineOptions()
+    dataset, out = Path(dataset), Path(out_dir)
+    files = list_cases(dataset)
+    if not any(f.has_annotation or f.label is not None for f in files):
+        raise DatasetError(f"{dataset}: no case has clicks or a label to simulate clicks from")
+    out.mkdir(parents=True, exist_ok=True)
+    state = _State(out, options)
+    clicks_dir = out / "clicks"
+
+    def step(name: str) -> float:
+        emit("step", stream=stream, step=name, index=STEPS.index(name) + 1, total=len(STEPS))
+        return time.monotonic()
+
+    if not state.done("clicks"):
+        t = step("clicks")
+        clicks_dir.mkdir(exist_ok=True)
+        n = _simulate_missing_clicks(files, clicks_dir, options.seed)
+        files = list_cases(dataset, annotations_dir=clicks_dir)
+        labeled = sorted(f.case_id for f in files if f.label is not None)
+        _, test = split_cases(labeled, validation_fraction=options.test_fraction, seed=options.seed) \
+            if options.test_fraction > 0 else (labeled, [])
+        train = sorted(f.case_id for f in files if f.has_annotation and f.case_id not in test)
+        if not train:
+            raise DatasetError(f"{dataset}: no annotated case left for training")
+        evaluate = test or sorted(f.case_id for f in files)
+        state.finish("clicks", time.monotonic() - t, simulated_clicks=n,
+                     split={"train": train, "test": test, "predict": evaluate})
+    files = list_cases(dataset, annotations_dir=clicks_dir)
+    split = state.data["split"]
+    by_id = {f.case_id: f for f in files}
+    a, b, s = preset_configs(options.preset, _median_spacing([by_id[c] for c in split["train"]]),
+                             seed=options.seed, device=options.device, overrides=options.overrides,
+                             stage1_overrides=options.stage1_overrides, scm_overrides=options.scm_overrides)
+    runs = {"stage1_primary": out / f"stage1_{a.network}", "stage1_auxiliary": out / f"stage1_{b.network}",
+            "scm": out / "scm"}
+    common = dict(case_ids=split["train"], annotations=clicks_dir, cache=out / "cache", stream=stream)
+    for name, config in (("stage1_primary", a), ("stage1_auxiliary", b), ("scm", s)):
+        if state.done(name):
+            continue
+        t = step(name)
+        init = [runs["stage1_primary"], runs["stage1_auxiliary"]] if name == "scm" else None
+        code = _train(runs[name], dataset, config, init_runs=init, **common)
+        if code != 0:
+            return code
+        state.finish(name, time.monotonic() - t)
+
+    models = {f"stage 1 ({a.network})": (runs["stage1_primary"], False),
+              f"stage 1 ({b.network})": (runs["stage1_auxiliary"], False),
+              "SCM": (runs["scm"], False), "SCM-E": (runs["scm"], True)}
+    pred_dirs = {m: out / "predictions" / m.replace(" ", "_").replace("(", "").replace(")", "") for m in models}
+    if not state.done("predict"):
+        t = step("predict")
+        from .inference import load_predictor, predict_files
+
+        cases = [by_id[c] for c in split["predict"]]
+        for model, (run, ensemble) in models.items():
+            predictor = load_predictor(run, ensemble=ensemble, device=options.device, verbose=False)
+            predict_files(predictor, cases, pred_dirs[model], largest_component=options.largest_component)
+        state.finish("predict", time.monotonic() - t)
+    if not state.done("evaluate"):
+        t = step("evaluate")
+        from .pipeline_report import evaluate_models
+
+        evaluate_models(out, [by_id[c] for c in split["predict"]], pred_dirs, a, out / "cache")
+        state.finish("evaluate", time.monotonic() - t)
+    if not state.done("report"):
+        t = step("report")
+        from .pipeline_report import build_report
+
+        build_report(out, dataset=dataset, by_id=by_id, split=split, runs=runs, pred_dirs=pred_dirs,
+                     options=options, configs=(a, b, s), durations=state.data["durations_s"])
+        state.finish("report", time.monotonic() - t)
+    emit("done", stream=stream, report=str(out / "report.html"), run_dir=str(out))
+    return 0

@@ -1,0 +1,75 @@
+"""Presets of the end-to-end pipeline: the training settings of both stages, chosen from the data.
+
+* ``cpu`` — finishes in minutes on a 2-core machine: every axis coarsened to at least 2 mm, 48×48×24
+  patches, mCRF on the patch grid, 30 stage-1 epochs (ramp-up 10) and 10 SCM epochs (refresh every 5),
+  validation every 5 epochs.
+* ``paper`` — the paper's settings for a GPU: native resolution; anisotropic data (largest/smallest spacing
+  ≥ 2): 2.5D U-Net + Attention U-Net, 128×128×48 patches, mCRF on a 64×64×48 grid, 300 stage-1 epochs
+  (ramp-up 30); isotropic data: 3D U-Net + Attention U-Net, 128×128×128 patches (the BraTS setting), mCRF
+  on 64×64×64, 500 epochs (ramp-up 50); SCM 100 epochs, lr 1e-3 (official ``train_SCM.py``), T = 4,
+  λ = 0.5, refresh every 20 epochs.
+
+In both, the primary network is the 2.5D U-Net for anisotropic data and the 3D U-Net for isotropic data
+(the paper's pairs), the auxiliary network the Attention U-Net. numpy only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .training.config import TrainConfig
+
+__all__ = ["PRESETS", "is_anisotropic", "preset_configs"]
+
+PRESETS = ("cpu", "paper")
+
+
+def is_anisotropic(spacing: Sequence[float]) -> bool:
+    """True when the largest spacing is at least twice the smallest (thick slices)."""
+    s = np.asarray(spacing, dtype=float)
+    return float(s.max() / s.min()) >= 2.0
+
+
+def preset_configs(name: str, median_spacing: Sequence[float], *, seed: int = 0, device: str = "auto",
+                   overrides: Optional[Dict[str, Any]] = None, stage1_overrides: Optional[Dict[str, Any]] = None,
+                   scm_overrides: Optional[Dict[str, Any]] = None) -> Tuple[TrainConfig, TrainConfig, TrainConfig]:
+    """``(stage-1 primary, stage-1 auxiliary, SCM)`` configs of preset ``name`` for data of ``median_spacing``.
+
+    Args:
+        name: ``"cpu"`` or ``"paper"``.
+        median_spacing: the dataset's median voxel spacing ``(s_i, s_j, s_k)`` in mm.
+        seed, device: applied to all three.
+        overrides: extra :class:`TrainConfig` fields applied to all three (e.g. ``{"patch_size": [32, 32, 16]}``).
+        stage1_overrides, scm_overrides: extra fields of the stage-1 configs / of the SCM config.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    spacing = np.asarray(median_spacing, dtype=float)
+    if spacing.shape != (3,) or np.any(spacing <= 0):
+        raise ValueError(f"median_spacing must be three positive numbers, got {median_spacing!r}")
+    aniso = is_anisotropic(spacing)
+    primary = "unet2d5" if aniso else "unet3d"
+    common: Dict[str, Any] = {"seed": seed, "device": device}
+    if name == "cpu":
+        common.update(
+            target_spacing_mm=tuple(float(max(s, 2.0)) for s in spacing), patch_size=(48, 48, 24),
+            crf_downsample_to=None, validate_every=5, checkpoint_every=5, num_threads=0)
+        stage1 = {"epochs": 30, "rampup_epochs": 10.0}
+        scm = {"epochs": 10, "refresh_every": 5, "lr": 1e-3}
+    else:
+        if aniso:
+            common.update(patch_size=(128, 128, 48), crf_downsample_to=(64, 64, 48))
+            stage1 = {"epochs": 300, "rampup_epochs": 30.0}
+        else:
+            common.update(patch_size=(128, 128, 128), crf_downsample_to=(64, 64, 64))
+            stage1 = {"epochs": 500, "rampup_epochs": 50.0}
+        common.update(validate_every=10, checkpoint_every=10)
+        scm = {"epochs": 100, "refresh_every": 20, "lr": 1e-3}
+    extra, extra1, extra2 = dict(overrides or {}), dict(stage1_overrides or {}), dict(scm_overrides or {})
+    a = TrainConfig.from_dict({**common, **stage1, "stage": 1, "network": primary, **extra, **extra1})
+    b = TrainConfig.from_dict({**common, **stage1, "stage": 1, "network": "attention_unet", **extra, **extra1})
+    s = TrainConfig.from_dict({**common, **scm, "stage": 2, "network": a.network, "aux_network": b.network,
+                               **extra, **extra2})
+    return a, b, s

@@ -1,0 +1,177 @@
+"""Seconds and peak memory of whole-image sliding-window prediction for each PA-Seg network.
+
+What is timed: :meth:`PASegLib.inference.Predictor.predict` on a 256×256×64 volume (``[i, j, k]``, 1 mm
+voxels, so no resampling) with the training patch 128×128×48 and overlap 0.25 (MONAI sliding window,
+Gaussian blending, 18 windows, batch 1), i.e. z-scoring + all windows + thresholding. The networks have
+**random weights** (seed 0): the cost of a forward pass does not depend on the weights.
+
+* CPU: float32, ``torch.set_num_threads(--threads)``. Peak memory = peak resident set size
+  (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of a fresh child process running only that configuration,
+  so it includes the ~0.3–0.5 GB of torch/MONAI libraries; ``rss_before_mb`` is the resident size just
+  before the first prediction.
+* CUDA (when available): ``cudnn.benchmark``; modes ``fp32`` and ``amp`` (float16 autocast, as
+  ``paseg predict`` does); peak memory = ``torch.cuda.max_memory_allocated``.
+
+``seconds`` is the median of ``--repeats`` predictions after ``--warmup`` untimed ones. ``--quick`` runs a
+128×128×32 volume with 64×64×32 patches, one repeat. Each configuration runs in its own subprocess; readable
+lines go to stderr and the last stdout line is one JSON object with every result.
+
+Usage::
+
+    python benchmarks/bench_predict.py            # CPU, plus CUDA if available
+    python benchmarks/bench_predict.py --quick --networks unet2d5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Tuple
+
+NETWORK_NAMES = ("unet2d5", "unet3d", "attention_unet")
+FULL = {"volume": (256, 256, 64), "patch": (128, 128, 48)}
+QUICK = {"volume": (128, 128, 32), "patch": (64, 64, 32)}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _n_windows(volume: Tuple[int, ...], patch: Tuple[int, ...], overlap: float) -> int:
+    """Number of windows MONAI's sliding window uses (scan interval ``patch·(1 − overlap)``)."""
+    total = 1
+    for n, p in zip(volume, patch):
+        step = max(1, int(p * (1 - overlap)))
+        total *= 1 if n <= p else -(-(n - p) // step) + 1
+    return total
+
+
+def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Time one (network, device, mode) configuration in this process."""
+    import numpy as np
+    import torch
+
+    from PASegLib.geometry import ImageGeometry
+    from PASegLib.image_io import Volume
+    from PASegLib.inference import Predictor
+    from PASegLib.networks import build_network, count_parameters
+    from PASegLib.training.config import TrainConfig
+
+    torch.manual_seed(0)
+    device = torch.device(cfg["device"])
+    if device.type == "cpu":
+        torch.set_num_threads(cfg["threads"])
+    else:
+        torch.backends.cudnn.benchmark = True
+    volume_shape, patch = tuple(cfg["volume"]), tuple(cfg["patch"])
+    rng = np.random.default_rng(0)
+    image = rng.normal(100.0, 20.0, volume_shape).astype(np.float32)
+    volume = Volume(image, ImageGeometry(volume_shape))
+    net = build_network(cfg["network"])
+    config = TrainConfig(network=cfg["network"], patch_size=patch, sw_overlap=cfg["overlap"], amp=cfg["mode"] == "amp")
+    predictor = Predictor([net], config, device=device)
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        prediction = predictor.predict(volume)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        assert prediction.probability.shape == volume_shape
+        return time.perf_counter() - t0
+
+    rss_before = _rss_mb()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(cfg["warmup"]):
+        once()
+    times: List[float] = [once() for _ in range(cfg["repeats"])]
+    result = {
+        "network": cfg["network"], "device": device.type, "mode": cfg["mode"],
+        "volume": "x".join(map(str, volume_shape)), "patch": "x".join(map(str, patch)), "overlap": cfg["overlap"],
+        "windows": _n_windows(volume_shape, patch, cfg["overlap"]), "params": count_parameters(net),
+        "seconds": round(statistics.median(times), 3), "sec_min": round(min(times), 3),
+        "sec_max": round(max(times), 3), "repeats": cfg["repeats"], "warmup": cfg["warmup"],
+    }
+    result["sec_per_window"] = round(result["seconds"] / result["windows"], 4)
+    if device.type == "cuda":
+        result["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        result["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        result["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        result["rss_before_mb"] = round(rss_before, 1)
+        result["threads"] = torch.get_num_threads()
+    return result
+
+
+def main(argv: List[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--networks", default=",".join(NETWORK_NAMES), help="comma-separated network names")
+    parser.add_argument("--devices", default="auto", help="cpu, cuda, or auto (cpu + cuda if available)")
+    parser.add_argument("--quick", action="store_true", help="128x128x32 volume, 64x64x32 patches, 1 repeat")
+    parser.add_argument("--overlap", type=float, default=0.25)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed predictions first (default 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed predictions (default CPU 3, CUDA 10)")
+    parser.add_argument("--gpu-modes", default="fp32,amp")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(run_one(json.loads(args.child))))
+        return 0
+
+    import torch
+
+    sizes = QUICK if args.quick else FULL
+    networks = [n.strip() for n in args.networks.split(",") if n.strip()]
+    if args.devices == "auto":
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    else:
+        devices = [d.strip() for d in args.devices.split(",")]
+    if "cuda" in devices and not torch.cuda.is_available():
+        parser.error("--devices cuda requested but torch.cuda.is_available() is False")
+    info: Dict[str, Any] = {
+        "benchmark": "predict", "weights": "random (seed 0)", "quick": args.quick,
+        "volume": "x".join(map(str, sizes["volume"])), "patch": "x".join(map(str, sizes["patch"])),
+        "overlap": args.overlap, "torch": torch.__version__, "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "load_avg_start": [round(v, 2) for v in os.getloadavg()],
+        "cuda_device": torch.cuda.get_device_name(0) if "cuda" in devices else None, "results": [],
+    }
+    env = dict(os.environ)
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = repo_root + os.pathsep + env.get("PYTHONPATH", "")
+    for device in devices:
+        modes = ["fp32"] if device == "cpu" else [m.strip() for m in args.gpu_modes.split(",")]
+        repeats = args.repeats or (1 if args.quick else 3 if device == "cpu" else 10)
+        for network in networks:
+            for mode in modes:
+                cfg = {"network": network, "device": device, "mode": mode, "threads": args.threads,
+                       "volume": list(sizes["volume"]), "patch": list(sizes["patch"]), "overlap": args.overlap,
+                       "warmup": args.warmup, "repeats": repeats}
+                proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)],
+                                      capture_output=True, text=True, env=env)
+                if proc.returncode != 0:
+                    tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
+                    res = {"network": network, "device": device, "mode": mode, "error": tail[0]}
+                else:
+                    res = json.loads(proc.stdout.strip().splitlines()[-1])
+                info["results"].append(res)
+                print(f"{device:4s} {mode:5s} {network:15s} {res.get('seconds', float('nan')):8.3f} s  "
+                      f"({res.get('windows', '?')} windows)  peak {res.get('peak_mem_mb', float('nan')):8.1f} MB  "
+                      f"{res.get('error', '')}", file=sys.stderr, flush=True)
+    info["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
+    print(json.dumps(info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
