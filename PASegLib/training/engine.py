@@ -258,7 +258,6 @@ class Trainer:
                     on_iteration(self)
             self.epoch += 1
             self.position = 0
-            self.on_epoch_end(self.epoch)
             last = self.epoch == self.config.epochs
             if last or self.epoch % self.config.validate_every == 0:
                 result = self.validate()
@@ -269,6 +268,7 @@ class Trainer:
                     self.emit("validation", epoch=self.epoch, best=improved, **result)
                     if improved:
                         self.save("best")
+            self.on_epoch_end(self.epoch)  # after validation: SCM refreshes from the newest best weights
             if last or self.epoch % self.config.checkpoint_every == 0:
                 self.save("last")
                 self.write_history()

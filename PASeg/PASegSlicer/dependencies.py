@@ -1,0 +1,143 @@
+"""Python packages on demand, never at import.
+
+* torch comes from the PyTorch extension (``PyTorchUtils``), which picks the build for the user's GPU; when
+  the extension is missing the message says how to get it.
+* other packages (monai, …) are installed with ``pip`` after the user confirms, with a constraints file that
+  pins every package already present that Slicer bundles (numpy, scipy, SimpleITK…) and torch, so an
+  install never replaces them.
+* when a package that was already imported in this process gets installed or upgraded, a restart is needed.
+
+Everything Slicer-specific is injected (``confirm``, ``pipInstall``, ``importModule``), so the checker runs
+and is tested outside Slicer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+#: Packages Slicer ships (or the PyTorch extension installs); an install must never replace them.
+PROTECTED = ("numpy", "scipy", "SimpleITK", "torch", "torchvision", "vtk", "requests", "pydicom", "packaging")
+MINIMUM_TORCH = "2.1"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """``module`` is what is imported, ``spec`` what pip installs."""
+
+    module: str
+    spec: str
+
+
+#: What the annotation workflow needs in the Slicer process (all bundled with Slicer).
+ANNOTATION = (Requirement("numpy", "numpy"), Requirement("scipy", "scipy"), Requirement("SimpleITK", "SimpleITK"))
+#: What the training / prediction child process needs besides torch.
+TRAINING = (Requirement("monai", "monai>=1.3"), Requirement("matplotlib", "matplotlib>=3.6"),
+            Requirement("tqdm", "tqdm>=4.64"))  # fmt: skip
+
+
+class DependencyError(RuntimeError):
+    """A package is missing and was not installed; the message says what to do."""
+
+
+def _defaultFindSpec(name: str):
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+
+
+def constraintLines(names: Sequence[str] = PROTECTED) -> List[str]:
+    """``name==version`` for each of ``names`` that is installed."""
+    lines = []
+    for name in names:
+        try:
+            lines.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return lines
+
+
+class DependencyChecker:
+    """Checks and installs packages.
+
+    Args:
+        confirm: ``confirm(text) -> bool`` asks the user (``slicer.util.confirmOkCancelDisplay`` in Slicer).
+        pipInstall: ``pipInstall(arguments)`` runs pip with a list of arguments (``slicer.util.pip_install``).
+        findSpec: ``findSpec(module) -> spec or None``; default :func:`importlib.util.find_spec`.
+        importModule: ``importModule(name)``; default :func:`importlib.import_module` (for ``PyTorchUtils``).
+    """
+
+    def __init__(
+        self,
+        confirm: Callable[[str], bool],
+        pipInstall: Callable[[List[str]], None],
+        findSpec: Optional[Callable] = None,
+        importModule: Optional[Callable] = None,
+    ) -> None:
+        self.confirm = confirm
+        self.pipInstall = pipInstall
+        self.findSpec = findSpec or _defaultFindSpec
+        self.importModule = importModule or importlib.import_module
+        self.restartNeeded = False
+
+    def missing(self, requirements: Sequence[Requirement]) -> List[Requirement]:
+        return [r for r in requirements if self.findSpec(r.module) is None]
+
+    def ensure(self, requirements: Sequence[Requirement], purpose: str) -> List[str]:
+        """Install the missing ``requirements`` after confirmation; returns the installed specs."""
+        missing = self.missing(requirements)
+        if not missing:
+            return []
+        specs = [r.spec for r in missing]
+        question = (
+            f"{purpose} needs these Python packages, which are not installed: {', '.join(specs)}.\n\n"
+            "Install them now? This needs a network connection and may take a few minutes. Packages that "
+            "Slicer ships are not changed."
+        )
+        if not self.confirm(question):
+            raise DependencyError(f"{purpose} cancelled: {', '.join(specs)} not installed")
+        alreadyImported = [r.module for r in missing if r.module in sys.modules]
+        with tempfile.TemporaryDirectory(prefix="paseg-pip-") as tmp:
+            constraints = Path(tmp) / "constraints.txt"
+            constraints.write_text("\n".join(constraintLines()) + "\n", encoding="utf-8")
+            self.pipInstall(specs + ["--constraint", str(constraints)])
+        importlib.invalidate_caches()
+        still = self.missing(missing)
+        if still:
+            raise DependencyError(f"installing {', '.join(r.spec for r in still)} failed; see the Python console")
+        self.restartNeeded = self.restartNeeded or bool(alreadyImported)
+        return specs
+
+    def ensureTorch(self) -> None:
+        """Make sure torch is installed, through the PyTorch extension; nothing is imported here."""
+        if self.findSpec("torch") is not None:
+            return
+        try:
+            PyTorchUtils = self.importModule("PyTorchUtils")
+        except ModuleNotFoundError:
+            raise DependencyError(
+                "PASeg needs the PyTorch extension to install torch for your GPU. Open View → Extensions Manager, "
+                'install "PyTorch", restart Slicer, then try again.'
+            ) from None
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        if not torchLogic.torchInstalled():
+            torch = torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=f">={MINIMUM_TORCH}")
+            if torch is None:
+                raise DependencyError("torch was not installed; PASeg training and prediction need it")
+        importlib.invalidate_caches()
+
+    def ensureForJobs(self) -> List[str]:
+        """torch (PyTorch extension) then the other training packages; returns what pip installed."""
+        self.ensureTorch()
+        return self.ensure(TRAINING, "PASeg training and prediction")
+
+    @property
+    def restartHint(self) -> str:
+        return "Restart Slicer to use the newly installed packages." if self.restartNeeded else ""
