@@ -1,8 +1,10 @@
-"""``make demo``: run the PASeg pipeline end to end on generated data (no external data needed).
+"""``make demo``: the whole PASeg pipeline on generated data (no external data needed), on the CPU preset.
 
-Steps: generate synthetic cases → simulate seven clicks per tumour from their masks → expand the clicks into
-partial labels with the geodesic transform (PNG previews) → report the expanded seeds' precision/recall.
-Every step is a ``paseg`` subcommand, so the demo also shows how to use the command line.
+Steps (each a ``paseg`` subcommand, so the demo also shows the command line): generate synthetic cases with
+tumour-like objects → ``paseg run`` (simulate seven clicks per tumour from the masks → geodesic seed
+expansion → stage one for the 2.5D U-Net and the Attention U-Net → Self and Cross Monitoring → predict every
+case → evaluate against the masks → ``report.html``). Takes a few minutes on 2 CPU cores; rerunning
+continues where an interrupted run stopped.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from pathlib import Path
 from typing import List, Optional
 
 
-def _paseg(args: List[str]) -> str:
-    """Run ``python -m PASegLib ARGS`` in a child process, streaming stderr; return stdout."""
+def _paseg(args: List[str], *, quiet_stdout: bool = False) -> int:
+    """Run ``python -m PASegLib ARGS`` in a child process (progress bars on stderr); return its exit code."""
     print(f"$ paseg {' '.join(args)}", flush=True)
-    done = subprocess.run([sys.executable, "-m", "PASegLib", *args], stdout=subprocess.PIPE, text=True)
+    done = subprocess.run([sys.executable, "-m", "PASegLib", *args],
+                          stdout=subprocess.DEVNULL if quiet_stdout else None)
     if done.returncode != 0:
         raise SystemExit(f"demo step failed (exit {done.returncode}): paseg {' '.join(args)}")
-    return done.stdout
+    return done.returncode
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -29,20 +32,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
     parser.add_argument("--cases", type=int, default=6, help="number of synthetic cases (default 6)")
     args = parser.parse_args(argv)
-    data, expanded = args.out / "data", args.out / "expanded"
-    _paseg(["synth", str(data), "--cases", str(args.cases), "--seed", "0"])
-    _paseg(["simulate-clicks", str(data), "--seed", "0", "--quiet"])
-    out = _paseg(["expand", str(data), "--out", str(expanded), "--json", "--quiet"])
-    summary = json.loads(out.strip().splitlines()[-1])
-    mean = summary["mean"]
+    data, run = args.out / "data", args.out / "run"
+    if not any(data.glob("*_image.nii.gz")):
+        _paseg(["synth", str(data), "--cases", str(args.cases), "--seed", "0"])
+    _paseg(["run", str(data), "--out", str(run), "--preset", "cpu"], quiet_stdout=True)
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     print()
     print(f"PASeg demo finished. Outputs in {args.out.resolve()}:")
-    print(f"  {data}/            synthetic images, labels and the simulated clicks (<case>.mrk.json, open in Slicer)")
-    print(f"  {expanded}/        partial labels <case>_partial.nii.gz and previews <case>_partial.png")
-    print(
-        f"Expanded foreground seeds vs ground truth: precision {mean['fg_precision']:.3f}, "
-        f"recall {mean['fg_recall']:.3f} (mean over {len(summary['cases'])} cases)"
-    )
+    print(f"  {data}/   synthetic images and labels")
+    print(f"  {run}/clicks/   simulated clicks <case>.mrk.json (open in Slicer with the image)")
+    print(f"  {run}/stage1_*/, {run}/scm/   trained models (use with `paseg predict RUN_DIR IMAGE --out DIR`)")
+    print(f"  {run}/predictions/   predicted label maps and probabilities per model")
+    for model, cases in metrics["stages"].items():
+        dice = [m["dice"] for m in cases.values()]
+        print(f"  Dice {model:26s} {sum(dice) / len(dice):.3f} (mean over {len(dice)} cases)")
+    print(f"Report: {(run / 'report.html').resolve()}")
     return 0
 
 

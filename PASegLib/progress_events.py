@@ -21,28 +21,29 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Any, Dict, Optional, TextIO
+from typing import Any, Dict, Mapping, Optional, TextIO
 
-__all__ = ["PREFIX", "emit", "format_progress_line", "parse_progress_line"]
+__all__ = ["PREFIX", "emit", "format_progress_line", "json_safe", "parse_progress_line"]
 
 PREFIX = "PASEG "
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """A strict-JSON-ready copy: NaN/inf become ``None``, numpy/torch scalars plain numbers, tuples lists."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _clean(value.item())
+        return [json_safe(v) for v in value]
+    if not isinstance(value, (str, bytes)) and hasattr(value, "item") and callable(value.item):
+        return json_safe(value.item())  # numpy / torch scalars
     return value
 
 
 def format_progress_line(event: str, **fields: Any) -> str:
     """``PASEG {"event": event, **fields}`` as one line of strict JSON (NaN/inf become ``null``)."""
-    return PREFIX + json.dumps({"event": event, **_clean(fields)}, allow_nan=False)
+    return PREFIX + json.dumps({"event": event, **json_safe(fields)}, allow_nan=False)
 
 
 def emit(event: str, *, stream: Optional[TextIO] = None, **fields: Any) -> Dict[str, Any]:

@@ -40,6 +40,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import PathLike, atomic_write_json, atomic_write_text
+from .progress_events import json_safe
 
 __all__ = ["METRIC_ORDER", "format_summary", "format_value", "summarize", "summarize_cases", "write_report"]
 
@@ -154,16 +155,6 @@ def _check_links(name: str, links: Optional[Mapping[str, PathLike]], out_dir: Pa
         except ValueError:  # another drive (Windows): no relative link exists
             raise ValueError(f"{name}[{title!r}]: {str(png)!r} cannot be linked relative to {str(out_dir)!r}") from None
     return out
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
 
 
 # -- HTML ----------------------------------------------------------------------------------------------------
@@ -311,7 +302,7 @@ def write_report(
 
     payload = {"title": title, "meta": meta_text, "generated": generated, "paseg_version": __version__,
                "stages": checked, "seed_metrics": seeds, "curves": curve_links, "case_figures": figure_links}
-    atomic_write_json(out / "report.json", _clean(payload))
+    atomic_write_json(out / "report.json", json_safe(payload))
     html_path = out / "report.html"
     atomic_write_text(html_path, "".join(parts))
     return html_path

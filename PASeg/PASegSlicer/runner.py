@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import codecs
 import collections
-import json
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional
+
+from PASegLib.progress_events import parse_progress_line
 
 from .processes import SubprocessBackend, killProcessTree, threadingSchedule
 
@@ -34,21 +35,14 @@ __all__ = [
     "threadingSchedule", "STOP_FILE_NAME",
 ]  # fmt: skip
 
-PREFIX = "PASEG "
+
 STOP_FILE_NAME = "STOP"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def parseProgressLine(line: str) -> Optional[Dict[str, Any]]:
     """The event dictionary of a ``PASEG {json}`` line, or ``None`` for a log line or a damaged one."""
-    text = line.strip()
-    if not text.startswith(PREFIX):
-        return None
-    try:
-        event = json.loads(text[len(PREFIX) :])
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) and isinstance(event.get("event"), str) else None
+    return parse_progress_line(line)  # the one parser, shared with the CLI progress bar
 
 
 @dataclass

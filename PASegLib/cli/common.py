@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, TypeVar
 
+from ..progress_events import json_safe, parse_progress_line
+
 T = TypeVar("T")
 
 #: Exit codes of every ``paseg`` command.
@@ -53,20 +55,9 @@ def progress(items: Iterable[T], *, desc: str, total: Optional[int] = None, quie
     return tqdm(items, desc=desc, total=total, file=sys.stderr, unit="case", dynamic_ncols=True)
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: NaN/inf become ``None`` (strict JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def print_json(obj: Any) -> None:
     """Print ``obj`` as one line of strict JSON on stdout (the last line a ``--json`` command prints)."""
-    sys.stdout.write(json.dumps(_clean(obj), allow_nan=False) + "\n")
+    sys.stdout.write(json.dumps(json_safe(obj), allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
@@ -74,3 +65,52 @@ def mean_of(rows: Iterable[dict], key: str) -> Optional[float]:
     """Mean of the finite values of ``key`` over ``rows`` (``None`` when there are none)."""
     values = [float(r[key]) for r in rows if r.get(key) is not None and math.isfinite(float(r[key]))]
     return sum(values) / len(values) if values else None
+
+
+class ProgressBarStream:
+    """A text stream for progress events: passes every line to stdout and, unless ``quiet``, drives a tqdm
+    bar on stderr from the ``PASEG`` lines (pipeline steps, training iterations, validation scores)."""
+
+    def __init__(self, *, quiet: bool = False, desc: str = "train") -> None:
+        self.quiet, self.desc, self.bar, self.buffer = quiet, desc, None, ""
+
+    def write(self, text: str) -> None:
+        sys.stdout.write(text)
+        self.buffer += text
+        while "\n" in self.buffer:
+            line, self.buffer = self.buffer.split("\n", 1)
+            event = parse_progress_line(line)
+            if event is not None and not self.quiet:
+                self._update(event)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def _update(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "step":
+            self.desc = f"[{event['index']}/{event['total']}] {event['step']}"
+            print(self.desc, file=sys.stderr)
+        elif kind == "start" and "total_iterations" in event:
+            from tqdm import tqdm
+
+            self.close()
+            self.bar = tqdm(total=event["total_iterations"], initial=event.get("iteration", 0), file=sys.stderr,
+                            desc=self.desc, unit="it", dynamic_ncols=True)
+        elif kind == "iteration" and self.bar is not None:
+            self.bar.update(event["iteration"] - self.bar.n)
+            loss = (event.get("losses") or {}).get("loss")
+            self.bar.set_postfix(epoch=event["epoch"], loss="-" if loss is None else f"{loss:.4f}", refresh=False)
+        elif kind == "validation" and self.bar is not None:
+            extra = f", Dice {event['dice']:.3f} (info)" if event.get("dice") is not None else ""
+            self.bar.write(f"epoch {event['epoch']}: label-free score {event['score']:.4f}{extra}"
+                           + (" (best)" if event.get("best") else ""))
+        elif kind in ("done", "stopped"):
+            self.close()
+            if kind == "stopped":
+                print("stopped: checkpoint saved; continue with --resume", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

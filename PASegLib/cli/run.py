@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from ..progress_events import parse_progress_line
+from .common import ProgressBarStream
 
 EPILOG = """\
 Steps: simulate clicks for labeled cases without clicks -> expand seeds -> stage 1 for two networks -> SCM ->
@@ -51,50 +51,13 @@ def _overrides(pairs):
     return out
 
 
-class _Stream:
-    """Progress lines to stdout; the current step and training iterations as a tqdm bar on stderr."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet, self.bar, self.buffer, self.step = quiet, None, "", ""
-
-    def write(self, text: str) -> None:
-        sys.stdout.write(text)
-        self.buffer += text
-        while "\n" in self.buffer:
-            line, self.buffer = self.buffer.split("\n", 1)
-            event = parse_progress_line(line)
-            if event is None or self.quiet:
-                continue
-            from tqdm import tqdm
-
-            if event["event"] == "step":
-                self.step = f"[{event['index']}/{event['total']}] {event['step']}"
-                print(self.step, file=sys.stderr)
-            elif event["event"] == "start" and "total_iterations" in event:
-                self.close()
-                self.bar = tqdm(total=event["total_iterations"], initial=event.get("iteration", 0), file=sys.stderr,
-                                desc=self.step, unit="it", dynamic_ncols=True)
-            elif event["event"] == "iteration" and self.bar is not None:
-                self.bar.update(event["iteration"] - self.bar.n)
-            elif event["event"] in ("done", "stopped"):
-                self.close()
-
-    def flush(self) -> None:
-        sys.stdout.flush()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def run(args: argparse.Namespace) -> int:
     from ..pipeline import PipelineOptions, run_pipeline
 
     options = PipelineOptions(preset=args.preset, seed=args.seed, device=args.device,
                               test_fraction=args.test_fraction, overrides=_overrides(args.set),
                               largest_component=args.largest_component)
-    stream = _Stream(args.quiet)
+    stream = ProgressBarStream(quiet=args.quiet, desc="pipeline")
     try:
         code = run_pipeline(args.dataset, args.out, options, stream=stream)
     finally:

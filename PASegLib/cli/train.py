@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Any, Optional
+from typing import Any
 
-from ..progress_events import parse_progress_line
+from .common import ProgressBarStream
 
 EPILOG = """\
 Progress: one `PASEG {json}` line per event on stdout (the Slicer module reads them), a progress bar on
@@ -82,56 +81,14 @@ def _config(args: argparse.Namespace):
     return TrainConfig.from_dict({**base, **overrides})
 
 
-class _ProgressStream:
-    """Passes progress lines to stdout and drives a tqdm bar on stderr from them."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.bar: Optional[Any] = None
-        self.buffer = ""
-
-    def write(self, text: str) -> None:
-        sys.stdout.write(text)
-        self.buffer += text
-        while "\n" in self.buffer:
-            line, self.buffer = self.buffer.split("\n", 1)
-            event = parse_progress_line(line)
-            if event is not None and not self.quiet:
-                self._update(event)
-
-    def flush(self) -> None:
-        sys.stdout.flush()
-
-    def _update(self, event: dict) -> None:
-        from tqdm import tqdm
-
-        kind = event["event"]
-        if kind == "start":
-            self.bar = tqdm(total=event["total_iterations"], initial=event.get("iteration", 0), file=sys.stderr,
-                            desc="train", unit="it", dynamic_ncols=True)
-        elif kind == "iteration" and self.bar is not None:
-            self.bar.update(event["iteration"] - self.bar.n)
-            losses = event.get("losses") or {}
-            self.bar.set_postfix(epoch=event["epoch"], loss=f"{losses.get('loss', float('nan')):.4f}", refresh=False)
-        elif kind == "validation" and self.bar is not None:
-            extra = f", Dice {event['dice']:.3f} (info)" if event.get("dice") is not None else ""
-            self.bar.write(f"epoch {event['epoch']}: label-free score {event['score']:.4f}{extra}"
-                           + (" (best)" if event.get("best") else ""))
-        elif kind in ("done", "stopped") and self.bar is not None:
-            self.bar.close()
-            if kind == "stopped":
-                print("stopped: checkpoint saved; continue with --resume", file=sys.stderr)
-
-
 def run(args: argparse.Namespace) -> int:
     from ..training.launch import train_from_dataset
 
     config = _config(args)
-    stream = _ProgressStream(args.quiet)
+    stream = ProgressBarStream(quiet=args.quiet)
     try:
         return train_from_dataset(args.dataset, args.out, config, annotations_dir=args.annotations,
                                   case_ids=args.cases, resume=args.resume, cache_dir=args.cache_dir,
                                   init_runs=args.init, stream=stream)
     finally:
-        if stream.bar is not None:
-            stream.bar.close()
+        stream.close()
