@@ -14,6 +14,9 @@ from .. import __version__
 from . import clicks, evaluate, expand, predict, run, synth, train
 from .common import EXIT_ERROR
 
+#: Commands whose errors are also reported as a ``PASEG {"event": "error"}`` line (the Slicer jobs run them).
+JOB_COMMANDS = ("train", "predict", "run")
+
 #: Subcommand modules; each has ``add_parsers(subparsers)``.
 SUBCOMMANDS = [synth, clicks, expand, evaluate, train, predict, run]
 
@@ -40,9 +43,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("paseg: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as exc:  # our input errors are ValueError subclasses naming the input
-        print(f"paseg {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    except (ValueError, OSError, FloatingPointError) as exc:  # our input errors name the input
+        return _fail(args.command, str(exc))
+    except RuntimeError as exc:
+        if type(exc).__name__ != "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+            raise
+        return _fail(args.command, "out of GPU memory; use a smaller --patch-size, close other GPU programs, "
+                                   f"or --device cpu ({str(exc).splitlines()[0]})")
+
+
+def _fail(command: str, message: str) -> int:
+    """Report an error: on stderr and, for the long-running commands, as a progress event for GUI readers."""
+    print(f"paseg {command}: error: {message}", file=sys.stderr)
+    if command in JOB_COMMANDS:
+        from ..progress_events import emit
+
+        emit("error", message=message)
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -93,35 +93,31 @@ def run(args: argparse.Namespace) -> int:
     from ..progress_events import emit
 
     start = time.perf_counter()
+    if not args.run_dir.is_dir():
+        raise ValueError(f"run folder not found: {args.run_dir}")
+    cases = collect_inputs(args.input, args.annotations)
+    predictor = load_predictor(args.run_dir, checkpoint=args.checkpoint, ensemble=args.ensemble,
+                               device=args.device)
+    emit("start", total=len(cases))
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(cases), desc="predict", file=sys.stderr, unit="case", dynamic_ncols=True)
+
+    def on_case(index: int, total: int, case_id: str, pred: Path) -> None:
+        emit("case", index=index, total=total, case=case_id, pred=str(args.out / pred.name))
+        if bar is not None:
+            bar.update(1)
+
     try:
-        if not args.run_dir.is_dir():
-            raise ValueError(f"run folder not found: {args.run_dir}")
-        cases = collect_inputs(args.input, args.annotations)
-        predictor = load_predictor(args.run_dir, checkpoint=args.checkpoint, ensemble=args.ensemble,
-                                   device=args.device)
-        emit("start", total=len(cases))
-        bar = None
-        if not args.quiet:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(cases), desc="predict", file=sys.stderr, unit="case", dynamic_ncols=True)
-
-        def on_case(index: int, total: int, case_id: str, pred: Path) -> None:
-            emit("case", index=index, total=total, case=case_id, pred=str(args.out / pred.name))
-            if bar is not None:
-                bar.update(1)
-
-        try:
-            with staged_output(args.out) as stage:
-                rows = predict_files(predictor, cases, stage, restrict_to_box=args.restrict_to_box,
-                                     largest_component=args.largest_component, threshold=args.threshold,
-                                     on_case=on_case)
-        finally:
-            if bar is not None:
-                bar.close()
-    except (ValueError, OSError) as exc:  # main() prints it and exits 1; the event tells GUI readers
-        emit("error", message=str(exc))
-        raise
+        with staged_output(args.out) as stage:
+            rows = predict_files(predictor, cases, stage, restrict_to_box=args.restrict_to_box,
+                                 largest_component=args.largest_component, threshold=args.threshold,
+                                 on_case=on_case)
+    finally:
+        if bar is not None:
+            bar.close()
     for row in rows:  # the staged files now live in --out
         row["pred"], row["prob"] = str(args.out / Path(row["pred"]).name), str(args.out / Path(row["prob"]).name)
     print(f"predicted {len(rows)} case(s) into {args.out}")

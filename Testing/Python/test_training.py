@@ -226,7 +226,9 @@ def test_train_errors_leave_nothing(tiny_dataset, tmp_path, capsys):
     empty = tmp_path / "noclicks"
     write_synthetic_dataset(empty, n_cases=1, config=SyntheticConfig(shape=(64, 64, 24), radius_mm=(6.0, 8.0)), seed=1)
     assert main(["train", str(empty), "--out", str(tmp_path / "r1"), "--quiet"]) == 1
-    assert "no case has clicks" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "no case has clicks" in captured.err
+    assert "no case has clicks" in _events(captured.out)[-1]["message"]  # the GUI sees it as an error event
     assert not (tmp_path / "r1").exists()
     # resume of nothing, bad config, CUDA without a GPU
     assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "r2"), "--resume", "--quiet"]) == 1
