@@ -12,12 +12,20 @@ of 32×32×16, 64×64×32 and 128×128×48 voxels (``[i, j, k]``, ``k`` = slice 
   ``torch.cuda.max_memory_allocated``.
 
 Each configuration runs in its own subprocess. Human-readable lines go to stderr; the last stdout line is
-one JSON object with every result.
+one JSON object with every result. On CPU ``cpu_sec_per_iter`` is the process CPU time per iteration
+(median) next to the wall time: on a shared machine the gap shows time lost to other processes (with
+OpenMP's default spin-waiting a contended thread also burns CPU time, so it is not a clean work measure
+either). ``--rounds N`` runs the whole list of configurations N times, interleaved, so that variants compared
+side by side see the same machine load; ``summary`` then holds the median over the rounds.
+
+Variants of a network are given as options, e.g. the unet2d5 without its CPU convolution fast path
+(:class:`PASegLib.networks.fast_conv.SliceFoldConv3d`) is ``unet2d5:fold_convs=0``.
 
 Usage::
 
     python benchmarks/bench_train_step.py                  # CPU, plus CUDA if available
     python benchmarks/bench_train_step.py --devices cuda --sizes 128x128x48
+    python benchmarks/bench_train_step.py --devices cpu --networks unet2d5,unet2d5:fold_convs=0 --rounds 2
 """
 
 from __future__ import annotations
@@ -123,10 +131,12 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
     for _ in range(cfg["warmup"]):
         step()
     times: List[float] = []
+    cpu_times: List[float] = []
     for _ in range(cfg["iters"]):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = step()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     result = {
         "network": cfg["network"],
         "size": "x".join(map(str, size)),
@@ -147,6 +157,7 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
         result["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         result["rss_before_mb"] = round(rss_before, 1)
         result["threads"] = torch.get_num_threads()
+        result["cpu_sec_per_iter"] = round(statistics.median(cpu_times), 4)
     return result
 
 
@@ -155,6 +166,25 @@ def _iterations(size: Tuple[int, int, int], device: str, args: argparse.Namespac
         return args.gpu_warmup, args.gpu_iters
     big = size[0] * size[1] * size[2] >= 128 * 128 * 32
     return (2, 3) if big else (args.warmup, args.iters)
+
+
+def _summary(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per configuration, the median over the rounds of ``sec_per_iter`` (and ``cpu_sec_per_iter``)."""
+    groups: Dict[Tuple[str, ...], List[Dict[str, Any]]] = {}
+    for res in results:
+        if "sec_per_iter" in res:
+            key = (res["network"], res["size"], res["device"], res["mode"])
+            groups.setdefault(key, []).append(res)
+    summary = []
+    for (network, size, device, mode), rows in groups.items():
+        row: Dict[str, Any] = {"network": network, "size": size, "device": device, "mode": mode,
+                               "rounds": len(rows)}
+        for field in ("sec_per_iter", "cpu_sec_per_iter", "peak_mem_mb"):
+            values = [r[field] for r in rows if field in r]
+            if values:
+                row[field] = round(statistics.median(values), 4)
+        summary.append(row)
+    return summary
 
 
 def main(argv: List[str] | None = None) -> int:
@@ -169,6 +199,8 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--gpu-warmup", type=int, default=5)
     parser.add_argument("--gpu-iters", type=int, default=20)
     parser.add_argument("--gpu-modes", default="fp32,amp,amp_cl")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the whole list of configurations this many times, interleaved")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -198,26 +230,36 @@ def main(argv: List[str] | None = None) -> int:
     env = dict(os.environ)
     repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = repo_root + os.pathsep + env.get("PYTHONPATH", "")
+    configs = []
     for device in devices:
         modes = ["fp32"] if device == "cpu" else [m.strip() for m in args.gpu_modes.split(",")]
         for size in sizes:
             warmup, iters = _iterations(size, device, args)
             for network in networks:
                 for mode in modes:
-                    cfg = {"network": network, "size": list(size), "device": device, "mode": mode,
-                           "threads": args.threads, "warmup": warmup, "iters": iters}
-                    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)],
-                                          capture_output=True, text=True, env=env)
-                    if proc.returncode != 0:
-                        tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
-                        res = {**cfg, "size": "x".join(map(str, size)), "error": tail[0]}
-                    else:
-                        res = json.loads(proc.stdout.strip().splitlines()[-1])
-                    info["results"].append(res)
-                    print(f"{device:4s} {mode:6s} {network:20s} {res['size']:>11s}  "
-                          f"{res.get('sec_per_iter', float('nan')):8.4f} s/it  "
-                          f"peak {res.get('peak_mem_mb', float('nan')):8.1f} MB  {res.get('error', '')}",
-                          file=sys.stderr, flush=True)
+                    configs.append({"network": network, "size": list(size), "device": device, "mode": mode,
+                                    "threads": args.threads, "warmup": warmup, "iters": iters})
+    for round_index in range(max(1, args.rounds)):
+        for cfg in configs:
+            proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)],
+                                  capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
+                res = {**cfg, "size": "x".join(map(str, cfg["size"])), "error": tail[0]}
+            else:
+                res = json.loads(proc.stdout.strip().splitlines()[-1])
+            res["round"] = round_index
+            res["load_avg_1min"] = round(os.getloadavg()[0], 2)
+            info["results"].append(res)
+            print(f"{cfg['device']:4s} {cfg['mode']:6s} {cfg['network']:28s} {res['size']:>11s}  "
+                  f"{res.get('sec_per_iter', float('nan')):8.4f} s/it  "
+                  f"peak {res.get('peak_mem_mb', float('nan')):8.1f} MB  load {res['load_avg_1min']:5.2f}  "
+                  f"{res.get('error', '')}", file=sys.stderr, flush=True)
+    if args.rounds > 1:
+        info["summary"] = _summary(info["results"])
+        for row in info["summary"]:
+            print(f"median of {row['rounds']}: {row['device']:4s} {row['mode']:6s} {row['network']:28s} "
+                  f"{row['size']:>11s}  {row['sec_per_iter']:8.4f} s/it", file=sys.stderr, flush=True)
     info["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps(info))
     return 0

@@ -10,6 +10,7 @@ Example::
     logits = net(image)  # [B, 1, I, J, K] -> [B, 2, I, J, K], any I, J, K
 """
 
+from PASegLib.networks.fast_conv import SliceFoldConv3d, fold_slice_convs
 from PASegLib.networks.padding import PadToDivisible
 from PASegLib.networks.unets import (
     DEFAULT_FILTERS,
@@ -26,10 +27,12 @@ __all__ = [
     "DEFAULT_FILTERS",
     "NETWORKS",
     "PadToDivisible",
+    "SliceFoldConv3d",
     "build_attention_unet",
     "build_network",
     "build_unet2d5",
     "build_unet3d",
     "count_parameters",
+    "fold_slice_convs",
     "network_divisor",
 ]

@@ -37,6 +37,7 @@ from typing import Any, Optional, Sequence, Tuple
 
 from torch import nn
 
+from PASegLib.networks.fast_conv import fold_slice_convs
 from PASegLib.networks.padding import PadToDivisible
 from PASegLib.registry import Registry
 
@@ -117,6 +118,7 @@ def build_unet2d5(
     inplane_only_downsamplings: Optional[int] = None,
     dropout: float = 0.0,
     pad_mode: str = "constant",
+    fold_convs: bool = True,
 ) -> PadToDivisible:
     """2.5D U-Net for anisotropic volumes (primary network for VS).
 
@@ -128,6 +130,11 @@ def build_unet2d5(
             ``num_2d_stages``; ``0`` gives the official code's ``(2, 2, 2)`` pooling everywhere.
         dropout: dropout probability in the conv blocks.
         pad_mode: padding mode of :class:`PadToDivisible`.
+        fold_convs: replace the ``nn.Conv3d`` layers by
+            :class:`~PASegLib.networks.fast_conv.SliceFoldConv3d`, which computes the same convolutions
+            (same parameters and state dict) as 2D convolutions over the folded slice axis where torch's CPU
+            backend would otherwise be slow (in-plane ``(3, 3, 1)`` kernels, batch-1 layers that fall back
+            to ``slow_conv3d``); e.g. 1.6× faster CPU training steps at 48×48×24. CUDA is unaffected.
 
     Size divisor with the defaults: ``(16, 16, 4)``.
     """
@@ -135,6 +142,8 @@ def build_unet2d5(
     filters = _check_filters(filters)
     kernels, strides = _unet2d5_layout(len(filters), num_2d_stages, inplane_only_downsamplings)
     net = _dynunet(in_channels, out_channels, filters, kernels, strides, dropout)
+    if fold_convs:
+        fold_slice_convs(net)
     return PadToDivisible(net, _divisor(strides), mode=pad_mode)
 
 
