@@ -60,3 +60,14 @@ def real_la_cases(n: int):
     if len(ids) < n:
         pytest.skip(f"{LA_HEART} holds {len(ids)} cases, need {n}")
     return ids[:n]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Four synthetic 48×48×16 oblique, anisotropic cases with simulated clicks (read-only for tests)."""
+    from PASegLib.cli.main import main
+
+    root = tmp_path_factory.mktemp("tiny")
+    assert main(["synth", str(root), "--cases", "4", "--shape", "48", "48", "16"]) == 0
+    assert main(["simulate-clicks", str(root), "--quiet"]) == 0
+    return root

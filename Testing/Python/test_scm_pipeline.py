@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,14 +18,6 @@ from PASegLib.training.launch import train_from_dataset
 
 TINY = dict(patch_size=(32, 32, 16), crf_downsample_to=None, validate_every=1, checkpoint_every=1,
             deterministic=True, num_threads=1, iterations_per_epoch=2)
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("scm_data")
-    assert main(["synth", str(root), "--cases", "4", "--shape", "48", "48", "16"]) == 0
-    assert main(["simulate-clicks", str(root), "--quiet"]) == 0
-    return root
 
 
 @pytest.fixture(scope="module")

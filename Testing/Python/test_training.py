@@ -28,15 +28,6 @@ TINY = dict(patch_size=(32, 32, 16), crf_downsample_to=None, validate_every=1, c
             deterministic=True, num_threads=1)
 
 
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory) -> Path:
-    """Four synthetic 48×48×16 oblique cases with simulated clicks."""
-    root = tmp_path_factory.mktemp("tiny")
-    assert main(["synth", str(root), "--cases", "4", "--shape", "48", "48", "16"]) == 0
-    assert main(["simulate-clicks", str(root), "--quiet"]) == 0
-    return root
-
-
 def _events(capture: str):
     return [e for e in (parse_progress_line(line) for line in capture.splitlines()) if e is not None]
 
