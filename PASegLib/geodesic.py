@@ -7,36 +7,23 @@ Definition (identical graph and step cost to GeodisTK's ``geodesic3d_raster_scan
 
       cost(q, p) = s / ((1 - lamb) + lamb / (|I_p - I_q| + 1e-5))
 
-  ``s`` is the physical step length in mm, ``sqrt`` of the summed squared spacings of the axes that move
-  (``spacing[0]`` for a step along ``i``, ``sqrt(spacing[0]**2 + spacing[1]**2)`` for an ``i``-``j``
-  diagonal, ...). ``I`` is the raw intensity; for a multi-channel image ``(C, I, J, K)`` ``|I_p - I_q|`` is
-  the Euclidean norm of the channel difference vector. ``lamb = 0`` gives the (chamfer) Euclidean distance
-  on the graph, ``lamb = 1`` a purely intensity-driven distance ``s * (|dI| + 1e-5)``. Units: mm for
-  ``lamb = 0``, mm x intensity for ``lamb = 1``, a mix in between.
+  ``s`` is the step length in mm (``sqrt`` of the summed squared spacings of the axes that move); ``I`` the
+  raw intensity (multi-channel ``(C, I, J, K)``: norm of the channel difference). ``lamb = 0`` gives the
+  chamfer Euclidean distance (mm), ``lamb = 1`` a purely intensity-driven one ``s * (|dI| + 1e-5)``.
 * Distance: seeds start at 0, every other voxel at +inf; the result is the shortest-path length on that
   graph from the nearest seed.
 
-Algorithm: a vectorised raster scan. One *sweep* is six passes, along ``+i, -i, +j, -j, +k, -k``; a pass
-walks plane by plane and updates each plane from the 9 neighbours that every voxel has in the previous
-plane (in-plane neighbours are relaxed by the passes along the other two axes), so each plane is a
-handful of array operations. Edge costs are computed once per direction before the first sweep. Values
-only decrease, so sweeps are repeated until one changes nothing: that fixed point is exactly the
-shortest-path distance on the 26-graph (the same values as ``geodesic_reference.dijkstra_geodesic_distance``, up to
-float32 rounding). ``max_iterations`` stops earlier; every voxel is finite after one sweep, and any
-truncated result is an upper bound of the converged one. The number of sweeps grows with how much the
-shortest paths wind (about one sweep per two turns of a serpentine; 25 for 128 x 128 x 48 uniform noise,
-42 for 240 x 240 x 155). On CPU a pass skips every plane whose source plane has not changed since it was
-last used, so the final, confirming sweep is cheap.
+Algorithm: a vectorised raster scan. One *sweep* is six passes (``+i, -i, +j, -j, +k, -k``); a pass walks
+plane by plane, relaxing each plane from its 9 neighbours in the previous plane, with edge costs computed
+once per direction. Sweeps repeat until nothing changes: that fixed point is exactly the shortest-path
+distance on the 26-graph (as ``geodesic_reference.dijkstra_geodesic_distance``, up to float32 rounding).
+``max_iterations`` stops earlier with an upper bound (every voxel is finite after one sweep). Winding paths
+need more sweeps (25 for 128 x 128 x 48 noise, 42 for 240 x 240 x 155); on CPU a pass skips planes whose
+source plane is unchanged, so the confirming sweep is cheap.
 
-Relation to GeodisTK: its raster scan (non-seeds start at 1e10) runs a fixed number of iterations (PA-Seg's
-official code: 4), each a forward and a backward raster pass over 13 neighbours. Iterated long enough it
-reaches the same fixed point; with few iterations it is an upper bound of the converged value, loose where
-shortest paths wind. GeodisTK takes arrays in the order given (here ``[i, j, k]``, spacing in the same
-order), a float32 image with channels last, and uint8 seeds.
+Relation to GeodisTK (iterations, argument order): see :mod:`PASegLib.geodesic_reference`.
 
-Memory: the precomputed edge costs take 27 float32 values per voxel; with the three padded distance maps
-and the float64 image copies used while computing them the peak is about 150 bytes per voxel (1.3 GB for
-240 x 240 x 155).
+Memory: 27 float32 edge costs per voxel; peak about 150 bytes per voxel (1.3 GB for 240 x 240 x 155).
 """
 
 from __future__ import annotations

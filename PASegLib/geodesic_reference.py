@@ -1,6 +1,12 @@
 """Exact reference for :mod:`PASegLib.geodesic`: Dijkstra on the same 26-neighbour graph and step cost.
 
 Slow and memory-heavy; used by the tests and ``benchmarks/bench_expansion.py`` to check the raster scan.
+
+Relation to GeodisTK: its raster scan (non-seeds start at 1e10) runs a fixed number of iterations (PA-Seg's
+official code: 4), each a forward and a backward raster pass over 13 neighbours. Iterated long enough it
+reaches the same fixed point; with few iterations it is an upper bound of the converged value, loose where
+shortest paths wind. GeodisTK takes arrays in the order given (here ``[i, j, k]``, spacing in the same
+order), a float32 image with channels last, and uint8 seeds.
 """
 
 from __future__ import annotations

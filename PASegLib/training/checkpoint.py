@@ -20,7 +20,7 @@ import torch
 from .. import __version__
 from ..atomic import PathLike, atomic_path
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "load_checkpoint", "load_network_weights", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = "paseg-checkpoint"
 FORMAT_VERSION = 1
@@ -78,7 +78,7 @@ def load_checkpoint(
             found = networks.get(role, {}).get("name") if isinstance(networks.get(role), dict) else None
             if found != name:
                 raise CheckpointError(f"{path}: checkpoint was made for network {found!r} as {role}, not {name!r}; "
-                                      f"use a checkpoint of a {name} run or choose --network {found}")
+                                      f"use a checkpoint of a {name} run (or train/predict with {found})")
     return data
 
 

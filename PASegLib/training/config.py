@@ -137,17 +137,15 @@ class TrainConfig:
         if self.stage == 2 and self.aux_network == self.network:
             raise ValueError(f"stage 2 needs two different architectures; network and aux_network are both "
                              f"{self.network!r}")
-        positive_ints = ("epochs", "batch_size", "validate_every", "checkpoint_every", "refresh_every")
+        positive_ints = ("epochs", "batch_size", "validate_every", "checkpoint_every", "refresh_every", "crf_radius")
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("iterations_per_epoch", "crf_radius", "num_threads", "seed"):
+        for name in ("iterations_per_epoch", "num_threads", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if self.crf_radius < 1:
-            raise ValueError(f"crf_radius must be >= 1, got {self.crf_radius}")
         nonneg = ("lr", "momentum", "weight_decay", "poly_power", "alpha", "beta", "rampup_epochs",
                   "crf_sigma_xy", "crf_sigma_intensity", "temperature")
         for name in nonneg:

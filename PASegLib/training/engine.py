@@ -31,7 +31,7 @@ import torch
 from .. import __version__
 from ..atomic import atomic_write_json
 from ..progress_events import emit
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_network_weights, save_checkpoint
 from .config import TrainConfig
 from .data import PatchSampler, PreparedCase
 from .runtime import capture_rng, describe_device, restore_rng, seed_everything, sliding_window_probability
@@ -152,8 +152,6 @@ class Trainer:
 
     def load_state(self, path: Path) -> None:
         data = load_checkpoint(path, expected_networks=self.roles(), map_location=self.device)
-        from .checkpoint import load_network_weights
-
         for role in self.roles():
             load_network_weights(self.networks[role], data["networks"][role], source=path)
         for role, opt in self.optimizers.items():
