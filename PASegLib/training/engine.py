@@ -54,7 +54,8 @@ class Trainer:
     """Base trainer. Subclasses define the networks and one optimisation step.
 
     Hooks: :meth:`roles` (role → network name), :meth:`build` (networks, optimizers), :meth:`train_step`,
-    :meth:`selection_networks`, :meth:`extra_state` / :meth:`load_extra_state`, :meth:`on_epoch_end`.
+    :meth:`selection_networks`, :meth:`validation_terms`, :meth:`extra_state` / :meth:`load_extra_state`,
+    :meth:`on_epoch_end`.
 
     Args:
         config: the run's settings.
@@ -182,21 +183,31 @@ class Trainer:
         write_loss_curves(self.run_dir / "loss_curves.png", self.history)
 
     # -- validation -------------------------------------------------------------------------------------
+    def predict_mask(self, networks: Sequence[torch.nn.Module], case) -> np.ndarray:
+        """Binary sliding-window prediction (mean softmax of ``networks`` >= 0.5) inside ``case.valid``."""
+        prob = sliding_window_probability(networks, case.image, patch_size=self.config.patch_size,
+                                          overlap=self.config.sw_overlap, device=self.device, amp=self.amp)
+        return (prob >= 0.5) & case.valid
+
+    def validation_terms(self, case, pred: np.ndarray) -> Dict[str, float]:
+        """Extra per-case validation numbers (averaged over the held-out cases); none for stage one."""
+        return {}
+
     def validate(self) -> Optional[Dict[str, float]]:
+        """Score the held-out cases: ``score`` (label-free, used for selection), extra terms, ``dice`` if labeled."""
         if not self.val_cases:
             return None
-        scores, dices = [], []
+        scores, dices, extras = [], [], {}
         for case in self.val_cases:
-            prob = sliding_window_probability(
-                self.selection_networks(), case.image, patch_size=self.config.patch_size,
-                overlap=self.config.sw_overlap, device=self.device, amp=self.amp)
-            pred = (prob >= 0.5) & case.valid
+            pred = self.predict_mask(self.selection_networks(), case)
             scores.append(label_free_score(pred, case.partial, case.clicks)["score"])
+            for key, value in self.validation_terms(case, pred).items():
+                extras.setdefault(key, []).append(value)
             if case.label is not None:
                 dices.append(_dice(pred, case.label))
         for net in self.networks.values():
             net.train()
-        result = {"score": float(np.mean(scores))}
+        result = {"score": float(np.mean(scores)), **{k: float(np.mean(v)) for k, v in extras.items()}}
         if dices and len(dices) == len(scores):
             result["dice"] = float(np.mean(dices))  # information only, never used for selection
         return result

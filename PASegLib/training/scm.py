@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,8 +30,6 @@ from ..losses.distillation import SelfCrossMonitoringLoss
 from ..networks import build_network
 from .checkpoint import CheckpointError, load_checkpoint, load_network_weights
 from .engine import Trainer, _dice
-from .runtime import sliding_window_probability
-from .selection import label_free_score
 
 __all__ = ["SCMTrainer", "networks_of_runs"]
 
@@ -137,27 +135,13 @@ class SCMTrainer(Trainer):
         out["loss"] = out["a_loss"] + out["b_loss"]
         return out
 
+    def validation_terms(self, case, pred: np.ndarray) -> Dict[str, float]:
+        """Agreement (Dice) between the primary's prediction ``pred`` and the auxiliary network's."""
+        return {"agreement": _dice(pred, self.predict_mask([self.networks["auxiliary"]], case))}
+
     def validate(self) -> Optional[Dict[str, float]]:
-        if not self.val_cases:
-            return None
-        scores: List[float] = []
-        dices: List[float] = []
-        agreement: List[float] = []
-        for case in self.val_cases:
-            kw = dict(patch_size=self.config.patch_size, overlap=self.config.sw_overlap, device=self.device,
-                      amp=self.amp)
-            pa, pb = ((sliding_window_probability([self.networks[r]], case.image, **kw) >= 0.5) & case.valid
-                      for r in ("primary", "auxiliary"))
-            scores.append(label_free_score(pa, case.partial, case.clicks)["score"])
-            agreement.append(_dice(pa, pb))
-            if case.label is not None:
-                dices.append(_dice(pa, case.label))
-        for net in self.networks.values():
-            net.train()
-        result = {"score": float(np.mean(scores)), "agreement": float(np.mean(agreement))}
-        if dices and len(dices) == len(scores):
-            result["dice"] = float(np.mean(dices))  # information only
-        if self.best_score is None or result["score"] > self.best_score:
+        result = super().validate()
+        if result is not None and (self.best_score is None or result["score"] > self.best_score):
             self.best_weights = {r: {k: v.detach().clone() for k, v in n.state_dict().items()}
                                  for r, n in self.networks.items()}
         return result
