@@ -29,6 +29,7 @@ import torch
 
 from .annotations import CaseAnnotation, object_box
 from .atomic import PathLike
+from .checks import check_int
 from .dataset import CaseFiles, DatasetError, load_case
 from .geometry import ImageGeometry
 from .image_io import Volume, write_image
@@ -173,8 +174,7 @@ class Predictor:
             raise ValueError(f"networks must be a non-empty sequence of torch modules, got {networks!r}")
         if not isinstance(config, TrainConfig):
             raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
-        if isinstance(sw_batch_size, bool) or not isinstance(sw_batch_size, int) or sw_batch_size < 1:
-            raise ValueError(f"sw_batch_size must be an integer >= 1, got {sw_batch_size!r}")
+        check_int("sw_batch_size", sw_batch_size, minimum=1)
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.networks = [net.to(self.device).eval() for net in networks]
         self.config = config

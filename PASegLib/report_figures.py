@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .atomic import PathLike, atomic_path
+from .checks import check_number
 
 __all__ = ["FIGURE_COLORS", "object_center", "write_case_figure", "write_learning_curve"]
 
@@ -170,8 +171,7 @@ def write_case_figure(
     pred = None if prediction is None else _volume("prediction", prediction, shape) != 0
     gt = None if label is None else _volume("label", label, shape) != 0
     pts, fg_click = _clicks(np.zeros((0, 3)) if clicks_index is None else clicks_index, click_labels, shape)
-    if not (math.isfinite(click_tolerance) and click_tolerance >= 0):
-        raise ValueError(f"click_tolerance must be a finite number >= 0, got {click_tolerance!r}")
+    check_number("click_tolerance", click_tolerance, minimum=0)
     if crop_margin_mm is not None and not (math.isfinite(crop_margin_mm) and crop_margin_mm >= 0):
         raise ValueError(f"crop_margin_mm must be None or a finite number >= 0 (mm), got {crop_margin_mm!r}")
     if int(dpi) < 10:

@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from .atomic import PathLike
+from .checks import check_int
 from .image_io import IMAGE_SUFFIXES, Volume, write_image
 from .synthetic_config import _GAP_MM, _LOBE_OFFSET, _LOBE_RADIUS, SyntheticConfig, _lobe_extent  # noqa: F401
 
@@ -194,11 +195,6 @@ def _vessel(rng, grid: Sequence[np.ndarray], fov: np.ndarray, spacing: np.ndarra
     return np.clip(0.5 - (dist - np.float32(radius)) / footprint, 0.0, 1.0).astype(np.float32)
 
 
-def _check_count(value: Any, name: str, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 # -- public API --------------------------------------------------------------------------------------------
 def generate_case(*, config: Optional[SyntheticConfig] = None, seed: int = 0) -> SyntheticCase:
     """Generate one synthetic case (see the module docstring for the model).
@@ -214,7 +210,7 @@ def generate_case(*, config: Optional[SyntheticConfig] = None, seed: int = 0) ->
     cfg = SyntheticConfig() if config is None else config
     if not isinstance(cfg, SyntheticConfig):
         raise ValueError(f"config must be a SyntheticConfig, got {type(cfg).__name__}")
-    _check_count(seed, "seed", minimum=0)
+    check_int("seed", seed, minimum=0)
     rng = np.random.default_rng(int(seed))
     geometry = cfg.geometry()
     shape, spacing = np.asarray(cfg.shape), np.asarray(cfg.spacing)
@@ -319,8 +315,8 @@ def write_synthetic_dataset(out_dir: PathLike, *, n_cases: int = 4, config: Opti
     Returns:
         The written paths in order: image then label of case 0, then of case 1, …
     """
-    _check_count(n_cases, "n_cases", minimum=1)
-    _check_count(seed, "seed", minimum=0)
+    check_int("n_cases", n_cases, minimum=1)
+    check_int("seed", seed, minimum=0)
     if suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"suffix must be one of {', '.join(IMAGE_SUFFIXES)}, got {suffix!r}")
     out = Path(out_dir)

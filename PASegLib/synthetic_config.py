@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Tuple
 
 from scipy.spatial.transform import Rotation
 
+from .checks import check_number, check_numbers
 from .geometry import ImageGeometry
 
 __all__ = ["SyntheticConfig"]
@@ -65,13 +64,8 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         def seq(name: str, n: int, cast: Callable[[Any], Any]) -> tuple:
-            value = getattr(self, name)
-            try:
-                out = tuple(cast(v) for v in value)
-            except (TypeError, ValueError):
-                out = ()
-            if len(out) != n or not all(math.isfinite(v) for v in out):
-                raise ValueError(f"SyntheticConfig.{name} must be {n} finite numbers, got {value!r}")
+            out = check_numbers(f"SyntheticConfig.{name}", getattr(self, name), length=n, cast=cast,
+                                what=f"{n} finite numbers")
             setattr(self, name, out)
             return out
 
@@ -95,10 +89,8 @@ class SyntheticConfig:
                                 ("contrast", 0.05, 5.0), ("noise_std", 0.0, 1.0), ("bias_strength", 0.0, 0.9),
                                 ("psf_sigma_voxels", 0.0, 3.0), ("supersample_mm", 0.05, 10.0),
                                 ("intensity_scale", 1e-6, 1e9)]:
-            value = getattr(self, name)
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and low <= value <= high
-            check(ok, name, f"a number in [{low}, {high}]")
-            setattr(self, name, float(value))
+            setattr(self, name, check_number(f"SyntheticConfig.{name}", getattr(self, name), minimum=low,
+                                             maximum=high))
         fov, extent = min((n - 1) * s for n, s in zip(shape, spacing)), _lobe_extent(self.irregularity)
         check(2 * (r_hi * extent + 2.5) <= fov, "radius_mm",
               f"small enough for the field of view ({fov:.1f} mm): at most {(fov / 2 - 2.5) / extent:.1f} mm")

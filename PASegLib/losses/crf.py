@@ -55,6 +55,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from ..checks import check_int, check_number
+
 __all__ = ["VIEW_AXES", "MultiViewCRFLoss", "multi_view_crf_loss"]
 
 #: spatial axes (0 = i, 1 = j, 2 = k) spanning the 2D slices of each view
@@ -78,11 +80,8 @@ def _check_options(
     activation: str,
 ) -> Tuple[Tuple[str, ...], Optional[Tuple[int, int, int]]]:
     for name, value in (("sigma_xy", sigma_xy), ("sigma_intensity", sigma_intensity)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or value <= 0:
-            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
-        raise ValueError(f"radius must be an int >= 1 (voxels), got {radius!r}")
+        check_number(name, value, minimum=0, open_minimum=True)
+    check_int("radius", radius, minimum=1, unit="voxels")
     if isinstance(views, str):
         views = (views,)
     views = tuple(views)

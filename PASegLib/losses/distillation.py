@@ -49,6 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_number
+
 __all__ = [
     "KnowledgeDistillationLoss",
     "SelfCrossMonitoringLoss",
@@ -213,12 +215,9 @@ class SelfCrossMonitoringLoss(nn.Module):
         lambda_ce: float = 1.0,
     ) -> None:
         super().__init__()
-        if isinstance(lambda_kd, bool) or not isinstance(lambda_kd, numbers.Real) or not 0.0 <= lambda_kd <= 1.0:
-            raise ValueError(f"lambda_kd must be a number in [0, 1], got {lambda_kd!r}")
+        check_number("lambda_kd", lambda_kd, minimum=0, maximum=1)
         for name, value in (("lambda_dice", lambda_dice), ("lambda_ce", lambda_ce)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-                    math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            check_number(name, value, minimum=0)
         from monai.losses import DiceCELoss  # lazy: importing PASegLib.losses must not import MONAI
 
         self.lambda_kd = float(lambda_kd)

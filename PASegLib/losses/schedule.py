@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Tuple
 
+from ..checks import check_number
+
 __all__ = ["Stage1LossWeights", "sigmoid_rampup"]
 
 
@@ -32,8 +34,7 @@ def sigmoid_rampup(current: float, *, length: float) -> float:
 
     Values: ``w(0) = exp(−5) ≈ 0.00674``, ``w(T/2) = exp(−1.25) ≈ 0.2865``, ``w(t >= T) = 1``.
     """
-    if not math.isfinite(length) or length < 0:
-        raise ValueError(f"length must be a finite number >= 0, got {length}")
+    length = check_number("length", length, minimum=0)
     if not math.isfinite(current):
         raise ValueError(f"current must be finite, got {current}")
     if length == 0:
@@ -60,9 +61,7 @@ class Stage1LossWeights:
 
     def __post_init__(self) -> None:
         for name in ("alpha", "beta", "rampup_length"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            check_number(name, getattr(self, name), minimum=0)
 
     def ramp(self, epoch: float) -> float:
         """``w(epoch)``, the ramp-up factor at ``epoch`` (same unit as ``rampup_length``)."""

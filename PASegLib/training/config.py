@@ -13,12 +13,12 @@ SGD lr 1e-2, momentum 0.99, Nesterov, weight decay 3e-5, poly decay (power 0.9),
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from ..atomic import PathLike, atomic_write_json
+from ..checks import check_int, check_number, check_numbers
 from ..expansion import ExpansionConfig
 
 __all__ = ["TrainConfig", "load_config"]
@@ -115,15 +115,14 @@ class TrainConfig:
     num_threads: int = 0
 
     def __post_init__(self) -> None:
-        self.patch_size = _int_triple("patch_size", self.patch_size, minimum=1)
+        self.patch_size = check_numbers("patch_size", self.patch_size, length=3, cast=int, minimum=1,
+                                        what="three integers >= 1 (I, J, K)")
         if self.crf_downsample_to is not None:
-            self.crf_downsample_to = _int_triple("crf_downsample_to", self.crf_downsample_to, minimum=1)
+            self.crf_downsample_to = check_numbers("crf_downsample_to", self.crf_downsample_to, length=3, cast=int,
+                                                   minimum=1, what="three integers >= 1 (I, J, K)")
         if self.target_spacing_mm is not None:
-            spacing = tuple(float(s) for s in self.target_spacing_mm)
-            if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
-                raise ValueError(
-                    f"target_spacing_mm must be three positive numbers (mm), got {self.target_spacing_mm!r}")
-            self.target_spacing_mm = spacing
+            self.target_spacing_mm = check_numbers("target_spacing_mm", self.target_spacing_mm, length=3,
+                                                   minimum=0, open_minimum=True, what="three positive numbers (mm)")
         self.flip_axes = tuple(int(a) for a in self.flip_axes)
         if any(a not in (0, 1, 2) for a in self.flip_axes):
             raise ValueError(f"flip_axes must list axes among 0, 1, 2, got {self.flip_axes!r}")
@@ -137,31 +136,18 @@ class TrainConfig:
         if self.stage == 2 and self.aux_network == self.network:
             raise ValueError(f"stage 2 needs two different architectures; network and aux_network are both "
                              f"{self.network!r}")
-        positive_ints = ("epochs", "batch_size", "validate_every", "checkpoint_every", "refresh_every", "crf_radius")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("epochs", "batch_size", "validate_every", "checkpoint_every", "refresh_every", "crf_radius"):
+            check_int(name, getattr(self, name), minimum=1)
         for name in ("iterations_per_epoch", "num_threads", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        nonneg = ("lr", "momentum", "weight_decay", "poly_power", "alpha", "beta", "rampup_epochs",
-                  "crf_sigma_xy", "crf_sigma_intensity", "temperature")
-        for name in nonneg:
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.lr <= 0 or self.crf_sigma_xy <= 0 or self.crf_sigma_intensity <= 0 or self.temperature <= 0:
-            raise ValueError("lr, crf_sigma_xy, crf_sigma_intensity and temperature must be > 0")
+            check_int(name, getattr(self, name), minimum=0)
+        for name in ("momentum", "weight_decay", "poly_power", "alpha", "beta", "rampup_epochs"):
+            check_number(name, getattr(self, name), minimum=0)
+        for name in ("lr", "crf_sigma_xy", "crf_sigma_intensity", "temperature"):
+            check_number(name, getattr(self, name), minimum=0, open_minimum=True)
         for name in ("scm_lambda", "foreground_crop_probability"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-        if not isinstance(self.validation_fraction, (int, float)) or not 0.0 <= self.validation_fraction < 1.0:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
-        if not 0.0 <= float(self.sw_overlap) < 1.0:
-            raise ValueError(f"sw_overlap must be in [0, 1), got {self.sw_overlap!r}")
+            check_number(name, getattr(self, name), minimum=0.0, maximum=1.0)
+        for name in ("validation_fraction", "sw_overlap"):
+            check_number(name, getattr(self, name), minimum=0.0, maximum=1.0, open_maximum=True)
         _check_device(self.device)
         if not isinstance(self.expansion, dict):
             raise ValueError(f"expansion must be a JSON object of expansion settings, got {self.expansion!r}")
@@ -209,14 +195,3 @@ def load_config(path: PathLike) -> TrainConfig:
         return TrainConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
-
-
-def _int_triple(name: str, value: Any, *, minimum: int) -> Tuple[int, int, int]:
-    try:
-        triple = tuple(int(v) for v in value)
-        ok = len(triple) == 3 and all(t >= minimum and float(t) == float(v) for t, v in zip(triple, value))
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be three integers >= {minimum} (I, J, K), got {value!r}")
-    return triple  # type: ignore[return-value]

@@ -1,0 +1,75 @@
+"""Argument checks shared by the configs, losses and generators: one wording for every ``ValueError``.
+
+Each check returns the value converted (``int`` / ``float`` / ``tuple``) and raises ``ValueError`` naming the
+argument, the rule and the bad value, e.g. ``"epochs must be an integer >= 1, got 0"``. Booleans are never
+accepted as numbers. numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Optional, Tuple
+
+__all__ = ["check_int", "check_number", "check_numbers"]
+
+
+def check_int(name: str, value: Any, *, minimum: Optional[int] = None, unit: str = "") -> int:
+    """``value`` as an ``int`` (Python or numpy integer, not bool), at least ``minimum`` when given."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not ok or (minimum is not None and value < minimum):
+        rule = "an integer" + (f" >= {minimum}" if minimum is not None else "") + (f" ({unit})" if unit else "")
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    return int(value)
+
+
+def check_number(name: str, value: Any, *, minimum: Optional[float] = None, maximum: Optional[float] = None,
+                 open_minimum: bool = False, open_maximum: bool = False) -> float:
+    """``value`` as a finite ``float`` (int or float, not bool) inside the given bounds.
+
+    Args:
+        minimum, maximum: the bounds (``None``: unbounded on that side).
+        open_minimum, open_maximum: exclude the bound itself (``> minimum`` rather than ``>= minimum``).
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and minimum is not None:
+        ok = value > minimum if open_minimum else value >= minimum
+    if ok and maximum is not None:
+        ok = value < maximum if open_maximum else value <= maximum
+    if not ok:
+        if minimum is not None and maximum is not None:
+            rule = f"a number in {'(' if open_minimum else '['}{minimum}, {maximum}{')' if open_maximum else ']'}"
+        elif minimum is not None:
+            rule = f"a finite number {'>' if open_minimum else '>='} {minimum}"
+        elif maximum is not None:
+            rule = f"a finite number {'<' if open_maximum else '<='} {maximum}"
+        else:
+            rule = "a finite number"
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    return float(value)
+
+
+def check_numbers(name: str, value: Any, *, length: int, cast: Callable[[Any], Any] = float,
+                  minimum: Optional[float] = None, open_minimum: bool = False, what: str = "") -> Tuple[Any, ...]:
+    """``value`` as a tuple of ``length`` finite numbers converted by ``cast`` (``int`` or ``float``).
+
+    With ``cast=int`` a non-integral number (``2.5``) is refused rather than truncated. ``what`` describes the
+    rule in the message (default: "``length`` integers/numbers [>= minimum]").
+    """
+    try:
+        items = tuple(value)
+        out = tuple(cast(v) for v in items)
+        ok = len(out) == length and all(not isinstance(v, bool) and math.isfinite(float(v)) for v in items)
+        if ok and cast is int:
+            ok = all(float(o) == float(v) for o, v in zip(out, items))
+        if ok and minimum is not None:
+            ok = all(o > minimum if open_minimum else o >= minimum for o in out)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        if not what:
+            what = f"{length} {'integers' if cast is int else 'finite numbers'}"
+            if minimum is not None:
+                what += f" {'>' if open_minimum else '>='} {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return out
