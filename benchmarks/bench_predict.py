@@ -30,10 +30,11 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Tuple
+
+from _child import run_child  # benchmarks/ is on sys.path when a benchmark script runs
 
 NETWORK_NAMES = ("unet2d5", "unet3d", "attention_unet")
 FULL = {"volume": (256, 256, 64), "patch": (128, 128, 48)}
@@ -146,9 +147,6 @@ def main(argv: List[str] | None = None) -> int:
         "load_avg_start": [round(v, 2) for v in os.getloadavg()],
         "cuda_device": torch.cuda.get_device_name(0) if "cuda" in devices else None, "results": [],
     }
-    env = dict(os.environ)
-    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = repo_root + os.pathsep + env.get("PYTHONPATH", "")
     for device in devices:
         modes = ["fp32"] if device == "cpu" else [m.strip() for m in args.gpu_modes.split(",")]
         repeats = args.repeats or (1 if args.quick else 3 if device == "cpu" else 10)
@@ -157,13 +155,9 @@ def main(argv: List[str] | None = None) -> int:
                 cfg = {"network": network, "device": device, "mode": mode, "threads": args.threads,
                        "volume": list(sizes["volume"]), "patch": list(sizes["patch"]), "overlap": args.overlap,
                        "warmup": args.warmup, "repeats": repeats}
-                proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)],
-                                      capture_output=True, text=True, env=env)
-                if proc.returncode != 0:
-                    tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
-                    res = {"network": network, "device": device, "mode": mode, "error": tail[0]}
-                else:
-                    res = json.loads(proc.stdout.strip().splitlines()[-1])
+                res = run_child(__file__, cfg)
+                if "error" in res:
+                    res = {"network": network, "device": device, "mode": mode, **res}
                 info["results"].append(res)
                 print(f"{device:4s} {mode:5s} {network:15s} {res.get('seconds', float('nan')):8.3f} s  "
                       f"({res.get('windows', '?')} windows)  peak {res.get('peak_mem_mb', float('nan')):8.1f} MB  "

@@ -36,10 +36,11 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Tuple
+
+from _child import run_child  # benchmarks/ is on sys.path when a benchmark script runs
 
 NETWORK_NAMES = ("unet2d5", "unet3d", "attention_unet")
 DEFAULT_SIZES = "32x32x16,64x64x32,128x128x48"
@@ -227,9 +228,6 @@ def main(argv: List[str] | None = None) -> int:
         "cuda_device": torch.cuda.get_device_name(0) if "cuda" in devices else None,
         "results": [],
     }
-    env = dict(os.environ)
-    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = repo_root + os.pathsep + env.get("PYTHONPATH", "")
     configs = []
     for device in devices:
         modes = ["fp32"] if device == "cpu" else [m.strip() for m in args.gpu_modes.split(",")]
@@ -241,13 +239,9 @@ def main(argv: List[str] | None = None) -> int:
                                     "threads": args.threads, "warmup": warmup, "iters": iters})
     for round_index in range(max(1, args.rounds)):
         for cfg in configs:
-            proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)],
-                                  capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
-                res = {**cfg, "size": "x".join(map(str, cfg["size"])), "error": tail[0]}
-            else:
-                res = json.loads(proc.stdout.strip().splitlines()[-1])
+            res = run_child(__file__, cfg)
+            if "error" in res:
+                res = {**cfg, "size": "x".join(map(str, cfg["size"])), **res}
             res["round"] = round_index
             res["load_avg_1min"] = round(os.getloadavg()[0], 2)
             info["results"].append(res)

@@ -1,0 +1,29 @@
+"""Shared by the speed benchmarks: measure one configuration in a fresh child process.
+
+A fresh process per measurement gives each its own peak memory (``ru_maxrss``), thread settings and caches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any, Dict
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_child(script: str, cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Run ``python SCRIPT --child JSON(cfg)`` with the repository on ``PYTHONPATH``.
+
+    Returns the JSON object the child printed on its last stdout line, or ``{"error": <last stderr line>}``
+    when it failed.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, script, "--child", json.dumps(cfg)], capture_output=True, text=True,
+                          env=env)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines()[-1:] or ["?"])[0]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
