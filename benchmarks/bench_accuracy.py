@@ -142,7 +142,10 @@ def main(argv=None) -> int:
                     raise SystemExit(f"row {name!r}: training stopped with exit code {code}")
         else:
             run = run_dirs[init]
-        train_s = time.monotonic() - start if mode == "train" else 0.0
+        train_s = 0.0
+        if mode == "train":  # the trainer's own total (summed over resumed sessions); else this session's time
+            recorded = json.loads((run / "model.json").read_text(encoding="utf-8")).get("train_seconds")
+            train_s = float(recorded) if recorded is not None else time.monotonic() - start
         t = time.monotonic()
         predictor = load_predictor(run, ensemble=ensemble, device=args.device, verbose=False)
         pred_dir = out / "predictions" / run_dirs[name].name

@@ -94,6 +94,8 @@ class Trainer:
         self.best_score: Optional[float] = None
         self.best_epoch: Optional[int] = None
         self.history: List[Dict[str, Any]] = []
+        self.train_seconds = 0.0  # wall-clock training time summed over sessions (resumes), up to now
+        self._session_clock: Optional[float] = None
 
     # -- hooks ------------------------------------------------------------------------------------------
     def roles(self) -> Dict[str, str]:
@@ -146,7 +148,8 @@ class Trainer:
             "scalers": {r: s.state_dict() for r, s in self.scalers.items()},
             "trainer": {"epoch": self.epoch, "position": self.position, "global_step": self.global_step,
                         "order": list(self.order), "best_score": self.best_score, "best_epoch": self.best_epoch,
-                        "history": json.dumps(self.history), "extra": self.extra_state()},
+                        "history": json.dumps(self.history), "extra": self.extra_state(),
+                        "train_seconds": self.tick()},
             "rng": capture_rng(self.rng),
             "config": self.config.to_dict(),
         }
@@ -165,8 +168,20 @@ class Trainer:
         self.order = [int(i) for i in t["order"]]
         self.best_score, self.best_epoch = t["best_score"], t["best_epoch"]
         self.history = json.loads(t["history"])
+        self.train_seconds = float(t.get("train_seconds", 0.0))
         self.load_extra_state(t.get("extra") or {})
         restore_rng(data["rng"], self.rng)
+
+    def tick(self) -> float:
+        """Add the time since the last tick of this session to :attr:`train_seconds`; return the total.
+
+        Time between the last checkpoint and a kill is not counted: a resume redoes (and counts) that work.
+        """
+        now = time.monotonic()
+        if self._session_clock is not None:
+            self.train_seconds += now - self._session_clock
+        self._session_clock = now
+        return round(self.train_seconds, 3)
 
     def checkpoint_path(self, name: str) -> Path:
         return self.run_dir / "checkpoints" / f"{name}.pt"
@@ -234,6 +249,7 @@ class Trainer:
             self.load_state(self.checkpoint_path("last"))
         stop_file = self.run_dir / STOP_FILE
         stop_file.unlink(missing_ok=True)
+        self._session_clock = time.monotonic()
         self.emit("start", total_iterations=self.total_iterations, epochs=self.config.epochs,
                   iteration=self.global_step, run_dir=str(self.run_dir), device=describe_device(self.device),
                   train_cases=len(self.train_cases), validation_cases=len(self.val_cases), resumed=resume)
@@ -274,7 +290,7 @@ class Trainer:
                     improved = self.best_score is None or result["score"] > self.best_score
                     if improved:
                         self.best_score, self.best_epoch = result["score"], self.epoch
-                    self.emit("validation", epoch=self.epoch, best=improved, **result)
+                    self.emit("validation", epoch=self.epoch, best=improved, elapsed_s=self.tick(), **result)
                     if improved:
                         self.save("best")
             self.on_epoch_end(self.epoch)  # after validation: SCM refreshes from the newest best weights
@@ -285,14 +301,16 @@ class Trainer:
             self.best_epoch = self.epoch
             self.save("best")
         self.write_summary()
-        self.emit("done", best_score=self.best_score, best_epoch=self.best_epoch, run_dir=str(self.run_dir))
+        self.emit("done", best_score=self.best_score, best_epoch=self.best_epoch, run_dir=str(self.run_dir),
+                  train_seconds=self.tick())
         return 0
 
     def write_summary(self) -> None:
         atomic_write_json(self.run_dir / "model.json", {
             "network": self.roles()["primary"], "networks": self.roles(), "stage": self.config.stage,
             "kind": self.kind, "best_score": self.best_score, "best_epoch": self.best_epoch,
-            "epochs": self.config.epochs, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "epochs": self.config.epochs, "train_seconds": self.tick(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "paseg_version": __version__, "checkpoint": "checkpoints/best.pt", "config": "config.json",
             "train_cases": [c.case_id for c in self.train_cases],
             "validation_cases": [c.case_id for c in self.val_cases],

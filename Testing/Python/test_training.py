@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,8 @@ def test_smoke_training_reduces_the_loss(tiny_dataset, tmp_path, capsys):
         assert (run / name).is_file(), name
     model = json.loads((run / "model.json").read_text())
     assert model["network"] == "unet2d5" and 0 <= model["best_score"] <= 1
+    elapsed = [e["elapsed_s"] for e in events if e["event"] == "validation"]
+    assert 0 < elapsed[0] and elapsed == sorted(elapsed) and elapsed[-1] <= model["train_seconds"]
     history = json.loads((run / "history.json").read_text())["events"]
     assert sum(e["event"] == "iteration" for e in history) == 36
     assert load_checkpoint(run / "checkpoints" / "best.pt")["trainer"]["epoch"] == model["best_epoch"]
@@ -202,7 +205,12 @@ def test_resume_after_stop_equals_uninterrupted(tiny_dataset, tmp_path, capsys):
     stopped = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["trainer"]
     assert (stopped["epoch"], stopped["position"], stopped["global_step"]) == (1, 1, 4)
     assert not (tmp_path / "cut" / STOP_FILE).exists()
+    started = time.monotonic()
     assert train_from_dataset(tiny_dataset, tmp_path / "cut", None, resume=True) == 0
+    resumed_wall = time.monotonic() - started
+    # training time adds up over the two sessions: the stopped part plus at most the resumed session's wall time
+    total = json.loads((tmp_path / "cut" / "model.json").read_text())["train_seconds"]
+    assert 0 < stopped["train_seconds"] < total <= stopped["train_seconds"] + resumed_wall
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
     for key, value in a["networks"]["primary"]["state_dict"].items():
