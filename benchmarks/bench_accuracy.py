@@ -15,6 +15,7 @@ Usage::
     python benchmarks/bench_accuracy.py --preset cpu                    # CPU, downsampled (~1 h on 2 cores)
     python benchmarks/bench_accuracy.py --preset paper --device cuda     # full resolution, GPU
     python benchmarks/bench_accuracy.py --quick                         # smoke: 6 cases, 2 epochs
+    python benchmarks/bench_accuracy.py --markdown                      # the finished rows as a table
 
 Results accumulate in ``--out`` (default ``bench_output/accuracy_<preset>``): a rerun skips finished rows.
 The last stdout line is the JSON summary (rows with mean ± std Dice / ASSD / HD95 and seconds; ratios to
@@ -60,6 +61,19 @@ def _history_validation(run: Path):
             for e in events if e["event"] == "validation"]
 
 
+def markdown_table(results) -> str:
+    """The rows of ``results.json`` as the Markdown table of ``docs/BENCHMARKS.md`` (mean ± std)."""
+    full = results.get("full supervision", {}).get("summary", {}).get("dice", {}).get("mean")
+    lines = ["| row | Dice | ASSD (mm) | HD95 (mm) | Dice / full | train (s) | predict (s) |", "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        s = r["summary"]
+        cells = [f"{s[k]['mean']:.{p}f} ± {s[k]['std']:.{p}f}" + (f" ({s[k]['n_nonfinite']} inf)"
+                 if s[k]["n_nonfinite"] else "") for k, p in (("dice", 3), ("assd", 2), ("hd95", 2))]
+        ratio = f"{s['dice']['mean'] / full:.3f}" if full else "–"
+        lines.append(f"| {name} | {' | '.join(cells)} | {ratio} | {r['train_s']:.0f} | {r['predict_s']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=LA_HEART)
@@ -71,7 +85,12 @@ def main(argv=None) -> int:
     parser.add_argument("--scm-epochs", type=int, default=None)
     parser.add_argument("--iterations-per-epoch", type=int, default=None)
     parser.add_argument("--rows", nargs="+", default=None, help="run only these rows")
+    parser.add_argument("--markdown", action="store_true", help="only print the finished rows as a Markdown table")
     args = parser.parse_args(argv)
+    out = args.out or ROOT / "bench_output" / f"accuracy_{args.preset}{'_quick' if args.quick else ''}"
+    if args.markdown:
+        print(markdown_table(json.loads((out / "results.json").read_text(encoding="utf-8"))))
+        return 0
 
     from PASegLib.inference import load_predictor, predict_files
     from PASegLib.training.launch import train_from_dataset
@@ -79,7 +98,6 @@ def main(argv=None) -> int:
     if not args.data.is_dir():
         print(json.dumps({"skipped": f"data not found: {args.data}"}))
         return 0
-    out = args.out or ROOT / "bench_output" / f"accuracy_{args.preset}{'_quick' if args.quick else ''}"
     out.mkdir(parents=True, exist_ok=True)
     ids = sorted(c.case_id for c in list_cases(args.data))
     if args.quick:
