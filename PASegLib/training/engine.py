@@ -67,6 +67,9 @@ class Trainer:
     """
 
     kind = "base"
+    #: validate the initial weights as "epoch 0" so they compete for ``best.pt`` (SCM starts from trained
+    #: networks: when training never beats them by the label-free score, the user keeps them)
+    score_initial_weights = False
 
     def __init__(self, config: TrainConfig, run_dir: Path, train_cases: Sequence[PreparedCase],
                  val_cases: Sequence[PreparedCase], *, device: torch.device, stream: Any = None) -> None:
@@ -227,6 +230,18 @@ class Trainer:
             result["dice"] = float(np.mean(dices))  # information only, never used for selection
         return result
 
+    def _validation_round(self) -> None:
+        """Validate at the current epoch, emit the event, and save ``best.pt`` when the score improved."""
+        result = self.validate()
+        if result is None:
+            return
+        improved = self.best_score is None or result["score"] > self.best_score
+        if improved:
+            self.best_score, self.best_epoch = result["score"], self.epoch
+        self.emit("validation", epoch=self.epoch, best=improved, elapsed_s=self.tick(), **result)
+        if improved:
+            self.save("best")
+
     # -- loop -------------------------------------------------------------------------------------------
     def _new_order(self) -> List[int]:
         needed = self.iterations_per_epoch * self.config.batch_size
@@ -253,6 +268,8 @@ class Trainer:
         self.emit("start", total_iterations=self.total_iterations, epochs=self.config.epochs,
                   iteration=self.global_step, run_dir=str(self.run_dir), device=describe_device(self.device),
                   train_cases=len(self.train_cases), validation_cases=len(self.val_cases), resumed=resume)
+        if self.score_initial_weights and self.global_step == 0 and self.best_score is None:
+            self._validation_round()  # epoch 0
         for net in self.networks.values():
             net.train()
         started, done_here = time.monotonic(), 0
@@ -285,14 +302,7 @@ class Trainer:
             self.position = 0
             last = self.epoch == self.config.epochs
             if last or self.epoch % self.config.validate_every == 0:
-                result = self.validate()
-                if result is not None:
-                    improved = self.best_score is None or result["score"] > self.best_score
-                    if improved:
-                        self.best_score, self.best_epoch = result["score"], self.epoch
-                    self.emit("validation", epoch=self.epoch, best=improved, elapsed_s=self.tick(), **result)
-                    if improved:
-                        self.save("best")
+                self._validation_round()
             self.on_epoch_end(self.epoch)  # after validation: SCM refreshes from the newest best weights
             if last or self.epoch % self.config.checkpoint_every == 0:
                 self.save("last")
