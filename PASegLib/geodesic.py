@@ -16,12 +16,10 @@ Definition (identical graph and step cost to GeodisTK's ``geodesic3d_raster_scan
 Algorithm: a vectorised raster scan. One *sweep* is six passes (``+i, -i, +j, -j, +k, -k``); a pass walks
 plane by plane, relaxing each plane from its 9 neighbours in the previous plane, with edge costs computed
 once per direction. Sweeps repeat until nothing changes: that fixed point is exactly the shortest-path
-distance on the 26-graph (as ``geodesic_reference.dijkstra_geodesic_distance``, up to float32 rounding).
-``max_iterations`` stops earlier with an upper bound (every voxel is finite after one sweep). Winding paths
-need more sweeps (25 for 128 x 128 x 48 noise, 42 for 240 x 240 x 155); on CPU a pass skips planes whose
-source plane is unchanged, so the confirming sweep is cheap.
-
-Relation to GeodisTK (iterations, argument order): see :mod:`PASegLib.geodesic_reference`.
+distance on the 26-graph (as ``geodesic_reference.dijkstra_geodesic_distance``, up to float32 rounding;
+GeodisTK's iterations and argument order are described there). ``max_iterations`` stops earlier with an
+upper bound (every voxel is finite after one sweep). Winding paths need more sweeps (25 for 128 x 128 x 48
+noise, 42 for 240 x 240 x 155); on CPU a pass skips planes whose source plane is unchanged.
 
 Memory: 27 float32 edge costs per voxel; peak about 150 bytes per voxel (1.3 GB for 240 x 240 x 155).
 """
@@ -41,9 +39,7 @@ _BACKENDS = ("numpy", "torch")
 # switch it off to run, on CPU, the dense code path that GPUs take).
 _SKIP_UNCHANGED_PLANES = True
 # The 13 "forward" offsets of the 26-neighbourhood (the other 13 are their negatives).
-_HALF_OFFSETS = [
-    (a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) > (0, 0, 0)
-]
+_HALF_OFFSETS = [(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) > (0, 0, 0)]
 
 
 def _to_numpy(x: Any) -> np.ndarray:
