@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     out = args.out or ROOT / "bench_output" / f"accuracy_{args.preset}{'_quick' if args.quick else ''}"
     if args.markdown:
+        if not (out / "results.json").is_file():
+            raise SystemExit(f"--markdown: no finished rows yet ({out / 'results.json'} does not exist)")
         print(markdown_table(json.loads((out / "results.json").read_text(encoding="utf-8"))))
         return 0
 
