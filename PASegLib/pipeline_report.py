@@ -12,7 +12,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_write_json
 from .dataset import CaseFiles, load_case
-from .expansion import seed_precision_recall
+from .seeds.expansion import seed_precision_recall
 from .image_io import read_image
 from .metrics import compute_metrics
 
@@ -24,7 +24,7 @@ def evaluate_models(out: Path, cases: Sequence[CaseFiles], pred_dirs: Mapping[st
     """Metrics of every model's predictions against the labels, and the expanded-seed quality.
 
     Writes ``out/metrics.json`` = ``{"stages": {model: {case: metrics}}, "seeds": {case: {...}}}``. Seed
-    quality (:func:`~PASegLib.expansion.seed_precision_recall`) is measured on the training grid of the
+    quality (:func:`~PASegLib.seeds.expansion.seed_precision_recall`) is measured on the training grid of the
     prepared cases (the seeds the networks learned from). Distances are in mm.
     """
     from .training.data import prepare_cases

@@ -10,7 +10,7 @@ Numbers:
 
 * Metrics are whatever the caller passes (``stages[stage][case][metric]``); the usual ones are those of
   :func:`PASegLib.metrics.compute_metrics` (``dice``, ``precision``, ``recall`` as fractions; ``assd``,
-  ``hd95`` in mm) and, for the expanded seeds, those of :func:`PASegLib.expansion.seed_precision_recall`
+  ``hd95`` in mm) and, for the expanded seeds, those of :func:`PASegLib.seeds.expansion.seed_precision_recall`
   (``fg_precision``, ``fg_recall``, ``bg_error``). Known metrics come first in the tables, in
   :data:`METRIC_ORDER`; others follow in first-seen order.
 * ``mean ± std`` is over the cases' **finite** values; ``std`` is the population standard deviation

@@ -6,7 +6,7 @@ Case figure (:func:`write_case_figure`). Arrays are indexed ``[i, j, k]`` (ITK i
 :mod:`PASegLib`). The three panels are the planes through ``center``: axial = constant ``k`` (horizontal
 axis ``i``, vertical ``j``), coronal = constant ``j`` (``i``, ``k``), sagittal = constant ``i`` (``j``,
 ``k``), drawn with ``origin="lower"`` and the physical aspect ratio of ``spacing`` (index axes, not
-radiological orientation; the same convention as :mod:`PASegLib.preview`). Overlays, colours in
+radiological orientation; the same convention as :mod:`PASegLib.seeds.preview`). Overlays, colours in
 :data:`FIGURE_COLORS`:
 
 * ground-truth ``label``: yellow contour;

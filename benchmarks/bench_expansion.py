@@ -26,9 +26,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from PASegLib.annotations import object_box
-from PASegLib.expansion import _smoothed_crop
-from PASegLib.geodesic import geodesic_distance
-from PASegLib.geodesic_reference import dijkstra_geodesic_distance
+from PASegLib.seeds.expansion import _smoothed_crop
+from PASegLib.seeds.geodesic import geodesic_distance
+from PASegLib.seeds.geodesic_reference import dijkstra_geodesic_distance
 from PASegLib.image_io import read_image
 from PASegLib.simulate import ClickSimulationConfig, simulate_clicks
 

@@ -17,7 +17,7 @@ import numpy as np
 from PASegLib.annotations import validate_case
 from PASegLib.atomic import atomic_path
 from PASegLib.dataset import CaseFiles
-from PASegLib.expansion import ExpansionConfig, expand_seeds
+from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds
 from PASegLib.image_io import IMAGE_SUFFIXES, read_image, write_image
 from PASegLib.sevenpoints_io import read_seven_points
 

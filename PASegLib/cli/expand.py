@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ..dataset import DatasetError, list_cases, load_case
-from ..expansion import VALID_REGIONS, ExpansionConfig, expand_seeds, seed_precision_recall
+from ..seeds.expansion import VALID_REGIONS, ExpansionConfig, expand_seeds, seed_precision_recall
 from ..image_io import write_image
-from ..preview import write_preview
+from ..seeds.preview import write_preview
 from .common import mean_of, print_json, progress, staged_output
 
 

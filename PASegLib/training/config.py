@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from ..atomic import PathLike, atomic_write_json
 from ..checks import check_int, check_number, check_numbers
-from ..expansion import ExpansionConfig
+from ..seeds.expansion import ExpansionConfig
 
 __all__ = ["TrainConfig", "load_config"]
 
@@ -69,7 +69,7 @@ class TrainConfig:
         validate_every: validation period in epochs (the last epoch is always validated).
         checkpoint_every: checkpoint period in epochs (the last epoch and a stop always save).
         sw_overlap: sliding-window overlap of validation and prediction.
-        expansion: :class:`~PASegLib.expansion.ExpansionConfig` fields (seed expansion of the clicks).
+        expansion: :class:`~PASegLib.seeds.expansion.ExpansionConfig` fields (seed expansion of the clicks).
         seed: seed of every random generator.
         deterministic: deterministic algorithms (slower on GPU); resume then reproduces an uninterrupted run.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.

@@ -23,7 +23,7 @@ from .. import __version__
 from ..annotations import CaseAnnotation, object_box
 from ..atomic import PathLike, atomic_path
 from ..dataset import Case, CaseFiles, DatasetError, load_case
-from ..expansion import expand_seeds, valid_region_mask
+from ..seeds.expansion import expand_seeds, valid_region_mask
 from ..geometry import ImageGeometry
 from ..image_io import Volume
 from ..preprocess import normalize_intensities, resample_to_shape, resampled_geometry

@@ -1,11 +1,11 @@
-"""Tests for PASegLib.geodesic: the raster scan against exact Dijkstra, hand values, errors, GeodisTK."""
+"""Tests for PASegLib.seeds.geodesic: the raster scan against exact Dijkstra, hand values, errors, GeodisTK."""
 
 import numpy as np
 import pytest
 
-from PASegLib import geodesic
-from PASegLib.geodesic import geodesic_distance, seeds_from_points
-from PASegLib.geodesic_reference import dijkstra_geodesic_distance
+from PASegLib.seeds import geodesic
+from PASegLib.seeds.geodesic import geodesic_distance, seeds_from_points
+from PASegLib.seeds.geodesic_reference import dijkstra_geodesic_distance
 
 RTOL, ATOL = 1e-5, 1e-6
 

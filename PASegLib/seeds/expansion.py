@@ -7,7 +7,7 @@ PA-Seg §III-A.2 with the official code's choices:
 * **foreground** Ω_F = voxels of the box (and of the valid region) whose geodesic distance from the object's
   foreground click is below ``epsilon × D_max``, where ``D_max`` is the largest geodesic distance in the box's
   valid voxels. The geodesic distance is computed on the **raw** intensities of the box crop with GeodisTK's
-  graph and step cost (see :mod:`PASegLib.geodesic`), so ``epsilon`` and ``lamb`` keep the paper's meaning;
+  graph and step cost (see :mod:`PASegLib.seeds.geodesic`), so ``epsilon`` and ``lamb`` keep the paper's meaning;
 * everything else inside the boxes is unlabeled (2).
 
 Optionally (``smooth_sigma_mm > 0``) the intensities are smoothed with a Gaussian before the geodesic
@@ -27,8 +27,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from .annotations import CaseAnnotation, object_box
-from .image_io import Volume
+from ..annotations import CaseAnnotation, object_box
+from ..image_io import Volume
 
 BACKGROUND, FOREGROUND, UNLABELED = 0, 1, 2
 VALID_REGIONS = ("all", "nonzero", "above_threshold")

@@ -1,4 +1,4 @@
-"""Exact reference for :mod:`PASegLib.geodesic`: Dijkstra on the same 26-neighbour graph and step cost.
+"""Exact reference for :mod:`PASegLib.seeds.geodesic`: Dijkstra on the same 26-neighbour graph and step cost.
 
 Slow and memory-heavy; used by the tests and ``benchmarks/bench_expansion.py`` to check the raster scan.
 

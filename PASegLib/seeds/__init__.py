@@ -1,0 +1,10 @@
+"""Seeds: from clicks to partial labels.
+
+* :mod:`.geodesic` — geodesic distance transform (raster scan, numpy / torch), :mod:`.geodesic_reference`
+  its exact Dijkstra reference;
+* :mod:`.expansion` — seed expansion of seven-point clicks (:class:`~.expansion.ExpansionConfig`,
+  :func:`~.expansion.expand_seeds`, seed precision / recall);
+* :mod:`.preview` — the PNG preview of an expansion.
+
+Nothing here imports torch at import time.
+"""
