@@ -6,6 +6,8 @@
 * ``kd`` — :class:`~PASegLib.losses.distillation.KnowledgeDistillationLoss`, Eq. 12–13 (stage 2).
 * ``scm`` — :class:`~PASegLib.losses.distillation.SelfCrossMonitoringLoss`, Eq. 14–15 (stage 2; imports
   MONAI when built).
+* ``box_prior`` — :class:`~PASegLib.losses.box_prior.BoxTightnessLoss`, optional stage-1 box-tightness prior of
+  the click boxes (after Kervadec et al., MIDL 2020).
 
 :mod:`PASegLib.losses.schedule` holds the ramp-up and the stage-1 weights (α = 1.0, β = 0.1). Importing this
 package imports torch; the top-level :mod:`PASegLib` package does not import it.
@@ -16,6 +18,7 @@ Example::
     loss_fn = LOSSES.build("partial_ce_dice", ignore_index=2)
 """
 
+from PASegLib.losses.box_prior import BoxTightnessLoss
 from PASegLib.losses.crf import MultiViewCRFLoss
 from PASegLib.losses.distillation import KnowledgeDistillationLoss, SelfCrossMonitoringLoss
 from PASegLib.losses.partial import PartialCEDiceLoss, partial_ce_dice_terms
@@ -29,9 +32,11 @@ LOSSES.register("variance")(VarianceMinimizationLoss)
 LOSSES.register("mcrf")(MultiViewCRFLoss)
 LOSSES.register("kd")(KnowledgeDistillationLoss)
 LOSSES.register("scm")(SelfCrossMonitoringLoss)
+LOSSES.register("box_prior")(BoxTightnessLoss)
 
 __all__ = [
     "LOSSES",
+    "BoxTightnessLoss",
     "KnowledgeDistillationLoss",
     "MultiViewCRFLoss",
     "PartialCEDiceLoss",
