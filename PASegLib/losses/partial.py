@@ -18,7 +18,12 @@ For sample ``b`` with labeled set ``Ω_L`` (``target != ignore_index`` and insid
   the one-hot labels. The mean runs over the foreground classes ``c = 1 … C-1`` (``include_background=False``,
   the default) or over all classes. For ``C = 2`` without background this is exactly Eq. 5 (``eps`` only
   guards the division; ``eps = 0`` gives the paper's formula).
-* ``L_psup = (L_pce + L_pdc) / 2`` (Eq. 3).
+* ``L_psup = (L_pce + L_pdc) / 2`` (Eq. 3, ``combine="mean"``, the default) or ``L_pce + L_pdc``
+  (``combine="sum"``).
+
+The official PA-Seg code trains with ``combine="sum", include_background=True`` (CE + the mean of the
+background and foreground Dice, not halved): :data:`DATA_TERMS` names both settings (``"paper"``, as Eq. 3–5
+are printed, and ``"official"``) and :func:`data_term_options` maps a name to the keyword arguments.
 
 A sample whose labeled voxels are all background has ``L_pdc = 1`` with zero gradient (its Dice numerator is
 0), exactly as Eq. 5; its cross-entropy term still trains the background.
@@ -37,7 +42,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PartialCEDiceLoss", "partial_ce_dice_terms", "partial_cross_entropy", "partial_dice"]
+__all__ = ["DATA_TERMS", "PartialCEDiceLoss", "data_term_options", "partial_ce_dice_terms", "partial_cross_entropy",
+           "partial_dice"]
+
+#: named data terms: keyword arguments of :func:`partial_ce_dice_terms` / :class:`PartialCEDiceLoss`
+DATA_TERMS: Dict[str, Dict[str, object]] = {
+    "paper": {"include_background": False, "combine": "mean"},  # Eq. 3-5 as printed
+    "official": {"include_background": True, "combine": "sum"},  # the official code: CE + mean(bg, fg) Dice
+}
+_COMBINE = ("mean", "sum")
+
+
+def data_term_options(name: str) -> Dict[str, object]:
+    """Keyword arguments (``include_background``, ``combine``) of the data term ``name`` (``"paper"`` or
+    ``"official"``)."""
+    if name not in DATA_TERMS:
+        raise ValueError(f"data_term must be one of {', '.join(DATA_TERMS)}, got {name!r}")
+    return dict(DATA_TERMS[name])
 
 
 def _validate(
@@ -82,6 +103,7 @@ def partial_ce_dice_terms(
     *,
     ignore_index: int = 2,
     include_background: bool = False,
+    combine: str = "mean",
     eps: float = 1e-6,
     check_labels: bool = True,
 ) -> Dict[str, torch.Tensor]:
@@ -93,14 +115,17 @@ def partial_ce_dice_terms(
         mask: optional ``[B, 1, *spatial]`` valid region (non-zero = valid); outside counts as unlabeled.
         ignore_index: label value of unlabeled voxels (PA-Seg: 2); must not be a class index.
         include_background: average the Dice over all classes instead of the foreground ones only.
+        combine: ``"mean"`` (``loss = (L_pce + L_pdc) / 2``, Eq. 3) or ``"sum"`` (``L_pce + L_pdc``).
         eps: added to the Dice denominator (``>= 0``).
         check_labels: verify the label values (one device sync); raise ``ValueError`` if any is invalid.
 
     Returns:
-        ``{"ce": L_pce, "dice": L_pdc, "loss": (L_pce + L_pdc) / 2}``, float32 (or float64) scalars.
+        ``{"ce": L_pce, "dice": L_pdc, "loss": L_psup}``, float32 (or float64) scalars.
     """
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
+    if combine not in _COMBINE:
+        raise ValueError(f"combine must be 'mean' or 'sum', got {combine!r}")
     _validate(pred, target, mask, ignore_index, check_labels)
     batch, n_classes = pred.shape[:2]
     # float32 at least (also under autocast); float64 is kept, e.g. for gradcheck.
@@ -137,7 +162,7 @@ def partial_ce_dice_terms(
     n_valid = valid.sum().clamp_min(1.0)
     ce = (ce_per_sample * valid).sum() / n_valid
     dice = (dice_per_sample * valid).sum() / n_valid
-    return {"ce": ce, "dice": dice, "loss": 0.5 * (ce + dice)}
+    return {"ce": ce, "dice": dice, "loss": 0.5 * (ce + dice) if combine == "mean" else ce + dice}
 
 
 def partial_cross_entropy(
@@ -172,6 +197,7 @@ class PartialCEDiceLoss(nn.Module):
     Args:
         ignore_index: label value of unlabeled voxels (PA-Seg: 2).
         include_background: average the Dice over all classes (default: foreground classes, as Eq. 5).
+        combine: ``"mean"`` (Eq. 3, default) or ``"sum"`` (the official code's CE + Dice).
         eps: added to the Dice denominator (``>= 0``).
         check_labels: verify label values on every call (costs one device sync).
 
@@ -187,12 +213,16 @@ class PartialCEDiceLoss(nn.Module):
         *,
         ignore_index: int = 2,
         include_background: bool = False,
+        combine: str = "mean",
         eps: float = 1e-6,
         check_labels: bool = True,
     ) -> None:
         super().__init__()
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
+        if combine not in _COMBINE:
+            raise ValueError(f"combine must be 'mean' or 'sum', got {combine!r}")
+        self.combine = combine
         self.ignore_index = int(ignore_index)
         self.include_background = bool(include_background)
         self.eps = float(eps)
@@ -209,6 +239,7 @@ class PartialCEDiceLoss(nn.Module):
             mask,
             ignore_index=self.ignore_index,
             include_background=self.include_background,
+            combine=self.combine,
             eps=self.eps,
             check_labels=self.check_labels,
         )
@@ -221,4 +252,4 @@ class PartialCEDiceLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"ignore_index={self.ignore_index}, include_background={self.include_background}, "
-                f"eps={self.eps}")
+                f"combine={self.combine!r}, eps={self.eps}")

@@ -27,6 +27,11 @@ STAGES = (1, 2)
 #: Names registered in :data:`PASegLib.networks.NETWORKS` (kept here so configs validate without torch;
 #: a test checks both lists agree).
 NETWORK_NAMES = ("unet2d5", "unet3d", "attention_unet")
+#: the stage-1 data terms (kept here so configs validate without torch; :mod:`PASegLib.losses.partial`
+#: defines them and a test checks both lists agree)
+DATA_TERMS = ("official", "paper")
+#: checkpoint selection rules (see :mod:`PASegLib.training.selection`)
+SELECTIONS = ("last", "click_score", "heldout_loss", "flip_agreement", "network_agreement")
 DEVICES_HELP = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
 
@@ -56,9 +61,21 @@ class TrainConfig:
         target_spacing_mm: resample every image to this spacing ``(s_i, s_j, s_k)`` in mm before training
             and prediction (predictions are resampled back); ``None`` keeps each image's own grid.
         lr, momentum, nesterov, weight_decay, poly_power: SGD with poly decay ``lr·(1 − t/T)^power``.
+        min_iterations_per_epoch: with ``iterations_per_epoch = 0``, at least this many iterations per epoch
+            (a budget floor that does not shrink with the cohort: 6 cases train as long as 60).
+        data_term: ``"official"`` (CE + mean of the background and foreground Dice, as the official code) or
+            ``"paper"`` ((CE + foreground Dice) / 2, Eq. 3–5 as printed); see
+            :data:`PASegLib.losses.partial.DATA_TERMS`.
         alpha, beta, rampup_epochs: stage-1 weights of the mCRF and VM losses and their sigmoid ramp-up.
+        rampup_fraction: when set, the ramp-up length is this fraction of the training budget
+            (``rampup_fraction · epochs``) instead of ``rampup_epochs``, so short and long runs ramp alike.
         crf_sigma_xy, crf_sigma_intensity, crf_radius, crf_downsample_to: mCRF settings (voxels of the
             ``crf_downsample_to`` grid when given; intensities are z-scored).
+        crf_image_sigma: Gaussian smoothing (σ in voxels of the mCRF grid) of the image the mCRF sees (the
+            network input is unchanged); 0 = none. Suppresses the voxel noise that otherwise dominates the
+            intensity kernel (``docs/BENCHMARKS.md``, energy ordering).
+        box_prior_weight, box_prior_shrink: weight (under the same ramp-up as α, β) and line-band width of the
+            box-tightness prior (:class:`~PASegLib.losses.box_prior.BoxTightnessLoss`); 0 = off.
         temperature, scm_lambda, refresh_every: stage-2 KD temperature T, weight λ of the cross term,
             and the period (epochs) at which the frozen copies are refreshed from the best checkpoints.
         foreground_crop_probability: chance that a patch is centred inside an annotated object's box (else
@@ -67,6 +84,11 @@ class TrainConfig:
         validation_fraction: share of the annotated cases held out for label-free model selection
             (at least one when there are two cases or more; 0 disables selection: best = last).
         validate_every: validation period in epochs (the last epoch is always validated).
+        selection: which weights ``best.pt`` holds: ``"last"`` (the last epoch's), or the validation epoch
+            that is best by a label-free criterion on the held-out cases: ``"click_score"`` (agreement with
+            the clicks and seeds), ``"heldout_loss"`` (lowest stage-one loss), ``"flip_agreement"`` (Dice
+            between the predictions of the image and of its flipped copy) or ``"network_agreement"`` (SCM
+            only: Dice between the two networks). See :mod:`PASegLib.training.selection`.
         checkpoint_every: checkpoint period in epochs (the last epoch and a stop always save).
         sw_overlap: sliding-window overlap of validation and prediction.
         expansion: :class:`~PASegLib.seeds.expansion.ExpansionConfig` fields (seed expansion of the clicks).
@@ -83,6 +105,7 @@ class TrainConfig:
     aux_network: str = "attention_unet"
     epochs: int = 300
     iterations_per_epoch: int = 0
+    min_iterations_per_epoch: int = 0
     batch_size: int = 1
     patch_size: Tuple[int, int, int] = (128, 128, 48)
     target_spacing_mm: Optional[Tuple[float, float, float]] = None
@@ -91,13 +114,18 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 3e-5
     poly_power: float = 0.9
+    data_term: str = "official"
     alpha: float = 1.0
     beta: float = 0.1
     rampup_epochs: float = 30.0
+    rampup_fraction: Optional[float] = None
     crf_sigma_xy: float = 6.0
     crf_sigma_intensity: float = 0.1
     crf_radius: int = 5
     crf_downsample_to: Optional[Tuple[int, int, int]] = (64, 64, 48)
+    crf_image_sigma: float = 0.0
+    box_prior_weight: float = 0.0
+    box_prior_shrink: float = 0.5
     temperature: float = 4.0
     scm_lambda: float = 0.5
     refresh_every: int = 20
@@ -105,6 +133,7 @@ class TrainConfig:
     flip_axes: Tuple[int, ...] = (0, 1, 2)
     validation_fraction: float = 0.2
     validate_every: int = 10
+    selection: str = "last"
     checkpoint_every: int = 10
     sw_overlap: float = 0.25
     expansion: Dict[str, Any] = field(default_factory=lambda: ExpansionConfig().to_dict())
@@ -138,13 +167,22 @@ class TrainConfig:
                              f"{self.network!r}")
         for name in ("epochs", "batch_size", "validate_every", "checkpoint_every", "refresh_every", "crf_radius"):
             check_int(name, getattr(self, name), minimum=1)
-        for name in ("iterations_per_epoch", "num_threads", "seed"):
+        if self.data_term not in DATA_TERMS:
+            raise ValueError(f"data_term must be one of {', '.join(DATA_TERMS)}, got {self.data_term!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        if self.selection == "network_agreement" and self.stage != 2:
+            raise ValueError("selection 'network_agreement' needs two networks (stage 2 / SCM)")
+        if self.rampup_fraction is not None:
+            check_number("rampup_fraction", self.rampup_fraction, minimum=0.0, maximum=1.0)
+        for name in ("iterations_per_epoch", "min_iterations_per_epoch", "num_threads", "seed"):
             check_int(name, getattr(self, name), minimum=0)
-        for name in ("momentum", "weight_decay", "poly_power", "alpha", "beta", "rampup_epochs"):
+        for name in ("momentum", "weight_decay", "poly_power", "alpha", "beta", "rampup_epochs", "crf_image_sigma",
+                     "box_prior_weight"):
             check_number(name, getattr(self, name), minimum=0)
         for name in ("lr", "crf_sigma_xy", "crf_sigma_intensity", "temperature"):
             check_number(name, getattr(self, name), minimum=0, open_minimum=True)
-        for name in ("scm_lambda", "foreground_crop_probability"):
+        for name in ("scm_lambda", "foreground_crop_probability", "box_prior_shrink"):
             check_number(name, getattr(self, name), minimum=0.0, maximum=1.0)
         for name in ("validation_fraction", "sw_overlap"):
             check_number(name, getattr(self, name), minimum=0.0, maximum=1.0, open_maximum=True)
@@ -152,6 +190,11 @@ class TrainConfig:
         if not isinstance(self.expansion, dict):
             raise ValueError(f"expansion must be a JSON object of expansion settings, got {self.expansion!r}")
         self.expansion = ExpansionConfig.from_dict(self.expansion).to_dict()
+
+    @property
+    def rampup_length(self) -> float:
+        """Ramp-up length in epochs: ``rampup_fraction · epochs`` when the fraction is set, else ``rampup_epochs``."""
+        return self.rampup_fraction * self.epochs if self.rampup_fraction is not None else self.rampup_epochs
 
     @property
     def expansion_config(self) -> ExpansionConfig:

@@ -221,7 +221,9 @@ class PatchSampler:
     def sample(self, case_index: int, rng: np.random.Generator) -> Dict[str, np.ndarray]:
         """Patch of case ``case_index``: ``image`` float32 ``[1, I, J, K]``, ``partial`` int64 ``[1, I, J, K]``,
         ``valid`` float32 ``[1, I, J, K]`` with ``(I, J, K) = patch_size``; plus ``label`` int64 (dense ground
-        truth, padding 2 = ignored) when ``full`` supervision was asked for."""
+        truth, padding 2 = ignored) when ``full`` supervision was asked for; ``boxes`` int64 ``[M, 2, 3]``: the
+        M objects' inclusive boxes ``(lo, hi)`` in the patch's ``[i, j, k]`` voxels (flipped with the patch;
+        they may extend beyond it)."""
         case = self.cases[case_index]
         shape = np.asarray(case.image.shape)
         if case.boxes and rng.random() < self.fg_probability:
@@ -242,7 +244,11 @@ class PatchSampler:
         if self.full:
             arrays["label"] = np.full(self.patch, 2, dtype=np.int64)
             arrays["label"][dst] = case.label[src]
+        # object boxes in patch coordinates (inclusive; may extend beyond the patch), flipped with the patch
+        boxes = np.array([[np.asarray(lo) - start, np.asarray(hi) - start] for lo, hi in case.boxes],
+                         dtype=np.int64).reshape(-1, 2, 3)
         for axis in self.flip_axes:
             if rng.random() < 0.5:
                 arrays = {k: np.flip(a, axis) for k, a in arrays.items()}
-        return {k: np.ascontiguousarray(a)[None] for k, a in arrays.items()}
+                boxes[:, :, axis] = self.patch[axis] - 1 - boxes[:, ::-1, axis]
+        return {**{k: np.ascontiguousarray(a)[None] for k, a in arrays.items()}, "boxes": boxes}

@@ -5,7 +5,8 @@ Run folder (``run_dir``)::
     config.json          the TrainConfig (written before the first iteration)
     split.json           training / validation case ids
     checkpoints/last.pt  written atomically every ``checkpoint_every`` epochs, at the end and on stop
-    checkpoints/best.pt  the checkpoint with the best label-free validation score (or the last one)
+    checkpoints/best.pt  the weights ``config.selection`` picks: the last epoch's (default) or the validation
+                         epoch best by a label-free criterion
     history.json         every progress event (losses per iteration, validation scores)
     loss_curves.png      per-epoch mean losses and the validation score
     model.json           summary of a finished run (network, best score/epoch, date, version, checkpoint)
@@ -35,7 +36,7 @@ from .checkpoint import load_checkpoint, load_network_weights, save_checkpoint
 from .config import TrainConfig
 from .data import PatchSampler, PreparedCase
 from .runtime import capture_rng, describe_device, restore_rng, seed_everything, sliding_window_probability
-from .selection import label_free_score
+from .selection import criterion_value, label_free_score
 
 __all__ = ["EXIT_STOPPED", "STOP_FILE", "Trainer"]
 
@@ -48,6 +49,16 @@ def _dice(pred: np.ndarray, label: np.ndarray) -> float:
     a, b = pred.astype(bool), label.astype(bool)
     denom = int(a.sum()) + int(b.sum())
     return 1.0 if denom == 0 else 2.0 * int(np.count_nonzero(a & b)) / denom
+
+
+def label_diagnostics(pred: np.ndarray, label: np.ndarray) -> Dict[str, float]:
+    """``{"dice", "precision", "recall", "volume_ratio"}`` of a binary prediction against a binary label
+    (same shape); precision is 1 for an empty prediction, recall 1 for an empty label, ``volume_ratio`` =
+    predicted / true voxel count (``inf`` for an empty label with a non-empty prediction)."""
+    a, b = pred.astype(bool), label.astype(bool)
+    tp, n_pred, n_true = int(np.count_nonzero(a & b)), int(a.sum()), int(b.sum())
+    return {"dice": _dice(a, b), "precision": tp / n_pred if n_pred else 1.0, "recall": tp / n_true if n_true else 1.0,
+            "volume_ratio": n_pred / n_true if n_true else (0.0 if n_pred == 0 else float("inf"))}
 
 
 class Trainer:
@@ -67,8 +78,8 @@ class Trainer:
     """
 
     kind = "base"
-    #: validate the initial weights as "epoch 0" so they compete for ``best.pt`` (SCM starts from trained
-    #: networks: when training never beats them by the label-free score, the user keeps them)
+    #: validate the initial weights as "epoch 0" so they compete for ``best.pt`` when a label-free criterion
+    #: selects (SCM starts from trained networks); never with ``selection = "last"``
     score_initial_weights = False
 
     def __init__(self, config: TrainConfig, run_dir: Path, train_cases: Sequence[PreparedCase],
@@ -79,7 +90,8 @@ class Trainer:
         self.device = device
         self.stream = stream
         self.sampler = PatchSampler(self.train_cases, config)
-        self.iterations_per_epoch = config.iterations_per_epoch or len(self.train_cases)
+        self.iterations_per_epoch = config.iterations_per_epoch or max(len(self.train_cases),
+                                                                       config.min_iterations_per_epoch)
         self.total_iterations = config.epochs * self.iterations_per_epoch
         self.amp = bool(config.amp and device.type == "cuda")
         self.rng = np.random.default_rng(config.seed)
@@ -201,43 +213,55 @@ class Trainer:
         write_loss_curves(self.run_dir / "loss_curves.png", self.history)
 
     # -- validation -------------------------------------------------------------------------------------
+    def predict_probability(self, networks: Sequence[torch.nn.Module], image: np.ndarray) -> np.ndarray:
+        """Sliding-window foreground probability ``[I, J, K]`` (mean softmax of ``networks``) of ``image``."""
+        return sliding_window_probability(networks, image, patch_size=self.config.patch_size,
+                                          overlap=self.config.sw_overlap, device=self.device, amp=self.amp)
+
     def predict_mask(self, networks: Sequence[torch.nn.Module], case) -> np.ndarray:
         """Binary sliding-window prediction (mean softmax of ``networks`` >= 0.5) inside ``case.valid``."""
-        prob = sliding_window_probability(networks, case.image, patch_size=self.config.patch_size,
-                                          overlap=self.config.sw_overlap, device=self.device, amp=self.amp)
-        return (prob >= 0.5) & case.valid
+        return (self.predict_probability(networks, case.image) >= 0.5) & case.valid
 
-    def validation_terms(self, case, pred: np.ndarray) -> Dict[str, float]:
-        """Extra per-case validation numbers (averaged over the held-out cases); none for stage one."""
+    def validation_terms(self, case, pred: np.ndarray, prob: np.ndarray) -> Dict[str, float]:
+        """Extra per-case validation numbers (averaged over the held-out cases) from the binary prediction
+        ``pred`` and the probability ``prob`` (both ``[I, J, K]``); none in the base trainer."""
         return {}
 
     def validate(self) -> Optional[Dict[str, float]]:
-        """Score the held-out cases: ``score`` (label-free, used for selection), extra terms, ``dice`` if labeled."""
+        """Score the held-out cases: every label-free criterion (``score``, ``flip_agreement``, the subclass's
+        terms) and, when the cases are labeled, ``dice``, ``precision``, ``recall`` and ``volume_ratio``
+        (information only: dense labels never select)."""
         if not self.val_cases:
             return None
-        scores, dices, extras = [], [], {}
+        per_case: List[Dict[str, float]] = []
+        nets = self.selection_networks()
         for case in self.val_cases:
-            pred = self.predict_mask(self.selection_networks(), case)
-            scores.append(label_free_score(pred, case.partial, case.clicks)["score"])
-            for key, value in self.validation_terms(case, pred).items():
-                extras.setdefault(key, []).append(value)
+            prob = self.predict_probability(nets, case.image)
+            pred = (prob >= 0.5) & case.valid
+            flipped = self.predict_probability(nets, np.ascontiguousarray(case.image[::-1, ::-1, ::-1]))
+            row = {"score": label_free_score(pred, case.partial, case.clicks)["score"],
+                   "flip_agreement": _dice(pred, (flipped[::-1, ::-1, ::-1] >= 0.5) & case.valid),
+                   **self.validation_terms(case, pred, prob)}
             if case.label is not None:
-                dices.append(_dice(pred, case.label))
+                row.update(label_diagnostics(pred, case.label))
+            per_case.append(row)
         for net in self.networks.values():
             net.train()
-        result = {"score": float(np.mean(scores)), **{k: float(np.mean(v)) for k, v in extras.items()}}
-        if dices and len(dices) == len(scores):
-            result["dice"] = float(np.mean(dices))  # information only, never used for selection
-        return result
+        keys = [k for k in per_case[0] if all(k in r for r in per_case)]
+        return {k: float(np.mean([r[k] for r in per_case])) for k in keys}
 
     def _validation_round(self) -> None:
-        """Validate at the current epoch, emit the event, and save ``best.pt`` when the score improved."""
+        """Validate at the current epoch, emit the event, and save ``best.pt`` when the selection criterion
+        improved (never with ``selection = "last"``: then ``best.pt`` is written at the end)."""
         result = self.validate()
         if result is None:
             return
-        improved = self.best_score is None or result["score"] > self.best_score
-        if improved:
-            self.best_score, self.best_epoch = result["score"], self.epoch
+        improved = False
+        if self.config.selection != "last":
+            value = criterion_value(self.config.selection, result)
+            improved = value is not None and (self.best_score is None or value > self.best_score)
+            if improved:
+                self.best_score, self.best_epoch = value, self.epoch
         self.emit("validation", epoch=self.epoch, best=improved, elapsed_s=self.tick(), **result)
         if improved:
             self.save("best")
@@ -250,12 +274,14 @@ class Trainer:
             order.extend(int(i) for i in self.rng.permutation(len(self.train_cases)))
         return order[:needed]
 
-    def _batch(self) -> Dict[str, torch.Tensor]:
+    def _batch(self) -> Dict[str, Any]:
         bs = self.config.batch_size
         idx = self.order[self.position * bs:(self.position + 1) * bs]
         patches = [self.sampler.sample(i, self.rng) for i in idx]
-        return {k: torch.from_numpy(np.stack([p[k] for p in patches])).to(self.device, non_blocking=True)
-                for k in patches[0]}
+        batch: Dict[str, Any] = {k: torch.from_numpy(np.stack([p[k] for p in patches])).to(self.device, non_blocking=True)
+                                 for k in patches[0] if k != "boxes"}
+        batch["boxes"] = [p["boxes"] for p in patches]  # per sample [M, 2, 3] (objects differ in number)
+        return batch
 
     def run(self, *, resume: bool = False, on_iteration: Optional[Callable[[Trainer], None]] = None) -> int:
         """Train to the end (exit 0) or until the stop file appears (saves, exit :data:`EXIT_STOPPED`)."""
@@ -268,7 +294,8 @@ class Trainer:
         self.emit("start", total_iterations=self.total_iterations, epochs=self.config.epochs,
                   iteration=self.global_step, run_dir=str(self.run_dir), device=describe_device(self.device),
                   train_cases=len(self.train_cases), validation_cases=len(self.val_cases), resumed=resume)
-        if self.score_initial_weights and self.global_step == 0 and self.best_score is None:
+        if (self.score_initial_weights and self.config.selection != "last" and self.global_step == 0
+                and self.best_score is None):
             self._validation_round()  # epoch 0
         for net in self.networks.values():
             net.train()
@@ -307,7 +334,7 @@ class Trainer:
             if last or self.epoch % self.config.checkpoint_every == 0:
                 self.save("last")
                 self.write_history()
-        if self.best_epoch is None:  # no validation cases: the last model is the selected one
+        if self.best_epoch is None:  # selection "last" (or no validation case): the last weights are selected
             self.best_epoch = self.epoch
             self.save("best")
         self.write_summary()

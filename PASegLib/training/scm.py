@@ -7,10 +7,11 @@ the best checkpoints of their own stage-1 runs. Each has a frozen copy (``a₀``
     L_b = λ · T² · KL(softmax(z_a₀/T) ‖ softmax(z_b/T)) + (1 − λ) · DiceCE(z_b, argmax z_b₀)     (Eq. 15)
 
 (:class:`~PASegLib.losses.distillation.SelfCrossMonitoringLoss`; teachers carry no gradient). Every
-``refresh_every`` epochs the frozen copies are replaced by the weights of the best validation so far (the
-official code reloads its best checkpoints; before the first validation, the current weights).
+``refresh_every`` epochs the frozen copies are replaced by the weights of the best validation so far when a
+label-free criterion selects (the official code reloads its best checkpoints), else (``selection = "last"``,
+and before the first validation) by the current weights.
 
-Model selection: the label-free score of the primary network (:mod:`~PASegLib.training.selection`); the
+Model selection: ``config.selection`` on the primary network (:mod:`~PASegLib.training.selection`); the
 agreement (Dice) between the primary and the auxiliary predictions on the held-out cases is reported too.
 Prediction uses the primary network (``ensemble`` averages both, SCM-E).
 """
@@ -30,6 +31,7 @@ from ..losses.distillation import SelfCrossMonitoringLoss
 from ..networks import build_network
 from .checkpoint import CheckpointError, load_checkpoint, load_network_weights
 from .engine import Trainer, _dice
+from .selection import criterion_value
 
 __all__ = ["SCMTrainer", "networks_of_runs"]
 
@@ -136,13 +138,16 @@ class SCMTrainer(Trainer):
         out["loss"] = out["a_loss"] + out["b_loss"]
         return out
 
-    def validation_terms(self, case, pred: np.ndarray) -> Dict[str, float]:
+    def validation_terms(self, case, pred: np.ndarray, prob: np.ndarray) -> Dict[str, float]:
         """Agreement (Dice) between the primary's prediction ``pred`` and the auxiliary network's."""
         return {"agreement": _dice(pred, self.predict_mask([self.networks["auxiliary"]], case))}
 
     def validate(self) -> Optional[Dict[str, float]]:
         result = super().validate()
-        if result is not None and (self.best_score is None or result["score"] > self.best_score):
+        if result is None or self.config.selection == "last":
+            return result  # the frozen copies are refreshed from the current weights
+        value = criterion_value(self.config.selection, result)
+        if value is not None and (self.best_score is None or value > self.best_score):
             self.best_weights = {r: {k: v.detach().clone() for k, v in n.state_dict().items()}
                                  for r, n in self.networks.items()}
         return result

@@ -1,6 +1,21 @@
-"""Label-free model selection: how well a prediction agrees with the user's clicks and expanded seeds.
+"""Label-free model selection: criteria computed on held-out annotated cases, and how to judge them.
 
-Users have clicks, not dense masks, so checkpoints are ranked on held-out *annotated* cases by
+Users have clicks, not dense masks. Every validation round computes, per held-out case and averaged
+(:data:`CRITERIA` maps a ``TrainConfig.selection`` name to its validation key and direction):
+
+* ``click_score`` (key ``score``): agreement with the clicks and expanded seeds, below;
+* ``heldout_loss``: the stage-one loss (data term on the seeds + α·mCRF + β·VM at full weight) of the
+  predicted probabilities on the whole held-out case — lower is better;
+* ``flip_agreement``: Dice between the prediction of the image and the (flipped back) prediction of its
+  copy flipped along every axis;
+* ``network_agreement`` (key ``agreement``, SCM): Dice between the two networks' predictions.
+
+Whether a criterion can be trusted is measured, not assumed (:func:`selection_quality`: over the
+validation rounds of benchmark runs with labels, the Spearman correlation of the criterion with the
+held-out Dice and whether the round it picks is within 0.01 Dice of the best). ``"last"`` (the last
+epoch's weights) is the default unless a criterion passes (``docs/BENCHMARKS.md``).
+
+The click score:
 
 ``score = (partial_dice + foreground_clicks + background_clicks) / 3``
 
@@ -17,11 +32,51 @@ information but never used to select (unless a caller explicitly asks). numpy on
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["label_free_score"]
+__all__ = ["CRITERIA", "criterion_value", "label_free_score", "selection_quality"]
+
+#: selection name → (validation key, +1 when higher is better / −1 when lower is better)
+CRITERIA: Dict[str, Tuple[str, int]] = {
+    "click_score": ("score", 1),
+    "heldout_loss": ("heldout_loss", -1),
+    "flip_agreement": ("flip_agreement", 1),
+    "network_agreement": ("agreement", 1),
+}
+
+
+def criterion_value(selection: str, result: Dict[str, float]) -> Optional[float]:
+    """The value to maximise for ``selection`` in a validation ``result`` (``None`` when it is absent)."""
+    if selection not in CRITERIA:
+        raise ValueError(f"selection must be one of {', '.join(CRITERIA)}, got {selection!r}")
+    key, sign = CRITERIA[selection]
+    value = result.get(key)
+    return None if value is None else sign * float(value)
+
+
+def selection_quality(rounds: Sequence[Dict[str, float]], selection: str, *, tolerance: float = 0.01
+                      ) -> Optional[Dict[str, float]]:
+    """How well ``selection`` ranks the validation ``rounds`` of one run (each a dict with ``"dice"``).
+
+    Returns ``{"spearman", "picked_dice", "best_dice", "within"}``: the Spearman rank correlation between the
+    criterion (oriented so that higher is better) and the held-out Dice; the Dice of the round the criterion
+    picks (the first of ties) and the best Dice; ``within`` = 1.0 when they differ by at most ``tolerance``.
+    ``None`` when fewer than three rounds carry both numbers (or either is constant: no ranking to judge).
+    """
+    from scipy.stats import spearmanr
+
+    pairs = [(criterion_value(selection, r), r.get("dice")) for r in rounds]
+    pairs = [(c, d) for c, d in pairs if c is not None and d is not None]
+    if len(pairs) < 3:
+        return None
+    crit, dice = np.array(pairs, dtype=float).T
+    if np.ptp(crit) == 0 or np.ptp(dice) == 0:
+        return None
+    picked, best = float(dice[int(np.argmax(crit))]), float(dice.max())
+    return {"spearman": float(spearmanr(crit, dice).statistic), "picked_dice": picked, "best_dice": best,
+            "within": float(best - picked <= tolerance + 1e-9)}
 
 
 def _voxel(point: np.ndarray, shape: Sequence[int]) -> tuple:

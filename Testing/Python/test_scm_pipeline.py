@@ -39,7 +39,7 @@ def _events(text: str):
 @pytest.mark.slow
 def test_scm_refresh_schedule_and_smoke(tiny_dataset, stage1_runs, tmp_path):
     config = TrainConfig(stage=2, network="unet3d", aux_network="attention_unet", epochs=4, refresh_every=2,
-                         lr=1e-3, **TINY)
+                         lr=1e-3, selection="click_score", **TINY)
     out = io.StringIO()
     assert train_from_dataset(tiny_dataset, tmp_path / "scm", config, init_runs=stage1_runs, stream=out) == 0
     events = _events(out.getvalue())
@@ -64,6 +64,23 @@ def test_scm_refresh_schedule_and_smoke(tiny_dataset, stage1_runs, tmp_path):
 
 
 @pytest.mark.slow
+def test_scm_selection_last_refreshes_from_current_weights(tiny_dataset, stage1_runs, tmp_path):
+    config = TrainConfig(stage=2, network="unet3d", aux_network="attention_unet", epochs=2, refresh_every=1,
+                         lr=1e-2, **TINY)
+    assert config.selection == "last"
+    out = io.StringIO()
+    assert train_from_dataset(tiny_dataset, tmp_path / "scm", config, init_runs=stage1_runs, stream=out) == 0
+    events = _events(out.getvalue())
+    assert [e["epoch"] for e in events if e["event"] == "validation"] == [1, 2]  # no epoch 0 without a criterion
+    assert [e["source"] for e in events if e["event"] == "refresh"] == ["current", "current"]
+    model = json.loads((tmp_path / "scm" / "model.json").read_text())
+    assert model["best_epoch"] == 2 and model["best_score"] is None
+    best = load_checkpoint(tmp_path / "scm" / "checkpoints" / "best.pt")["networks"]["primary"]["state_dict"]
+    last = load_checkpoint(tmp_path / "scm" / "checkpoints" / "last.pt")["networks"]["primary"]["state_dict"]
+    assert all(torch.equal(best[k], v) for k, v in last.items())
+
+
+@pytest.mark.slow
 def test_scm_keeps_the_initial_weights_when_never_better(tiny_dataset, stage1_runs, tmp_path, monkeypatch):
     # scripted label-free scores, strictly decreasing call after call: whatever the number of held-out cases,
     # the initial (stage-one) weights score best and every SCM epoch worse
@@ -76,7 +93,7 @@ def test_scm_keeps_the_initial_weights_when_never_better(tiny_dataset, stage1_ru
 
     monkeypatch.setattr(engine, "label_free_score", scripted)
     config = TrainConfig(stage=2, network="unet3d", aux_network="attention_unet", epochs=3, refresh_every=2,
-                         lr=1e-3, **TINY)
+                         lr=1e-3, selection="click_score", **TINY)
     out = io.StringIO()
     assert train_from_dataset(tiny_dataset, tmp_path / "scm", config, init_runs=stage1_runs, stream=out) == 0
     validations = [e for e in _events(out.getvalue()) if e["event"] == "validation"]

@@ -184,7 +184,13 @@ def test_smoke_training_reduces_the_loss(tiny_dataset, tmp_path, capsys):
                  "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (run / name).is_file(), name
     model = json.loads((run / "model.json").read_text())
-    assert model["network"] == "unet2d5" and 0 <= model["best_score"] <= 1
+    # default selection "last": best.pt holds the last epoch, no score; every criterion is still logged
+    assert model["network"] == "unet2d5" and model["best_score"] is None and model["best_epoch"] == 6
+    validations = [e for e in events if e["event"] == "validation"]
+    for e in validations:
+        assert 0 <= e["score"] <= 1 and 0 <= e["flip_agreement"] <= 1 and np.isfinite(e["heldout_loss"])
+        assert 0 <= e["dice"] <= 1 and 0 <= e["precision"] <= 1 and 0 <= e["recall"] <= 1 and e["volume_ratio"] >= 0
+        assert not e["best"]
     elapsed = [e["elapsed_s"] for e in events if e["event"] == "validation"]
     assert 0 < elapsed[0] and elapsed == sorted(elapsed) and elapsed[-1] <= model["train_seconds"]
     history = json.loads((run / "history.json").read_text())["events"]
