@@ -12,9 +12,9 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_write_json
 from .dataset import CaseFiles, load_case
-from .seeds.expansion import seed_precision_recall
 from .image_io import read_image
 from .metrics import compute_metrics
+from .seeds.expansion import seed_precision_recall
 
 __all__ = ["build_report", "evaluate_models"]
 

@@ -30,8 +30,7 @@ Usage::
 Output: per config a per-case table (loss of every candidate, rank of ``gt``) and the summary table on
 stderr; the JSON (summary + per-case values) is the last stdout line and, with ``--summary PATH``, written there.
 
-Note: :func:`stage1_loss_of_probability` duplicates ``Stage1Trainer.build`` / ``regularizers`` /
-``validation_terms`` (PASegLib/training/stage1.py) so that both can later share one function.
+The loss is :class:`PASegLib.training.objective.Stage1Objective` — the one training and validation use.
 """
 
 from __future__ import annotations
@@ -136,58 +135,19 @@ def candidate_masks(case, spacing: Optional[Sequence[float]] = None) -> Dict[str
 
 
 # ---------------------------------------------------------------------------------------------------- loss
-def build_losses(config) -> Dict[str, Any]:
-    """The stage-one loss modules of ``config``, as ``Stage1Trainer.build`` makes them (+ the box prior)."""
-    from PASegLib.losses import LOSSES
-    from PASegLib.losses.partial import data_term_options
+def build_losses(config):
+    """The stage-one objective of ``config`` (:class:`~PASegLib.training.objective.Stage1Objective`, exactly what
+    training and validation's ``heldout_loss`` use)."""
+    from PASegLib.training.objective import Stage1Objective
 
-    c = config
-    losses = {"partial": LOSSES.build("partial_ce_dice", ignore_index=2, **data_term_options(c.data_term)),
-              "mcrf": LOSSES.build("mcrf", sigma_xy=c.crf_sigma_xy, sigma_intensity=c.crf_sigma_intensity,
-                                   radius=c.crf_radius, downsample_to=c.crf_downsample_to),
-              "variance": LOSSES.build("variance"), "box": None}
-    if c.box_prior_weight > 0 and "box_prior" in LOSSES:
-        losses["box"] = LOSSES.build("box_prior", shrink=c.box_prior_shrink)
-    return losses
+    return Stage1Objective(config)
 
 
-def case_tensors(config, case) -> Dict[str, Any]:
-    """``image``, ``crf_image`` (smoothed by ``crf_image_sigma``), ``valid``, ``partial`` (2 outside valid)
-    ``[1, 1, I, J, K]`` tensors and the ``boxes`` of ``case``; reusable for every mask of one config."""
-    import torch
-
-    from PASegLib.losses.smoothing import masked_gaussian_smooth
-
-    image = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32))[None, None]
-    valid = torch.from_numpy(np.asarray(case.valid).astype(np.float32))[None, None]
-    partial = torch.from_numpy(np.asarray(case.partial).astype(np.int64))[None, None]
-    partial = torch.where(valid > 0, partial, torch.full_like(partial, 2))
-    crf_image = masked_gaussian_smooth(image, config.crf_image_sigma, valid) if config.alpha > 0 else image
-    boxes = [[(tuple(int(v) for v in lo), tuple(int(v) for v in hi)) for lo, hi in case.boxes]]
-    return {"image": image, "crf_image": crf_image, "valid": valid, "partial": partial, "boxes": boxes}
-
-
-def stage1_loss_of_probability(config, case, prob: np.ndarray, losses: Dict[str, Any],
-                               tensors: Optional[Dict[str, Any]] = None) -> Dict[str, float]:
-    """Stage-one loss at full weight of the foreground probability ``prob`` on the whole ``case``.
-
-    ``{"data", "mcrf", "vm", "box", "total"}`` with ``total = data + α·mcrf + β·vm + γ·box`` (a term whose
-    weight is 0 is reported as 0, as ``Stage1Trainer.regularizers`` skips it). Duplicates
-    ``Stage1Trainer.validation_terms`` (+ the box prior) until stage1.py factors it out.
-    """
-    import torch
-
-    c = config
-    t = tensors if tensors is not None else case_tensors(config, case)
-    p = torch.from_numpy(np.clip(prob, 1e-6, 1.0 - 1e-6).astype(np.float32))[None, None]
-    logits = torch.log(torch.cat([1.0 - p, p], dim=1))  # softmax(logits) = (1 - p, p)
-    with torch.no_grad():
-        data = float(losses["partial"].terms(logits, t["partial"])["loss"])
-        crf = float(losses["mcrf"](logits, t["crf_image"], t["valid"])) if c.alpha > 0 else 0.0
-        vm = float(losses["variance"](logits, t["image"], t["valid"])) if c.beta > 0 else 0.0
-        box = float(losses["box"](logits, t["boxes"], t["valid"])) if losses.get("box") is not None else 0.0
-    total = data + c.alpha * crf + c.beta * vm + (c.box_prior_weight * box if losses.get("box") is not None else 0.0)
-    return {"data": data, "mcrf": crf, "vm": vm, "box": box, "total": total}
+def stage1_loss_of_probability(objective, case, prob: np.ndarray) -> Dict[str, float]:
+    """``{"data", "mcrf", "vm", "box", "total"}`` of ``prob`` on ``case`` at full weight
+    (``total = data + α·mcrf + β·vm + γ·box``; a term of weight 0 is reported as 0)."""
+    terms = objective.of_probability(case, prob)
+    return {"data": terms["data"], "mcrf": terms["mcrf"], "vm": terms["vm"], "box": terms["box"], "total": terms["loss"]}
 
 
 def rank_case(config, case, *, soft: float = SOFT, losses=None, masks=None) -> Dict[str, Any]:
@@ -195,8 +155,7 @@ def rank_case(config, case, *, soft: float = SOFT, losses=None, masks=None) -> D
     lower loss; ``best`` = the candidate of lowest loss."""
     losses = losses if losses is not None else build_losses(config)
     masks = masks if masks is not None else candidate_masks(case)
-    tensors = case_tensors(config, case)
-    terms = {name: stage1_loss_of_probability(config, case, np.where(m, 1.0 - soft, soft), losses, tensors)
+    terms = {name: stage1_loss_of_probability(losses, case, np.where(m, 1.0 - soft, soft))
              for name, m in masks.items()}
     totals = {name: v["total"] for name, v in terms.items()}
     best = min(totals, key=totals.get)

@@ -26,10 +26,10 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from PASegLib.annotations import object_box
+from PASegLib.image_io import read_image
 from PASegLib.seeds.expansion import _smoothed_crop
 from PASegLib.seeds.geodesic import geodesic_distance
 from PASegLib.seeds.geodesic_reference import dijkstra_geodesic_distance
-from PASegLib.image_io import read_image
 from PASegLib.simulate import ClickSimulationConfig, simulate_clicks
 
 EPSILONS = (0.05, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4)

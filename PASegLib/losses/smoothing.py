@@ -31,8 +31,9 @@ def masked_gaussian_smooth(image: torch.Tensor, sigma: float, mask: Optional[tor
     """
     sigma = check_number("sigma", sigma, minimum=0)
     if not isinstance(image, torch.Tensor) or image.ndim < 3 or not image.is_floating_point():
-        raise ValueError(f"image must be a floating-point tensor [B, C, *spatial], got "
-                         f"{getattr(image, 'dtype', type(image).__name__)} of shape {tuple(getattr(image, 'shape', ()))}")
+        kind = getattr(image, "dtype", type(image).__name__)
+        raise ValueError(f"image must be a floating-point tensor [B, C, *spatial], got {kind} of shape "
+                         f"{tuple(getattr(image, 'shape', ()))}")
     if sigma == 0:
         return image
     from monai.networks.layers import GaussianFilter

@@ -23,10 +23,10 @@ from .. import __version__
 from ..annotations import CaseAnnotation, object_box
 from ..atomic import PathLike, atomic_path
 from ..dataset import Case, CaseFiles, DatasetError, load_case
-from ..seeds.expansion import expand_seeds, valid_region_mask
 from ..geometry import ImageGeometry
 from ..image_io import Volume
 from ..preprocess import normalize_intensities, resample_to_shape, resampled_geometry
+from ..seeds.expansion import expand_seeds, valid_region_mask
 from .config import TrainConfig
 
 __all__ = ["PatchSampler", "PreparedCase", "prepare_case", "prepare_cases", "preprocess_image", "split_cases"]

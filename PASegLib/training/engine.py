@@ -278,7 +278,8 @@ class Trainer:
         bs = self.config.batch_size
         idx = self.order[self.position * bs:(self.position + 1) * bs]
         patches = [self.sampler.sample(i, self.rng) for i in idx]
-        batch: Dict[str, Any] = {k: torch.from_numpy(np.stack([p[k] for p in patches])).to(self.device, non_blocking=True)
+        batch: Dict[str, Any] = {k: torch.from_numpy(np.stack([p[k] for p in patches])).to(self.device,
+                                                                                         non_blocking=True)
                                  for k in patches[0] if k != "boxes"}
         batch["boxes"] = [p["boxes"] for p in patches]  # per sample [M, 2, 3] (objects differ in number)
         return batch

@@ -25,11 +25,10 @@ from typing import Dict
 import numpy as np
 import torch
 
-from ..losses import LOSSES, Stage1LossWeights
-from ..losses.partial import data_term_options
-from ..losses.smoothing import masked_gaussian_smooth
+from ..losses import Stage1LossWeights
 from ..networks import build_network
 from .engine import Trainer
+from .objective import Stage1Objective
 
 __all__ = ["Stage1Trainer"]
 
@@ -48,25 +47,8 @@ class Stage1Trainer(Trainer):
         self.networks["primary"] = net
         self.optimizers["primary"] = self.make_optimizer(net)
         self.scalers["primary"] = self.make_scaler()
-        self.partial_loss = LOSSES.build("partial_ce_dice", ignore_index=2, **data_term_options(c.data_term))
-        self.crf_loss = LOSSES.build("mcrf", sigma_xy=c.crf_sigma_xy, sigma_intensity=c.crf_sigma_intensity,
-                                     radius=c.crf_radius, downsample_to=c.crf_downsample_to)
-        self.vm_loss = LOSSES.build("variance")
-        self.box_loss = LOSSES.build("box_prior", shrink=c.box_prior_shrink)
+        self.objective = Stage1Objective(c)
         self.weights = Stage1LossWeights(alpha=c.alpha, beta=c.beta, rampup_length=c.rampup_length)
-
-    def regularizers(self, logits: torch.Tensor, image: torch.Tensor, valid: torch.Tensor, boxes, a: float,
-                     b: float, g: float) -> Dict[str, torch.Tensor]:
-        """``{"mcrf", "vm", "box"}`` of ``logits [B, 2, I, J, K]`` (zeros when their weight ``a``, ``b``, ``g`` is
-        0); ``boxes`` per sample the objects' inclusive ``(lo, hi)`` voxel boxes on the logits' grid."""
-        zero = logits.new_zeros(())
-        box = self.box_loss(logits, boxes, valid) if g > 0 else zero
-        crf = zero
-        if a > 0:
-            crf_image = masked_gaussian_smooth(image, self.config.crf_image_sigma, valid)
-            crf = self.crf_loss(logits, crf_image, valid)
-        vm = self.vm_loss(logits, image, valid) if b > 0 else zero
-        return {"mcrf": crf, "vm": vm, "box": box}
 
     def train_step(self, batch: Dict[str, torch.Tensor], epoch_float: float) -> Dict[str, float]:
         net, opt, scaler = self.networks["primary"], self.optimizers["primary"], self.scalers["primary"]
@@ -76,11 +58,10 @@ class Stage1Trainer(Trainer):
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
             logits = net(image)
         logits = logits.float()
-        terms = self.partial_loss.terms(logits, partial)
         a, b = self.weights.regularizer_weights(epoch_float)
         g = self.weights.ramp(epoch_float) * self.config.box_prior_weight
-        reg = self.regularizers(logits, image, valid, batch["boxes"], a, b, g)
-        loss = terms["loss"] + a * reg["mcrf"] + b * reg["vm"] + g * reg["box"]
+        terms = self.objective.terms(logits, partial, image, valid, batch["boxes"], a=a, b=b, g=g)
+        loss = terms["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the training loss became {loss.item()} at epoch {epoch_float:.2f}; "
                                      f"lower lr or check the input intensities")
@@ -88,24 +69,11 @@ class Stage1Trainer(Trainer):
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
-        losses = {"loss": float(loss.detach()), "ce": float(terms["ce"].detach()), "dice": float(terms["dice"].detach()),
-                  "mcrf": float(reg["mcrf"].detach()), "vm": float(reg["vm"].detach())}
+        losses = {k: float(terms[k].detach()) for k in ("loss", "ce", "dice", "mcrf", "vm")}
         if g > 0:
-            losses["box"] = float(reg["box"].detach())
+            losses["box"] = float(terms["box"].detach())
         return losses
 
     def validation_terms(self, case, pred: np.ndarray, prob: np.ndarray) -> Dict[str, float]:
-        """``heldout_loss``: the stage-one loss at full weight (α, β) of ``prob`` on the whole held-out case."""
-        c = self.config
-        p = torch.from_numpy(np.clip(prob, 1e-6, 1.0 - 1e-6).astype(np.float32))[None, None]
-        logits = torch.log(torch.cat([1.0 - p, p], dim=1))  # softmax(logits) = (1 - p, p)
-        image = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32))[None, None]
-        valid = torch.from_numpy(case.valid.astype(np.float32))[None, None]
-        partial = torch.from_numpy(case.partial.astype(np.int64))[None, None]
-        partial = torch.where(valid > 0, partial, torch.full_like(partial, 2))
-        with torch.no_grad():
-            data = self.partial_loss.terms(logits, partial)["loss"]
-            boxes = [np.array([[lo, hi] for lo, hi in case.boxes], dtype=np.int64).reshape(-1, 2, 3)]
-            reg = self.regularizers(logits, image, valid, boxes, c.alpha, c.beta, c.box_prior_weight)
-            total = data + c.alpha * reg["mcrf"] + c.beta * reg["vm"] + c.box_prior_weight * reg["box"]
-        return {"heldout_loss": float(total)}
+        """``heldout_loss``: the stage-one objective at full weight of ``prob`` on the whole held-out case."""
+        return {"heldout_loss": self.objective.of_probability(case, prob)["loss"]}

@@ -28,10 +28,10 @@ from PASegSlicer.lossplot import LossCurvePlot  # noqa: E402
 
 from PASegLib.annotations import AnnotationError, CaseAnnotation, ObjectAnnotation  # noqa: E402
 from PASegLib.dataset import list_cases, load_case  # noqa: E402
-from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds  # noqa: E402
 from PASegLib.geometry import lps_to_ras  # noqa: E402
 from PASegLib.image_io import Volume, write_image  # noqa: E402
 from PASegLib.markups_io import read_markups  # noqa: E402
+from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds  # noqa: E402
 from PASegLib.simulate import simulate_clicks  # noqa: E402
 
 

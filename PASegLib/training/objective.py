@@ -1,0 +1,68 @@
+"""The stage-one objective of one config, on training patches and on whole cases.
+
+``L = L_data + a · L_mCRF + b · L_VM + g · L_box`` (see :mod:`PASegLib.training.stage1` for the terms and
+:class:`~PASegLib.training.config.TrainConfig` for their settings). :class:`Stage1Objective` builds the loss
+modules once and evaluates them on logits (training, with the ramped weights ``a, b, g``) or on a
+foreground probability map of a whole prepared case at full weight (validation's ``heldout_loss`` and
+``benchmarks/bench_energy.py``, which ranks candidate masks by it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Sequence
+
+import numpy as np
+import torch
+
+from ..losses import LOSSES
+from ..losses.partial import data_term_options
+from ..losses.smoothing import masked_gaussian_smooth
+from .config import TrainConfig
+
+__all__ = ["Stage1Objective"]
+
+
+class Stage1Objective:
+    """The loss modules of ``config`` (data term, mCRF, VM, box prior)."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        c = self.config = config
+        self.partial = LOSSES.build("partial_ce_dice", ignore_index=2, **data_term_options(c.data_term))
+        self.crf = LOSSES.build("mcrf", sigma_xy=c.crf_sigma_xy, sigma_intensity=c.crf_sigma_intensity,
+                                radius=c.crf_radius, downsample_to=c.crf_downsample_to)
+        self.vm = LOSSES.build("variance")
+        self.box = LOSSES.build("box_prior", shrink=c.box_prior_shrink)
+
+    def terms(self, logits: torch.Tensor, labels: torch.Tensor, image: torch.Tensor, valid: torch.Tensor,
+              boxes: Sequence[Any], *, a: float, b: float, g: float) -> Dict[str, torch.Tensor]:
+        """``{"ce", "dice", "data", "mcrf", "vm", "box", "loss"}`` for logits ``[B, 2, I, J, K]``.
+
+        ``labels`` ``[B, 1, I, J, K]`` (0, 1, 2 = ignored), ``image`` z-scored ``[B, 1, I, J, K]``, ``valid``
+        ``[B, 1, I, J, K]``, ``boxes`` per sample the objects' inclusive ``(lo, hi)`` voxel boxes; a term whose
+        weight (``a`` mCRF, ``b`` VM, ``g`` box prior) is 0 is not computed and reported as 0.
+        """
+        zero = logits.new_zeros(())
+        data = self.partial.terms(logits, labels)
+        crf = self.crf(logits, masked_gaussian_smooth(image, self.config.crf_image_sigma, valid), valid) \
+            if a > 0 else zero
+        vm = self.vm(logits, image, valid) if b > 0 else zero
+        box = self.box(logits, boxes, valid) if g > 0 else zero
+        loss = data["loss"] + a * crf + b * vm + g * box
+        return {"ce": data["ce"], "dice": data["dice"], "data": data["loss"], "mcrf": crf, "vm": vm, "box": box,
+                "loss": loss}
+
+    def of_probability(self, case: Any, prob: np.ndarray) -> Dict[str, float]:
+        """The objective at full weight (α, β, box prior) of the foreground probability ``prob`` ``[I, J, K]``
+        on a whole prepared ``case`` (its seeds, image, valid region and boxes on the same grid); ``prob`` is
+        clipped to ``[1e-6, 1 − 1e-6]``. Returns the float terms and ``"loss"``."""
+        c = self.config
+        p = torch.from_numpy(np.clip(prob, 1e-6, 1.0 - 1e-6).astype(np.float32))[None, None]
+        logits = torch.log(torch.cat([1.0 - p, p], dim=1))  # softmax(logits) = (1 - p, p)
+        image = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32))[None, None]
+        valid = torch.from_numpy(np.asarray(case.valid).astype(np.float32))[None, None]
+        partial = torch.from_numpy(np.asarray(case.partial).astype(np.int64))[None, None]
+        partial = torch.where(valid > 0, partial, torch.full_like(partial, 2))
+        boxes = [np.array([[lo, hi] for lo, hi in case.boxes], dtype=np.int64).reshape(-1, 2, 3)]
+        with torch.no_grad():
+            terms = self.terms(logits, partial, image, valid, boxes, a=c.alpha, b=c.beta, g=c.box_prior_weight)
+        return {k: float(v) for k, v in terms.items()}
