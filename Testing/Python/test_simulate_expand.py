@@ -7,9 +7,9 @@ import pytest
 from conftest import LA_HEART, ellipsoid, real_la_cases
 
 from PASegLib.annotations import CaseAnnotation, object_box, side_axis, validate_case
-from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds, seed_precision_recall, valid_region_mask
 from PASegLib.geometry import ImageGeometry
 from PASegLib.image_io import Volume, read_image
+from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds, seed_precision_recall, valid_region_mask
 from PASegLib.simulate import ClickSimulationConfig, mask_objects, simulate_clicks
 
 
