@@ -247,6 +247,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per training (0 = default)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--quick", action="store_true", help="6 cases (4 train / 2 test), 2 epochs: a smoke run")
+    parser.add_argument("--set", dest="common", type=json.loads, default={}, metavar="JSON",
+                        help='TrainConfig overrides of every row, e.g. \'{"patch_size": [96, 96, 48]}\'')
+    parser.add_argument("--stage1-set", type=json.loads, default={}, metavar="JSON", help="stage-one overrides")
+    parser.add_argument("--scm-set", type=json.loads, default={}, metavar="JSON", help="SCM overrides")
     parser.add_argument("--rows", nargs="+", default=None, help="run only these rows")
     parser.add_argument("--list", action="store_true", help="print the row names and exit")
     parser.add_argument("--summary", type=Path, default=None, help="also write the summary JSON here")
@@ -271,7 +275,8 @@ def main(argv=None) -> int:
     by_id = {f.case_id: f for f in list_cases(args.data, annotations_dir=clicks)}
     extra = {"epochs": 2, "iterations_per_epoch": 2, "validate_every": 1} if args.quick else {}
     a, b, s = preset_configs(args.preset, _median_spacing([by_id[c] for c in train_ids]), seed=0, device=args.device,
-                             stage1_overrides=extra, scm_overrides=extra)
+                             overrides=args.common, stage1_overrides={**extra, **args.stage1_set},
+                             scm_overrides={**extra, **args.scm_set})
     rows = row_table(a, b, s, train_ids)
     if args.list:
         print("\n".join(rows))
