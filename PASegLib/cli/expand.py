@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..dataset import DatasetError, list_cases, load_case
-from ..seeds.expansion import VALID_REGIONS, ExpansionConfig, expand_seeds, seed_precision_recall
 from ..image_io import write_image
+from ..seeds.expansion import BACKENDS, EXTENTS, VALID_REGIONS, ExpansionConfig, expand_seeds, seed_precision_recall
 from ..seeds.preview import write_preview
 from .common import mean_of, print_json, progress, staged_output
 
@@ -29,13 +29,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--annotations", type=Path, default=None, help="folder with <case>.mrk.json (default: DATASET)")
     d = ExpansionConfig()
     p.add_argument("--epsilon", type=float, default=d.epsilon, help=f"expansion threshold ε (default {d.epsilon})")
+    p.add_argument("--extent", choices=EXTENTS, default=d.extent,
+                   help="fixed: foreground where distance < ε·D_max; auto: chosen per object from the image and "
+                   "the clicks, no ε (see docs/BENCHMARKS.md)")  # fmt: skip
     p.add_argument("--lamb", type=float, default=d.lamb, help=f"geodesic λ (default {d.lamb})")
     p.add_argument("--valid-region", choices=VALID_REGIONS, default=d.valid_region,
                    help="voxels outside the valid region are background (default: all voxels are valid)")  # fmt: skip
     p.add_argument("--valid-threshold", type=float, default=None, help="threshold for --valid-region above_threshold")
     p.add_argument("--smooth-sigma-mm", type=float, default=d.smooth_sigma_mm,
                    help="Gaussian pre-smoothing (mm) before the geodesic; 0 = raw intensities")  # fmt: skip
-    p.add_argument("--backend", choices=("numpy", "torch"), default=d.backend, help="geodesic backend")
+    p.add_argument("--backend", choices=BACKENDS, default=d.backend,
+                   help="geodesic backend (geodistk: the paper's GeodisTK, 4 iterations, when installed)")  # fmt: skip
     p.add_argument("--device", default=None, help="torch device for --backend torch (e.g. cuda)")
     p.add_argument("--no-preview", action="store_true", help="do not write PNG previews")
     p.add_argument("--json", action="store_true", help="print per-case and mean results as the last stdout line")
@@ -46,6 +50,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     config = ExpansionConfig(
         epsilon=args.epsilon,
+        extent=args.extent,
         lamb=args.lamb,
         valid_region=args.valid_region,
         valid_threshold=args.valid_threshold,
@@ -92,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
                     labels=partial,
                     contour=None if case.label is None else case.label.array,
                     clicks=clicks,
-                    title=f"{files.case_id}: expanded seeds (red: foreground, green: background, ε={config.epsilon})",
+                    title=f"{files.case_id}: expanded seeds (red: foreground, green: background, "
+                    f"{_extent_text(config)})",
                 )
     summary = {
         "out": str(args.out),
@@ -105,3 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     return 0
+
+
+def _extent_text(config: ExpansionConfig) -> str:
+    return "extent auto" if config.extent == "auto" else f"ε={config.epsilon}"

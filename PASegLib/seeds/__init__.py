@@ -4,6 +4,7 @@
   its exact Dijkstra reference;
 * :mod:`.expansion` — seed expansion of seven-point clicks (:class:`~.expansion.ExpansionConfig`,
   :func:`~.expansion.expand_seeds`, seed precision / recall);
+* :mod:`.extent` — the label-free foreground extent (``extent="auto"``) and the GeodisTK backend;
 * :mod:`.preview` — the PNG preview of an expansion.
 
 Nothing here imports torch at import time.

@@ -10,6 +10,12 @@ PA-Seg §III-A.2 with the official code's choices:
   graph and step cost (see :mod:`PASegLib.seeds.geodesic`), so ``epsilon`` and ``lamb`` keep the paper's meaning;
 * everything else inside the boxes is unlabeled (2).
 
+``extent="auto"`` replaces the ε rule by a label-free, per-object one: foreground = box voxels geodesically
+closer to the foreground click than to the background clicks and box faces, on contrast-normalised
+intensities (:mod:`PASegLib.seeds.extent` says what and why; ``docs/BENCHMARKS.md`` has the numbers).
+``backend="geodistk"`` computes the distance with GeodisTK itself (4 raster iterations unless
+``max_iterations`` says otherwise; with ``smooth_sigma_mm=0`` this reproduces the official pseudo labels).
+
 Optionally (``smooth_sigma_mm > 0``) the intensities are smoothed with a Gaussian before the geodesic
 transform. This is PASeg's addition, not the official code's: with quantised images (e.g. 8-bit MRI) many
 neighbours have *equal* intensities, and GeodisTK's step cost ``s / ((1 - λ) + λ / (|ΔI| + 1e-5))`` is then
@@ -32,6 +38,8 @@ from ..image_io import Volume
 
 BACKGROUND, FOREGROUND, UNLABELED = 0, 1, 2
 VALID_REGIONS = ("all", "nonzero", "above_threshold")
+EXTENTS = ("fixed", "auto")
+BACKENDS = ("numpy", "torch", "geodistk")
 
 
 @dataclass(frozen=True)
@@ -39,14 +47,19 @@ class ExpansionConfig:
     """Parameters of :func:`expand_seeds`.
 
     Attributes:
-        epsilon: expansion threshold ε ∈ [0, 1]: foreground where distance < ε·D_max (0 = the click only).
+        epsilon: expansion threshold ε ∈ [0, 1]: foreground where distance < ε·D_max (0 = the click only);
+            used when ``extent="fixed"``.
+        extent: ``"fixed"`` (the ε rule above) or ``"auto"`` (chosen per object from the image and the
+            clicks, no label, ``epsilon`` unused; see :mod:`PASegLib.seeds.extent`).
         lamb: GeodisTK's λ ∈ [0, 1]: 0 = Euclidean, 1 = purely intensity-driven.
         valid_region: ``"all"``; ``"nonzero"`` (voxels above the image minimum are valid, as the official
             code does for skull-stripped BraTS); ``"above_threshold"`` (voxels > ``valid_threshold``).
         valid_threshold: intensity threshold for ``"above_threshold"``.
-        max_iterations: raster-scan sweeps; ``None`` iterates to convergence (exact shortest paths).
+        max_iterations: raster-scan sweeps; ``None`` iterates to convergence (exact shortest paths), or
+            for ``backend="geodistk"`` runs the official 4 iterations.
         smooth_sigma_mm: Gaussian pre-smoothing (mm) of the intensities used by the geodesic; 0 = raw.
-        backend: ``"numpy"`` or ``"torch"`` (torch also runs on a GPU, see ``device``).
+        backend: ``"numpy"``, ``"torch"`` (torch also runs on a GPU, see ``device``) or ``"geodistk"`` (the
+            paper's compiled GeodisTK, when installed).
         device: torch device for ``backend="torch"`` (e.g. ``"cuda"``); ignored by numpy.
     """
 
@@ -58,8 +71,11 @@ class ExpansionConfig:
     smooth_sigma_mm: float = 1.0
     backend: str = "numpy"
     device: Optional[str] = None
+    extent: str = "fixed"
 
     def __post_init__(self) -> None:
+        if self.extent not in EXTENTS:
+            raise ValueError(f"extent must be one of {EXTENTS}, got {self.extent!r}")
         if not 0.0 <= float(self.epsilon) <= 1.0:
             raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon!r}")
         if not 0.0 <= float(self.lamb) <= 1.0:
@@ -72,8 +88,18 @@ class ExpansionConfig:
             raise ValueError(f"max_iterations must be >= 1 or None, got {self.max_iterations!r}")
         if not float(self.smooth_sigma_mm) >= 0.0:
             raise ValueError(f"smooth_sigma_mm must be >= 0, got {self.smooth_sigma_mm!r}")
-        if self.backend not in ("numpy", "torch"):
-            raise ValueError(f"backend must be 'numpy' or 'torch', got {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend == "geodistk":
+            from .extent import GEODISTK_INSTALL, geodistk_available
+
+            if not geodistk_available():
+                raise ValueError(
+                    f"backend 'geodistk' needs the GeodisTK package, which is not installed; "
+                    f"install it with: {GEODISTK_INSTALL}"
+                )
+            if self.device is not None:
+                raise ValueError(f"device is only used with backend='torch', got device={self.device!r}")
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -113,7 +139,8 @@ def expand_seeds(
     Returns:
         uint8 array ``[i, j, k]``: 0 = background, 1 = foreground, 2 = unlabeled.
     """
-    from .geodesic import geodesic_distance
+    from .extent import auto_foreground
+    from .extent import distance as geodesic
 
     arr = np.asarray(image.array, dtype=np.float32)
     geometry = image.geometry
@@ -130,20 +157,19 @@ def expand_seeds(
     for obj, (lo, hi) in zip(case.objects, boxes):
         crop = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
         seed_index = geometry.world_to_voxel(obj.foreground) - lo
-        seeds = np.zeros(arr[crop].shape, dtype=bool)
-        seeds[tuple(seed_index)] = True
-        distance = geodesic_distance(
-            _smoothed_crop(arr, lo, hi, geometry.spacing, config.smooth_sigma_mm),
-            seeds,
-            spacing=geometry.spacing,
-            lamb=config.lamb,
-            max_iterations=config.max_iterations,
-            backend=config.backend,
-            device=config.device,
-        )
+        intensities = _smoothed_crop(arr, lo, hi, geometry.spacing, config.smooth_sigma_mm)
+        kw = dict(lamb=config.lamb, max_iterations=config.max_iterations, backend=config.backend, device=config.device)
         inside = valid[crop]
-        d_max = float(distance[inside].max()) if inside.any() else 0.0
-        grown = (distance < config.epsilon * d_max) & inside
+        if config.extent == "auto":
+            bg_index = np.clip(geometry.world_to_voxel(obj.background_array()) - lo, 0, hi - lo)
+            open_faces = [f for a in range(3) for f in (lo[a] > 0, hi[a] < arr.shape[a] - 1)]
+            grown = auto_foreground(intensities, seed_index, bg_index, open_faces, geometry.spacing, **kw) & inside
+        else:
+            seeds = np.zeros(intensities.shape, dtype=bool)
+            seeds[tuple(seed_index)] = True
+            distance = geodesic(intensities, seeds, geometry.spacing, **kw)
+            d_max = float(distance[inside].max()) if inside.any() else 0.0
+            grown = (distance < config.epsilon * d_max) & inside
         grown[tuple(seed_index)] = bool(inside[tuple(seed_index)])
         foreground[crop] |= grown
     labels[foreground] = FOREGROUND
