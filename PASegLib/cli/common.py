@@ -102,7 +102,8 @@ class ProgressBarStream:
             loss = (event.get("losses") or {}).get("loss")
             self.bar.set_postfix(epoch=event["epoch"], loss="-" if loss is None else f"{loss:.4f}", refresh=False)
         elif kind == "validation" and self.bar is not None:
-            extra = f", Dice {event['dice']:.3f} (info)" if event.get("dice") is not None else ""
+            extra = (f", Dice {event['dice']:.3f}, precision {event['precision']:.3f}, recall {event['recall']:.3f}"
+                     f" (labels: information only)" if event.get("dice") is not None else "")
             self.bar.write(f"epoch {event['epoch']}: label-free score {event['score']:.4f}{extra}"
                            + (" (best)" if event.get("best") else ""))
         elif kind in ("done", "stopped"):
