@@ -14,7 +14,8 @@ training cases, so two rows with one config share one run, and a finished run is
 * ``full supervision`` — same network and budget, dense labels, no regularisers (the upper bound);
 * the stage-one ladder — the issue-5 settings, then each change of issue 10 added one at a time;
 * ``stage one (defaults)`` / ``stage one, auxiliary (defaults)`` — the preset as a user gets it;
-* ``SCM (defaults)`` from those two runs (paired per-case comparison with its stage-one start), SCM-E;
+* ``SCM (defaults)`` from those two runs (paired per-case comparison with its stage-one start), SCM-E, and
+  SCM with seed-anchored pseudo labels (``scm_seed_anchor``);
 * small cohort: full supervision and stage one (defaults) from 6 training cases.
 
 Usage::
@@ -86,6 +87,9 @@ def row_table(a, b, s, train_ids):
                                                           "paired_with": "stage one (defaults)"}),
         "SCM-E (defaults)": ("reuse", None, train_ids, "SCM (defaults)", {"ensemble": True,
                                                                           "paired_with": "stage one (defaults)"}),
+        "SCM, seeds anchor the pseudo labels": ("train", s.replace(scm_seed_anchor=True), train_ids, None,
+                                                {"init": ("stage one (defaults)", aux),
+                                                 "paired_with": "stage one (defaults)"}),
         f"full supervision, {SMALL_COHORT} cases": ("train", full, small, None, {}),
         f"stage one (defaults), {SMALL_COHORT} cases": ("train", a, small, None, {}),
     }

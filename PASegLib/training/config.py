@@ -78,6 +78,10 @@ class TrainConfig:
             box-tightness prior (:class:`~PASegLib.losses.box_prior.BoxTightnessLoss`); 0 = off.
         temperature, scm_lambda, refresh_every: stage-2 KD temperature T, weight λ of the cross term,
             and the period (epochs) at which the frozen copies are refreshed from the best checkpoints.
+        scm_seed_anchor: stage 2: the pseudo label of the self-training term keeps the expanded seeds where
+            they are labeled (foreground seeds 1, background outside the click boxes 0) and takes the frozen
+            copy's argmax only on unlabeled voxels — PASeg's addition (the paper uses the argmax everywhere),
+            so self-training cannot drift away from the clicks.
         foreground_crop_probability: chance that a patch is centred inside an annotated object's box (else
             uniformly random).
         flip_axes: axes that are randomly flipped (probability 0.5 each).
@@ -129,6 +133,7 @@ class TrainConfig:
     temperature: float = 4.0
     scm_lambda: float = 0.5
     refresh_every: int = 20
+    scm_seed_anchor: bool = False
     foreground_crop_probability: float = 0.5
     flip_axes: Tuple[int, ...] = (0, 1, 2)
     validation_fraction: float = 0.2

@@ -6,7 +6,8 @@ the best checkpoints of their own stage-1 runs. Each has a frozen copy (``a₀``
     L_a = λ · T² · KL(softmax(z_b₀/T) ‖ softmax(z_a/T)) + (1 − λ) · DiceCE(z_a, argmax z_a₀)     (Eq. 14)
     L_b = λ · T² · KL(softmax(z_a₀/T) ‖ softmax(z_b/T)) + (1 − λ) · DiceCE(z_b, argmax z_b₀)     (Eq. 15)
 
-(:class:`~PASegLib.losses.distillation.SelfCrossMonitoringLoss`; teachers carry no gradient). Every
+(:class:`~PASegLib.losses.distillation.SelfCrossMonitoringLoss`; teachers carry no gradient). With
+``scm_seed_anchor`` the pseudo label keeps the expanded seeds where they are labeled (PASeg's addition). Every
 ``refresh_every`` epochs the frozen copies are replaced by the weights of the best validation so far when a
 label-free criterion selects (the official code reloads its best checkpoints), else (``selection = "last"``,
 and before the first validation) by the current weights.
@@ -125,7 +126,11 @@ class SCMTrainer(Trainer):
             opt, scaler = self.optimizers[role], self.scalers[role]
             with torch.autocast(device_type=self.device.type, enabled=self.amp):
                 logits = net(image)
-            terms = self.loss.terms(logits.float(), teacher[role], teacher[other[role]])
+            pseudo = None
+            if self.config.scm_seed_anchor:  # the seeds overrule the frozen copy where they are labeled
+                partial = batch["partial"]
+                pseudo = torch.where(partial != 2, partial, teacher[role].argmax(dim=1, keepdim=True))
+            terms = self.loss.terms(logits.float(), teacher[role], teacher[other[role]], pseudo_label=pseudo)
             if not torch.isfinite(terms["loss"]):
                 raise FloatingPointError(f"the SCM loss of the {role} network became {terms['loss'].item()}")
             opt.zero_grad(set_to_none=True)

@@ -188,3 +188,38 @@ def test_pipeline_resume_and_report(tiny_dataset, tmp_path):
     third = io.StringIO()
     assert run_pipeline(tiny_dataset, out, options, stream=third) == 0
     assert [e["event"] for e in _events(third.getvalue())] == ["done"]
+
+
+@pytest.mark.slow
+def test_scm_seed_anchor_keeps_the_seeds_in_the_pseudo_label(tiny_dataset, stage1_runs, tmp_path, monkeypatch):
+    from PASegLib.losses.distillation import SelfCrossMonitoringLoss
+
+    seen = []
+    original = SelfCrossMonitoringLoss.terms
+
+    def spy(self, student, self_teacher, cross_teacher, *, pseudo_label=None):
+        seen.append((pseudo_label, self_teacher.argmax(dim=1, keepdim=True)))
+        return original(self, student, self_teacher, cross_teacher, pseudo_label=pseudo_label)
+
+    monkeypatch.setattr(SelfCrossMonitoringLoss, "terms", spy)
+    batches = []
+    from PASegLib.training import engine
+
+    original_batch = engine.Trainer._batch
+
+    def keep_batch(self):
+        batch = original_batch(self)
+        batches.append(batch["partial"].clone())
+        return batch
+
+    monkeypatch.setattr(engine.Trainer, "_batch", keep_batch)
+    config = TrainConfig(stage=2, network="unet3d", aux_network="attention_unet", epochs=1, refresh_every=1,
+                         scm_seed_anchor=True, **TINY)
+    assert train_from_dataset(tiny_dataset, tmp_path / "scm", config, init_runs=stage1_runs, stream=io.StringIO()) == 0
+    assert len(seen) == 2 * len(batches) == 4  # two networks per iteration, two iterations
+    for n, partial in enumerate(batches):
+        for pseudo, argmax in seen[2 * n: 2 * n + 2]:
+            labeled = partial != 2
+            assert labeled.any() and (~labeled).any()
+            assert torch.equal(pseudo[labeled], partial[labeled])  # the seeds win where they exist
+            assert torch.equal(pseudo[~labeled], argmax[~labeled])  # the frozen copy decides elsewhere
