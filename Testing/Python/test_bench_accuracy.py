@@ -82,5 +82,7 @@ def test_markdown_table():
     summary = bench.summarize(results, {n: ("train",) for n in results}, preset="cpu", split={})
     lines = bench.markdown_table(summary).splitlines()
     assert lines[0] == "| row | Dice (selected) | Dice (last) | ASSD (mm) | HD95 (mm) | Dice / full | train (s) |"
-    assert lines[2] == "| full supervision | 0.800 ± 0.000 | 0.840 ± 0.020 | 2.50 ± 0.50 | 10.00 ± 0.00 | 0.952 | 100 |"
-    assert lines[3] == "| stage one (defaults) | 0.730 ± 0.030 | 0.730 ± 0.030 | 2.50 ± 0.50 | 10.00 ± 0.00 | 0.869 | 100 |"
+    assert lines[2] == ("| full supervision | 0.800 ± 0.000 | 0.840 ± 0.020 | 2.50 ± 0.50 | 10.00 ± 0.00 | 0.952 "
+                        "| 100 |")
+    assert lines[3] == ("| stage one (defaults) | 0.730 ± 0.030 | 0.730 ± 0.030 | 2.50 ± 0.50 | 10.00 ± 0.00 | 0.869 "
+                        "| 100 |")
