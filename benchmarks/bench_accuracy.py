@@ -14,6 +14,8 @@ training cases, so two rows with one config share one run, and a finished run is
 * ``full supervision`` — same network and budget, dense labels, no regularisers (the upper bound);
 * the stage-one ladder — the issue-5 settings, then each change of issue 10 added one at a time;
 * ``stage one (defaults)`` / ``stage one, auxiliary (defaults)`` — the preset as a user gets it;
+* ``stage one (defaults), largest component``: the same model, each prediction reduced to its largest
+  connected component (no training; tells apart errors far from the object and errors at its boundary);
 * ``SCM (defaults)`` from those two runs (paired per-case comparison with its stage-one start), SCM-E, and
   SCM with seed-anchored pseudo labels (``scm_seed_anchor``);
 * small cohort: full supervision and stage one (defaults) from 6 training cases.
@@ -87,6 +89,9 @@ def row_table(a, b, s, train_ids):
                                                           "paired_with": "stage one (defaults)"}),
         "SCM-E (defaults)": ("reuse", None, train_ids, "SCM (defaults)", {"ensemble": True,
                                                                           "paired_with": "stage one (defaults)"}),
+        "stage one (defaults), largest component": ("reuse", None, train_ids, "stage one (defaults)",
+                                                    {"largest_component": True,
+                                                     "paired_with": "stage one (defaults)"}),
         "SCM, seeds anchor the pseudo labels": ("train", s.replace(scm_seed_anchor=True), train_ids, None,
                                                 {"init": ("stage one (defaults)", aux),
                                                  "paired_with": "stage one (defaults)"}),
@@ -127,10 +132,10 @@ def _validation_rounds(run: Path):
             for e in events if e["event"] == "validation"]
 
 
-def _evaluate(predictor, files, test_ids, by_id, pred_dir: Path):
+def _evaluate(predictor, test_ids, by_id, pred_dir: Path, *, largest_component: bool = False):
     from PASegLib.inference import predict_files
 
-    predict_files(predictor, [by_id[c] for c in test_ids], pred_dir)
+    predict_files(predictor, [by_id[c] for c in test_ids], pred_dir, largest_component=largest_component)
     per_case = {}
     for cid in test_ids:
         label = read_image(by_id[cid].label, role="label")
@@ -167,16 +172,16 @@ def run_row(name, spec, rows, out, data, clicks, cache, test_ids, by_id, device,
     result = {"run": str(run), "train_s": round(train_s, 1), "best_epoch": model.get("best_epoch"),
               "epochs": model.get("epochs"), "train_cases": len(model.get("train_cases", [])),
               "validation": _validation_rounds(run), "options": {k: v for k, v in options.items() if k != "init"}}
-    ensemble = bool(options.get("ensemble"))
+    ensemble, largest = bool(options.get("ensemble")), bool(options.get("largest_component"))
     t = time.monotonic()
     selected = _evaluate(load_predictor(run, checkpoint="best", ensemble=ensemble, device=device, verbose=False),
-                         None, test_ids, by_id, out / "predictions" / f"{_slug(name)}_best")
+                         test_ids, by_id, out / "predictions" / f"{_slug(name)}_best", largest_component=largest)
     result["predict_s"] = round(time.monotonic() - t, 1)
     if model.get("best_epoch") == model.get("epochs"):
         last = selected  # best.pt holds the last epoch's weights
     else:
         last = _evaluate(load_predictor(run, checkpoint="last", ensemble=ensemble, device=device, verbose=False),
-                         None, test_ids, by_id, out / "predictions" / f"{_slug(name)}_last")
+                         test_ids, by_id, out / "predictions" / f"{_slug(name)}_last", largest_component=largest)
     result["cases"] = {c: selected[c] for c in test_ids}
     result["cases_last"] = {c: last[c]["dice"] for c in test_ids}
     atomic_write_json(out / "rows" / f"{_slug(name)}.json", {"name": name, **result})
