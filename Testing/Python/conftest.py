@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -71,3 +72,14 @@ def tiny_dataset(tmp_path_factory) -> Path:
     assert main(["synth", str(root), "--cases", "4", "--shape", "48", "48", "16"]) == 0
     assert main(["simulate-clicks", str(root), "--quiet"]) == 0
     return root
+
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -8,11 +8,9 @@ equal and the regularisers decide.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 pytest.importorskip("torch")
 pytest.importorskip("monai")
@@ -21,14 +19,9 @@ from PASegLib.geometry import ImageGeometry  # noqa: E402
 from PASegLib.training.config import TrainConfig  # noqa: E402
 from PASegLib.training.data import PreparedCase  # noqa: E402
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_energy.py"
-
 
 def _module():
-    spec = importlib.util.spec_from_file_location("bench_energy", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_energy")
 
 
 def _case(noise=0.05, seed=0):
