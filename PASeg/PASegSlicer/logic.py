@@ -17,8 +17,8 @@ import numpy as np
 from PASegLib.annotations import validate_case
 from PASegLib.atomic import atomic_path
 from PASegLib.dataset import CaseFiles
-from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds
 from PASegLib.image_io import IMAGE_SUFFIXES, read_image, write_image
+from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds
 from PASegLib.sevenpoints_io import read_seven_points
 
 from . import annotation
