@@ -84,6 +84,8 @@ def row_table(a, b, s, train_ids):
         "+ ramp-up over the whole run": ("train", smoothed.replace(rampup_fraction=1.0), train_ids, None, {}),
         "+ twice the iterations": ("train", smoothed.replace(iterations_per_epoch=2 * a.iterations_per_epoch),
                                    train_ids, None, {}),
+        "full supervision, twice the iterations": ("train", full.replace(iterations_per_epoch=2 * a.iterations_per_epoch),
+                                                   train_ids, None, {}),
         "stage one (defaults)": ("train", a, train_ids, None, {}),
         "stage one (defaults), training seed 1": ("train", a.replace(seed=1), train_ids, None, {}),
         aux: ("train", b, train_ids, None, {}),
@@ -215,6 +217,10 @@ def summarize(results, rows, *, preset, split):
         table[name] = entry
     for name, entry in table.items():  # ratios against the matching full supervision (same cohort)
         full = f"full supervision, {SMALL_COHORT} cases" if name.endswith(f"{SMALL_COHORT} cases") else "full supervision"
+        if name.endswith("twice the iterations") and "full supervision, twice the iterations" in table:
+            entry["ratio_to_full_same_budget"] = entry["dice_mean"] / max(
+                table["full supervision, twice the iterations"]["dice_mean"],
+                table["full supervision, twice the iterations"]["dice_last_mean"])
         if full in table:
             denom = max(table[full]["dice_mean"], table[full]["dice_last_mean"])
             entry["ratio_to_full"] = entry["dice_mean"] / denom
