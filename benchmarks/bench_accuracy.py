@@ -240,6 +240,16 @@ def summarize(results, rows, *, preset, split):
                 "within_001_share": float(np.mean([q["within"] for q in runs.values()])),
                 "runs": {n: {k: round(v, 4) for k, v in q.items() if k != "run"} for n, q in runs.items()}}
     passing = [c for c, q in selection.items() if q["spearman"] >= 0.8 and q["within_001_share"] >= 0.8]
+    # the baseline every criterion must beat: the last validation round (the last weights)
+    last_runs = {}
+    for name, r in results.items():
+        dice = [v["dice"] for v in r["validation"] if v.get("dice") is not None]
+        if rows.get(name, ("reuse",))[0] == "train" and len(dice) >= 3:
+            last_runs[name] = {"picked_dice": dice[-1], "best_dice": max(dice),
+                               "within": float(max(dice) - dice[-1] <= 0.01 + 1e-9)}
+    if last_runs:
+        selection["last"] = {"within_001_share": float(np.mean([q["within"] for q in last_runs.values()])),
+                             "runs": {n: {k: round(v, 4) for k, v in q.items()} for n, q in last_runs.items()}}
     named = {"full_supervision": "full supervision", "stage_one": "stage one (defaults)", "scm": "SCM (defaults)"}
     return {"preset": preset, "split": split, **{k: v for k, v in named.items()},
             "rows": table, "selection": {"criteria": selection, "passing": passing,

@@ -52,6 +52,8 @@ def test_summary_ratios_pairs_and_selection():
     assert click["runs"]["stage one (defaults)"]["spearman"] == pytest.approx(-1.0)  # ranks (4,3,1,2) vs (1,2,4,3)
     assert click["spearman"] == pytest.approx((0.8 + 0.8 - 1.0) / 3)
     assert click["within_001_share"] == pytest.approx(2 / 3)  # ROUNDS_GOOD picks 0.735 (best 0.74): within
+    # the baseline: the last round is within 0.01 of the best for ROUNDS_GOOD (0.735 vs 0.74), not ROUNDS_BAD
+    assert summary["selection"]["criteria"]["last"]["within_001_share"] == pytest.approx(2 / 3)
     # flip agreement ranks every run exactly (ρ = 1, picks the best): it passes and becomes the default
     assert summary["selection"]["criteria"]["flip_agreement"]["spearman"] == pytest.approx(1.0)
     assert summary["selection"]["passing"] == ["flip_agreement"]
