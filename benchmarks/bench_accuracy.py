@@ -93,7 +93,7 @@ def row_table(a, b, s, train_ids):
                                                           "paired_with": "stage one (defaults)"}),
         "SCM-E (defaults)": ("reuse", None, train_ids, "SCM (defaults)", {"ensemble": True,
                                                                           "paired_with": "stage one (defaults)"}),
-        "SCM, lr 1e-3": ("train", s.replace(lr=1e-3), train_ids, None,
+        "SCM, lr 1e-2": ("train", s.replace(lr=1e-2), train_ids, None,
                          {"init": ("stage one (defaults)", aux), "paired_with": "stage one (defaults)"}),
         "stage one (defaults), largest component": ("reuse", None, train_ids, "stage one (defaults)",
                                                     {"largest_component": True,

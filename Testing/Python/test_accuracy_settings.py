@@ -167,7 +167,8 @@ def test_presets_patch_divisible_budget_and_scm(preset, spacing):
         assert all(n % 16 == 0 for n in c.patch_size), c.patch_size
         assert c.selection == "last"
     assert a.data_term == "official" and a.rampup_fraction is not None
-    assert s.lr == 1e-2 and s.epochs % s.refresh_every == 0 and s.epochs // s.refresh_every == 5
+    assert s.lr == (1e-3 if preset == "cpu" else 1e-2)  # CPU: measured; paper: the paper's and README's
+    assert s.epochs % s.refresh_every == 0 and s.epochs // s.refresh_every == 5
     if preset == "cpu":
         assert a.iterations_per_epoch == 24  # a fixed budget whatever the cohort
     else:
