@@ -101,6 +101,9 @@ def row_table(a, b, s, train_ids):
         "SCM, seeds anchor the pseudo labels": ("train", s.replace(scm_seed_anchor=True), train_ids, None,
                                                 {"init": ("stage one (defaults)", aux),
                                                  "paired_with": "stage one (defaults)"}),
+        "SCM lr 1e-2, seeds anchor the pseudo labels": ("train", s.replace(lr=1e-2, scm_seed_anchor=True),
+                                                        train_ids, None, {"init": ("stage one (defaults)", aux),
+                                                                          "paired_with": "stage one (defaults)"}),
         f"full supervision, {SMALL_COHORT} cases": ("train", full, small, None, {}),
         f"stage one (defaults), {SMALL_COHORT} cases": ("train", a, small, None, {}),
     }
