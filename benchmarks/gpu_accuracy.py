@@ -1,7 +1,7 @@
 """The accuracy benchmark sized for one lent GPU (issue 10, part 8): la_heart at 1.25 mm, 96×96×48 patches.
 
 Rows (``bench_accuracy.py`` row names, same split, clicks and seed as the CPU table): full supervision,
-stage one (defaults), the auxiliary network's stage one, SCM (lr 1e-2) and SCM-E. Steps:
+stage one (defaults), the auxiliary network's stage one, SCM (the CPU preset's lr 1e-3) and SCM-E. Steps:
 
 1. prepare the training cases of that grid into the shared cache with a process pool (one per core);
 2. train full supervision and both stage-one rows side by side on the GPU (three processes), then SCM;

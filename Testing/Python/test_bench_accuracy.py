@@ -58,6 +58,9 @@ def test_summary_ratios_pairs_and_selection():
     assert summary["selection"]["criteria"]["flip_agreement"]["spearman"] == pytest.approx(1.0)
     assert summary["selection"]["passing"] == ["flip_agreement"]
     assert summary["selection"]["default"] == "flip_agreement"
+    assert summary["selection"]["criterion"] == "flip_agreement"  # the headline: the criterion closest to passing
+    assert summary["selection"]["spearman"] == pytest.approx(1.0)
+    assert summary["selection"]["within_001_share"] == pytest.approx(1.0)
     for rounds in (ROUNDS_GOOD, ROUNDS_BAD):
         rounds_flat = [(s, h, 0.5, d) for s, h, _, d in rounds]  # a constant criterion cannot rank
         results = {"stage one (defaults)": _row("x", [0.7, 0.7], rounds=rounds_flat)}
