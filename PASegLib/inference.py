@@ -35,7 +35,7 @@ from .geometry import ImageGeometry
 from .image_io import Volume, write_image
 from .preprocess import resample_to_shape
 from .training.checkpoint import CheckpointError, load_checkpoint, load_network_weights
-from .training.config import TrainConfig, load_config
+from .training.config import TrainConfig, load_run_config
 from .training.data import preprocess_image
 from .training.runtime import describe_device, resolve_device, sliding_window_probability
 
@@ -267,7 +267,7 @@ def _run_config(run: Path, data: Mapping[str, Any], path: Path) -> TrainConfig:
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: invalid training configuration in the checkpoint: {exc}") from None
     if (run / "config.json").is_file():
-        return load_config(run / "config.json")
+        return load_run_config(run / "config.json")
     raise CheckpointError(f"{path}: the checkpoint holds no configuration and {run} has no config.json")
 
 
@@ -301,7 +301,7 @@ def load_predictor(
     path, notes = resolve_checkpoint(run, checkpoint)
     torch_device = resolve_device(device)
     expected: Dict[str, str] = {}
-    run_config = load_config(run / "config.json") if (run / "config.json").is_file() else None
+    run_config = load_run_config(run / "config.json") if (run / "config.json").is_file() else None
     if ensemble and run_config is not None and run_config.stage != 2:
         raise ValueError(f"run {run}: --ensemble needs a stage-2 (SCM) run with a primary and an auxiliary "
                          f"network; this is a stage-{run_config.stage} run ({run_config.network} only)")

@@ -7,9 +7,9 @@ a few candidate masks are scored by the stage-one loss at full weight::
     L(p) = L_data(p; seeds) + α · L_mCRF(p; image smoothed by crf_image_sigma) + β · L_VM(p) [+ γ · L_box(p)]
 
 with ``p`` the mask softened to ``(soft, 1 − soft)`` (default ``soft = 0.01``: ``--soft``), exactly as
-``Stage1Trainer.validation_terms`` scores a probability map (``L_box`` only when ``box_prior_weight > 0`` and
-``box_prior`` is registered in :data:`PASegLib.losses.LOSSES`). A setting under which the objective prefers
-the seeds to the truth cannot train well.
+validation's ``heldout_loss`` scores a probability map (:class:`~PASegLib.training.objective.Stage1Objective`;
+``L_box`` when ``box_prior_weight > 0``). A setting under which the objective prefers the seeds to the truth
+cannot train well.
 
 Candidates (on the training grid): ``gt``; ``gt_dilated_2mm``; ``gt_eroded_2mm``; ``gt_eroded_4mm`` (binary
 morphology with an ellipsoidal ball of radius ``r / spacing`` voxels per axis, rounded: on the 2 mm grid 2 mm
@@ -254,7 +254,7 @@ def run_grid(base_config, cases, specs: Sequence[str], *, soft: float = SOFT, ve
         start = time.monotonic()
         per_case = {c.case_id: rank_case(config, c, soft=soft, losses=losses, masks=masks[c.case_id]) for c in cases}
         entry = {"overrides": overrides, "settings": {k: getattr(config, k) for k in LOSS_KEYS},
-                 "box_prior_used": losses["box"] is not None, "summary": summarize_config(per_case),
+                 "box_prior_used": config.box_prior_weight > 0, "summary": summarize_config(per_case),
                  "seconds": round(time.monotonic() - start, 1), "cases": per_case}
         results[name] = json.loads(json.dumps(entry))  # tuples → lists
         if verbose:

@@ -47,7 +47,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from ..training.config import TrainConfig, load_config
+    from ..training.config import TrainConfig, load_config, load_run_config
 
     overrides = {
         "stage": args.stage, "network": args.network, "aux_network": args.aux_network, "epochs": args.epochs,
@@ -61,7 +61,7 @@ def _config(args: argparse.Namespace):
         saved = Path(args.out) / "config.json"
         if not saved.is_file():
             raise ValueError(f"--resume: {args.out} holds no run to resume (no config.json)")
-        return load_config(saved).replace(**overrides)
+        return load_run_config(saved).replace(**overrides)
     if args.init and args.stage is None:
         overrides["stage"] = 2
     if args.config:
@@ -69,7 +69,9 @@ def _config(args: argparse.Namespace):
     elif args.init:  # stage 2 inherits the data settings (patch, spacing, expansion, …) of the primary run
         from pathlib import Path
 
-        base = {**load_config(Path(args.init[0]) / "config.json").to_dict(), "stage": 2, "epochs": 100}
+        base = {**load_run_config(Path(args.init[0]) / "config.json").to_dict(), "stage": 2, "epochs": 100}
+        if base["selection"] == "heldout_loss":  # a stage-one criterion; SCM has no stage-one loss
+            base["selection"] = "last"
     else:
         base = TrainConfig().to_dict()
     if overrides.get("stage", base["stage"]) == 2 and args.init:

@@ -4,7 +4,9 @@ A run folder holds ``config.json`` = :meth:`TrainConfig.to_dict`; ``paseg train 
 (partial) JSON object of the same keys, unknown keys are refused with their names. Nothing here imports
 torch.
 
-Defaults are the paper's / official code's settings (FACTS §1) except where a field says otherwise:
+Defaults are the paper's / official code's settings (FACTS §1; ``data_term="official"``, β 0.1, σ_I 0.1,
+no mCRF smoothing is the official code's combination) except where a field says otherwise; the presets
+(:mod:`PASegLib.presets`) apply the settings measured on la_heart on top:
 SGD lr 1e-2, momentum 0.99, Nesterov, weight decay 3e-5, poly decay (power 0.9), batch 1, patches
 128×128×48 (axes ``[i, j, k]``), α = 1.0 (mCRF), β = 0.1 (VM), sigmoid ramp-up 30 epochs; SCM T = 4,
 λ = 0.5, frozen copies refreshed every 20 epochs.
@@ -21,7 +23,7 @@ from ..atomic import PathLike, atomic_write_json
 from ..checks import check_int, check_number, check_numbers
 from ..seeds.expansion import ExpansionConfig
 
-__all__ = ["TrainConfig", "load_config"]
+__all__ = ["LEGACY_DEFAULTS", "TrainConfig", "load_config", "load_run_config"]
 
 STAGES = (1, 2)
 #: Names registered in :data:`PASegLib.networks.NETWORKS` (kept here so configs validate without torch;
@@ -68,14 +70,18 @@ class TrainConfig:
             :data:`PASegLib.losses.partial.DATA_TERMS`.
         alpha, beta, rampup_epochs: stage-1 weights of the mCRF and VM losses and their sigmoid ramp-up.
         rampup_fraction: when set, the ramp-up length is this fraction of the training budget
-            (``rampup_fraction · epochs``) instead of ``rampup_epochs``, so short and long runs ramp alike.
+            (``rampup_fraction · epochs``) instead of ``rampup_epochs``, so short and long runs ramp alike
+            (extending ``epochs`` on resume stretches the ramp with the budget, like the poly learning rate).
         crf_sigma_xy, crf_sigma_intensity, crf_radius, crf_downsample_to: mCRF settings (voxels of the
             ``crf_downsample_to`` grid when given; intensities are z-scored).
-        crf_image_sigma: Gaussian smoothing (σ in voxels of the mCRF grid) of the image the mCRF sees (the
-            network input is unchanged); 0 = none. Suppresses the voxel noise that otherwise dominates the
+        crf_image_sigma: Gaussian smoothing (σ in voxels of the training grid, applied before the mCRF's
+            own ``crf_downsample_to`` resampling) of the image the mCRF sees (the network input is
+            unchanged); 0 = none. Suppresses the voxel noise that otherwise dominates the
             intensity kernel (``docs/BENCHMARKS.md``, energy ordering).
-        box_prior_weight, box_prior_shrink: weight (under the same ramp-up as α, β) and line-band width of the
-            box-tightness prior (:class:`~PASegLib.losses.box_prior.BoxTightnessLoss`); 0 = off.
+        box_prior_weight, box_prior_shrink, box_prior_min_width, box_prior_extent_weight: the box-tightness
+            prior (:class:`~PASegLib.losses.box_prior.BoxTightnessLoss`): its weight (under the same ramp-up as
+            α, β; 0 = off), the central share of the box whose lines are constrained, the foreground mass
+            (voxels) each line must hold, and the weight of its extent term (central slices).
         temperature, scm_lambda, refresh_every: stage-2 KD temperature T, weight λ of the cross term,
             and the period (epochs) at which the frozen copies are refreshed from the best checkpoints.
         scm_seed_anchor: stage 2: the pseudo label of the self-training term keeps the expanded seeds where
@@ -130,6 +136,8 @@ class TrainConfig:
     crf_image_sigma: float = 0.0
     box_prior_weight: float = 0.0
     box_prior_shrink: float = 0.5
+    box_prior_min_width: float = 1.0
+    box_prior_extent_weight: float = 0.0
     temperature: float = 4.0
     scm_lambda: float = 0.5
     refresh_every: int = 20
@@ -178,14 +186,16 @@ class TrainConfig:
             raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
         if self.selection == "network_agreement" and self.stage != 2:
             raise ValueError("selection 'network_agreement' needs two networks (stage 2 / SCM)")
+        if self.selection == "heldout_loss" and self.stage != 1:
+            raise ValueError("selection 'heldout_loss' is the stage-one loss; SCM (stage 2) has none")
         if self.rampup_fraction is not None:
             check_number("rampup_fraction", self.rampup_fraction, minimum=0.0, maximum=1.0)
         for name in ("iterations_per_epoch", "min_iterations_per_epoch", "num_threads", "seed"):
             check_int(name, getattr(self, name), minimum=0)
         for name in ("momentum", "weight_decay", "poly_power", "alpha", "beta", "rampup_epochs", "crf_image_sigma",
-                     "box_prior_weight"):
+                     "box_prior_weight", "box_prior_extent_weight"):
             check_number(name, getattr(self, name), minimum=0)
-        for name in ("lr", "crf_sigma_xy", "crf_sigma_intensity", "temperature"):
+        for name in ("lr", "crf_sigma_xy", "crf_sigma_intensity", "temperature", "box_prior_min_width"):
             check_number(name, getattr(self, name), minimum=0, open_minimum=True)
         for name in ("scm_lambda", "foreground_crop_probability", "box_prior_shrink"):
             check_number(name, getattr(self, name), minimum=0.0, maximum=1.0)
@@ -228,6 +238,26 @@ class TrainConfig:
         """Write ``config.json`` atomically; returns the path."""
         atomic_write_json(path, self.to_dict())
         return Path(path)
+
+
+#: values of settings added after a run folder may have been written, as those runs trained (a config.json
+#: without the key resumes as it started, not with today's default)
+LEGACY_DEFAULTS: Dict[str, Any] = {"data_term": "paper", "selection": "click_score"}
+
+
+def load_run_config(path: PathLike) -> TrainConfig:
+    """The ``config.json`` of an existing run folder; keys it lacks take their :data:`LEGACY_DEFAULTS`."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable training configuration ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a training configuration must be a JSON object")
+    try:
+        return TrainConfig.from_dict({**LEGACY_DEFAULTS, **data})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def load_config(path: PathLike) -> TrainConfig:

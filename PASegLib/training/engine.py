@@ -78,10 +78,6 @@ class Trainer:
     """
 
     kind = "base"
-    #: validate the initial weights as "epoch 0" so they compete for ``best.pt`` when a label-free criterion
-    #: selects (SCM starts from trained networks); never with ``selection = "last"``
-    score_initial_weights = False
-
     def __init__(self, config: TrainConfig, run_dir: Path, train_cases: Sequence[PreparedCase],
                  val_cases: Sequence[PreparedCase], *, device: torch.device, stream: Any = None) -> None:
         self.config = config
@@ -295,9 +291,6 @@ class Trainer:
         self.emit("start", total_iterations=self.total_iterations, epochs=self.config.epochs,
                   iteration=self.global_step, run_dir=str(self.run_dir), device=describe_device(self.device),
                   train_cases=len(self.train_cases), validation_cases=len(self.val_cases), resumed=resume)
-        if (self.score_initial_weights and self.config.selection != "last" and self.global_step == 0
-                and self.best_score is None):
-            self._validation_round()  # epoch 0
         for net in self.networks.values():
             net.train()
         started, done_here = time.monotonic(), 0

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional, Sequence
 from ..atomic import PathLike, atomic_write_json
 from ..dataset import DatasetError, list_cases, select_cases
 from ..progress_events import emit
-from .config import TrainConfig, load_config
+from .config import TrainConfig, load_run_config
 
 __all__ = ["RESUMABLE_CHANGES", "merge_resume_config", "train_from_dataset"]
 
@@ -76,7 +76,7 @@ def train_from_dataset(
     if resume:
         if not (run / "config.json").is_file() or not (run / "checkpoints" / "last.pt").is_file():
             raise ValueError(f"--resume: {run} holds no run to resume (needs config.json and checkpoints/last.pt)")
-        config = merge_resume_config(load_config(run / "config.json"), config, source=run / "config.json")
+        config = merge_resume_config(load_run_config(run / "config.json"), config, source=run / "config.json")
     else:
         config = config or TrainConfig()
         if (run / "checkpoints").exists() or (run / "config.json").exists():

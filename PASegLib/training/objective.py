@@ -31,7 +31,8 @@ class Stage1Objective:
         self.crf = LOSSES.build("mcrf", sigma_xy=c.crf_sigma_xy, sigma_intensity=c.crf_sigma_intensity,
                                 radius=c.crf_radius, downsample_to=c.crf_downsample_to)
         self.vm = LOSSES.build("variance")
-        self.box = LOSSES.build("box_prior", shrink=c.box_prior_shrink)
+        self.box = LOSSES.build("box_prior", shrink=c.box_prior_shrink, min_width=c.box_prior_min_width,
+                                extent_weight=c.box_prior_extent_weight)
 
     def terms(self, logits: torch.Tensor, labels: torch.Tensor, image: torch.Tensor, valid: torch.Tensor,
               boxes: Sequence[Any], *, a: float, b: float, g: float) -> Dict[str, torch.Tensor]:

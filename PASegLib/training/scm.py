@@ -66,7 +66,6 @@ class SCMTrainer(Trainer):
     """SCM trainer (roles ``"primary"`` and ``"auxiliary"``); ``init_runs`` are the two stage-1 runs."""
 
     kind = "scm"
-    score_initial_weights = True
 
     def __init__(self, *args: Any, init_runs: Optional[Sequence[PathLike]] = None, **kwargs: Any) -> None:
         if not init_runs or len(init_runs) != 2:

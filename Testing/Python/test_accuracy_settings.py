@@ -187,3 +187,34 @@ def test_budget_floor_does_not_shrink_with_the_cohort(tiny_dataset, tmp_path):
     trainer = Stage1Trainer(small.replace(min_iterations_per_epoch=0), tmp_path / "r2", cases[:2], [],
                             device=torch.device("cpu"))
     assert trainer.iterations_per_epoch == 2
+
+
+def test_run_config_without_new_keys_resumes_as_it_trained(tmp_path):
+    import json
+
+    from PASegLib.training.config import LEGACY_DEFAULTS, load_config, load_run_config
+
+    old = TrainConfig(stage=1).to_dict()
+    for key in LEGACY_DEFAULTS:
+        old.pop(key)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(old), encoding="utf-8")
+    legacy = load_run_config(path)
+    assert (legacy.data_term, legacy.selection) == ("paper", "click_score")  # as issue-5 runs trained
+    assert (load_config(path).data_term, load_config(path).selection) == ("official", "last")  # --config files
+    path.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        load_run_config(path)
+
+
+def test_stage2_refuses_the_stage1_loss_criterion_and_box_knobs_reach_the_loss():
+    from PASegLib.training.objective import Stage1Objective
+
+    with pytest.raises(ValueError, match="'heldout_loss' is the stage-one loss"):
+        TrainConfig(stage=2, network="unet3d", aux_network="attention_unet", selection="heldout_loss")
+    objective = Stage1Objective(TrainConfig(box_prior_weight=1.0, box_prior_min_width=3.0, box_prior_extent_weight=0.5,
+                                            box_prior_shrink=0.25, crf_downsample_to=None))
+    assert objective.box.shrink == 0.25
+    assert objective.box.min_width == 3.0 and objective.box.extent_weight == 0.5
+    with pytest.raises(ValueError, match="box_prior_min_width"):
+        TrainConfig(box_prior_min_width=0.0)

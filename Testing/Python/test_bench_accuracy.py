@@ -33,6 +33,7 @@ def test_summary_ratios_pairs_and_selection():
         "SCM (defaults)": _row("r_scm", [0.72, 0.75], rounds=ROUNDS_GOOD, paired="stage one (defaults)"),
         "SCM-E (defaults)": _row("r_scm", [0.73, 0.77], paired="stage one (defaults)"),
     }
+    results["stage one (defaults), same run"] = dict(results["stage one (defaults)"])  # a row sharing a run
     rows = {name: ("reuse" if name.startswith("SCM-E") else "train",) for name in results}
     summary = bench.summarize(results, rows, preset="cpu", split={"train": 2})
     r = summary["rows"]

@@ -99,3 +99,17 @@ def test_noise_dominated_sigma_removes_the_crf_preference():
     assert abs(tiny["losses"]["seeds_fg"] - tiny["losses"]["gt"]) < 0.02 * gap
     with_vm = bench.rank_case(_config(crf_sigma_intensity=1e-3, beta=0.1), case)
     assert with_vm["losses"]["seeds_fg"] > with_vm["losses"]["gt"] + 0.05
+
+
+def test_run_grid_summarises_every_config():
+    bench = _module()
+    case = _case()
+    base = _config()
+    results = bench.run_grid(base, [case], ["sensible:", "box:box_prior_weight=1.0"], verbose=False)
+    assert list(results) == ["sensible", "box"]
+    assert results["sensible"]["box_prior_used"] is False and results["box"]["box_prior_used"] is True
+    assert results["sensible"]["summary"]["gt_lowest"] == 1.0
+    # the same case and loss as rank_case: the totals agree
+    direct = bench.rank_case(base, case)
+    assert results["sensible"]["cases"][case.case_id]["losses"]["gt"] == pytest.approx(direct["losses"]["gt"])
+    assert results["box"]["cases"][case.case_id]["terms"]["gt"]["box"] >= 0.0
