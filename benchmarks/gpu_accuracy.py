@@ -70,6 +70,17 @@ def prepare_parallel(out: Path, workers: int) -> float:
     return time.monotonic() - start
 
 
+def _copy_out(out: Path) -> None:
+    """Copy the finished rows and logs to ``$OUT`` (the device tool brings back only what lies there), so a
+    command that runs past its time limit still returns the rows it finished."""
+    if not os.environ.get("OUT"):
+        return
+    target = Path(os.environ["OUT"])
+    for folder in ("rows", "logs"):
+        if (out / folder).is_dir():
+            shutil.copytree(out / folder, target / folder, dirs_exist_ok=True)
+
+
 def bench_command(out: Path, rows, *, summary: Path = None):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_accuracy.py"), "--preset", "cpu", "--device", "cuda",
            "--out", str(out), "--set", json.dumps(COMMON), "--stage1-set", json.dumps(STAGE1),
@@ -104,9 +115,11 @@ def main(argv=None) -> int:
     procs = [subprocess.Popen(bench_command(args.out, (row,)), stdout=open(logs / f"{n}.log", "w"),  # noqa: SIM115
                               stderr=subprocess.STDOUT) for n, row in enumerate(PARALLEL_ROWS)]
     codes = [p.wait() for p in procs]
+    _copy_out(args.out)
     if any(codes):
         raise SystemExit(f"stage-one rows failed with exit codes {codes}; see {logs}")
     subprocess.run(bench_command(args.out, LATER_ROWS), check=True)
+    _copy_out(args.out)
     subprocess.run(bench_command(args.out, (), summary=summary), check=True, stdout=subprocess.DEVNULL)
     data = json.loads(summary.read_text(encoding="utf-8"))
     data["device"] = f"{device}, torch {torch.__version__}"
