@@ -78,6 +78,7 @@ class Trainer:
     """
 
     kind = "base"
+
     def __init__(self, config: TrainConfig, run_dir: Path, train_cases: Sequence[PreparedCase],
                  val_cases: Sequence[PreparedCase], *, device: torch.device, stream: Any = None) -> None:
         self.config = config
