@@ -247,29 +247,22 @@ LEGACY_DEFAULTS: Dict[str, Any] = {"data_term": "paper", "selection": "click_sco
 
 def load_run_config(path: PathLike) -> TrainConfig:
     """The ``config.json`` of an existing run folder; keys it lacks take their :data:`LEGACY_DEFAULTS`."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable training configuration ({exc})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a training configuration must be a JSON object")
-    try:
-        return TrainConfig.from_dict({**LEGACY_DEFAULTS, **data})
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: {exc}") from None
+    return load_config(path, missing=LEGACY_DEFAULTS)
 
 
-def load_config(path: PathLike) -> TrainConfig:
-    """Read a JSON training configuration; errors name the file."""
+def load_config(path: PathLike, *, missing: Optional[Dict[str, Any]] = None) -> TrainConfig:
+    """Read a JSON training configuration; errors name the file. ``missing``: values of keys it lacks
+    (default: the :class:`TrainConfig` defaults)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"configuration file not found: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable training configuration ({exc})") from None
     try:
+        if missing and isinstance(data, dict):
+            data = {**missing, **data}
         return TrainConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None
