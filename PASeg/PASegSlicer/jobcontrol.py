@@ -1,13 +1,19 @@
 """Starting training / prediction jobs on a :class:`~PASegSlicer.runner.JobRunner`, and taking in their results.
 
 Start: check the inputs, create the job folder, write ``job.json`` and the inputs, point the runner's log at
-``log.txt``, start the steps. Finish: record the status in ``job.json``; a training job registers each
-finished run (its ``model.json``) in the model list; a prediction job returns the prediction files.
+``log.txt``, start the steps, and return a :class:`Job` that holds everything the job needs to finish (work
+folder, volume node, case): a training run lasts hours, and when it ends the module may be hidden (its
+parameter node released), never shown again, or showing another volume. Finish (:func:`finishJob`):
+record the status in ``job.json``; a training job registers each finished run (its ``model.json``) in the
+model list of *its* work folder; a prediction job keeps the prediction files there and imports the current
+volume's prediction into the volume node it was started for.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -30,6 +36,40 @@ from .runner import JobRunner, JobState
 from .volumes import volumeFromNode
 
 
+@dataclass
+class Job:
+    """A started job and what it needs to finish, fixed when it starts.
+
+    Attributes:
+        kind: ``"train"`` or ``"predict"``.
+        folder: the job folder (``job.json``, ``log.txt``, the runs or ``output/``).
+        workFolder: the work folder whose ``models.json`` / ``predictions/`` receive the results.
+        volumeNodeId: for a prediction of the current volume, the node it was started for (else ``""``).
+        caseId: the case id of that volume (checked again at import: node IDs are reused after a scene clear).
+        volumeName: the node's name, for messages.
+    """
+
+    kind: str
+    folder: Path
+    workFolder: Path
+    volumeNodeId: str = ""
+    caseId: str = ""
+    volumeName: str = ""
+
+
+@dataclass
+class JobOutcome:
+    """What :func:`finishJob` did: registered models, prediction files, the imported segmentation node, and
+    ``problems`` (texts for the user: a result that could not be taken in, with where it is kept)."""
+
+    status: str
+    message: str
+    registered: List[ModelEntry] = field(default_factory=list)
+    predictions: Dict[str, Path] = field(default_factory=dict)
+    importedNode: Any = None
+    problems: List[str] = field(default_factory=list)
+
+
 def _folder(value, what: str) -> Path:
     if value is None or str(value) in ("", "."):
         raise ValueError(f"choose a {what} first")
@@ -39,8 +79,8 @@ def _folder(value, what: str) -> Path:
 def startTrainingJob(
     runner: JobRunner, workFolder, datasetFolder, *, mode: str, networks: Sequence[str], epochs: int, device: str,
     configFile: Optional[str] = None, initRuns: Sequence[str] = (), python: Optional[str] = None,
-) -> Path:  # fmt: skip
-    """Start training on the annotated cases of ``datasetFolder``; returns the job folder."""
+) -> Job:  # fmt: skip
+    """Start training on the annotated cases of ``datasetFolder``; returns the :class:`Job`."""
     dataset, work = _folder(datasetFolder, "dataset folder"), _folder(workFolder, "work folder")
     annotated = [c.case_id for c in list_cases(dataset) if c.has_annotation]
     if not annotated:
@@ -60,14 +100,15 @@ def startTrainingJob(
     writeJobFile(job, "train", steps, parameters, dataset=str(dataset), cases=annotated)
     runner.logPath = job / "log.txt"
     runner.start(steps)
-    return job
+    return Job("train", job, work)
 
 
 def startPredictionJob(
     runner: JobRunner, workFolder, runDir, *, scene=None, volumeNode=None, caseId: str = "", datasetFolder=None,
     restrictToBox: bool = False, largestComponent: bool = False, device: str = "auto", python: Optional[str] = None,
-) -> Path:  # fmt: skip
-    """Predict the current volume (``scene`` + ``volumeNode``) or every case of ``datasetFolder``."""
+) -> Job:  # fmt: skip
+    """Predict the current volume (``scene`` + ``volumeNode``) or every case of ``datasetFolder``; returns the
+    :class:`Job`, which records the volume node and case it was started for."""
     work, run = _folder(workFolder, "work folder"), _folder(runDir, "model (a finished run folder)")
     readModelInfo(run)
     job = newJobFolder(work, "predict")
@@ -90,15 +131,15 @@ def startPredictionJob(
     writeJobFile(job, "predict", steps, parameters, **extra)
     runner.logPath = job / "log.txt"
     runner.start(steps)
-    return job
+    if volumeNode is None:
+        return Job("predict", job, work)
+    return Job("predict", job, work, volumeNode.GetID(), caseId, volumeNode.GetName())
 
 
 def finishTrainingJob(jobFolder, state: JobState, registry: ModelRegistry) -> List[ModelEntry]:
     """Record the outcome and register every run of the job that finished (also after a stop)."""
     registered: List[ModelEntry] = []
     runDirs = [str(e.get("run_dir")) for e in state.doneEvents if e.get("run_dir")]
-    import json
-
     steps = json.loads((Path(jobFolder) / "job.json").read_text(encoding="utf-8")).get("steps", [])
     runDirs += [s["run_dir"] for s in steps if s.get("run_dir")]
     for runDir in dict.fromkeys(runDirs):
@@ -123,3 +164,44 @@ def finishPredictionJob(jobFolder, state: JobState, workFolder=None) -> Dict[str
     updateJobFile(jobFolder, status=state.status, exit_code=state.exitCode, message=state.message,
                   predictions={c: str(p) for c, p in cleaned.items()})  # fmt: skip
     return cleaned
+
+
+def _recordedVolume(scene, job: Job, core):
+    """The volume node the prediction was started for, or ``None`` when it is gone (removed, scene cleared and
+    its ID reused by another volume)."""
+    node = scene.GetNodeByID(job.volumeNodeId) if scene is not None and job.volumeNodeId else None
+    if node is None or not node.IsA("vtkMRMLScalarVolumeNode") or core.caseIdOf(node) != job.caseId:
+        return None
+    return node
+
+
+def finishJob(job: Job, state: JobState, scene=None, core=None) -> JobOutcome:
+    """Take in a finished job's results, using only what the job recorded when it started.
+
+    Training: ``job.json`` gets the status; finished runs go into ``<job.workFolder>/models.json``.
+    Prediction: ``job.json`` gets the status, predictions are kept in ``<job.workFolder>/predictions/``, and
+    the prediction of the volume the job was started for is imported into *that* node (``core`` is the
+    :class:`~PASegSlicer.logic.PASegCoreLogic` of ``scene``), whatever volume is selected now. A result that
+    cannot be taken in does not raise: it is named in :attr:`JobOutcome.problems` with where it is kept.
+    """
+    outcome = JobOutcome(state.status, state.message)
+    if job.kind == "train":
+        outcome.registered = finishTrainingJob(job.folder, state, ModelRegistry(Path(job.workFolder) / "models.json"))
+        return outcome
+    if job.kind != "predict":
+        raise ValueError(f"job kind must be 'train' or 'predict', got {job.kind!r}")
+    outcome.predictions = finishPredictionJob(job.folder, state, job.workFolder)
+    if not job.volumeNodeId or job.caseId not in outcome.predictions:
+        return outcome
+    kept = predictionPath(job.workFolder, job.caseId)
+    node = _recordedVolume(scene, job, core)
+    if node is None:
+        outcome.problems.append(f"volume {job.volumeName!r} (case {job.caseId}), which this prediction was started "
+                                f"for, is no longer in the scene; the prediction is kept in {kept}")  # fmt: skip
+        return outcome
+    try:
+        outcome.importedNode = core.importPrediction(node, outcome.predictions[job.caseId])
+    except Exception as exc:  # shown to the user with where the file is; the job itself succeeded
+        outcome.problems.append(f"the prediction could not be imported into {job.volumeName!r} ({exc}); "
+                                f"it is kept in {kept}")  # fmt: skip
+    return outcome

@@ -2,12 +2,16 @@
 
 GUI code (Slicer only: dialogs, ``qt.QProcess`` through :mod:`.qtprocess`); all decisions are made by
 :mod:`.jobcontrol`, :mod:`.jobs` and :mod:`.runner`, which are tested headless. Nothing here blocks: the
-runner calls :meth:`JobPanel.onJobEvent` from Qt signals.
+runner calls :meth:`JobPanel.onJobEvent` from Qt signals. A job finishes from what it recorded when it
+started (:class:`~PASegSlicer.jobcontrol.Job`), not from the widget's parameter node, which is released
+whenever the user switches module (``exit()``).
 """
 
 from __future__ import annotations
 
+import logging
 import pathlib
+import time
 
 import slicer
 from slicer.i18n import tr as _
@@ -35,7 +39,7 @@ class JobPanel:
             QProcessBackend(), qtSchedule, onEvent=self.onJobEvent, onLog=self.ui.logText.appendPlainText
         )
         self.probe = JobRunner(QProcessBackend(), qtSchedule, onEvent=self.onProbeEvent)
-        self.kind, self.jobFolder, self.events, self.models = "", None, 0, []
+        self.job, self.models, self.lastPlot = None, [], 0.0
         u = self.ui
         for button, slot in ((u.detectGpuButton, self.onDetectGpu), (u.trainButton, self.onTrain),
                              (u.stopButton, self.onStop), (u.showCurveButton, self.onShowCurve),
@@ -46,6 +50,7 @@ class JobPanel:
 
     @property
     def p(self):
+        """The widget's parameter node while the module is shown, else ``None``."""
         return self.widget.parameterNode()
 
     def registry(self) -> ModelRegistry:
@@ -73,13 +78,16 @@ class JobPanel:
         except DependencyError as exc:
             slicer.util.errorDisplay(str(exc))
             return False
+        except Exception as exc:  # anything else from pip or the PyTorch extension: shown, never silent
+            slicer.util.errorDisplay(_("Installing the Python packages failed: {error}").format(error=exc))
+            return False
         if checker.restartHint:
             slicer.util.infoDisplay(checker.restartHint)
         return True
 
-    def _started(self, kind: str, job) -> None:
-        self.kind, self.jobFolder, self.events = kind, job, 0
-        self.ui.jobFolderLabel.setText(_("Job folder: {folder}").format(folder=job))
+    def _started(self, job: jobcontrol.Job) -> None:
+        self.job, self.lastPlot = job, 0.0
+        self.ui.jobFolderLabel.setText(_("Job folder: {folder}").format(folder=job.folder))
         self.updateButtons()
 
     def onTrain(self) -> None:
@@ -98,7 +106,7 @@ class JobPanel:
                 configFile=pathText(p.trainConfig) or None,
                 initRuns=[pathText(p.scmRunA), pathText(p.scmRunB)],
             )
-            self._started("train", job)
+            self._started(job)
 
     def onPredict(self, current: bool) -> None:
         p = self.p
@@ -120,9 +128,10 @@ class JobPanel:
                 largestComponent=p.largestComponent,
                 device=self.device(),
             )
-            self._started("predict", job)
+            self._started(job)
 
     def onStop(self) -> None:
+        """First press: ask the job to stop (it saves and exits); while stopping, a second press kills it."""
         self.runner.stop()
         self.updateButtons()
 
@@ -130,35 +139,48 @@ class JobPanel:
         state, u = self.runner.state, self.ui
         u.progressBar.setValue(int(round(100 * state.fraction)))
         texts = state.summary()
-        u.stepLabel.setText(f"{texts['step']} · {texts['status']}")
+        u.stepLabel.setText(" · ".join(t for t in (texts["step"], texts.get("phase", ""), texts["status"]) if t))
         u.etaLabel.setText(texts["eta"])
         u.lossesLabel.setText(texts["losses"])
         u.scoreLabel.setText(texts["score"])
-        self.events += 1
-        if self.kind == "train" and (event["event"] in ("validation", "finished") or self.events % 20 == 0):
+        now = time.monotonic()  # the curve is appended to (not rebuilt), and at most once a second
+        if self.job is not None and self.job.kind == "train" and (
+            event["event"] in ("validation", "finished") or now - self.lastPlot >= 1.0
+        ):
+            self.lastPlot = now
             self.plot.update(state.lossHistory, state.validationHistory)
         if event["event"] == "finished":
             self.onJobFinished(state)
+        elif event["event"] == "stopped" or state.status == "stopping":
+            self.updateButtons()
 
     def onJobFinished(self, state) -> None:
-        p = self.p
-        with slicer.util.tryWithErrorDisplay(_("Taking in the job's results failed.")):
-            if self.kind == "train":
-                registered = jobcontrol.finishTrainingJob(self.jobFolder, state, self.registry())
+        """Take in the results from what the job recorded (works with the module hidden); the buttons are
+        re-enabled and the user told, whatever happens while taking them in."""
+        job, problems, outcome = self.job, [], None
+        try:
+            outcome = jobcontrol.finishJob(job, state, slicer.mrmlScene, self.widget.logic.core)
+            problems = outcome.problems
+            if outcome.registered:  # the newest model becomes the one to predict with
+                self.widget.logic.getParameterNode().modelRunDir = pathlib.Path(outcome.registered[-1].runDir)
+            if self.p is not None:  # the module is shown; otherwise enter() refreshes the lists
                 self.refreshModels()
-                if registered:
-                    p.modelRunDir = pathlib.Path(registered[-1].runDir)
-            else:
-                files = jobcontrol.finishPredictionJob(self.jobFolder, state, pathText(p.workFolder) or None)
-                core = self.widget.logic.core
-                case = core.caseIdOf(p.inputVolume) if p.inputVolume else None
-                if case in files:
-                    core.importPrediction(p.inputVolume, files[case])
                 self.widget.refreshCases()
-        self.updateButtons()
+        except Exception as exc:
+            problems = problems + [_("Taking in the job's results failed: {error}").format(error=exc)]
+            logging.exception("PASeg: taking in the results of %s failed", job.folder if job else None)
+        finally:
+            self.updateButtons()
+        folder = job.folder if job else ""
         if state.status == "failed":
-            text = _("The job failed: {message}\nThe full log is in {folder}")
-            slicer.util.errorDisplay(text.format(message=state.message, folder=self.jobFolder))
+            problems.insert(0, _("The job failed: {message}").format(message=state.message))
+        if problems:
+            text = "\n\n".join(problems) + "\n\n" + _("The full log is in {folder}").format(folder=folder)
+            slicer.util.errorDisplay(text)
+        else:
+            done = _("PASeg {kind} job {status}: {message}").format(kind=job.kind if job else "", status=state.status,
+                                                                    message=state.message)  # fmt: skip
+            slicer.util.showStatusMessage(done, 10000)
 
     def onShowCurve(self) -> None:
         self.plot.update(self.runner.state.lossHistory, self.runner.state.validationHistory)
@@ -167,7 +189,7 @@ class JobPanel:
     def refreshModels(self) -> None:
         self.ui.modelComboBox.clear()
         try:
-            self.models = self.registry().models() if pathText(self.p.workFolder) else []
+            self.models = self.registry().models() if self.p is not None and pathText(self.p.workFolder) else []
         except ValueError as exc:
             self.models = []
             slicer.util.showStatusMessage(str(exc), 5000)
@@ -181,7 +203,11 @@ class JobPanel:
         running = self.runner.isRunning()
         for button in (self.ui.trainButton, self.ui.predictButton, self.ui.predictAllButton):
             button.enabled = not running
-        self.ui.stopButton.enabled = running and self.runner.state.status == "running"
+        stopping = self.runner.state.status == "stopping"
+        self.ui.stopButton.enabled = running
+        self.ui.stopButton.text = _("Kill") if stopping else _("Stop")
+        tip = _("The job was asked to stop; press to end it at once (no checkpoint).") if stopping else None
+        self.ui.stopButton.toolTip = tip or _("Stop the job; training saves a checkpoint first.")
         self.ui.gpuIndexSpinBox.enabled = self.p is not None and self.p.deviceMode == "GPU"
 
     def cleanup(self) -> None:

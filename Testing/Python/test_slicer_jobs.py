@@ -202,6 +202,7 @@ def test_training_job_end_to_end_registers_the_models(tmp_path, fake_python):
                                       networks=["unet2d5", "attention_unet"], epochs=2,
                                       device=jobs.deviceArgument("GPU", 1), python=fake_python)  # fmt: skip
     assert runner.wait(30) and runner.state.status == "done", runner.state.message
+    job = job.folder
     doc = json.loads((job / "job.json").read_text())
     commands = [s["command"] for s in doc["steps"]]
     assert [c[1:5] for c in commands] == [["-m", "PASegLib", "train", str(data)]] * 3
@@ -243,7 +244,7 @@ def test_prediction_job_end_to_end_imports_segments(tmp_path, fake_python, blob_
         job = jobcontrol.startPredictionJob(runner, tmp_path / "work", run, scene=app.scene, volumeNode=volume,
                                             caseId="blob", device="cpu", python=fake_python)  # fmt: skip
         assert runner.wait(30) and runner.state.status == "done", runner.state.message
-        files = jobcontrol.finishPredictionJob(job, runner.state, tmp_path / "work")
+        files = jobcontrol.finishPredictionJob(job.folder, runner.state, tmp_path / "work")
         assert list(files) == ["blob"] and cases.predictionPath(tmp_path / "work", "blob").is_file()
         node = PASegCoreLogic(app.scene).importPrediction(volume, files["blob"])
         shown = segmentationToLabels(node, volume, ["tumor 1"])
