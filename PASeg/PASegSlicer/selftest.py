@@ -1,12 +1,18 @@
-"""The scenario of the module's self-test, on any scene: run by ``PASegTest`` in Slicer and by pytest headless.
+"""The scenarios of the module's self-test, on any scene: run by ``PASegTest`` in Slicer and by pytest headless.
 
-A synthetic volume (a bright ellipsoid on a noisy background, no file, no network, no torch), one object
-whose seven points are placed through the logic, the expansion preview, and checks of the segment volumes.
+:func:`runScenario`: a synthetic volume (a bright ellipsoid on a noisy background, no file, no network, no
+torch), one object whose seven points are placed through the logic, the expansion preview, and checks of the
+segment volumes. :func:`runFullScenario` continues the path a user takes: save the case into a dataset
+folder, train a tiny stage-one model in a child process (``python -m PASegLib train``, needs torch), predict
+the volume with it in a second job, and take the results in (the prediction imported as segments of the
+volume). Inside Slicer the child is ``PythonSlicer``, so one run of ``PASegTest`` checks the whole path.
 """
 
 from __future__ import annotations
 
-from typing import Dict
+import json
+from pathlib import Path
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -55,3 +61,55 @@ def runScenario(scene, epsilon: float = 0.175, lamb: float = 0.5) -> Dict[str, i
     inside = logic.previewLabels(volume)[tumor].tolist().count(1)
     assert inside >= 0.9 * counts["foreground"], f"only {inside} of {counts['foreground']} fg voxels in the tumor"
     return counts
+
+
+#: A training run that finishes in seconds on a CPU: it checks the path, not the accuracy.
+TINY_TRAINING = {"patch_size": [32, 32, 16], "iterations_per_epoch": 3, "validate_every": 1, "checkpoint_every": 1,
+                 "crf_downsample_to": None, "num_threads": 1, "amp": False, "seed": 0}  # fmt: skip
+
+
+def runFullScenario(scene, folder, *, python: Optional[str] = None, timeoutSeconds: float = 600.0) -> Dict[str, Any]:
+    """Click → preview → save → tiny training job → prediction job → import, in ``folder`` (created).
+
+    Jobs run in child processes through :class:`~PASegSlicer.runner.JobRunner` (``python``: the interpreter of
+    the children, default ``PythonSlicer`` in Slicer, this Python elsewhere); this function waits for them, so
+    it is for tests only. Returns what was made (job folders, the model, the imported segment's voxel count).
+    Raises ``AssertionError`` naming what went wrong (with the job's message and log path).
+    """
+    from . import jobcontrol
+    from .runner import JobRunner, SubprocessBackend, threadingSchedule
+
+    folder = Path(folder)
+    dataset, work = folder / "dataset", folder / "work"
+    dataset.mkdir(parents=True, exist_ok=True)
+    counts = runScenario(scene)
+    logic = PASegCoreLogic(scene)
+    volume = scene.GetFirstNodeByName("PASegTest volume")
+    written = logic.saveAnnotations(volume, dataset, work)
+    assert {"annotations", "image"} <= set(written), f"saving should write the clicks and the image: {written}"
+    config = folder / "tiny.json"
+    config.write_text(json.dumps(TINY_TRAINING), encoding="utf-8")
+
+    def wait(runner: JobRunner, job) -> None:
+        assert runner.wait(timeoutSeconds), f"{job.kind} job did not finish in {timeoutSeconds:g} s ({job.folder})"
+        state = runner.state
+        assert state.status == "done", f"{job.kind} job {state.status}: {state.message} (log: {job.folder}/log.txt)"
+
+    runner = JobRunner(SubprocessBackend(), threadingSchedule)
+    train = jobcontrol.startTrainingJob(runner, work, dataset, mode="stage 1", networks=["unet3d"], epochs=2,
+                                        device="cpu", configFile=str(config), python=python)  # fmt: skip
+    wait(runner, train)
+    trained = jobcontrol.finishJob(train, runner.state, scene, logic)
+    assert [e.network for e in trained.registered] == ["unet3d"], f"the model should be registered: {trained}"
+    runDir = trained.registered[0].runDir
+    runner = JobRunner(SubprocessBackend(), threadingSchedule)
+    predict = jobcontrol.startPredictionJob(runner, work, runDir, scene=scene, volumeNode=volume,
+                                            caseId=logic.caseIdOf(volume), restrictToBox=True, device="cpu",
+                                            python=python)  # fmt: skip
+    wait(runner, predict)
+    predicted = jobcontrol.finishJob(predict, runner.state, scene, logic)
+    assert not predicted.problems and predicted.importedNode is not None, f"import failed: {predicted.problems}"
+    segmentVoxels = segmentVoxelCounts(predicted.importedNode, volume, ["tumor 1"])["tumor 1"]
+    assert 0 <= segmentVoxels <= BOX_VOXELS, f"the prediction is restricted to the box: {segmentVoxels} voxels"
+    return {"preview": counts, "trainJob": str(train.folder), "model": runDir, "predictJob": str(predict.folder),
+            "predictedVoxels": segmentVoxels}  # fmt: skip

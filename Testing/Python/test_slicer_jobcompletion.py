@@ -156,3 +156,14 @@ def test_loss_curve_is_built_incrementally_and_bounded(app):
     np.testing.assert_allclose(once.values("row"), row)
     with pytest.raises(ValueError, match="maxPoints"):
         LossCurvePlot(app.scene, maxPoints=1)
+
+
+def test_the_self_test_runs_the_whole_path_click_to_imported_prediction(app, tmp_path):
+    """What ``PASegTest`` runs inside Slicer, here with this Python as the job's child interpreter."""
+    pytest.importorskip("torch")
+    from PASegSlicer.selftest import BOX_VOXELS, runFullScenario
+
+    made = runFullScenario(app.scene, tmp_path, python=sys.executable, timeoutSeconds=300)
+    assert made["preview"]["foreground"] > 0 and 0 <= made["predictedVoxels"] <= BOX_VOXELS
+    assert (Path(made["model"]) / "model.json").is_file()
+    assert json.loads((Path(made["predictJob"]) / "job.json").read_text())["status"] == "done"
