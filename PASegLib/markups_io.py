@@ -4,15 +4,21 @@ One fiducial markup per object, named after the object (``"name"``), with seven 
 ``F`` (foreground, inside the object) and ``R``, ``L``, ``A``, ``P``, ``I``, ``S`` (background point on that
 side of the object). The file loads in Slicer's Markups module. Reading respects each markup's
 ``coordinateSystem`` (``LPS`` when absent, as Slicer does) and ``coordinateUnits`` (``mm`` or ``um``);
-control points whose ``positionStatus`` is not ``defined`` are ignored. Control points with other labels
-are accepted as background points whose side is inferred from the image geometry.
+control points whose ``positionStatus`` is not ``defined`` are ignored, but an object left with fewer than
+seven placed points is refused (the file and the object are named). Control points with other labels are
+accepted as background points whose side is inferred from the image geometry.
+
+Drafts (:func:`write_draft_markups` / :func:`read_draft_markups`) are the same format for objects still
+being annotated: points not placed yet are kept, as ``"positionStatus": "undefined"``, so a draft loads in
+Slicer's Markups module with the points still to place. Training never reads drafts.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -26,52 +32,60 @@ MARKUPS_SCHEMA = (
 )
 #: Control-point colours (RGB 0–1) of PASeg markups: foreground red-ish, background green.
 _COLOR = [0.9, 0.4, 0.2]
+#: The seven points of a PASeg object, in placement order.
+POINT_LABELS = (FOREGROUND,) + SIDES
+
+
+def _control_point(n: int, label: str, position: Optional[np.ndarray], cs: str) -> Dict[str, Any]:
+    """One control point; ``position`` (LPS) ``None`` is a point not placed yet (``positionStatus`` undefined)."""
+    description = (
+        "foreground: inside the object" if label == FOREGROUND
+        else f"background: {SIDE_NAMES.get(label, label)} of the object"
+    )  # fmt: skip
+    placed = position is not None
+    value = (position if cs == "LPS" else lps_to_ras(position)) if placed else np.zeros(3)
+    return {
+        "id": str(n),
+        "label": label,
+        "description": description,
+        "associatedNodeID": "",
+        "position": [float(v) for v in value],
+        "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0],
+        "selected": True,
+        "locked": False,
+        "visibility": True,
+        "positionStatus": "defined" if placed else "undefined",
+    }
+
+
+def _markup(name: str, points: Sequence[Tuple[str, Optional[np.ndarray]]], cs: str) -> Dict[str, Any]:
+    controls = [_control_point(n, label, pos, cs) for n, (label, pos) in enumerate(points, start=1)]
+    return {
+        "type": "Fiducial",
+        "name": name,
+        "coordinateSystem": cs,
+        "coordinateUnits": "mm",
+        "locked": False,
+        "fixedNumberOfControlPoints": False,
+        "labelFormat": "%N-%d",
+        "lastUsedControlPointNumber": len(controls),
+        "controlPoints": controls,
+        "measurements": [],
+        "display": {"visibility": True, "pointLabelsVisibility": True, "selectedColor": _COLOR},
+    }
+
+
+def _coordinate_system(coordinate_system: str) -> str:
+    cs = coordinate_system.upper()
+    if cs not in ("LPS", "RAS"):
+        raise ValueError(f"coordinate_system must be 'LPS' or 'RAS', got {coordinate_system!r}")
+    return cs
 
 
 def case_to_markups_dict(case: CaseAnnotation, *, coordinate_system: str = "LPS") -> Dict[str, Any]:
     """Markups JSON document (a ``dict``) for ``case``; positions in ``coordinate_system`` (LPS or RAS)."""
-    cs = coordinate_system.upper()
-    if cs not in ("LPS", "RAS"):
-        raise ValueError(f"coordinate_system must be 'LPS' or 'RAS', got {coordinate_system!r}")
-    markups = []
-    for obj in case.objects:
-        points = []
-        for n, (label, lps) in enumerate(obj.points().items(), start=1):
-            position = lps if cs == "LPS" else lps_to_ras(lps)
-            description = (
-                "foreground: inside the object"
-                if label == FOREGROUND
-                else f"background: {SIDE_NAMES[label]} of the object"
-            )
-            points.append(
-                {
-                    "id": str(n),
-                    "label": label,
-                    "description": description,
-                    "associatedNodeID": "",
-                    "position": [float(v) for v in position],
-                    "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0],
-                    "selected": True,
-                    "locked": False,
-                    "visibility": True,
-                    "positionStatus": "defined",
-                }
-            )
-        markups.append(
-            {
-                "type": "Fiducial",
-                "name": obj.name,
-                "coordinateSystem": cs,
-                "coordinateUnits": "mm",
-                "locked": False,
-                "fixedNumberOfControlPoints": False,
-                "labelFormat": "%N-%d",
-                "lastUsedControlPointNumber": len(points),
-                "controlPoints": points,
-                "measurements": [],
-                "display": {"visibility": True, "pointLabelsVisibility": True, "selectedColor": _COLOR},
-            }
-        )
+    cs = _coordinate_system(coordinate_system)
+    markups = [_markup(obj.name, list(obj.points().items()), cs) for obj in case.objects]
     return {"@schema": MARKUPS_SCHEMA, "markups": markups}
 
 
@@ -81,67 +95,154 @@ def write_markups(path: PathLike, case: CaseAnnotation, *, coordinate_system: st
     return Path(path)
 
 
+def _markup_frame(markup: Any, n: int, source: str) -> Tuple[str, str, float]:
+    """(name, coordinate system, scale to mm) of markup ``#n``; raises on what PASeg cannot read."""
+    if not isinstance(markup, dict):
+        raise AnnotationError(f"{source}: markup #{n} is not an object")
+    if markup.get("type", "Fiducial") != "Fiducial":
+        raise AnnotationError(f"{source}: markup #{n} is a {markup.get('type')!r}; PASeg reads point lists (Fiducial)")
+    name = str(markup.get("name") or f"object {n}")
+    cs = str(markup.get("coordinateSystem", "LPS")).upper()
+    if cs not in ("LPS", "RAS"):
+        raise AnnotationError(f"{source}: markup {name!r} has unknown coordinateSystem {cs!r}")
+    units = markup.get("coordinateUnits", "mm")
+    units = units[0] if isinstance(units, list) and units else units
+    scale = {"mm": 1.0, "um": 1e-3}.get(str(units))
+    if scale is None:
+        raise AnnotationError(f"{source}: markup {name!r} has unsupported coordinateUnits {units!r}")
+    return name, cs, scale
+
+
+def _position_lps(cp: Any, name: str, cs: str, scale: float, source: str) -> np.ndarray:
+    try:
+        pos = np.asarray(cp["position"], dtype=np.float64) * scale
+    except (KeyError, TypeError, ValueError):
+        raise AnnotationError(f"{source}: markup {name!r} has a control point without a valid position") from None
+    if pos.shape != (3,) or not np.all(np.isfinite(pos)):
+        raise AnnotationError(f"{source}: markup {name!r} has a control point with position {cp.get('position')!r}")
+    return pos if cs == "LPS" else lps_to_ras(pos)
+
+
+def _is_placed(cp: Any) -> bool:
+    return isinstance(cp, dict) and cp.get("positionStatus", "defined") == "defined"
+
+
+def _check_doc(doc: Any, source: str) -> None:
+    if not isinstance(doc, dict) or not isinstance(doc.get("markups"), list):
+        raise AnnotationError(f"{source}: not a Slicer markups JSON file (no 'markups' list)")
+
+
 def case_from_markups_dict(doc: Any, geometry: ImageGeometry, *, source: str = "markups") -> CaseAnnotation:
     """Parse a markups JSON document into a :class:`CaseAnnotation` (not yet validated against the image).
+
+    Strict (what training reads): an object whose points are not all placed is refused, naming ``source`` and
+    the object. Drafts, which may hold unplaced points, are read by :func:`drafts_from_markups_dict`.
 
     Args:
         doc: the decoded JSON document.
         geometry: geometry of the annotated image; used to infer sides of unlabelled background points.
         source: name used in error messages (usually the file path).
     """
-    if not isinstance(doc, dict) or not isinstance(doc.get("markups"), list):
-        raise AnnotationError(f"{source}: not a Slicer markups JSON file (no 'markups' list)")
+    _check_doc(doc, source)
     objects = []
     for n, markup in enumerate(doc["markups"], start=1):
-        if not isinstance(markup, dict):
-            raise AnnotationError(f"{source}: markup #{n} is not an object")
-        if markup.get("type", "Fiducial") != "Fiducial":
-            raise AnnotationError(
-                f"{source}: markup #{n} is a {markup.get('type')!r}; PASeg reads point lists (Fiducial)"
-            )
-        name = str(markup.get("name") or f"object {n}")
-        cs = str(markup.get("coordinateSystem", "LPS")).upper()
-        if cs not in ("LPS", "RAS"):
-            raise AnnotationError(f"{source}: markup {name!r} has unknown coordinateSystem {cs!r}")
-        units = markup.get("coordinateUnits", "mm")
-        units = units[0] if isinstance(units, list) and units else units
-        scale = {"mm": 1.0, "um": 1e-3}.get(str(units))
-        if scale is None:
-            raise AnnotationError(f"{source}: markup {name!r} has unsupported coordinateUnits {units!r}")
+        name, cs, scale = _markup_frame(markup, n, source)
         fg: List[np.ndarray] = []
         bg: List[np.ndarray] = []
         sides: List[Optional[str]] = []
+        unplaced: List[str] = []
         for cp in markup.get("controlPoints", []):
-            if cp.get("positionStatus", "defined") != "defined":
+            if not _is_placed(cp):
+                unplaced.append(str(cp.get("label", "?")) if isinstance(cp, dict) else "?")
                 continue
-            try:
-                pos = np.asarray(cp["position"], dtype=np.float64) * scale
-            except (KeyError, TypeError, ValueError):
-                raise AnnotationError(
-                    f"{source}: markup {name!r} has a control point without a valid position"
-                ) from None
-            if pos.shape != (3,) or not np.all(np.isfinite(pos)):
-                raise AnnotationError(
-                    f"{source}: markup {name!r} has a control point with position {cp.get('position')!r}"
-                )
-            lps = pos if cs == "LPS" else lps_to_ras(pos)
+            lps = _position_lps(cp, name, cs, scale, source)
             label = str(cp.get("label", "")).strip()
             if label == FOREGROUND:
                 fg.append(lps)
             else:
                 bg.append(lps)
                 sides.append(label if label in SIDES else None)
+        if unplaced and (len(fg) != 1 or len(bg) != len(SIDES)):
+            raise AnnotationError(
+                f"{source}: markup {name!r} is incomplete: point(s) {', '.join(unplaced)} not placed "
+                f"({len(fg) + len(bg)} of 7 placed); an annotation for training needs all 7 points (finish the "
+                "tumor in PASeg: an incomplete one is saved as a draft in the work folder)"
+            )
         objects.append(make_object(name, foreground=fg, background=bg, geometry=geometry, sides=sides))
     return CaseAnnotation(objects)
 
 
-def read_markups(path: PathLike, geometry: ImageGeometry) -> CaseAnnotation:
-    """Read a ``.mrk.json`` file written by PASeg or Slicer (see module docstring)."""
+def _read_json(path: PathLike) -> Any:
     p = Path(path)
     if not p.is_file():
         raise AnnotationError(f"annotation file not found: {p}")
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AnnotationError(f"{p}: not valid JSON ({exc})") from None
-    return case_from_markups_dict(doc, geometry, source=str(p))
+
+
+def read_markups(path: PathLike, geometry: ImageGeometry) -> CaseAnnotation:
+    """Read a ``.mrk.json`` file written by PASeg or Slicer (see module docstring)."""
+    return case_from_markups_dict(_read_json(path), geometry, source=str(Path(path)))
+
+
+# -- drafts: objects whose points may not all be placed yet ------------------------------------------------------
+@dataclass
+class DraftObject:
+    """An object being annotated: label (``F R L A P I S``) → LPS position, ``None`` where not placed yet."""
+
+    name: str
+    points: Dict[str, Optional[np.ndarray]]
+
+    @property
+    def placed(self) -> int:
+        return sum(p is not None for p in self.points.values())
+
+
+def drafts_to_markups_dict(objects: Sequence[DraftObject], *, coordinate_system: str = "LPS") -> Dict[str, Any]:
+    """Markups JSON for objects in progress: unplaced points are written with ``"positionStatus": "undefined"``
+    (Slicer loads them as points still to be placed)."""
+    cs = _coordinate_system(coordinate_system)
+    markups = []
+    for obj in objects:
+        points = [(label, obj.points.get(label)) for label in POINT_LABELS]
+        points += [(label, pos) for label, pos in obj.points.items() if label not in POINT_LABELS]
+        markups.append(_markup(obj.name, points, cs))
+    return {"@schema": MARKUPS_SCHEMA, "markups": markups}
+
+
+def write_draft_markups(path: PathLike, objects: Sequence[DraftObject]) -> Path:
+    """Write objects in progress (complete or not) as Slicer markups JSON, atomically (LPS)."""
+    atomic_write_json(path, drafts_to_markups_dict(objects))
+    return Path(path)
+
+
+def drafts_from_markups_dict(doc: Any, *, source: str = "markups") -> List[DraftObject]:
+    """Parse a draft (or any PASeg markups file): each object's points by label, ``None`` where not placed.
+
+    Every control point needs a label among ``F R L A P I S`` (each once), so that no click is silently lost.
+    """
+    _check_doc(doc, source)
+    objects = []
+    for n, markup in enumerate(doc["markups"], start=1):
+        name, cs, scale = _markup_frame(markup, n, source)
+        points: Dict[str, Optional[np.ndarray]] = {label: None for label in POINT_LABELS}
+        seen = set()
+        for cp in markup.get("controlPoints", []):
+            label = str(cp.get("label", "")).strip() if isinstance(cp, dict) else ""
+            if label not in points or label in seen:
+                problem = "repeated" if label in seen else "unknown"
+                raise AnnotationError(
+                    f"{source}: markup {name!r} has a control point with {problem} label {label!r}; "
+                    f"a PASeg object has one point of each of {', '.join(POINT_LABELS)}"
+                )
+            seen.add(label)
+            points[label] = _position_lps(cp, name, cs, scale, source) if _is_placed(cp) else None
+        objects.append(DraftObject(name, points))
+    return objects
+
+
+def read_draft_markups(path: PathLike) -> List[DraftObject]:
+    """Read a draft written by :func:`write_draft_markups` (or a complete PASeg ``.mrk.json``)."""
+    return drafts_from_markups_dict(_read_json(path), source=str(Path(path)))

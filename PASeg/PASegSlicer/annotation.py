@@ -32,8 +32,20 @@ from PASegLib.markups_io import read_markups, write_markups
 
 from .volumes import geometryFromVolumeNode, localToWorld, worldToLocal
 
-OBJECT_ATTRIBUTE = "PASeg.ObjectOfVolume"
+VOLUME_REFERENCE_ROLE = "PASegVolume"
+OBJECT_ATTRIBUTE = "PASeg.ObjectOfVolume"  # before the node reference: a node ID, not remapped by scene import
 POINT_LABELS = (FOREGROUND,) + SIDES
+#: Events of a markups node after which its status must be re-read (``vtkMRMLMarkupsNode`` event names, and VTK's
+#: ``ModifiedEvent``). Point moves, placements and unplacements, from the views, the Markups module's table or
+#: the API, fire the point events and never ``ModifiedEvent``; a rename fires only ``ModifiedEvent``. One edit
+#: fires several of them: coalesce (e.g. a zero-delay single-shot timer).
+OBSERVED_EVENTS = (
+    "PointModifiedEvent", "PointPositionDefinedEvent", "PointPositionUndefinedEvent",
+    "PointPositionMissingEvent", "PointPositionNonMissingEvent", "PointAddedEvent", "PointRemovedEvent",
+    "ModifiedEvent",
+)  # fmt: skip
+COMPLETE_MESSAGE = ("{name}: all 7 points are placed. Drag a point to move it; to place one again, unplace it "
+                    "first (Markups module: the position status column of its row).")  # fmt: skip
 POINT_HINTS = {FOREGROUND: "foreground: inside the tumor, near its centre",
                **{s: f"background: {SIDE_NAMES[s]} of the tumor, just outside it" for s in SIDES}}  # fmt: skip
 _COLOR = (0.9, 0.4, 0.2)
@@ -57,12 +69,40 @@ class PlacementStatus:
         return self.complete and not self.error
 
 
+def observedEvents() -> List[int]:
+    """The event ids of :data:`OBSERVED_EVENTS` (``vtkMRMLMarkupsNode`` constants, ``ModifiedEvent`` from VTK)."""
+    import slicer
+    import vtk
+
+    owners = (slicer.vtkMRMLMarkupsNode, vtk.vtkCommand)
+    return [int(next(getattr(o, name) for o in owners if hasattr(o, name))) for name in OBSERVED_EVENTS]
+
+
+def volumeOf(node):
+    """The volume node an object node belongs to (``None`` when it is not a PASeg object).
+
+    A node of an older scene, tied by the attribute :data:`OBJECT_ATTRIBUTE`, gets the node reference instead.
+    """
+    volume = node.GetNodeReference(VOLUME_REFERENCE_ROLE)
+    legacy = node.GetAttribute(OBJECT_ATTRIBUTE)
+    if volume is None and legacy and node.GetScene() is not None:
+        volume = node.GetScene().GetNodeByID(legacy)
+        volume = volume if volume is not None and volume.IsA("vtkMRMLVolumeNode") else None
+        if volume is not None:
+            node.SetNodeReferenceID(VOLUME_REFERENCE_ROLE, volume.GetID())
+            node.RemoveAttribute(OBJECT_ATTRIBUTE)
+    return volume
+
+
 def objectNodes(scene, volumeNode) -> List:
     """Object nodes of ``volumeNode``, in creation order."""
     nodes = []
+    if volumeNode is None:
+        return nodes
     for n in range(scene.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode")):
         node = scene.GetNthNodeByClass(n, "vtkMRMLMarkupsFiducialNode")
-        if volumeNode is not None and node.GetAttribute(OBJECT_ATTRIBUTE) == volumeNode.GetID():
+        volume = volumeOf(node)
+        if volume is not None and volume.GetID() == volumeNode.GetID():
             nodes.append(node)
     return nodes
 
@@ -83,7 +123,7 @@ def addObjectNode(scene, volumeNode, name: Optional[str] = None):
     if volumeNode is None:
         raise ValueError("select a volume before adding a tumor")
     node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name or nextObjectName(scene, volumeNode))
-    node.SetAttribute(OBJECT_ATTRIBUTE, volumeNode.GetID())
+    node.SetNodeReferenceID(VOLUME_REFERENCE_ROLE, volumeNode.GetID())
     for label in POINT_LABELS:
         index = node.AddControlPoint(vtk.vtkVector3d(0.0, 0.0, 0.0), label)
         node.SetNthControlPointDescription(index, POINT_HINTS[label])
@@ -114,7 +154,7 @@ def _checkLayout(node) -> None:
         )
 
 
-def _placedPointsLps(node, volumeNode) -> Dict[str, np.ndarray]:
+def placedPointsLps(node, volumeNode) -> Dict[str, np.ndarray]:
     """Placed points of ``node`` as LPS positions in the volume's local frame, by label."""
     _checkLayout(node)
     placed = {}
@@ -126,15 +166,55 @@ def _placedPointsLps(node, volumeNode) -> Dict[str, np.ndarray]:
     return placed
 
 
+def fillIndex(node) -> Optional[int]:
+    """Index of the point Slicer fills at the next click in place mode (``None``: it would add a point, which a
+    fixed-count object refuses). Slicer's rule (``vtkMRMLMarkupsDisplayNode::UpdateActiveControlPointWorld``):
+    the point being previewed, else the placement start index when that point is unplaced, else the first
+    undefined point from the start index on, wrapping around."""
+    statuses = [node.GetNthControlPointPositionStatus(i) for i in range(node.GetNumberOfControlPoints())]
+    if node.PositionPreview in statuses:
+        return statuses.index(node.PositionPreview)
+    start = node.GetControlPointPlacementStartIndex()
+    if 0 <= start < len(statuses) and statuses[start] == node.PositionUndefined:
+        return start
+    start = start if 0 <= start < len(statuses) else 0
+    for offset in range(len(statuses)):
+        index = (start + offset) % len(statuses)
+        if statuses[index] == node.PositionUndefined:
+            return index
+    return None
+
+
+def startPlacement(markupsLogic, node) -> bool:
+    """Place mode on ``node`` from its first unplaced point (what the prompt names); ``False`` (nothing done)
+    when all seven points are placed: Slicer would try to add an eighth point at every mouse move.
+
+    Points marked "missing" in the Markups module are made placeable again (PASeg needs all seven).
+    """
+    _checkLayout(node)
+    unplaced = [i for i in range(len(POINT_LABELS)) if node.GetNthControlPointPositionStatus(i) != node.PositionDefined]
+    if not unplaced:
+        return False
+    for index in unplaced:
+        if node.GetNthControlPointPositionStatus(index) == node.PositionMissing:
+            node.UnsetNthControlPointPosition(index)
+    node.SetControlPointPlacementStartIndex(unplaced[0])  # a start index left by the Markups table would win
+    markupsLogic.SetActiveList(node)
+    return bool(markupsLogic.StartPlaceMode(True))
+
+
 def placementStatus(node, volumeNode) -> PlacementStatus:
-    """Expected next point, and the first problem among the points placed so far (live validation)."""
+    """The point Slicer fills next, and the first problem among the points placed so far (live validation)."""
     name = node.GetName()
     try:
         geometry = geometryFromVolumeNode(volumeNode)
-        placed = _placedPointsLps(node, volumeNode)
+        placed = placedPointsLps(node, volumeNode)
     except (AnnotationError, ValueError) as exc:
         return PlacementStatus(None, 0, f"{name}: cannot be checked", str(exc))
-    expected = next((label for label in POINT_LABELS if label not in placed), None)
+    index = fillIndex(node)
+    expected = POINT_LABELS[index] if index is not None else None
+    if expected is None and len(placed) < len(POINT_LABELS):  # only "missing" points left: Place unsets them
+        expected = next(label for label in POINT_LABELS if label not in placed)
     if expected is None:
         prompt = f"{name}: all 7 points placed"
     else:
@@ -183,7 +263,7 @@ def caseFromNodes(scene, volumeNode, *, validate: bool = True) -> CaseAnnotation
     """All objects of ``volumeNode`` as a case annotation (LPS, local frame); raises on incomplete objects."""
     objects = []
     for node in objectNodes(scene, volumeNode):
-        placed = _placedPointsLps(node, volumeNode)
+        placed = placedPointsLps(node, volumeNode)
         missing = [label for label in POINT_LABELS if label not in placed]
         if missing:
             raise AnnotationError(f"object {node.GetName()!r} is incomplete: place {', '.join(missing)}")

@@ -3,30 +3,47 @@
 Everything here takes the scene as an argument and uses only MRML and PASegLib, so it runs unchanged in
 Slicer (``slicer.mrmlScene``) and in pytest on the ``slicer-core`` wheel. Jobs (training, prediction in a
 child process) are in :mod:`PASegSlicer.jobcontrol`.
+
+No click is lost: :meth:`PASegCoreLogic.hasUnsavedChanges` compares a volume's objects with the state last
+loaded, saved or drafted; :meth:`~PASegCoreLogic.autosaveDraft` keeps them, complete or not, in the work folder
+(:mod:`.drafts`); :meth:`~PASegCoreLogic.unloadCase` refuses while something is unsaved. The logic observes the
+scene itself: what it keeps per volume (preview labels, saved state; by node ID, never a node reference) is
+dropped when the volume is removed or the scene is cleared. Call :meth:`~PASegCoreLogic.cleanup` when done.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
+import weakref
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from PASegLib.annotations import validate_case
+from PASegLib.annotations import AnnotationError, validate_case
 from PASegLib.atomic import atomic_path
 from PASegLib.dataset import CaseFiles
+from PASegLib.geometry import ImageGeometry
 from PASegLib.image_io import IMAGE_SUFFIXES, read_image, write_image
+from PASegLib.markups_io import write_markups
 from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds
 from PASegLib.sevenpoints_io import read_seven_points
 
-from . import annotation
-from .cases import expandedPath, predictionPath
+from . import annotation, drafts
+from .cases import (
+    CASE_ATTRIBUTE,
+    IMAGE_ROLE,
+    datasetCaseId,
+    draftPath,
+    expandedPath,
+    headerGeometry,
+    newerDraft,
+    predictionPath,
+    safeCaseId,
+)
 from .segments import PARTIAL_SEGMENTS, predictionSegments, setLabelsToSegmentation
 from .volumes import createVolumeNode, geometryFromVolumeNode, volumeFromNode
 
-CASE_ATTRIBUTE = "PASeg.CaseId"
 PREVIEW_ATTRIBUTE = "PASeg.PreviewOf"
 PREDICTION_ATTRIBUTE = "PASeg.PredictionOf"
 
@@ -37,43 +54,174 @@ def _clicks(case) -> tuple:
     return [obj.name for obj in case.objects], np.array(points).reshape(-1, 3)
 
 
-def safeCaseId(name: str) -> str:
-    """A file-name-safe case id from a node name (``"MR head 1"`` → ``"MR_head_1"``)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")
-    return cleaned or "case"
-
-
 class PASegCoreLogic:
     """The module's logic for one scene (see module docstring)."""
 
     def __init__(self, scene) -> None:
+        import vtk
+
         self.scene = scene
-        self._previews: Dict[str, tuple] = {}  # volume node ID → (node, clicks, partial labels)
+        self._previews: Dict[str, tuple] = {}  # volume node ID → (clicks, partial labels)
+        self._saved: Dict[str, list] = {}  # volume node ID → objects state last loaded / saved / drafted
+        owner = weakref.ref(self)  # the scene's observers must not keep the logic alive
+
+        @vtk.calldata_type(vtk.VTK_OBJECT)
+        def onNodeRemoved(caller, event, node) -> None:
+            if owner() is not None and node is not None:
+                owner().forgetNode(node.GetID())
+
+        def onSceneClosed(caller, event) -> None:
+            if owner() is not None:
+                owner().forgetAll()
+
+        self._observations = [scene.AddObserver(scene.NodeRemovedEvent, onNodeRemoved),
+                              scene.AddObserver(scene.EndCloseEvent, onSceneClosed)]  # fmt: skip
+
+    def cleanup(self) -> None:
+        """Stop observing the scene (the widget's ``cleanup``)."""
+        for tag in self._observations:
+            self.scene.RemoveObserver(tag)
+        self._observations = []
+
+    def forgetNode(self, nodeID: Optional[str]) -> None:
+        """Drop what is kept for a node (its preview labels, its saved state): it left the scene."""
+        self._previews.pop(nodeID, None)
+        self._saved.pop(nodeID, None)
+
+    def forgetAll(self) -> None:
+        self._previews.clear()
+        self._saved.clear()
 
     # -- cases ---------------------------------------------------------------------------------------------
     def caseIdOf(self, volumeNode) -> str:
-        """The case id of a volume: the dataset case it was loaded from, else its (cleaned) name."""
-        return volumeNode.GetAttribute(CASE_ATTRIBUTE) or safeCaseId(volumeNode.GetName())
+        """The case id of a volume: the dataset case it shows (:func:`datasetCaseId`), else its cleaned name."""
+        return datasetCaseId(volumeNode) or safeCaseId(volumeNode.GetName())
 
-    def loadCase(self, files: CaseFiles):
-        """Load a dataset case's image as a volume node, and its clicks as object nodes."""
+    def loadCase(self, files: CaseFiles, workFolder=None):
+        """Load a dataset case's image as a volume node, and its clicks as object nodes (its draft when newer)."""
         volume = read_image(files.image)
         volumeNode = createVolumeNode(self.scene, volume, files.case_id)
         volumeNode.SetAttribute(CASE_ATTRIBUTE, files.case_id)
-        if files.markups is not None:
-            annotation.loadCaseAnnotation(self.scene, volumeNode, files.markups)
-        elif files.seven_points is not None:
-            case = read_seven_points(files.seven_points, volume.geometry)
-            annotation.nodesFromCase(self.scene, volumeNode, case)
+        try:
+            self.restoreAnnotations(volumeNode, files, workFolder, geometry=volume.geometry)
+        except Exception:  # an unreadable annotation or draft (the error names it): no half-loaded case is left
+            self.unloadCase(volumeNode, discard=True)
+            raise
         return volumeNode
 
+    def openCase(self, files: CaseFiles, workFolder=None):
+        """The case's volume: the one already in the scene (loaded by PASeg, or its image dropped into Slicer:
+        see :meth:`adoptVolume`), else a newly loaded one."""
+        volumeNode = self.findCaseVolume(files.case_id)
+        if volumeNode is None:
+            return self.loadCase(files, workFolder)
+        self.adoptVolume(volumeNode, files, workFolder)
+        return volumeNode
+
+    def adoptVolume(self, volumeNode, files: CaseFiles, workFolder=None) -> Optional[Path]:
+        """Tie a volume showing the dataset case ``files`` (e.g. its image dropped into Slicer) to the case, and
+        restore the case's saved clicks once: only while the volume has no object and was never loaded, restored
+        or saved. Returns the file read, if any."""
+        volumeNode.SetAttribute(CASE_ATTRIBUTE, files.case_id)
+        if volumeNode.GetID() in self._saved or self.objectNodes(volumeNode):
+            return None
+        return self.restoreAnnotations(volumeNode, files, workFolder)
+
+    def restoreAnnotations(self, volumeNode, files: Optional[CaseFiles] = None, workFolder=None, *,
+                           geometry: Optional[ImageGeometry] = None) -> Optional[Path]:  # fmt: skip
+        """Replace the volume's objects with the case's draft when newer than its annotation, else its annotation
+        (``<case>.mrk.json`` or ``<case>_7points``). Returns the file read (``None``: nothing saved yet)."""
+        source = newerDraft(workFolder, self.caseIdOf(volumeNode), files)
+        if source is not None:
+            drafts.loadDraft(self.scene, volumeNode, source)
+        elif files is not None and files.markups is not None:
+            source = files.markups
+            annotation.loadCaseAnnotation(self.scene, volumeNode, source)
+        elif files is not None and files.seven_points is not None:
+            source = files.seven_points
+            case = read_seven_points(source, geometry or geometryFromVolumeNode(volumeNode))
+            annotation.nodesFromCase(self.scene, volumeNode, case)
+        self._saved[volumeNode.GetID()] = drafts.objectsState(self.scene, volumeNode)
+        return source
+
     def findCaseVolume(self, caseId: str):
-        """The volume node already loaded for ``caseId`` (or ``None``)."""
+        """The volume node already in the scene for the dataset case ``caseId`` (or ``None``)."""
         for n in range(self.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
             node = self.scene.GetNthNodeByClass(n, "vtkMRMLScalarVolumeNode")
-            if node.GetAttribute(CASE_ATTRIBUTE) == caseId and node.GetClassName() == "vtkMRMLScalarVolumeNode":
+            if node.GetClassName() == "vtkMRMLScalarVolumeNode" and datasetCaseId(node) == caseId:
                 return node
         return None
+
+    def unloadCase(self, volumeNode, *, discard: bool = False) -> bool:
+        """Remove the volume, its object nodes and its preview and prediction segmentations from the scene (with
+        their display and storage nodes). ``False`` (nothing removed) while it has unsaved changes: autosave first,
+        or pass ``discard=True`` once the user has agreed to lose them.
+        """
+        if volumeNode is None or volumeNode.GetScene() is None:
+            return True
+        if self.hasUnsavedChanges(volumeNode) and not discard:
+            return False
+        volumeID = volumeNode.GetID()
+        nodes = self.objectNodes(volumeNode)
+        for n in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
+            node = self.scene.GetNthNodeByClass(n, "vtkMRMLSegmentationNode")
+            if volumeID in (node.GetAttribute(PREVIEW_ATTRIBUTE), node.GetAttribute(PREDICTION_ATTRIBUTE)):
+                nodes.append(node)
+        for node in nodes + [volumeNode]:
+            owned = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+            owned += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+            self.scene.RemoveNode(node)
+            for extra in owned:
+                if extra is not None and extra.GetScene() is not None:
+                    self.scene.RemoveNode(extra)
+        self.forgetNode(volumeID)
+        return True
+
+    # -- unsaved changes and drafts ------------------------------------------------------------------------
+    def hasUnsavedChanges(self, volumeNode) -> bool:
+        """Whether the volume's objects (names, placed and unplaced points) differ from what was last loaded, saved
+        or drafted (a volume never saved: whether it has any object)."""
+        if volumeNode is None:
+            return False
+        try:
+            current = drafts.objectsState(self.scene, volumeNode)
+        except AnnotationError:  # an object whose points cannot be named: it cannot be compared, so it is unsaved
+            return True
+        return not drafts.sameState(current, self._saved.get(volumeNode.GetID(), []))
+
+    def unsavedVolumes(self) -> List:
+        """Volume nodes of the scene with unsaved changes (for a scene close or the application's exit)."""
+        found = []
+        for n in range(self.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
+            node = self.scene.GetNthNodeByClass(n, "vtkMRMLScalarVolumeNode")
+            if self.hasUnsavedChanges(node):
+                found.append(node)
+        return found
+
+    def saveDraft(self, volumeNode, workFolder) -> Path:
+        """Write the volume's objects as they are (complete or not) to ``<work>/drafts/<case>.mrk.json``."""
+        if workFolder is None or str(workFolder) in ("", "."):
+            raise ValueError(f"choose a work folder: unsaved clicks of {volumeNode.GetName()!r} are kept there")
+        state = drafts.objectsState(self.scene, volumeNode)
+        path = drafts.writeDraft(draftPath(workFolder, self.caseIdOf(volumeNode)), state)
+        self._saved[volumeNode.GetID()] = state
+        return path
+
+    def autosaveDraft(self, volumeNode, workFolder) -> Optional[Path]:
+        """Save a draft when the volume has unsaved changes (returns its path; ``None``: nothing to save).
+
+        Raises ``ValueError`` (no work folder) or ``AnnotationError`` (an object not laid out as seven points):
+        then the changes are still unsaved and the caller must warn before discarding them.
+        """
+        return self.saveDraft(volumeNode, workFolder) if self.hasUnsavedChanges(volumeNode) else None
+
+    def caseProblem(self, volumeNode) -> str:
+        """Why the volume's clicks cannot go into the dataset yet (incomplete or invalid); ``""`` when they can."""
+        try:
+            annotation.caseFromNodes(self.scene, volumeNode, validate=True)
+        except AnnotationError as exc:
+            return str(exc)
+        return ""
 
     # -- objects -------------------------------------------------------------------------------------------
     def addObject(self, volumeNode):
@@ -120,20 +268,19 @@ class PASegCoreLogic:
         setLabelsToSegmentation(segmentationNode, partial, volume.geometry, PARTIAL_SEGMENTS, volumeNode)
         background = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName("background")
         segmentationNode.GetDisplayNode().SetSegmentOpacity2DFill(background, 0.15)
-        self._previews[volumeNode.GetID()] = (volumeNode, _clicks(case), partial)
+        self._previews[volumeNode.GetID()] = (_clicks(case), partial)
         return segmentationNode
 
     def hasPreview(self, volumeNode) -> bool:
         """Whether ``volumeNode`` was previewed (its clicks may have changed since)."""
-        stored = self._previews.get(volumeNode.GetID()) if volumeNode is not None else None
-        return stored is not None and stored[0] is volumeNode
+        return volumeNode is not None and volumeNode.GetID() in self._previews
 
     def previewLabels(self, volumeNode) -> Optional[np.ndarray]:
         """The partial label map (0 bg, 1 fg, 2 unlabeled) of the last preview of ``volumeNode``, if it was
         computed from the clicks the volume has now; ``None`` otherwise."""
         if not self.hasPreview(volumeNode):
             return None
-        _, clicks, partial = self._previews[volumeNode.GetID()]
+        clicks, partial = self._previews[volumeNode.GetID()]
         try:
             current = _clicks(annotation.caseFromNodes(self.scene, volumeNode, validate=False))
         except ValueError:
@@ -143,24 +290,53 @@ class PASegCoreLogic:
 
     # -- saving --------------------------------------------------------------------------------------------
     def saveAnnotations(self, volumeNode, datasetFolder, workFolder=None) -> Dict[str, Path]:
-        """Write ``<dataset>/<case>.mrk.json`` atomically (and the image when the dataset lacks it).
+        """Save the volume's clicks; returns what was written, by kind.
 
-        The last preview, if any, is saved as ``<work>/expanded/<case>_partial.nii.gz``.
+        Complete and valid: ``<dataset>/<case>.mrk.json`` (what training reads), after the image
+        ``<dataset>/<case>_image.nrrd`` when the dataset lacks it (never a second copy of one it holds: its grid
+        must be the volume's); the case's draft is then removed, and the last preview, if any, is saved as
+        ``<work>/expanded/<case>_partial.nii.gz``. Incomplete or invalid: ``{"draft": <work>/drafts/<case>.mrk.json}``
+        (:meth:`caseProblem` says why), the dataset is left as it is.
         """
         dataset = Path(datasetFolder)
         if not str(datasetFolder) or str(datasetFolder) == ".":
             raise ValueError("choose a dataset folder to save annotations into")
+        work = None if workFolder is None or str(workFolder) in ("", ".") else Path(workFolder)
         caseId = self.caseIdOf(volumeNode)
-        written = {"annotations": annotation.saveCaseAnnotation(self.scene, volumeNode, dataset / f"{caseId}.mrk.json")}
-        if not any((dataset / f"{caseId}_image{suffix}").is_file() for suffix in IMAGE_SUFFIXES):
+        try:
+            case = annotation.caseFromNodes(self.scene, volumeNode, validate=True)
+        except AnnotationError as exc:
+            if work is None:
+                raise AnnotationError(f"{exc} (choose a work folder to keep the clicks as a draft)") from None
+            return {"draft": self.saveDraft(volumeNode, work)}
+        state = drafts.objectsState(self.scene, volumeNode)
+        written: Dict[str, Path] = {}
+        if self.datasetImage(volumeNode, dataset, caseId) is None:  # the image first: no annotation without image
             volume = volumeFromNode(volumeNode)
-            written["image"] = write_image(dataset / f"{caseId}_image.nrrd", volume.array, volume.geometry)
+            written["image"] = write_image(dataset / f"{caseId}{IMAGE_ROLE}.nrrd", volume.array, volume.geometry)
+        written["annotations"] = write_markups(dataset / f"{caseId}.mrk.json", case)
         volumeNode.SetAttribute(CASE_ATTRIBUTE, caseId)
+        self._saved[volumeNode.GetID()] = state
+        if work is not None:
+            draftPath(work, caseId).unlink(missing_ok=True)
         partial = self.previewLabels(volumeNode)
-        if workFolder is not None and partial is not None:
-            path = expandedPath(workFolder, caseId)
+        if work is not None and partial is not None:
+            path = expandedPath(work, caseId)
             written["partial"] = write_image(path, partial, geometryFromVolumeNode(volumeNode))
         return written
+
+    def datasetImage(self, volumeNode, datasetFolder, caseId: str) -> Optional[Path]:
+        """``<dataset>/<case>_image.<ext>`` when the dataset holds it (``None`` otherwise); raises ``ValueError``
+        when its grid is not the volume's (clicks of one image must not be saved for another)."""
+        for suffix in IMAGE_SUFFIXES:
+            path = Path(datasetFolder) / f"{caseId}{IMAGE_ROLE}{suffix}"
+            if path.is_file():
+                mismatch = geometryFromVolumeNode(volumeNode).mismatch(headerGeometry(path))
+                if mismatch:
+                    raise ValueError(f"{path} is not the image of volume {volumeNode.GetName()!r} (its grid differs: "
+                                     f"{mismatch}); rename the volume to save it as a new case")  # fmt: skip
+                return path
+        return None
 
     # -- predictions ---------------------------------------------------------------------------------------
     def importPrediction(self, volumeNode, predictionFile, objectNames: Optional[Sequence[str]] = None,

@@ -1,0 +1,261 @@
+"""The annotation and case panels of the PASeg widget: the current volume's tumours, the placement prompt, drafts
+saved on their own, and case navigation that never loses a click.
+
+GUI code (Slicer only; ``slicer`` and ``qt`` are imported where used). Every decision is made by
+:class:`~PASegSlicer.logic.PASegCoreLogic`, :mod:`.annotation` and :mod:`.cases`, tested headless on a real MRML
+scene. Clicks are kept as drafts (``<work>/drafts/<case>.mrk.json``) two seconds after the last edit, when
+another volume is selected, before a case is left and when the scene closes; a case that cannot be kept is only
+left when the user agrees to discard it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from . import annotation
+from .cases import DRAFT, CaseList, datasetCaseId
+
+AUTOSAVE_DELAY_MS = 2000
+
+
+def _(text: str) -> str:
+    from slicer.i18n import tr
+
+    return tr(text)
+
+
+def pathText(path) -> str:
+    """A path parameter as text; empty when unset (pathlib turns "" into ".")."""
+    return "" if path is None or str(path) in ("", ".") else str(path)
+
+
+def _timer(milliseconds: int, slot):
+    import qt
+
+    timer = qt.QTimer()
+    timer.setSingleShot(True)
+    timer.setInterval(milliseconds)
+    timer.timeout.connect(slot)
+    return timer
+
+
+class AnnotationPanel:
+    """``widget`` gives ``ui``, ``parameterNode()``, ``logic.core``, ``previewTimer`` and VTKObservationMixin's
+    ``addObserver`` / ``removeObserver``."""
+
+    def __init__(self, widget) -> None:
+        import slicer
+
+        self.widget, self.ui = widget, widget.ui
+        self.cases, self.nodes, self._observed, self._volumeID, self._edited = None, [], [], None, False
+        self.statusTimer = _timer(0, self.updateStatus)  # one edit fires several events: read the status once
+        self.objectsTimer = _timer(0, self.observeObjects)
+        self.autosaveTimer = _timer(AUTOSAVE_DELAY_MS, lambda: self.autosave(self._node(self._volumeID)))
+        u = self.ui
+        for button, slot in ((u.addTumorButton, self.onAddTumor), (u.placeButton, self.onPlace),
+                             (u.saveButton, self.onSave), (u.refreshCasesButton, self.refreshCases),
+                             (u.loadCaseButton, self.onLoadCase), (u.previousCaseButton, lambda: self.onStepCase(-1)),
+                             (u.nextCaseButton, lambda: self.onStepCase(1))):  # fmt: skip
+            button.clicked.connect(slot)
+        u.caseList.itemDoubleClicked.connect(lambda item: self.onLoadCase())
+        scene = slicer.mrmlScene
+        # before the widget lets go of its parameter node (the work folder) on the same event
+        widget.addObserver(scene, scene.StartCloseEvent, self.onSceneAboutToClose, priority=1.0)
+        widget.addObserver(scene, scene.NodeRemovedEvent, lambda *args: self.objectsTimer.start())
+
+    def cleanup(self) -> None:
+        for timer in (self.statusTimer, self.objectsTimer, self.autosaveTimer):
+            timer.stop()
+
+    @property
+    def core(self):
+        return self.widget.logic.core
+
+    def volume(self):
+        p = self.widget.parameterNode()
+        return p.inputVolume if p else None
+
+    def workFolder(self):
+        p = self.widget.parameterNode()
+        return (pathText(p.workFolder) if p else "") or None
+
+    def _node(self, nodeID):
+        import slicer
+
+        return slicer.mrmlScene.GetNodeByID(nodeID) if nodeID else None
+
+    # -- tumours -------------------------------------------------------------------------------------------
+    def observeObjects(self) -> None:
+        """Follow the current volume's object nodes (point edits, placements, unplacements, renames)."""
+        volume = self.volume()
+        if (volume.GetID() if volume else None) != self._volumeID:
+            self.autosave(self._node(self._volumeID))  # the volume being left (None once it is removed)
+            self._volumeID = volume.GetID() if volume else None
+            self.adoptDroppedImage(volume)
+        for node, event in self._observed:
+            self.widget.removeObserver(node, event, self.onObjectEvent)
+        self.nodes = self.core.objectNodes(volume) if volume else []
+        self._observed = [(node, event) for node in self.nodes for event in annotation.observedEvents()]
+        for node, event in self._observed:
+            self.widget.addObserver(node, event, self.onObjectEvent)
+        current = self.ui.objectComboBox.currentText
+        self.ui.objectComboBox.clear()
+        self.ui.objectComboBox.addItems([n.GetName() for n in self.nodes])
+        self.ui.objectComboBox.setCurrentText(current)
+        self.updateStatus()
+
+    def onObjectEvent(self, caller, event) -> None:
+        self._edited = True
+        self.statusTimer.start()
+        self.autosaveTimer.start()
+
+    def updateStatus(self) -> None:
+        import slicer
+
+        volume, label = self.volume(), self.ui.annotationStatusLabel
+        if not volume:
+            return label.setText(_('Select a volume, then click "Add tumor".'))
+        statuses = self.core.objectStatuses(volume)
+        lines = [s.prompt + (f'<br><span style="color:#c0392b">{s.error}</span>' if s.error else "") for s in statuses]
+        label.setText("<br>".join(lines) or _('No tumor yet: click "Add tumor".'))
+        active = slicer.modules.markups.logic().GetActiveListID()
+        for node, status in zip(self.nodes, statuses):  # leave place mode once the tumor being placed is complete
+            if status.complete and node.GetID() == active:
+                self.stopPlacing()
+        edited, self._edited = self._edited, False
+        p = self.widget.parameterNode()
+        if edited and statuses and all(s.valid for s in statuses) and p and p.autoPreview:
+            self.widget.previewTimer.start()
+
+    def stopPlacing(self) -> None:
+        import slicer
+
+        interaction = slicer.app.applicationLogic().GetInteractionNode()
+        if interaction.GetCurrentInteractionMode() == interaction.Place:
+            interaction.SwitchToViewTransformMode()
+
+    def selectedNode(self):
+        return next((n for n in self.nodes if n.GetName() == self.ui.objectComboBox.currentText), None)
+
+    def onAddTumor(self) -> None:
+        node = self.core.addObject(self.volume())
+        self.observeObjects()
+        self.ui.objectComboBox.setCurrentText(node.GetName())
+        self.onPlace()
+
+    def onPlace(self) -> None:
+        """Place mode on the selected tumor from its first unplaced point; refused (with a hint) when complete."""
+        import slicer
+
+        node = self.selectedNode()
+        if node is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Cannot place the points of this tumor."), waitCursor=False):
+            if not annotation.startPlacement(slicer.modules.markups.logic(), node):
+                slicer.util.showStatusMessage(annotation.COMPLETE_MESSAGE.format(name=node.GetName()), 8000)
+            self.updateStatus()  # the start index fires no event: name the point Slicer fills now
+
+    def onSave(self) -> None:
+        import slicer
+
+        p, volume = self.widget.parameterNode(), self.volume()
+        with slicer.util.tryWithErrorDisplay(_("Saving the annotations failed."), waitCursor=True):
+            written = self.core.saveAnnotations(volume, p.datasetFolder, self.workFolder())
+            if "draft" in written:
+                slicer.util.warningDisplay(
+                    _("Saved as a draft; the dataset gets these clicks once every tumor is complete and valid.")
+                    + f"\n\n{self.core.caseProblem(volume)}\n\n{written['draft']}"
+                )
+            else:
+                slicer.util.showStatusMessage(_("Saved ") + ", ".join(str(v) for v in written.values()), 5000)
+            self.refreshCases()
+
+    def autosave(self, volume) -> str:
+        """Keep the volume's unsaved clicks as a draft. Returns why they could not be kept ("" when they are)."""
+        import slicer
+
+        if volume is None or volume.GetScene() is None:
+            return ""
+        try:
+            path = self.core.autosaveDraft(volume, self.workFolder())
+        except ValueError as exc:  # no work folder, or an object that is not seven points (AnnotationError)
+            message = _("Unsaved clicks of {name}: {problem}").format(name=volume.GetName(), problem=exc)
+            slicer.util.showStatusMessage(message, 10000)
+            return str(exc)
+        if path is not None:
+            slicer.util.showStatusMessage(_("Draft saved: {path}").format(path=path), 3000)
+            self.refreshCases()
+        return ""
+
+    def onSceneAboutToClose(self, *args) -> None:
+        """The scene closes (it cannot be stopped): keep every unsaved volume's clicks, or say which are lost."""
+        import slicer
+
+        self.autosaveTimer.stop()
+        lost = [f"{volume.GetName()}: {problem}" for volume in self.core.unsavedVolumes()
+                if (problem := self.autosave(volume))]  # fmt: skip
+        if lost:
+            logging.error("PASeg: clicks not saved when the scene closed: %s", "; ".join(lost))
+            message = _("These clicks could not be saved before the scene closed:")
+            slicer.util.errorDisplay(message + "\n" + "\n".join(lost))
+
+    # -- cases ---------------------------------------------------------------------------------------------
+    def refreshCases(self) -> None:
+        p = self.widget.parameterNode()
+        self.ui.caseList.clear()
+        if p is None or not pathText(p.datasetFolder):
+            return
+        current = self.cases.current.caseId if self.cases and self.cases.current else None
+        self.cases = CaseList(p.datasetFolder, self.workFolder())
+        self.cases.refresh()
+        if current in [e.caseId for e in self.cases.entries]:
+            self.cases.select(current)
+        self.ui.caseList.addItems([e.label for e in self.cases.entries] or [self.cases.message])
+        self.ui.caseList.setCurrentRow(self.cases.currentIndex)
+
+    def _entry(self, caseId):
+        return next((e for e in self.cases.entries if e.caseId == caseId), None) if self.cases and caseId else None
+
+    def adoptDroppedImage(self, volume) -> None:
+        """A dataset image opened in Slicer (drag and drop) becomes its case, with its saved clicks."""
+        entry = self._entry(datasetCaseId(volume)) if volume else None
+        if entry is not None and self.core.adoptVolume(volume, entry.files, self.workFolder()) is not None:
+            self.observeObjects()
+
+    def onStepCase(self, step: int) -> None:
+        if self.cases and self.cases.entries:
+            self.cases.currentIndex = self.ui.caseList.currentRow
+            entry = self.cases.next() if step > 0 else self.cases.previous()
+            self.ui.caseList.setCurrentRow(self.cases.currentIndex)
+            if entry is not None:
+                self.onLoadCase()
+
+    def onLoadCase(self) -> None:
+        """Open the selected case; the case left is kept as a draft (or, if it cannot be, discarded only when the
+        user agrees) and unloaded."""
+        import slicer
+
+        if not self.cases or not (0 <= self.ui.caseList.currentRow < len(self.cases.entries)):
+            return
+        self.cases.currentIndex = self.ui.caseList.currentRow
+        entry, previous = self.cases.current, self.volume()
+        problem = self.autosave(previous)
+        leaving = previous is not None and datasetCaseId(previous) != entry.caseId
+        unload = leaving and self._entry(datasetCaseId(previous)) is not None  # a case of the list: free its memory
+        if problem and unload and not slicer.util.confirmYesNoDisplay(
+            _("The clicks of {name} could not be saved:\n{problem}\n\nDiscard them and open {case}?").format(
+                name=previous.GetName(), problem=problem, case=entry.caseId)
+        ):  # fmt: skip
+            return
+        failed = _("Loading case {case} failed.").format(case=entry.caseId)
+        with slicer.util.tryWithErrorDisplay(failed, waitCursor=True):
+            volume = self.core.openCase(entry.files, self.workFolder())
+            self.widget.parameterNode().inputVolume = volume
+            slicer.util.setSliceViewerLayers(background=volume, fit=True)
+            if unload and previous is not volume:
+                self.stopPlacing()
+                self.core.unloadCase(previous, discard=bool(problem))
+            self.observeObjects()
+            if entry.status == DRAFT:
+                slicer.util.showStatusMessage(_("{case}: its draft was restored (Save puts it into the dataset)")
+                                              .format(case=entry.caseId), 8000)  # fmt: skip
