@@ -28,11 +28,11 @@ if os.path.isdir(os.path.join(_ROOT, "PASegLib")) and _ROOT not in sys.path:
     sys.path.append(_ROOT)  # source checkout: PASegLib sits beside PASeg/ (installed: beside this file)
 
 from PASegSlicer import jobs  # noqa: E402
-from PASegSlicer.cases import CaseList  # noqa: E402
 from PASegSlicer.dependencies import ANNOTATION, DependencyChecker  # noqa: E402
 from PASegSlicer.logic import PASegCoreLogic  # noqa: E402
 
 NETWORKS = ["unet2d5", "unet3d", "attention_unet"]  # PASegLib.networks.NETWORKS (checked by a test)
+PATH_PARAMETERS = ("datasetFolder", "workFolder", "scmRunA", "scmRunB", "trainConfig", "modelRunDir")
 
 
 class PASeg(ScriptedLoadableModule):
@@ -77,44 +77,46 @@ class PASegParameterNode:
 
 
 class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Wires the GUI: annotation and cases here, training and inference in ``PASegSlicer.jobpanel``."""
+    """Wires the GUI: annotation and cases in ``PASegSlicer.annotationpanel``, training and inference in
+    ``PASegSlicer.jobpanel``; the parameter node, the preview and the folder fields here."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = self._parameterNode = self._guiTag = self.cases = self.jobs = None
-        self._observed, self._last = [], None
+        self.logic = self._parameterNode = self._guiTag = self.annotations = self.jobs = None
+        self._last = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        from PASegSlicer.jobpanel import JobPanel  # GUI-only helper (Qt dialogs, QProcess)
+        from PASegSlicer.annotationpanel import AnnotationPanel  # GUI-only helpers (Qt dialogs, QProcess)
+        from PASegSlicer.jobpanel import JobPanel
 
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/PASeg.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = PASegLogic()
+        self.previewTimer = self._timer(300, lambda: self.onPreview(quiet=True))  # one preview per drag
+        self.folderTimer = self._timer(600, self.onFoldersChanged)  # typed paths: read folders once typing pauses
+        self.annotations = AnnotationPanel(self)
         self.jobs = JobPanel(self)
-        self.previewTimer = qt.QTimer()
-        self.previewTimer.setSingleShot(True)
-        self.previewTimer.setInterval(300)  # debounce: dragging a point or a slider re-previews once
-        self.previewTimer.timeout.connect(lambda: self.onPreview(quiet=True))
-        u = self.ui
-        for button, slot in ((u.addTumorButton, self.onAddTumor), (u.placeButton, self.onPlace),
-                             (u.previewButton, self.onPreview), (u.saveButton, self.onSave),
-                             (u.refreshCasesButton, self.refreshCases), (u.loadCaseButton, self.onLoadCase),
-                             (u.previousCaseButton, lambda: self.onStepCase(-1)),
-                             (u.nextCaseButton, lambda: self.onStepCase(1))):  # fmt: skip
-            button.clicked.connect(slot)
-        u.caseList.itemDoubleClicked.connect(lambda item: self.onLoadCase())
+        self.ui.previewButton.clicked.connect(self.onPreview)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda *a: self.setParameterNode(None))
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, lambda *a: self.initializeParameterNode())
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, lambda *a: self.observeObjects())
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
 
+    @staticmethod
+    def _timer(milliseconds: int, slot):
+        timer = qt.QTimer()
+        timer.setSingleShot(True)
+        timer.setInterval(milliseconds)
+        timer.timeout.connect(slot)
+        return timer
+
     def cleanup(self) -> None:
-        if self.jobs:
-            self.jobs.cleanup()
+        for helper in (self.annotations, self.jobs, self.logic.core if self.logic else None):
+            if helper:
+                helper.cleanup()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -122,6 +124,10 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def exit(self) -> None:
         self.setParameterNode(None)
+
+    def onSceneEndClose(self, *args) -> None:
+        if self.parent.isEntered:  # hidden: enter() initialises it when the module is shown again
+            self.initializeParameterNode()
 
     def parameterNode(self):
         return self._parameterNode
@@ -150,61 +156,33 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         key = (p.inputVolume, str(p.datasetFolder), str(p.workFolder), (p.epsilon, p.lamb))
         last = self._last or (False, None, None, key[3])
         if key[0] is not last[0]:
-            self.observeObjects()
+            self.annotations.observeObjects()
         if key[1:3] != last[1:3]:
-            self.refreshCases()
-            self.jobs.refreshModels()
+            self.folderTimer.start()
         if key[3] != last[3] and p.autoPreview and self.logic.core.hasPreview(p.inputVolume):
             self.previewTimer.start()
         self._last = key
+        for name in PATH_PARAMETERS:  # an unset path is Path("") == Path("."): show it empty, not "."
+            widget = getattr(self.ui, name)
+            if widget.currentPath == "." and str(getattr(p, name)) in ("", "."):
+                wasBlocked = widget.blockSignals(True)
+                widget.currentPath = ""
+                widget.blockSignals(wasBlocked)
         volume = p.inputVolume is not None
         self.ui.addTumorButton.enabled = self.ui.previewButton.enabled = self.ui.saveButton.enabled = volume
         self.jobs.updateButtons()
 
-    # -- annotation ----------------------------------------------------------------------------------------
-    def observeObjects(self) -> None:
-        """Follow the current volume's object nodes: every placement, move or unplacement re-validates."""
-        for node in self._observed:
-            self.removeObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateAnnotationStatus)
-        volume = self._parameterNode.inputVolume if self._parameterNode else None
-        self._observed = self.logic.core.objectNodes(volume) if volume else []
-        for node in self._observed:
-            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateAnnotationStatus)
-        current = self.ui.objectComboBox.currentText
-        self.ui.objectComboBox.clear()
-        self.ui.objectComboBox.addItems([n.GetName() for n in self._observed])
-        self.ui.objectComboBox.setCurrentText(current)
-        self.updateAnnotationStatus()
+    def onFoldersChanged(self) -> None:
+        self.refreshCases()
+        self.jobs.refreshModels()
 
-    def updateAnnotationStatus(self, *args) -> None:
-        volume = self._parameterNode.inputVolume if self._parameterNode else None
-        if not volume:
-            return self.ui.annotationStatusLabel.setText(_('Select a volume, then click "Add tumor".'))
-        statuses = self.logic.core.objectStatuses(volume)
-        lines = [s.prompt + (f'<br><span style="color:#c0392b">{s.error}</span>' if s.error else "") for s in statuses]
-        self.ui.annotationStatusLabel.setText("<br>".join(lines) or _('No tumor yet: click "Add tumor".'))
-        caller = args[0] if args else None
-        for node, status in zip(self._observed, statuses):  # leave place mode once this tumor's 7 points are in
-            if node is caller and status.complete and slicer.modules.markups.logic().GetActiveListID() == node.GetID():
-                slicer.app.applicationLogic().GetInteractionNode().SwitchToViewTransformMode()
-        if args and statuses and all(s.valid for s in statuses) and self._parameterNode.autoPreview:
-            self.previewTimer.start()
-
-    def onAddTumor(self) -> None:
-        node = self.logic.core.addObject(self._parameterNode.inputVolume)
-        self.observeObjects()
-        self.ui.objectComboBox.setCurrentText(node.GetName())
-        self.onPlace()
-
-    def onPlace(self) -> None:
-        """Place mode on the selected tumor: Slicer fills its first unplaced point (F, R, L, A, P, I, S)."""
-        for node in self._observed:
-            if node.GetName() == self.ui.objectComboBox.currentText:
-                slicer.modules.markups.logic().SetActiveList(node)
-                slicer.modules.markups.logic().StartPlaceMode(True)
+    def refreshCases(self) -> None:
+        self.annotations.refreshCases()
 
     def onPreview(self, quiet=False) -> None:
         p = self._parameterNode
+        if p is None or p.inputVolume is None:
+            return
         with slicer.util.tryWithErrorDisplay(_("Expansion preview failed."), waitCursor=True):
             checker = DependencyChecker(slicer.util.confirmOkCancelDisplay, slicer.util.pip_install)
             checker.ensure(ANNOTATION, _("The seed expansion"))
@@ -216,48 +194,6 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return self.ui.annotationStatusLabel.setText(str(exc))
             segmentation.GetDisplayNode().SetVisibility(True)
 
-    def onSave(self) -> None:
-        p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Saving the annotations failed."), waitCursor=True):
-            work = None if str(p.workFolder) in ("", ".") else p.workFolder
-            written = self.logic.core.saveAnnotations(p.inputVolume, p.datasetFolder, work)
-            slicer.util.showStatusMessage(_("Saved ") + ", ".join(str(v) for v in written.values()), 5000)
-            self.refreshCases()
-
-    # -- cases ---------------------------------------------------------------------------------------------
-    def refreshCases(self) -> None:
-        p = self._parameterNode
-        self.ui.caseList.clear()
-        if p is None or str(p.datasetFolder) in ("", "."):
-            return
-        current = self.cases.current.caseId if self.cases and self.cases.current else None
-        self.cases = CaseList(p.datasetFolder, None if str(p.workFolder) in ("", ".") else p.workFolder)
-        self.cases.refresh()
-        if current in [e.caseId for e in self.cases.entries]:
-            self.cases.select(current)
-        self.ui.caseList.addItems([e.label for e in self.cases.entries] or [self.cases.message])
-        self.ui.caseList.setCurrentRow(self.cases.currentIndex)
-
-    def onStepCase(self, step: int) -> None:
-        if self.cases and self.cases.entries:
-            self.cases.currentIndex = self.ui.caseList.currentRow
-            entry = self.cases.next() if step > 0 else self.cases.previous()
-            self.ui.caseList.setCurrentRow(self.cases.currentIndex)
-            if entry is not None:
-                self.onLoadCase()
-
-    def onLoadCase(self) -> None:
-        if not self.cases or not (0 <= self.ui.caseList.currentRow < len(self.cases.entries)):
-            return
-        self.cases.currentIndex = self.ui.caseList.currentRow
-        entry = self.cases.current
-        message = _("Loading case {case} failed.").format(case=entry.caseId)
-        with slicer.util.tryWithErrorDisplay(message, waitCursor=True):
-            volume = self.logic.core.findCaseVolume(entry.caseId) or self.logic.core.loadCase(entry.files)
-            self._parameterNode.inputVolume = volume
-            slicer.util.setSliceViewerLayers(background=volume, fit=True)
-            self.observeObjects()
-
 
 class PASegLogic(ScriptedLoadableModuleLogic):
     """Thin: the parameter node, and ``core``, the PASegSlicer logic on ``slicer.mrmlScene``."""
@@ -265,13 +201,19 @@ class PASegLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.core = PASegCoreLogic(slicer.mrmlScene)
+        self._wrapper = None
 
     def getParameterNode(self):
-        return PASegParameterNode(super().getParameterNode())
+        """One wrapper per parameter node (each wrapper observes the node: new ones per enter() would pile up)."""
+        node = super().getParameterNode()
+        if self._wrapper is None or self._wrapper.parameterNode is not node:
+            self._wrapper = PASegParameterNode(node)
+        return self._wrapper
 
 
 class PASegTest(ScriptedLoadableModuleTest):
-    """Runs in Slicer without torch and without network (the scenario is in ``PASegSlicer.selftest``)."""
+    """The scenarios of ``PASegSlicer.selftest``: clicks → preview always; then save → tiny training job → prediction
+    job → import when torch is installed (the jobs run in ``PythonSlicer`` children, as the module runs them)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -279,6 +221,8 @@ class PASegTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_SevenPointsToPreview()
+        self.setUp()
+        self.test_FullPath()
 
     def test_SevenPointsToPreview(self):
         from PASegSlicer.selftest import runScenario
@@ -287,4 +231,19 @@ class PASegTest(ScriptedLoadableModuleTest):
         counts = runScenario(slicer.mrmlScene)
         self.delayDisplay(f"Segment voxel counts: {counts}")
         self.assertGreater(counts["foreground"], 0)
+        self.delayDisplay("Test passed")
+
+    def test_FullPath(self):
+        import importlib.util
+        import tempfile
+
+        from PASegSlicer.selftest import runFullScenario
+
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("monai") is None:
+            return self.delayDisplay("torch or monai is not installed: the training/prediction path is skipped")
+        self.delayDisplay("Clicks → preview → save → tiny training job → prediction job → import (about a minute)")
+        with tempfile.TemporaryDirectory(prefix="PASegTest-") as folder:
+            made = runFullScenario(slicer.mrmlScene, folder)
+        self.delayDisplay(f"Made: {made}")
+        self.assertGreaterEqual(made["predictedVoxels"], 0)
         self.delayDisplay("Test passed")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(MODULE))
 from PASegSlicer import jobs  # noqa: E402
 
 UI_FILE = MODULE / "Resources" / "UI" / "PASeg.ui"
-WIDGET_FILES = [MODULE / "PASeg.py", MODULE / "PASegSlicer" / "jobpanel.py"]
+WIDGET_FILES = [MODULE / "PASeg.py"] + [MODULE / "PASegSlicer" / f"{name}.py" for name in ("jobpanel", "annotationpanel")]
 NUMBER_WIDGETS = {"QDoubleSpinBox", "ctkSliderWidget", "qMRMLSliderWidget", "ctkDoubleSlider", "ctkDoubleSpinBox",
                   "qMRMLSpinBox"}  # fmt: skip
 #: datatype → widget classes a connector exists for (without / with a Choice annotation).
@@ -250,7 +250,7 @@ def test_slicer_calls_of_the_widget_exist_in_slicer():
     owners = {
         r"slicer\.modules\.markups\.logic\(\)\.(\w+)": slicer.vtkSlicerMarkupsLogic,
         r"slicer\.modules\.plots\.logic\(\)\.(\w+)": slicer.vtkSlicerPlotsLogic,
-        r"GetInteractionNode\(\)\.(\w+)": slicer.vtkMRMLInteractionNode,
+        r"(?:GetInteractionNode\(\)|\binteraction)\.(\w+)": slicer.vtkMRMLInteractionNode,
     }
     for pattern, cls in owners.items():
         methods = set(re.findall(pattern, text))
