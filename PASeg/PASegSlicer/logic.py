@@ -44,8 +44,10 @@ from .cases import (
 from .segments import PARTIAL_SEGMENTS, predictionSegments, setLabelsToSegmentation
 from .volumes import createVolumeNode, geometryFromVolumeNode, volumeFromNode
 
-PREVIEW_ATTRIBUTE = "PASeg.PreviewOf"
-PREDICTION_ATTRIBUTE = "PASeg.PredictionOf"
+#: Node reference roles from a preview / prediction segmentation node to its volume (scene import remaps
+#: references on ID clashes; it does not remap attributes, which older scenes used: read and converted).
+PREVIEW_ROLE, PREDICTION_ROLE = "PASegPreviewOf", "PASegPredictionOf"
+_LEGACY_ATTRIBUTES = {PREVIEW_ROLE: "PASeg.PreviewOf", PREDICTION_ROLE: "PASeg.PredictionOf"}
 
 
 def _clicks(case) -> tuple:
@@ -162,11 +164,8 @@ class PASegCoreLogic:
         if self.hasUnsavedChanges(volumeNode) and not discard:
             return False
         volumeID = volumeNode.GetID()
-        nodes = self.objectNodes(volumeNode)
-        for n in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
-            node = self.scene.GetNthNodeByClass(n, "vtkMRMLSegmentationNode")
-            if volumeID in (node.GetAttribute(PREVIEW_ATTRIBUTE), node.GetAttribute(PREDICTION_ATTRIBUTE)):
-                nodes.append(node)
+        nodes = self.objectNodes(volumeNode) + self.segmentationsOf(volumeNode, PREVIEW_ROLE)
+        nodes += self.segmentationsOf(volumeNode, PREDICTION_ROLE)
         for node in nodes + [volumeNode]:
             owned = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
             owned += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
@@ -240,19 +239,34 @@ class PASegCoreLogic:
         return validate_case(case, geometryFromVolumeNode(volumeNode))
 
     # -- expansion preview ---------------------------------------------------------------------------------
-    def _findNode(self, attribute: str, volumeNode, name: str):
+    def segmentationsOf(self, volumeNode, role: str) -> List:
+        """The segmentation nodes referring to ``volumeNode`` with ``role`` (:data:`PREVIEW_ROLE` or
+        :data:`PREDICTION_ROLE`); a node of an older scene tied by an attribute gets the reference instead."""
+        if role not in _LEGACY_ATTRIBUTES:
+            raise ValueError(f"role must be one of {', '.join(_LEGACY_ATTRIBUTES)}, got {role!r}")
+        found = []
         for n in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
             node = self.scene.GetNthNodeByClass(n, "vtkMRMLSegmentationNode")
-            if node.GetAttribute(attribute) == volumeNode.GetID():
-                return node
+            legacy = node.GetAttribute(_LEGACY_ATTRIBUTES[role])
+            if node.GetNodeReference(role) is None and legacy and self.scene.GetNodeByID(legacy) is not None:
+                node.SetNodeReferenceID(role, legacy)
+                node.RemoveAttribute(_LEGACY_ATTRIBUTES[role])
+            if volumeNode is not None and node.GetNodeReference(role) is volumeNode:
+                found.append(node)
+        return found
+
+    def _findNode(self, role: str, volumeNode, name: str):
+        existing = self.segmentationsOf(volumeNode, role)
+        if existing:
+            return existing[0]
         node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-        node.SetAttribute(attribute, volumeNode.GetID())
+        node.SetNodeReferenceID(role, volumeNode.GetID())
         node.CreateDefaultDisplayNodes()
         node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
         return node
 
     def previewSegmentationNode(self, volumeNode):
-        return self._findNode(PREVIEW_ATTRIBUTE, volumeNode, f"{volumeNode.GetName()} seeds")
+        return self._findNode(PREVIEW_ROLE, volumeNode, f"{volumeNode.GetName()} seeds")
 
     def expansionPreview(self, volumeNode, epsilon: float, lamb: float, **settings):
         """Expand the volume's clicks and show background / foreground / unlabeled as segments.
@@ -353,7 +367,7 @@ class PASegCoreLogic:
             raise ValueError(f"{predictionFile}: its grid differs from volume {volumeNode.GetName()!r} ({mismatch})")
         names = list(objectNames) if objectNames is not None else [n.GetName() for n in self.objectNodes(volumeNode)]
         labels = np.asarray(prediction.array).astype(np.uint8)
-        segmentationNode = self._findNode(PREDICTION_ATTRIBUTE, volumeNode, f"{volumeNode.GetName()} prediction")
+        segmentationNode = self._findNode(PREDICTION_ROLE, volumeNode, f"{volumeNode.GetName()} prediction")
         segmentationNode.GetSegmentation().RemoveAllSegments()
         setLabelsToSegmentation(segmentationNode, labels, geometry, predictionSegments(labels, names), volumeNode)
         if workFolder is not None:

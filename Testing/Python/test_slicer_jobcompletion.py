@@ -27,7 +27,7 @@ if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the installed 'slicer' package is not slicer-core", allow_module_level=True)
 
 from PASegSlicer.headless import HeadlessSlicer  # noqa: E402
-from PASegSlicer.logic import PREDICTION_ATTRIBUTE, PASegCoreLogic  # noqa: E402
+from PASegSlicer.logic import PREDICTION_ROLE, PASegCoreLogic  # noqa: E402
 from PASegSlicer.lossplot import LossCurvePlot  # noqa: E402
 from PASegSlicer.segments import segmentationToLabels  # noqa: E402
 from PASegSlicer.volumes import createVolumeNode  # noqa: E402
@@ -62,12 +62,7 @@ def model_run(tmp_path):
 
 
 def _predictionNodes(scene, volume):
-    nodes = []
-    for n in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
-        node = scene.GetNthNodeByClass(n, "vtkMRMLSegmentationNode")
-        if node.GetAttribute(PREDICTION_ATTRIBUTE) == volume.GetID():
-            nodes.append(node)
-    return nodes
+    return PASegCoreLogic(scene).segmentationsOf(volume, PREDICTION_ROLE)
 
 
 def _predict(app, tmp_path, fake_python, model_run, volume, caseId):
@@ -156,6 +151,20 @@ def test_loss_curve_is_built_incrementally_and_bounded(app):
     np.testing.assert_allclose(once.values("row"), row)
     with pytest.raises(ValueError, match="maxPoints"):
         LossCurvePlot(app.scene, maxPoints=1)
+
+
+def test_segmentations_refer_to_their_volume_by_node_reference_and_old_scenes_convert(app, blob_case):
+    image, label = blob_case
+    logic = PASegCoreLogic(app.scene)
+    volume = createVolumeNode(app.scene, image, "v")
+    preview = logic.previewSegmentationNode(volume)
+    assert preview.GetNodeReference("PASegPreviewOf") is volume and logic.previewSegmentationNode(volume) is preview
+    old = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "saved by an older PASeg")
+    old.SetAttribute("PASeg.PredictionOf", volume.GetID())
+    assert logic.segmentationsOf(volume, PREDICTION_ROLE) == [old]
+    assert old.GetNodeReference(PREDICTION_ROLE) is volume and old.GetAttribute("PASeg.PredictionOf") is None
+    with pytest.raises(ValueError, match="role must be one of"):
+        logic.segmentationsOf(volume, "nonsense")
 
 
 def test_the_self_test_runs_the_whole_path_click_to_imported_prediction(app, tmp_path):
