@@ -142,24 +142,35 @@ def expand_seeds(
     from .extent import auto_foreground
     from .extent import distance as geodesic
 
-    arr = np.asarray(image.array, dtype=np.float32)
+    # Memory: only the label map is allocated at full size; the image is read box by box (no float32 copy of
+    # the whole volume, no full-size masks): a preview of a 512×512×200 volume stays near its label map.
+    arr = np.asarray(image.array)
     geometry = image.geometry
     if not case.objects:
         raise ValueError("case holds no object to expand")
-    valid = valid_region_mask(arr, config) if valid_mask is None else np.asarray(valid_mask, dtype=bool)
-    if valid.shape != arr.shape:
-        raise ValueError(f"valid_mask shape {valid.shape} does not match image shape {arr.shape}")
+    if valid_mask is not None:
+        valid_mask = np.asarray(valid_mask, dtype=bool)
+        if valid_mask.shape != arr.shape:
+            raise ValueError(f"valid_mask shape {valid_mask.shape} does not match image shape {arr.shape}")
+    floor = float(arr.min()) if valid_mask is None and config.valid_region == "nonzero" else None
+
+    def valid_in(crop):
+        if valid_mask is not None:
+            return valid_mask[crop]
+        if config.valid_region == "all":
+            return np.ones(arr[crop].shape, dtype=bool)
+        return arr[crop] > (floor if floor is not None else float(config.valid_threshold))
+
     labels = np.zeros(arr.shape, dtype=np.uint8)
     boxes = [object_box(obj, geometry) for obj in case.objects]
-    for lo, hi in boxes:
-        labels[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1] = UNLABELED
-    foreground = np.zeros(arr.shape, dtype=bool)
-    for obj, (lo, hi) in zip(case.objects, boxes):
-        crop = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
+    crops = [tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi)) for lo, hi in boxes]
+    for crop in crops:
+        labels[crop] = UNLABELED
+    for obj, (lo, hi), crop in zip(case.objects, boxes, crops):
         seed_index = geometry.world_to_voxel(obj.foreground) - lo
-        intensities = _smoothed_crop(arr, lo, hi, geometry.spacing, config.smooth_sigma_mm)
+        intensities = _smoothed_crop(arr, lo, hi, geometry.spacing, config.smooth_sigma_mm).astype(np.float32)
         kw = dict(lamb=config.lamb, max_iterations=config.max_iterations, backend=config.backend, device=config.device)
-        inside = valid[crop]
+        inside = valid_in(crop)
         if config.extent == "auto":
             bg_index = np.clip(geometry.world_to_voxel(obj.background_array()) - lo, 0, hi - lo)
             open_faces = [f for a in range(3) for f in (lo[a] > 0, hi[a] < arr.shape[a] - 1)]
@@ -171,9 +182,9 @@ def expand_seeds(
             d_max = float(distance[inside].max()) if inside.any() else 0.0
             grown = (distance < config.epsilon * d_max) & inside
         grown[tuple(seed_index)] = bool(inside[tuple(seed_index)])
-        foreground[crop] |= grown
-    labels[foreground] = FOREGROUND
-    labels[~valid] = BACKGROUND
+        labels[crop][grown] = FOREGROUND
+    for crop in crops:  # outside the boxes every voxel is background already
+        labels[crop][~valid_in(crop)] = BACKGROUND
     return labels
 
 
@@ -187,7 +198,8 @@ def _smoothed_crop(arr: np.ndarray, lo: np.ndarray, hi: np.ndarray, spacing, sig
     pad = [int(np.ceil(3 * s)) for s in sigma]
     start = [max(0, int(a) - p) for a, p in zip(lo, pad)]
     stop = [min(n, int(b) + 1 + p) for b, p, n in zip(hi, pad, arr.shape)]
-    smooth = gaussian_filter(arr[tuple(slice(a, b) for a, b in zip(start, stop))], sigma, mode="nearest")
+    window = arr[tuple(slice(a, b) for a, b in zip(start, stop))].astype(np.float32)  # integer images: no rounding
+    smooth = gaussian_filter(window, sigma, mode="nearest")
     return smooth[tuple(slice(int(a) - s, int(b) + 1 - s) for a, b, s in zip(lo, hi, start))]
 
 
