@@ -38,6 +38,7 @@ from .training.checkpoint import CheckpointError, load_checkpoint, load_network_
 from .training.config import TrainConfig, load_run_config
 from .training.data import preprocess_image
 from .training.runtime import describe_device, resolve_device, sliding_window_probability
+from .training.stopping import StopFile, StopRequested, stop_checking
 
 __all__ = ["Prediction", "Predictor", "labels_from_probability", "load_predictor", "predict_files",
            "resolve_checkpoint"]
@@ -191,18 +192,21 @@ class Predictor:
                 "patch_size": list(self.config.patch_size), "overlap": self.config.sw_overlap,
                 "target_spacing_mm": self.config.target_spacing_mm}
 
-    def probability_on_training_grid(self, volume: Volume) -> Tuple[np.ndarray, ImageGeometry]:
-        """Foreground probability float32 ``[I', J', K']`` on the training grid, and that grid."""
+    def probability_on_training_grid(self, volume: Volume, *,
+                                     stop: Optional[StopFile] = None) -> Tuple[np.ndarray, ImageGeometry]:
+        """Foreground probability float32 ``[I', J', K']`` on the training grid, and that grid; ``stop`` is
+        checked before every sliding window (raises :class:`~PASegLib.training.stopping.StopRequested`)."""
         image, valid, grid = preprocess_image(volume, self.config)
-        prob = sliding_window_probability(self.networks, image, patch_size=self.config.patch_size,
-                                          overlap=self.config.sw_overlap, device=self.device,
-                                          amp=self.config.amp, sw_batch_size=self.sw_batch_size)
+        prob = sliding_window_probability(stop_checking(self.networks, stop), image,
+                                          patch_size=self.config.patch_size, overlap=self.config.sw_overlap,
+                                          device=self.device, amp=self.config.amp, sw_batch_size=self.sw_batch_size)
         prob = np.clip(prob, 0.0, 1.0, out=prob)
         prob[~valid] = 0.0
         return prob, grid
 
     def predict(self, volume: Volume, *, annotation: Optional[CaseAnnotation] = None, restrict_to_box: bool = False,
-                largest_component: bool = False, threshold: float = 0.5) -> Prediction:
+                largest_component: bool = False, threshold: float = 0.5,
+                stop: Optional[StopFile] = None) -> Prediction:
         """Predict one image.
 
         Args:
@@ -212,6 +216,7 @@ class Predictor:
             restrict_to_box: labels are 0 outside every object box (needs ``annotation``).
             largest_component: keep the largest 26-connected component per object (overall without annotation).
             threshold: foreground threshold in ``(0, 1)`` applied to the probability.
+            stop: a stop file checked before every sliding window.
 
         Returns:
             :class:`Prediction` on ``volume.geometry``.
@@ -219,11 +224,12 @@ class Predictor:
         Raises:
             ValueError: bad arguments (checked before the networks run) or an image that cannot be normalised
                 (constant in its valid region).
+            StopRequested: the stop file appeared.
         """
         if not isinstance(volume, Volume):
             raise ValueError(f"volume must be a PASegLib.image_io.Volume, got {type(volume).__name__}")
         _check_label_options(threshold, annotation, restrict_to_box)
-        prob, grid = self.probability_on_training_grid(volume)
+        prob, grid = self.probability_on_training_grid(volume, stop=stop)
         if grid.shape != volume.geometry.shape:
             prob = np.clip(resample_to_shape(prob, volume.geometry.shape, order=1), 0.0, 1.0)
         prob = prob.astype(np.float32, copy=False)
@@ -348,6 +354,7 @@ def predict_files(
     largest_component: bool = False,
     threshold: float = 0.5,
     on_case: Optional[Callable[[int, int, str, Path], None]] = None,
+    stop: Optional[StopFile] = None,
 ) -> List[Dict[str, Any]]:
     """Predict every case and write ``out_dir/<case>_pred.nii.gz`` (uint8) and ``<case>_prob.nii.gz`` (float32).
 
@@ -361,6 +368,9 @@ def predict_files(
         out_dir: output folder (created; callers wanting all-or-nothing output pass a staging folder).
         restrict_to_box, largest_component, threshold: see :meth:`Predictor.predict`.
         on_case: called after each case as ``on_case(index (1-based), total, case_id, pred_path)``.
+        stop: a stop file checked before every case, between the stages of a case and before every sliding
+            window; the files of a case are written only after its prediction finished, so a stop leaves the
+            finished cases' pairs of files and nothing of the interrupted one.
 
     Returns:
         One JSON-ready row per case: ``case``, ``pred``, ``prob`` (paths), ``objects``, ``fg_voxels``, ``seconds``.
@@ -368,6 +378,7 @@ def predict_files(
     Raises:
         DatasetError / ImageReadError / AnnotationError (``ValueError``\\ s naming the file): unreadable or invalid
             input; ``ValueError`` for bad arguments or duplicate case ids.
+        StopRequested: the stop file appeared; its ``rows`` are those of the finished cases.
     """
     _check_threshold(threshold)
     ids = [c.case_id for c in cases]
@@ -384,9 +395,16 @@ def predict_files(
     rows = []
     for index, files in enumerate(cases, start=1):
         start = time.perf_counter()
-        case = load_case(files, load_label=False, load_annotation=True)
-        prediction = predictor.predict(case.image, annotation=case.annotation, restrict_to_box=restrict_to_box,
-                                       largest_component=largest_component, threshold=threshold)
+        try:
+            if stop is not None:
+                stop.check()
+            case = load_case(files, load_label=False, load_annotation=True)
+            prediction = predictor.predict(case.image, annotation=case.annotation, restrict_to_box=restrict_to_box,
+                                           largest_component=largest_component, threshold=threshold, stop=stop)
+            if stop is not None:
+                stop.check()
+        except StopRequested as exc:
+            raise StopRequested(str(exc), rows=rows) from None
         pred_path = write_image(out / f"{files.case_id}_pred.nii.gz", prediction.labels, case.image.geometry)
         prob_path = write_image(out / f"{files.case_id}_prob.nii.gz", prediction.probability, case.image.geometry)
         rows.append({"case": files.case_id, "pred": str(pred_path), "prob": str(prob_path),

@@ -13,8 +13,10 @@ Output folder ``DIR``::
     report.html, report.json the report (PASegLib.report)
 
 Rerunning the same command continues after the last finished step; an interrupted training step resumes
-from its last checkpoint. A training run stopped by its ``STOP`` file stops the pipeline with the trainer's
-exit code (:data:`~PASegLib.training.engine.EXIT_STOPPED`).
+from its last checkpoint (one stopped before its first checkpoint, e.g. during data preparation, starts
+again; the prepared cases stay in ``cache/``). A training run stopped by its ``STOP`` file (in any phase,
+:mod:`PASegLib.training.stopping`) stops the pipeline with the trainer's exit code
+(:data:`~PASegLib.training.stopping.EXIT_STOPPED`).
 """
 
 from __future__ import annotations

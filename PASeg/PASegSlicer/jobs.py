@@ -3,7 +3,8 @@
 A job folder ``<work>/jobs/<date>-<kind>/`` holds ``job.json`` (what was asked, the commands, the status),
 ``log.txt`` (the full log), ``inputs/`` (files written for the job, e.g. the current volume) and the run or
 output folders of its steps. Training "stage 1 + SCM" is three steps: stage 1 for network A, stage 1 for
-network B, then SCM initialised from both runs.
+network B, then SCM initialised from both runs. A step's stop file (:meth:`JobStep.stopPath`) is
+``<run>/STOP`` for training and ``<job>/output/STOP`` for prediction.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PASegLib.atomic import atomic_write_json
 from PASegLib.image_io import Volume, write_image
 from PASegLib.markups_io import write_markups
 
-from .runner import JobStep
+from .runner import STOP_FILE_NAME, JobStep
 
 TRAIN_MODES = ("stage 1", "SCM", "stage 1 + SCM")
 DEVICE_MODES = ("auto", "GPU", "CPU (force)")
@@ -37,10 +38,13 @@ def pythonExecutable() -> str:
 
 
 def childEnvironment() -> Dict[str, str]:
-    """Environment additions so the child imports this PASegLib (installed extension or source tree)."""
+    """Environment additions so the child imports this PASegLib (installed extension or source tree) and
+    writes unbuffered UTF-8 (``PYTHONIOENCODING``, ``PYTHONUTF8``: case names and paths with accents on
+    Windows, whose default console code page is not UTF-8; the runner decodes UTF-8)."""
     libParent = str(Path(PASegLib.__file__).resolve().parent.parent)
     existing = os.environ.get("PYTHONPATH", "")
-    return {"PYTHONPATH": libParent + (os.pathsep + existing if existing else ""), "PYTHONUNBUFFERED": "1"}
+    return {"PYTHONPATH": libParent + (os.pathsep + existing if existing else ""), "PYTHONUNBUFFERED": "1",
+            "PYTHONIOENCODING": "utf-8", "PYTHONUTF8": "1"}
 
 
 def deviceArgument(mode: str, gpuIndex: int = 0) -> str:
@@ -68,9 +72,10 @@ def newJobFolder(workFolder, kind: str) -> Path:
     raise OSError(f"cannot create a job folder in {root}")
 
 
-def _step(name: str, arguments: List[str], runDir: Optional[Path], jobFolder: Path, python: str) -> JobStep:
+def _step(name: str, arguments: List[str], runDir: Optional[Path], jobFolder: Path, python: str,
+          stopFile: Optional[Path] = None) -> JobStep:
     return JobStep(name, python, ["-m", "PASegLib"] + arguments, None if runDir is None else str(runDir),
-                   str(jobFolder), childEnvironment())  # fmt: skip
+                   str(jobFolder), childEnvironment(), None if stopFile is None else str(stopFile))  # fmt: skip
 
 
 def trainingSteps(
@@ -123,18 +128,19 @@ def predictionSteps(
     jobFolder, runDir, inputPath, *, annotations: Optional[str] = None, restrictToBox: bool = False,
     largestComponent: bool = False, device: str = "auto", python: Optional[str] = None,
 ) -> List[JobStep]:  # fmt: skip
-    """The single step of a prediction job; outputs go to ``<job>/output``."""
+    """The single step of a prediction job; outputs go to ``<job>/output``, its stop file is ``output/STOP``."""
     if restrictToBox and not annotations:
         raise ValueError("restricting to the annotated boxes needs annotations (place the seven points first)")
     jobFolder = Path(jobFolder)
-    args = ["predict", str(runDir), str(inputPath), "--out", str(jobFolder / "output"), "--device", device, "--quiet"]
+    output = jobFolder / "output"
+    args = ["predict", str(runDir), str(inputPath), "--out", str(output), "--device", device, "--quiet"]
     if annotations:
         args += ["--annotations", str(annotations)]
     if restrictToBox:
         args.append("--restrict-to-box")
     if largestComponent:
         args.append("--largest-component")
-    return [_step("predict", args, None, jobFolder, python or pythonExecutable())]
+    return [_step("predict", args, None, jobFolder, python or pythonExecutable(), stopFile=output / STOP_FILE_NAME)]
 
 
 def writeJobFile(jobFolder, kind: str, steps: Sequence[JobStep], parameters: Dict[str, Any], **extra) -> Path:
@@ -145,7 +151,8 @@ def writeJobFile(jobFolder, kind: str, steps: Sequence[JobStep], parameters: Dic
         "paseg_version": PASegLib.__version__,
         "status": "running",
         "parameters": parameters,
-        "steps": [{"name": s.name, "command": [s.program] + s.arguments, "run_dir": s.runDir} for s in steps],
+        "steps": [{"name": s.name, "command": [s.program] + s.arguments, "run_dir": s.runDir,
+                   "stop_file": None if s.stopPath() is None else str(s.stopPath())} for s in steps],
         "log": "log.txt",
         **extra,
     }

@@ -1,16 +1,49 @@
 """Child processes without Qt: a ``subprocess`` backend for :class:`~PASegSlicer.runner.JobRunner`, a
-threading scheduler, and killing a whole process tree (``PythonSlicer`` is a launcher that starts the real
-Python as its own child, so killing only the direct child would leave the trainer running).
+threading scheduler, UTF-8 line splitting of the child's output, and killing a whole process tree
+(``PythonSlicer`` is a launcher that starts the real Python as its own child, so killing only the direct
+child would leave the trainer running).
+
+On Windows the helper processes (``taskkill``) and the children of :class:`SubprocessBackend` are started
+with ``CREATE_NO_WINDOW`` (no console window flashes up over Slicer). Children are asked for UTF-8 output
+(``PYTHONIOENCODING``; :func:`childOutputEnvironment`), which :class:`LineSplitter` decodes.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import signal
 import subprocess
 import sys
 import threading
 from typing import Callable, Dict, List, Optional
+
+#: ``creationflags`` for helper and child processes: no console window on Windows (0 elsewhere).
+NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+
+
+def childOutputEnvironment() -> Dict[str, str]:
+    """Variables every child gets unless its step sets them: unbuffered UTF-8 output (what the runner reads)."""
+    return {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+
+
+class LineSplitter:
+    """Incremental UTF-8 decoding and splitting into lines (``\\n``, ``\\r\\n`` and progress-bar ``\\r``)."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    def feed(self, data: bytes) -> List[str]:
+        text = self._pending + self._decoder.decode(data)
+        parts = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        self._pending = parts.pop()
+        return parts
+
+    def flush(self) -> List[str]:
+        rest = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        return [rest] if rest else []
 
 
 def threadingSchedule(delaySeconds: float, callback: Callable[[], None]) -> None:
@@ -38,7 +71,8 @@ def _parentMap() -> Dict[int, int]:
         if parents:
             return parents
     try:
-        out = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid="], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid="], capture_output=True, text=True, timeout=10,
+                             creationflags=NO_WINDOW)
     except (OSError, subprocess.SubprocessError):
         return parents
     for line in out.stdout.splitlines():
@@ -72,7 +106,8 @@ def killProcessTree(pid: int) -> List[int]:
     """
     pid = int(pid)
     if os.name == "nt":
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, check=False)
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, check=False,
+                       creationflags=NO_WINDOW)
         return [pid]
     tree = [pid] + descendantProcessIds(pid)
     for p in tree:
@@ -102,8 +137,8 @@ class SubprocessBackend:
     def start(self, program, arguments, workingDirectory, environment, onOutput, onFinished) -> None:
         """Start ``program arguments…``; raises ``OSError`` when it cannot be started."""
         env = dict(os.environ)
+        env.update(childOutputEnvironment())
         env.update(environment or {})
-        env.setdefault("PYTHONUNBUFFERED", "1")
         self._done.clear()
         try:
             self._process = subprocess.Popen(
@@ -113,6 +148,7 @@ class SubprocessBackend:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
+                creationflags=NO_WINDOW,
             )
         except BaseException:
             self._done.set()

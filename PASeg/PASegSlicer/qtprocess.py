@@ -10,7 +10,7 @@ import os
 import shutil
 from typing import Callable, Optional
 
-from .processes import killProcessTree
+from .processes import childOutputEnvironment, killProcessTree
 
 
 def qtSchedule(delaySeconds: float, callback: Callable[[], None]) -> None:
@@ -38,9 +38,9 @@ class QProcessBackend:
         if workingDirectory:
             process.setWorkingDirectory(str(workingDirectory))
         env = qt.QProcessEnvironment.systemEnvironment()
-        for key, value in (environment or {}).items():
+        # unbuffered UTF-8 output (the runner decodes UTF-8), unless the step's environment says otherwise
+        for key, value in {**childOutputEnvironment(), **(environment or {})}.items():
             env.insert(str(key), str(value))
-        env.insert("PYTHONUNBUFFERED", "1")
         process.setProcessEnvironment(env)
         self._process, self._onFinished, self._finishedReported = process, onFinished, False
         process.readyReadStandardOutput.connect(lambda: onOutput("stdout", _bytes(process.readAllStandardOutput())))

@@ -11,14 +11,22 @@ A backend has ``start(program, arguments, workingDirectory, environment, onOutpu
 receives raw ``bytes`` of ``"stdout"``/``"stderr"``; ``onFinished(exitCode)`` receives ``None`` when the
 process crashed or was killed.
 
-Progress lines are ``PASEG {json}`` on stdout (events ``start``, ``iteration``, ``validation``,
-``checkpoint``, ``done``, ``stopped``, ``error``, ``case``); every other line is a log line. Exit codes:
-0 done, 1 error, 2 usage, 3 stopped through the stop file ``RUN_DIR/STOP``, 130 interrupted.
+Progress lines are ``PASEG {json}`` on stdout (events ``phase``, ``prepare``, ``start``, ``iteration``,
+``validation_case``, ``validation``, ``checkpoint``, ``done``, ``stopped``, ``error``, ``case``); every other
+line is a log line. Exit codes: 0 done, 1 error, 2 usage, 3 stopped through the stop file, 130 interrupted.
+
+Stopping (protocol: :mod:`PASegLib.training.stopping`): :meth:`JobRunner.stop` writes the step's stop file
+(``RUN_DIR/STOP`` of a training step, ``OUT/STOP`` of a prediction step, :meth:`JobStep.stopPath`); the child
+honours it within seconds in every phase (data preparation, training, validation, prediction), saves what it
+can and exits with code 3. The child removes a stop file that exists when it starts (stale), before its first
+progress event, so while stopping the runner writes the file again at every progress event until the child
+has stopped. If the child still runs ``stopTimeoutSeconds`` later, or at once when the step has no stop file,
+the process tree is killed. A second :meth:`JobRunner.stop` while stopping (:attr:`JobRunner.canKill`, the
+GUI's "Kill" button) kills the process tree at once.
 """
 
 from __future__ import annotations
 
-import codecs
 import collections
 import os
 import threading
@@ -28,7 +36,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional
 
 from PASegLib.progress_events import parse_progress_line
 
-from .processes import SubprocessBackend, killProcessTree, threadingSchedule
+from .processes import LineSplitter, SubprocessBackend, killProcessTree, threadingSchedule
 
 __all__ = [
     "JobRunner", "JobState", "JobStep", "SubprocessBackend", "killProcessTree", "parseProgressLine",
@@ -47,7 +55,11 @@ def parseProgressLine(line: str) -> Optional[Dict[str, Any]]:
 
 @dataclass
 class JobStep:
-    """One child process of a job: ``program arguments…``; ``runDir`` is where its stop file goes."""
+    """One child process of a job: ``program arguments…``.
+
+    ``runDir``: the training run folder (its ``STOP`` is the stop file; recorded in ``job.json``);
+    ``stopFile``: the stop file of a step without a run folder (prediction: ``OUT/STOP``).
+    """
 
     name: str
     program: str
@@ -55,6 +67,13 @@ class JobStep:
     runDir: Optional[str] = None
     workingDirectory: Optional[str] = None
     environment: Dict[str, str] = field(default_factory=dict)
+    stopFile: Optional[str] = None
+
+    def stopPath(self) -> Optional[Path]:
+        """The stop file the child watches: ``stopFile``, else ``runDir/STOP``, else ``None`` (no polite stop)."""
+        if self.stopFile:
+            return Path(self.stopFile)
+        return Path(self.runDir) / STOP_FILE_NAME if self.runDir else None
 
 
 @dataclass
@@ -77,6 +96,12 @@ class JobState:
     exitCode: Optional[int] = None
     message: str = ""
     killed: bool = False
+    phase: str = ""  # "", "preparing", "training", "validating", "predicting"
+    phaseDone: int = 0  # prepared / validated / predicted cases of the phase (iterations while training)
+    phaseTotal: int = 0
+    phaseEpoch: Optional[int] = None  # the epoch whose validation round runs
+    iteration: Optional[int] = None  # of the running training step
+    totalIterations: Optional[int] = None
 
     @property
     def fraction(self) -> float:
@@ -88,16 +113,32 @@ class JobState:
         return min(1.0, (self.stepIndex + min(1.0, self.stepFraction)) / self.stepCount)
 
     @property
+    def phaseFraction(self) -> float:
+        """Progress in [0, 1] inside the current phase (cases prepared / validated / predicted, iterations)."""
+        if self.phaseTotal <= 0:
+            return 0.0
+        return min(1.0, max(0.0, self.phaseDone / self.phaseTotal))
+
+    @property
     def finished(self) -> bool:
         return self.status in ("done", "failed", "stopped")
 
+    def phaseText(self) -> str:
+        """``"preparing data: 3/20 cases"``, ``"validating epoch 4: 1/5 cases"``, ``"training: 7/300 iterations"``…"""
+        epoch = "" if self.phaseEpoch is None else f" epoch {self.phaseEpoch}"
+        label, unit = {"preparing": ("preparing data", "cases"), "training": ("training", "iterations"),
+                       "validating": ("validating" + epoch, "cases"),
+                       "predicting": ("predicting", "cases")}.get(self.phase, (self.phase, ""))
+        return f"{label}: {self.phaseDone}/{self.phaseTotal} {unit}" if label and self.phaseTotal > 0 else label
+
     def summary(self) -> Dict[str, str]:
-        """Texts for the progress widgets: ``step``, ``eta``, ``losses``, ``score``."""
+        """Texts for the progress widgets: ``step``, ``phase``, ``eta``, ``losses``, ``score``, ``status``."""
         eta = "" if self.etaSeconds is None else formatDuration(self.etaSeconds)
         losses = ", ".join(f"{k} {v:.4g}" for k, v in self.losses.items() if isinstance(v, (int, float)))
         score = "" if self.lastScore is None else f"{self.lastScore:.4f}"
         step = f"{self.stepName} ({self.stepIndex + 1}/{self.stepCount})" if self.stepCount else ""
-        return {"step": step, "eta": eta, "losses": losses, "score": score, "status": self.status}
+        return {"step": step, "phase": self.phaseText(), "eta": eta, "losses": losses, "score": score,
+                "status": self.status}
 
 
 def formatDuration(seconds: float) -> str:
@@ -110,25 +151,6 @@ def formatDuration(seconds: float) -> str:
     return f"{s} s"
 
 
-class _LineSplitter:
-    """Incremental UTF-8 decoding and splitting into lines (``\\n``, ``\\r\\n`` and progress-bar ``\\r``)."""
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
-
-    def feed(self, data: bytes) -> List[str]:
-        text = self._pending + self._decoder.decode(data)
-        parts = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        self._pending = parts.pop()
-        return parts
-
-    def flush(self) -> List[str]:
-        rest = self._pending + self._decoder.decode(b"", final=True)
-        self._pending = ""
-        return [rest] if rest else []
-
-
 class JobRunner:
     """Runs the steps of a job one after the other in child processes and keeps a :class:`JobState`.
 
@@ -139,7 +161,7 @@ class JobRunner:
         logPath: the full log file (every line, appended); ``None`` for no file.
         maxLogLines: lines kept in memory for the log pane (older lines are dropped).
         stopTimeoutSeconds: after :meth:`stop` wrote the stop file, the process tree is killed if it is still
-            running after this delay.
+            running after this delay (a safety net: the child stops within seconds in every phase).
         onEvent: ``onEvent(event dict)`` for every progress event, and ``{"event": "finished"}`` at the end.
         onLog: ``onLog(line)`` for every log line (stderr lines are prefixed with ``"! "``).
     """
@@ -164,9 +186,11 @@ class JobRunner:
         self.onLog = onLog
         self.state = JobState()
         self._steps: List[JobStep] = []
-        self._splitters: Dict[str, _LineSplitter] = {}
+        self._splitters: Dict[str, LineSplitter] = {}
         self._lock = threading.RLock()
         self._stopRequested = False
+        self._stopFile: Optional[Path] = None  # the stop file written for the running step
+        self._killReason = ""
         self._generation = 0  # identifies the running step for the delayed kill
         self._finishedEvent = threading.Event()
         self._lastStderr: Deque[str] = collections.deque(maxlen=5)
@@ -180,28 +204,58 @@ class JobRunner:
             raise RuntimeError("a job is already running; stop it first")
         self._steps = list(steps)
         self.state = JobState(status="running", stepCount=len(steps))
-        self._stopRequested = False
+        self._stopRequested, self._stopFile, self._killReason = False, None, ""
         self._finishedEvent.clear()
         self._startStep(0)
 
     def isRunning(self) -> bool:
         return self.state.status in ("running", "stopping")
 
+    @property
+    def canKill(self) -> bool:
+        """``True`` while a stop is under way: another :meth:`stop` (the GUI's "Kill") kills the tree at once."""
+        return self.state.status == "stopping"
+
     def stop(self) -> None:
-        """Ask the running step to stop (stop file), cancel the next steps, kill the tree after the timeout."""
+        """Stop the job; calling it again while stopping kills the process tree at once.
+
+        First call: write the running step's stop file (the child saves what it can and exits with code 3
+        within seconds), cancel the next steps, and kill the process tree if it still runs after
+        ``stopTimeoutSeconds`` (at once when the step has no stop file). Later calls while the job is
+        "stopping" (:attr:`canKill`): :meth:`kill`. Does nothing when no job runs.
+        """
         with self._lock:
-            if not self.isRunning() or self._stopRequested:
+            if not self.isRunning():
+                return
+            if self._stopRequested:
+                killNow = True
+            else:
+                killNow = False
+                self._stopRequested = True
+                self.state.status = "stopping"
+                self._stopFile = self._steps[self.state.stepIndex].stopPath()
+                if self._stopFile is not None and not self._writeStopFile():
+                    self._stopFile = None  # nothing will stop the child politely
+                if self._stopFile is not None:
+                    self._log(f"[PASeg] stop requested; the process is killed if it runs "
+                              f"{self.stopTimeoutSeconds:g} s more (press Kill to kill it now)")
+                generation = self._generation
+        if killNow:
+            self.kill()
+        elif self._stopFile is None:
+            self._killIfStillRunning(generation, "the step has no stop file; killing the process tree")
+        else:
+            self.schedule(self.stopTimeoutSeconds, lambda: self._killIfStillRunning(generation))
+
+    def kill(self) -> None:
+        """Kill the running step's process tree now and cancel the next steps (nothing is saved)."""
+        with self._lock:
+            if not self.isRunning():
                 return
             self._stopRequested = True
             self.state.status = "stopping"
-            step = self._steps[self.state.stepIndex]
-            if step.runDir:
-                stopFile = Path(step.runDir) / STOP_FILE_NAME
-                stopFile.parent.mkdir(parents=True, exist_ok=True)
-                stopFile.write_text("stop requested by the PASeg module\n", encoding="utf-8")
-            self._log(f"[PASeg] stop requested; the process is killed if it runs {self.stopTimeoutSeconds:g} s more")
             generation = self._generation
-        self.schedule(self.stopTimeoutSeconds, lambda: self._killIfStillRunning(generation))
+        self._killIfStillRunning(generation, "kill requested; killing the process tree")
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until the job finished (for scripts and tests only; the GUI uses ``onEvent``)."""
@@ -214,7 +268,9 @@ class JobRunner:
             self._generation += 1
             self.state.stepIndex, self.state.stepName = index, step.name
             self.state.stepFraction, self.state.etaSeconds = 0.0, None
-            self._splitters = {"stdout": _LineSplitter(), "stderr": _LineSplitter()}
+            self.state.phase, self.state.phaseDone, self.state.phaseTotal, self.state.phaseEpoch = "", 0, 0, None
+            self.state.iteration = self.state.totalIterations = None
+            self._splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
             command = " ".join([step.program] + step.arguments)
             self._log(f"[PASeg] step {index + 1}/{len(self._steps)}: {step.name}: {command}")
         try:
@@ -225,13 +281,30 @@ class JobRunner:
         except Exception as exc:  # the program is missing, not executable…
             self._finish("failed", None, f"could not start {step.program}: {exc}")
 
-    def _killIfStillRunning(self, generation: int) -> None:
+    def _killIfStillRunning(self, generation: int, why: str = "") -> None:
         with self._lock:
-            if generation != self._generation or not self.backend.isRunning():
+            if generation != self._generation or self.state.finished or not self.backend.isRunning():
                 return
             self.state.killed = True
-            self._log(f"[PASeg] no stop within {self.stopTimeoutSeconds:g} s; killing the process tree")
+            self._killReason = "killed" if why else "killed after the stop timeout"
+            self._log("[PASeg] " + (why or f"no stop within {self.stopTimeoutSeconds:g} s; killing the process tree"))
         self.backend.kill()
+
+    def _writeStopFile(self) -> bool:
+        try:
+            self._stopFile.parent.mkdir(parents=True, exist_ok=True)
+            self._stopFile.write_text("stop requested by the PASeg module\n", encoding="utf-8")
+            return True
+        except OSError as exc:
+            self._log(f"[PASeg] cannot write the stop file {self._stopFile}: {exc}")
+            return False
+
+    def _removeStopFile(self) -> None:
+        if self._stopFile is not None:
+            try:
+                self._stopFile.unlink()
+            except OSError:
+                pass
 
     def _onOutput(self, stream: str, data: bytes) -> None:
         with self._lock:
@@ -247,6 +320,9 @@ class JobRunner:
                 self._log(("! " if stream == "stderr" else "") + line)
             return
         self._writeLogFile(line)
+        if self.state.status == "stopping" and self._stopFile is not None and event["event"] != "stopped":
+            if not self._stopFile.exists():  # the child removed it as stale when it started: ask again
+                self._writeStopFile()
         self._applyEvent(event)
         if self.onEvent is not None:
             self.onEvent(event)
@@ -260,19 +336,47 @@ class JobRunner:
             s.epoch = event.get("epoch", s.epoch)
             s.losses = {str(k): float(v) for k, v in (event.get("losses") or {}).items() if _number(v) is not None}
             s.lossHistory.append({"step": s.stepIndex, "iteration": event.get("iteration"), **s.losses})
+            s.iteration, s.totalIterations = event.get("iteration"), event.get("total_iterations")
+            self._setPhase("training", s.iteration, s.totalIterations)
         elif kind == "validation":
             s.lastScore = _number(event.get("score"))
             s.validationHistory.append(
                 {"step": s.stepIndex, "epoch": event.get("epoch"), "score": s.lastScore, "x": len(s.lossHistory)}
             )
+            self._setPhase("training", s.iteration, s.totalIterations)  # the round is over
         elif kind == "case":
             total = float(event.get("total") or 0)
             s.stepFraction = float(event.get("index", 0)) / total if total > 0 else s.stepFraction
             s.caseEvents.append(event)
+            self._setPhase("predicting", event.get("index"), event.get("total"))
+        elif kind == "phase":
+            s.phaseEpoch = event.get("epoch")
+            self._setPhase(str(event.get("phase", "")), 0, event.get("total"))
+        elif kind == "prepare":
+            self._setPhase("preparing", event.get("index"), event.get("total"))
+        elif kind == "validation_case":
+            s.phaseEpoch = event.get("epoch", s.phaseEpoch)
+            self._setPhase("validating", event.get("index"), event.get("total"))
+        elif kind == "start":
+            if _number(event.get("total_iterations")):  # training (a resumed run starts at its saved iteration)
+                s.iteration, s.totalIterations = event.get("iteration") or 0, event["total_iterations"]
+                s.stepFraction = float(s.iteration) / float(s.totalIterations)
+                self._setPhase("training", s.iteration, s.totalIterations)
+            elif event.get("total") is not None:  # prediction
+                self._setPhase("predicting", 0, event.get("total"))
         elif kind == "done":
             s.doneEvents.append(event)
-        elif kind == "error":
-            s.message = str(event.get("message", ""))
+        elif kind in ("error", "stopped"):
+            s.message = str(event.get("message", "")) or s.message
+
+    def _setPhase(self, phase: str, done: Any, total: Any) -> None:
+        s = self.state
+        if phase != s.phase:
+            s.phase, s.phaseDone, s.phaseTotal = phase, 0, 0
+        if _number(done) is not None:
+            s.phaseDone = int(_number(done))
+        if _number(total) is not None:
+            s.phaseTotal = int(_number(total))
 
     def _onFinished(self, exitCode: Optional[int]) -> None:
         with self._lock:
@@ -280,8 +384,10 @@ class JobRunner:
                 for line in splitter.flush():
                     self._handleLine(stream, line)
             self.state.exitCode = exitCode
+            if self._stopRequested:
+                self._removeStopFile()  # written for this step; a child that was killed left it behind
             if self._stopRequested or exitCode in (EXIT_STOPPED, EXIT_INTERRUPTED):
-                how = "killed after the stop timeout" if self.state.killed else "stopped"
+                how = self._killReason if self.state.killed else "stopped"
                 self._finish("stopped", exitCode, self.state.message or f"{self.state.stepName}: {how}")
                 return
             if exitCode != EXIT_OK:

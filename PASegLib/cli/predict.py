@@ -22,7 +22,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "Writes <case>_pred.nii.gz (uint8: 0 background, n = n-th annotated object, 1 without clicks) and "
         "<case>_prob.nii.gz (float32 foreground probability) in each image's own geometry. Clicks "
         "(<case>.mrk.json or <case>_7points.<ext>) are used when present. Prints one "
-        'PASEG {"event": "case", ...} line per case on stdout.',
+        'PASEG {"event": "case", ...} line per case on stdout. Creating the file OUT/STOP stops the command '
+        "within seconds: the cases finished so far are kept in OUT, nothing of the interrupted case is written, "
+        'and it exits with code 3 after a PASEG {"event": "stopped", ...} line (a STOP present at start is '
+        "stale and removed). Exit codes: 0 done, 1 error, 2 usage, 3 stopped, 130 interrupted.",
     )
     p.add_argument("run_dir", type=Path, help="run folder (config.json, checkpoints/best.pt, checkpoints/last.pt)")
     p.add_argument("input", type=Path, help="an image file or a dataset folder")
@@ -89,10 +92,16 @@ def collect_inputs(input_path: Path, annotations: Optional[Path] = None) -> List
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inference import load_predictor, predict_files
     from ..progress_events import emit
+    from ..training.stopping import EXIT_STOPPED, STOP_FILE, StopFile, StopRequested
 
     start = time.perf_counter()
+    # OUT/STOP, like training's RUN_DIR/STOP: one rule for every job ("STOP in the folder the command writes
+    # into"), usable from a terminal without extra flags; removed here if stale, before the first event
+    stop = StopFile(args.out / STOP_FILE)
+    stop.clear_stale()
+    from ..inference import load_predictor, predict_files
+
     if not args.run_dir.is_dir():
         raise ValueError(f"run folder not found: {args.run_dir}")
     cases = collect_inputs(args.input, args.annotations)
@@ -110,16 +119,26 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.update(1)
 
+    stopped = False
     try:
         with staged_output(args.out) as stage:
-            rows = predict_files(predictor, cases, stage, restrict_to_box=args.restrict_to_box,
-                                 largest_component=args.largest_component, threshold=args.threshold,
-                                 on_case=on_case)
+            try:
+                rows = predict_files(predictor, cases, stage, restrict_to_box=args.restrict_to_box,
+                                     largest_component=args.largest_component, threshold=args.threshold,
+                                     on_case=on_case, stop=stop)
+            except StopRequested as exc:  # the finished cases' files still move into --out
+                rows, stopped = exc.rows, True
+                stop.consume()
     finally:
         if bar is not None:
             bar.close()
     for row in rows:  # the staged files now live in --out
         row["pred"], row["prob"] = str(args.out / Path(row["pred"]).name), str(args.out / Path(row["prob"]).name)
+    if stopped:
+        message = f"stopped after {len(rows)} of {len(cases)} case(s); their predictions are in {args.out}"
+        print(message, file=sys.stderr)
+        emit("stopped", phase="predicting", done=len(rows), total=len(cases), out=str(args.out), message=message)
+        return EXIT_STOPPED
     print(f"predicted {len(rows)} case(s) into {args.out}")
     if args.json:
         print_json({"run_dir": str(args.run_dir), "input": str(args.input), "out": str(args.out),

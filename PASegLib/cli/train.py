@@ -9,8 +9,12 @@ from .common import ProgressBarStream
 
 EPILOG = """\
 Progress: one `PASEG {json}` line per event on stdout (the Slicer module reads them), a progress bar on
-stderr. Exit codes: 0 finished, 1 error, 2 usage, 3 stopped (the file RUN_DIR/STOP appeared: the trainer
-saved a checkpoint; continue with --resume), 130 interrupted.
+stderr. Exit codes: 0 finished, 1 error, 2 usage, 3 stopped, 130 interrupted.
+
+Stopping: create the file RUN_DIR/STOP (one present at start is stale and removed). It is honoured within
+seconds in every phase: during data preparation (nothing trained yet: nothing is saved, the prepared cases
+stay cached; run the same command again, or add --resume), during training (checkpoint at the current
+iteration) and during validation (the round is abandoned and redone on --resume). Continue with --resume.
 
 Examples:
   paseg train cases/ --out runs/unet2d5 --stage 1 --network unet2d5 --epochs 100

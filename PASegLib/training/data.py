@@ -5,7 +5,10 @@ resolution (where ε and λ were tuned), then image, partial labels, valid regio
 dense label are resampled to the training grid (:func:`~PASegLib.preprocess.resampled_geometry`; linear for
 the image, nearest for label maps) and the image is z-scored inside the valid region. Prepared cases are
 cached as ``.npz`` files keyed by a hash of the input files (path, size, mtime) and of every setting that
-changes them, so a second run (or the second network of the pipeline) skips the expansion. numpy only.
+changes them, so a second run (or the second network of the pipeline) skips the expansion. A stop file
+(:class:`~PASegLib.training.stopping.StopFile`) is checked before every case and between the stages of one;
+a stop raises :class:`~PASegLib.training.stopping.StopRequested` before the case's cache entry is written
+(entries are written atomically, so the cache never holds a partial one). numpy only.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..image_io import Volume
 from ..preprocess import normalize_intensities, resample_to_shape, resampled_geometry
 from ..seeds.expansion import expand_seeds, valid_region_mask
 from .config import TrainConfig
+from .stopping import StopFile
 
 __all__ = ["PatchSampler", "PreparedCase", "prepare_case", "prepare_cases", "preprocess_image", "split_cases"]
 
@@ -82,15 +86,24 @@ def preprocess_image(image: Volume, config: TrainConfig) -> Tuple[np.ndarray, np
     return arr, valid, grid
 
 
-def prepare_case(case: Case, config: TrainConfig) -> PreparedCase:
-    """Expand the clicks of a loaded, annotated ``case`` and resample everything to the training grid."""
+def prepare_case(case: Case, config: TrainConfig, *, stop: Optional[StopFile] = None) -> PreparedCase:
+    """Expand the clicks of a loaded, annotated ``case`` and resample everything to the training grid.
+
+    ``stop`` is checked between the stages (valid region, seed expansion, resampling); a stop raises
+    :class:`~PASegLib.training.stopping.StopRequested`.
+    """
     if case.annotation is None or not case.annotation.objects:
         raise DatasetError(f"case {case.case_id!r} has no annotation (clicks); annotate it or leave it out")
+    check = stop.check if stop is not None else (lambda: None)
     expansion = config.expansion_config
     source = case.image.geometry
+    check()
     valid = valid_region_mask(np.asarray(case.image.array, dtype=np.float32), expansion)
+    check()
     partial = expand_seeds(case.image, case.annotation, config=expansion, valid_mask=valid)
+    check()
     image, valid, grid = preprocess_image(case.image, config)
+    check()
     partial = resample_to_shape(partial, grid.shape, order=0)
     label = None
     if case.label is not None:
@@ -148,15 +161,22 @@ def prepare_cases(
     *,
     cache_dir: Optional[PathLike] = None,
     on_case: Optional[Callable[[int, int, str, bool], None]] = None,
+    stop: Optional[StopFile] = None,
 ) -> List[PreparedCase]:
     """Prepare (or read from ``cache_dir``) every case of ``files``; ``on_case(index, total, case_id, cached)``.
 
+    ``stop`` is checked before every case and inside :func:`prepare_case`; the cases finished before a stop
+    are in the cache (when there is one), the interrupted one is not.
+
     Raises:
         DatasetError: a case has no clicks or an unreadable/invalid file (the message names it).
+        StopRequested: the stop file appeared.
     """
     out = []
     cache = Path(cache_dir) if cache_dir is not None else None
     for index, case_files in enumerate(files):
+        if stop is not None:
+            stop.check()
         cached = False
         target = cache / f"{case_files.case_id}-{_cache_key(case_files, config)}.npz" if cache else None
         prepared = None
@@ -170,7 +190,7 @@ def prepare_cases(
             if case.annotation is None:
                 raise DatasetError(f"case {case_files.case_id!r} has no clicks (<case>.mrk.json or "
                                    f"<case>_7points file); annotate it first or use `paseg simulate-clicks`")
-            prepared = prepare_case(case, config)
+            prepared = prepare_case(case, config, stop=stop)
             if target is not None:
                 _save(target, prepared)
         out.append(prepared)

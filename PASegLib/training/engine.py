@@ -11,11 +11,15 @@ Run folder (``run_dir``)::
     loss_curves.png      per-epoch mean losses and the validation score
     model.json           summary of a finished run (network, best score/epoch, date, version, checkpoint)
     STOP                 create this file to make the trainer save and exit with :data:`EXIT_STOPPED`
+                         (protocol: :mod:`PASegLib.training.stopping`)
 
-The loop is iteration-exact: the stop file is checked before every iteration and a checkpoint holds the
-epoch, the position inside the epoch, the case order of the epoch, every RNG state, optimizer and scaler
-states, the best score and the history, so ``resume`` continues exactly where the run stopped (bit-identical
-to an uninterrupted run in deterministic mode on CPU).
+The loop is iteration-exact: the stop file is checked before every iteration and before every sliding window
+of a validation round, and a checkpoint holds the epoch, the position inside the epoch, the case order of the
+epoch, every RNG state, optimizer and scaler states, the best score and the history, so ``resume`` continues
+exactly where the run stopped (bit-identical to an uninterrupted run in deterministic mode on CPU). A stop
+during a validation round abandons the round and saves the epoch boundary with ``epoch_end_pending``: the
+resumed run redoes that validation round and the rest of the epoch's end (``on_epoch_end``, checkpoint)
+before its next iteration (validation draws no random numbers, so nothing else changes).
 """
 
 from __future__ import annotations
@@ -37,12 +41,9 @@ from .config import TrainConfig
 from .data import PatchSampler, PreparedCase
 from .runtime import capture_rng, describe_device, restore_rng, seed_everything, sliding_window_probability
 from .selection import criterion_value, label_free_score
+from .stopping import EXIT_STOPPED, STOP_FILE, StopFile, StopRequested, stop_checking
 
 __all__ = ["EXIT_STOPPED", "STOP_FILE", "Trainer"]
-
-#: Exit code of a run that saved and stopped because ``run_dir/STOP`` appeared.
-EXIT_STOPPED = 3
-STOP_FILE = "STOP"
 
 
 def _dice(pred: np.ndarray, label: np.ndarray) -> float:
@@ -86,6 +87,7 @@ class Trainer:
         self.train_cases, self.val_cases = list(train_cases), list(val_cases)
         self.device = device
         self.stream = stream
+        self.stop = StopFile(self.run_dir / STOP_FILE)
         self.sampler = PatchSampler(self.train_cases, config)
         self.iterations_per_epoch = config.iterations_per_epoch or max(len(self.train_cases),
                                                                        config.min_iterations_per_epoch)
@@ -103,6 +105,7 @@ class Trainer:
         self.position = 0  # iterations done inside the current epoch
         self.global_step = 0
         self.order: List[int] = []
+        self.epoch_end_pending = False  # stopped inside the validation round of epoch ``self.epoch``
         self.best_score: Optional[float] = None
         self.best_epoch: Optional[int] = None
         self.history: List[Dict[str, Any]] = []
@@ -159,7 +162,8 @@ class Trainer:
             "optimizers": {r: o.state_dict() for r, o in self.optimizers.items()},
             "scalers": {r: s.state_dict() for r, s in self.scalers.items()},
             "trainer": {"epoch": self.epoch, "position": self.position, "global_step": self.global_step,
-                        "order": list(self.order), "best_score": self.best_score, "best_epoch": self.best_epoch,
+                        "order": list(self.order), "epoch_end_pending": self.epoch_end_pending,
+                        "best_score": self.best_score, "best_epoch": self.best_epoch,
                         "history": json.dumps(self.history), "extra": self.extra_state(),
                         "train_seconds": self.tick()},
             "rng": capture_rng(self.rng),
@@ -178,6 +182,7 @@ class Trainer:
         t = data["trainer"]
         self.epoch, self.position, self.global_step = int(t["epoch"]), int(t["position"]), int(t["global_step"])
         self.order = [int(i) for i in t["order"]]
+        self.epoch_end_pending = bool(t.get("epoch_end_pending", False))
         self.best_score, self.best_epoch = t["best_score"], t["best_epoch"]
         self.history = json.loads(t["history"])
         self.train_seconds = float(t.get("train_seconds", 0.0))
@@ -211,8 +216,9 @@ class Trainer:
 
     # -- validation -------------------------------------------------------------------------------------
     def predict_probability(self, networks: Sequence[torch.nn.Module], image: np.ndarray) -> np.ndarray:
-        """Sliding-window foreground probability ``[I, J, K]`` (mean softmax of ``networks``) of ``image``."""
-        return sliding_window_probability(networks, image, patch_size=self.config.patch_size,
+        """Sliding-window foreground probability ``[I, J, K]`` (mean softmax of ``networks``) of ``image``;
+        the stop file is checked before every window (:class:`~PASegLib.training.stopping.StopRequested`)."""
+        return sliding_window_probability(stop_checking(networks, self.stop), image, patch_size=self.config.patch_size,
                                           overlap=self.config.sw_overlap, device=self.device, amp=self.amp)
 
     def predict_mask(self, networks: Sequence[torch.nn.Module], case) -> np.ndarray:
@@ -232,7 +238,8 @@ class Trainer:
             return None
         per_case: List[Dict[str, float]] = []
         nets = self.selection_networks()
-        for case in self.val_cases:
+        for index, case in enumerate(self.val_cases, start=1):
+            self.stop.check()
             prob = self.predict_probability(nets, case.image)
             pred = (prob >= 0.5) & case.valid
             flipped = self.predict_probability(nets, np.ascontiguousarray(case.image[::-1, ::-1, ::-1]))
@@ -242,6 +249,7 @@ class Trainer:
             if case.label is not None:
                 row.update(label_diagnostics(pred, case.label))
             per_case.append(row)
+            self.emit("validation_case", epoch=self.epoch, index=index, total=len(self.val_cases), case=case.case_id)
         for net in self.networks.values():
             net.train()
         keys = [k for k in per_case[0] if all(k in r for r in per_case)]
@@ -249,7 +257,10 @@ class Trainer:
 
     def _validation_round(self) -> None:
         """Validate at the current epoch, emit the event, and save ``best.pt`` when the selection criterion
-        improved (never with ``selection = "last"``: then ``best.pt`` is written at the end)."""
+        improved (never with ``selection = "last"``: then ``best.pt`` is written at the end). A stop raises
+        :class:`~PASegLib.training.stopping.StopRequested` before anything changed."""
+        if self.val_cases:
+            self.emit("phase", phase="validating", epoch=self.epoch, total=len(self.val_cases))
         result = self.validate()
         if result is None:
             return
@@ -281,13 +292,18 @@ class Trainer:
         batch["boxes"] = [p["boxes"] for p in patches]  # per sample [M, 2, 3] (objects differ in number)
         return batch
 
-    def run(self, *, resume: bool = False, on_iteration: Optional[Callable[[Trainer], None]] = None) -> int:
-        """Train to the end (exit 0) or until the stop file appears (saves, exit :data:`EXIT_STOPPED`)."""
+    def run(self, *, resume: bool = False, on_iteration: Optional[Callable[[Trainer], None]] = None,
+            clear_stale_stop: bool = True) -> int:
+        """Train to the end (exit 0) or until the stop file appears (saves, exit :data:`EXIT_STOPPED`).
+
+        ``clear_stale_stop=False``: the caller already removed a stale stop file (at the start of its session,
+        :func:`~PASegLib.training.launch.train_from_dataset`); a stop file present now was asked for since.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if clear_stale_stop:
+            self.stop.clear_stale()
         if resume:
             self.load_state(self.checkpoint_path("last"))
-        stop_file = self.run_dir / STOP_FILE
-        stop_file.unlink(missing_ok=True)
         self._session_clock = time.monotonic()
         self.emit("start", total_iterations=self.total_iterations, epochs=self.config.epochs,
                   iteration=self.global_step, run_dir=str(self.run_dir), device=describe_device(self.device),
@@ -295,40 +311,36 @@ class Trainer:
         for net in self.networks.values():
             net.train()
         started, done_here = time.monotonic(), 0
-        while self.epoch < self.config.epochs:
-            if self.position == 0:
-                self.order = self._new_order()
-            while self.position < self.iterations_per_epoch:
-                if stop_file.exists():
-                    self.save("last")
-                    self.write_history()
-                    stop_file.unlink(missing_ok=True)
-                    self.emit("stopped", epoch=self.epoch + 1, iteration=self.global_step)
-                    return EXIT_STOPPED
-                lr = self.learning_rate()
-                for opt in self.optimizers.values():
-                    for group in opt.param_groups:
-                        group["lr"] = lr
-                batch = self._batch()
-                losses = self.train_step(batch, self.epoch + self.position / self.iterations_per_epoch)
-                self.position += 1
-                self.global_step += 1
-                done_here += 1
-                rate = (time.monotonic() - started) / done_here
-                self.emit("iteration", epoch=self.epoch + 1, iteration=self.global_step,
-                          total_iterations=self.total_iterations, losses=losses, lr=lr,
-                          eta_s=rate * (self.total_iterations - self.global_step))
-                if on_iteration is not None:
-                    on_iteration(self)
-            self.epoch += 1
-            self.position = 0
-            last = self.epoch == self.config.epochs
-            if last or self.epoch % self.config.validate_every == 0:
-                self._validation_round()
-            self.on_epoch_end(self.epoch)  # after validation: SCM refreshes from the newest best weights
-            if last or self.epoch % self.config.checkpoint_every == 0:
-                self.save("last")
-                self.write_history()
+        try:
+            if self.epoch_end_pending:  # stopped inside a validation round: redo that epoch's end first
+                self._end_epoch()
+            while self.epoch < self.config.epochs:
+                if self.position == 0:
+                    self.order = self._new_order()
+                while self.position < self.iterations_per_epoch:
+                    if self.stop.requested():
+                        return self._stopped("training")
+                    lr = self.learning_rate()
+                    for opt in self.optimizers.values():
+                        for group in opt.param_groups:
+                            group["lr"] = lr
+                    batch = self._batch()
+                    losses = self.train_step(batch, self.epoch + self.position / self.iterations_per_epoch)
+                    self.position += 1
+                    self.global_step += 1
+                    done_here += 1
+                    rate = (time.monotonic() - started) / done_here
+                    self.emit("iteration", epoch=self.epoch + 1, iteration=self.global_step,
+                              total_iterations=self.total_iterations, losses=losses, lr=lr,
+                              eta_s=rate * (self.total_iterations - self.global_step))
+                    if on_iteration is not None:
+                        on_iteration(self)
+                self.epoch += 1
+                self.position = 0
+                self.epoch_end_pending = True
+                self._end_epoch()
+        except StopRequested:
+            return self._stopped("validating")
         if self.best_epoch is None:  # selection "last" (or no validation case): the last weights are selected
             self.best_epoch = self.epoch
             self.save("best")
@@ -336,6 +348,32 @@ class Trainer:
         self.emit("done", best_score=self.best_score, best_epoch=self.best_epoch, run_dir=str(self.run_dir),
                   train_seconds=self.tick())
         return 0
+
+    def _end_epoch(self) -> None:
+        """The end of epoch ``self.epoch``: validation round, :meth:`on_epoch_end`, periodic checkpoint."""
+        last = self.epoch == self.config.epochs
+        if last or self.epoch % self.config.validate_every == 0:
+            self._validation_round()
+        self.epoch_end_pending = False
+        self.on_epoch_end(self.epoch)  # after validation: SCM refreshes from the newest best weights
+        if last or self.epoch % self.config.checkpoint_every == 0:
+            self.save("last")
+            self.write_history()
+
+    def _stopped(self, phase: str) -> int:
+        """Save ``last`` at the current position, remove the stop file, emit ``stopped``; :data:`EXIT_STOPPED`."""
+        for net in self.networks.values():  # a validation round may have been left in eval mode
+            net.train()
+        path = self.save("last")
+        self.write_history()
+        self.stop.consume()
+        if phase == "validating":
+            epoch, where = self.epoch, f"in the validation round of epoch {self.epoch} (redone on --resume)"
+        else:
+            epoch, where = self.epoch + 1, f"at iteration {self.global_step}/{self.total_iterations}"
+        self.emit("stopped", phase=phase, epoch=epoch, iteration=self.global_step, checkpoint=str(path),
+                  message=f"stopped {where}; checkpoint saved: continue with --resume")
+        return EXIT_STOPPED
 
     def write_summary(self) -> None:
         atomic_write_json(self.run_dir / "model.json", {

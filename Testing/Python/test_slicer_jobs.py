@@ -379,3 +379,69 @@ def test_job_folder_files(tmp_path):
     doc = jobs.updateJobFile(first, status="stopped", exit_code=3)
     assert doc["status"] == "stopped" and doc["steps"][0]["command"] == ["py", "-m", "PASegLib", "train"]
     assert json.loads((first / "job.json").read_text()) == doc
+
+
+PHASES_CHILD = r"""
+import json
+def emit(**event):
+    print("PASEG " + json.dumps(event), flush=True)
+emit(event="phase", phase="preparing", total=4)
+for n in range(1, 5):
+    emit(event="prepare", index=n, total=4, case=f"c{n}", cached=False)
+emit(event="start", total_iterations=10, epochs=2, iteration=4, resumed=True)
+emit(event="iteration", epoch=2, iteration=5, total_iterations=10, losses={"loss": 1.0}, lr=0.01, eta_s=5)
+emit(event="phase", phase="validating", epoch=2, total=2)
+emit(event="validation_case", epoch=2, index=1, total=2, case="c4")
+emit(event="validation", epoch=2, score=0.5)
+emit(event="stopped", phase="training", epoch=3, iteration=5, message="stopped at iteration 5/10")
+raise SystemExit(3)
+"""
+
+
+def test_job_state_follows_the_phases(tmp_path):
+    script = tmp_path / "phases.py"
+    script.write_text(PHASES_CHILD, encoding="utf-8")
+    snapshots = []
+    runner = JobRunner(SubprocessBackend(), threadingSchedule)
+    runner.onEvent = lambda e: snapshots.append((e["event"], runner.state.summary()["phase"],
+                                                 round(runner.state.phaseFraction, 3), round(runner.state.fraction, 3)))
+    runner.start([JobStep("stage 1", sys.executable, [str(script)])])
+    assert runner.wait(20) and runner.state.status == "stopped" and runner.state.exitCode == 3
+    assert snapshots[:-1] == [
+        ("phase", "preparing data: 0/4 cases", 0.0, 0.0),
+        ("prepare", "preparing data: 1/4 cases", 0.25, 0.0),
+        ("prepare", "preparing data: 2/4 cases", 0.5, 0.0),
+        ("prepare", "preparing data: 3/4 cases", 0.75, 0.0),
+        ("prepare", "preparing data: 4/4 cases", 1.0, 0.0),
+        ("start", "training: 4/10 iterations", 0.4, 0.4),  # a resumed run starts at its saved iteration
+        ("iteration", "training: 5/10 iterations", 0.5, 0.5),
+        ("phase", "validating epoch 2: 0/2 cases", 0.0, 0.5),
+        ("validation_case", "validating epoch 2: 1/2 cases", 0.5, 0.5),
+        ("validation", "training: 5/10 iterations", 0.5, 0.5),
+        ("stopped", "training: 5/10 iterations", 0.5, 0.5),
+    ]
+    assert snapshots[-1][0] == "finished" and runner.state.message == "stopped at iteration 5/10"
+
+
+def test_steps_carry_their_stop_file_and_a_utf8_environment(tmp_path):
+    from PASegSlicer.processes import NO_WINDOW, childOutputEnvironment
+
+    train = jobs.trainingSteps(tmp_path, "D", mode="stage 1", networks=["unet3d"], epochs=1, device="cpu",
+                               python="py")[0]
+    assert train.stopPath() == tmp_path / "stage1-unet3d" / "STOP"
+    predict = jobs.predictionSteps(tmp_path, "RUN", "IN", python="py")[0]
+    assert predict.runDir is None and predict.stopPath() == tmp_path / "output" / "STOP"
+    assert jobs.deviceProbeStep(python="py").stopPath() is None  # a stop kills it at once
+    env = jobs.childEnvironment()
+    assert env["PYTHONIOENCODING"] == "utf-8" and env["PYTHONUTF8"] == "1" and env["PYTHONUNBUFFERED"] == "1"
+    assert childOutputEnvironment()["PYTHONIOENCODING"] == "utf-8"
+    assert NO_WINDOW == (0 if os.name != "nt" else 0x08000000)
+    jobs.writeJobFile(tmp_path, "predict", [predict], {})
+    doc = json.loads((tmp_path / "job.json").read_text())
+    assert doc["steps"][0]["stop_file"] == str(tmp_path / "output" / "STOP")
+    # a child's non-ASCII output arrives intact whatever the locale says (PYTHONIOENCODING=utf-8 by default)
+    lines = []
+    runner = JobRunner(SubprocessBackend(), threadingSchedule, onLog=lines.append)
+    runner.start([JobStep("echo", sys.executable, ["-c", "print('Fall Müller ✓ 肺')"], environment={"LC_ALL": "C"})])
+    assert runner.wait(20) and runner.state.status == "done"
+    assert "Fall Müller ✓ 肺" in lines

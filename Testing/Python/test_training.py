@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -276,3 +277,110 @@ def test_cli_stop_file_exit_code_and_resume(tiny_dataset, tmp_path):
     assert all(e["cached"] for e in events if e["event"] == "prepare")  # the prepared data was reused
     assert [e["iteration"] for e in events if e["event"] == "iteration"][0] == start["iteration"] + 1
     assert json.loads((run / "model.json").read_text())["epochs"] == 3
+
+
+class _StopOn(io.StringIO):
+    """A progress stream that creates ``run/STOP`` when it sees the ``n``-th event ``kind`` (deterministic: the
+    trainer writes its events synchronously)."""
+
+    def __init__(self, run: Path, kind: str, n: int = 1, **match):
+        super().__init__()
+        self.run, self.kind, self.n, self.match, self.seen = run, kind, n, match, 0
+
+    def write(self, text):
+        event = parse_progress_line(text)
+        if event is not None and event["event"] == self.kind and all(event.get(k) == v for k, v in self.match.items()):
+            self.seen += 1
+            if self.seen == self.n:
+                (self.run / STOP_FILE).touch()
+        return super().write(text)
+
+
+@pytest.mark.slow
+def test_stop_during_validation_resumes_bit_identical(tiny_dataset, tmp_path):
+    config = TrainConfig(epochs=2, iterations_per_epoch=2, network="unet3d", selection="click_score",
+                         validation_fraction=0.5, **TINY)
+    full = io.StringIO()
+    assert train_from_dataset(tiny_dataset, tmp_path / "full", config, stream=full) == 0
+    cut = tmp_path / "cut"
+    stream = _StopOn(cut, "validation_case", epoch=1)  # after the first of the two validation cases of epoch 1
+    assert train_from_dataset(tiny_dataset, cut, config, stream=stream) == EXIT_STOPPED
+    events = _events(stream.getvalue())
+    stopped = events[-1]
+    assert stopped["event"] == "stopped" and stopped["phase"] == "validating" and stopped["epoch"] == 1
+    assert not any(e["event"] == "validation" for e in events)  # the round was abandoned
+    saved = load_checkpoint(cut / "checkpoints" / "last.pt")["trainer"]
+    assert (saved["epoch"], saved["position"], saved["global_step"], saved["epoch_end_pending"]) == (1, 0, 2, True)
+    assert not (cut / STOP_FILE).exists()
+    resumed = io.StringIO()
+    assert train_from_dataset(tiny_dataset, cut, None, resume=True, stream=resumed) == 0
+    again = _events(resumed.getvalue())
+    assert [e["epoch"] for e in again if e["event"] == "validation"] == [1, 2]  # epoch 1's round is redone
+    want = [e for e in _events(full.getvalue()) if e["event"] in ("validation", "iteration")]
+    got = [e for e in events + again if e["event"] in ("validation", "iteration")]
+    strip = ("elapsed_s", "eta_s")
+    assert [{k: v for k, v in e.items() if k not in strip} for e in got] == \
+        [{k: v for k, v in e.items() if k not in strip} for e in want]
+    for name in ("last", "best"):
+        a = load_checkpoint(tmp_path / "full" / "checkpoints" / f"{name}.pt")["networks"]["primary"]["state_dict"]
+        b = load_checkpoint(cut / "checkpoints" / f"{name}.pt")["networks"]["primary"]["state_dict"]
+        assert all(torch.equal(v, b[k]) for k, v in a.items()), name
+
+
+@pytest.mark.slow
+def test_stop_during_preparation_saves_nothing_and_restarts(tiny_dataset, tmp_path):
+    config = TrainConfig(epochs=1, iterations_per_epoch=1, network="unet3d", **TINY)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / STOP_FILE).touch()  # stale: left by an earlier session, removed at start
+    stream = _StopOn(run, "prepare", index=2)
+    assert train_from_dataset(tiny_dataset, run, config, stream=stream) == EXIT_STOPPED
+    events = _events(stream.getvalue())
+    assert [e["event"] for e in events] == ["phase", "prepare", "prepare", "stopped"]
+    assert events[-1]["phase"] == "preparing" and events[-1]["checkpoint"] is None
+    assert "nothing to save" in events[-1]["message"]
+    assert not (run / "checkpoints").exists() and not (run / STOP_FILE).exists()
+    assert len(list((run / "cache").glob("*.npz"))) == 2 and not list((run / "cache").glob(".*"))  # no partial entry
+    # the same command starts the run (the two prepared cases come from the cache) …
+    again = io.StringIO()
+    assert train_from_dataset(tiny_dataset, run, config, stream=again) == 0
+    cached = [e["cached"] for e in _events(again.getvalue()) if e["event"] == "prepare"]
+    assert cached == [True, True, False, False]
+    # … and so does --resume after a stop before the first checkpoint
+    other = tmp_path / "other"
+    assert train_from_dataset(tiny_dataset, other, config, stream=_StopOn(other, "prepare")) == EXIT_STOPPED
+    assert train_from_dataset(tiny_dataset, other, None, resume=True, stream=io.StringIO()) == 0
+    assert (other / "model.json").is_file()
+
+
+@pytest.mark.slow
+def test_scm_stop_during_validation_resumes_bit_identical(tiny_dataset, tmp_path):
+    tiny = {**TINY, "iterations_per_epoch": 1}
+    runs = []
+    for net in ("unet3d", "attention_unet"):
+        assert train_from_dataset(tiny_dataset, tmp_path / net, TrainConfig(epochs=1, network=net, **tiny),
+                                  stream=io.StringIO()) == 0
+        runs.append(tmp_path / net)
+    config = TrainConfig(stage=2, network="unet3d", aux_network="attention_unet", epochs=2, refresh_every=1,
+                         selection="click_score", lr=1e-3, **tiny)
+    full = io.StringIO()
+    assert train_from_dataset(tiny_dataset, tmp_path / "full", config, init_runs=runs, stream=full) == 0
+    cut = tmp_path / "cut"
+    stream = _StopOn(cut, "phase", phase="validating", epoch=1)
+    assert train_from_dataset(tiny_dataset, cut, config, init_runs=runs, stream=stream) == EXIT_STOPPED
+    assert _events(stream.getvalue())[-1]["phase"] == "validating"
+    resumed = io.StringIO()
+    assert train_from_dataset(tiny_dataset, cut, None, resume=True, init_runs=runs, stream=resumed) == 0
+    keep = ("validation", "iteration", "refresh")
+    want = [e for e in _events(full.getvalue()) if e["event"] in keep]
+    got = [e for e in _events(stream.getvalue()) + _events(resumed.getvalue()) if e["event"] in keep]
+    strip = ("elapsed_s", "eta_s")
+    assert [{k: v for k, v in e.items() if k not in strip} for e in got] == \
+        [{k: v for k, v in e.items() if k not in strip} for e in want]
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = load_checkpoint(cut / "checkpoints" / "last.pt")
+    for role in ("primary", "auxiliary"):
+        for key, value in a["networks"][role]["state_dict"].items():
+            assert torch.equal(value, b["networks"][role]["state_dict"][key]), (role, key)
+        for key, value in a["trainer"]["extra"]["frozen"][role].items():
+            assert torch.equal(value, b["trainer"]["extra"]["frozen"][role][key]), (role, key)

@@ -1,0 +1,106 @@
+"""The stop file of ``paseg train`` and ``paseg predict``: a polite, file-based "please stop" from the GUI.
+
+Protocol (the Slicer module's job runner and a terminal user speak it alike):
+
+* ``paseg train`` watches ``RUN_DIR/STOP``, ``paseg predict`` watches ``OUT/STOP``.
+* A stop file that already exists when a command starts is stale (left by a killed session) and removed
+  before the command's first progress event; one that appears afterwards is honoured within seconds in every
+  phase: between data-preparation cases and between the stages of one case, before every training iteration,
+  inside validation and prediction (before every sliding window).
+* The command saves what it can, removes the stop file, prints a ``PASEG {"event": "stopped", ...}`` line
+  and exits with :data:`EXIT_STOPPED`.
+
+A caller that writes the stop file before the command printed its first progress event must write it again
+when that event arrives (the job runner does), since the command may have removed it as stale.
+
+stdlib only (:func:`stop_checking` imports torch when it is called).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+from ..atomic import PathLike
+
+__all__ = ["EXIT_STOPPED", "STOP_FILE", "StopFile", "StopRequested", "stop_checking"]
+
+#: Exit code of a command that stopped because its stop file appeared.
+EXIT_STOPPED = 3
+#: Name of the stop file inside the run folder (training) or the output folder (prediction).
+STOP_FILE = "STOP"
+
+
+class StopRequested(Exception):
+    """Raised from inside a long computation when the stop file appeared; callers save what they can.
+
+    Attributes:
+        rows: what a batch command finished before the stop (e.g. :func:`~PASegLib.inference.predict_files`'
+            per-case rows); empty when nothing was finished.
+    """
+
+    def __init__(self, message: str = "stop requested", *, rows: Optional[List[Any]] = None) -> None:
+        super().__init__(message)
+        self.rows: List[Any] = list(rows or [])
+
+
+class StopFile:
+    """One stop file: ``clear_stale()`` at start, ``requested()`` / ``check()`` while working, ``consume()``.
+
+    Args:
+        path: the stop file (its folder need not exist).
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"StopFile({str(self.path)!r})"
+
+    def clear_stale(self) -> bool:
+        """Remove a stop file left by an earlier session; ``True`` when there was one."""
+        try:
+            self.path.unlink()
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError:  # e.g. a read-only folder: the file stays and is honoured
+            return False
+
+    def requested(self) -> bool:
+        """Whether the stop file exists now (one ``stat``; cheap enough for every sliding window)."""
+        return self.path.exists()
+
+    def check(self) -> None:
+        """Raise :class:`StopRequested` when the stop file exists."""
+        if self.path.exists():
+            raise StopRequested(f"stop requested ({self.path} appeared)")
+
+    def consume(self) -> None:
+        """Remove the stop file after it was honoured (a missing file is fine)."""
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+
+
+def stop_checking(networks: Sequence[Any], stop: Optional[StopFile]) -> List[Any]:
+    """``networks`` wrapped so that every forward pass first calls ``stop.check()`` (unchanged without ``stop``).
+
+    The wrappers hold the networks as submodules (``eval()``/``train()`` reach them) and compute exactly what
+    the networks compute; a stop inside MONAI's sliding-window loop then acts before the next window.
+    """
+    if stop is None:
+        return list(networks)
+    import torch
+
+    class _StopChecking(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D401
+            stop.check()
+            return self.net(x)
+
+    return [_StopChecking(net) for net in networks]
