@@ -137,7 +137,9 @@ class JobPanel:
 
     def onJobEvent(self, event) -> None:
         state, u = self.runner.state, self.ui
-        u.progressBar.setValue(int(round(100 * state.fraction)))
+        preparing = state.phase == "preparing"  # minutes on a large cohort: its own progress, not 0 % overall
+        u.progressBar.setValue(int(round(100 * (state.phaseFraction if preparing else state.fraction))))
+        u.progressBar.setFormat(_("preparing data %p%") if preparing else "%p%")
         texts = state.summary()
         u.stepLabel.setText(" · ".join(t for t in (texts["step"], texts.get("phase", ""), texts["status"]) if t))
         u.etaLabel.setText(texts["eta"])
@@ -204,7 +206,7 @@ class JobPanel:
         for button in (self.ui.trainButton, self.ui.predictButton, self.ui.predictAllButton):
             button.enabled = not running
         stopping = self.runner.state.status == "stopping"
-        self.ui.stopButton.enabled = running
+        self.ui.stopButton.enabled = running  # while stopping it kills at once (JobRunner.canKill)
         self.ui.stopButton.text = _("Kill") if stopping else _("Stop")
         tip = _("The job was asked to stop; press to end it at once (no checkpoint).") if stopping else None
         self.ui.stopButton.toolTip = tip or _("Stop the job; training saves a checkpoint first.")
