@@ -1,7 +1,8 @@
 """Argument checks shared by the configs, losses and generators: one wording for every ``ValueError``.
 
 Each check returns the value converted (``int`` / ``float`` / ``tuple``) and raises ``ValueError`` naming the
-argument, the rule and the bad value, e.g. ``"epochs must be an integer >= 1, got 0"``. Booleans are never
+argument, the rule and the bad value, e.g. ``"epochs must be an integer >= 1, got 0"``; a long value is
+shortened in the message (:func:`short_repr`), so a 100 MB setting is not echoed in full. Booleans are never
 accepted as numbers. numpy only.
 """
 
@@ -11,7 +12,22 @@ import math
 import numbers
 from typing import Any, Callable, Optional, Tuple
 
-__all__ = ["check_int", "check_number", "check_numbers"]
+__all__ = ["check_int", "check_number", "check_numbers", "short_repr"]
+
+#: Characters of a value shown in an error message (:func:`short_repr`).
+SHORT_REPR_LIMIT = 200
+
+
+def short_repr(value: Any, limit: int = SHORT_REPR_LIMIT) -> str:
+    """``repr(value)``, cut to ``limit`` characters with a note of the full length when longer (error messages
+    echo the bad value; a huge one must not flood the terminal or the error event)."""
+    if isinstance(value, (str, bytes)) and len(value) > limit:  # without copying a huge string
+        return f"{repr(value[:limit])[: limit - 1]}… ({len(value)} characters)"
+    try:
+        text = repr(value)
+    except RecursionError:  # a deeply nested value
+        return f"<a deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text)} characters)"
 
 
 def check_int(name: str, value: Any, *, minimum: Optional[int] = None, unit: str = "") -> int:
@@ -19,7 +35,7 @@ def check_int(name: str, value: Any, *, minimum: Optional[int] = None, unit: str
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not ok or (minimum is not None and value < minimum):
         rule = "an integer" + (f" >= {minimum}" if minimum is not None else "") + (f" ({unit})" if unit else "")
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
+        raise ValueError(f"{name} must be {rule}, got {short_repr(value)}")
     return int(value)
 
 
@@ -45,7 +61,7 @@ def check_number(name: str, value: Any, *, minimum: Optional[float] = None, maxi
             rule = f"a finite number {'<' if open_maximum else '<='} {maximum}"
         else:
             rule = "a finite number"
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
+        raise ValueError(f"{name} must be {rule}, got {short_repr(value)}")
     return float(value)
 
 
@@ -64,12 +80,12 @@ def check_numbers(name: str, value: Any, *, length: int, cast: Callable[[Any], A
             ok = all(float(o) == float(v) for o, v in zip(out, items))
         if ok and minimum is not None:
             ok = all(o > minimum if open_minimum else o >= minimum for o in out)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, RecursionError):
         ok = False
     if not ok:
         if not what:
             what = f"{length} {'integers' if cast is int else 'finite numbers'}"
             if minimum is not None:
                 what += f" {'>' if open_minimum else '>='} {minimum}"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {short_repr(value)}")
     return out

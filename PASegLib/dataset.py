@@ -3,20 +3,22 @@
 
 ``<ext>`` is any format of :data:`~PASegLib.image_io.IMAGE_SUFFIXES` (``.nii.gz``, ``.nrrd``, ``.mha`` …).
 Annotations may also live in a separate folder (``annotations_dir``), as written by
-``paseg simulate-clicks --out DIR``. Every problem is reported with the file it concerns.
+``paseg simulate-clicks --out DIR``. Every problem is reported with the file it concerns; what is only suspicious
+(a click that disagrees with the case's label, overlapping boxes) is reported as a warning naming the case.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
-import numpy as np
-
-from .annotations import CaseAnnotation, validate_case
+from .annotations import FOREGROUND, CaseAnnotation, validate_case
 from .atomic import PathLike
-from .image_io import Volume, check_intensities, image_suffix, read_image, strip_image_suffix
+from .checks import short_repr
+from .image_io import Volume, check_intensities, check_label_values, image_suffix, read_image, strip_image_suffix
 from .markups_io import read_markups
 from .sevenpoints_io import read_seven_points
 
@@ -114,8 +116,20 @@ def select_cases(cases: Sequence[CaseFiles], case_ids: Optional[Sequence[str]]) 
     return [by_id[c] for c in case_ids]
 
 
-def load_case(files: CaseFiles, *, load_label: bool = True, load_annotation: bool = True) -> Case:
-    """Read a case's image (checked for NaN/constant), label and annotation (checked against the image)."""
+def print_warning(case_id: str, message: str) -> None:
+    """Default ``warn`` of :func:`load_case`: ``warning: <case>: <message>`` on stderr."""
+    print(f"warning: {case_id}: {message}", file=sys.stderr)
+
+
+def load_case(files: CaseFiles, *, load_label: bool = True, load_annotation: bool = True,
+              warn: Optional[Callable[[str, str], None]] = print_warning) -> Case:
+    """Read a case's image (checked for NaN/constant), label (checked: same geometry, non-negative integer values)
+    and annotation (checked against the image, and against the label when both are loaded).
+
+    Warnings (overlapping object boxes; a foreground click outside the labeled object or a background click
+    on it) are returned in :attr:`Case.warnings` and passed to ``warn(case_id, message)`` (default: printed on
+    stderr; ``None``: not reported).
+    """
     image = read_image(files.image, role="image")
     check_intensities(image, source=str(files.image))
     label = None
@@ -124,9 +138,10 @@ def load_case(files: CaseFiles, *, load_label: bool = True, load_annotation: boo
         mismatch = image.geometry.mismatch(label.geometry)
         if mismatch:
             raise DatasetError(f"{files.label}: label geometry differs from {files.image.name} ({mismatch})")
-        values = np.unique(label.array)
-        if values.size > 256 or not np.all(np.mod(values, 1) == 0) or values.min() < 0:
-            raise DatasetError(f"{files.label}: a label map must hold non-negative integer values")
+        try:
+            check_label_values(label, source=str(files.label))
+        except ValueError as exc:
+            raise DatasetError(str(exc)) from None
     annotation, warnings = None, None
     if load_annotation and files.has_annotation:
         source = files.markups if files.markups is not None else files.seven_points
@@ -136,6 +151,71 @@ def load_case(files: CaseFiles, *, load_label: bool = True, load_annotation: boo
             else:
                 annotation = read_seven_points(files.seven_points, image.geometry)
             warnings = validate_case(annotation, image.geometry)
-        except ValueError as exc:
-            raise DatasetError(f"{source}: {exc}") from None
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+            problem = markups_problem(files.markups) if files.markups is not None else None
+            if problem is None and not isinstance(exc, ValueError):
+                raise  # not explained by the file: a bug
+            raise DatasetError(_named(source, problem or str(exc))) from None
+        if label is not None:
+            warnings += click_label_warnings(annotation, label)
+        for message in warnings if warn is not None else []:
+            warn(files.case_id, message)
     return Case(files.case_id, image, label, annotation, warnings)
+
+
+def _named(source: Path, message: str) -> str:
+    """``message`` prefixed with ``source`` unless it already names it."""
+    return message if str(source) in message else f"{source}: {message}"
+
+
+def click_label_warnings(annotation: CaseAnnotation, label: Volume) -> List[str]:
+    """What the label says against the clicks: a foreground click on a background voxel, a background click on
+    an object voxel (label > 0), each naming the object, the point and its voxel ``(i, j, k)``."""
+    out = []
+    for obj in annotation.objects:
+        for name, point in obj.points().items():
+            voxel = tuple(int(v) for v in label.geometry.world_to_voxel(point))
+            value = label.array[voxel]
+            if name == FOREGROUND and value == 0:
+                out.append(f"object {obj.name!r}: the foreground click F at voxel {voxel} is outside the labeled "
+                           "object (label 0 there)")
+            elif name != FOREGROUND and value != 0:
+                out.append(f"object {obj.name!r}: the background click {name} at voxel {voxel} is on the labeled "
+                           f"object (label {value:g} there)")
+    return out
+
+
+def markups_problem(path: PathLike) -> Optional[str]:
+    """What makes ``path`` an unreadable Slicer markups file, in words (``None`` when its structure is fine):
+    JSON nested too deeply, no ``markups`` list, a markup or control point that is not an object, a
+    ``controlPoints`` that is not a list."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except RecursionError:
+        return "not a usable JSON file: it is nested too deeply"
+    except (OSError, ValueError):
+        return None  # the reader's own message says it
+    if not isinstance(doc, dict) or not isinstance(doc.get("markups"), list):
+        return None
+    for n, markup in enumerate(doc["markups"], start=1):
+        if not isinstance(markup, dict):
+            return f"markup #{n} is {_json_type(markup)}, not a JSON object"
+        name = f"markup #{n}" + (f" ({short_repr(markup['name'], 60)})" if isinstance(markup.get("name"), str) else "")
+        points = markup.get("controlPoints", [])
+        if not isinstance(points, list):
+            return f"{name}: controlPoints is {_json_type(points)}; expected a list of control points"
+        for k, point in enumerate(points, start=1):
+            if not isinstance(point, dict):
+                return f"{name}: control point #{k} is {_json_type(point)}, not a JSON object"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    """A JSON value in a few words: ``null``, ``a number (5)``, ``a string ('x')``, ``a list of 3 items`` …"""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return f"a number ({short_repr(value, 60)})"
+    if isinstance(value, str):
+        return f"a string ({short_repr(value, 60)})"
+    return f"a list of {len(value)} items" if isinstance(value, list) else "an object"

@@ -68,6 +68,9 @@ def _as_mask(mask: Any, name: str) -> np.ndarray:
     arr = np.asarray(mask)
     if arr.ndim != 3:
         raise ValueError(f"{name} must be a 3D mask indexed [i, j, k], got shape {arr.shape}")
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():  # NaN != 0 would count as foreground
+        raise ValueError(f"{name} holds {int((~np.isfinite(arr)).sum())} NaN/inf voxels; a mask is 0 (background) "
+                         "or non-zero (foreground)")
     return arr if arr.dtype == bool else arr != 0
 
 

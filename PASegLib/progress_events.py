@@ -10,7 +10,9 @@ The trainer and the predictor print them; the Slicer module and the terminal pro
 * ``validation``: ``epoch``, ``score`` (label-free), optional ``dice`` (only when labels exist), ``best``.
 * ``checkpoint``: ``path``, ``epoch``.
 * ``done``: ``best_score``, ``best_epoch``, ``run_dir``.  ``stopped``: ``epoch``, ``iteration``.
-* ``error``: ``message``.
+* ``error``: ``message`` (names the input and what is wrong), ``command`` (the ``paseg`` subcommand),
+  ``internal`` (``true`` for a bug in PASeg rather than bad input), ``log`` (internal errors: the traceback
+  file). Every failing ``paseg`` command ends with this event (see :mod:`PASegLib.cli.main`).
 * ``case``: ``index`` (1-based), ``total``, ``case``, ``pred`` (predictor).
 
 numpy/stdlib only.

@@ -18,11 +18,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "simulate-clicks",
         help="simulate seven clicks per object from each case's label",
         description="Simulate seven clicks per object (one inside, one beyond each side) from every "
-        "<case>_label file of DATASET, as the PA-Seg experiments do; writes <case>.mrk.json per case.",
+        "<case>_label file of DATASET, as the PA-Seg experiments do; writes <case>.mrk.json per case. Existing "
+        "clicks (a <case>.mrk.json in the output folder, or in DATASET a <case>_7points file the new file would "
+        "override) are never replaced without --overwrite.",
     )
     p.add_argument("dataset", type=Path, help="dataset folder with <case>_image.* and <case>_label.*")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: DATASET itself)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace clicks that exist (hand-made ones included)")
     p.add_argument("--largest-only", action="store_true", help="annotate only the largest component per case")
     p.add_argument("--min-size", type=int, default=10, help="ignore components smaller than this (voxels)")
     p.add_argument("--margin-mm", type=float, nargs=2, default=(2.0, 10.0), metavar=("LOW", "HIGH"),
@@ -56,6 +59,8 @@ def run_simulate(args: argparse.Namespace) -> int:
             f"{args.dataset}: simulate-clicks needs a <case>_label file; missing for {', '.join(missing)}"
         )
     out_dir = args.out if args.out is not None else args.dataset
+    if not args.overwrite:
+        _refuse_existing_clicks(cases, out_dir, in_dataset=args.out is None)
     summary = []
     with staged_output(out_dir) as stage:
         for files in progress(cases, desc="simulate clicks", quiet=args.quiet):
@@ -73,13 +78,25 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_existing_clicks(cases, out_dir: Path, *, in_dataset: bool) -> None:
+    """Raise naming the cases whose clicks the simulation would replace (or, in DATASET, override)."""
+    existing = [f"{c.case_id}.mrk.json" for c in cases if (out_dir / f"{c.case_id}.mrk.json").is_file()]
+    if in_dataset:
+        existing += [c.seven_points.name for c in cases if c.seven_points is not None and c.markups is None]
+    if existing:
+        shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
+        raise DatasetError(f"{out_dir}: clicks exist for {len(existing)} case(s) ({shown}); simulate-clicks would "
+                           "replace them: use --out DIR to write the simulated clicks elsewhere, or --overwrite to "
+                           "replace them")
+
+
 def run_convert(args: argparse.Namespace) -> int:
     cases = [c for c in list_cases(args.dataset, annotations_dir=args.annotations) if c.has_annotation]
     if not cases:
         raise DatasetError(f"{args.dataset}: no annotated case (<case>.mrk.json or <case>_7points.*) found")
     with staged_output(args.out) as stage:
         for files in progress(cases, desc="convert clicks", quiet=args.quiet):
-            case = load_case(files, load_label=False)
+            case = load_case(files)  # with the label when there is one: clicks it contradicts are warned about
             if args.to == "markups":
                 write_markups(stage / f"{files.case_id}.mrk.json", case.annotation)
             else:

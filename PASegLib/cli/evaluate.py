@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Dict
 
 from ..dataset import DatasetError, list_cases
-from ..image_io import image_suffix, read_image, strip_image_suffix
+from ..image_io import check_label_values, image_suffix, read_image, strip_image_suffix
 from ..metrics import compute_metrics
 from .common import mean_of, print_json, progress
 
@@ -21,7 +21,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="compare predictions with the dataset's labels",
         description="Compare <case>_pred.* (or <case>_prediction.*, <case>_label.*, <case>.*) files of PRED_DIR "
         "with the <case>_label.* files of DATASET: Dice, ASSD and HD95 (mm, with the image spacing), precision "
-        "and recall per case and on average. Nonzero voxels are foreground.",
+        "and recall per case and on average. Nonzero voxels are foreground; both files must be label maps "
+        "(non-negative integers, as the other commands require), so a value of -1 or 0.5 is refused, not scored.",
     )
     p.add_argument("pred_dir", type=Path, help="folder of predictions")
     p.add_argument("dataset", type=Path, help="dataset folder with <case>_label.* files")
@@ -59,10 +60,13 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for files in progress(cases, desc="evaluate", quiet=args.quiet):
         label = read_image(files.label, role="label")
-        pred = read_image(predictions[files.case_id], role="prediction")
+        check_label_values(label, source=str(files.label))
+        pred_file = predictions[files.case_id]
+        pred = read_image(pred_file, role="prediction")
         mismatch = label.geometry.mismatch(pred.geometry)
         if mismatch:
-            raise DatasetError(f"{predictions[files.case_id]}: geometry differs from {files.label.name} ({mismatch})")
+            raise DatasetError(f"{pred_file}: geometry differs from {files.label} ({mismatch})")
+        check_label_values(pred, source=str(pred_file), role="prediction")
         metrics = compute_metrics(pred.array > 0, label.array > 0, spacing=label.geometry.spacing)
         rows.append({"case": files.case_id, **{k: float(metrics[k]) for k in METRIC_KEYS}})
     mean = {k: mean_of(rows, k) for k in METRIC_KEYS}

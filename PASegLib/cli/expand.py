@@ -70,9 +70,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     with staged_output(args.out) as stage:
         for files in progress(cases, desc="expand", quiet=args.quiet):
-            case = load_case(files)
-            for warning in case.warnings or []:
-                print(f"warning: {files.case_id}: {warning}", file=sys.stderr)
+            case = load_case(files)  # prints its warnings (overlapping boxes, clicks the label contradicts)
             start = time.perf_counter()
             partial = expand_seeds(case.image, case.annotation, config=config)
             seconds = time.perf_counter() - start

@@ -2,23 +2,41 @@
 
 Exit codes: 0 success; 1 bad input or a failed run (the message names the input and what is wrong, and no
 partial output is left); 2 command-line usage errors (argparse); 130 interrupted.
+
+Every failure ends with one line ``paseg COMMAND: error: MESSAGE`` on stderr and one progress event
+``PASEG {"event": "error", "message": ..., "command": ..., "internal": ...}`` on stdout (the Slicer jobs read
+it); echoed values are shortened (:data:`MAX_MESSAGE`), so a huge input is not repeated in full.
+
+* A failure the user can cause (bad input, a missing or damaged file, no space left, out of memory) is a
+  ``ValueError``, ``OSError``, ``FloatingPointError`` or ``MemoryError``, or an error of SimpleITK (which
+  names the file); its message says what is wrong with which file.
+* Anything else is a bug in PASeg: the message says "internal error", names the exception, and says where
+  the traceback was written (a ``paseg-internal-error-*.txt`` file in the temporary folder). With
+  ``paseg --debug COMMAND …`` or the environment variable ``PASEG_DEBUG=1`` the traceback of every failure
+  (bad input included) is also printed on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
+import tempfile
+import traceback
+from pathlib import Path
 from typing import List, Optional
 
 from .. import __version__
 from . import clicks, evaluate, expand, predict, run, synth, train
 from .common import EXIT_ERROR
 
-#: Commands whose errors are also reported as a ``PASEG {"event": "error"}`` line (the Slicer jobs run them).
-JOB_COMMANDS = ("train", "predict", "run")
-
 #: Subcommand modules; each has ``add_parsers(subparsers)``.
 SUBCOMMANDS = [synth, clicks, expand, evaluate, train, predict, run]
+#: Longest message printed or put in the error event (characters); longer ones keep their start and end.
+MAX_MESSAGE = 2000
+#: Environment variable that prints the traceback of internal errors (as ``--debug``).
+DEBUG_ENV = "PASEG_DEBUG"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="PA-Seg: train 3D segmentation models from seven clicks per object.",
     )
     parser.add_argument("--version", action="version", version=f"PASegLib {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"print the Python traceback of a failure on stderr (also {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in SUBCOMMANDS:
@@ -43,23 +63,85 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("paseg: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, FloatingPointError) as exc:  # our input errors name the input
-        return _fail(args.command, str(exc))
-    except RuntimeError as exc:
-        if type(exc).__name__ != "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
-            raise
-        return _fail(args.command, "out of GPU memory; use a smaller --patch-size, close other GPU programs, "
-                                   f"or --device cpu ({str(exc).splitlines()[0]})")
+    except Exception as exc:  # noqa: BLE001 -- every failure ends in one message and one error event
+        debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+        message = user_error_message(exc)
+        if message is None:
+            return _internal_error(args.command, exc, debug=debug)
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        return _fail(args.command, message)
 
 
-def _fail(command: str, message: str) -> int:
-    """Report an error: on stderr and, for the long-running commands, as a progress event for GUI readers."""
+def user_error_message(exc: BaseException) -> Optional[str]:
+    """The message of a failure the user can cause (see the module docstring), or ``None`` for a bug."""
+    if isinstance(exc, (ValueError, FloatingPointError)):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return os_error_message(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory; use smaller images, a coarser --target-spacing or a smaller --patch-size"
+    if isinstance(exc, RuntimeError) and type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+        return ("out of GPU memory; use a smaller --patch-size, close other GPU programs, "
+                f"or --device cpu ({str(exc).splitlines()[0] if str(exc) else 'CUDA'})")
+    if isinstance(exc, RuntimeError) and "SimpleITK" in str(exc).split("\n", 1)[0]:
+        from ..image_io import describe_itk_error
+
+        return f"cannot read or write an image: {describe_itk_error(exc)}"
+    return None
+
+
+def os_error_message(exc: OSError) -> str:
+    """``FILE: what went wrong`` for an ``OSError`` of the system (``[Errno 17] File exists: 'x'`` becomes
+    ``x: exists and is not a folder``); our own ``OSError`` messages are kept."""
+    if exc.filename is None or not exc.strerror:
+        return str(exc)
+    name = str(exc.filename)
+    target = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+    if exc.errno == errno.EEXIST and Path(name).exists() and not Path(name).is_dir():
+        return f"{name}: exists and is not a folder (a folder of that name is needed)"
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on device while writing {name}{target}; free some space and run the command again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{name}{target}: permission denied ({exc.strerror})"
+    return f"{name}{target}: {exc.strerror}"
+
+
+def shorten(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` cut in its middle to ``limit`` characters (the start names the input, the end says why)."""
+    if len(message) <= limit:
+        return message
+    keep = (limit - 40) // 2
+    return f"{message[:keep]} … [{len(message) - 2 * keep} characters left out] … {message[-keep:]}"
+
+
+def _fail(command: str, message: str, **extra: object) -> int:
+    """Report an error: one line on stderr and one ``error`` progress event on stdout."""
+    from ..progress_events import emit
+
+    message = shorten(message)
     print(f"paseg {command}: error: {message}", file=sys.stderr)
-    if command in JOB_COMMANDS:
-        from ..progress_events import emit
-
-        emit("error", message=message)
+    emit("error", message=message, command=command, internal=bool(extra.pop("internal", False)), **extra)
     return EXIT_ERROR
+
+
+def _internal_error(command: str, exc: BaseException, *, debug: bool) -> int:
+    """A bug: say so, keep the traceback in a file (and print it with ``debug``), exit 1."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if debug:
+        print(text, file=sys.stderr, end="")
+    log = None
+    try:
+        fd, log = tempfile.mkstemp(prefix="paseg-internal-error-", suffix=".txt")
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(f"paseg {command} (PASegLib {__version__})\n{text}")
+    except OSError:
+        log = None
+    where = f"the traceback is in {log}" if log else "the traceback could not be saved"
+    summary = shorten(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, 500)
+    return _fail(command, f"internal error (a bug in PASeg, not a problem with your input): {summary}; {where} "
+                          f"(run with --debug or {DEBUG_ENV}=1 to print it); please report it", internal=True,
+                 **({"log": log} if log else {}))
 
 
 if __name__ == "__main__":

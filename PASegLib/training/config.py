@@ -15,12 +15,13 @@ SGD lr 1e-2, momentum 0.99, Nesterov, weight decay 3e-5, poly decay (power 0.9),
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from ..atomic import PathLike, atomic_write_json
-from ..checks import check_int, check_number, check_numbers
+from ..checks import check_int, check_number, check_numbers, short_repr
 from ..seeds.expansion import ExpansionConfig
 
 __all__ = ["LEGACY_DEFAULTS", "TrainConfig", "load_config", "load_run_config"]
@@ -38,11 +39,13 @@ DEVICES_HELP = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
 
 def _check_device(device: str) -> None:
+    if not isinstance(device, str):
+        raise ValueError(f"device must be {DEVICES_HELP}, got {short_repr(device)}")
     if device in ("auto", "cpu", "cuda"):
         return
     if device.startswith("cuda:") and device[5:].isdigit():
         return
-    raise ValueError(f"device must be {DEVICES_HELP}, got {device!r}")
+    raise ValueError(f"device must be {DEVICES_HELP}, got {short_repr(device)}")
 
 
 @dataclass
@@ -165,25 +168,27 @@ class TrainConfig:
         if self.target_spacing_mm is not None:
             self.target_spacing_mm = check_numbers("target_spacing_mm", self.target_spacing_mm, length=3,
                                                    minimum=0, open_minimum=True, what="three positive numbers (mm)")
-        self.flip_axes = tuple(int(a) for a in self.flip_axes)
-        if any(a not in (0, 1, 2) for a in self.flip_axes):
-            raise ValueError(f"flip_axes must list axes among 0, 1, 2, got {self.flip_axes!r}")
+        self.flip_axes = _flip_axes(self.flip_axes)
+        for name in ("nesterov", "scm_seed_anchor", "deterministic", "amp"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {short_repr(getattr(self, name))}")
         if self.supervision not in ("partial", "full"):
-            raise ValueError(f"supervision must be 'partial' or 'full', got {self.supervision!r}")
+            raise ValueError(f"supervision must be 'partial' or 'full', got {short_repr(self.supervision)}")
         if self.stage not in STAGES:
-            raise ValueError(f"stage must be 1 or 2, got {self.stage!r}")
+            raise ValueError(f"stage must be 1 or 2, got {short_repr(self.stage)}")
         for name in ("network", "aux_network"):
             if getattr(self, name) not in NETWORK_NAMES:
-                raise ValueError(f"{name} must be one of {', '.join(NETWORK_NAMES)}, got {getattr(self, name)!r}")
+                raise ValueError(f"{name} must be one of {', '.join(NETWORK_NAMES)}, "
+                                 f"got {short_repr(getattr(self, name))}")
         if self.stage == 2 and self.aux_network == self.network:
             raise ValueError(f"stage 2 needs two different architectures; network and aux_network are both "
-                             f"{self.network!r}")
+                             f"{short_repr(self.network)}")
         for name in ("epochs", "batch_size", "validate_every", "checkpoint_every", "refresh_every", "crf_radius"):
             check_int(name, getattr(self, name), minimum=1)
         if self.data_term not in DATA_TERMS:
-            raise ValueError(f"data_term must be one of {', '.join(DATA_TERMS)}, got {self.data_term!r}")
+            raise ValueError(f"data_term must be one of {', '.join(DATA_TERMS)}, got {short_repr(self.data_term)}")
         if self.selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {short_repr(self.selection)}")
         if self.selection == "network_agreement" and self.stage != 2:
             raise ValueError("selection 'network_agreement' needs two networks (stage 2 / SCM)")
         if self.selection == "heldout_loss" and self.stage != 1:
@@ -203,8 +208,11 @@ class TrainConfig:
             check_number(name, getattr(self, name), minimum=0.0, maximum=1.0, open_maximum=True)
         _check_device(self.device)
         if not isinstance(self.expansion, dict):
-            raise ValueError(f"expansion must be a JSON object of expansion settings, got {self.expansion!r}")
-        self.expansion = ExpansionConfig.from_dict(self.expansion).to_dict()
+            raise ValueError(f"expansion must be a JSON object of expansion settings, got {short_repr(self.expansion)}")
+        try:
+            self.expansion = ExpansionConfig.from_dict(self.expansion).to_dict()
+        except (TypeError, ValueError) as exc:  # TypeError: a setting of the wrong type (float([1]))
+            raise ValueError(f"expansion: {exc}") from None
 
     @property
     def rampup_length(self) -> float:
@@ -227,7 +235,9 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            names = ", ".join(short_repr(k, 60) for k in unknown[:10]) + (f" and {len(unknown) - 10} more"
+                                                                         if len(unknown) > 10 else "")
+            raise ValueError(f"unknown training setting(s): {names} (known: {', '.join(sorted(known))})")
         return cls(**data)
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -238,6 +248,17 @@ class TrainConfig:
         """Write ``config.json`` atomically; returns the path."""
         atomic_write_json(path, self.to_dict())
         return Path(path)
+
+
+def _flip_axes(value: Any) -> Tuple[int, ...]:
+    """``flip_axes`` as a tuple of axes among 0, 1, 2 (a list of integers; ``"xyz"``, ``0.5`` or ``true`` are
+    refused rather than converted)."""
+    ok = isinstance(value, (list, tuple)) and all(
+        isinstance(a, numbers.Integral) and not isinstance(a, bool) and 0 <= a <= 2 for a in value)
+    if not ok:
+        raise ValueError(f"flip_axes must be a list of axes among 0, 1, 2 (e.g. [0, 1, 2], or [] for no flips), "
+                         f"got {short_repr(value)}")
+    return tuple(int(a) for a in value)
 
 
 #: values of settings added after a run folder may have been written, as those runs trained (a config.json
@@ -258,8 +279,10 @@ def load_config(path: PathLike, *, missing: Optional[Dict[str, Any]] = None) -> 
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"configuration file not found: {path}") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, not UTF-8
         raise ValueError(f"{path}: not a readable training configuration ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not a readable training configuration (JSON nested too deeply)") from None
     try:
         if missing and isinstance(data, dict):
             data = {**missing, **data}
