@@ -9,15 +9,13 @@ Annotations may also live in a separate folder (``annotations_dir``), as written
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from .annotations import FOREGROUND, CaseAnnotation, validate_case
 from .atomic import PathLike
-from .checks import short_repr
 from .image_io import Volume, check_intensities, check_label_values, image_suffix, read_image, strip_image_suffix
 from .markups_io import read_markups
 from .sevenpoints_io import read_seven_points
@@ -151,11 +149,8 @@ def load_case(files: CaseFiles, *, load_label: bool = True, load_annotation: boo
             else:
                 annotation = read_seven_points(files.seven_points, image.geometry)
             warnings = validate_case(annotation, image.geometry)
-        except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
-            problem = markups_problem(files.markups) if files.markups is not None else None
-            if problem is None and not isinstance(exc, ValueError):
-                raise  # not explained by the file: a bug
-            raise DatasetError(_named(source, problem or str(exc))) from None
+        except ValueError as exc:  # the readers name what is wrong with the file (AnnotationError); else a bug
+            raise DatasetError(_named(source, str(exc))) from None
         if label is not None:
             warnings += click_label_warnings(annotation, label)
         for message in warnings if warn is not None else []:
@@ -183,39 +178,3 @@ def click_label_warnings(annotation: CaseAnnotation, label: Volume) -> List[str]
                 out.append(f"object {obj.name!r}: the background click {name} at voxel {voxel} is on the labeled "
                            f"object (label {value:g} there)")
     return out
-
-
-def markups_problem(path: PathLike) -> Optional[str]:
-    """What makes ``path`` an unreadable Slicer markups file, in words (``None`` when its structure is fine):
-    JSON nested too deeply, no ``markups`` list, a markup or control point that is not an object, a
-    ``controlPoints`` that is not a list."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except RecursionError:
-        return "not a usable JSON file: it is nested too deeply"
-    except (OSError, ValueError):
-        return None  # the reader's own message says it
-    if not isinstance(doc, dict) or not isinstance(doc.get("markups"), list):
-        return None
-    for n, markup in enumerate(doc["markups"], start=1):
-        if not isinstance(markup, dict):
-            return f"markup #{n} is {_json_type(markup)}, not a JSON object"
-        name = f"markup #{n}" + (f" ({short_repr(markup['name'], 60)})" if isinstance(markup.get("name"), str) else "")
-        points = markup.get("controlPoints", [])
-        if not isinstance(points, list):
-            return f"{name}: controlPoints is {_json_type(points)}; expected a list of control points"
-        for k, point in enumerate(points, start=1):
-            if not isinstance(point, dict):
-                return f"{name}: control point #{k} is {_json_type(point)}, not a JSON object"
-    return None
-
-
-def _json_type(value: Any) -> str:
-    """A JSON value in a few words: ``null``, ``a number (5)``, ``a string ('x')``, ``a list of 3 items`` …"""
-    if value is None or isinstance(value, bool):
-        return json.dumps(value)
-    if isinstance(value, (int, float)):
-        return f"a number ({short_repr(value, 60)})"
-    if isinstance(value, str):
-        return f"a string ({short_repr(value, 60)})"
-    return f"a list of {len(value)} items" if isinstance(value, list) else "an object"

@@ -24,6 +24,7 @@ import numpy as np
 
 from .annotations import FOREGROUND, SIDE_NAMES, SIDES, AnnotationError, CaseAnnotation, make_object
 from .atomic import PathLike, atomic_write_json
+from .checks import short_repr
 from .geometry import ImageGeometry, lps_to_ras
 
 MARKUPS_SCHEMA = (
@@ -98,7 +99,7 @@ def write_markups(path: PathLike, case: CaseAnnotation, *, coordinate_system: st
 def _markup_frame(markup: Any, n: int, source: str) -> Tuple[str, str, float]:
     """(name, coordinate system, scale to mm) of markup ``#n``; raises on what PASeg cannot read."""
     if not isinstance(markup, dict):
-        raise AnnotationError(f"{source}: markup #{n} is not an object")
+        raise AnnotationError(f"{source}: markup #{n} is {_json_type(markup)}, not a JSON object")
     if markup.get("type", "Fiducial") != "Fiducial":
         raise AnnotationError(f"{source}: markup #{n} is a {markup.get('type')!r}; PASeg reads point lists (Fiducial)")
     name = str(markup.get("name") or f"object {n}")
@@ -132,6 +133,29 @@ def _check_doc(doc: Any, source: str) -> None:
         raise AnnotationError(f"{source}: not a Slicer markups JSON file (no 'markups' list)")
 
 
+def _json_type(value: Any) -> str:
+    """A JSON value in a few words: ``null``, ``a number (5)``, ``a string ('x')``, ``a list of 3 items`` …"""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return f"a number ({short_repr(value, 60)})"
+    if isinstance(value, str):
+        return f"a string ({short_repr(value, 60)})"
+    return f"a list of {len(value)} items" if isinstance(value, list) else "an object"
+
+
+def _control_points(markup: Dict[str, Any], n: int, name: str, source: str) -> List[Dict[str, Any]]:
+    """The control points of markup ``#n``: a list of JSON objects, or an error naming what it is instead."""
+    points = markup.get("controlPoints", [])
+    where = f"{source}: markup #{n} ({short_repr(name, 60)})"
+    if not isinstance(points, list):
+        raise AnnotationError(f"{where}: controlPoints is {_json_type(points)}; expected a list of control points")
+    for k, point in enumerate(points, start=1):
+        if not isinstance(point, dict):
+            raise AnnotationError(f"{where}: control point #{k} is {_json_type(point)}, not a JSON object")
+    return points
+
+
 def case_from_markups_dict(doc: Any, geometry: ImageGeometry, *, source: str = "markups") -> CaseAnnotation:
     """Parse a markups JSON document into a :class:`CaseAnnotation` (not yet validated against the image).
 
@@ -151,9 +175,9 @@ def case_from_markups_dict(doc: Any, geometry: ImageGeometry, *, source: str = "
         bg: List[np.ndarray] = []
         sides: List[Optional[str]] = []
         unplaced: List[str] = []
-        for cp in markup.get("controlPoints", []):
+        for cp in _control_points(markup, n, name, source):
             if not _is_placed(cp):
-                unplaced.append(str(cp.get("label", "?")) if isinstance(cp, dict) else "?")
+                unplaced.append(str(cp.get("label", "?")))
                 continue
             lps = _position_lps(cp, name, cs, scale, source)
             label = str(cp.get("label", "")).strip()
@@ -180,6 +204,8 @@ def _read_json(path: PathLike) -> Any:
         return json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AnnotationError(f"{p}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise AnnotationError(f"{p}: not a usable JSON file: it is nested too deeply") from None
 
 
 def read_markups(path: PathLike, geometry: ImageGeometry) -> CaseAnnotation:
@@ -229,8 +255,8 @@ def drafts_from_markups_dict(doc: Any, *, source: str = "markups") -> List[Draft
         name, cs, scale = _markup_frame(markup, n, source)
         points: Dict[str, Optional[np.ndarray]] = {label: None for label in POINT_LABELS}
         seen = set()
-        for cp in markup.get("controlPoints", []):
-            label = str(cp.get("label", "")).strip() if isinstance(cp, dict) else ""
+        for cp in _control_points(markup, n, name, source):
+            label = str(cp.get("label", "")).strip()
             if label not in points or label in seen:
                 problem = "repeated" if label in seen else "unknown"
                 raise AnnotationError(

@@ -4,12 +4,18 @@ The trainer and the predictor print them; the Slicer module and the terminal pro
 :func:`parse_progress_line`. Events (``"event"`` key) and their fields:
 
 * ``start``: ``total_iterations``, ``epochs``, ``run_dir`` (trainer); ``total`` (predictor).
+* ``phase``: ``phase`` (``"preparing"``, ``"validating"``), ``total`` (cases), ``epoch`` (validation) — a phase
+  starts.
 * ``prepare``: ``index``, ``total``, ``case``, ``cached`` — data preparation (seed expansion).
+* ``validation_case``: ``epoch``, ``index``, ``total``, ``case`` — one validation case done.
 * ``iteration``: ``epoch`` (1-based), ``iteration`` (1-based, global), ``total_iterations``, ``losses``
   (name → float), ``lr``, ``eta_s``.
 * ``validation``: ``epoch``, ``score`` (label-free), optional ``dice`` (only when labels exist), ``best``.
 * ``checkpoint``: ``path``, ``epoch``.
-* ``done``: ``best_score``, ``best_epoch``, ``run_dir``.  ``stopped``: ``epoch``, ``iteration``.
+* ``done``: ``best_score``, ``best_epoch``, ``run_dir``.
+* ``stopped`` (the stop file ``RUN_DIR/STOP`` or ``OUT/STOP`` appeared; exit code 3): ``phase``, ``message``;
+  training: ``epoch``, ``iteration``, ``checkpoint`` (``null`` when nothing was trained yet); prediction:
+  ``done``, ``total``, ``out``.
 * ``error``: ``message`` (names the input and what is wrong), ``command`` (the ``paseg`` subcommand),
   ``internal`` (``true`` for a bug in PASeg rather than bad input), ``log`` (internal errors: the traceback
   file). Every failing ``paseg`` command ends with this event (see :mod:`PASegLib.cli.main`).

@@ -160,6 +160,8 @@ def _place(rng, fov: np.ndarray, extent: float, taken: List[Tuple[np.ndarray, fl
            near: Optional[Tuple[np.ndarray, float]] = None) -> Optional[np.ndarray]:
     """Random centre (mm, grid frame) inside the field of view, ``_GAP_MM`` away from ``taken``."""
     margin = extent + 2.0
+    if np.any(np.asarray(fov) - margin < margin):
+        return None  # the field of view is too small for an object of this extent
     for _ in range(200):
         if near is None:
             c = rng.uniform(margin, fov - margin)

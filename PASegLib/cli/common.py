@@ -109,7 +109,8 @@ class ProgressBarStream:
         elif kind in ("done", "stopped"):
             self.close()
             if kind == "stopped":
-                print("stopped: checkpoint saved; continue with --resume", file=sys.stderr)
+                why = event.get("message") or "checkpoint saved; continue with --resume"
+                print(f"stopped: {why}", file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(MODULE))
 from PASegSlicer import jobs  # noqa: E402
 
 UI_FILE = MODULE / "Resources" / "UI" / "PASeg.ui"
-WIDGET_FILES = [MODULE / "PASeg.py"] + [MODULE / "PASegSlicer" / f"{name}.py" for name in ("jobpanel", "annotationpanel")]
+WIDGET_FILES = [MODULE / "PASeg.py"] + [MODULE / "PASegSlicer" / f"{n}.py" for n in ("jobpanel", "annotationpanel")]
 NUMBER_WIDGETS = {"QDoubleSpinBox", "ctkSliderWidget", "qMRMLSliderWidget", "ctkDoubleSlider", "ctkDoubleSpinBox",
                   "qMRMLSpinBox"}  # fmt: skip
 #: datatype → widget classes a connector exists for (without / with a Choice annotation).

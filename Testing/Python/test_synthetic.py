@@ -198,3 +198,11 @@ def test_argument_validation(tmp_path):
         write_synthetic_dataset(tmp_path, n_cases=0)
     with pytest.raises(ValueError, match="suffix"):
         write_synthetic_dataset(tmp_path, suffix=".png")
+
+
+def test_a_small_field_of_view_gives_a_case_not_an_error(tmp_path):
+    """``paseg synth --shape 20 20 10`` failed with numpy's "high - low < 0" (issue 12, found by the matrix)."""
+    from PASegLib.cli.main import main
+
+    assert main(["synth", str(tmp_path / "d"), "--cases", "1", "--shape", "20", "20", "10"]) == 0
+    assert read_image(next((tmp_path / "d").glob("*_image.nii.gz"))).array.shape == (20, 20, 10)
