@@ -201,10 +201,22 @@ class PASegCoreLogic:
         """Write the volume's objects as they are (complete or not) to ``<work>/drafts/<case>.mrk.json``."""
         if workFolder is None or str(workFolder) in ("", "."):
             raise ValueError(f"choose a work folder: unsaved clicks of {volumeNode.GetName()!r} are kept there")
+        target = draftPath(workFolder, self.caseIdOf(volumeNode))
+        self._refuseOverwrite(volumeNode, target, "a draft")
         state = drafts.objectsState(self.scene, volumeNode)
-        path = drafts.writeDraft(draftPath(workFolder, self.caseIdOf(volumeNode)), state)
+        path = drafts.writeDraft(target, state)
         self._saved[volumeNode.GetID()] = state
         return path
+
+    def _refuseOverwrite(self, volumeNode, path: Path, what: str) -> None:
+        """Clicks are only written over a file this volume was loaded from or saved to: a volume that never was
+        (e.g. a dataset image opened in Slicer before the case list knew it) must not replace saved clicks."""
+        if path.is_file() and volumeNode.GetID() not in self._saved:
+            raise ValueError(
+                f"{path} already holds {what} of case {self.caseIdOf(volumeNode)}, which volume "
+                f"{volumeNode.GetName()!r} was not loaded from (saving would lose them): move that file away to "
+                "replace it, or close this volume and open the case from the case list (its clicks are restored)"
+            )
 
     def autosaveDraft(self, volumeNode, workFolder) -> Optional[Path]:
         """Save a draft when the volume has unsaved changes (returns its path; ``None``: nothing to save).
@@ -324,9 +336,11 @@ class PASegCoreLogic:
             if work is None:
                 raise AnnotationError(f"{exc} (choose a work folder to keep the clicks as a draft)") from None
             return {"draft": self.saveDraft(volumeNode, work)}
+        existingImage = self.datasetImage(volumeNode, dataset, caseId)  # refuses another image of the case
+        self._refuseOverwrite(volumeNode, dataset / f"{caseId}.mrk.json", "saved clicks")
         state = drafts.objectsState(self.scene, volumeNode)
         written: Dict[str, Path] = {}
-        if self.datasetImage(volumeNode, dataset, caseId) is None:  # the image first: no annotation without image
+        if existingImage is None:  # the image first: no annotation without image
             volume = volumeFromNode(volumeNode)
             written["image"] = write_image(dataset / f"{caseId}{IMAGE_ROLE}.nrrd", volume.array, volume.geometry)
         written["annotations"] = write_markups(dataset / f"{caseId}.mrk.json", case)

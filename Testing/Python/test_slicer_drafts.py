@@ -379,3 +379,27 @@ def test_an_unreadable_draft_is_named_and_leaves_no_half_loaded_case(scene, logi
     with pytest.raises(AnnotationError, match=r"case01\.mrk\.json: markup 'tumor 1' has a control point with unknown"):
         logic.loadCase(list_cases(dataset)[0], work)
     assert scene.GetNumberOfNodes() == count
+
+
+def test_a_volume_never_loaded_from_the_case_does_not_replace_its_saved_clicks(scene, blob_case, tmp_path):
+    """A dataset image opened in Slicer before the case list knew it: its new clicks must not silently replace
+    the case's saved annotation or draft (found in review: the case's clicks were not restored, Save overwrote)."""
+    dataset, work = _dataset(tmp_path, blob_case), tmp_path / "work"
+    image, label = blob_case
+    saved = PASegCoreLogic(scene)
+    loaded = saved.loadCase(list_cases(dataset)[0], work)
+    _place(saved.addObject(loaded), simulate_clicks(label, image.geometry, seed=1).objects[0])
+    saved.saveAnnotations(loaded, dataset, work)
+    before = (dataset / "case01.mrk.json").read_bytes()
+    logic = PASegCoreLogic(scene)  # a fresh session: the dropped image was never restored from the file
+    dropped = volumes.createVolumeNode(scene, image, "case01_image")
+    _place(logic.addObject(dropped), simulate_clicks(label, image.geometry, seed=2).objects[0])
+    with pytest.raises(ValueError, match="already holds saved clicks of case case01.*saving would lose them"):
+        logic.saveAnnotations(dropped, dataset, work)
+    assert (dataset / "case01.mrk.json").read_bytes() == before
+    assert saved.saveDraft(loaded, work).is_file()  # a draft of the case exists: not replaced by the dropped volume
+    with pytest.raises(ValueError, match="already holds a draft of case case01"):
+        logic.saveDraft(dropped, work)
+    fresh = volumes.createVolumeNode(scene, image, "case01_image")  # dropped again, adopted before any click
+    scene.RemoveNode(dropped)
+    assert logic.adoptVolume(fresh, list_cases(dataset)[0], work) is not None and not logic.hasUnsavedChanges(fresh)
