@@ -205,7 +205,9 @@ class JobRunner:
                 self._onOutput, self._onFinished,
             )  # fmt: skip
         except Exception as exc:  # the program is missing, not executable…
-            self._finish("failed", None, f"could not start {step.program}: {exc}")
+            # reported later, like every other end: the caller of start() has not yet recorded the job it started
+            message = f"could not start {step.program}: {exc}"
+            self.schedule(0.0, lambda: self._finish("failed", None, message))
 
     def _killIfStillRunning(self, generation: int, why: str = "") -> None:
         with self._lock:

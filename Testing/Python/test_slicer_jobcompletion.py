@@ -176,3 +176,17 @@ def test_the_self_test_runs_the_whole_path_click_to_imported_prediction(app, tmp
     assert made["preview"]["foreground"] > 0 and 0 <= made["predictedVoxels"] <= BOX_VOXELS
     assert (Path(made["model"]) / "model.json").is_file()
     assert json.loads((Path(made["predictJob"]) / "job.json").read_text())["status"] == "done"
+
+
+def test_a_job_that_cannot_start_is_finished_after_start_returns(tmp_path):
+    """The end of a job that could not start is reported later, not inside ``start()``: the GUI records the job
+    ``start`` returns, and must not take in that end as the previous job's (review finding)."""
+    from PASegSlicer.runner import JobStep
+
+    events, later = [], []  # the scheduler runs callbacks when the test says (the GUI's event loop)
+    runner = JobRunner(SubprocessBackend(), lambda delay, callback: later.append(callback), onEvent=events.append)
+    runner.start([JobStep("x", str(tmp_path / "no-such-python"), ["-m", "PASegLib"])])
+    assert events == [] and runner.isRunning() and len(later) == 1  # start() returned before any end was reported
+    later.pop()()
+    assert runner.wait(0) and runner.state.status == "failed" and "could not start" in runner.state.message
+    assert [e["event"] for e in events] == ["finished"]
