@@ -33,6 +33,7 @@ from PASegSlicer.logic import PASegCoreLogic  # noqa: E402
 
 NETWORKS = ["unet2d5", "unet3d", "attention_unet"]  # PASegLib.networks.NETWORKS (checked by a test)
 PATH_PARAMETERS = ("datasetFolder", "workFolder", "scmRunA", "scmRunB", "trainConfig", "modelRunDir")
+AUTO_PREVIEW_MAX_VOXELS = 400_000  # larger tumor boxes preview on request only (the geodesic runs on the GUI thread)
 
 
 class PASeg(ScriptedLoadableModule):
@@ -78,12 +79,16 @@ class PASegParameterNode:
 
 class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """Wires the GUI: annotation and cases in ``PASegSlicer.annotationpanel``, training and inference in
-    ``PASegSlicer.jobpanel``; the parameter node, the preview and the folder fields here."""
+    ``PASegSlicer.jobpanel``; the parameter node, the preview and the path fields here.
+
+    The path fields are not bound through ``SlicerParameterName``: the binding writes ``str(Path(text))`` back on
+    every key (a typed trailing "/" vanishes); they are read once typing pauses and written only when they differ.
+    """
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = self._parameterNode = self._guiTag = self.annotations = self.jobs = None
+        self.logic = self._parameterNode = self._guiNode = self._guiTag = self.annotations = self.jobs = None
         self._last = None
 
     def setup(self) -> None:
@@ -97,7 +102,9 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = PASegLogic()
         self.previewTimer = self._timer(300, lambda: self.onPreview(quiet=True))  # one preview per drag
-        self.folderTimer = self._timer(600, self.onFoldersChanged)  # typed paths: read folders once typing pauses
+        self.pathTimer = self._timer(600, self.onPathsEdited)  # typed paths: read once typing pauses
+        for name in PATH_PARAMETERS:
+            getattr(self.ui, name).currentPathChanged.connect(lambda *args: self.pathTimer.start())
         self.annotations = AnnotationPanel(self)
         self.jobs = JobPanel(self)
         self.ui.previewButton.clicked.connect(self.onPreview)
@@ -114,15 +121,20 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return timer
 
     def cleanup(self) -> None:
+        for timer in (self.previewTimer, self.pathTimer):
+            timer.stop()
         for helper in (self.annotations, self.jobs, self.logic.core if self.logic else None):
             if helper:
                 helper.cleanup()
+        if self._guiNode is not None:
+            self._guiNode.disconnectGui(self._guiTag)
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
+        self.annotations.flush()  # the edits of the last seconds become a draft now
         self.setParameterNode(None)
 
     def onSceneEndClose(self, *args) -> None:
@@ -130,23 +142,32 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def parameterNode(self):
+        """The parameter node while the module is shown, else ``None`` (``logic.getParameterNode()`` always)."""
         return self._parameterNode
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
-        p = self._parameterNode
-        if not p.inputVolume:
-            p.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-        if str(p.workFolder) in ("", "."):
-            p.workFolder = pathlib.Path.home() / "PASeg"
+        p, settings = self._parameterNode, qt.QSettings()
+        if not p.inputVolume:  # the first scalar volume the selector shows (not a label map)
+            volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+            p.inputVolume = next((v for v in volumes if v.GetClassName() == "vtkMRMLScalarVolumeNode"), None)
+        for name, default in (("workFolder", str(pathlib.Path.home() / "PASeg")), ("datasetFolder", "")):
+            if str(getattr(p, name)) in ("", "."):  # a new scene: the folders of the last session
+                remembered = str(settings.value(f"PASeg/{name}", default) or default)
+                if remembered:
+                    setattr(p, name, pathlib.Path(remembered))
 
     def setParameterNode(self, node) -> None:
+        """Show ``node`` (``None``: hidden). The GUI stays connected to the one node: before Slicer 5.12 every
+        ``connectGui`` left an observer behind, and the node (a singleton) survives scene close."""
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._guiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
         self._parameterNode, self._last = node, None
         if node:
-            self._guiTag = node.connectGui(self.ui)
+            if node is not self._guiNode:
+                if self._guiNode is not None:
+                    self._guiNode.disconnectGui(self._guiTag)
+                self._guiNode, self._guiTag = node, node.connectGui(self.ui)
             self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
             self.onParameterChanged()
 
@@ -158,21 +179,35 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if key[0] is not last[0]:
             self.annotations.observeObjects()
         if key[1:3] != last[1:3]:
-            self.folderTimer.start()
+            self.onFoldersChanged()
         if key[3] != last[3] and p.autoPreview and self.logic.core.hasPreview(p.inputVolume):
             self.previewTimer.start()
         self._last = key
-        for name in PATH_PARAMETERS:  # an unset path is Path("") == Path("."): show it empty, not "."
-            widget = getattr(self.ui, name)
-            if widget.currentPath == "." and str(getattr(p, name)) in ("", "."):
+        for name in PATH_PARAMETERS:  # parameter → field, only where they differ (an unset path shows empty)
+            widget, value = getattr(self.ui, name), str(getattr(p, name))
+            text = "" if value in ("", ".") else value
+            if pathlib.Path(widget.currentPath.strip() or ".") != pathlib.Path(text or "."):
                 wasBlocked = widget.blockSignals(True)
-                widget.currentPath = ""
+                widget.currentPath = text
                 widget.blockSignals(wasBlocked)
         volume = p.inputVolume is not None
         self.ui.addTumorButton.enabled = self.ui.previewButton.enabled = self.ui.saveButton.enabled = volume
         self.jobs.updateButtons()
 
+    def onPathsEdited(self) -> None:
+        """Field → parameter, once typing paused (each change re-reads the dataset and the model list)."""
+        p = self._parameterNode
+        for name in PATH_PARAMETERS if p else ():
+            text = getattr(self.ui, name).currentPath.strip()
+            if pathlib.Path(text or ".") != pathlib.Path(str(getattr(p, name)) or "."):
+                setattr(p, name, pathlib.Path(text))
+
     def onFoldersChanged(self) -> None:
+        p, settings = self._parameterNode, qt.QSettings()
+        for name in ("workFolder", "datasetFolder"):  # remembered for the next scene and the next session
+            value = str(getattr(p, name))
+            if value not in ("", "."):
+                settings.setValue(f"PASeg/{name}", value)
         self.refreshCases()
         self.jobs.refreshModels()
 
@@ -187,6 +222,11 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             checker = DependencyChecker(slicer.util.confirmOkCancelDisplay, slicer.util.pip_install)
             checker.ensure(ANNOTATION, _("The seed expansion"))
             try:
+                voxels = self.logic.core.previewBoxVoxels(p.inputVolume)
+                if quiet and voxels > AUTO_PREVIEW_MAX_VOXELS:  # ~1 µs per box voxel on the GUI thread
+                    text = _("Auto-preview paused: the tumor boxes hold {n:.1f} M voxels (about {s:.0f} s); press "
+                             "Preview.").format(n=voxels / 1e6, s=max(1.0, voxels * 1.2e-6))  # fmt: skip
+                    return self.ui.annotationStatusLabel.setText(text)
                 segmentation = self.logic.core.expansionPreview(p.inputVolume, p.epsilon, p.lamb)
             except ValueError as exc:  # incomplete or invalid clicks: shown, not raised, during live preview
                 if not quiet:

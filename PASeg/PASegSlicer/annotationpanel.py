@@ -64,20 +64,30 @@ class AnnotationPanel:
         widget.addObserver(scene, scene.NodeRemovedEvent, lambda *args: self.objectsTimer.start())
 
     def cleanup(self) -> None:
+        self.flush()
         for timer in (self.statusTimer, self.objectsTimer, self.autosaveTimer):
             timer.stop()
+
+    def flush(self) -> None:
+        """Save a pending draft now (the module is left or closed before the autosave delay ran out)."""
+        if self.autosaveTimer.isActive():
+            self.autosaveTimer.stop()
+            self.autosave(self._node(self._volumeID))
 
     @property
     def core(self):
         return self.widget.logic.core
 
+    def parameters(self):
+        """The module's parameter node, also while the module is hidden (the widget's is ``None`` then): clicks
+        edited in the Markups module, and a scene closed from another module, still reach the work folder."""
+        return self.widget.logic.getParameterNode()
+
     def volume(self):
-        p = self.widget.parameterNode()
-        return p.inputVolume if p else None
+        return self.parameters().inputVolume
 
     def workFolder(self):
-        p = self.widget.parameterNode()
-        return (pathText(p.workFolder) if p else "") or None
+        return pathText(self.parameters().workFolder) or None
 
     def _node(self, nodeID):
         import slicer
@@ -158,7 +168,7 @@ class AnnotationPanel:
     def onSave(self) -> None:
         import slicer
 
-        p, volume = self.widget.parameterNode(), self.volume()
+        p, volume = self.parameters(), self.volume()
         with slicer.util.tryWithErrorDisplay(_("Saving the annotations failed."), waitCursor=True):
             written = self.core.saveAnnotations(volume, p.datasetFolder, self.workFolder())
             if "draft" in written:
@@ -201,9 +211,10 @@ class AnnotationPanel:
 
     # -- cases ---------------------------------------------------------------------------------------------
     def refreshCases(self) -> None:
-        p = self.widget.parameterNode()
+        p, row = self.parameters(), self.ui.caseList.currentRow
+        before = [e.caseId for e in self.cases.entries] if self.cases else []
         self.ui.caseList.clear()
-        if p is None or not pathText(p.datasetFolder):
+        if not pathText(p.datasetFolder):
             return
         current = self.cases.current.caseId if self.cases and self.cases.current else None
         self.cases = CaseList(p.datasetFolder, self.workFolder())
@@ -211,7 +222,9 @@ class AnnotationPanel:
         if current in [e.caseId for e in self.cases.entries]:
             self.cases.select(current)
         self.ui.caseList.addItems([e.label for e in self.cases.entries] or [self.cases.message])
-        self.ui.caseList.setCurrentRow(self.cases.currentIndex)
+        same = before == [e.caseId for e in self.cases.entries] and 0 <= row < len(before)
+        self.ui.caseList.setCurrentRow(row if same else self.cases.currentIndex)  # a refresh keeps the user's row
+        self.adoptDroppedImage(self.volume())  # a dataset image opened before this list existed is its case
 
     def _entry(self, caseId):
         return next((e for e in self.cases.entries if e.caseId == caseId), None) if self.cases and caseId else None
@@ -250,7 +263,7 @@ class AnnotationPanel:
         failed = _("Loading case {case} failed.").format(case=entry.caseId)
         with slicer.util.tryWithErrorDisplay(failed, waitCursor=True):
             volume = self.core.openCase(entry.files, self.workFolder())
-            self.widget.parameterNode().inputVolume = volume
+            self.parameters().inputVolume = volume
             slicer.util.setSliceViewerLayers(background=volume, fit=True)
             if unload and previous is not volume:
                 self.stopPlacing()

@@ -213,4 +213,6 @@ class JobPanel:
         self.ui.gpuIndexSpinBox.enabled = self.p is not None and self.p.deviceMode == "GPU"
 
     def cleanup(self) -> None:
+        """The module is torn down: ask the job and the GPU probe to stop (a training job saves first)."""
         self.runner.stop()
+        self.probe.stop()

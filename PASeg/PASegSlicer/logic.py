@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from PASegLib.annotations import AnnotationError, validate_case
+from PASegLib.annotations import AnnotationError, object_box, validate_case
 from PASegLib.atomic import atomic_path
 from PASegLib.dataset import CaseFiles
 from PASegLib.geometry import ImageGeometry
@@ -297,6 +297,14 @@ class PASegCoreLogic:
         segmentationNode.GetDisplayNode().SetSegmentOpacity2DFill(background, 0.15)
         self._previews[volumeNode.GetID()] = (_clicks(case), partial)
         return segmentationNode
+
+    def previewBoxVoxels(self, volumeNode) -> int:
+        """Voxels inside the volume's tumour boxes, what a preview's geodesic works on (about 1 µs each on a
+        CPU core); raises ``AnnotationError`` like :meth:`expansionPreview` when a tumour is incomplete."""
+        case = annotation.caseFromNodes(self.scene, volumeNode, validate=False)
+        geometry = geometryFromVolumeNode(volumeNode)
+        boxes = [object_box(obj, geometry) for obj in case.objects]
+        return sum(int(np.prod(np.asarray(hi) - np.asarray(lo) + 1)) for lo, hi in boxes)
 
     def hasPreview(self, volumeNode) -> bool:
         """Whether ``volumeNode`` was previewed (its clicks may have changed since)."""

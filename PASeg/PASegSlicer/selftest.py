@@ -39,13 +39,22 @@ def syntheticVolume(scene, name: str = "PASegTest volume"):
     return createVolumeNode(scene, Volume(image, geometry), name), tumor, geometry
 
 
-def runScenario(scene, epsilon: float = 0.175, lamb: float = 0.5) -> Dict[str, int]:
+def runScenario(scene, epsilon: float = 0.175, lamb: float = 0.5, *, keep: bool = False) -> Dict[str, int]:
     """Place the seven clicks through the logic, preview the expansion, check it; returns the voxel counts.
 
-    Raises ``AssertionError`` with a message naming what is wrong.
+    The nodes it made are removed at the end unless ``keep`` (in Slicer, clicks left in the scene would be
+    drafted into the user's work folder when the scene closes). Raises ``AssertionError`` naming what is wrong.
     """
     volume, tumor, geometry = syntheticVolume(scene)
     logic = PASegCoreLogic(scene)
+    try:
+        return _checkPreview(logic, volume, tumor, geometry, epsilon, lamb)
+    finally:
+        if not keep:
+            logic.unloadCase(volume, discard=True)
+
+
+def _checkPreview(logic, volume, tumor, geometry, epsilon: float, lamb: float) -> Dict[str, int]:
     node = logic.addObject(volume)
     status = annotation.placementStatus(node, volume)
     assert status.expectedLabel == "F", f"a new tumor should expect the F point first, got {status.expectedLabel}"
@@ -74,17 +83,26 @@ def runFullScenario(scene, folder, *, python: Optional[str] = None, timeoutSecon
     Jobs run in child processes through :class:`~PASegSlicer.runner.JobRunner` (``python``: the interpreter of
     the children, default ``PythonSlicer`` in Slicer, this Python elsewhere); this function waits for them, so
     it is for tests only. Returns what was made (job folders, the model, the imported segment's voxel count).
-    Raises ``AssertionError`` naming what went wrong (with the job's message and log path).
+    Raises ``AssertionError`` naming what went wrong (with the job's message and log path). Its nodes are
+    removed at the end.
     """
-    from . import jobcontrol
-    from .runner import JobRunner, SubprocessBackend, threadingSchedule
-
     folder = Path(folder)
     dataset, work = folder / "dataset", folder / "work"
     dataset.mkdir(parents=True, exist_ok=True)
-    counts = runScenario(scene)
+    counts = runScenario(scene, keep=True)
     logic = PASegCoreLogic(scene)
     volume = scene.GetFirstNodeByName("PASegTest volume")
+    try:
+        return _trainAndPredict(scene, logic, volume, folder, dataset, work, counts, python, timeoutSeconds)
+    finally:
+        logic.unloadCase(volume, discard=True)
+
+
+def _trainAndPredict(scene, logic, volume, folder: Path, dataset: Path, work: Path, counts: Dict[str, int],
+                     python: Optional[str], timeoutSeconds: float) -> Dict[str, Any]:  # fmt: skip
+    from . import jobcontrol
+    from .runner import JobRunner, SubprocessBackend, threadingSchedule
+
     written = logic.saveAnnotations(volume, dataset, work)
     assert {"annotations", "image"} <= set(written), f"saving should write the clicks and the image: {written}"
     config = folder / "tiny.json"

@@ -190,3 +190,12 @@ def test_a_job_that_cannot_start_is_finished_after_start_returns(tmp_path):
     later.pop()()
     assert runner.wait(0) and runner.state.status == "failed" and "could not start" in runner.state.message
     assert [e["event"] for e in events] == ["finished"]
+
+
+def test_the_self_test_leaves_no_clicks_in_the_scene(app):
+    """Clicks left by ``PASegTest`` would be drafted into the user's work folder when the scene closes."""
+    from PASegSlicer.selftest import runScenario
+
+    runScenario(app.scene)
+    for cls in ("vtkMRMLScalarVolumeNode", "vtkMRMLMarkupsFiducialNode", "vtkMRMLSegmentationNode"):
+        assert app.scene.GetNumberOfNodesByClass(cls) == 0, cls

@@ -209,6 +209,8 @@ def test_expansion_preview_equals_paseglib_on_an_oblique_volume(scene, blob_node
     np.testing.assert_array_equal(shown, expected == 1)
     assert logic.expansionPreview(volume, epsilon=0.4, lamb=0.5) is node  # re-preview updates the same node
     assert (logic.previewLabels(volume) == 1).sum() > (expected == 1).sum()
+    # what decides whether auto-preview runs (the geodesic works on the box voxels): exactly the box
+    assert logic.previewBoxVoxels(volume) == (expected == 2).sum() + (expected == 1).sum()
 
 
 def test_prediction_file_becomes_named_segments(scene, blob_node, tmp_path):

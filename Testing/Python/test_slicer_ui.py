@@ -81,19 +81,31 @@ def _parameter_fields():
     return fields
 
 
+def _path_parameters():
+    """``PATH_PARAMETERS`` of ``PASeg.py``: fields the widget binds by hand (each a ctkPathLineEdit of that name)."""
+    tree = ast.parse((MODULE / "PASeg.py").read_text(encoding="utf-8"))
+    return next(ast.literal_eval(n.value) for n in tree.body
+                if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "PATH_PARAMETERS")  # fmt: skip
+
+
 def test_every_ui_parameter_exists_and_every_parameter_is_bound():
     _, widgets = _ui_widgets()
     bound = [w["param"] for w in widgets.values() if w["param"]]
-    fields = _parameter_fields()
+    fields, byHand = _parameter_fields(), _path_parameters()
     assert len(bound) == len(set(bound)), "a parameter is bound to two widgets"
     assert sorted(set(bound) - set(fields)) == [], "SlicerParameterName without a parameter"
-    assert sorted(set(fields) - set(bound)) == [], "parameters not bound to any widget"
+    assert sorted(set(fields) - set(bound) - set(byHand)) == [], "parameters not bound to any widget"
+    for name in byHand:  # bound by PASeg.py (onPathsEdited / onParameterChanged), not by the wrapper
+        assert widgets[name]["class"] == "ctkPathLineEdit" and widgets[name]["param"] is None, name
+        assert fields[name][3].endswith("Path"), f"{name} must be a pathlib.Path parameter"
 
 
 def test_bound_widgets_have_a_connector_for_their_type():
     _, widgets = _ui_widgets()
     fields = _parameter_fields()
     for name, widget in widgets.items():
+        if name in _path_parameters():
+            widget = {**widget, "param": name}
         if not widget["param"]:
             continue
         kind, meta, default, base = fields[widget["param"]]
