@@ -83,3 +83,38 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# -- the Slicer module's tests: real MRML from the slicer-core wheel --------------------------------------------
+MODULE_DIR = Path(__file__).resolve().parents[2] / "PASeg"
+
+
+def require_slicer_core():
+    """Skip the calling test module unless ``slicer-core`` (a real MRML scene without the application) is
+    installed; put the module's helper package ``PASegSlicer`` on the path. Returns the ``slicer`` package."""
+    import sys
+
+    slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (make setup installs it)")
+    if not hasattr(slicer, "vtkMRMLScene"):
+        pytest.skip("the installed 'slicer' package is not slicer-core (the unrelated PyPI 'slicer' replaced it)",
+                    allow_module_level=True)  # fmt: skip
+    if str(MODULE_DIR) not in sys.path:
+        sys.path.insert(0, str(MODULE_DIR))
+    return slicer
+
+
+@pytest.fixture
+def app():
+    """A :class:`PASegSlicer.headless.HeadlessSlicer` (scene + module logics), closed after the test."""
+    require_slicer_core()
+    from PASegSlicer.headless import HeadlessSlicer
+
+    headless = HeadlessSlicer()
+    yield headless
+    headless.close()
+
+
+@pytest.fixture
+def scene(app):
+    """The MRML scene of :func:`app`."""
+    return app.scene

@@ -14,10 +14,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "PASeg"))
 
-slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (make setup installs it)")
-if not hasattr(slicer, "vtkMRMLScene"):
-    pytest.skip("the installed 'slicer' package is not slicer-core (the unrelated PyPI 'slicer' replaced it)",
-                allow_module_level=True)  # fmt: skip
+from conftest import require_slicer_core  # noqa: E402
+
+slicer = require_slicer_core()
 
 from PASegSlicer import annotation, cases, volumes  # noqa: E402
 from PASegSlicer.headless import HeadlessSlicer  # noqa: E402
@@ -29,18 +28,6 @@ from PASegLib.geometry import lps_to_ras  # noqa: E402
 from PASegLib.image_io import Volume, write_image  # noqa: E402
 from PASegLib.markups_io import read_draft_markups  # noqa: E402
 from PASegLib.simulate import simulate_clicks  # noqa: E402
-
-
-@pytest.fixture
-def app():
-    headless = HeadlessSlicer()
-    yield headless
-    headless.close()
-
-
-@pytest.fixture
-def scene(app):
-    return app.scene
 
 
 @pytest.fixture

@@ -18,15 +18,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "PASeg"))
 
+from conftest import require_slicer_core  # noqa: E402
 from PASegSlicer import cases, jobcontrol  # noqa: E402
 from PASegSlicer.runner import JobRunner, SubprocessBackend, threadingSchedule  # noqa: E402
 from test_slicer_jobs import FAKE_PASEG  # noqa: E402
 
-slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (make setup installs it)")
-if not hasattr(slicer, "vtkMRMLScene"):
-    pytest.skip("the installed 'slicer' package is not slicer-core", allow_module_level=True)
+slicer = require_slicer_core()
 
-from PASegSlicer.headless import HeadlessSlicer  # noqa: E402
 from PASegSlicer.logic import PREDICTION_ROLE, PASegCoreLogic  # noqa: E402
 from PASegSlicer.lossplot import LossCurvePlot  # noqa: E402
 from PASegSlicer.segments import segmentationToLabels  # noqa: E402
@@ -42,13 +40,6 @@ def fake_python(tmp_path, monkeypatch):
     launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("REPO", str(REPO))
     return str(launcher)
-
-
-@pytest.fixture
-def app():
-    headless = HeadlessSlicer()
-    yield headless
-    headless.close()
 
 
 @pytest.fixture

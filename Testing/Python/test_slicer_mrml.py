@@ -16,10 +16,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "PASeg"))
 
-slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (make setup installs it)")
-if not hasattr(slicer, "vtkMRMLScene"):
-    pytest.skip("the installed 'slicer' package is not slicer-core (the unrelated PyPI 'slicer' replaced it)",
-                allow_module_level=True)  # fmt: skip
+from conftest import require_slicer_core  # noqa: E402
+
+slicer = require_slicer_core()
 
 from PASegSlicer import annotation, cases, segments, selftest, volumes  # noqa: E402
 from PASegSlicer.headless import HeadlessSlicer  # noqa: E402
@@ -33,13 +32,6 @@ from PASegLib.image_io import Volume, write_image  # noqa: E402
 from PASegLib.markups_io import read_markups  # noqa: E402
 from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds  # noqa: E402
 from PASegLib.simulate import simulate_clicks  # noqa: E402
-
-
-@pytest.fixture
-def scene():
-    app = HeadlessSlicer()
-    yield app.scene
-    app.close()
 
 
 @pytest.fixture

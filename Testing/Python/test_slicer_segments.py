@@ -17,26 +17,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "PASeg"))
 
-slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (make setup installs it)")
-if not hasattr(slicer, "vtkMRMLScene"):
-    pytest.skip("the installed 'slicer' package is not slicer-core (the unrelated PyPI 'slicer' replaced it)",
-                allow_module_level=True)  # fmt: skip
+from conftest import load_benchmark, require_slicer_core  # noqa: E402
 
-from conftest import load_benchmark  # noqa: E402
+slicer = require_slicer_core()
+
 from PASegSlicer import segments, volumes  # noqa: E402
-from PASegSlicer.headless import HeadlessSlicer  # noqa: E402
 from vtk.util import numpy_support  # noqa: E402
 
 from PASegLib.image_io import Volume  # noqa: E402
 
 PARTIAL_NAMES = ["foreground", "background", "unlabeled"]
-
-
-@pytest.fixture
-def scene():
-    app = HeadlessSlicer()
-    yield app.scene
-    app.close()
 
 
 @pytest.fixture
