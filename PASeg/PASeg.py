@@ -95,14 +95,15 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.setup(self)
         from PASegSlicer.annotationpanel import AnnotationPanel  # GUI-only helpers (Qt dialogs, QProcess)
         from PASegSlicer.jobpanel import JobPanel
+        from PASegSlicer.qtprocess import singleShotTimer
 
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/PASeg.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = PASegLogic()
-        self.previewTimer = self._timer(300, lambda: self.onPreview(quiet=True))  # one preview per drag
-        self.pathTimer = self._timer(600, self.onPathsEdited)  # typed paths: read once typing pauses
+        self.previewTimer = singleShotTimer(300, lambda: self.onPreview(quiet=True))  # one preview per drag
+        self.pathTimer = singleShotTimer(600, self.onPathsEdited)  # typed paths: read once typing pauses
         for name in PATH_PARAMETERS:
             getattr(self.ui, name).currentPathChanged.connect(lambda *args: self.pathTimer.start())
         self.annotations = AnnotationPanel(self)
@@ -111,14 +112,6 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda *a: self.setParameterNode(None))
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
-
-    @staticmethod
-    def _timer(milliseconds: int, slot):
-        timer = qt.QTimer()
-        timer.setSingleShot(True)
-        timer.setInterval(milliseconds)
-        timer.timeout.connect(slot)
-        return timer
 
     def cleanup(self) -> None:
         for timer in (self.previewTimer, self.pathTimer):

@@ -14,6 +14,7 @@ import logging
 
 from . import annotation
 from .cases import DRAFT, CaseList, datasetCaseId
+from .qtprocess import singleShotTimer
 
 AUTOSAVE_DELAY_MS = 2000
 
@@ -29,16 +30,6 @@ def pathText(path) -> str:
     return "" if path is None or str(path) in ("", ".") else str(path)
 
 
-def _timer(milliseconds: int, slot):
-    import qt
-
-    timer = qt.QTimer()
-    timer.setSingleShot(True)
-    timer.setInterval(milliseconds)
-    timer.timeout.connect(slot)
-    return timer
-
-
 class AnnotationPanel:
     """``widget`` gives ``ui``, ``parameterNode()``, ``logic.core``, ``previewTimer`` and VTKObservationMixin's
     ``addObserver`` / ``removeObserver``."""
@@ -48,9 +39,9 @@ class AnnotationPanel:
 
         self.widget, self.ui = widget, widget.ui
         self.cases, self.nodes, self._observed, self._volumeID, self._edited = None, [], [], None, False
-        self.statusTimer = _timer(0, self.updateStatus)  # one edit fires several events: read the status once
-        self.objectsTimer = _timer(0, self.observeObjects)
-        self.autosaveTimer = _timer(AUTOSAVE_DELAY_MS, lambda: self.autosave(self._node(self._volumeID)))
+        self.statusTimer = singleShotTimer(0, self.updateStatus)  # one edit fires several events: read the status once
+        self.objectsTimer = singleShotTimer(0, self.observeObjects)
+        self.autosaveTimer = singleShotTimer(AUTOSAVE_DELAY_MS, lambda: self.autosave(self._node(self._volumeID)))
         u = self.ui
         for button, slot in ((u.addTumorButton, self.onAddTumor), (u.placeButton, self.onPlace),
                              (u.saveButton, self.onSave), (u.refreshCasesButton, self.refreshCases),

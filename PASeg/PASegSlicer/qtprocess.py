@@ -13,6 +13,18 @@ from typing import Callable, Optional
 from .processes import childOutputEnvironment, killProcessTree
 
 
+def singleShotTimer(milliseconds: int, slot: Callable[[], None]):
+    """A single-shot ``qt.QTimer`` calling ``slot`` ``milliseconds`` after each ``start()`` (a restart postpones
+    it: the debounce of edits); keep a reference to it."""
+    import qt
+
+    timer = qt.QTimer()
+    timer.setSingleShot(True)
+    timer.setInterval(int(milliseconds))
+    timer.timeout.connect(slot)
+    return timer
+
+
 def qtSchedule(delaySeconds: float, callback: Callable[[], None]) -> None:
     """Call ``callback()`` once on the GUI thread after ``delaySeconds``."""
     import qt
