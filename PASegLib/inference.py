@@ -8,8 +8,8 @@ Pipeline of :meth:`Predictor.predict` (identical preprocessing to training, :fun
    ``config.sw_overlap`` (Gaussian blending; an ensemble averages the networks' softmaxes);
 3. foreground probability set to 0 outside the valid region, then resampled back to the image grid
    (linear, same voxel-edge extent, :func:`~PASegLib.preprocess.resample_to_shape`);
-4. labels by :func:`labels_from_probability` (threshold, optional box restriction, object indices, optional
-   largest connected component).
+4. labels by :func:`~PASegLib.postprocess.labels_from_probability` (threshold, optional box restriction, object
+   indices, optional largest connected component; re-exported here).
 
 Arrays are ``[i, j, k]`` (ITK index order), world coordinates LPS mm (see :mod:`PASegLib`). A run folder
 is what ``paseg train`` writes: ``config.json``, ``checkpoints/best.pt`` and ``checkpoints/last.pt``.
@@ -27,12 +27,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .annotations import CaseAnnotation, object_box
+from .annotations import CaseAnnotation
 from .atomic import PathLike
 from .checks import check_int
 from .dataset import CaseFiles, DatasetError, load_case
 from .geometry import ImageGeometry
 from .image_io import Volume, write_image
+from .postprocess import check_label_options, check_threshold, labels_from_probability
 from .preprocess import resample_to_shape
 from .training.checkpoint import CheckpointError, load_checkpoint, load_network_weights
 from .training.config import TrainConfig, load_run_config
@@ -62,93 +63,6 @@ class Prediction:
     probability: np.ndarray
     labels: np.ndarray
     geometry: ImageGeometry
-
-
-def _check_threshold(threshold: float) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < float(threshold) < 1.0:
-        raise ValueError(f"threshold must be a number in (0, 1), got {threshold!r}")
-    return float(threshold)
-
-
-def _check_label_options(threshold: float, annotation: Optional[CaseAnnotation], restrict_to_box: bool) -> float:
-    if restrict_to_box and annotation is None:
-        raise ValueError("restrict_to_box needs an annotation (the objects' seven clicks); none was given")
-    if annotation is not None and not 1 <= len(annotation.objects) <= 255:
-        raise ValueError(f"the annotation must hold 1 to 255 objects for a uint8 label map, got "
-                         f"{len(annotation.objects)}")
-    return _check_threshold(threshold)
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """Largest 26-connected component of a boolean ``mask`` (empty stays empty; ties: lowest label)."""
-    from scipy import ndimage
-
-    components, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    if count <= 1:
-        return mask.copy()
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    return components == int(np.argmax(sizes))
-
-
-def labels_from_probability(probability: np.ndarray, geometry: ImageGeometry, *,
-                            annotation: Optional[CaseAnnotation] = None, restrict_to_box: bool = False,
-                            largest_component: bool = False, threshold: float = 0.5) -> np.ndarray:
-    """Label map ``uint8 [I, J, K]`` from a foreground probability on ``geometry``'s grid.
-
-    Rule, applied in this order:
-
-    1. foreground = ``probability > threshold`` (strict, like the argmax of a 2-class softmax at 0.5);
-    2. without ``annotation``: every foreground voxel is 1;
-    3. with ``annotation`` (objects ``1 … n`` in annotation order, boxes from
-       :func:`~PASegLib.annotations.object_box` on ``geometry``, inclusive voxel indices): a foreground voxel
-       inside one or more boxes gets the index of the *first* object whose box contains it; a foreground voxel
-       outside every box is 0 when ``restrict_to_box``, else it gets the index of the object whose box is
-       nearest in mm (Euclidean distance from the voxel centre to the box, with ``geometry.spacing``; ties →
-       the first object);
-    4. ``largest_component``: per label value (overall when there is no annotation), only its largest
-       26-connected component is kept.
-
-    Args:
-        probability: float ``[I, J, K]`` in ``[0, 1]`` with ``(I, J, K) = geometry.shape``.
-        geometry: the grid of ``probability`` (the annotation's points are LPS mm on it).
-        annotation: optional clicks of the objects.
-        restrict_to_box: zero every voxel outside all object boxes (needs ``annotation``).
-        largest_component: keep the largest connected component per object (overall without annotation).
-        threshold: foreground threshold in ``(0, 1)``.
-
-    Raises:
-        ValueError: shape mismatch, a threshold outside ``(0, 1)``, ``restrict_to_box`` without an annotation,
-            an annotation without objects, or more than 255 objects.
-    """
-    prob = np.asarray(probability)
-    if prob.ndim != 3 or tuple(prob.shape) != geometry.shape:
-        raise ValueError(f"probability shape {prob.shape} does not match geometry shape {geometry.shape}")
-    foreground = prob > _check_label_options(threshold, annotation, restrict_to_box)
-    if annotation is None:
-        if largest_component:
-            foreground = _largest_component(foreground)
-        return foreground.astype(np.uint8)
-    n_objects = len(annotation.objects)
-    labels = np.zeros(geometry.shape, dtype=np.uint8)
-    boxes = [object_box(obj, geometry) for obj in annotation.objects]
-    for index, (lo, hi) in reversed(list(enumerate(boxes, start=1))):  # reversed: the first object wins
-        box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
-        labels[box] = np.where(foreground[box], index, labels[box])
-    outside = foreground & (labels == 0)
-    if not restrict_to_box and outside.any():
-        points = np.argwhere(outside)
-        spacing = np.asarray(geometry.spacing, dtype=np.float64)
-        distances = np.stack([
-            np.linalg.norm(np.maximum(np.maximum(lo - points, points - hi), 0) * spacing, axis=1) for lo, hi in boxes
-        ])
-        labels[tuple(points.T)] = (np.argmin(distances, axis=0) + 1).astype(np.uint8)
-    if largest_component:
-        for index in range(1, n_objects + 1):
-            mask = labels == index
-            if mask.any():
-                labels[mask & ~_largest_component(mask)] = 0
-    return labels
 
 
 class Predictor:
@@ -228,7 +142,7 @@ class Predictor:
         """
         if not isinstance(volume, Volume):
             raise ValueError(f"volume must be a PASegLib.image_io.Volume, got {type(volume).__name__}")
-        _check_label_options(threshold, annotation, restrict_to_box)
+        check_label_options(threshold, annotation, restrict_to_box)
         prob, grid = self.probability_on_training_grid(volume, stop=stop)
         if grid.shape != volume.geometry.shape:
             prob = np.clip(resample_to_shape(prob, volume.geometry.shape, order=1), 0.0, 1.0)
@@ -380,7 +294,7 @@ def predict_files(
             input; ``ValueError`` for bad arguments or duplicate case ids.
         StopRequested: the stop file appeared; its ``rows`` are those of the finished cases.
     """
-    _check_threshold(threshold)
+    check_threshold(threshold)
     ids = [c.case_id for c in cases]
     if not ids:
         raise ValueError("no case to predict")

@@ -11,12 +11,23 @@ Output folder ``DIR``::
     metrics.json             per-case metrics of every model and the expanded-seed quality
     figures/                 per-case three-plane figures
     report.html, report.json the report (PASegLib.report)
+    STOP                     create it to stop the pipeline within seconds, in any step
+    .paseg-lock              held while a pipeline runs here (PASegLib.training.lock)
 
 Rerunning the same command continues after the last finished step; an interrupted training step resumes
-from its last checkpoint (one stopped before its first checkpoint, e.g. during data preparation, starts
-again; the prepared cases stay in ``cache/``). A training run stopped by its ``STOP`` file (in any phase,
-:mod:`PASegLib.training.stopping`) stops the pipeline with the trainer's exit code
-(:data:`~PASegLib.training.stopping.EXIT_STOPPED`).
+from its last checkpoint (one that ended before its first checkpoint, e.g. during data preparation, starts
+again; the prepared cases stay in ``cache/``).
+
+Stopping: ``DIR/STOP`` (like ``paseg predict``'s ``OUT/STOP``: the folder the command writes into; one present
+at start is stale and removed) is honoured in every step: between the click simulations, in every phase of the
+training steps (which also honour their own ``DIR/<run>/STOP``), before every case and sliding window of the
+prediction step, and in the evaluation and report steps. The pipeline then prints a ``stopped`` event and
+exits with :data:`~PASegLib.training.stopping.EXIT_STOPPED`; the same command continues.
+
+One pipeline per folder: ``DIR`` is locked while the pipeline runs (a second one is refused naming the
+process). A failed start leaves nothing: when a new pipeline fails before any of its training runs saved a
+checkpoint (bad input found after the dataset was listed, bad settings), everything it created is removed, so
+the corrected command starts afresh. A damaged ``pipeline.json`` is refused naming the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -30,9 +41,11 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .atomic import PathLike, atomic_write_json
+from .atomic import PathLike, atomic_write_json, remove_stale_temp_files
 from .dataset import CaseFiles, DatasetError, list_cases, load_case
 from .progress_events import emit
+from .training.lock import FolderLock
+from .training.stopping import EXIT_STOPPED, STOP_FILE, StopFile, StopRequested
 
 __all__ = ["PipelineOptions", "run_pipeline"]
 
@@ -77,7 +90,7 @@ class _State:
         self.path = out / "pipeline.json"
         wanted = json.loads(json.dumps(asdict(options)))
         if self.path.is_file():
-            self.data = json.loads(self.path.read_text(encoding="utf-8"))
+            self.data = self._read()
             saved = self.data.get("options")
             if saved != wanted:
                 diff = sorted(k for k in set(saved or {}) | set(wanted) if (saved or {}).get(k) != wanted.get(k))
@@ -85,6 +98,36 @@ class _State:
                                  f"rerun it with the same options or choose another --out")
         else:
             self.data = {"options": wanted, "done": [], "durations_s": {}}
+
+    def _read(self) -> Dict[str, Any]:
+        """The saved state, checked: a damaged file is refused naming it and what is wrong."""
+        def damaged(what: str) -> ValueError:
+            return ValueError(f"{self.path}: damaged pipeline state ({what}); delete it (finished training runs "
+                              f"in {self.path.parent} are reused) or choose another --out")
+
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise damaged("not UTF-8 text") from None
+        except RecursionError:
+            raise damaged("JSON nested too deeply") from None
+        except ValueError as exc:
+            raise damaged(f"not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise damaged(f"a JSON object is expected, found {type(data).__name__}")
+        for key, kind in (("options", dict), ("done", list), ("durations_s", dict)):
+            if not isinstance(data.get(key), kind):
+                raise damaged(f"'{key}' is missing or not a JSON {'object' if kind is dict else 'list'}")
+        unknown = [s for s in data["done"] if s not in STEPS]
+        if unknown:
+            raise damaged(f"unknown finished step(s) {unknown[:3]!r}")
+        if data["done"]:
+            split = data.get("split")
+            if not isinstance(split, dict) or not all(
+                    isinstance(split.get(k), list) and all(isinstance(c, str) for c in split[k])
+                    for k in ("train", "test", "predict")):
+                raise damaged("'split' must hold the lists 'train', 'test' and 'predict' of case ids")
+        return data
 
     def done(self, step: str) -> bool:
         return step in self.data["done"]
@@ -99,7 +142,7 @@ class _State:
         atomic_write_json(self.path, self.data)
 
 
-def _simulate_missing_clicks(files: List[CaseFiles], out: Path, seed: int) -> int:
+def _simulate_missing_clicks(files: List[CaseFiles], out: Path, seed: int, stop: StopFile) -> int:
     from .annotations import validate_case
     from .markups_io import write_markups
     from .simulate import simulate_clicks
@@ -108,6 +151,7 @@ def _simulate_missing_clicks(files: List[CaseFiles], out: Path, seed: int) -> in
     for f in files:
         if f.has_annotation or f.label is None or (out / f"{f.case_id}.mrk.json").is_file():
             continue
+        stop.check()
         case = load_case(f, load_annotation=False)
         try:
             annotation = simulate_clicks(case.label.array, case.image.geometry, seed=seed)
@@ -120,27 +164,42 @@ def _simulate_missing_clicks(files: List[CaseFiles], out: Path, seed: int) -> in
 
 
 def _median_spacing(files: List[CaseFiles]) -> List[float]:
-    import SimpleITK as sitk
+    """Median voxel spacing (mm) of the images, from their headers (a 2D/4D or unreadable image is named)."""
+    from .image_io import read_geometry
 
-    spacings = []
-    for f in files:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(f.image))
-        reader.ReadImageInformation()
-        spacings.append(reader.GetSpacing())
+    spacings = [read_geometry(f.image, role="image").spacing for f in files]
     return [float(s) for s in np.median(np.asarray(spacings), axis=0)]
 
 
-def _train(run: Path, dataset: Path, config, *, case_ids, annotations, cache, init_runs=None, stream=None) -> int:
+def _train(run: Path, dataset: Path, config, *, case_ids, annotations, cache, stop: StopFile, init_runs=None,
+           stream=None) -> int:
+    """One training step: finished → 0; a checkpoint → resumed; else started (again: the trainer replaces what
+    an attempt that ended before its first checkpoint left)."""
     from .training.launch import train_from_dataset
 
     if (run / "model.json").is_file():
         return 0
     resume = (run / "checkpoints" / "last.pt").is_file() and (run / "config.json").is_file()
-    if not resume and run.exists():
-        shutil.rmtree(run)  # an attempt that died before its first checkpoint: start it again
     return train_from_dataset(dataset, run, None if resume else config, annotations_dir=annotations,
-                              case_ids=case_ids, resume=resume, cache_dir=cache, init_runs=init_runs, stream=stream)
+                              case_ids=case_ids, resume=resume, cache_dir=cache, init_runs=init_runs, stream=stream,
+                              stop_also=[stop.path], resume_hint="run the same `paseg run` command to continue")
+
+
+def _trained(out: Path) -> bool:
+    """Whether a training run of the pipeline folder saved a checkpoint (then a failure keeps the folder)."""
+    return any(out.glob("*/checkpoints/last.pt"))
+
+
+def _remove_created(out: Path, created: bool, before: set) -> None:
+    """Remove what a failed start created: ``out`` itself when it was new, else its new entries."""
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for path in set(out.iterdir()) - before:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def run_pipeline(dataset: PathLike, out_dir: PathLike, options: Optional[PipelineOptions] = None, *,
@@ -149,82 +208,129 @@ def run_pipeline(dataset: PathLike, out_dir: PathLike, options: Optional[Pipelin
 
     Raises:
         ValueError: bad dataset (no case with clicks or a label to simulate them from), options differing
-            from those of an existing ``out_dir``, or any error of the steps (naming the input).
+            from those of an existing ``out_dir``, a damaged ``pipeline.json``, ``out_dir`` in use by another
+            process, or any error of the steps (naming the input). A new pipeline that fails before a training
+            checkpoint leaves nothing behind.
     """
-    from .presets import preset_configs
-    from .training.data import split_cases
-
     options = options or PipelineOptions()
     dataset, out = Path(dataset), Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
     files = list_cases(dataset)
     if not any(f.has_annotation or f.label is not None for f in files):
         raise DatasetError(f"{dataset}: no case has clicks or a label to simulate clicks from")
-    out.mkdir(parents=True, exist_ok=True)
+    created = not out.exists()
+    lock = FolderLock(out, purpose="paseg run")
+    lock.acquire()
+    before = set(out.iterdir())
+    fresh = not (out / "pipeline.json").is_file()
+    try:
+        return _run_locked(dataset, out, options, files, stream)
+    except Exception:
+        lock.release()
+        if fresh and not _trained(out):  # a failed start leaves nothing: the corrected command starts afresh
+            _remove_created(out, created, before - {lock.path})
+        raise
+    finally:
+        lock.release()
+
+
+def _run_locked(dataset: Path, out: Path, options: PipelineOptions, files: List[CaseFiles], stream: Any) -> int:
+    """:func:`run_pipeline` once ``out`` is locked."""
+    from .presets import preset_configs
+    from .training.data import split_cases
+
+    remove_stale_temp_files(out, owned=True)
+    stop = StopFile(out / STOP_FILE)
+    stop.clear_stale()  # before the first progress event
     state = _State(out, options)
     clicks_dir = out / "clicks"
 
+    current = "clicks"
+
     def step(name: str) -> float:
+        nonlocal current
+        current = name
+        stop.check()
         emit("step", stream=stream, step=name, index=STEPS.index(name) + 1, total=len(STEPS))
         return time.monotonic()
 
-    if not state.done("clicks"):
-        t = step("clicks")
-        clicks_dir.mkdir(exist_ok=True)
-        n = _simulate_missing_clicks(files, clicks_dir, options.seed)
+    def stopped(name: str) -> int:
+        stop.consume()
+        emit("stopped", stream=stream, phase=name, step=name,
+             message=f"stopped in step {name}; the finished steps are kept: run the same `paseg run` command to "
+                     f"continue")
+        return EXIT_STOPPED
+
+    try:
+        if not state.done("clicks"):
+            t = step("clicks")
+            clicks_dir.mkdir(exist_ok=True)
+            remove_stale_temp_files(clicks_dir, owned=True)
+            n = _simulate_missing_clicks(files, clicks_dir, options.seed, stop)
+            files = list_cases(dataset, annotations_dir=clicks_dir)
+            labeled = sorted(f.case_id for f in files if f.label is not None)
+            _, test = split_cases(labeled, validation_fraction=options.test_fraction, seed=options.seed) \
+                if options.test_fraction > 0 else (labeled, [])
+            train = sorted(f.case_id for f in files if f.has_annotation and f.case_id not in test)
+            if not train:
+                raise DatasetError(f"{dataset}: no annotated case left for training")
+            evaluate = test or sorted(f.case_id for f in files)
+            state.finish("clicks", time.monotonic() - t, simulated_clicks=n,
+                         split={"train": train, "test": test, "predict": evaluate})
         files = list_cases(dataset, annotations_dir=clicks_dir)
-        labeled = sorted(f.case_id for f in files if f.label is not None)
-        _, test = split_cases(labeled, validation_fraction=options.test_fraction, seed=options.seed) \
-            if options.test_fraction > 0 else (labeled, [])
-        train = sorted(f.case_id for f in files if f.has_annotation and f.case_id not in test)
-        if not train:
-            raise DatasetError(f"{dataset}: no annotated case left for training")
-        evaluate = test or sorted(f.case_id for f in files)
-        state.finish("clicks", time.monotonic() - t, simulated_clicks=n,
-                     split={"train": train, "test": test, "predict": evaluate})
-    files = list_cases(dataset, annotations_dir=clicks_dir)
-    split = state.data["split"]
-    by_id = {f.case_id: f for f in files}
-    a, b, s = preset_configs(options.preset, _median_spacing([by_id[c] for c in split["train"]]),
-                             seed=options.seed, device=options.device, overrides=options.overrides,
-                             stage1_overrides=options.stage1_overrides, scm_overrides=options.scm_overrides)
-    runs = {"stage1_primary": out / f"stage1_{a.network}", "stage1_auxiliary": out / f"stage1_{b.network}",
-            "scm": out / "scm"}
-    common = dict(case_ids=split["train"], annotations=clicks_dir, cache=out / "cache", stream=stream)
-    for name, config in (("stage1_primary", a), ("stage1_auxiliary", b), ("scm", s)):
-        if state.done(name):
-            continue
-        t = step(name)
-        init = [runs["stage1_primary"], runs["stage1_auxiliary"]] if name == "scm" else None
-        code = _train(runs[name], dataset, config, init_runs=init, **common)
-        if code != 0:
-            return code
-        state.finish(name, time.monotonic() - t)
+        split = state.data["split"]
+        by_id = {f.case_id: f for f in files}
+        lost = [c for c in split["train"] + split["predict"] if c not in by_id]
+        if lost:
+            raise DatasetError(f"{dataset}: case(s) of the pipeline's split are missing: {', '.join(lost[:5])}")
+        a, b, s = preset_configs(options.preset, _median_spacing([by_id[c] for c in split["train"]]),
+                                 seed=options.seed, device=options.device, overrides=options.overrides,
+                                 stage1_overrides=options.stage1_overrides, scm_overrides=options.scm_overrides)
+        runs = {"stage1_primary": out / f"stage1_{a.network}", "stage1_auxiliary": out / f"stage1_{b.network}",
+                "scm": out / "scm"}
+        common = dict(case_ids=split["train"], annotations=clicks_dir, cache=out / "cache", stop=stop, stream=stream)
+        for name, config in (("stage1_primary", a), ("stage1_auxiliary", b), ("scm", s)):
+            if state.done(name):
+                continue
+            t = step(name)
+            init = [runs["stage1_primary"], runs["stage1_auxiliary"]] if name == "scm" else None
+            code = _train(runs[name], dataset, config, init_runs=init, **common)
+            if code != 0:
+                return code  # stopped: the trainer said so (and removed the stop files)
+            state.finish(name, time.monotonic() - t)
 
-    models = {f"stage 1 ({a.network})": (runs["stage1_primary"], False),
-              f"stage 1 ({b.network})": (runs["stage1_auxiliary"], False),
-              "SCM": (runs["scm"], False), "SCM-E": (runs["scm"], True)}
-    pred_dirs = {m: out / "predictions" / m.replace(" ", "_").replace("(", "").replace(")", "") for m in models}
-    if not state.done("predict"):
-        t = step("predict")
-        from .inference import load_predictor, predict_files
+        models = {f"stage 1 ({a.network})": (runs["stage1_primary"], False),
+                  f"stage 1 ({b.network})": (runs["stage1_auxiliary"], False),
+                  "SCM": (runs["scm"], False), "SCM-E": (runs["scm"], True)}
+        pred_dirs = {m: out / "predictions" / m.replace(" ", "_").replace("(", "").replace(")", "") for m in models}
+        if not state.done("predict"):
+            t = step("predict")
+            from .inference import load_predictor, predict_files
 
-        cases = [by_id[c] for c in split["predict"]]
-        for model, (run, ensemble) in models.items():
-            predictor = load_predictor(run, ensemble=ensemble, device=options.device, verbose=False)
-            predict_files(predictor, cases, pred_dirs[model], largest_component=options.largest_component)
-        state.finish("predict", time.monotonic() - t)
-    if not state.done("evaluate"):
-        t = step("evaluate")
-        from .pipeline_report import evaluate_models
+            cases = [by_id[c] for c in split["predict"]]
+            for model, (run, ensemble) in models.items():
+                remove_stale_temp_files(pred_dirs[model], owned=True)
+                predictor = load_predictor(run, ensemble=ensemble, device=options.device, verbose=False)
+                predict_files(predictor, cases, pred_dirs[model], largest_component=options.largest_component,
+                              stop=stop)
+            state.finish("predict", time.monotonic() - t)
+        if not state.done("evaluate"):
+            t = step("evaluate")
+            from .pipeline_report import evaluate_models
 
-        evaluate_models(out, [by_id[c] for c in split["predict"]], pred_dirs, a, out / "cache")
-        state.finish("evaluate", time.monotonic() - t)
-    if not state.done("report"):
-        t = step("report")
-        from .pipeline_report import build_report
+            evaluate_models(out, [by_id[c] for c in split["predict"]], pred_dirs, a, out / "cache", stop=stop)
+            state.finish("evaluate", time.monotonic() - t)
+        if not state.done("report"):
+            t = step("report")
+            from .pipeline_report import build_report
 
-        build_report(out, dataset=dataset, by_id=by_id, split=split, runs=runs, pred_dirs=pred_dirs,
-                     options=options, configs=(a, b, s), durations=state.data["durations_s"])
-        state.finish("report", time.monotonic() - t)
+            remove_stale_temp_files(out / "figures", owned=True)
+
+            build_report(out, dataset=dataset, by_id=by_id, split=split, runs=runs, pred_dirs=pred_dirs,
+                         options=options, configs=(a, b, s), durations=state.data["durations_s"], stop=stop)
+            state.finish("report", time.monotonic() - t)
+    except StopRequested:
+        return stopped(current)
     emit("done", stream=stream, report=str(out / "report.html"), run_dir=str(out))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -15,23 +15,27 @@ from .dataset import CaseFiles, load_case
 from .image_io import read_image
 from .metrics import compute_metrics
 from .seeds.expansion import seed_precision_recall
+from .training.stopping import StopFile
 
 __all__ = ["build_report", "evaluate_models"]
 
 
 def evaluate_models(out: Path, cases: Sequence[CaseFiles], pred_dirs: Mapping[str, Path], config: Any,
-                    cache: Path) -> Dict[str, Any]:
+                    cache: Path, *, stop: Optional[StopFile] = None) -> Dict[str, Any]:
     """Metrics of every model's predictions against the labels, and the expanded-seed quality.
 
     Writes ``out/metrics.json`` = ``{"stages": {model: {case: metrics}}, "seeds": {case: {...}}}``. Seed
     quality (:func:`~PASegLib.seeds.expansion.seed_precision_recall`) is measured on the training grid of the
-    prepared cases (the seeds the networks learned from). Distances are in mm.
+    prepared cases (the seeds the networks learned from). Distances are in mm. ``stop`` is checked before
+    every case (:class:`~PASegLib.training.stopping.StopRequested`; nothing is written then).
     """
     from .training.data import prepare_cases
 
     labeled = [c for c in cases if c.label is not None]
     stages: Dict[str, Dict[str, Dict[str, float]]] = {m: {} for m in pred_dirs}
     for files in labeled:
+        if stop is not None:
+            stop.check()
         label = read_image(files.label, role="label")
         target = np.asarray(label.array) > 0
         for model, folder in pred_dirs.items():
@@ -39,7 +43,7 @@ def evaluate_models(out: Path, cases: Sequence[CaseFiles], pred_dirs: Mapping[st
             stages[model][files.case_id] = compute_metrics(pred, target, spacing=label.geometry.spacing)
     seeds: Dict[str, Dict[str, float]] = {}
     annotated = [c for c in labeled if c.has_annotation]
-    for prepared in prepare_cases(annotated, config, cache_dir=cache):
+    for prepared in prepare_cases(annotated, config, cache_dir=cache, stop=stop):
         seeds[prepared.case_id] = seed_precision_recall(prepared.partial, prepared.label)
     result = {"stages": stages, "seeds": seeds}
     atomic_write_json(out / "metrics.json", result)
@@ -72,8 +76,9 @@ def _case_figure(path: Path, files: CaseFiles, pred_dir: Path, config: Any, cach
 
 def build_report(out: Path, *, dataset: Path, by_id: Mapping[str, CaseFiles], split: Mapping[str, List[str]],
                  runs: Mapping[str, Path], pred_dirs: Mapping[str, Path], options: Any, configs: Sequence[Any],
-                 durations: Mapping[str, float]) -> Path:
-    """Figures and ``out/report.html`` from ``out/metrics.json`` and the runs' curves."""
+                 durations: Mapping[str, float], stop: Optional[StopFile] = None) -> Path:
+    """Figures and ``out/report.html`` from ``out/metrics.json`` and the runs' curves (``stop`` checked before
+    every figure)."""
     from .report import write_report
 
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -83,6 +88,8 @@ def build_report(out: Path, *, dataset: Path, by_id: Mapping[str, CaseFiles], sp
     scm_dir = pred_dirs["SCM"]
     figures: Dict[str, Path] = {}
     for case_id in split["predict"][: options.max_figures]:
+        if stop is not None:
+            stop.check()
         dice = metrics["stages"].get("SCM", {}).get(case_id, {}).get("dice")
         title = f"{case_id}: SCM" + (f" Dice {dice:.3f}" if dice is not None else "")
         figures[case_id] = _case_figure(out / "figures" / f"{case_id}.png", by_id[case_id], scm_dir, configs[0],

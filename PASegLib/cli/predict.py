@@ -25,7 +25,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         'PASEG {"event": "case", ...} line per case on stdout. Creating the file OUT/STOP stops the command '
         "within seconds: the cases finished so far are kept in OUT, nothing of the interrupted case is written, "
         'and it exits with code 3 after a PASEG {"event": "stopped", ...} line (a STOP present at start is '
-        "stale and removed). Exit codes: 0 done, 1 error, 2 usage, 3 stopped, 130 interrupted.",
+        "stale and removed). OUT is locked while the command writes into it: a second command on the same OUT is "
+        "refused. Exit codes: 0 done, 1 error, 2 usage, 3 stopped, 130 interrupted.",
     )
     p.add_argument("run_dir", type=Path, help="run folder (config.json, checkpoints/best.pt, checkpoints/last.pt)")
     p.add_argument("input", type=Path, help="an image file or a dataset folder")
@@ -92,21 +93,42 @@ def collect_inputs(input_path: Path, annotations: Optional[Path] = None) -> List
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..progress_events import emit
-    from ..training.stopping import EXIT_STOPPED, STOP_FILE, StopFile, StopRequested
+    from ..atomic import remove_stale_temp_files
+    from ..training.lock import FolderLock
+    from ..training.stopping import STOP_FILE, StopFile
 
     start = time.perf_counter()
-    # OUT/STOP, like training's RUN_DIR/STOP: one rule for every job ("STOP in the folder the command writes
-    # into"), usable from a terminal without extra flags; removed here if stale, before the first event
-    stop = StopFile(args.out / STOP_FILE)
-    stop.clear_stale()
-    from ..inference import load_predictor, predict_files
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} exists and is not a folder")
+    from ..inference import load_predictor
 
     if not args.run_dir.is_dir():
         raise ValueError(f"run folder not found: {args.run_dir}")
     cases = collect_inputs(args.input, args.annotations)
     predictor = load_predictor(args.run_dir, checkpoint=args.checkpoint, ensemble=args.ensemble,
                                device=args.device)
+    created = not args.out.exists()
+    lock = FolderLock(args.out, purpose="paseg predict")
+    lock.acquire()  # one command per OUT: then every staging folder or temporary file there is a killed one's
+    try:
+        remove_stale_temp_files(args.out, owned=True)
+        # OUT/STOP, like training's RUN_DIR/STOP: one rule for every job ("STOP in the folder the command writes
+        # into"), usable from a terminal without extra flags; removed here if stale, before the first event
+        stop = StopFile(args.out / STOP_FILE)
+        stop.clear_stale()
+        return _predict(args, cases, predictor, stop, start)
+    finally:
+        lock.release()
+        if created and args.out.is_dir() and not any(args.out.iterdir()):
+            args.out.rmdir()  # a failed command leaves no empty folder
+
+
+def _predict(args: argparse.Namespace, cases: List[CaseFiles], predictor, stop, start: float) -> int:
+    """Predict ``cases`` into ``args.out`` (locked) through a staging folder; returns the exit code."""
+    from ..inference import predict_files
+    from ..progress_events import emit
+    from ..training.stopping import EXIT_STOPPED, StopRequested
+
     emit("start", total=len(cases))
     bar = None
     if not args.quiet:

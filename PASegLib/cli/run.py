@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, Dict, List
 
 from .common import ProgressBarStream
 
 EPILOG = """\
 Steps: simulate clicks for labeled cases without clicks -> expand seeds -> stage 1 for two networks -> SCM ->
 predict -> evaluate (when labels exist) -> DIR/report.html. Rerun the same command to continue after an
-interruption. Exit codes: 0 done, 1 error, 2 usage, 3 a training step was stopped (RUN/STOP), 130 interrupted.
+interruption. Stopping: create DIR/STOP (DIR = --out); it is honoured within seconds in every step (a training
+step also honours its own DIR/<run>/STOP); run the same command to continue. One pipeline per folder: a second
+one on the same --out is refused. A pipeline that fails before its first training checkpoint (bad input, bad
+settings) leaves nothing in --out. Exit codes: 0 done, 1 error, 2 usage, 3 stopped, 130 interrupted.
 
 Examples:
   paseg run cases/ --out results/                       # CPU preset: minutes on a laptop
@@ -38,14 +41,17 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _overrides(pairs):
-    out = {}
+def _overrides(pairs: List[str]) -> Dict[str, Any]:
+    """``--set KEY=VALUE`` pairs as a dict; a value is JSON when it parses as JSON, else the text itself."""
+    out: Dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+            raise ValueError(f"--set expects KEY=VALUE, got {pair[:80]!r}")
         try:
             out[key] = json.loads(value)
+        except RecursionError:
+            raise ValueError(f"--set {key[:80]}: the value is nested too deeply") from None
         except json.JSONDecodeError:
             out[key] = value
     return out

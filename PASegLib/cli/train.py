@@ -16,6 +16,11 @@ seconds in every phase: during data preparation (nothing trained yet: nothing is
 stay cached; run the same command again, or add --resume), during training (checkpoint at the current
 iteration) and during validation (the round is abandoned and redone on --resume). Continue with --resume.
 
+Run folders: one trainer per RUN_DIR (a second `paseg train`, or a second --resume, on the same folder is
+refused naming the process that holds it; the lock of a killed trainer is taken over with a note). A run that
+ended before its first checkpoint (stopped, crashed or killed during preparation or its first epochs) starts
+again from the beginning with the same command. Temporary files of killed writers are removed at start.
+
 Examples:
   paseg train cases/ --out runs/unet2d5 --stage 1 --network unet2d5 --epochs 100
   paseg train cases/ --out runs/att --stage 1 --network attention_unet --patch-size 96 96 32

@@ -5,7 +5,9 @@ resolution (where ε and λ were tuned), then image, partial labels, valid regio
 dense label are resampled to the training grid (:func:`~PASegLib.preprocess.resampled_geometry`; linear for
 the image, nearest for label maps) and the image is z-scored inside the valid region. Prepared cases are
 cached as ``.npz`` files keyed by a hash of the input files (path, size, mtime) and of every setting that
-changes them, so a second run (or the second network of the pipeline) skips the expansion. A stop file
+changes them, so a second run (or the second network of the pipeline) skips the expansion; a damaged entry
+(truncated, not a zip, missing or inconsistent arrays) is rebuilt with a warning naming it, and temporary files
+that killed writers left in the cache are removed when preparation starts. A stop file
 (:class:`~PASegLib.training.stopping.StopFile`) is checked before every case and between the stages of one;
 a stop raises :class:`~PASegLib.training.stopping.StopRequested` before the case's cache entry is written
 (entries are written atomically, so the cache never holds a partial one). numpy only.
@@ -16,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -24,7 +28,7 @@ import numpy as np
 
 from .. import __version__
 from ..annotations import CaseAnnotation, object_box
-from ..atomic import PathLike, atomic_path
+from ..atomic import PathLike, atomic_path, remove_stale_temp_files
 from ..dataset import Case, CaseFiles, DatasetError, load_case
 from ..geometry import ImageGeometry
 from ..image_io import Volume
@@ -144,15 +148,23 @@ def _save(path: Path, case: PreparedCase) -> None:
             np.savez(handle, **arrays)
 
 
+#: What reading a damaged cache entry can raise (truncated or foreign zip, missing arrays, bad metadata).
+_DAMAGED = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile)
+
+
 def _load(path: Path) -> PreparedCase:
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:
         meta = json.loads(bytes(data["meta"]).decode())
         n = int(meta["n_objects"])
         boxes = [(data[f"box_{i}"][0], data[f"box_{i}"][1]) for i in range(n)]
-        return PreparedCase(
+        case = PreparedCase(
             meta["case_id"], data["image"], data["partial"], data["valid"], [data[f"clicks_{i}"] for i in range(n)],
             boxes, data["label"] if "label" in data else None, ImageGeometry.from_dict(meta["geometry"]),
             ImageGeometry.from_dict(meta["source_geometry"]))
+    arrays = [case.image, case.partial, case.valid] + ([case.label] if case.label is not None else [])
+    if any(a.shape != case.geometry.shape for a in arrays) or any(c.shape != (7, 3) for c in case.clicks):
+        raise ValueError("arrays do not match the recorded grid")
+    return case
 
 
 def prepare_cases(
@@ -174,6 +186,8 @@ def prepare_cases(
     """
     out = []
     cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        remove_stale_temp_files(cache)  # the cache may be shared: only those of writers that are gone
     for index, case_files in enumerate(files):
         if stop is not None:
             stop.check()
@@ -183,8 +197,9 @@ def prepare_cases(
         if target is not None and target.is_file():
             try:
                 prepared, cached = _load(target), True
-            except (OSError, ValueError, KeyError):  # a damaged cache entry is rebuilt, never trusted
-                prepared = None
+            except _DAMAGED as exc:  # a damaged cache entry is rebuilt, never trusted
+                print(f"warning: {target}: damaged prepared-data cache entry ({type(exc).__name__}: "
+                      f"{str(exc)[:120]}); rebuilding it", file=sys.stderr)
         if prepared is None:
             case = load_case(case_files, load_label=True, load_annotation=True)
             if case.annotation is None:

@@ -12,11 +12,13 @@ Run folder (``run_dir``)::
     model.json           summary of a finished run (network, best score/epoch, date, version, checkpoint)
     STOP                 create this file to make the trainer save and exit with :data:`EXIT_STOPPED`
                          (protocol: :mod:`PASegLib.training.stopping`)
+    .paseg-lock          held while a trainer writes here (:mod:`PASegLib.training.lock`)
 
-The loop is iteration-exact: the stop file is checked before every iteration and before every sliding window
-of a validation round, and a checkpoint holds the epoch, the position inside the epoch, the case order of the
-epoch, every RNG state, optimizer and scaler states, the best score and the history, so ``resume`` continues
-exactly where the run stopped (bit-identical to an uninterrupted run in deterministic mode on CPU). A stop
+The loop is iteration-exact: the stop file is checked before every iteration (an epoch's case order is drawn
+after the check of its first one) and every sliding window of a validation round, and a checkpoint holds the
+epoch, the position inside it, its case order, every RNG state, optimizer and scaler states, the best score and
+the history, so ``resume`` continues exactly where the run stopped (bit-identical to an uninterrupted run in
+deterministic mode on CPU), at an epoch boundary too. A stop
 during a validation round abandons the round and saves the epoch boundary with ``epoch_end_pending``: the
 resumed run redoes that validation round and the rest of the epoch's end (``on_epoch_end``, checkpoint)
 before its next iteration (validation draws no random numbers, so nothing else changes).
@@ -36,7 +38,7 @@ import torch
 from .. import __version__
 from ..atomic import atomic_write_json
 from ..progress_events import emit
-from .checkpoint import load_checkpoint, load_network_weights, save_checkpoint
+from .checkpoint import CheckpointError, check_resume_state, load_checkpoint, load_network_weights, save_checkpoint
 from .config import TrainConfig
 from .data import PatchSampler, PreparedCase
 from .runtime import capture_rng, describe_device, restore_rng, seed_everything, sliding_window_probability
@@ -76,18 +78,22 @@ class Trainer:
         val_cases: prepared held-out cases for label-free selection (may be empty).
         device: torch device.
         stream: where progress lines go (default stdout).
+        stop: the stop file(s) to honour (default ``run_dir/STOP``).
+        resume_hint: how to continue after a stop, for the ``stopped`` message (default "continue with --resume").
     """
 
     kind = "base"
 
     def __init__(self, config: TrainConfig, run_dir: Path, train_cases: Sequence[PreparedCase],
-                 val_cases: Sequence[PreparedCase], *, device: torch.device, stream: Any = None) -> None:
+                 val_cases: Sequence[PreparedCase], *, device: torch.device, stream: Any = None,
+                 stop: Optional[StopFile] = None, resume_hint: str = "continue with --resume") -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.train_cases, self.val_cases = list(train_cases), list(val_cases)
         self.device = device
         self.stream = stream
-        self.stop = StopFile(self.run_dir / STOP_FILE)
+        self.stop = stop if stop is not None else StopFile(self.run_dir / STOP_FILE)
+        self.resume_hint = resume_hint
         self.sampler = PatchSampler(self.train_cases, config)
         self.iterations_per_epoch = config.iterations_per_epoch or max(len(self.train_cases),
                                                                        config.min_iterations_per_epoch)
@@ -145,8 +151,7 @@ class Trainer:
 
     def learning_rate(self) -> float:
         """Poly decay ``lr · (1 − step/total)^power`` (per iteration)."""
-        c = self.config
-        return c.lr * (1.0 - self.global_step / max(self.total_iterations, 1)) ** c.poly_power
+        return self.config.lr * (1.0 - self.global_step / max(self.total_iterations, 1)) ** self.config.poly_power
 
     def emit(self, event: str, **fields: Any) -> Dict[str, Any]:
         record = emit(event, stream=self.stream, **fields)
@@ -171,23 +176,30 @@ class Trainer:
         }
 
     def load_state(self, path: Path) -> None:
+        """Load checkpoint ``path`` to resume (all fields checked first: a :class:`CheckpointError` names the field)."""
         data = load_checkpoint(path, expected_networks=self.roles(), map_location=self.device)
+        t = check_resume_state(data, path, roles=list(self.roles()), epochs=self.config.epochs,
+                               iterations_per_epoch=self.iterations_per_epoch, batch_size=self.config.batch_size,
+                               train_cases=len(self.train_cases))
         for role in self.roles():
             load_network_weights(self.networks[role], data["networks"][role], source=path)
-        for role, opt in self.optimizers.items():
-            opt.load_state_dict(data["optimizers"][role])
-        for role, scaler in self.scalers.items():
-            if data["scalers"].get(role):
-                scaler.load_state_dict(data["scalers"][role])
-        t = data["trainer"]
-        self.epoch, self.position, self.global_step = int(t["epoch"]), int(t["position"]), int(t["global_step"])
-        self.order = [int(i) for i in t["order"]]
-        self.epoch_end_pending = bool(t.get("epoch_end_pending", False))
-        self.best_score, self.best_epoch = t["best_score"], t["best_epoch"]
-        self.history = json.loads(t["history"])
-        self.train_seconds = float(t.get("train_seconds", 0.0))
-        self.load_extra_state(t.get("extra") or {})
-        restore_rng(data["rng"], self.rng)
+        parts = [(f"optimizers.{r}", o.load_state_dict, data["optimizers"][r]) for r, o in self.optimizers.items()]
+        parts += [(f"scalers.{r}", s.load_state_dict, data["scalers"][r]) for r, s in self.scalers.items()
+                  if data["scalers"].get(r)]
+        parts += [("trainer.extra", self.load_extra_state, t.get("extra") or {}),
+                  ("rng", lambda state: restore_rng(state, self.rng), data["rng"])]
+        for field, load, state in parts:
+            try:
+                load(state)
+            except (AttributeError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise CheckpointError(f"checkpoint {path} is damaged or from another version: {field} does not "
+                                      f"load ({first[:200]})") from None
+        self.epoch, self.position, self.global_step, self.history = t["epoch"], t["position"], t["global_step"], \
+            t["history"]
+        self.order, self.epoch_end_pending = [int(i) for i in t["order"]], bool(t.get("epoch_end_pending", False))
+        self.best_score, self.best_epoch, self.train_seconds = t["best_score"], t["best_epoch"], \
+            float(t.get("train_seconds", 0.0))
 
     def tick(self) -> float:
         """Add the time since the last tick of this session to :attr:`train_seconds`; return the total.
@@ -315,11 +327,11 @@ class Trainer:
             if self.epoch_end_pending:  # stopped inside a validation round: redo that epoch's end first
                 self._end_epoch()
             while self.epoch < self.config.epochs:
-                if self.position == 0:
-                    self.order = self._new_order()
                 while self.position < self.iterations_per_epoch:
                     if self.stop.requested():
                         return self._stopped("training")
+                    if self.position == 0:  # drawn after the stop check: a stop here saves the RNG before the draw
+                        self.order = self._new_order()
                     lr = self.learning_rate()
                     for opt in self.optimizers.values():
                         for group in opt.param_groups:
@@ -372,7 +384,7 @@ class Trainer:
         else:
             epoch, where = self.epoch + 1, f"at iteration {self.global_step}/{self.total_iterations}"
         self.emit("stopped", phase=phase, epoch=epoch, iteration=self.global_step, checkpoint=str(path),
-                  message=f"stopped {where}; checkpoint saved: continue with --resume")
+                  message=f"stopped {where}; checkpoint saved: {self.resume_hint}")
         return EXIT_STOPPED
 
     def write_summary(self) -> None:

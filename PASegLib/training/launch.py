@@ -6,6 +6,16 @@ trained in this session, so nothing is saved: the cases prepared so far stay in 
 keeps ``config.json``/``split.json`` (a fresh run) or its unchanged checkpoint (a resumed run), the command
 prints a ``stopped`` event (``phase`` ``"preparing"``) and exits with ``EXIT_STOPPED``. The same command
 (or ``--resume``) then starts or continues the run.
+
+One trainer per run folder: the folder is locked (:mod:`PASegLib.training.lock`) for the whole session; a second
+trainer (or a second ``--resume``) is refused naming the process that holds it, and a lock left by a killed
+trainer is taken over with a note. Holding the lock, the session removes the temporary files that killed
+writers left in the run folder and its ``checkpoints/`` (and in the cache, those whose writer is gone).
+
+A run that ended before its first ``checkpoints/last.pt`` (stopped, crashed or killed during preparation or its
+first epochs) holds nothing to continue: the same command starts it again from the beginning (with or without
+``--resume``), replacing what the abandoned attempt left (``checkpoints/``, ``history.json``,
+``loss_curves.png``).
 """
 
 from __future__ import annotations
@@ -15,14 +25,17 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ..atomic import PathLike, atomic_write_json
+from ..atomic import PathLike, atomic_write_json, remove_stale_temp_files
 from ..dataset import DatasetError, list_cases, select_cases
 from ..progress_events import emit
 from .config import TrainConfig, load_run_config
+from .lock import FolderLock
 from .stopping import EXIT_STOPPED, STOP_FILE, StopFile, StopRequested
 
 __all__ = ["RESUMABLE_CHANGES", "merge_resume_config", "train_from_dataset"]
 
+#: How to continue a stopped ``paseg train`` (the pipeline passes its own).
+DEFAULT_HINT = "continue with --resume"
 #: Settings that may change when a run is resumed (everything else must match the saved config.json).
 RESUMABLE_CHANGES = ("epochs", "device", "num_threads", "amp", "validate_every", "checkpoint_every")
 
@@ -55,52 +68,86 @@ def train_from_dataset(
     init_runs: Optional[Sequence[PathLike]] = None,
     stream: Any = None,
     on_iteration: Optional[Callable[[Any], None]] = None,
+    stop_also: Sequence[PathLike] = (),
+    resume_hint: str = DEFAULT_HINT,
 ) -> int:
     """Train a stage-1 (``config.stage == 1``) or SCM (``2``) model on the annotated cases of ``dataset``.
 
     Args:
         dataset: dataset folder (``<case>_image.<ext>`` with ``<case>.mrk.json`` or ``<case>_7points`` clicks).
         run_dir: the run folder (see :mod:`PASegLib.training.engine`); must be new (or hold only a run that
-            was stopped before its first checkpoint) unless ``resume``.
+            ended before its first checkpoint) unless ``resume``. Locked while the function runs.
         config: settings (default :class:`TrainConfig`); with ``resume`` only :data:`RESUMABLE_CHANGES` apply.
         annotations_dir: folder of ``<case>.mrk.json`` files (overrides those in ``dataset``).
         case_ids: restrict to these cases.
-        resume: continue from ``run_dir/checkpoints/last.pt`` (a run stopped before its first checkpoint
+        resume: continue from ``run_dir/checkpoints/last.pt`` (a run that ended before its first checkpoint
             starts from the beginning with its saved ``config.json``).
         cache_dir: prepared-data cache (default ``run_dir/cache``); share it between runs on one dataset.
         init_runs: stage 2 only: the stage-1 run folders of the primary and the auxiliary network.
         stream: where progress lines go (default stdout).
         on_iteration: callback after every iteration (tests use it to create the stop file).
+        stop_also: further stop files honoured in every phase (the pipeline's ``DIR/STOP``; never removed as
+            stale here).
+        resume_hint: how to continue after a stop, for the ``stopped`` message.
 
     Returns:
         0 when finished, :data:`~PASegLib.training.stopping.EXIT_STOPPED` when stopped by the stop file.
 
     Raises:
         ValueError: bad dataset, no annotated case, an existing run without ``resume``, a missing run with
-            ``resume``, incompatible settings or checkpoints; the message names the input.
+            ``resume``, the run folder in use by another process
+            (:class:`~PASegLib.training.lock.FolderLockedError`), incompatible settings, damaged checkpoints;
+            the message names the input.
     """
     import torch  # noqa: F401  (fail early with ImportError when torch is missing)
-
-    from .data import prepare_cases, split_cases
-    from .runtime import resolve_device
 
     run = Path(run_dir)
     if run.exists() and not run.is_dir():
         raise ValueError(f"--out {run} exists and is not a folder")
-    stop = StopFile(run / STOP_FILE)
+    if resume and not (run / "config.json").is_file():
+        raise ValueError(f"--resume: {run} holds no run to resume (needs config.json and checkpoints/last.pt); "
+                         f"start it without --resume")
+    created = not run.exists()
+    lock = FolderLock(run, purpose="paseg train")
+    lock.acquire()  # before anything is read or removed: another trainer's STOP or files are not ours
+    try:
+        return _train_locked(dataset, run, config, created=created, annotations_dir=annotations_dir,
+                             case_ids=case_ids, resume=resume, cache_dir=cache_dir, init_runs=init_runs,
+                             stream=stream, on_iteration=on_iteration, stop_also=stop_also, resume_hint=resume_hint)
+    except BaseException:
+        lock.release()
+        if created and not resume and not (run / "config.json").is_file():  # bad input leaves nothing behind
+            shutil.rmtree(run, ignore_errors=True)
+        raise
+    finally:
+        lock.release()
+
+
+def _train_locked(dataset: PathLike, run: Path, config: Optional[TrainConfig], *, created: bool, annotations_dir,
+                  case_ids, resume: bool, cache_dir, init_runs, stream, on_iteration, stop_also,
+                  resume_hint: str) -> int:
+    """:func:`train_from_dataset` once the run folder is locked."""
+    from .data import prepare_cases, split_cases
+    from .runtime import resolve_device
+
+    for folder in (run, run / "checkpoints"):
+        remove_stale_temp_files(folder, owned=True)  # ours while locked: left by killed writers
+    stop = StopFile(run / STOP_FILE, also=stop_also)
     stop.clear_stale()  # before the first progress event: a STOP written after it is honoured
     has_checkpoint = (run / "checkpoints" / "last.pt").is_file()
+    abandoned = not has_checkpoint and not (run / "model.json").is_file() and (
+        (run / "config.json").is_file() or (run / "checkpoints").exists())
     if resume:
         if not (run / "config.json").is_file():
             raise ValueError(f"--resume: {run} holds no run to resume (needs config.json and checkpoints/last.pt)")
         config = merge_resume_config(load_run_config(run / "config.json"), config, source=run / "config.json")
-        if not has_checkpoint:
-            print(f"note: {run} was stopped before its first checkpoint; training starts from the beginning",
-                  file=sys.stderr)
     else:
         config = config or TrainConfig()
-        if (run / "checkpoints").exists() or (run / "model.json").exists():
+        if has_checkpoint or (run / "model.json").exists():
             raise ValueError(f"{run} already holds a training run; use --resume to continue it or another --out")
+    if abandoned:
+        print(f"note: {run} ended before its first checkpoint (stopped, crashed or killed); training starts from "
+              f"the beginning", file=sys.stderr)
     device = resolve_device(config.device)
     files = list_cases(dataset, annotations_dir=annotations_dir)
     files = select_cases(files, case_ids)
@@ -111,8 +158,7 @@ def train_from_dataset(
     if config.stage == 2 and (not init_runs or len(init_runs) != 2):
         raise ValueError("stage 2 needs --init RUN_PRIMARY RUN_AUXILIARY (the two stage-1 runs)")
 
-    created = not run.exists()
-    restart = resume and not has_checkpoint  # a run stopped before training: start it with its saved settings
+    restart = resume and not has_checkpoint  # a run that ended before training: start it with its saved settings
     try:
         if (resume and has_checkpoint) or (restart and (run / "split.json").is_file()):
             split = _read_split(run)
@@ -128,6 +174,8 @@ def train_from_dataset(
         cache = Path(cache_dir) if cache_dir is not None else run / "cache"
         if not resume or restart:  # saved before preparation: a run stopped there can be resumed or restarted
             _check_init_runs(config, init_runs)
+            if abandoned:
+                _forget_attempt(run)
             config.save(run / "config.json")
             atomic_write_json(run / "split.json", split)
 
@@ -139,14 +187,23 @@ def train_from_dataset(
         try:
             prepared = prepare_cases(ordered, config, cache_dir=cache, on_case=report, stop=stop)
         except StopRequested:
-            return _stopped_in_preparation(run, stop, stream, resumed=resume and not restart)
+            return _stopped_in_preparation(run, stop, stream, resumed=resume and not restart, hint=resume_hint)
         train_cases, val_cases = prepared[: len(split["train"])], prepared[len(split["train"]):]
-        trainer = _make_trainer(config, run, train_cases, val_cases, device, stream, init_runs)
+        trainer = _make_trainer(config, run, train_cases, val_cases, device, stream, init_runs, stop=stop,
+                                resume_hint=resume_hint)
     except BaseException:
         if created and not resume:  # bad input leaves nothing behind
-            shutil.rmtree(run, ignore_errors=True)
+            for name in ("config.json", "split.json"):
+                (run / name).unlink(missing_ok=True)
         raise
     return trainer.run(resume=resume and not restart, on_iteration=on_iteration, clear_stale_stop=False)
+
+
+def _forget_attempt(run: Path) -> None:
+    """Remove what an attempt that ended before its first ``last.pt`` left (its ``best.pt`` is not this run's)."""
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    for name in ("history.json", "loss_curves.png"):
+        (run / name).unlink(missing_ok=True)
 
 
 def _check_init_runs(config: TrainConfig, init_runs: Optional[Sequence[PathLike]]) -> None:
@@ -158,18 +215,19 @@ def _check_init_runs(config: TrainConfig, init_runs: Optional[Sequence[PathLike]
         networks_of_runs(init_runs)
 
 
-def _stopped_in_preparation(run: Path, stop: StopFile, stream: Any, *, resumed: bool) -> int:
+def _stopped_in_preparation(run: Path, stop: StopFile, stream: Any, *, resumed: bool, hint: str) -> int:
     """A stop during data preparation: nothing to save; say so and return :data:`EXIT_STOPPED`."""
     stop.consume()
     if resumed:
-        message = ("stopped during data preparation; checkpoints/last.pt is unchanged: continue with --resume "
-                   "(the prepared cases are cached)")
-    else:
+        message = f"stopped during data preparation; checkpoints/last.pt is unchanged: {hint}"
+    elif hint == DEFAULT_HINT:
         message = ("stopped during data preparation, before training started: nothing to save; run the same "
-                   "command again (or add --resume) to start (the prepared cases are cached)")
+                   "command again (or add --resume) to start")
+    else:
+        message = f"stopped during data preparation, before training started: nothing to save; {hint}"
     checkpoint = run / "checkpoints" / "last.pt"
     emit("stopped", stream=stream, phase="preparing", epoch=0, iteration=None,
-         checkpoint=str(checkpoint) if resumed else None, message=message)
+         checkpoint=str(checkpoint) if resumed else None, message=f"{message} (the prepared cases are cached)")
     return EXIT_STOPPED
 
 
@@ -183,11 +241,12 @@ def _read_split(run: Path) -> dict:
         raise ValueError(f"{run / 'split.json'}: unreadable case split ({exc})") from None
 
 
-def _make_trainer(config, run, train_cases, val_cases, device, stream, init_runs):
+def _make_trainer(config, run, train_cases, val_cases, device, stream, init_runs, **options):
     if config.stage == 1:
         from .stage1 import Stage1Trainer
 
-        return Stage1Trainer(config, run, train_cases, val_cases, device=device, stream=stream)
+        return Stage1Trainer(config, run, train_cases, val_cases, device=device, stream=stream, **options)
     from .scm import SCMTrainer
 
-    return SCMTrainer(config, run, train_cases, val_cases, device=device, stream=stream, init_runs=init_runs)
+    return SCMTrainer(config, run, train_cases, val_cases, device=device, stream=stream, init_runs=init_runs,
+                      **options)

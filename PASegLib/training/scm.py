@@ -86,7 +86,11 @@ class SCMTrainer(Trainer):
             data = load_checkpoint(path, map_location=self.device)
             if data.get("kind") != "stage1":
                 raise CheckpointError(f"{path}: SCM starts from stage-1 checkpoints, this one is {data.get('kind')!r}")
-            found = data["networks"]["primary"]["name"]
+            entry = data["networks"].get("primary")
+            found = entry.get("name") if isinstance(entry, dict) else None
+            if found is None:
+                raise CheckpointError(f"checkpoint {path} is damaged or from another version: missing "
+                                      f"networks.primary")
             if found != name:
                 raise CheckpointError(f"{path}: stage-1 run of {found!r}, but the {role} network is {name!r}")
             load_network_weights(net, data["networks"]["primary"], source=path)

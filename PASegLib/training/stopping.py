@@ -2,7 +2,9 @@
 
 Protocol (the Slicer module's job runner and a terminal user speak it alike):
 
-* ``paseg train`` watches ``RUN_DIR/STOP``, ``paseg predict`` watches ``OUT/STOP``.
+* Every command watches ``STOP`` in the folder it writes into: ``paseg train`` ``RUN_DIR/STOP``, ``paseg predict``
+  ``OUT/STOP``, ``paseg run`` ``DIR/STOP`` (in every step; a training step also honours its own
+  ``DIR/<run>/STOP``).
 * A stop file that already exists when a command starts is stale (left by a killed session) and removed
   before the command's first progress event; one that appears afterwards is honoured within seconds in every
   phase: between data-preparation cases and between the stages of one case, before every training iteration,
@@ -19,7 +21,7 @@ stdlib only (:func:`stop_checking` imports torch when it is called).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 from ..atomic import PathLike
 
@@ -49,13 +51,23 @@ class StopFile:
 
     Args:
         path: the stop file (its folder need not exist).
+        also: further stop files honoured alike but never removed as stale (an enclosing command's, e.g. the
+            pipeline's ``DIR/STOP`` inside one of its training steps); ``consume()`` removes them too.
     """
 
-    def __init__(self, path: PathLike) -> None:
+    def __init__(self, path: PathLike, *, also: Sequence[PathLike] = ()) -> None:
         self.path = Path(path)
+        self.also: Tuple[Path, ...] = tuple(Path(p) for p in also)
 
     def __repr__(self) -> str:
-        return f"StopFile({str(self.path)!r})"
+        extra = f", also={[str(p) for p in self.also]!r}" if self.also else ""
+        return f"StopFile({str(self.path)!r}{extra})"
+
+    def _found(self) -> Optional[Path]:
+        for path in (self.path, *self.also):
+            if path.exists():
+                return path
+        return None
 
     def clear_stale(self) -> bool:
         """Remove a stop file left by an earlier session; ``True`` when there was one."""
@@ -68,20 +80,22 @@ class StopFile:
             return False
 
     def requested(self) -> bool:
-        """Whether the stop file exists now (one ``stat``; cheap enough for every sliding window)."""
-        return self.path.exists()
+        """Whether a stop file exists now (one ``stat`` each; cheap enough for every sliding window)."""
+        return self._found() is not None
 
     def check(self) -> None:
-        """Raise :class:`StopRequested` when the stop file exists."""
-        if self.path.exists():
-            raise StopRequested(f"stop requested ({self.path} appeared)")
+        """Raise :class:`StopRequested` when a stop file exists."""
+        found = self._found()
+        if found is not None:
+            raise StopRequested(f"stop requested ({found} appeared)")
 
     def consume(self) -> None:
-        """Remove the stop file after it was honoured (a missing file is fine)."""
-        try:
-            self.path.unlink()
-        except OSError:
-            pass
+        """Remove the stop file(s) after a stop was honoured (missing files are fine)."""
+        for path in (self.path, *self.also):
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 def stop_checking(networks: Sequence[Any], stop: Optional[StopFile]) -> List[Any]:

@@ -1,9 +1,11 @@
-"""Stage two (SCM) and the end-to-end pipeline: refresh schedule, smoke runs, resume, report."""
+"""Stage two (SCM) and the end-to-end pipeline: refresh schedule, smoke runs, resume, report, faults."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from PASegLib.progress_events import parse_progress_line
 from PASegLib.training.checkpoint import load_checkpoint
 from PASegLib.training.config import TrainConfig
 from PASegLib.training.launch import train_from_dataset
+from PASegLib.training.stopping import EXIT_STOPPED, STOP_FILE
 
 TINY = dict(patch_size=(32, 32, 16), crf_downsample_to=None, validate_every=1, checkpoint_every=1,
             deterministic=True, num_threads=1, iterations_per_epoch=2)
@@ -192,3 +195,91 @@ def test_scm_seed_anchor_keeps_the_seeds_in_the_pseudo_label(tiny_dataset, stage
             assert labeled.any() and (~labeled).any()
             assert torch.equal(pseudo[labeled], partial[labeled])  # the seeds win where they exist
             assert torch.equal(pseudo[~labeled], argmax[~labeled])  # the frozen copy decides elsewhere
+
+
+# -- pipeline faults (issue 12): a failed start, a damaged pipeline.json, a second pipeline, STOP in its steps ----
+LOCK_FILE = ".paseg-lock"  # PASegLib.training.lock.LOCK_FILE
+
+
+def _error(captured, command: str) -> str:
+    """The one error message of a failed command (no traceback, a final error event with the same text)."""
+    assert "Traceback" not in captured.err and "internal error" not in captured.err, captured.err
+    lines = [x for x in captured.err.splitlines() if x.startswith(f"paseg {command}: error: ")]
+    assert len(lines) == 1, captured.err
+    message = lines[0].split(": error: ", 1)[1]
+    event = _events(captured.out)[-1]
+    assert event["event"] == "error" and event["message"] == message and not event["internal"]
+    return message
+
+
+class _StopOn(io.StringIO):
+    """A progress stream that creates ``path`` at the first event ``kind`` matching ``match``."""
+
+    def __init__(self, path: Path, kind: str, **match):
+        super().__init__()
+        self.path, self.kind, self.match = path, kind, match
+
+    def write(self, text):
+        event = parse_progress_line(text)
+        if event is not None and event["event"] == self.kind and all(event.get(k) == v for k, v in self.match.items()):
+            self.path.touch()
+        return super().write(text)
+
+
+def _run_argv(dataset: Path, out: Path, *sets: str):
+    argv = ["run", str(dataset), "--out", str(out), "--quiet", "--device", "cpu"]
+    for value in sets:
+        argv += ["--set", value]
+    return argv
+
+
+def test_run_failed_start_leaves_nothing_and_damaged_state_is_named(tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "pipe"
+    assert main(_run_argv(tiny_dataset, out, "epochs=0")) == 1
+    assert "epochs must be" in _error(capsys.readouterr(), "run")
+    assert not out.exists()
+    mine = tmp_path / "mine"  # an existing folder keeps what it held
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert main(_run_argv(tiny_dataset, mine, "no_such_setting=1")) == 1
+    assert "no_such_setting" in _error(capsys.readouterr(), "run")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    for text, what in (("{bad", "not valid JSON"), ('{"options": {}, "done": ["x"], "durations_s": {}}',
+                                                     "unknown finished step"), ("[]", "a JSON object is expected")):
+        (mine / "pipeline.json").write_text(text)
+        assert main(_run_argv(tiny_dataset, mine)) == 1
+        message = _error(capsys.readouterr(), "run")
+        assert f"{mine / 'pipeline.json'}: damaged pipeline state" in message and what in message, message
+        assert (mine / "pipeline.json").read_text() == text
+    from PASegLib.training.lock import FolderLock, FolderLockedError
+
+    with FolderLock(out, purpose="paseg run"):
+        with pytest.raises(FolderLockedError, match=f"{out} is in use by process {os.getpid()}"):
+            run_pipeline(tiny_dataset, out, PipelineOptions(device="cpu"), stream=io.StringIO())
+
+
+@pytest.mark.slow
+def test_run_stop_in_preparation_and_prediction_then_the_same_command_finishes(tiny_dataset, tmp_path):
+    options = PipelineOptions(seed=0, device="cpu", overrides={**TINY, "epochs": 1, "iterations_per_epoch": 1},
+                              max_figures=1)
+    out = tmp_path / "pipe"
+    out.mkdir()
+    (out / STOP_FILE).touch()  # stale
+    first = _StopOn(out / STOP_FILE, "prepare")  # the pipeline's STOP, in the first training step's preparation
+    assert run_pipeline(tiny_dataset, out, options, stream=first) == EXIT_STOPPED
+    stopped = _events(first.getvalue())[-1]
+    assert stopped["event"] == "stopped" and stopped["phase"] == "preparing"
+    assert "run the same `paseg run` command" in stopped["message"] and "--resume" not in stopped["message"]
+    assert json.loads((out / "pipeline.json").read_text())["done"] == ["clicks"]
+    assert not (out / STOP_FILE).exists() and not (out / LOCK_FILE).exists()
+    second = _StopOn(out / STOP_FILE, "step", step="predict")
+    assert run_pipeline(tiny_dataset, out, options, stream=second) == EXIT_STOPPED
+    events = _events(second.getvalue())
+    assert events[-1]["event"] == "stopped" and events[-1]["step"] == "predict"
+    assert "run the same `paseg run` command" in events[-1]["message"]
+    assert not any(e["event"] == "case" for e in events) and not (out / "predictions").exists()
+    assert json.loads((out / "pipeline.json").read_text())["done"] == ["clicks", "stage1_primary",
+                                                                      "stage1_auxiliary", "scm"]
+    third = io.StringIO()
+    assert run_pipeline(tiny_dataset, out, options, stream=third) == 0
+    assert [e["step"] for e in _events(third.getvalue()) if e["event"] == "step"] == ["predict", "evaluate", "report"]
