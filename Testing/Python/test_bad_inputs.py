@@ -220,23 +220,10 @@ CATALOG: List[Bad] = [
         lambda r: (r / "data/a.mrk.json").write_text('{"markups": [')),
 ]
 
-#: Cases whose failure today comes from a file another change owns (exact reasons; strict: they must fail).
-XFAIL = {
-    ("2D image", "run"): "paseg run: pipeline._median_spacing reads image headers with SimpleITK directly and the "
-                         "preset then says 'median_spacing must be three positive numbers, got [1.0, 1.0]' without "
-                         "naming the file; it should call PASegLib.image_io.read_geometry(path, role='image')",
-    ("4D image", "run"): "paseg run: pipeline._median_spacing reads image headers with SimpleITK directly (a 4D "
-                         "image gives a 4-number spacing; the message does not name the file); it should call "
-                         "PASegLib.image_io.read_geometry(path, role='image')",
-}
-
-
 def _matrix():
     for bad in CATALOG:
         for command in bad.commands:
-            marks = [pytest.mark.xfail(strict=True, reason=XFAIL[bad.name, command])] if (bad.name, command) in XFAIL \
-                else []
-            yield pytest.param(bad, command, id=f"{command}-{bad.name.replace(' ', '_')}", marks=marks)
+            yield pytest.param(bad, command, id=f"{command}-{bad.name.replace(' ', '_')}")
 
 
 def _argv(command: str, root: Path, out: Path, run_dir: Path) -> List[str]:
@@ -289,12 +276,9 @@ def test_bad_input_matrix(bad, command, base, tmp_path, capsys, request):
     message = check_failure(code, captured.out, captured.err, command, bad.named, bad.what)
     assert message.count(bad.named) == 1, f"the file is named more than once: {message}"
     assert hashes(root / "data", root / "preds", run_dir) == before, "an input was changed"
-    if command != "run":  # paseg run's leftovers: test_run_leaves_nothing_behind
-        assert not out.exists(), f"partial output left: {sorted(p.name for p in out.rglob('*'))}"
+    assert not out.exists(), f"partial output left: {sorted(p.name for p in out.rglob('*'))}"
 
 
-@pytest.mark.xfail(strict=True, reason="paseg run leaves clicks/ and pipeline.json in --out when it fails after "
-                   "the dataset is listed (issue 12, run folders item 6; PASegLib/pipeline.py)")
 def test_run_leaves_nothing_behind(base, tmp_path, capsys):
     root = tmp_path / "in"
     for folder in ("data", "preds"):
@@ -340,9 +324,6 @@ def test_out_is_an_existing_file(base, tmp_path, capsys):
         assert blocker.read_text() == "keep"
 
 
-@pytest.mark.xfail(strict=True, reason="paseg run --set KEY=VALUE: cli/run.py _overrides calls json.loads on the "
-                   "value and lets its RecursionError through (reported as an internal error); it should raise "
-                   "ValueError(f'--set {key}: the value is nested too deeply')")
 def test_run_set_value_nested_too_deeply(base, tmp_path, capsys):
     code = main(["run", str(base / "data"), "--out", str(tmp_path / "o"), "--set", "flip_axes=" + "[" * 100_000])
     captured = capsys.readouterr()
