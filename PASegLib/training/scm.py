@@ -31,8 +31,9 @@ from ..atomic import PathLike
 from ..losses.distillation import SelfCrossMonitoringLoss
 from ..networks import build_network
 from .checkpoint import CheckpointError, load_checkpoint, load_network_weights
-from .engine import Trainer, _dice
+from .engine import Trainer
 from .selection import criterion_value
+from .validation import _dice
 
 __all__ = ["SCMTrainer", "networks_of_runs"]
 
