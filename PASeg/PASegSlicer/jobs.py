@@ -25,7 +25,10 @@ from PASegLib.markups_io import write_markups
 from .runner import STOP_FILE_NAME, JobStep
 
 TRAIN_MODES = ("stage 1", "SCM", "stage 1 + SCM")
-DEVICE_MODES = ("auto", "GPU", "CPU (force)")
+DEVICE_MODES = ("auto", "GPU", "all GPUs", "CPU (force)")
+#: the device value of "all GPUs": training runs one process per visible GPU (``--nproc-per-node gpu``, the GPU
+#: count is taken when the job starts), each with ``batch_size`` patches (``--scale-batch``); prediction uses GPU 0
+ALL_GPUS = "all-gpus"
 
 
 def pythonExecutable() -> str:
@@ -48,14 +51,26 @@ def childEnvironment() -> Dict[str, str]:
 
 
 def deviceArgument(mode: str, gpuIndex: int = 0) -> str:
-    """``--device`` value for the GUI's device choice."""
+    """``--device`` value for the GUI's device choice (:data:`ALL_GPUS` for "all GPUs": see
+    :func:`deviceOptions`)."""
     if mode == "GPU":
         return f"cuda:{int(gpuIndex)}"
+    if mode == "all GPUs":
+        return ALL_GPUS
     if mode == "CPU (force)":
         return "cpu"
     if mode == "auto":
         return "auto"
     raise ValueError(f"device mode must be one of {', '.join(DEVICE_MODES)}, got {mode!r}")
+
+
+def deviceOptions(device: str, *, training: bool) -> List[str]:
+    """The command-line options of a :func:`deviceArgument` value: ``--device VALUE``; for :data:`ALL_GPUS`
+    training gets ``--device cuda --nproc-per-node gpu --scale-batch`` (one process per GPU, the run's batch per
+    GPU) and prediction ``--device cuda``."""
+    if device != ALL_GPUS:
+        return ["--device", device]
+    return ["--device", "cuda"] + (["--nproc-per-node", "gpu", "--scale-batch"] if training else [])
 
 
 def newJobFolder(workFolder, kind: str) -> Path:
@@ -89,7 +104,7 @@ def trainingSteps(
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     python, jobFolder = python or pythonExecutable(), Path(jobFolder)
     # --quiet: no terminal progress bar in the log pane; the GUI reads the PASEG progress lines instead
-    common = ["--epochs", str(int(epochs)), "--device", device, "--quiet"]
+    common = ["--epochs", str(int(epochs))] + deviceOptions(device, training=True) + ["--quiet"]
     common += ["--config", str(configFile)] if configFile else []
     steps: List[JobStep] = []
     runs = list(initRuns)
@@ -133,7 +148,8 @@ def predictionSteps(
         raise ValueError("restricting to the annotated boxes needs annotations (place the seven points first)")
     jobFolder = Path(jobFolder)
     output = jobFolder / "output"
-    args = ["predict", str(runDir), str(inputPath), "--out", str(output), "--device", device, "--quiet"]
+    args = ["predict", str(runDir), str(inputPath), "--out", str(output)] + deviceOptions(device, training=False)
+    args.append("--quiet")
     if annotations:
         args += ["--annotations", str(annotations)]
     if restrictToBox:

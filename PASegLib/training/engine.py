@@ -22,6 +22,9 @@ deterministic mode on CPU), at an epoch boundary too. A stop
 during a validation round abandons the round and saves the epoch boundary with ``epoch_end_pending``: the
 resumed run redoes that validation round and the rest of the epoch's end (``on_epoch_end``, checkpoint)
 before its next iteration (validation draws no random numbers, so nothing else changes).
+
+Several processes (``paseg train --nproc-per-node N``, ``torchrun``): every rank runs this loop on its share of
+each global batch; rank 0 alone writes and reports, and decides when to stop (:mod:`.distributed`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import torch
 from .. import __version__
 from ..atomic import atomic_write_json
 from ..progress_events import emit
+from . import distributed
 from .checkpoint import CheckpointError, check_resume_state, load_checkpoint, load_network_weights, save_checkpoint
 from .config import TrainConfig
 from .data import PatchSampler, PreparedCase
@@ -90,7 +94,11 @@ class Trainer(ValidationMixin):
         self.networks: Dict[str, torch.nn.Module] = {}
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
         self.scalers: Dict[str, Any] = {}
+        self.dist = distributed.context()  # rank, world size (several processes: :mod:`.distributed`)
+        distributed.check_batch_size(config.batch_size)
         self.build()
+        #: the networks as trained (DistributedDataParallel wrappers with several processes, else the same)
+        self.trained = distributed.wrap_networks(self.networks, device)
         self.epoch = 0  # completed epochs
         self.position = 0  # iterations done inside the current epoch
         self.global_step = 0
@@ -138,6 +146,8 @@ class Trainer(ValidationMixin):
         return self.config.lr * (1.0 - self.global_step / max(self.total_iterations, 1)) ** self.config.poly_power
 
     def emit(self, event: str, **fields: Any) -> Dict[str, Any]:
+        if not self.dist.is_main:  # rank 0 alone reports (and keeps the history)
+            return {"event": event, **fields}
         record = emit(event, stream=self.stream, **fields)
         if event in ("iteration", "validation"):
             self.history.append(record)
@@ -200,11 +210,15 @@ class Trainer(ValidationMixin):
         return self.run_dir / "checkpoints" / f"{name}.pt"
 
     def save(self, name: str) -> Path:
-        path = save_checkpoint(self.checkpoint_path(name), self.state())
+        path = self.checkpoint_path(name)
+        distributed.on_main(lambda: save_checkpoint(path, self.state()))  # rank 0 writes; the others wait for it
         self.emit("checkpoint", path=str(path), epoch=self.epoch)
         return path
 
     def write_history(self) -> None:
+        distributed.on_main(self._write_history)
+
+    def _write_history(self) -> None:
         atomic_write_json(self.run_dir / "history.json", {"events": self.history})
         from .curves import write_loss_curves
 
@@ -221,11 +235,13 @@ class Trainer(ValidationMixin):
     def _batch(self) -> Dict[str, Any]:
         bs = self.config.batch_size
         idx = self.order[self.position * bs:(self.position + 1) * bs]
-        patches = [self.sampler.sample(i, self.rng) for i in idx]
-        batch: Dict[str, Any] = {k: torch.from_numpy(np.stack([p[k] for p in patches])).to(self.device,
-                                                                                         non_blocking=True)
-                                 for k in patches[0] if k != "boxes"}
-        batch["boxes"] = [p["boxes"] for p in patches]  # per sample [M, 2, 3] (objects differ in number)
+        # the next cases of the epoch are read from the cache meanwhile; the batch's data time is measured
+        with self.sampler.timed(upcoming=self.order[(self.position + 1) * bs:]):
+            patches = [self.sampler.sample(i, self.rng) for i in idx]
+            batch: Dict[str, Any] = {k: torch.from_numpy(np.stack([p[k] for p in patches])).to(self.device,
+                                                                                             non_blocking=True)
+                                     for k in patches[0] if k != "boxes"}
+            batch["boxes"] = [p["boxes"] for p in patches]  # per sample [M, 2, 3] (objects differ in number)
         return batch
 
     def run(self, *, resume: bool = False, on_iteration: Optional[Callable[[Trainer], None]] = None,
@@ -236,14 +252,15 @@ class Trainer(ValidationMixin):
         :func:`~PASegLib.training.launch.train_from_dataset`); a stop file present now was asked for since.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if clear_stale_stop:
+        if clear_stale_stop and self.dist.is_main:
             self.stop.clear_stale()
         if resume:
             self.load_state(self.checkpoint_path("last"))
         self._session_clock = time.monotonic()
         self.emit("start", total_iterations=self.total_iterations, epochs=self.config.epochs,
                   iteration=self.global_step, run_dir=str(self.run_dir), device=describe_device(self.device),
-                  train_cases=len(self.train_cases), validation_cases=len(self.val_cases), resumed=resume)
+                  train_cases=len(self.train_cases), validation_cases=len(self.val_cases), resumed=resume,
+                  **({"processes": self.dist.world_size} if self.dist.active else {}))
         for net in self.networks.values():
             net.train()
         started, done_here = time.monotonic(), 0
@@ -252,7 +269,7 @@ class Trainer(ValidationMixin):
                 self._end_epoch()
             while self.epoch < self.config.epochs:
                 while self.position < self.iterations_per_epoch:
-                    if self.stop.requested():
+                    if distributed.agree(self.stop.requested):  # rank 0 looks, every rank stops here
                         return self._stopped("training")
                     if self.position == 0:  # drawn after the stop check: a stop here saves the RNG before the draw
                         self.order = self._new_order()
@@ -260,15 +277,17 @@ class Trainer(ValidationMixin):
                     for opt in self.optimizers.values():
                         for group in opt.param_groups:
                             group["lr"] = lr
-                    batch = self._batch()
+                    batch = self._batch() if not self.dist.active else distributed.shard_batch(self)
                     losses = self.train_step(batch, self.epoch + self.position / self.iterations_per_epoch)
+                    losses = distributed.mean_losses(losses)  # several processes: the global batch's loss
                     self.position += 1
                     self.global_step += 1
                     done_here += 1
                     rate = (time.monotonic() - started) / done_here
                     self.emit("iteration", epoch=self.epoch + 1, iteration=self.global_step,
                               total_iterations=self.total_iterations, losses=losses, lr=lr,
-                              eta_s=rate * (self.total_iterations - self.global_step))
+                              eta_s=rate * (self.total_iterations - self.global_step),
+                              data_wait=self.sampler.data_wait())
                     if on_iteration is not None:
                         on_iteration(self)
                 self.epoch += 1
@@ -302,7 +321,8 @@ class Trainer(ValidationMixin):
             net.train()
         path = self.save("last")
         self.write_history()
-        self.stop.consume()
+        if self.dist.is_main:
+            self.stop.consume()
         if phase == "validating":
             epoch, where = self.epoch, f"in the validation round of epoch {self.epoch} (redone on --resume)"
         else:
@@ -312,6 +332,9 @@ class Trainer(ValidationMixin):
         return EXIT_STOPPED
 
     def write_summary(self) -> None:
+        distributed.on_main(self._write_summary)
+
+    def _write_summary(self) -> None:
         atomic_write_json(self.run_dir / "model.json", {
             "network": self.roles()["primary"], "networks": self.roles(), "stage": self.config.stage,
             "kind": self.kind, "best_score": self.best_score, "best_epoch": self.best_epoch,
@@ -320,4 +343,5 @@ class Trainer(ValidationMixin):
             "paseg_version": __version__, "checkpoint": "checkpoints/best.pt", "config": "config.json",
             "train_cases": [c.case_id for c in self.train_cases],
             "validation_cases": [c.case_id for c in self.val_cases],
+            **({"processes": self.dist.world_size} if self.dist.active else {}),
         })

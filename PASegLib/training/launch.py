@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 from ..atomic import PathLike, atomic_write_json, remove_stale_temp_files
 from ..dataset import DatasetError, list_cases, select_cases
 from ..progress_events import emit
+from . import distributed
 from .config import TrainConfig, load_run_config
 from .lock import FolderLock
 from .stopping import EXIT_STOPPED, STOP_FILE, StopFile, StopRequested
@@ -37,7 +38,8 @@ __all__ = ["RESUMABLE_CHANGES", "merge_resume_config", "train_from_dataset"]
 #: How to continue a stopped ``paseg train`` (the pipeline passes its own).
 DEFAULT_HINT = "continue with --resume"
 #: Settings that may change when a run is resumed (everything else must match the saved config.json).
-RESUMABLE_CHANGES = ("epochs", "device", "num_threads", "amp", "validate_every", "checkpoint_every")
+RESUMABLE_CHANGES = ("epochs", "device", "num_threads", "amp", "validate_every", "checkpoint_every",
+                     "prepare_workers", "cache_mb", "prefetch_cases")
 
 
 def merge_resume_config(saved: TrainConfig, requested: Optional[TrainConfig], *, source: PathLike) -> TrainConfig:
@@ -128,7 +130,6 @@ def _train_locked(dataset: PathLike, run: Path, config: Optional[TrainConfig], *
                   resume_hint: str) -> int:
     """:func:`train_from_dataset` once the run folder is locked."""
     from .data import prepare_cases, split_cases
-    from .runtime import resolve_device
 
     for folder in (run, run / "checkpoints"):
         remove_stale_temp_files(folder, owned=True)  # ours while locked: left by killed writers
@@ -148,7 +149,7 @@ def _train_locked(dataset: PathLike, run: Path, config: Optional[TrainConfig], *
     if abandoned:
         print(f"note: {run} ended before its first checkpoint (stopped, crashed or killed); training starts from "
               f"the beginning", file=sys.stderr)
-    device = resolve_device(config.device)
+    device = distributed.rank_device(config.device)  # several processes: this rank's GPU (or the CPU)
     files = list_cases(dataset, annotations_dir=annotations_dir)
     files = select_cases(files, case_ids)
     annotated = [f for f in files if f.has_annotation]
@@ -185,10 +186,15 @@ def _train_locked(dataset: PathLike, run: Path, config: Optional[TrainConfig], *
         ordered = [by_id[c] for c in split["train"] + split["validation"]]
         emit("phase", stream=stream, phase="preparing", total=len(ordered))
         try:
-            prepared = prepare_cases(ordered, config, cache_dir=cache, on_case=report, stop=stop)
+            prepared = prepare_cases(ordered, config, cache_dir=cache, on_case=report, stop=stop,
+                                     lazy=config.cache_mb is not None)
         except StopRequested:
             return _stopped_in_preparation(run, stop, stream, resumed=resume and not restart, hint=resume_hint)
         train_cases, val_cases = prepared[: len(split["train"])], prepared[len(split["train"]):]
+        # several processes: the other ranks read the prepared cases from the cache and train alongside
+        distributed.publish_plan(run=run, files=ordered, n_train=len(split["train"]), config=config.to_dict(),
+                                 cache=cache, resume=resume and not restart, init_runs=init_runs,
+                                 resume_hint=resume_hint)
         trainer = _make_trainer(config, run, train_cases, val_cases, device, stream, init_runs, stop=stop,
                                 resume_hint=resume_hint)
     except BaseException:
@@ -239,6 +245,14 @@ def _read_split(run: Path) -> dict:
         return {"train": list(split["train"]), "validation": list(split["validation"])}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{run / 'split.json'}: unreadable case split ({exc})") from None
+
+
+def prepare_for_rank(files: Sequence[Any], config: TrainConfig, cache: Path) -> list:
+    """The prepared cases on a rank other than 0 (:func:`~PASegLib.training.distributed.follow`): rank 0 has just
+    prepared them into ``cache``, so they are read from it as rank 0 reads them (no progress events)."""
+    from .data import prepare_cases
+
+    return prepare_cases(files, config, cache_dir=cache, lazy=config.cache_mb is not None)
 
 
 def _make_trainer(config, run, train_cases, val_cases, device, stream, init_runs, **options):

@@ -15,6 +15,11 @@ and before the first validation) by the current weights.
 Model selection: ``config.selection`` on the primary network (:mod:`~PASegLib.training.selection`); the
 agreement (Dice) between the primary and the auxiliary predictions on the held-out cases is reported too.
 Prediction uses the primary network (``ensemble`` averages both, SCM-E).
+
+Several processes (:mod:`~PASegLib.training.distributed`): both networks train in DistributedDataParallel, each
+rank on its share of the global batch; the frozen copies start from the same stage-1 files on every rank and
+are refreshed from the same weights (the best weights follow the validation rows gathered to every rank), so
+teachers and pseudo labels agree on all ranks.
 """
 
 from __future__ import annotations
@@ -126,7 +131,7 @@ class SCMTrainer(Trainer):
             teacher = {role: net(image).float() for role, net in self.frozen.items()}
         other = {"primary": "auxiliary", "auxiliary": "primary"}
         out: Dict[str, float] = {}
-        for role, net in self.networks.items():
+        for role, net in self.trained.items():  # both networks in DistributedDataParallel with several ranks
             opt, scaler = self.optimizers[role], self.scalers[role]
             with torch.autocast(device_type=self.device.type, enabled=self.amp):
                 logits = net(image)

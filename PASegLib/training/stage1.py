@@ -51,7 +51,8 @@ class Stage1Trainer(Trainer):
         self.weights = Stage1LossWeights(alpha=c.alpha, beta=c.beta, rampup_length=c.rampup_length)
 
     def train_step(self, batch: Dict[str, torch.Tensor], epoch_float: float) -> Dict[str, float]:
-        net, opt, scaler = self.networks["primary"], self.optimizers["primary"], self.scalers["primary"]
+        # the trained wrapper: DistributedDataParallel averages the gradients over the ranks
+        net, opt, scaler = self.trained["primary"], self.optimizers["primary"], self.scalers["primary"]
         image, partial, valid = batch["image"], batch["partial"], batch["valid"]
         if self.config.supervision == "full":
             partial = batch["label"]  # dense labels: every image voxel labeled (padding stays ignored)

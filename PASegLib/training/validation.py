@@ -14,9 +14,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from . import distributed
 from .runtime import sliding_window_probability
 from .selection import criterion_value, label_free_score
-from .stopping import stop_checking
+from .stopping import StopRequested, stop_checking
 
 __all__ = ["ValidationMixin", "label_diagnostics"]
 
@@ -43,8 +44,10 @@ class ValidationMixin:
     # -- validation -------------------------------------------------------------------------------------
     def predict_probability(self, networks: Sequence[torch.nn.Module], image: np.ndarray) -> np.ndarray:
         """Sliding-window foreground probability ``[I, J, K]`` (mean softmax of ``networks``) of ``image``;
-        the stop file is checked before every window (:class:`~PASegLib.training.stopping.StopRequested`)."""
-        return sliding_window_probability(stop_checking(networks, self.stop), image, patch_size=self.config.patch_size,
+        the stop file is checked before every window (:class:`~PASegLib.training.stopping.StopRequested`); with
+        several processes only before every case (:meth:`validate`: the ranks must stop together)."""
+        stop = None if distributed.context().active else self.stop
+        return sliding_window_probability(stop_checking(networks, stop), image, patch_size=self.config.patch_size,
                                           overlap=self.config.sw_overlap, device=self.device, amp=self.amp)
 
     def predict_mask(self, networks: Sequence[torch.nn.Module], case) -> np.ndarray:
@@ -59,27 +62,43 @@ class ValidationMixin:
     def validate(self) -> Optional[Dict[str, float]]:
         """Score the held-out cases: every label-free criterion (``score``, ``flip_agreement``, the subclass's
         terms) and, when the cases are labeled, ``dice``, ``precision``, ``recall`` and ``volume_ratio``
-        (information only: dense labels never select)."""
+        (information only: dense labels never select).
+
+        With ``W`` processes, rank ``r`` predicts the cases ``r, r + W, …``: before each slot of ``W`` cases rank 0
+        checks the stop file for all, and the slot's rows are gathered to every rank, so each rank computes the
+        one-process result."""
         if not self.val_cases:
             return None
+        n, ctx = len(self.val_cases), distributed.context()
         per_case: List[Dict[str, float]] = []
         nets = self.selection_networks()
-        for index, case in enumerate(self.val_cases, start=1):
-            self.stop.check()
-            prob = self.predict_probability(nets, case.image)
-            pred = (prob >= 0.5) & case.valid
-            flipped = self.predict_probability(nets, np.ascontiguousarray(case.image[::-1, ::-1, ::-1]))
-            row = {"score": label_free_score(pred, case.partial, case.clicks)["score"],
-                   "flip_agreement": _dice(pred, (flipped[::-1, ::-1, ::-1] >= 0.5) & case.valid),
-                   **self.validation_terms(case, pred, prob)}
-            if case.label is not None:
-                row.update(label_diagnostics(pred, case.label))
-            per_case.append(row)
-            self.emit("validation_case", epoch=self.epoch, index=index, total=len(self.val_cases), case=case.case_id)
+        for first in range(0, n, ctx.world_size):
+            if not ctx.active:
+                self.stop.check()
+            elif distributed.agree(self.stop.requested):
+                raise StopRequested("stop requested (rank 0 saw the stop file)")
+            mine = first + ctx.rank
+            rows = distributed.gather_objects(self._validation_row(nets, self.val_cases[mine]) if mine < n else None)
+            for index, row in enumerate(rows[:n - first], start=first):
+                per_case.append(row)
+                self.emit("validation_case", epoch=self.epoch, index=index + 1, total=n,
+                          case=self.val_cases[index].case_id)
         for net in self.networks.values():
             net.train()
         keys = [k for k in per_case[0] if all(k in r for r in per_case)]
         return {k: float(np.mean([r[k] for r in per_case])) for k in keys}
+
+    def _validation_row(self, nets: Sequence[torch.nn.Module], case) -> Dict[str, float]:
+        """The validation numbers of one held-out case (see :meth:`validate`)."""
+        prob = self.predict_probability(nets, case.image)
+        pred = (prob >= 0.5) & case.valid
+        flipped = self.predict_probability(nets, np.ascontiguousarray(case.image[::-1, ::-1, ::-1]))
+        row = {"score": label_free_score(pred, case.partial, case.clicks)["score"],
+               "flip_agreement": _dice(pred, (flipped[::-1, ::-1, ::-1] >= 0.5) & case.valid),
+               **self.validation_terms(case, pred, prob)}
+        if case.label is not None:
+            row.update(label_diagnostics(pred, case.label))
+        return row
 
     def _validation_round(self) -> None:
         """Validate at the current epoch, emit the event, and save ``best.pt`` when the selection criterion

@@ -270,7 +270,7 @@ def test_step_building_refuses_bad_requests(tmp_path):
     assert predict[0].arguments[2:] == ["predict", "RUN", "IN", "--out", str(tmp_path / "output"), "--device", "auto",
                                         "--quiet", "--annotations", "A", "--restrict-to-box",
                                         "--largest-component"]  # fmt: skip
-    assert [jobs.deviceArgument(m, 2) for m in jobs.DEVICE_MODES] == ["auto", "cuda:2", "cpu"]
+    assert [jobs.deviceArgument(m, 2) for m in jobs.DEVICE_MODES] == ["auto", "cuda:2", jobs.ALL_GPUS, "cpu"]
 
 
 def test_model_registry(tmp_path):
