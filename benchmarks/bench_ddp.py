@@ -8,8 +8,11 @@ every core, each of the 2 processes half of them). Side by side in one run:
 * ``ddp_max_abs_loss_diff``: the largest absolute difference between the two loss trajectories (the 2-process
   loss is the mean over the ranks: the global batch's loss), and ``ddp_max_abs_weight_diff`` of the final
   weights — floating-point tolerance expected (the gradient sum is taken in another order);
-* ``ddp_wall_ratio``: training-loop wall time (``model.json`` ``train_seconds``) of 2 processes / 1 process,
-  and ``ddp_command_wall_ratio`` for the whole commands (process start, rendezvous, cache reads);
+* ``ddp_wall_ratio``: training-loop wall time (``model.json`` ``train_seconds``) of 2 processes / 1 process
+  (the fastest of ``--repeats`` runs each — the least disturbed on a shared machine, where a 2-thread process
+  suffers most from other load — run in the order 1, 2, 2, 1, … so that a drift of the load hits both alike;
+  every run and the load averages are recorded), and ``ddp_command_wall_ratio`` for the whole commands (process
+  start, rendezvous, cache reads);
 * the gradient that DDP all-reduces every iteration for each network (MB, float32) and the estimated ring
   all-reduce time over NVLink and PCIe for 2–8 GPUs (``2(W−1)/W · size / bus bandwidth``).
 
@@ -62,6 +65,7 @@ def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--network", default="unet2d5")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each setting (median)")
     parser.add_argument("--out", default=str(ROOT / "bench_output" / "scale_ddp.json"))
     args = parser.parse_args(argv)
     import torch
@@ -85,20 +89,26 @@ def main(argv: List[str] = None) -> int:
     prepare_cases(list_cases(data), config, cache_dir=cache)  # both runs read the prepared cases from here
     base = [sys.executable, "-m", "PASegLib", "train", str(data), "--config", str(work / "config.json"),
             "--device", "cpu", "--cache-dir", str(cache), "--quiet"]
-    runs: Dict[str, Dict[str, Any]] = {}
-    for label, extra in (("one_process", []), ("two_processes", ["--nproc-per-node", "2"])):
-        out = work / label
-        if out.exists():
-            import shutil
+    import shutil
 
-            shutil.rmtree(out)
-        wall = _run(base + ["--out", str(out)] + extra)
+    settings = {"one_process": [], "two_processes": ["--nproc-per-node", "2"]}
+    order = [label for n in range(args.repeats) for label in (list(settings) if n % 2 == 0 else list(settings)[::-1])]
+    runs: Dict[str, Dict[str, Any]] = {}
+    load = [round(v, 2) for v in __import__("os").getloadavg()]
+    for label in order:
+        out = work / label
+        shutil.rmtree(out, ignore_errors=True)
+        wall = _run(base + ["--out", str(out)] + settings[label])
         ckpt = load_checkpoint(out / "checkpoints" / "last.pt")
-        runs[label] = {"command_s": round(wall, 2),
-                       "train_s": json.loads((out / "model.json").read_text())["train_seconds"],
-                       "losses": [e["losses"]["loss"] for e in json.loads(ckpt["trainer"]["history"])
-                                  if e["event"] == "iteration"],
-                       "weights": ckpt["networks"]["primary"]["state_dict"]}
+        run = runs.setdefault(label, {"command_runs": [], "train_runs": []})
+        run["command_runs"].append(round(wall, 2))
+        run["train_runs"].append(json.loads((out / "model.json").read_text())["train_seconds"])
+        run["losses"] = [e["losses"]["loss"] for e in json.loads(ckpt["trainer"]["history"])
+                         if e["event"] == "iteration"]
+        run["weights"] = ckpt["networks"]["primary"]["state_dict"]
+    load.extend(round(v, 2) for v in __import__("os").getloadavg())
+    for run in runs.values():
+        run["train_s"], run["command_s"] = min(run["train_runs"]), min(run["command_runs"])
     one, two = runs["one_process"], runs["two_processes"]
     summary = {
         "ddp_max_abs_loss_diff": max(abs(a - b) for a, b in zip(one["losses"], two["losses"])),
@@ -107,8 +117,9 @@ def main(argv: List[str] = None) -> int:
         "ddp_wall_ratio": round(two["train_s"] / one["train_s"], 3),
         "ddp_command_wall_ratio": round(two["command_s"] / one["command_s"], 3),
         "iterations": args.iterations, "global_batch": 2, "network": args.network, "patch": [64, 64, 32],
-        "train_s": {"one_process": one["train_s"], "two_processes": two["train_s"]},
-        "command_s": {"one_process": one["command_s"], "two_processes": two["command_s"]},
+        "train_s": {"one_process": one["train_runs"], "two_processes": two["train_runs"]},
+        "command_s": {"one_process": one["command_runs"], "two_processes": two["command_runs"]},
+        "load_average_1_5_15_before_after": load,
         "losses": {"one_process": one["losses"], "two_processes": two["losses"]},
         "gradients": gradient_sizes(), "bus_gbps_assumed": BUS_GBPS,
         "machine": f"{platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} "
