@@ -110,6 +110,18 @@ class TrainConfig:
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         amp: mixed precision on CUDA (ignored on CPU).
         num_threads: torch CPU threads (0 = torch's default).
+        prepare_workers: worker processes that prepare the cases not yet in the prepared-data cache
+            (:mod:`PASegLib.training.prepare`); 0 = automatic: as many as the cores this process may use,
+            but in this process when less than ~2 million voxels are left to prepare (starting workers
+            would cost more than it saves); 1 = in this process.
+        cache_mb: training reads the prepared cases from the cache when it needs them and keeps the most
+            recently used ones in memory up to this many MiB (:mod:`PASegLib.training.streaming`; a
+            cohort that fits stays in memory after its first epoch, a larger one costs this much whatever
+            its size); ``None``: every case is read into memory during preparation and kept for the whole
+            run (the behaviour before streaming). Hold at least ``prefetch_cases + batch_size`` cases.
+        prefetch_cases: while one batch trains, a background thread reads this many of the next cases of the
+            epoch from the cache (0 = read each when it is needed). Patches and losses do not depend on it,
+            nor on ``cache_mb`` or ``prepare_workers``.
     """
 
     stage: int = 1
@@ -158,6 +170,9 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     num_threads: int = 0
+    prepare_workers: int = 0
+    cache_mb: Optional[float] = 2048.0
+    prefetch_cases: int = 2
 
     def __post_init__(self) -> None:
         self.patch_size = check_numbers("patch_size", self.patch_size, length=3, cast=int, minimum=1,
@@ -195,7 +210,8 @@ class TrainConfig:
             raise ValueError("selection 'heldout_loss' is the stage-one loss; SCM (stage 2) has none")
         if self.rampup_fraction is not None:
             check_number("rampup_fraction", self.rampup_fraction, minimum=0.0, maximum=1.0)
-        for name in ("iterations_per_epoch", "min_iterations_per_epoch", "num_threads", "seed"):
+        for name in ("iterations_per_epoch", "min_iterations_per_epoch", "num_threads", "seed", "prepare_workers",
+                     "prefetch_cases"):
             check_int(name, getattr(self, name), minimum=0)
         for name in ("momentum", "weight_decay", "poly_power", "alpha", "beta", "rampup_epochs", "crf_image_sigma",
                      "box_prior_weight", "box_prior_extent_weight"):
@@ -207,6 +223,8 @@ class TrainConfig:
         for name in ("validation_fraction", "sw_overlap"):
             check_number(name, getattr(self, name), minimum=0.0, maximum=1.0, open_maximum=True)
         _check_device(self.device)
+        if self.cache_mb is not None:
+            self.cache_mb = check_number("cache_mb", self.cache_mb, minimum=0)
         if not isinstance(self.expansion, dict):
             raise ValueError(f"expansion must be a JSON object of expansion settings, got {short_repr(self.expansion)}")
         try:

@@ -146,7 +146,7 @@ def test_stop_at_an_epoch_boundary_resumes_bit_identical(tiny_dataset, full_run,
     assert (saved["epoch"], saved["position"], saved["global_step"]) == (1, 0, 2)
     resumed = io.StringIO()
     assert train_from_dataset(tiny_dataset, cut, None, resume=True, stream=resumed) == 0
-    keep, strip = ("iteration", "validation"), ("elapsed_s", "eta_s")
+    keep, strip = ("iteration", "validation"), ("elapsed_s", "eta_s", "data_wait")
     got = [{k: v for k, v in e.items() if k not in strip} for e in events + _events(resumed.getvalue())
            if e["event"] in keep]
     assert got == [{k: v for k, v in e.items() if k not in strip} for e in want if e["event"] in keep]

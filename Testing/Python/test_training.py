@@ -318,7 +318,7 @@ def test_stop_during_validation_resumes_bit_identical(tiny_dataset, tmp_path):
     assert [e["epoch"] for e in again if e["event"] == "validation"] == [1, 2]  # epoch 1's round is redone
     want = [e for e in _events(full.getvalue()) if e["event"] in ("validation", "iteration")]
     got = [e for e in events + again if e["event"] in ("validation", "iteration")]
-    strip = ("elapsed_s", "eta_s")
+    strip = ("elapsed_s", "eta_s", "data_wait")
     assert [{k: v for k, v in e.items() if k not in strip} for e in got] == \
         [{k: v for k, v in e.items() if k not in strip} for e in want]
     for name in ("last", "best"):
@@ -374,7 +374,7 @@ def test_scm_stop_during_validation_resumes_bit_identical(tiny_dataset, tmp_path
     keep = ("validation", "iteration", "refresh")
     want = [e for e in _events(full.getvalue()) if e["event"] in keep]
     got = [e for e in _events(stream.getvalue()) + _events(resumed.getvalue()) if e["event"] in keep]
-    strip = ("elapsed_s", "eta_s")
+    strip = ("elapsed_s", "eta_s", "data_wait")
     assert [{k: v for k, v in e.items() if k not in strip} for e in got] == \
         [{k: v for k, v in e.items() if k not in strip} for e in want]
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
