@@ -100,7 +100,8 @@ class ProgressBarStream:
         elif kind == "iteration" and self.bar is not None:
             self.bar.update(event["iteration"] - self.bar.n)
             loss = (event.get("losses") or {}).get("loss")
-            self.bar.set_postfix(epoch=event["epoch"], loss="-" if loss is None else f"{loss:.4f}", refresh=False)
+            self.bar.set_postfix(epoch=event["epoch"], loss="-" if loss is None else f"{loss:.4f}",
+                                 data=f"{event.get('data_wait') or 0:.0%}", refresh=False)
         elif kind == "validation" and self.bar is not None:
             extra = (f", Dice {event['dice']:.3f}, precision {event['precision']:.3f}, recall {event['recall']:.3f}"
                      f" (labels: information only)" if event.get("dice") is not None else "")

@@ -73,6 +73,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--scale-batch", action="store_true",
                    help="with several processes: batch_size patches per process (a new run's global batch is "
                         "batch_size × processes; --resume keeps the saved one)")
+    p.add_argument("--prepare-workers", type=int, metavar="N",
+                   help="worker processes preparing uncached cases (default: one per usable core; 1 = none)")
+    p.add_argument("--cache-mb", type=float, metavar="MB",
+                   help="MiB of prepared cases kept in memory while training (default 2048)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -104,7 +108,8 @@ def _base_config(args: argparse.Namespace):
         "stage": args.stage, "network": args.network, "aux_network": args.aux_network, "epochs": args.epochs,
         "patch_size": args.patch_size, "target_spacing_mm": args.target_spacing, "device": args.device,
         "seed": args.seed, "deterministic": True if args.deterministic else None,
-        "batch_size": getattr(args, "batch_size", None),
+        "batch_size": getattr(args, "batch_size", None), "prepare_workers": getattr(args, "prepare_workers", None),
+        "cache_mb": getattr(args, "cache_mb", None),
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.resume and not args.config:

@@ -273,3 +273,17 @@ def test_no_torch_at_import():
     code = ("import sys, PASegLib.training.data, PASegLib.training.prepare, PASegLib.training.streaming; "
             "assert 'torch' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_train_flags_set_the_scale_settings(tmp_path):
+    """``paseg train --prepare-workers N --cache-mb MB`` reach the run's settings (``paseg run`` uses ``--set``)."""
+    import argparse
+
+    from PASegLib.cli import train as train_cli
+
+    parser = argparse.ArgumentParser()
+    train_cli.add_parsers(parser.add_subparsers())
+    args = parser.parse_args(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--prepare-workers", "3",
+                              "--cache-mb", "64"])  # fmt: skip
+    config = train_cli._config(args)
+    assert config.prepare_workers == 3 and config.cache_mb == 64
