@@ -118,3 +118,23 @@ def app():
 def scene(app):
     """The MRML scene of :func:`app`."""
     return app.scene
+
+
+# -- the CLI's progress lines and error messages ----------------------------------------------------------------
+def progress_events(text: str):
+    """The ``PASEG {json}`` events of a captured stdout, in order."""
+    from PASegLib.progress_events import parse_progress_line
+
+    return [e for e in map(parse_progress_line, text.splitlines()) if e is not None]
+
+
+def cli_error(captured, command: str) -> str:
+    """The one error message of a failed ``paseg command`` (no traceback, not an internal error, and a final
+    error event carrying the same text); ``captured`` is pytest's ``capsys.readouterr()``."""
+    assert "Traceback" not in captured.err and "internal error" not in captured.err, captured.err
+    lines = [x for x in captured.err.splitlines() if x.startswith(f"paseg {command}: error: ")]
+    assert len(lines) == 1, captured.err
+    message = lines[0].split(": error: ", 1)[1]
+    event = progress_events(captured.out)[-1]
+    assert event["event"] == "error" and event["message"] == message and not event["internal"]
+    return message

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli_error, progress_events
 
 from PASegLib.cli.main import main
 from PASegLib.progress_events import parse_progress_line
@@ -75,18 +76,11 @@ sys.exit(main(sys.argv[1:]))
 
 
 def _events(text: str):
-    return [e for e in map(parse_progress_line, text.splitlines()) if e is not None]
+    return progress_events(text)
 
 
 def _error(captured, command: str = "train") -> str:
-    """The one error message of a failed command (no traceback, a final error event with the same text)."""
-    assert "Traceback" not in captured.err and "internal error" not in captured.err, captured.err
-    lines = [x for x in captured.err.splitlines() if x.startswith(f"paseg {command}: error: ")]
-    assert len(lines) == 1, captured.err
-    message = lines[0].split(": error: ", 1)[1]
-    event = _events(captured.out)[-1]
-    assert event["event"] == "error" and event["message"] == message and not event["internal"]
-    return message
+    return cli_error(captured, command)
 
 
 class _StopOn(io.StringIO):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli_error, progress_events
 
 from PASegLib.cli.main import main
 from PASegLib.pipeline import PipelineOptions, run_pipeline
@@ -35,7 +36,7 @@ def stage1_runs(tiny_dataset, tmp_path_factory):
 
 
 def _events(text: str):
-    return [e for e in map(parse_progress_line, text.splitlines()) if e is not None]
+    return progress_events(text)
 
 
 @pytest.mark.slow
@@ -202,14 +203,7 @@ LOCK_FILE = ".paseg-lock"  # PASegLib.training.lock.LOCK_FILE
 
 
 def _error(captured, command: str) -> str:
-    """The one error message of a failed command (no traceback, a final error event with the same text)."""
-    assert "Traceback" not in captured.err and "internal error" not in captured.err, captured.err
-    lines = [x for x in captured.err.splitlines() if x.startswith(f"paseg {command}: error: ")]
-    assert len(lines) == 1, captured.err
-    message = lines[0].split(": error: ", 1)[1]
-    event = _events(captured.out)[-1]
-    assert event["event"] == "error" and event["message"] == message and not event["internal"]
-    return message
+    return cli_error(captured, command)
 
 
 class _StopOn(io.StringIO):
