@@ -28,6 +28,7 @@ if os.path.isdir(os.path.join(_ROOT, "PASegLib")) and _ROOT not in sys.path:
     sys.path.append(_ROOT)  # source checkout: PASegLib sits beside PASeg/ (installed: beside this file)
 
 from PASegSlicer import jobs  # noqa: E402
+from PASegSlicer.cases import pathText  # noqa: E402
 from PASegSlicer.dependencies import ANNOTATION, DependencyChecker  # noqa: E402
 from PASegSlicer.logic import PASegCoreLogic  # noqa: E402
 
@@ -145,7 +146,7 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
             p.inputVolume = next((v for v in volumes if v.GetClassName() == "vtkMRMLScalarVolumeNode"), None)
         for name, default in (("workFolder", str(pathlib.Path.home() / "PASeg")), ("datasetFolder", "")):
-            if str(getattr(p, name)) in ("", "."):  # a new scene: the folders of the last session
+            if not pathText(getattr(p, name)):  # a new scene: the folders of the last session
                 remembered = str(settings.value(f"PASeg/{name}", default) or default)
                 if remembered:
                     setattr(p, name, pathlib.Path(remembered))
@@ -177,8 +178,7 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.previewTimer.start()
         self._last = key
         for name in PATH_PARAMETERS:  # parameter → field, only where they differ (an unset path shows empty)
-            widget, value = getattr(self.ui, name), str(getattr(p, name))
-            text = "" if value in ("", ".") else value
+            widget, text = getattr(self.ui, name), pathText(getattr(p, name))
             if pathlib.Path(widget.currentPath.strip() or ".") != pathlib.Path(text or "."):
                 wasBlocked = widget.blockSignals(True)
                 widget.currentPath = text
@@ -198,9 +198,8 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onFoldersChanged(self) -> None:
         p, settings = self._parameterNode, qt.QSettings()
         for name in ("workFolder", "datasetFolder"):  # remembered for the next scene and the next session
-            value = str(getattr(p, name))
-            if value not in ("", "."):
-                settings.setValue(f"PASeg/{name}", value)
+            if pathText(getattr(p, name)):
+                settings.setValue(f"PASeg/{name}", pathText(getattr(p, name)))
         self.refreshCases()
         self.jobs.refreshModels()
 

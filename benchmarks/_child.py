@@ -27,3 +27,16 @@ def run_child(script: str, cfg: Dict[str, Any]) -> Dict[str, Any]:
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines()[-1:] or ["?"])[0]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def write_summary(result: Dict[str, Any], out_json=None) -> int:
+    """Print the benchmark's JSON summary as the last stdout line and also write it to ``out_json`` (a path or
+    ``None``); returns the exit code 0."""
+    from pathlib import Path
+
+    if out_json:
+        path = Path(out_json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result))
+    return 0

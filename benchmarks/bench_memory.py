@@ -48,7 +48,7 @@ from typing import Any, Dict, List
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "benchmarks"), str(REPO_ROOT)]
-from _child import run_child  # noqa: E402
+from _child import run_child, write_summary  # noqa: E402
 from bench_prepare import LA_HEART, _files, cpu_preset_config  # noqa: E402
 
 
@@ -185,11 +185,7 @@ def main(argv=None) -> int:
     for variant, key in (("streamed", "rss_ratio_320_vs_80"), ("memory", "rss_ratio_320_vs_80_in_memory")):
         if f"{variant}_80" in runs:
             result[key] = round(runs[f"{variant}_320"]["peak_rss_mb"] / runs[f"{variant}_80"]["peak_rss_mb"], 3)
-    if args.out_json:
-        args.out_json.parent.mkdir(parents=True, exist_ok=True)
-        args.out_json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result))
-    return 0
+    return write_summary(result, args.out_json)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from typing import Any, Dict, List
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "benchmarks"), str(REPO_ROOT)]
-from _child import run_child  # noqa: E402
+from _child import run_child, write_summary  # noqa: E402
 
 LA_HEART = REPO_ROOT.parent / "shared" / "data" / "la_heart"
 CORES = (1, 2, 4, 8, 16, 32)
@@ -173,11 +173,7 @@ def main(argv=None) -> int:
         "machine": {"cores_usable": available_cores(), "cpu": platform.processor() or platform.machine(),
                     "python": platform.python_version()},
     }
-    if args.out_json:
-        args.out_json.parent.mkdir(parents=True, exist_ok=True)
-        args.out_json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result))
-    return 0
+    return write_summary(result, args.out_json)
 
 
 if __name__ == "__main__":

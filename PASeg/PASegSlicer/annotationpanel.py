@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from . import annotation
-from .cases import DRAFT, CaseList, datasetCaseId
+from .cases import DRAFT, CaseList, datasetCaseId, pathText
 from .qtprocess import singleShotTimer
 
 AUTOSAVE_DELAY_MS = 2000
@@ -24,10 +24,6 @@ def _(text: str) -> str:
 
     return tr(text)
 
-
-def pathText(path) -> str:
-    """A path parameter as text; empty when unset (pathlib turns "" into ".")."""
-    return "" if path is None or str(path) in ("", ".") else str(path)
 
 
 class AnnotationPanel:

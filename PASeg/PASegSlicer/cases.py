@@ -57,6 +57,11 @@ def headerGeometry(path) -> ImageGeometry:
                          tuple(direction[r * dims + c] for r in range(3) for c in range(3)))  # fmt: skip
 
 
+def pathText(path) -> str:
+    """A path parameter as text; empty when unset (``pathlib.Path("")`` is ``"."``)."""
+    return "" if path is None or str(path) in ("", ".") else str(path)
+
+
 def expandedPath(workFolder, caseId: str) -> Path:
     """Where the GUI saves a case's partial label map (0 bg, 1 fg, 2 unlabeled)."""
     return Path(workFolder) / "expanded" / f"{caseId}_partial.nii.gz"

@@ -17,16 +17,12 @@ import slicer
 from slicer.i18n import tr as _
 
 from . import jobcontrol, jobs
+from .cases import pathText
 from .dependencies import DependencyChecker, DependencyError
 from .lossplot import LossCurvePlot
 from .models import ModelRegistry
 from .qtprocess import QProcessBackend, qtSchedule
 from .runner import JobRunner
-
-
-def pathText(path) -> str:
-    """A path parameter as text; empty when unset (pathlib turns "" into ".")."""
-    return "" if path is None or str(path) in ("", ".") else str(path)
 
 
 class JobPanel:
