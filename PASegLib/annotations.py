@@ -10,6 +10,10 @@ Points are stored in world millimetres, LPS. Validation against an image (:func:
 wrong counts, points outside the image, two points in the same voxel, a labelled side point that is not
 beyond the foreground point on its side, and background points that do not enclose the foreground point on
 every index axis. Overlapping boxes of two objects are legal and produce a warning.
+
+Other annotation kinds (issue 13: ``single_point``, ``extreme_points``, ``box``, ``dense``) use the same
+:class:`ObjectAnnotation` with ``kind`` set; their points live in ``marks`` (label → LPS mm) and their
+validation, boxes and click counts are defined in :mod:`PASegLib.annotation.kinds`.
 """
 
 from __future__ import annotations
@@ -44,14 +48,30 @@ class ObjectAnnotation:
     Attributes:
         name: display name, e.g. ``"tumor 1"``.
         foreground: LPS position (mm) of the foreground click, shape ``(3,)``.
-        background: side (``"R"``, ``"L"``, ``"A"``, ``"P"``, ``"I"``, ``"S"``) → LPS position (mm), shape ``(3,)``.
+        background: side (``"R"``, ``"L"``, ``"A"``, ``"P"``, ``"I"``, ``"S"``) → LPS position (mm), shape ``(3,)``;
+            for ``single_point`` optionally ``{"B": point}``, the one background click of PSCV.
+        kind: the annotation kind (:data:`PASegLib.annotation.kinds.ANNOTATION_KINDS`), ``"seven_points"`` default.
+        marks: the points of the other kinds, label → LPS (mm): ``extreme_points`` the six sides (the outermost
+            object voxel towards each side), ``box`` two opposite corners ``"lo"`` / ``"hi"``.
+        label_file: ``dense`` only: the dense label file (relative to the annotation file's folder); ``None``
+            = the case's ``<case>_label`` file.
     """
 
     name: str
-    foreground: np.ndarray
-    background: Dict[str, np.ndarray]
+    foreground: Optional[np.ndarray] = None
+    background: Dict[str, np.ndarray] = field(default_factory=dict)
+    kind: str = "seven_points"
+    marks: Dict[str, np.ndarray] = field(default_factory=dict)
+    label_file: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.kind != "seven_points":
+            from .annotation.kinds import check_object_points
+
+            check_object_points(self)
+            return
+        if self.foreground is None:
+            raise AnnotationError(f"object {self.name!r}: a seven-point object needs its foreground point F")
         self.foreground = _as_point(self.foreground, f"object {self.name!r} foreground point")
         unknown = sorted(set(self.background) - set(SIDES))
         if unknown:
@@ -67,8 +87,10 @@ class ObjectAnnotation:
         self.background = {s: _as_point(self.background[s], f"object {self.name!r} point {s}") for s in SIDES}
 
     def points(self) -> Dict[str, np.ndarray]:
-        """All seven points, foreground first: label → LPS (mm)."""
-        return {FOREGROUND: self.foreground, **self.background}
+        """All placed points, label → LPS (mm): seven points foreground first; other kinds their own labels
+        (:mod:`PASegLib.annotation.kinds`); a dense object has none."""
+        fg = {FOREGROUND: self.foreground} if self.foreground is not None else {}
+        return {**fg, **self.background, **self.marks}
 
     def background_array(self) -> np.ndarray:
         """Background points as an array ``(6, 3)`` in :data:`SIDES` order (LPS, mm)."""
@@ -141,6 +163,10 @@ def object_box(obj: ObjectAnnotation, geometry: ImageGeometry) -> Tuple[np.ndarr
 
     Voxels outside the box are background. The box is clipped to the image.
     """
+    if obj.kind != "seven_points":
+        from .annotation.kinds import kind_box
+
+        return kind_box(obj, geometry)
     idx = geometry.world_to_voxel(obj.background_array())
     lo = np.clip(idx.min(axis=0), 0, np.asarray(geometry.shape) - 1)
     hi = np.clip(idx.max(axis=0), 0, np.asarray(geometry.shape) - 1)
@@ -148,7 +174,12 @@ def object_box(obj: ObjectAnnotation, geometry: ImageGeometry) -> Tuple[np.ndarr
 
 
 def validate_object(obj: ObjectAnnotation, geometry: ImageGeometry) -> None:
-    """Raise :class:`AnnotationError` when ``obj`` is not a valid seven-point annotation on ``geometry``."""
+    """Raise :class:`AnnotationError` when ``obj`` is not a valid annotation of its kind on ``geometry``."""
+    if obj.kind != "seven_points":
+        from .annotation.kinds import validate_kind_object
+
+        validate_kind_object(obj, geometry)
+        return
     where = f"object {obj.name!r}"
     points = obj.points()
     voxels: Dict[str, np.ndarray] = {}
@@ -189,7 +220,7 @@ def validate_object(obj: ObjectAnnotation, geometry: ImageGeometry) -> None:
 def validate_case(case: CaseAnnotation, geometry: ImageGeometry) -> List[str]:
     """Validate every object of ``case``; return warnings (overlapping boxes), raise on errors."""
     if not case.objects:
-        raise AnnotationError("the annotation holds no object; annotate at least one object with 7 points")
+        raise AnnotationError("the annotation holds no object; annotate at least one object (7 points or another kind)")
     names = case.names()
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -197,13 +228,17 @@ def validate_case(case: CaseAnnotation, geometry: ImageGeometry) -> List[str]:
     for obj in case.objects:
         validate_object(obj, geometry)
     warnings: List[str] = []
-    boxes = [object_box(o, geometry) for o in case.objects]
+    from .annotation.kinds import check_case_kinds
+
+    check_case_kinds(case)
+    boxes = [object_box(o, geometry) for o in case.objects if o.kind != "dense"]
+    case_objects = [o for o in case.objects if o.kind != "dense"]
     for a in range(len(boxes)):
         for b in range(a + 1, len(boxes)):
             (lo_a, hi_a), (lo_b, hi_b) = boxes[a], boxes[b]
             if np.all(np.maximum(lo_a, lo_b) <= np.minimum(hi_a, hi_b)):
                 warnings.append(
-                    f"boxes of {case.objects[a].name!r} and {case.objects[b].name!r} overlap; "
+                    f"boxes of {case_objects[a].name!r} and {case_objects[b].name!r} overlap; "
                     "only voxels outside every box are background"
                 )
     return warnings

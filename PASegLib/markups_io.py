@@ -8,6 +8,13 @@ control points whose ``positionStatus`` is not ``defined`` are ignored, but an o
 seven placed points is refused (the file and the object are named). Control points with other labels are
 accepted as background points whose side is inferred from the image geometry.
 
+Other annotation kinds (:mod:`PASegLib.annotation.kinds`) carry ``"pasegKind"`` on their markup (Slicer ignores
+the key; absent = ``seven_points``): extreme points and a single point are fiducial markups whose control points
+are labelled as the kind says (``R`` … ``S``; ``F`` and optional ``B``); a box is a Slicer ``ROI`` markup
+(``center``, ``size``, ``orientation``; read as the LPS box enclosing its 8 corners, ``pasegKind`` optional) or a
+fiducial markup with corners ``lo`` / ``hi``; a dense label is a fiducial markup without control points whose
+``pasegLabel`` names the label file (relative to the markups file; absent = the case's ``<case>_label``).
+
 Drafts (:func:`write_draft_markups` / :func:`read_draft_markups`) are the same format for objects still
 being annotated: points not placed yet are kept, as ``"positionStatus": "undefined"``, so a draft loads in
 Slicer's Markups module with the points still to place. Training never reads drafts.
@@ -83,11 +90,44 @@ def _coordinate_system(coordinate_system: str) -> str:
     return cs
 
 
+def _roi_markup(name: str, lo: np.ndarray, hi: np.ndarray, cs: str) -> Dict[str, Any]:
+    """A Slicer ROI markup (axis-aligned in ``cs``) spanning the LPS corners ``lo`` and ``hi``."""
+    a, b = (lo, hi) if cs == "LPS" else (lps_to_ras(lo), lps_to_ras(hi))
+    center, size = (np.asarray(a) + np.asarray(b)) / 2.0, np.abs(np.asarray(b) - np.asarray(a))
+    doc = _markup(name, [], cs)
+    doc.update({"type": "ROI", "pasegKind": "box", "roiType": "Box", "insideOut": False,
+                "center": [float(v) for v in center], "size": [float(v) for v in size],
+                "orientation": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]})
+    doc["controlPoints"] = [_control_point(1, "center", center if cs == "LPS" else lps_to_ras(center), cs)]
+    doc["controlPoints"][0]["description"] = "ROI centre"
+    doc["lastUsedControlPointNumber"] = 1
+    return doc
+
+
+def object_to_markup(obj: Any, cs: str = "LPS") -> Dict[str, Any]:
+    """The markup of one object (any kind); positions in ``cs``."""
+    if obj.kind == "box":
+        return _roi_markup(obj.name, obj.marks["lo"], obj.marks["hi"], cs)
+    doc = _markup(obj.name, list(obj.points().items()), cs)
+    if obj.kind != "seven_points":
+        doc["pasegKind"] = obj.kind
+        for cp in doc["controlPoints"]:
+            cp["description"] = _kind_description(obj.kind, cp["label"])
+    if obj.kind == "dense" and obj.label_file:
+        doc["pasegLabel"] = obj.label_file
+    return doc
+
+
+def _kind_description(kind: str, label: str) -> str:
+    from .annotation.kinds import get_kind
+
+    return get_kind(kind).prompts.get(label, label)
+
+
 def case_to_markups_dict(case: CaseAnnotation, *, coordinate_system: str = "LPS") -> Dict[str, Any]:
     """Markups JSON document (a ``dict``) for ``case``; positions in ``coordinate_system`` (LPS or RAS)."""
     cs = _coordinate_system(coordinate_system)
-    markups = [_markup(obj.name, list(obj.points().items()), cs) for obj in case.objects]
-    return {"@schema": MARKUPS_SCHEMA, "markups": markups}
+    return {"@schema": MARKUPS_SCHEMA, "markups": [object_to_markup(obj, cs) for obj in case.objects]}
 
 
 def write_markups(path: PathLike, case: CaseAnnotation, *, coordinate_system: str = "LPS") -> Path:
@@ -100,8 +140,9 @@ def _markup_frame(markup: Any, n: int, source: str) -> Tuple[str, str, float]:
     """(name, coordinate system, scale to mm) of markup ``#n``; raises on what PASeg cannot read."""
     if not isinstance(markup, dict):
         raise AnnotationError(f"{source}: markup #{n} is {_json_type(markup)}, not a JSON object")
-    if markup.get("type", "Fiducial") != "Fiducial":
-        raise AnnotationError(f"{source}: markup #{n} is a {markup.get('type')!r}; PASeg reads point lists (Fiducial)")
+    if markup.get("type", "Fiducial") not in ("Fiducial", "ROI"):
+        raise AnnotationError(f"{source}: markup #{n} is a {markup.get('type')!r}; PASeg reads point lists (Fiducial) "
+                              "and boxes (ROI)")
     name = str(markup.get("name") or f"object {n}")
     cs = str(markup.get("coordinateSystem", "LPS")).upper()
     if cs not in ("LPS", "RAS"):
@@ -171,6 +212,10 @@ def case_from_markups_dict(doc: Any, geometry: ImageGeometry, *, source: str = "
     objects = []
     for n, markup in enumerate(doc["markups"], start=1):
         name, cs, scale = _markup_frame(markup, n, source)
+        kind = _markup_kind(markup, name, source)
+        if kind != "seven_points":
+            objects.append(_kind_object(markup, kind, n, name, cs, scale, source))
+            continue
         fg: List[np.ndarray] = []
         bg: List[np.ndarray] = []
         sides: List[Optional[str]] = []
@@ -196,6 +241,74 @@ def case_from_markups_dict(doc: Any, geometry: ImageGeometry, *, source: str = "
     return CaseAnnotation(objects)
 
 
+def _markup_kind(markup: Dict[str, Any], name: str, source: str) -> str:
+    from .annotation.kinds import kind_names
+
+    kind = markup.get("pasegKind", "box" if markup.get("type") == "ROI" else "seven_points")
+    if kind not in kind_names():
+        raise AnnotationError(f"{source}: markup {name!r} has unknown pasegKind {short_repr(kind, 60)}; kinds are "
+                              f"{', '.join(kind_names())}")
+    if (markup.get("type") == "ROI") != (kind == "box"):
+        raise AnnotationError(f"{source}: markup {name!r}: a {markup.get('type', 'Fiducial')} markup cannot hold "
+                              f"kind {kind!r} (a box is an ROI markup or a fiducial with corners lo/hi)")
+    return kind
+
+
+def _roi_corners(markup: Dict[str, Any], name: str, cs: str, scale: float, source: str) -> Dict[str, np.ndarray]:
+    """LPS ``lo``/``hi`` of the LPS box enclosing a Slicer ROI's 8 corners."""
+    try:
+        center = np.asarray(markup["center"], dtype=np.float64) * scale
+        size = np.asarray(markup["size"], dtype=np.float64) * scale
+        axes = np.asarray(markup.get("orientation", np.eye(3).ravel()), dtype=np.float64).reshape(3, 3)
+    except (KeyError, TypeError, ValueError):
+        raise AnnotationError(f"{source}: ROI markup {name!r} needs numeric 'center' (3), 'size' (3) and "
+                              "'orientation' (9)") from None
+    if center.shape != (3,) or size.shape != (3,) or not np.all(np.isfinite(np.r_[center, size, axes.ravel()])):
+        raise AnnotationError(f"{source}: ROI markup {name!r} has a malformed center/size/orientation")
+    if np.any(size <= 0):
+        raise AnnotationError(f"{source}: ROI markup {name!r} has size {size.tolist()}; every side must be > 0")
+    corners = np.array([center + axes @ (np.array([x, y, z]) * size / 2.0)
+                        for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)])
+    if cs == "RAS":
+        corners = lps_to_ras(corners)
+    return {"lo": corners.min(axis=0), "hi": corners.max(axis=0)}
+
+
+def _kind_object(markup: Dict[str, Any], kind: str, n: int, name: str, cs: str, scale: float, source: str) -> Any:
+    """An object of a kind other than seven points (see the module docstring)."""
+    from .annotation.kinds import get_kind
+    from .annotations import ObjectAnnotation
+
+    spec = get_kind(kind)
+    if markup.get("type") == "ROI":
+        return ObjectAnnotation(name, kind="box", marks=_roi_corners(markup, name, cs, scale, source))
+    points: Dict[str, np.ndarray] = {}
+    unplaced: List[str] = []
+    for cp in _control_points(markup, n, name, source):
+        label = str(cp.get("label", "")).strip() if isinstance(cp, dict) else ""
+        if not _is_placed(cp):
+            unplaced.append(label or "?")
+            continue
+        if label not in spec.labels + spec.optional:
+            raise AnnotationError(f"{source}: markup {name!r} ({spec.title}): control point label "
+                                  f"{short_repr(label, 40)} is not one of {', '.join(spec.labels + spec.optional)}")
+        if label in points:
+            raise AnnotationError(f"{source}: markup {name!r} ({spec.title}): point {label} is given twice")
+        points[label] = _position_lps(cp, name, cs, scale, source)
+    missing = [lab for lab in spec.labels if lab not in points]
+    if missing:
+        raise AnnotationError(f"{source}: markup {name!r} ({spec.title}) is incomplete: point(s) "
+                              f"{', '.join(missing)} not placed; it needs {', '.join(spec.labels)}")
+    label_file = markup.get("pasegLabel") if kind == "dense" else None
+    if label_file is not None and (not isinstance(label_file, str) or not label_file.strip()):
+        raise AnnotationError(f"{source}: markup {name!r}: pasegLabel must be a file name, got "
+                              f"{_json_type(label_file)}")
+    if kind == "single_point":
+        bg = {"B": points["B"]} if "B" in points else {}
+        return ObjectAnnotation(name, points["F"], bg, kind=kind)
+    return ObjectAnnotation(name, kind=kind, marks=points, label_file=label_file)
+
+
 def _read_json(path: PathLike) -> Any:
     p = Path(path)
     if not p.is_file():
@@ -216,10 +329,12 @@ def read_markups(path: PathLike, geometry: ImageGeometry) -> CaseAnnotation:
 # -- drafts: objects whose points may not all be placed yet ------------------------------------------------------
 @dataclass
 class DraftObject:
-    """An object being annotated: label (``F R L A P I S``) → LPS position, ``None`` where not placed yet."""
+    """An object being annotated: label (``F R L A P I S``, or the labels of ``kind``) → LPS position, ``None``
+    where not placed yet."""
 
     name: str
     points: Dict[str, Optional[np.ndarray]]
+    kind: str = "seven_points"
 
     @property
     def placed(self) -> int:
@@ -232,9 +347,13 @@ def drafts_to_markups_dict(objects: Sequence[DraftObject], *, coordinate_system:
     cs = _coordinate_system(coordinate_system)
     markups = []
     for obj in objects:
-        points = [(label, obj.points.get(label)) for label in POINT_LABELS]
-        points += [(label, pos) for label, pos in obj.points.items() if label not in POINT_LABELS]
-        markups.append(_markup(obj.name, points, cs))
+        labels = _kind_labels(obj.kind)
+        points = [(label, obj.points.get(label)) for label in labels]
+        points += [(label, pos) for label, pos in obj.points.items() if label not in labels]
+        markup = _markup(obj.name, points, cs)
+        if obj.kind != "seven_points":
+            markup["pasegKind"] = obj.kind
+        markups.append(markup)
     return {"@schema": MARKUPS_SCHEMA, "markups": markups}
 
 
@@ -247,13 +366,18 @@ def write_draft_markups(path: PathLike, objects: Sequence[DraftObject]) -> Path:
 def drafts_from_markups_dict(doc: Any, *, source: str = "markups") -> List[DraftObject]:
     """Parse a draft (or any PASeg markups file): each object's points by label, ``None`` where not placed.
 
-    Every control point needs a label among ``F R L A P I S`` (each once), so that no click is silently lost.
+    Every control point needs a label among ``F R L A P I S`` (or those of the markup's ``pasegKind``; each
+    once), so that no click is silently lost. A box ROI markup becomes its two corners ``lo`` / ``hi``.
     """
     _check_doc(doc, source)
     objects = []
     for n, markup in enumerate(doc["markups"], start=1):
         name, cs, scale = _markup_frame(markup, n, source)
-        points: Dict[str, Optional[np.ndarray]] = {label: None for label in POINT_LABELS}
+        kind = _markup_kind(markup, name, source)
+        if markup.get("type") == "ROI":
+            objects.append(DraftObject(name, dict(_roi_corners(markup, name, cs, scale, source)), kind="box"))
+            continue
+        points: Dict[str, Optional[np.ndarray]] = {label: None for label in _kind_labels(kind)}
         seen = set()
         for cp in _control_points(markup, n, name, source):
             label = str(cp.get("label", "")).strip()
@@ -261,12 +385,22 @@ def drafts_from_markups_dict(doc: Any, *, source: str = "markups") -> List[Draft
                 problem = "repeated" if label in seen else "unknown"
                 raise AnnotationError(
                     f"{source}: markup {name!r} has a control point with {problem} label {label!r}; "
-                    f"a PASeg object has one point of each of {', '.join(POINT_LABELS)}"
+                    f"a PASeg object has one point of each of {', '.join(_kind_labels(kind))}"
                 )
             seen.add(label)
             points[label] = _position_lps(cp, name, cs, scale, source) if _is_placed(cp) else None
-        objects.append(DraftObject(name, points))
+        objects.append(DraftObject(name, points, kind=kind))
     return objects
+
+
+def _kind_labels(kind: str) -> Tuple[str, ...]:
+    """The point labels of ``kind``, required then optional."""
+    if kind == "seven_points":
+        return POINT_LABELS
+    from .annotation.kinds import get_kind
+
+    spec = get_kind(kind)
+    return spec.labels + spec.optional
 
 
 def read_draft_markups(path: PathLike) -> List[DraftObject]:

@@ -35,6 +35,13 @@ class ClickSimulationConfig:
         bg_jitter: off-axis jitter of background points as a fraction of the object's half extent.
         min_size: components smaller than this many voxels are ignored.
         largest_only: annotate only the largest component.
+        kind: the annotation kind to simulate (:mod:`PASegLib.annotation.kinds`); the other kinds are simulated
+            by :mod:`PASegLib.annotation.simulation` with the settings below.
+        extreme_jitter_mm: extreme points: how far inside the object's extent (mm along the side's axis) the
+            click may land, on the object's boundary (0 = exactly at the extent).
+        box_margin_mm: box: range ``(low, high)`` in mm of the margin added on each side (a loose box).
+        single_point_background: single point: also place PSCV's one background click ``B``.
+        background_distance_mm: single point: range ``(low, high)`` of the distance (mm) of ``B`` to the object.
     """
 
     margin_mm: Tuple[float, float] = (2.0, 10.0)
@@ -42,8 +49,22 @@ class ClickSimulationConfig:
     bg_jitter: float = 0.3
     min_size: int = 10
     largest_only: bool = False
+    kind: str = "seven_points"
+    extreme_jitter_mm: float = 2.0
+    box_margin_mm: Tuple[float, float] = (2.0, 10.0)
+    single_point_background: bool = True
+    background_distance_mm: Tuple[float, float] = (5.0, 20.0)
 
     def __post_init__(self) -> None:
+        from .annotation.kinds import get_kind
+
+        get_kind(self.kind)
+        for name in ("box_margin_mm", "background_distance_mm"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {getattr(self, name)!r}")
+        if not (self.extreme_jitter_mm >= 0 and np.isfinite(self.extreme_jitter_mm)):
+            raise ValueError(f"extreme_jitter_mm must be >= 0, got {self.extreme_jitter_mm!r}")
         lo, hi = self.margin_mm
         if not 0 <= lo <= hi:
             raise ValueError(f"margin_mm must be (low, high) with 0 <= low <= high, got {self.margin_mm!r}")
@@ -116,7 +137,8 @@ def simulate_clicks(
     config: ClickSimulationConfig = ClickSimulationConfig(),
     name_prefix: str = "tumor",
 ) -> CaseAnnotation:
-    """Simulate seven clicks per object of a ground-truth ``mask`` ``[i, j, k]`` (nonzero = object).
+    """Simulate the clicks of ``config.kind`` (default seven) per object of a ground-truth ``mask`` ``[i, j, k]``
+    (nonzero = object); a ``dense`` case is one dense object.
 
     Objects are named ``"<name_prefix> 1"``, ``"<name_prefix> 2"`` … from the largest. Raises ``ValueError``
     when the mask has no component of at least ``config.min_size`` voxels.
@@ -128,6 +150,14 @@ def simulate_clicks(
     if not components:
         raise ValueError(f"mask has no object of at least {config.min_size} voxels to simulate clicks for")
     rng = np.random.default_rng(seed)
+    if config.kind == "dense":  # one dense object: the whole label
+        return CaseAnnotation([ObjectAnnotation(f"{name_prefix} 1", kind="dense")])
+    if config.kind != "seven_points":
+        from .annotation.simulation import simulate_kind_object
+
+        return CaseAnnotation([simulate_kind_object(c, geometry, name=f"{name_prefix} {n}", kind=config.kind,
+                                                    rng=rng, config=config)
+                               for n, c in enumerate(components, start=1)])
     return CaseAnnotation(
         [
             simulate_object(c, geometry, name=f"{name_prefix} {n}", rng=rng, config=config)
