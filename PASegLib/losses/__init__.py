@@ -8,6 +8,11 @@
   MONAI when built).
 * ``box_prior`` — :class:`~PASegLib.losses.box_prior.BoxTightnessLoss`, optional stage-1 box-tightness prior of
   the click boxes (after Kervadec et al., MIDL 2020).
+* ``contrastive_variance`` — :class:`~PASegLib.losses.contrastive_variance.ContrastiveVarianceLoss`, PSCV's
+  contrastive variance loss in 3D (En & Guo, "Annotation by Clicks", Eq. 4–8).
+* ``extreme_point`` — :class:`~PASegLib.losses.point_loss.ExtremePointLoss`, the point loss of "Going to
+  Extremes" (Roth et al., Eq. 6–8); :func:`~PASegLib.losses.point_loss.gaussian_point_heatmap` makes its
+  point channel.
 
 :mod:`PASegLib.losses.schedule` holds the ramp-up and the stage-1 weights (α = 1.0, β = 0.1). Importing this
 package imports torch; the top-level :mod:`PASegLib` package does not import it.
@@ -19,9 +24,11 @@ Example::
 """
 
 from PASegLib.losses.box_prior import BoxTightnessLoss
+from PASegLib.losses.contrastive_variance import ContrastiveVarianceLoss, contrastive_variance_terms
 from PASegLib.losses.crf import MultiViewCRFLoss
 from PASegLib.losses.distillation import KnowledgeDistillationLoss, SelfCrossMonitoringLoss
 from PASegLib.losses.partial import PartialCEDiceLoss, partial_ce_dice_terms
+from PASegLib.losses.point_loss import ExtremePointLoss, extreme_point_loss, gaussian_point_heatmap
 from PASegLib.losses.schedule import Stage1LossWeights, sigmoid_rampup
 from PASegLib.losses.variance import VarianceMinimizationLoss, above_minimum_mask, variance_minimization
 from PASegLib.registry import Registry
@@ -33,10 +40,14 @@ LOSSES.register("mcrf")(MultiViewCRFLoss)
 LOSSES.register("kd")(KnowledgeDistillationLoss)
 LOSSES.register("scm")(SelfCrossMonitoringLoss)
 LOSSES.register("box_prior")(BoxTightnessLoss)
+LOSSES.register("contrastive_variance")(ContrastiveVarianceLoss)
+LOSSES.register("extreme_point")(ExtremePointLoss)
 
 __all__ = [
     "LOSSES",
     "BoxTightnessLoss",
+    "ContrastiveVarianceLoss",
+    "ExtremePointLoss",
     "KnowledgeDistillationLoss",
     "MultiViewCRFLoss",
     "PartialCEDiceLoss",
@@ -44,6 +55,9 @@ __all__ = [
     "Stage1LossWeights",
     "VarianceMinimizationLoss",
     "above_minimum_mask",
+    "contrastive_variance_terms",
+    "extreme_point_loss",
+    "gaussian_point_heatmap",
     "partial_ce_dice_terms",
     "sigmoid_rampup",
     "variance_minimization",
