@@ -51,6 +51,7 @@ class Case:
     label: Optional[Volume] = None
     annotation: Optional[CaseAnnotation] = None
     warnings: Optional[List[str]] = None
+    annotation_path: Optional[Path] = None
 
 
 def _split_role(path: Path) -> Optional[tuple]:
@@ -155,7 +156,8 @@ def load_case(files: CaseFiles, *, load_label: bool = True, load_annotation: boo
             warnings += click_label_warnings(annotation, label)
         for message in warnings if warn is not None else []:
             warn(files.case_id, message)
-    return Case(files.case_id, image, label, annotation, warnings)
+    return Case(files.case_id, image, label, annotation, warnings,
+                source if load_annotation and files.has_annotation else None)
 
 
 def _named(source: Path, message: str) -> str:
@@ -168,6 +170,8 @@ def click_label_warnings(annotation: CaseAnnotation, label: Volume) -> List[str]
     an object voxel (label > 0), each naming the object, the point and its voxel ``(i, j, k)``."""
     out = []
     for obj in annotation.objects:
+        if obj.kind not in ("seven_points", "single_point"):
+            continue  # extreme points lie on the object's boundary, a box corner anywhere: nothing to check
         for name, point in obj.points().items():
             voxel = tuple(int(v) for v in label.geometry.world_to_voxel(point))
             value = label.array[voxel]

@@ -142,19 +142,24 @@ class _State:
         atomic_write_json(self.path, self.data)
 
 
-def _simulate_missing_clicks(files: List[CaseFiles], out: Path, seed: int, stop: StopFile) -> int:
+def _simulate_missing_clicks(files: List[CaseFiles], out: Path, seed: int, stop: Optional[StopFile] = None, *,
+                             config: Any = None) -> int:
+    """Simulate the clicks (``config``: a :class:`~PASegLib.simulate.ClickSimulationConfig`, default seven
+    points) of the cases in ``files`` that have a label and no annotation yet; returns how many were written."""
     from .annotations import validate_case
     from .markups_io import write_markups
-    from .simulate import simulate_clicks
+    from .simulate import ClickSimulationConfig, simulate_clicks
 
+    config = config or ClickSimulationConfig()
     n = 0
     for f in files:
         if f.has_annotation or f.label is None or (out / f"{f.case_id}.mrk.json").is_file():
             continue
-        stop.check()
+        if stop is not None:
+            stop.check()
         case = load_case(f, load_annotation=False)
         try:
-            annotation = simulate_clicks(case.label.array, case.image.geometry, seed=seed)
+            annotation = simulate_clicks(case.label.array, case.image.geometry, seed=seed, config=config)
         except ValueError as exc:
             raise DatasetError(f"{f.label}: {exc}") from None
         validate_case(annotation, case.image.geometry)

@@ -113,9 +113,13 @@ def row_table(a, b, s, train_ids):
     return rows
 
 
-def run_name(config, train_ids, init_dirs=()) -> str:
-    key = json.dumps({"config": config.to_dict(), "train": list(train_ids), "init": [str(d) for d in init_dirs]},
-                     sort_keys=True)
+def run_name(config, train_ids, init_dirs=(), tag=None) -> str:
+    """``run_<hash>`` of the config, training cases, init runs and ``tag`` (the annotation set of
+    ``bench_protocols.py``; ``None`` = the accuracy benchmark's seven points)."""
+    parts = {"config": config.to_dict(), "train": list(train_ids), "init": [str(d) for d in init_dirs]}
+    if tag is not None:
+        parts["annotations"] = tag
+    key = json.dumps(parts, sort_keys=True)
     return "run_" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -157,8 +161,9 @@ def _evaluate(predictor, test_ids, by_id, pred_dir: Path, *, largest_component: 
     return per_case
 
 
-def run_row(name, spec, rows, out, data, clicks, cache, test_ids, by_id, device, threads):
-    """Train (or resume) and evaluate one row; returns its result dict (also stored in ``out/rows``)."""
+def run_row(name, spec, rows, out, data, clicks, cache, test_ids, by_id, device, threads, tag=None):
+    """Train (or resume) and evaluate one row; returns its result dict (also stored in ``out/rows``).
+    ``tag`` names the row's annotation set in its run folder's name (see :func:`run_name`)."""
     from PASegLib.inference import load_predictor
     from PASegLib.training.launch import train_from_dataset
 
@@ -170,7 +175,7 @@ def run_row(name, spec, rows, out, data, clicks, cache, test_ids, by_id, device,
         init_dirs = [_row_run(out, r, rows) for r in options.get("init", ())]
         if threads:
             config = config.replace(num_threads=threads)
-        run = out / run_name(config.replace(num_threads=0), train_ids, init_dirs)
+        run = out / run_name(config.replace(num_threads=0), train_ids, init_dirs, tag)
         if not (run / "model.json").is_file():
             resume = (run / "checkpoints" / "last.pt").is_file()
             code = train_from_dataset(data, run, None if resume else config, annotations_dir=clicks,

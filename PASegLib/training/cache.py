@@ -60,7 +60,35 @@ def cache_key(files: CaseFiles, config: TrainConfig) -> str:
         "expansion": config.expansion,
         "target_spacing_mm": config.target_spacing_mm,
     }
+    # the settings and files of the other annotation kinds, only where they apply (seven-point keys unchanged)
+    if config.random_walker:
+        parts["random_walker"] = config.random_walker
+    if config.point_radius_mm != 2.0:
+        parts["point_radius_mm"] = config.point_radius_mm
+    extra = [_file_key(p) for p in _protocol_files(files, config)]
+    if extra:
+        parts["protocol_files"] = extra
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _protocol_files(files: CaseFiles, config: TrainConfig) -> List[Path]:
+    """Inputs beyond the case files: a previous round's pseudo labels, a dense object's ``pasegLabel`` file."""
+    out = []
+    if config.pseudo_labels is not None:
+        pseudo = Path(config.pseudo_labels) / f"{files.case_id}_pseudo.nii.gz"
+        if pseudo.is_file():
+            out.append(pseudo)
+    if files.markups is not None and Path(files.markups).is_file():
+        text = Path(files.markups).read_text(encoding="utf-8", errors="replace")
+        if "pasegLabel" in text:
+            try:
+                for markup in json.loads(text).get("markups", []):
+                    name = markup.get("pasegLabel") if isinstance(markup, dict) else None
+                    if isinstance(name, str) and (Path(files.markups).parent / name).is_file():
+                        out.append(Path(files.markups).parent / name)
+            except (ValueError, AttributeError):
+                pass  # the reader names what is wrong with the file when the case is prepared
+    return out
 
 
 def entry_path(cache_dir: Path, files: CaseFiles, config: TrainConfig) -> Path:
@@ -72,6 +100,8 @@ def save_entry(path: Path, case: PreparedCase) -> None:
     """Write ``case`` to the entry ``path`` atomically (uncompressed ``.npz``)."""
     meta = {"case_id": case.case_id, "geometry": case.geometry.to_dict(),
             "source_geometry": case.source_geometry.to_dict(), "n_objects": len(case.clicks)}
+    if case.kinds is not None:
+        meta["kinds"] = list(case.kinds)
     arrays = {"image": case.image, "partial": case.partial, "valid": case.valid,
               "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     for n, (clicks, (lo, hi)) in enumerate(zip(case.clicks, case.boxes)):
@@ -102,6 +132,7 @@ class EntryInfo:
     source_geometry: ImageGeometry
     layout: Dict[str, Optional[Tuple[int, np.dtype, Tuple[int, ...], bool]]]
     nbytes: int
+    kinds: Optional[List[str]] = None
 
     @property
     def has_label(self) -> bool:
@@ -168,9 +199,12 @@ def inspect_entry(path: Path) -> EntryInfo:
         if tuple(shape) != tuple(geometry.shape):
             raise ValueError("arrays do not match the recorded grid")
         nbytes += int(np.prod(shape, dtype=np.int64)) * itemsize
-    if any(np.shape(c) != (7, 3) for c in clicks):
+    kinds = meta.get("kinds")
+    if kinds is None and any(np.shape(c) != (7, 3) for c in clicks):
         raise ValueError("clicks are not (7, 3) arrays")
-    return EntryInfo(path, clicks, boxes, geometry, source, layout, nbytes)
+    if kinds is not None and (len(kinds) != n or any(np.ndim(c) != 2 or np.shape(c)[1] != 3 for c in clicks)):
+        raise ValueError("clicks or kinds do not match the objects")
+    return EntryInfo(path, clicks, boxes, geometry, source, layout, nbytes, kinds)
 
 
 def read_entry(info: EntryInfo, case_id: str) -> PreparedCase:
@@ -191,4 +225,4 @@ def read_entry(info: EntryInfo, case_id: str) -> PreparedCase:
         arrays[name] = np.array(mapped, order="C")  # a copy in memory; the mapping is closed with ``mapped``
         del mapped
     return PreparedCase(case_id, arrays["image"], arrays["partial"], arrays["valid"], list(info.clicks),
-                        list(info.boxes), arrays.get("label"), info.geometry, info.source_geometry)
+                        list(info.boxes), arrays.get("label"), info.geometry, info.source_geometry, info.kinds)

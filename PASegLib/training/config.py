@@ -119,6 +119,21 @@ class TrainConfig:
             cohort that fits stays in memory after its first epoch, a larger one costs this much whatever
             its size); ``None``: every case is read into memory during preparation and kept for the whole
             run (the behaviour before streaming). Hold at least ``prefetch_cases + batch_size`` cases.
+        random_walker: :class:`~PASegLib.seeds.random_walker.RandomWalkerConfig` fields (pseudo labels of the
+            ``extreme_points`` and ``box`` annotation kinds).
+        point_radius_mm: ``single_point`` kind: the clicked voxels are labelled as balls of this radius (mm) so
+            that they survive resampling to the training grid (PSCV labels one pixel; 0 = one voxel).
+        pseudo_labels: folder of ``<case>_pseudo.nii.gz`` label maps (0 background, 1 foreground, 2 unlabeled, on
+            the image's grid) that replace the annotation's generated labels of those cases — the previous
+            round's refined labels (:mod:`PASegLib.training.refine`); ``None``: generate them.
+        cv_weight / cv_temperature / cv_tv_weight: PSCV's contrastive variance loss (λ_cv, τ, μ; 0 = off;
+            :class:`~PASegLib.losses.contrastive_variance.ContrastiveVarianceLoss`).
+        point_loss_weight: Going to Extremes' point loss weight (0 = off;
+            :class:`~PASegLib.losses.point_loss.ExtremePointLoss`); ``point_loss_iterations`` its box filters.
+        point_channel: the network also takes the clicks as a second input channel (Gaussian heatmaps of
+            ``point_sigma_mm`` at each object's points): a click-conditioned model.
+        point_channel_dropout: probability that a training patch gets an empty point channel, so that the
+            model also predicts without clicks.
         prefetch_cases: while one batch trains, a background thread reads this many of the next cases of the
             epoch from the cache (0 = read each when it is needed). Patches and losses do not depend on it,
             nor on ``cache_mb`` or ``prepare_workers``.
@@ -173,6 +188,17 @@ class TrainConfig:
     prepare_workers: int = 0
     cache_mb: Optional[float] = 2048.0
     prefetch_cases: int = 2
+    random_walker: Dict[str, Any] = field(default_factory=dict)
+    point_radius_mm: float = 2.0
+    pseudo_labels: Optional[str] = None
+    cv_weight: float = 0.0
+    cv_temperature: float = 0.07
+    cv_tv_weight: float = 1e-5
+    point_loss_weight: float = 0.0
+    point_loss_iterations: int = 5
+    point_sigma_mm: float = 3.0
+    point_channel: bool = False
+    point_channel_dropout: float = 0.5
 
     def __post_init__(self) -> None:
         self.patch_size = check_numbers("patch_size", self.patch_size, length=3, cast=int, minimum=1,
@@ -184,7 +210,7 @@ class TrainConfig:
             self.target_spacing_mm = check_numbers("target_spacing_mm", self.target_spacing_mm, length=3,
                                                    minimum=0, open_minimum=True, what="three positive numbers (mm)")
         self.flip_axes = _flip_axes(self.flip_axes)
-        for name in ("nesterov", "scm_seed_anchor", "deterministic", "amp"):
+        for name in ("nesterov", "scm_seed_anchor", "deterministic", "amp", "point_channel"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {short_repr(getattr(self, name))}")
         if self.supervision not in ("partial", "full"):
@@ -214,11 +240,19 @@ class TrainConfig:
                      "prefetch_cases"):
             check_int(name, getattr(self, name), minimum=0)
         for name in ("momentum", "weight_decay", "poly_power", "alpha", "beta", "rampup_epochs", "crf_image_sigma",
-                     "box_prior_weight", "box_prior_extent_weight"):
+                     "box_prior_weight", "box_prior_extent_weight", "point_radius_mm", "cv_weight", "cv_tv_weight",
+                     "point_loss_weight"):
             check_number(name, getattr(self, name), minimum=0)
-        for name in ("lr", "crf_sigma_xy", "crf_sigma_intensity", "temperature", "box_prior_min_width"):
+        for name in ("lr", "crf_sigma_xy", "crf_sigma_intensity", "temperature", "box_prior_min_width",
+                     "cv_temperature", "point_sigma_mm"):
             check_number(name, getattr(self, name), minimum=0, open_minimum=True)
-        for name in ("scm_lambda", "foreground_crop_probability", "box_prior_shrink"):
+        check_int("point_loss_iterations", self.point_loss_iterations, minimum=0)
+        if self.pseudo_labels is not None and not (isinstance(self.pseudo_labels, str) and self.pseudo_labels):
+            raise ValueError(f"pseudo_labels must be a folder path or null, got {short_repr(self.pseudo_labels)}")
+        if not isinstance(self.random_walker, dict):
+            raise ValueError(f"random_walker must be a JSON object of random-walker settings, got "
+                             f"{short_repr(self.random_walker)}")
+        for name in ("scm_lambda", "foreground_crop_probability", "box_prior_shrink", "point_channel_dropout"):
             check_number(name, getattr(self, name), minimum=0.0, maximum=1.0)
         for name in ("validation_fraction", "sw_overlap"):
             check_number(name, getattr(self, name), minimum=0.0, maximum=1.0, open_maximum=True)

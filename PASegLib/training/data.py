@@ -24,6 +24,7 @@ numpy only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -33,7 +34,8 @@ from ..dataset import Case, DatasetError
 from ..geometry import ImageGeometry
 from ..image_io import Volume
 from ..preprocess import normalize_intensities, resample_to_shape, resampled_geometry
-from ..seeds.expansion import expand_seeds, valid_region_mask
+from ..seeds.expansion import valid_region_mask
+from ..seeds.pseudo_labels import pseudo_label_map
 from .config import TrainConfig
 from .stopping import StopFile
 
@@ -72,6 +74,9 @@ class PreparedCase:
         label: optional uint8 binary ground truth (for information only, never used for training/selection).
         geometry: the training grid.
         source_geometry: the image's own grid.
+        kinds: per object its annotation kind (:mod:`PASegLib.annotation.kinds`); ``None`` = all seven points.
+            For the other kinds ``clicks`` holds the object's points in its kind's label order (``(P, 3)``;
+            none for a dense object) and ``boxes`` the kind's box (a dense object: the label's extent).
     """
 
     case_id: str
@@ -83,14 +88,66 @@ class PreparedCase:
     label: Optional[np.ndarray]
     geometry: ImageGeometry
     source_geometry: ImageGeometry
+    kinds: Optional[List[str]] = None
 
 
 def _object_clicks(annotation: CaseAnnotation, geometry: ImageGeometry) -> List[np.ndarray]:
+    """Per object its points (seven points: F then R L A P I S) as continuous indices ``(P, 3)`` on ``geometry``."""
     out = []
     for obj in annotation.objects:
-        points = np.vstack([np.asarray(obj.foreground, dtype=float)[None, :], obj.background_array()])
-        out.append(geometry.world_to_index(points))
+        points = list(obj.points().values())
+        out.append(geometry.world_to_index(np.stack(points)) if points else np.zeros((0, 3)))
     return out
+
+
+def _label_box(label: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Inclusive voxel box of a label's foreground (the whole grid when empty)."""
+    idx = np.argwhere(label > 0)
+    if len(idx) == 0:
+        return np.zeros(3, dtype=int), np.asarray(label.shape) - 1
+    return idx.min(axis=0), idx.max(axis=0)
+
+
+def _dense_label(case: Case) -> Optional[np.ndarray]:
+    """The dense label of a ``dense`` case: its object's ``label_file`` (next to the annotation file, checked
+    against the image grid) or the case's ``<case>_label``; ``None`` for other cases."""
+    obj = next((o for o in case.annotation.objects if o.kind == "dense"), None)
+    if obj is None:
+        return None
+    if obj.label_file is None:
+        if case.label is None:
+            raise DatasetError(f"case {case.case_id!r} is annotated as dense but has no <case>_label file")
+        return np.asarray(case.label.array)
+    from ..image_io import read_image
+
+    path = Path(obj.label_file)
+    if not path.is_absolute() and case.annotation_path is not None:
+        path = Path(case.annotation_path).parent / path
+    label = read_image(path, role="label")
+    mismatch = case.image.geometry.mismatch(label.geometry)
+    if mismatch:
+        raise DatasetError(f"{path}: dense label geometry differs from the image of case {case.case_id!r} "
+                           f"({mismatch})")
+    return np.asarray(label.array)
+
+
+def _override(case_id: str, folder: Optional[str], geometry: ImageGeometry) -> Optional[np.ndarray]:
+    """``<folder>/<case>_pseudo.nii.gz`` (a previous round's labels), checked against the image grid."""
+    if folder is None:
+        return None
+    path = Path(folder) / f"{case_id}_pseudo.nii.gz"
+    if not path.is_file():
+        return None
+    from ..image_io import read_image
+
+    vol = read_image(path, role="pseudo label")
+    mismatch = geometry.mismatch(vol.geometry)
+    if mismatch:
+        raise DatasetError(f"{path}: pseudo-label geometry differs from the image ({mismatch})")
+    arr = np.asarray(vol.array)
+    if not np.isin(arr, (0, 1, 2)).all():
+        raise DatasetError(f"{path}: pseudo labels must be 0 (background), 1 (foreground) or 2 (unlabeled)")
+    return arr.astype(np.uint8)
 
 
 def preprocess_image(image: Volume, config: TrainConfig) -> Tuple[np.ndarray, np.ndarray, ImageGeometry]:
@@ -108,7 +165,9 @@ def preprocess_image(image: Volume, config: TrainConfig) -> Tuple[np.ndarray, np
 
 
 def prepare_case(case: Case, config: TrainConfig, *, stop: Optional[StopFile] = None) -> PreparedCase:
-    """Expand the clicks of a loaded, annotated ``case`` and resample everything to the training grid.
+    """Turn the annotation of a loaded ``case`` into partial labels (:func:`~PASegLib.seeds.pseudo_labels.
+    pseudo_label_map`: each object by its kind; ``config.pseudo_labels`` replaces them by a previous round's)
+    and resample everything to the training grid.
 
     ``stop`` is checked between the stages (valid region, seed expansion, resampling); a stop raises
     :class:`~PASegLib.training.stopping.StopRequested`.
@@ -121,7 +180,12 @@ def prepare_case(case: Case, config: TrainConfig, *, stop: Optional[StopFile] = 
     check()
     valid = valid_region_mask(np.asarray(case.image.array, dtype=np.float32), expansion)
     check()
-    partial = expand_seeds(case.image, case.annotation, config=expansion, valid_mask=valid)
+    dense = _dense_label(case)
+    partial = _override(case.case_id, config.pseudo_labels, source)
+    if partial is None:
+        partial = pseudo_label_map(case.image, case.annotation, expansion=expansion, valid_mask=valid,
+                                   random_walker=config.random_walker, dense_label=dense,
+                                   point_radius_mm=config.point_radius_mm)
     check()
     image, valid, grid = preprocess_image(case.image, config)
     check()
@@ -129,9 +193,11 @@ def prepare_case(case: Case, config: TrainConfig, *, stop: Optional[StopFile] = 
     label = None
     if case.label is not None:
         label = resample_to_shape((np.asarray(case.label.array) > 0).astype(np.uint8), grid.shape, order=0)
-    boxes = [object_box(obj, grid) for obj in case.annotation.objects]
+    kinds = [obj.kind for obj in case.annotation.objects]
+    boxes = [object_box(obj, grid) if obj.kind != "dense" else _label_box(partial == 1)
+             for obj in case.annotation.objects]
     return PreparedCase(case.case_id, image, partial.astype(np.uint8), valid, _object_clicks(case.annotation, grid),
-                        boxes, label, grid, source)
+                        boxes, label, grid, source, None if set(kinds) == {"seven_points"} else kinds)
 
 
 def split_cases(case_ids: Sequence[str], *, validation_fraction: float, seed: int) -> Tuple[List[str], List[str]]:

@@ -87,6 +87,7 @@ def label_free_score(
     prediction: np.ndarray,
     partial: np.ndarray,
     clicks: Sequence[np.ndarray],
+    kinds: Optional[Sequence[str]] = None,
 ) -> Dict[str, float]:
     """Label-free agreement of a binary ``prediction`` with the clicks and seeds of one case.
 
@@ -95,6 +96,9 @@ def label_free_score(
         partial: uint8 partial labels ``[I, J, K]`` (0 background, 1 foreground, 2 unlabeled) on the same grid.
         clicks: per object a ``(7, 3)`` array of continuous ``[i, j, k]`` indices on the same grid: row 0 the
             foreground click, rows 1–6 the background clicks.
+        kinds: per object its annotation kind (``None``: all seven points). A ``single_point`` object's row 0 is
+            its F click and a second row its B click; extreme points, boxes and dense objects have no click to
+            check (the share of a term with no click is ``partial_dice``).
 
     Returns:
         ``{"score", "partial_dice", "foreground_clicks", "background_clicks"}`` (floats in ``[0, 1]``).
@@ -110,19 +114,30 @@ def label_free_score(
     fp = int(np.count_nonzero(pred & bg))
     fn = int(np.count_nonzero(~pred & fg))
     partial_dice = 2.0 * tp / (2.0 * tp + fp + fn) if (tp + fp + fn) > 0 else 1.0
-    fg_hits, bg_hits, n_bg = 0, 0, 0
-    for points in clicks:
+    fg_hits, bg_hits, n_bg, n_fg = 0, 0, 0, 0
+    for n, points in enumerate(clicks):
+        kind = kinds[n] if kinds is not None else "seven_points"
+        if kind not in ("seven_points", "single_point"):
+            continue  # extreme points lie on the boundary, box corners anywhere, a dense case has no click
         pts = np.asarray(points, dtype=float)
+        if kind == "single_point":
+            n_fg += 1
+            fg_hits += bool(pred[_voxel(pts[0], pred.shape)])
+            for p in pts[1:]:
+                bg_hits += not bool(pred[_voxel(p, pred.shape)])
+                n_bg += 1
+            continue
         if pts.ndim != 2 or pts.shape[1] != 3 or pts.shape[0] < 2:
             raise ValueError(f"each object's clicks must be a (7, 3) index array, got shape {pts.shape}")
+        n_fg += 1
         fg_hits += bool(pred[_voxel(pts[0], pred.shape)])
         for p in pts[1:]:
             bg_hits += not bool(pred[_voxel(p, pred.shape)])
             n_bg += 1
     result = {
         "partial_dice": float(partial_dice),
-        "foreground_clicks": fg_hits / len(clicks),
-        "background_clicks": bg_hits / n_bg,
+        "foreground_clicks": fg_hits / n_fg if n_fg else float(partial_dice),
+        "background_clicks": bg_hits / n_bg if n_bg else float(partial_dice),
     }
     result["score"] = float(np.mean(list(result.values())))
     return result

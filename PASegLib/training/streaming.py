@@ -147,6 +147,7 @@ class CachedCase:
         self.info = info
         self.store = store
         self.clicks = info.clicks
+        self.kinds = info.kinds
         self.boxes = info.boxes
         self.geometry = info.geometry
         self.source_geometry = info.source_geometry

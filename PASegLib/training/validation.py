@@ -93,7 +93,7 @@ class ValidationMixin:
         prob = self.predict_probability(nets, case.image)
         pred = (prob >= 0.5) & case.valid
         flipped = self.predict_probability(nets, np.ascontiguousarray(case.image[::-1, ::-1, ::-1]))
-        row = {"score": label_free_score(pred, case.partial, case.clicks)["score"],
+        row = {"score": label_free_score(pred, case.partial, case.clicks, getattr(case, "kinds", None))["score"],
                "flip_agreement": _dice(pred, (flipped[::-1, ::-1, ::-1] >= 0.5) & case.valid),
                **self.validation_terms(case, pred, prob)}
         if case.label is not None:

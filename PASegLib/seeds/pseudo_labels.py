@@ -1,0 +1,127 @@
+"""Pseudo labels of every annotation kind behind one interface (issue 13).
+
+:func:`pseudo_label_map` turns a case's annotation into the partial label map that training reads — the same
+contract as :func:`~PASegLib.seeds.expansion.expand_seeds`: uint8 ``[i, j, k]`` on the image's grid, 0
+background, 1 foreground, 2 unlabeled. Each object's kind (:mod:`PASegLib.annotation.kinds`) picks its
+generator:
+
+* ``seven_points`` — geodesic seed expansion (:func:`~PASegLib.seeds.expansion.expand_seeds`); a case of seven
+  points only gives exactly ``expand_seeds``' result;
+* ``extreme_points`` — random walker seeded by the geodesic paths between opposite extreme points
+  (:func:`~PASegLib.seeds.random_walker.extreme_points_pseudo_label`), every voxel of the object's box labelled;
+* ``box`` — random walker from the box's core and its outside (:func:`~PASegLib.seeds.random_walker.box_pseudo_label`);
+* ``single_point`` — the clicked voxels: a ball of ``point_radius_mm`` around ``F`` (foreground) and ``B``
+  (background); the rest unlabeled (PSCV trains from these and its contrastive variance loss);
+* ``dense`` — the dense label passes through (every voxel labelled).
+
+Several objects: voxels outside every object's box are background when every object has a box that holds it
+(seven points, extreme points, box), else unlabeled; inside a box the object's labels apply, and foreground of
+any object wins over another's background. numpy/scipy/scikit-image; no torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from ..annotations import CaseAnnotation, object_box, side_axis
+from ..image_io import Volume
+from .expansion import ExpansionConfig, expand_seeds
+
+__all__ = ["pseudo_label_map", "extreme_point_indices"]
+
+#: kinds whose box holds the whole object (voxels outside every box are background)
+_BOXED = ("seven_points", "extreme_points", "box")
+
+
+def extreme_point_indices(obj: Any, geometry: Any) -> np.ndarray:
+    """The six extreme points of ``obj`` as int voxel indices ``(6, 3)``: rows 0/1 the two extremes along index
+    axis i (towards −i, +i), rows 2/3 along j, rows 4/5 along k."""
+    table = side_axis(geometry)
+    rows = []
+    for axis in range(3):
+        for sign in (-1, +1):
+            side = next(s for s, (a, g) in table.items() if a == axis and g == sign)
+            rows.append(geometry.world_to_voxel(obj.marks[side]))
+    return np.clip(np.asarray(rows, dtype=int), 0, np.asarray(geometry.shape) - 1)
+
+
+def _ball(shape, center: np.ndarray, radius_mm: float, spacing: np.ndarray):
+    """Index slices and the boolean ball of ``radius_mm`` around voxel ``center`` inside ``shape``."""
+    r = np.floor(radius_mm / spacing + 1e-9).astype(int)
+    lo = np.maximum(center - r, 0)
+    hi = np.minimum(center + r + 1, shape)
+    grids = np.ogrid[tuple(slice(a, b) for a, b in zip(lo, hi))]
+    d2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grids, center, spacing))
+    return tuple(slice(a, b) for a, b in zip(lo, hi)), d2 <= radius_mm ** 2 + 1e-9
+
+
+def pseudo_label_map(image: Volume, annotation: CaseAnnotation, *, expansion: Optional[ExpansionConfig] = None,
+                     random_walker: Optional[Dict[str, Any]] = None, valid_mask: Optional[np.ndarray] = None,
+                     dense_label: Optional[np.ndarray] = None, point_radius_mm: float = 2.0) -> np.ndarray:
+    """Partial labels ``[i, j, k]`` (uint8: 0 background, 1 foreground, 2 unlabeled) of ``annotation`` on
+    ``image``'s grid.
+
+    Args:
+        image: the annotated image.
+        annotation: its objects, of any kinds (a ``dense`` object must be the case's only one).
+        expansion: seed expansion settings of seven-point objects (default :class:`ExpansionConfig`).
+        random_walker: :class:`~PASegLib.seeds.random_walker.RandomWalkerConfig` fields (extreme points, box).
+        valid_mask: optional bool ``[i, j, k]`` (seven points: see :func:`expand_seeds`; other kinds: voxels
+            outside it become background where labelled background would be, i.e. they are never foreground).
+        dense_label: the case's dense label ``[i, j, k]`` (nonzero = object), needed by a ``dense`` object.
+        point_radius_mm: radius of the labelled ball around each single-point click (mm; 0 = the voxel).
+    """
+    expansion = expansion or ExpansionConfig()
+    kinds = {o.kind for o in annotation.objects}
+    if not annotation.objects:
+        raise ValueError("the annotation holds no object")
+    if kinds == {"seven_points"}:
+        return expand_seeds(image, annotation, config=expansion, valid_mask=valid_mask)
+    geometry = image.geometry
+    if "dense" in kinds:
+        if dense_label is None:
+            raise ValueError("a dense annotation needs the case's dense label (<case>_label or the object's "
+                             "label_file); none was given")
+        label = np.asarray(dense_label)
+        if label.shape != tuple(geometry.shape):
+            raise ValueError(f"dense label shape {label.shape} differs from the image's {tuple(geometry.shape)}")
+        return (label > 0).astype(np.uint8)
+    from .random_walker import RandomWalkerConfig, box_pseudo_label, extreme_points_pseudo_label
+
+    rw = RandomWalkerConfig(**(random_walker or {}))
+    arr = np.asarray(image.array, dtype=np.float32)
+    spacing = np.asarray(geometry.spacing, dtype=float)
+    boxed = kinds <= set(_BOXED)
+    out = np.full(geometry.shape, 0 if boxed else 2, dtype=np.uint8)
+    fg_any = np.zeros(geometry.shape, dtype=bool)
+    for obj in annotation.objects:
+        if obj.kind == "single_point":
+            sl, ball = _ball(np.asarray(geometry.shape), geometry.world_to_voxel(obj.foreground), point_radius_mm,
+                             spacing)
+            out[sl][ball] = 1
+            fg_any[sl] |= ball
+            if "B" in obj.background:
+                sl, ball = _ball(np.asarray(geometry.shape), geometry.world_to_voxel(obj.background["B"]),
+                                 point_radius_mm, spacing)
+                out[sl][ball & ~fg_any[sl]] = 0
+            continue
+        lo, hi = object_box(obj, geometry)
+        box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
+        if obj.kind == "seven_points":
+            labels = expand_seeds(image, CaseAnnotation([obj]), config=expansion, valid_mask=valid_mask)
+        elif obj.kind == "extreme_points":
+            labels = extreme_points_pseudo_label(arr, extreme_point_indices(obj, geometry), spacing=spacing,
+                                                 config=rw)
+        else:  # box
+            labels = box_pseudo_label(arr, lo, hi, spacing=spacing, config=rw)
+        sub = labels[box]
+        region = out[box]
+        region[(sub == 0) & ~fg_any[box]] = 0
+        region[(sub == 2) & ~fg_any[box]] = 2
+        region[sub == 1] = 1
+        fg_any[box] |= sub == 1
+    if valid_mask is not None:
+        out[~np.asarray(valid_mask, dtype=bool) & (out == 1)] = 0
+    return out
