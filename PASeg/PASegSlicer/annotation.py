@@ -1,44 +1,47 @@
-"""Seven-point annotation with markups nodes: one fiducial node per object, guided placement, live validation.
+"""Annotation with markups nodes: one node per object, of any annotation kind (:mod:`.kinds`), guided placement,
+live validation.
 
-An object node is created with its seven control points already named and ordered (``F`` then ``R L A P I
-S``) but not yet placed; Slicer's place mode fills the first unplaced point, so the user is guided point by
-point and :func:`placementStatus` says which one is expected and whether what is placed is valid. Nodes are
-tied to their volume by the attribute :data:`OBJECT_ATTRIBUTE`. Points are world RAS in the scene and LPS in
-PASegLib; :func:`caseFromNodes` / :func:`nodesFromCase` convert through the volume's local frame.
+A point object (seven points, extreme points, a single point) is a fiducial node created with its control points
+already named and ordered (the kind's labels, required then optional: ``F R L A P I S`` for seven points) but not
+yet placed; Slicer's place mode fills the first unplaced point, so the user is guided point by point and
+:func:`placementStatus` says which one is expected (with the kind's prompt) and whether what is placed is valid. A
+box is an ROI node the user draws and adjusts; a dense object refers to a segmentation (:mod:`.kinds`). Nodes are
+tied to their volume by a node reference (:data:`VOLUME_REFERENCE_ROLE`). Points are world RAS in the scene and LPS
+in PASegLib; :func:`caseFromNodes` / :func:`nodesFromCase` convert through the volume's local frame.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from PASegLib.annotation.kinds import check_case_kinds, get_kind
 from PASegLib.annotations import (
-    AXIS_NAMES,
-    FOREGROUND,
-    SIDE_NAMES,
     SIDES,
     AnnotationError,
     CaseAnnotation,
     ObjectAnnotation,
-    side_axis,
     validate_case,
     validate_object,
 )  # fmt: skip
 from PASegLib.geometry import ImageGeometry, lps_to_ras
-from PASegLib.markups_io import read_markups, write_markups
+from PASegLib.markups_io import write_markups
 
+from . import kinds
+from .kinds import kindLabels, kindOf
 from .volumes import geometryFromVolumeNode, localToWorld, worldToLocal
 
 VOLUME_REFERENCE_ROLE = "PASegVolume"
 OBJECT_ATTRIBUTE = "PASeg.ObjectOfVolume"  # before the node reference: a node ID, not remapped by scene import
-POINT_LABELS = (FOREGROUND,) + SIDES
+POINT_LABELS = ("F",) + SIDES
 #: Events of a markups node after which its status must be re-read (``vtkMRMLMarkupsNode`` event names, and VTK's
 #: ``ModifiedEvent``). Point moves, placements and unplacements, from the views, the Markups module's table or
-#: the API, fire the point events and never ``ModifiedEvent``; a rename fires only ``ModifiedEvent``. One edit
-#: fires several of them: coalesce (e.g. a zero-delay single-shot timer).
+#: the API, fire the point events and never ``ModifiedEvent``; a rename, an ROI resize or a dense object's new
+#: segment fire only ``ModifiedEvent``. One edit fires several of them: coalesce (e.g. a zero-delay single-shot
+#: timer).
 OBSERVED_EVENTS = (
     "PointModifiedEvent", "PointPositionDefinedEvent", "PointPositionUndefinedEvent",
     "PointPositionMissingEvent", "PointPositionNonMissingEvent", "PointAddedEvent", "PointRemovedEvent",
@@ -46,23 +49,25 @@ OBSERVED_EVENTS = (
 )  # fmt: skip
 COMPLETE_MESSAGE = ("{name}: all 7 points are placed. Drag a point to move it; to place one again, unplace it "
                     "first (Markups module: the position status column of its row).")  # fmt: skip
-POINT_HINTS = {FOREGROUND: "foreground: inside the tumor, near its centre",
-               **{s: f"background: {SIDE_NAMES[s]} of the tumor, just outside it" for s in SIDES}}  # fmt: skip
+POINT_HINTS = kinds.SEVEN_POINT_HINTS
 _COLOR = (0.9, 0.4, 0.2)
 
 
 @dataclass
 class PlacementStatus:
-    """State of one object node: the expected point (``None`` when all seven are placed), a prompt, an error."""
+    """State of one object node: the point Slicer fills next (``None`` when every point, optional ones included, is
+    placed), a prompt, an error, and the required points still missing."""
 
     expectedLabel: Optional[str]
     placed: int
     prompt: str
     error: str = ""
+    missing: Tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
-        return self.expectedLabel is None
+        """Every required point is placed (a single point's optional ``B`` may still be placed)."""
+        return not self.missing
 
     @property
     def valid(self) -> bool:
@@ -95,12 +100,14 @@ def volumeOf(node):
 
 
 def objectNodes(scene, volumeNode) -> List:
-    """Object nodes of ``volumeNode``, in creation order."""
+    """Object nodes of ``volumeNode`` (fiducial and ROI nodes), in creation order."""
     nodes = []
     if volumeNode is None:
         return nodes
-    for n in range(scene.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode")):
-        node = scene.GetNthNodeByClass(n, "vtkMRMLMarkupsFiducialNode")
+    for n in range(scene.GetNumberOfNodesByClass("vtkMRMLMarkupsNode")):
+        node = scene.GetNthNodeByClass(n, "vtkMRMLMarkupsNode")
+        if not (node.IsA(kinds.FIDUCIAL_CLASS) or node.IsA(kinds.ROI_CLASS)):
+            continue
         volume = volumeOf(node)
         if volume is not None and volume.GetID() == volumeNode.GetID():
             nodes.append(node)
@@ -116,20 +123,27 @@ def nextObjectName(scene, volumeNode) -> str:
     return f"tumor {n}"
 
 
-def addObjectNode(scene, volumeNode, name: Optional[str] = None):
-    """Create an object node with seven named, unplaced control points (fixed count, placed in order)."""
+def addObjectNode(scene, volumeNode, name: Optional[str] = None, kind: str = kinds.DEFAULT_KIND):
+    """Create an object node of ``kind``: a fiducial node with the kind's named, unplaced control points (fixed
+    count, placed in order); an undrawn ROI node in the volume's frame for a box; a pointless node for a dense
+    label."""
     import vtk
 
     if volumeNode is None:
         raise ValueError("select a volume before adding a tumor")
-    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name or nextObjectName(scene, volumeNode))
+    get_kind(kind)  # ValueError naming the kinds
+    node = scene.AddNewNodeByClass(kinds.markupClass(kind), name or nextObjectName(scene, volumeNode))
+    node.SetAttribute(kinds.KIND_ATTRIBUTE, kind)
     node.SetNodeReferenceID(VOLUME_REFERENCE_ROLE, volumeNode.GetID())
-    for label in POINT_LABELS:
-        index = node.AddControlPoint(vtk.vtkVector3d(0.0, 0.0, 0.0), label)
-        node.SetNthControlPointDescription(index, POINT_HINTS[label])
-        node.UnsetNthControlPointPosition(index)
-    node.SetMaximumNumberOfControlPoints(len(POINT_LABELS))
-    node.SetFixedNumberOfControlPoints(True)
+    if kind == "box":
+        node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())  # drawn along the volume's axes
+    else:
+        for label in kindLabels(kind):
+            index = node.AddControlPoint(vtk.vtkVector3d(0.0, 0.0, 0.0), label)
+            node.SetNthControlPointDescription(index, kinds.pointHint(kind, label))
+            node.UnsetNthControlPointPosition(index)
+        node.SetMaximumNumberOfControlPoints(len(kindLabels(kind)))
+        node.SetFixedNumberOfControlPoints(True)
     node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
     if display is not None:
@@ -138,32 +152,53 @@ def addObjectNode(scene, volumeNode, name: Optional[str] = None):
 
 
 def setControlPoint(node, label: str, worldRas) -> None:
-    """Place the point ``label`` (``F``, ``R``…) of an object node at a world RAS position."""
-    if label not in POINT_LABELS:
-        raise ValueError(f"unknown point {label!r}; points are {', '.join(POINT_LABELS)}")
-    index = POINT_LABELS.index(label)
-    _checkLayout(node)
-    node.SetNthControlPointPositionWorld(index, *(float(v) for v in worldRas))
+    """Place the point ``label`` (``F``, ``R``…, as the node's kind names them) of an object node at a world RAS
+    position."""
+    labels = _checkLayout(node)
+    if label not in labels:
+        raise ValueError(f"unknown point {label!r}; points are {', '.join(labels) or 'none'}")
+    node.SetNthControlPointPositionWorld(labels.index(label), *(float(v) for v in worldRas))
 
 
-def _checkLayout(node) -> None:
-    if node.GetNumberOfControlPoints() != len(POINT_LABELS):
+def _checkLayout(node) -> Tuple[str, ...]:
+    """The point labels of a point object (by control point index); raises when its points cannot be named."""
+    kind = kindOf(node)
+    if kind == "box":
+        raise AnnotationError(f"object {node.GetName()!r} is a box: it has corners, not control points to place")
+    try:
+        labels = kindLabels(kind)
+    except ValueError as exc:
+        raise AnnotationError(f"object {node.GetName()!r}: {exc}") from None
+    if node.GetNumberOfControlPoints() != len(labels):
         raise AnnotationError(
             f"object {node.GetName()!r} has {node.GetNumberOfControlPoints()} control points; "
-            f"a PASeg object has exactly 7 ({', '.join(POINT_LABELS)})"
+            f"a PASeg object of kind {kind} has exactly {len(labels)} ({', '.join(labels) or 'none'})"
         )
+    return labels
 
 
 def placedPointsLps(node, volumeNode) -> Dict[str, np.ndarray]:
-    """Placed points of ``node`` as LPS positions in the volume's local frame, by label."""
-    _checkLayout(node)
+    """Placed points of ``node`` as LPS positions in the volume's local frame, by label (a box: its corners once
+    drawn)."""
+    if kindOf(node) == "box":
+        return kinds.roiCornersLps(node, volumeNode)
     placed = {}
-    for index, label in enumerate(POINT_LABELS):
+    for index, label in enumerate(_checkLayout(node)):
         if node.GetNthControlPointPositionStatus(index) != node.PositionDefined:
             continue
         world = np.array(node.GetNthControlPointPositionWorld(index), dtype=np.float64)
         placed[label] = lps_to_ras(worldToLocal(volumeNode, world)[0])
     return placed
+
+
+def setPlacedPointsLps(node, volumeNode, points: Dict[str, np.ndarray]) -> None:
+    """Place the points ``label → LPS`` (volume's local frame); a box: its corners ``lo`` and ``hi``."""
+    if kindOf(node) == "box":
+        if {"lo", "hi"} <= set(points):
+            kinds.setRoiCornersLps(node, volumeNode, points["lo"], points["hi"])
+        return
+    for label, lps in points.items():
+        setControlPoint(node, label, localToWorld(volumeNode, lps_to_ras(lps))[0])
 
 
 def fillIndex(node) -> Optional[int]:
@@ -186,13 +221,21 @@ def fillIndex(node) -> Optional[int]:
 
 
 def startPlacement(markupsLogic, node) -> bool:
-    """Place mode on ``node`` from its first unplaced point (what the prompt names); ``False`` (nothing done)
-    when all seven points are placed: Slicer would try to add an eighth point at every mouse move.
+    """Place mode on ``node`` from its first unplaced point (what the prompt names: required points first, then
+    optional ones); ``False`` (nothing done) when nothing is left to place: Slicer would try to add a point at
+    every mouse move. A box: place mode draws its ROI until it is drawn (then its handles adjust it); a dense
+    object has nothing to place.
 
-    Points marked "missing" in the Markups module are made placeable again (PASeg needs all seven).
+    Points marked "missing" in the Markups module are made placeable again (PASeg needs every point).
     """
-    _checkLayout(node)
-    unplaced = [i for i in range(len(POINT_LABELS)) if node.GetNthControlPointPositionStatus(i) != node.PositionDefined]
+    kind = kindOf(node)
+    if kind == "dense" or (kind == "box" and kinds.roiDrawn(node)):
+        return False
+    if kind == "box":
+        markupsLogic.SetActiveList(node)
+        return bool(markupsLogic.StartPlaceMode(False))
+    labels = _checkLayout(node)
+    unplaced = [i for i in range(len(labels)) if node.GetNthControlPointPositionStatus(i) != node.PositionDefined]
     if not unplaced:
         return False
     for index in unplaced:
@@ -203,33 +246,74 @@ def startPlacement(markupsLogic, node) -> bool:
     return bool(markupsLogic.StartPlaceMode(True))
 
 
+def completeMessage(node) -> str:
+    """Why placement does not start on ``node`` (see :func:`startPlacement`)."""
+    kind, name = kindOf(node), node.GetName()
+    if kind == "dense":
+        return f"{name}: a dense label has no points to place; pick its segmentation (or import a label map)"
+    if kind == "box":
+        return f"{name}: its box is drawn; drag its handles to adjust it"
+    if kind == kinds.DEFAULT_KIND:
+        return COMPLETE_MESSAGE.format(name=name)
+    return COMPLETE_MESSAGE.replace("all 7", f"all {len(kindLabels(kind))}").format(name=name)
+
+
 def placementStatus(node, volumeNode) -> PlacementStatus:
     """The point Slicer fills next, and the first problem among the points placed so far (live validation)."""
-    name = node.GetName()
+    name, kind = node.GetName(), kindOf(node)
     try:
         geometry = geometryFromVolumeNode(volumeNode)
         placed = placedPointsLps(node, volumeNode)
+        title = kinds.kindTitle(kind)
     except (AnnotationError, ValueError) as exc:
         return PlacementStatus(None, 0, f"{name}: cannot be checked", str(exc))
+    if kind == "box":
+        return _boxStatus(node, name, placed, geometry)
+    if kind == "dense":
+        problem = kinds.denseProblem(node)
+        prompt = f"{name} ({title}): " + (", ".join(kinds.denseSegmentNames(node)) if not problem else problem)
+        return PlacementStatus(None, 0, prompt, "", ("label",) if problem else ())
+    labels, required = kindLabels(kind), kinds.requiredLabels(kind)
     index = fillIndex(node)
-    expected = POINT_LABELS[index] if index is not None else None
-    if expected is None and len(placed) < len(POINT_LABELS):  # only "missing" points left: Place unsets them
-        expected = next(label for label in POINT_LABELS if label not in placed)
-    if expected is None:
-        prompt = f"{name}: all 7 points placed"
+    expected = labels[index] if index is not None else None
+    if expected is None and len(placed) < len(labels):  # only "missing" points left: Place unsets them
+        expected = next(label for label in labels if label not in placed)
+    missing = tuple(label for label in required if label not in placed)
+    prefix = name if kind == kinds.DEFAULT_KIND else f"{name} ({title})"
+    if not missing and (expected is None or expected not in required):
+        done = f"all {len(required)} points placed" if len(required) > 1 else f"{required[0]} placed"
+        prompt = f"{prefix}: {done}"
+        optional = [label for label in labels if label not in required and label not in placed]
+        if optional:
+            prompt += "; optional: " + ", ".join(f"{o} ({kinds.pointHint(kind, o)})" for o in optional)
+            prompt += ', "Continue placing" places it'
     else:
-        step = POINT_LABELS.index(expected) + 1
-        prompt = f"{name}: place point {step} of 7, {expected} ({POINT_HINTS[expected]})"
-    error = _partialError(name, placed, geometry)
-    if not error and expected is None:
+        label = expected if expected is not None else missing[0]
+        step = labels.index(label) + 1
+        prompt = f"{prefix}: place point {step} of {len(required)}, {label} ({kinds.pointHint(kind, label)})"
+    error = _partialError(name, kind, placed, geometry)
+    if not error and not missing:
         try:
-            validate_object(objectFromPoints(name, placed), geometry)
+            validate_object(objectFromPoints(name, placed, kind), geometry)
         except AnnotationError as exc:
             error = str(exc)
-    return PlacementStatus(expected, len(placed), prompt, error)
+    return PlacementStatus(expected, len(placed), prompt, error, missing)
 
 
-def _partialError(name: str, placed: Dict[str, np.ndarray], geometry: ImageGeometry) -> str:
+def _boxStatus(node, name: str, placed: Dict[str, np.ndarray], geometry: ImageGeometry) -> PlacementStatus:
+    prompts = get_kind("box").prompts
+    if not placed:
+        prompt = f"{name} (box): draw it: lo ({prompts['lo']}), then hi ({prompts['hi']})"
+        return PlacementStatus("lo", 0, prompt, "", ("lo", "hi"))
+    error = ""
+    try:
+        validate_object(objectFromPoints(name, placed, "box"), geometry)
+    except AnnotationError as exc:
+        error = f"{exc}; drag the box's handles"
+    return PlacementStatus(None, 2, f"{name} (box): drawn; drag its handles to adjust it", error)
+
+
+def _partialError(name: str, kind: str, placed: Dict[str, np.ndarray], geometry: ImageGeometry) -> str:
     """The first problem among an incomplete set of points (each check needs only the points it names)."""
     voxels = {}
     for label, lps in placed.items():
@@ -237,64 +321,70 @@ def _partialError(name: str, placed: Dict[str, np.ndarray], geometry: ImageGeome
         if not geometry.contains_index(index):
             return f"object {name!r}: the {label} point is outside the image; place it on the image"
         voxels[label] = np.rint(index).astype(int)
-    labels = list(voxels)
-    for a, first in enumerate(labels):
-        for second in labels[a + 1 :]:
-            if np.array_equal(voxels[first], voxels[second]):
-                return f"object {name!r}: the {first} and {second} points are in the same voxel; move one of them"
-    if FOREGROUND in voxels:
-        fg = voxels[FOREGROUND]
-        for side, (axis, sign) in side_axis(geometry).items():
-            if side in voxels and sign * (voxels[side][axis] - fg[axis]) <= 0:
-                return (
-                    f"object {name!r}: the {side} point is not {SIDE_NAMES[side]} of the F point along the image "
-                    f"axis {AXIS_NAMES[axis]} ({side} at {voxels[side][axis]}, F at {fg[axis]}): it lies inside the "
-                    f"tumor's extent; move it beyond the tumor on its {SIDE_NAMES[side]} side"
-                )
-    return ""
+    return kinds.partialError(name, kind, voxels, geometry)
 
 
-def objectFromPoints(name: str, placed: Dict[str, np.ndarray]) -> ObjectAnnotation:
-    """An :class:`ObjectAnnotation` from a complete label → LPS mapping."""
-    return ObjectAnnotation(name, placed[FOREGROUND], {s: placed[s] for s in SIDES})
+def objectFromPoints(name: str, placed: Dict[str, np.ndarray], kind: str = kinds.DEFAULT_KIND) -> ObjectAnnotation:
+    """An :class:`ObjectAnnotation` of ``kind`` from its placed points, label → LPS (all required ones)."""
+    if kind == kinds.DEFAULT_KIND:
+        return ObjectAnnotation(name, placed["F"], {s: placed[s] for s in SIDES})
+    if kind == "single_point":
+        return ObjectAnnotation(name, placed["F"], {"B": placed["B"]} if "B" in placed else {}, kind=kind)
+    return ObjectAnnotation(name, kind=kind, marks=dict(placed))
+
+
+def objectFromNode(node, volumeNode) -> ObjectAnnotation:
+    """The object a node holds (LPS, local frame); raises ``AnnotationError`` when it is incomplete."""
+    kind, name = kindOf(node), node.GetName()
+    if kind == "dense":
+        problem = kinds.denseProblem(node)
+        if problem:
+            raise AnnotationError(f"object {name!r} is incomplete: {problem}")
+        return ObjectAnnotation(name, kind="dense")
+    placed = placedPointsLps(node, volumeNode)
+    missing = [label for label in kinds.requiredLabels(kind) if label not in placed]
+    if kind == "box" and missing:
+        raise AnnotationError(f"object {name!r} is incomplete: draw its box")
+    if missing:
+        raise AnnotationError(f"object {name!r} is incomplete: place {', '.join(missing)}")
+    return objectFromPoints(name, placed, kind)
 
 
 def caseFromNodes(scene, volumeNode, *, validate: bool = True) -> CaseAnnotation:
-    """All objects of ``volumeNode`` as a case annotation (LPS, local frame); raises on incomplete objects."""
-    objects = []
-    for node in objectNodes(scene, volumeNode):
-        placed = placedPointsLps(node, volumeNode)
-        missing = [label for label in POINT_LABELS if label not in placed]
-        if missing:
-            raise AnnotationError(f"object {node.GetName()!r} is incomplete: place {', '.join(missing)}")
-        objects.append(objectFromPoints(node.GetName(), placed))
-    case = CaseAnnotation(objects)
+    """All objects of ``volumeNode`` as a case annotation (LPS, local frame); raises on incomplete objects (and,
+    with ``validate``, on invalid ones, as :func:`~PASegLib.annotations.validate_case`)."""
+    case = CaseAnnotation([objectFromNode(node, volumeNode) for node in objectNodes(scene, volumeNode)])
     if validate:
         validate_case(case, geometryFromVolumeNode(volumeNode))
+    else:
+        check_case_kinds(case)
     return case
 
 
 def nodesFromCase(scene, volumeNode, case: CaseAnnotation, *, replace: bool = True) -> List:
-    """Create object nodes for ``case`` (LPS, local frame of ``volumeNode``); existing ones are removed first."""
+    """Create object nodes for ``case`` (LPS, local frame of ``volumeNode``); existing ones are removed first. A
+    dense object's node is created without its segmentation (see :func:`loadCaseAnnotation`)."""
     if replace:
         for node in objectNodes(scene, volumeNode):
             scene.RemoveNode(node)
     nodes = []
     for obj in case.objects:
-        node = addObjectNode(scene, volumeNode, obj.name)
-        for label, lps in obj.points().items():
-            setControlPoint(node, label, localToWorld(volumeNode, lps_to_ras(lps))[0])
+        node = addObjectNode(scene, volumeNode, obj.name, kind=obj.kind)
+        setPlacedPointsLps(node, volumeNode, obj.points())
         nodes.append(node)
     return nodes
 
 
 def saveCaseAnnotation(scene, volumeNode, path) -> Path:
-    """Validate the volume's objects and write them to ``<case>.mrk.json`` atomically (LPS)."""
+    """Validate the volume's objects and write them to ``<case>.mrk.json`` atomically (LPS). A dense case is saved
+    by :func:`PASegSlicer.dense.saveDenseCase` (it writes its label file too)."""
     case = caseFromNodes(scene, volumeNode, validate=True)
     return write_markups(path, case)
 
 
 def loadCaseAnnotation(scene, volumeNode, path) -> List:
-    """Read ``<case>.mrk.json`` (PASeg or Slicer markups) into object nodes of ``volumeNode``."""
-    case = read_markups(path, geometryFromVolumeNode(volumeNode))
-    return nodesFromCase(scene, volumeNode, case)
+    """Read ``<case>.mrk.json`` (PASeg or Slicer markups, any kind) into object nodes of ``volumeNode``; a dense
+    object's label file is loaded as a segmentation the object refers to."""
+    from . import dense
+
+    return dense.loadCaseMarkups(scene, volumeNode, path)

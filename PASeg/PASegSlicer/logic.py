@@ -1,4 +1,5 @@
-"""PASeg's logic on a given MRML scene: cases, seven-point objects, expansion preview, saving, predictions.
+"""PASeg's logic on a given MRML scene: cases, annotated objects of every kind, pseudo-label preview, saving,
+predictions.
 
 Everything here takes the scene as an argument and uses only MRML and PASegLib, so it runs unchanged in
 Slicer (``slicer.mrmlScene``) and in pytest on the ``slicer-core`` wheel. Jobs (training, prediction in a
@@ -20,16 +21,16 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from PASegLib.annotations import AnnotationError, object_box, validate_case
+from PASegLib.annotations import AnnotationError, validate_case
 from PASegLib.atomic import atomic_path
 from PASegLib.dataset import CaseFiles
 from PASegLib.geometry import ImageGeometry
 from PASegLib.image_io import IMAGE_SUFFIXES, read_image, write_image
 from PASegLib.markups_io import write_markups
-from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds
+from PASegLib.seeds.expansion import ExpansionConfig
 from PASegLib.sevenpoints_io import read_seven_points
 
-from . import annotation, drafts
+from . import annotation, dense, drafts, kinds
 from .cases import (
     CASE_ATTRIBUTE,
     IMAGE_ROLE,
@@ -50,13 +51,15 @@ PREVIEW_ROLE, PREDICTION_ROLE = "PASegPreviewOf", "PASegPredictionOf"
 _LEGACY_ATTRIBUTES = {PREVIEW_ROLE: "PASeg.PreviewOf", PREDICTION_ROLE: "PASeg.PredictionOf"}
 
 
-def _clicks(case) -> tuple:
-    """(object names, all points as one array): what a preview was computed from."""
+def _clicks(scene, volumeNode, case) -> tuple:
+    """(object names, kinds and dense sources; all points as one array): what a preview was computed from."""
     points = [p for obj in case.objects for p in obj.points().values()]
-    return [obj.name for obj in case.objects], np.array(points).reshape(-1, 3)
+    sources = [(kinds.denseSegmentNames(n), n.GetNodeReferenceID(kinds.DENSE_ROLE)) if kinds.kindOf(n) == "dense"
+               else None for n in annotation.objectNodes(scene, volumeNode)]  # fmt: skip
+    return [(obj.name, obj.kind) for obj in case.objects] + sources, np.array(points).reshape(-1, 3)
 
 
-class PASegCoreLogic:
+class PASegCoreLogic(drafts.DraftBookkeeping):
     """The module's logic for one scene (see module docstring)."""
 
     def __init__(self, scene) -> None:
@@ -176,56 +179,6 @@ class PASegCoreLogic:
         self.forgetNode(volumeID)
         return True
 
-    # -- unsaved changes and drafts ------------------------------------------------------------------------
-    def hasUnsavedChanges(self, volumeNode) -> bool:
-        """Whether the volume's objects (names, placed and unplaced points) differ from what was last loaded, saved
-        or drafted (a volume never saved: whether it has any object)."""
-        if volumeNode is None:
-            return False
-        try:
-            current = drafts.objectsState(self.scene, volumeNode)
-        except AnnotationError:  # an object whose points cannot be named: it cannot be compared, so it is unsaved
-            return True
-        return not drafts.sameState(current, self._saved.get(volumeNode.GetID(), []))
-
-    def unsavedVolumes(self) -> List:
-        """Volume nodes of the scene with unsaved changes (for a scene close or the application's exit)."""
-        found = []
-        for n in range(self.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
-            node = self.scene.GetNthNodeByClass(n, "vtkMRMLScalarVolumeNode")
-            if self.hasUnsavedChanges(node):
-                found.append(node)
-        return found
-
-    def saveDraft(self, volumeNode, workFolder) -> Path:
-        """Write the volume's objects as they are (complete or not) to ``<work>/drafts/<case>.mrk.json``."""
-        if workFolder is None or str(workFolder) in ("", "."):
-            raise ValueError(f"choose a work folder: unsaved clicks of {volumeNode.GetName()!r} are kept there")
-        target = draftPath(workFolder, self.caseIdOf(volumeNode))
-        self._refuseOverwrite(volumeNode, target, "a draft")
-        state = drafts.objectsState(self.scene, volumeNode)
-        path = drafts.writeDraft(target, state)
-        self._saved[volumeNode.GetID()] = state
-        return path
-
-    def _refuseOverwrite(self, volumeNode, path: Path, what: str) -> None:
-        """Clicks are only written over a file this volume was loaded from or saved to: a volume that never was
-        (e.g. a dataset image opened in Slicer before the case list knew it) must not replace saved clicks."""
-        if path.is_file() and volumeNode.GetID() not in self._saved:
-            raise ValueError(
-                f"{path} already holds {what} of case {self.caseIdOf(volumeNode)}, which volume "
-                f"{volumeNode.GetName()!r} was not loaded from (saving would lose them): move that file away to "
-                "replace it, or close this volume and open the case from the case list (its clicks are restored)"
-            )
-
-    def autosaveDraft(self, volumeNode, workFolder) -> Optional[Path]:
-        """Save a draft when the volume has unsaved changes (returns its path; ``None``: nothing to save).
-
-        Raises ``ValueError`` (no work folder) or ``AnnotationError`` (an object not laid out as seven points):
-        then the changes are still unsaved and the caller must warn before discarding them.
-        """
-        return self.saveDraft(volumeNode, workFolder) if self.hasUnsavedChanges(volumeNode) else None
-
     def caseProblem(self, volumeNode) -> str:
         """Why the volume's clicks cannot go into the dataset yet (incomplete or invalid); ``""`` when they can."""
         try:
@@ -235,9 +188,9 @@ class PASegCoreLogic:
         return ""
 
     # -- objects -------------------------------------------------------------------------------------------
-    def addObject(self, volumeNode):
-        """A new object node ("tumor N") whose seven points are to be placed."""
-        return annotation.addObjectNode(self.scene, volumeNode)
+    def addObject(self, volumeNode, kind: str = kinds.DEFAULT_KIND):
+        """A new object node ("tumor N") of annotation ``kind``, whose points (box, label) are to be placed."""
+        return annotation.addObjectNode(self.scene, volumeNode, kind=kind)
 
     def objectNodes(self, volumeNode) -> List:
         return annotation.objectNodes(self.scene, volumeNode)
@@ -281,30 +234,33 @@ class PASegCoreLogic:
         return self._findNode(PREVIEW_ROLE, volumeNode, f"{volumeNode.GetName()} seeds")
 
     def expansionPreview(self, volumeNode, epsilon: float, lamb: float, **settings):
-        """Expand the volume's clicks and show background / foreground / unlabeled as segments.
+        """The pseudo label of the volume's objects, any kind, shown as background / foreground / unlabeled segments.
 
-        Runs in this process: the geodesic is computed only inside each object's box, the voxels are read in
-        place (no copy) and the segments share one label map, so a 512×512×200 volume previews in about 0.15 s
-        (``benchmarks/bench_preview.py``). Returns the node.
+        Runs in this process (:func:`.kinds.pseudoLabelMap`): seven points expand by the geodesic inside each
+        object's box, extreme points and boxes by the random walker on a crop around them (the widget runs it on
+        the GUI thread only while :meth:`previewBoxVoxels` is small); a dense case shows its label. The voxels are
+        read in place (no copy) and the segments share one label map. Returns the node.
         """
         case = annotation.caseFromNodes(self.scene, volumeNode, validate=True)
-        volume = volumeFromNode(volumeNode, copy=False)  # expand_seeds only reads it
+        dense = case.objects[0].kind == "dense"  # validate_case: then it is the case's only object
+        denseLabel = kinds.denseLabels(self.objectNodes(volumeNode)[0], volumeNode) if dense else None
+        volume = volumeFromNode(volumeNode, copy=False)  # the pseudo labels only read it
         config = ExpansionConfig(epsilon=float(epsilon), lamb=float(lamb), **settings)
-        partial = expand_seeds(volume, case, config=config)
+        partial = kinds.pseudoLabelMap(volume, case, expansion=config, denseLabel=denseLabel)
+        geometry = volume.geometry
         segmentationNode = self.previewSegmentationNode(volumeNode)
-        setLabelsToSegmentation(segmentationNode, partial, volume.geometry, PARTIAL_SEGMENTS, volumeNode)
+        setLabelsToSegmentation(segmentationNode, partial, geometry, PARTIAL_SEGMENTS, volumeNode)
         background = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName("background")
         segmentationNode.GetDisplayNode().SetSegmentOpacity2DFill(background, 0.15)
-        self._previews[volumeNode.GetID()] = (_clicks(case), partial)
+        self._previews[volumeNode.GetID()] = (_clicks(self.scene, volumeNode, case), partial)
         return segmentationNode
 
     def previewBoxVoxels(self, volumeNode) -> int:
-        """Voxels inside the volume's tumour boxes, what a preview's geodesic works on (about 1 µs each on a
-        CPU core); raises ``AnnotationError`` like :meth:`expansionPreview` when a tumour is incomplete."""
+        """The work of a preview in geodesic box voxels (about 1 µs each on a CPU core; a random walker's crop
+        voxel counts :data:`.kinds.RANDOM_WALKER_WEIGHT`); raises ``AnnotationError`` like :meth:`expansionPreview`
+        when a tumour is incomplete."""
         case = annotation.caseFromNodes(self.scene, volumeNode, validate=False)
-        geometry = geometryFromVolumeNode(volumeNode)
-        boxes = [object_box(obj, geometry) for obj in case.objects]
-        return sum(int(np.prod(np.asarray(hi) - np.asarray(lo) + 1)) for lo, hi in boxes)
+        return kinds.previewWork(case, geometryFromVolumeNode(volumeNode))
 
     def hasPreview(self, volumeNode) -> bool:
         """Whether ``volumeNode`` was previewed (its clicks may have changed since)."""
@@ -317,7 +273,7 @@ class PASegCoreLogic:
             return None
         clicks, partial = self._previews[volumeNode.GetID()]
         try:
-            current = _clicks(annotation.caseFromNodes(self.scene, volumeNode, validate=False))
+            current = _clicks(self.scene, volumeNode, annotation.caseFromNodes(self.scene, volumeNode, validate=False))
         except ValueError:
             return None
         same = clicks[0] == current[0] and clicks[1].shape == current[1].shape and np.allclose(clicks[1], current[1])
@@ -327,7 +283,8 @@ class PASegCoreLogic:
     def saveAnnotations(self, volumeNode, datasetFolder, workFolder=None) -> Dict[str, Path]:
         """Save the volume's clicks; returns what was written, by kind.
 
-        Complete and valid: ``<dataset>/<case>.mrk.json`` (what training reads), after the image
+        Complete and valid: ``<dataset>/<case>.mrk.json`` (what training reads; a dense case: after its label
+        ``<dataset>/<case>_label.nii.gz``, :mod:`.dense`), after the image
         ``<dataset>/<case>_image.nrrd`` when the dataset lacks it (never a second copy of one it holds: its grid
         must be the volume's); the case's draft is then removed, and the last preview, if any, is saved as
         ``<work>/expanded/<case>_partial.nii.gz``. Incomplete or invalid: ``{"draft": <work>/drafts/<case>.mrk.json}``
@@ -344,14 +301,22 @@ class PASegCoreLogic:
             if work is None:
                 raise AnnotationError(f"{exc} (choose a work folder to keep the clicks as a draft)") from None
             return {"draft": self.saveDraft(volumeNode, work)}
+        labels = dense.caseLabels(self.scene, volumeNode, case) if case.objects[0].kind == "dense" else None
         existingImage = self.datasetImage(volumeNode, dataset, caseId)  # refuses another image of the case
-        self._refuseOverwrite(volumeNode, dataset / f"{caseId}.mrk.json", "saved clicks")
+        markups, labelPath = dataset / f"{caseId}.mrk.json", dense.labelTarget(dataset, caseId)
+        self._refuseOverwrite(volumeNode, markups, "saved clicks")
+        if labels is not None:
+            self._refuseOverwrite(volumeNode, labelPath, "a label")
         state = drafts.objectsState(self.scene, volumeNode)
         written: Dict[str, Path] = {}
         if existingImage is None:  # the image first: no annotation without image
             volume = volumeFromNode(volumeNode)
             written["image"] = write_image(dataset / f"{caseId}{IMAGE_ROLE}.nrrd", volume.array, volume.geometry)
-        written["annotations"] = write_markups(dataset / f"{caseId}.mrk.json", case)
+        if labels is not None:  # a dense case: its label file, then the markups naming it
+            geometry = geometryFromVolumeNode(volumeNode)
+            written.update(dense.writeDenseCase(markups, labelPath, case.objects[0].name, labels, geometry))
+        else:
+            written["annotations"] = write_markups(markups, case)
         volumeNode.SetAttribute(CASE_ATTRIBUTE, caseId)
         self._saved[volumeNode.GetID()] = state
         if work is not None:

@@ -1,0 +1,114 @@
+"""Dense cases: a case labelled densely (a segment, or an imported label map) instead of clicks.
+
+A dense object node (:mod:`.kinds`) refers to a segmentation node; saving the case writes its label on the
+volume's grid as the case's label file ``<dataset>/<case>_label.nii.gz`` (the case's existing ``<case>_label.<ext>``
+when there is one) and ``<dataset>/<case>.mrk.json`` holding one ``dense`` object whose ``label_file`` names it
+(relative to the markups file). Loading such a case reads the label file back into a segmentation node
+("<volume> dense label", one segment per label value) that the object refers to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from PASegLib.annotations import AnnotationError, CaseAnnotation, ObjectAnnotation
+from PASegLib.geometry import ImageGeometry
+from PASegLib.image_io import IMAGE_SUFFIXES, read_image, write_image
+from PASegLib.markups_io import read_markups, write_markups
+
+from . import annotation, kinds
+from .segments import setLabelsToSegmentation
+from .volumes import geometryFromVolumeNode
+
+LABEL_ROLE = "_label"
+_COLORS = [(0.85, 0.25, 0.25), (0.25, 0.55, 0.90), (0.95, 0.65, 0.15), (0.55, 0.35, 0.80)]
+
+
+def labelValues(labels: np.ndarray) -> List[int]:
+    """The non-zero values of an integer label map (``bincount``: no sort of the whole volume)."""
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "iub" or (arr.size and arr.min() < 0):
+        raise ValueError("a dense label needs non-negative integer values")
+    return [int(v) for v in np.flatnonzero(np.bincount(arr.ravel().astype(np.int64, copy=False))) if v > 0]
+
+
+def labelSegmentationNode(scene, volumeNode, labels: np.ndarray, geometry: ImageGeometry, name: Optional[str] = None):
+    """A new segmentation node holding ``labels`` (``[i, j, k]`` on ``geometry``): one segment per value ``k``,
+    "label k"."""
+    values = labelValues(labels)
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name or f"{volumeNode.GetName()} dense label")
+    node.CreateDefaultDisplayNodes()
+    node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+    segments = [(v, f"label {v}", _COLORS[n % len(_COLORS)]) for n, v in enumerate(values)]
+    if segments:
+        setLabelsToSegmentation(node, np.asarray(labels), geometry, segments, volumeNode)
+    return node
+
+
+def importDenseLabel(scene, volumeNode, objectNode, path):
+    """Read a label map file (same grid as the volume) into a new segmentation node and make it the dense label of
+    ``objectNode`` (all its segments). Returns the segmentation node."""
+    label = read_image(path, role="label")
+    geometry = geometryFromVolumeNode(volumeNode)
+    mismatch = geometry.mismatch(label.geometry)
+    if mismatch:
+        raise ValueError(f"{path}: its grid differs from volume {volumeNode.GetName()!r} ({mismatch})")
+    node = labelSegmentationNode(scene, volumeNode, label.array, geometry)
+    kinds.setDenseSource(objectNode, node)
+    return node
+
+
+def caseLabelFile(folder, caseId: str) -> Optional[Path]:
+    """``<folder>/<case>_label.<ext>`` when it exists (any image suffix), else ``None``."""
+    for suffix in IMAGE_SUFFIXES:
+        path = Path(folder) / f"{caseId}{LABEL_ROLE}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def loadCaseMarkups(scene, volumeNode, path) -> List:
+    """Read ``<case>.mrk.json`` into object nodes of ``volumeNode`` (replacing its objects); a dense object's label
+    file (its ``label_file``, else ``<case>_label.<ext>`` beside the markups file) becomes its segmentation."""
+    path = Path(path)
+    geometry = geometryFromVolumeNode(volumeNode)
+    case = read_markups(path, geometry)
+    nodes = annotation.nodesFromCase(scene, volumeNode, case)
+    for obj, node in zip(case.objects, nodes):
+        if obj.kind != "dense":
+            continue
+        caseId = path.name[: -len(".mrk.json")] if path.name.endswith(".mrk.json") else path.stem
+        labelPath = path.parent / obj.label_file if obj.label_file else caseLabelFile(path.parent, caseId)
+        if labelPath is None or not labelPath.is_file():
+            raise AnnotationError(f"{path}: the dense label of {obj.name!r} is missing "
+                                  f"({labelPath or path.parent / (caseId + LABEL_ROLE + '.nii.gz')})")  # fmt: skip
+        importDenseLabel(scene, volumeNode, node, labelPath)
+    return nodes
+
+
+def caseLabels(scene, volumeNode, case: CaseAnnotation) -> np.ndarray:
+    """The label of a dense case (its one object: ``check_case_kinds``) on the volume's grid; raises
+    ``AnnotationError`` when it is empty."""
+    (obj,) = case.objects
+    node = next(n for n in annotation.objectNodes(scene, volumeNode) if n.GetName() == obj.name)
+    labels = kinds.denseLabels(node, volumeNode)
+    if not labels.any():
+        raise AnnotationError(f"object {obj.name!r} (dense label): its segments {kinds.denseSegmentNames(node)} are "
+                              "empty; paint the label first")  # fmt: skip
+    return labels
+
+
+def labelTarget(folder, caseId: str) -> Path:
+    """Where a dense case's label goes: the case's label file, else ``<folder>/<case>_label.nii.gz``."""
+    return caseLabelFile(folder, caseId) or Path(folder) / f"{caseId}{LABEL_ROLE}.nii.gz"
+
+
+def writeDenseCase(markupsPath, labelPath, name: str, labels: np.ndarray, geometry: ImageGeometry) -> dict:
+    """Write the label file, then the markups file holding one dense object that names it (relative path)."""
+    written = {"label": write_image(labelPath, labels, geometry)}
+    obj = ObjectAnnotation(name, kind="dense", label_file=Path(labelPath).name)
+    written["annotations"] = write_markups(markupsPath, CaseAnnotation([obj]))
+    return written
