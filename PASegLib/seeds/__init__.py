@@ -6,6 +6,8 @@
   :func:`~.expansion.expand_seeds`, seed precision / recall);
 * :mod:`.extent` — the label-free foreground extent (``extent="auto"``) and the GeodisTK backend;
 * :mod:`.preview` — the PNG preview of an expansion.
+* :mod:`.random_walker` — random-walker pseudo labels: "Going to Extremes" extreme-point scribbles and labels,
+  the bounding-box protocol, the §2.4 refinement of a prediction (:class:`~.random_walker.RandomWalkerConfig`).
 
 Nothing here imports torch at import time.
 """
