@@ -98,6 +98,9 @@ class Predictor:
         self.roles: Tuple[str, ...] = ROLES[: len(networks)] if len(networks) <= 2 else ()
         self.network_names: Tuple[str, ...] = tuple(type(net).__name__ for net in networks)
         self.notes: List[str] = []
+        #: a click-conditioned model (``config.point_channel``) gets the annotation's clicks when this is true
+        #: and an annotation is given, an empty click channel otherwise
+        self.use_clicks = True
 
     def describe(self) -> Dict[str, Any]:
         """JSON-ready summary: checkpoint, roles, network names, device, window settings."""
@@ -106,14 +109,22 @@ class Predictor:
                 "patch_size": list(self.config.patch_size), "overlap": self.config.sw_overlap,
                 "target_spacing_mm": self.config.target_spacing_mm}
 
-    def probability_on_training_grid(self, volume: Volume, *,
-                                     stop: Optional[StopFile] = None) -> Tuple[np.ndarray, ImageGeometry]:
+    def probability_on_training_grid(self, volume: Volume, *, stop: Optional[StopFile] = None,
+                                     annotation: Optional[CaseAnnotation] = None) -> Tuple[np.ndarray, ImageGeometry]:
         """Foreground probability float32 ``[I', J', K']`` on the training grid, and that grid; ``stop`` is
-        checked before every sliding window (raises :class:`~PASegLib.training.stopping.StopRequested`)."""
+        checked before every sliding window (raises :class:`~PASegLib.training.stopping.StopRequested`). A
+        click-conditioned model gets the click heatmap of ``annotation`` (when :attr:`use_clicks`)."""
         image, valid, grid = preprocess_image(volume, self.config)
+        clicks = None
+        if self.config.point_channel:
+            from .training.clickmaps import annotation_points, click_heatmap
+
+            points = annotation_points(annotation, grid) if (annotation is not None and self.use_clicks) else []
+            clicks = click_heatmap(points, grid.shape, grid.spacing, self.config.point_sigma_mm)
         prob = sliding_window_probability(stop_checking(self.networks, stop), image,
                                           patch_size=self.config.patch_size, overlap=self.config.sw_overlap,
-                                          device=self.device, amp=self.config.amp, sw_batch_size=self.sw_batch_size)
+                                          device=self.device, amp=self.config.amp, sw_batch_size=self.sw_batch_size,
+                                          clicks=clicks)
         prob = np.clip(prob, 0.0, 1.0, out=prob)
         prob[~valid] = 0.0
         return prob, grid
@@ -143,7 +154,7 @@ class Predictor:
         if not isinstance(volume, Volume):
             raise ValueError(f"volume must be a PASegLib.image_io.Volume, got {type(volume).__name__}")
         check_label_options(threshold, annotation, restrict_to_box)
-        prob, grid = self.probability_on_training_grid(volume, stop=stop)
+        prob, grid = self.probability_on_training_grid(volume, stop=stop, annotation=annotation)
         if grid.shape != volume.geometry.shape:
             prob = np.clip(resample_to_shape(prob, volume.geometry.shape, order=1), 0.0, 1.0)
         prob = prob.astype(np.float32, copy=False)
@@ -199,6 +210,7 @@ def load_predictor(
     device: str = "auto",
     sw_batch_size: int = 1,
     verbose: bool = True,
+    use_clicks: bool = True,
 ) -> Predictor:
     """Load a trained run for prediction.
 
@@ -209,6 +221,8 @@ def load_predictor(
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         sw_batch_size: windows per forward pass.
         verbose: print notes (e.g. the ``best`` → ``last`` fallback) on stderr; they are also in ``.notes``.
+        use_clicks: a click-conditioned run (``point_channel``) predicts with the clicks of each case's
+            annotation (``False``: with an empty click channel, as for a case nobody clicked).
 
     Raises:
         ValueError: missing run folder, bad device, or ``ensemble`` with a stage-1 run (names the run).
@@ -246,13 +260,15 @@ def load_predictor(
         if not isinstance(kwargs, dict):
             raise CheckpointError(f"{path}: network {role} has invalid build arguments {kwargs!r}")
         try:
-            net = build_network(entry["name"], in_channels=1, out_channels=2, **kwargs)
+            net = build_network(entry["name"], in_channels=2 if config.point_channel else 1, out_channels=2,
+                                **kwargs)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: cannot build the {role} network {entry['name']!r}: {exc}") from None
         load_network_weights(net, entry, source=path)
         networks.append(net)
     predictor = Predictor(networks, config, device=torch_device, sw_batch_size=sw_batch_size)
     predictor.source, predictor.roles, predictor.notes = path, tuple(roles), notes
+    predictor.use_clicks = bool(use_clicks)
     predictor.network_names = tuple(entries[role]["name"] for role in roles)
     for note in notes if verbose else ():
         print(f"note: {note}", file=sys.stderr)

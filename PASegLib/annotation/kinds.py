@@ -161,25 +161,34 @@ def _voxels(obj: ObjectAnnotation, geometry: ImageGeometry) -> Dict[str, np.ndar
 def validate_kind_object(obj: ObjectAnnotation, geometry: ImageGeometry) -> None:
     """Raise :class:`~PASegLib.annotations.AnnotationError` when a non-seven-point ``obj`` does not fit
     ``geometry``: a point outside the image; single point: F and B in one voxel; extreme points: a side's point
-    that is not the outermost of the six towards that side, or an object less than 2 voxels wide on an axis;
+    on the wrong half of the six points' extent along its axis (a click lands near the extreme, so another point
+    may reach a little further; a swapped or misplaced side is caught), or less than 2 voxels of extent;
     box: less than 2 voxels wide on an axis."""
     from ..annotations import AXIS_NAMES, AnnotationError, side_axis
 
     where = f"object {obj.name!r}"
-    vox = _voxels(obj, geometry)
+    if obj.kind == "box":  # a box's corners may lie beyond the image (it is clipped); it must overlap it
+        corners = geometry.world_to_index(np.stack([obj.marks["lo"], obj.marks["hi"]]))
+        shape = np.asarray(geometry.shape) - 1
+        if np.any(corners.max(axis=0) < 0) or np.any(corners.min(axis=0) > shape):
+            raise AnnotationError(f"{where}: the box lies outside the image (corners at voxel indices "
+                                  f"{np.round(corners, 1).tolist()}, image shape {list(geometry.shape)})")
+        vox = {}
+    else:
+        vox = _voxels(obj, geometry)
     if obj.kind == "single_point" and "B" in vox and np.array_equal(vox["F"], vox["B"]):
         raise AnnotationError(f"{where}: points F and B are in the same voxel {vox['F'].tolist()}")
     if obj.kind == "extreme_points":
         table = side_axis(geometry)
         for side in SIDES:
             axis, sign = table[side]
-            others = [vox[s][axis] for s in SIDES if s != side]
-            if sign * vox[side][axis] < max(sign * v for v in others):
+            along = [vox[s][axis] for s in SIDES]
+            middle = (max(along) + min(along)) / 2.0
+            if sign * (vox[side][axis] - middle) <= 0:  # clicks land near, not on, the extreme: only the half
                 raise AnnotationError(
-                    f"{where}: the extreme point {side} (index {AXIS_NAMES[axis]} = {vox[side][axis]}) is not the "
-                    f"outermost point towards the {_SIDE_WORDS[side]} side (another point reaches "
-                    f"{AXIS_NAMES[axis]} = {max(others) if sign > 0 else min(others)}); place {side} on the "
-                    f"object's {_SIDE_WORDS[side]}-most boundary")
+                    f"{where}: the extreme point {side} (index {AXIS_NAMES[axis]} = {vox[side][axis]}) is not on the "
+                    f"object's {_SIDE_WORDS[side]} side: the six points span {AXIS_NAMES[axis]} = "
+                    f"{min(along)}..{max(along)}; place {side} on the object's {_SIDE_WORDS[side]}-most boundary")
         lo, hi = kind_box(obj, geometry)
         if np.any(hi - lo < 1):
             raise AnnotationError(f"{where}: the extreme points span less than 2 voxels along index axis "

@@ -247,6 +247,9 @@ class TrainConfig:
                      "cv_temperature", "point_sigma_mm"):
             check_number(name, getattr(self, name), minimum=0, open_minimum=True)
         check_int("point_loss_iterations", self.point_loss_iterations, minimum=0)
+        if self.stage == 2 and self.point_channel:
+            raise ValueError("point_channel (a click-conditioned network) is a stage-one setting; SCM (stage 2) "
+                             "trains networks on the image alone")
         if self.pseudo_labels is not None and not (isinstance(self.pseudo_labels, str) and self.pseudo_labels):
             raise ValueError(f"pseudo_labels must be a folder path or null, got {short_repr(self.pseudo_labels)}")
         if not isinstance(self.random_walker, dict):

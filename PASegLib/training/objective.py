@@ -1,6 +1,7 @@
 """The stage-one objective of one config, on training patches and on whole cases.
 
-``L = L_data + a · L_mCRF + b · L_VM + g · L_box`` (see :mod:`PASegLib.training.stage1` for the terms and
+``L = L_data + a · L_mCRF + b · L_VM + g · L_box + λ_cv · L_CV + α_p · L_point`` (the last two: the PSCV and
+Going-to-Extremes protocols of issue 13; see :mod:`PASegLib.training.stage1` for the terms and
 :class:`~PASegLib.training.config.TrainConfig` for their settings). :class:`Stage1Objective` builds the loss
 modules once and evaluates them on logits (training, with the ramped weights ``a, b, g``) or on a
 foreground probability map of a whole prepared case at full weight (validation's ``heldout_loss`` and
@@ -33,24 +34,37 @@ class Stage1Objective:
         self.vm = LOSSES.build("variance")
         self.box = LOSSES.build("box_prior", shrink=c.box_prior_shrink, min_width=c.box_prior_min_width,
                                 extent_weight=c.box_prior_extent_weight)
+        # the protocols of issue 13: PSCV's contrastive variance loss, Going to Extremes' point loss
+        self.cv = LOSSES.build("contrastive_variance", weight=1.0, temperature=c.cv_temperature,
+                               tv_weight=c.cv_tv_weight / c.cv_weight if c.cv_weight > 0 else 0.0)
+        self.point = LOSSES.build("extreme_point", iterations=c.point_loss_iterations)
 
     def terms(self, logits: torch.Tensor, labels: torch.Tensor, image: torch.Tensor, valid: torch.Tensor,
-              boxes: Sequence[Any], *, a: float, b: float, g: float) -> Dict[str, torch.Tensor]:
-        """``{"ce", "dice", "data", "mcrf", "vm", "box", "loss"}`` for logits ``[B, 2, I, J, K]``.
+              boxes: Sequence[Any], *, a: float, b: float, g: float,
+              points: Any = None) -> Dict[str, torch.Tensor]:
+        """``{"ce", "dice", "data", "mcrf", "vm", "box", "cv", "point", "loss"}`` for logits ``[B, 2, I, J, K]``.
 
         ``labels`` ``[B, 1, I, J, K]`` (0, 1, 2 = ignored), ``image`` z-scored ``[B, 1, I, J, K]``, ``valid``
-        ``[B, 1, I, J, K]``, ``boxes`` per sample the objects' inclusive ``(lo, hi)`` voxel boxes; a term whose
-        weight (``a`` mCRF, ``b`` VM, ``g`` box prior) is 0 is not computed and reported as 0.
+        ``[B, 1, I, J, K]``, ``boxes`` per sample the objects' inclusive ``(lo, hi)`` voxel boxes, ``points`` the
+        click heatmaps ``[B, 1, I, J, K]`` (needed by the point loss); a term whose weight (``a`` mCRF, ``b`` VM,
+        ``g`` box prior, ``cv_weight``, ``point_loss_weight``) is 0 is not computed and reported as 0. The
+        contrastive variance and point losses are not ramped (PSCV and Going to Extremes train with them from
+        the start).
         """
+        c = self.config
         zero = logits.new_zeros(())
         data = self.partial.terms(logits, labels)
-        crf = self.crf(logits, masked_gaussian_smooth(image, self.config.crf_image_sigma, valid), valid) \
+        crf = self.crf(logits, masked_gaussian_smooth(image, c.crf_image_sigma, valid), valid) \
             if a > 0 else zero
         vm = self.vm(logits, image, valid) if b > 0 else zero
         box = self.box(logits, boxes, valid) if g > 0 else zero
-        loss = data["loss"] + a * crf + b * vm + g * box
+        cv = self.cv(logits, image, valid) if c.cv_weight > 0 else zero
+        if c.point_loss_weight > 0 and points is None:
+            raise ValueError("the point loss needs the click heatmaps (points)")
+        point = self.point(logits, points, valid) if c.point_loss_weight > 0 else zero
+        loss = data["loss"] + a * crf + b * vm + g * box + c.cv_weight * cv + c.point_loss_weight * point
         return {"ce": data["ce"], "dice": data["dice"], "data": data["loss"], "mcrf": crf, "vm": vm, "box": box,
-                "loss": loss}
+                "cv": cv, "point": point, "loss": loss}
 
     def of_probability(self, case: Any, prob: np.ndarray) -> Dict[str, float]:
         """The objective at full weight (α, β, box prior) of the foreground probability ``prob`` ``[I, J, K]``
@@ -64,6 +78,14 @@ class Stage1Objective:
         partial = torch.from_numpy(np.asarray(case.partial).astype(np.int64))[None, None]
         partial = torch.where(valid > 0, partial, torch.full_like(partial, 2))
         boxes = [np.array([[lo, hi] for lo, hi in case.boxes], dtype=np.int64).reshape(-1, 2, 3)]
+        points = None
+        if c.point_loss_weight > 0:
+            from .clickmaps import click_heatmap, positive_points
+
+            heat = click_heatmap(positive_points(case.clicks, getattr(case, "kinds", None)), prob.shape,
+                                 case.geometry.spacing, c.point_sigma_mm)
+            points = torch.from_numpy(heat)[None, None]
         with torch.no_grad():
-            terms = self.terms(logits, partial, image, valid, boxes, a=c.alpha, b=c.beta, g=c.box_prior_weight)
+            terms = self.terms(logits, partial, image, valid, boxes, a=c.alpha, b=c.beta, g=c.box_prior_weight,
+                               points=points)
         return {k: float(v) for k, v in terms.items()}

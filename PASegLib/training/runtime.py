@@ -87,6 +87,7 @@ def sliding_window_probability(
     device: Optional[torch.device] = None,
     amp: bool = True,
     sw_batch_size: int = 1,
+    clicks: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """Foreground probability of a whole (preprocessed) image with MONAI's sliding-window inference.
 
@@ -98,6 +99,8 @@ def sliding_window_probability(
         overlap: window overlap in ``[0, 1)``; windows are blended with Gaussian weights.
         device: where the networks are (default CPU); the full-size output stays on the CPU when the image is large.
         amp: float16 autocast on CUDA.
+        clicks: optional click heatmap float32 ``[I, J, K]``, the second input channel of a click-conditioned
+            network (``TrainConfig.point_channel``; zeros = predict without clicks).
 
     Returns:
         float32 ``[I, J, K]`` probability of class 1.
@@ -111,6 +114,11 @@ def sliding_window_probability(
     if not networks:
         raise ValueError("networks must hold at least one network")
     x = torch.from_numpy(np.ascontiguousarray(arr))[None, None]
+    if clicks is not None:
+        heat = np.asarray(clicks, dtype=np.float32)
+        if heat.shape != arr.shape:
+            raise ValueError(f"clicks {heat.shape} must have the image's shape {arr.shape}")
+        x = torch.cat([x, torch.from_numpy(np.ascontiguousarray(heat))[None, None]], dim=1)
     on_gpu = device.type == "cuda"
     big = arr.size > 256 * 256 * 128
 

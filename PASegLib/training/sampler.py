@@ -41,6 +41,10 @@ class PatchSampler:
         self.fg_probability = float(config.foreground_crop_probability)
         self.flip_axes = tuple(config.flip_axes)
         self.full = config.supervision == "full"
+        self.points = bool(config.point_channel or config.point_loss_weight > 0)
+        self.point_input = bool(config.point_channel)
+        self.point_sigma_mm = float(config.point_sigma_mm)
+        self.point_dropout = float(config.point_channel_dropout)
         self.lookahead = int(config.prefetch_cases)
         self.store = next((c.store for c in self.cases if hasattr(c, "store")), None)
         self._started: Optional[float] = None
@@ -82,7 +86,9 @@ class PatchSampler:
         ``valid`` float32 ``[1, I, J, K]`` with ``(I, J, K) = patch_size``; plus ``label`` int64 (dense ground
         truth, padding 2 = ignored) when ``full`` supervision was asked for; ``boxes`` int64 ``[M, 2, 3]``: the
         M objects' inclusive boxes ``(lo, hi)`` in the patch's ``[i, j, k]`` voxels (flipped with the patch;
-        they may extend beyond it)."""
+        they may extend beyond it); with ``point_channel`` / a point loss ``points`` float32 ``[1, I, J, K]`` (the
+        click heatmap, :mod:`~PASegLib.training.clickmaps`) and with ``point_channel`` ``point_keep`` ``[1]`` (0 =
+        feed an empty click channel)."""
         case = self.cases[case_index]
         if hasattr(case, "load"):
             case = case.load()  # read from the cache (or the prefetch thread) when not in memory
@@ -105,6 +111,11 @@ class PatchSampler:
         if self.full:
             arrays["label"] = np.full(self.patch, 2, dtype=np.int64)
             arrays["label"][dst] = case.label[src]
+        if self.points:  # the click channel / point-loss target, cut to the patch (clickmaps.py)
+            from .clickmaps import click_heatmap, positive_points
+
+            arrays["points"] = click_heatmap(positive_points(case.clicks, getattr(case, "kinds", None)), self.patch,
+                                             case.geometry.spacing, self.point_sigma_mm, offset=start)
         # object boxes in patch coordinates (inclusive; may extend beyond the patch), flipped with the patch
         boxes = np.array([[np.asarray(lo) - start, np.asarray(hi) - start] for lo, hi in case.boxes],
                          dtype=np.int64).reshape(-1, 2, 3)
@@ -112,4 +123,7 @@ class PatchSampler:
             if rng.random() < 0.5:
                 arrays = {k: np.flip(a, axis) for k, a in arrays.items()}
                 boxes[:, :, axis] = self.patch[axis] - 1 - boxes[:, ::-1, axis]
-        return {**{k: np.ascontiguousarray(a)[None] for k, a in arrays.items()}, "boxes": boxes}
+        out = {**{k: np.ascontiguousarray(a)[None] for k, a in arrays.items()}, "boxes": boxes}
+        if self.point_input:  # 0: this patch trains the model without clicks (point_channel_dropout)
+            out["point_keep"] = np.array([0.0 if rng.random() < self.point_dropout else 1.0], dtype=np.float32)
+        return out

@@ -16,6 +16,10 @@ Validation adds ``heldout_loss``: the same loss at full weight on each whole hel
 predicted probabilities (a label-free selection candidate, :mod:`~PASegLib.training.selection`).
 
 ``supervision="full"`` replaces the seeds by the dense labels (the fully supervised upper bound).
+
+The protocols of issue 13 add PSCV's contrastive variance loss (``cv_weight``), Going to Extremes' point loss
+(``point_loss_weight``) and the click channel (``point_channel``: the network takes ``[image, click heatmap]``,
+the heatmap emptied for a ``point_channel_dropout`` share of the patches; :mod:`~PASegLib.training.clickmaps`).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ class Stage1Trainer(Trainer):
 
     def build(self) -> None:
         c = self.config
-        net = build_network(c.network, in_channels=1, out_channels=2).to(self.device)
+        net = build_network(c.network, in_channels=2 if c.point_channel else 1, out_channels=2).to(self.device)
         self.networks["primary"] = net
         self.optimizers["primary"] = self.make_optimizer(net)
         self.scalers["primary"] = self.make_scaler()
@@ -56,12 +60,16 @@ class Stage1Trainer(Trainer):
         image, partial, valid = batch["image"], batch["partial"], batch["valid"]
         if self.config.supervision == "full":
             partial = batch["label"]  # dense labels: every image voxel labeled (padding stays ignored)
+        inputs = image
+        if self.config.point_channel:  # the click channel, empty for the patches drawn without clicks
+            inputs = torch.cat([image, batch["points"] * batch["point_keep"][:, :, None, None, None]], dim=1)
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
-            logits = net(image)
+            logits = net(inputs)
         logits = logits.float()
         a, b = self.weights.regularizer_weights(epoch_float)
         g = self.weights.ramp(epoch_float) * self.config.box_prior_weight
-        terms = self.objective.terms(logits, partial, image, valid, batch["boxes"], a=a, b=b, g=g)
+        terms = self.objective.terms(logits, partial, image, valid, batch["boxes"], a=a, b=b, g=g,
+                                     points=batch.get("points"))
         loss = terms["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the training loss became {loss.item()} at epoch {epoch_float:.2f}; "
@@ -73,6 +81,9 @@ class Stage1Trainer(Trainer):
         losses = {k: float(terms[k].detach()) for k in ("loss", "ce", "dice", "mcrf", "vm")}
         if g > 0:
             losses["box"] = float(terms["box"].detach())
+        for key, weight in (("cv", self.config.cv_weight), ("point", self.config.point_loss_weight)):
+            if weight > 0:
+                losses[key] = float(terms[key].detach())
         return losses
 
     def validation_terms(self, case, pred: np.ndarray, prob: np.ndarray) -> Dict[str, float]:

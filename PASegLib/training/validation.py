@@ -42,17 +42,30 @@ class ValidationMixin:
     """The validation methods of :class:`~PASegLib.training.engine.Trainer`."""
 
     # -- validation -------------------------------------------------------------------------------------
-    def predict_probability(self, networks: Sequence[torch.nn.Module], image: np.ndarray) -> np.ndarray:
+    def predict_probability(self, networks: Sequence[torch.nn.Module], image: np.ndarray,
+                            clicks: Optional[np.ndarray] = None) -> np.ndarray:
         """Sliding-window foreground probability ``[I, J, K]`` (mean softmax of ``networks``) of ``image``;
         the stop file is checked before every window (:class:`~PASegLib.training.stopping.StopRequested`); with
         several processes only before every case (:meth:`validate`: the ranks must stop together)."""
         stop = None if distributed.context().active else self.stop
         return sliding_window_probability(stop_checking(networks, stop), image, patch_size=self.config.patch_size,
-                                          overlap=self.config.sw_overlap, device=self.device, amp=self.amp)
+                                          overlap=self.config.sw_overlap, device=self.device, amp=self.amp,
+                                          clicks=clicks)
+
+    def click_channel(self, case) -> Optional[np.ndarray]:
+        """The click heatmap ``[I, J, K]`` of ``case`` for a click-conditioned model (``point_channel``), else
+        ``None``."""
+        if not self.config.point_channel:
+            return None
+        from .clickmaps import click_heatmap, positive_points
+
+        return click_heatmap(positive_points(case.clicks, getattr(case, "kinds", None)), case.image.shape,
+                             case.geometry.spacing, self.config.point_sigma_mm)
 
     def predict_mask(self, networks: Sequence[torch.nn.Module], case) -> np.ndarray:
-        """Binary sliding-window prediction (mean softmax of ``networks`` >= 0.5) inside ``case.valid``."""
-        return (self.predict_probability(networks, case.image) >= 0.5) & case.valid
+        """Binary sliding-window prediction (mean softmax of ``networks`` >= 0.5) inside ``case.valid``; a
+        click-conditioned model (``point_channel``) gets the case's click heatmap."""
+        return (self.predict_probability(networks, case.image, self.click_channel(case)) >= 0.5) & case.valid
 
     def validation_terms(self, case, pred: np.ndarray, prob: np.ndarray) -> Dict[str, float]:
         """Extra per-case validation numbers (averaged over the held-out cases) from the binary prediction
@@ -90,9 +103,12 @@ class ValidationMixin:
 
     def _validation_row(self, nets: Sequence[torch.nn.Module], case) -> Dict[str, float]:
         """The validation numbers of one held-out case (see :meth:`validate`)."""
-        prob = self.predict_probability(nets, case.image)
+        clicks = self.click_channel(case)
+        prob = self.predict_probability(nets, case.image, clicks)
         pred = (prob >= 0.5) & case.valid
-        flipped = self.predict_probability(nets, np.ascontiguousarray(case.image[::-1, ::-1, ::-1]))
+        flip = (slice(None, None, -1),) * 3
+        flipped = self.predict_probability(nets, np.ascontiguousarray(case.image[flip]),
+                                           None if clicks is None else np.ascontiguousarray(clicks[flip]))
         row = {"score": label_free_score(pred, case.partial, case.clicks, getattr(case, "kinds", None))["score"],
                "flip_agreement": _dice(pred, (flipped[::-1, ::-1, ::-1] >= 0.5) & case.valid),
                **self.validation_terms(case, pred, prob)}
