@@ -1,4 +1,4 @@
-"""PASeg: train a 3D segmentation model from seven clicks per tumour (PA-Seg), inside 3D Slicer.
+"""PASeg: train a 3D segmentation model from a few clicks per tumour (PA-Seg; other annotation kinds), in 3D Slicer.
 
 The widget only wires the GUI; the logic lives in the ``PASegSlicer`` helper package (tested headless on a
 real MRML scene) and PASegLib. Training and prediction run in a child process (``PythonSlicer -m PASegLib``).
@@ -29,12 +29,12 @@ if os.path.isdir(os.path.join(_ROOT, "PASegLib")) and _ROOT not in sys.path:
 
 from PASegSlicer import jobs  # noqa: E402
 from PASegSlicer.cases import pathText  # noqa: E402
-from PASegSlicer.dependencies import ANNOTATION, DependencyChecker  # noqa: E402
+from PASegSlicer.dependencies import ANNOTATION, RANDOM_WALKER, DependencyChecker  # noqa: E402
 from PASegSlicer.logic import PASegCoreLogic  # noqa: E402
 
 NETWORKS = ["unet2d5", "unet3d", "attention_unet"]  # PASegLib.networks.NETWORKS (checked by a test)
 PATH_PARAMETERS = ("datasetFolder", "workFolder", "scmRunA", "scmRunB", "trainConfig", "modelRunDir")
-AUTO_PREVIEW_MAX_VOXELS = 400_000  # larger tumor boxes preview on request only (the geodesic runs on the GUI thread)
+AUTO_PREVIEW_MAX_VOXELS = 400_000  # more work (box voxels) previews on request only (it runs on the GUI thread)
 
 
 class PASeg(ScriptedLoadableModule):
@@ -45,8 +45,8 @@ class PASeg(ScriptedLoadableModule):
         self.parent.dependencies = ["Markups", "Segmentations", "Plots"]
         self.parent.contributors = ["PASeg developers"]
         self.parent.helpText = _(
-            "Annotate each tumour with seven points, preview the seed expansion, train a "
-            "PA-Seg model in the background and segment new volumes with it."
+            "Annotate each tumour (seven points, extreme points, a single point, a box or a dense label), preview "
+            "its pseudo label, train a PA-Seg model in the background and segment new volumes with it."
         )
         self.parent.acknowledgementText = _(
             "PA-Seg: Zhai, Wang et al., Learning from Point Annotations for 3D "
@@ -210,14 +210,15 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if p is None or p.inputVolume is None:
             return
-        with slicer.util.tryWithErrorDisplay(_("Expansion preview failed."), waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Pseudo-label preview failed."), waitCursor=True):
             checker = DependencyChecker(slicer.util.confirmOkCancelDisplay, slicer.util.pip_install)
-            checker.ensure(ANNOTATION, _("The seed expansion"))
+            randomWalker = self.logic.core.usesRandomWalker(p.inputVolume)
+            checker.ensure(ANNOTATION + (RANDOM_WALKER if randomWalker else ()), _("The pseudo-label preview"))
             try:
                 voxels = self.logic.core.previewBoxVoxels(p.inputVolume)
                 if quiet and voxels > AUTO_PREVIEW_MAX_VOXELS:  # ~1 µs per box voxel on the GUI thread
-                    text = _("Auto-preview paused: the tumor boxes hold {n:.1f} M voxels (about {s:.0f} s); press "
-                             "Preview.").format(n=voxels / 1e6, s=max(1.0, voxels * 1.2e-6))  # fmt: skip
+                    text = _("Auto-preview paused: the tumors' pseudo labels take about {s:.0f} s ({n:.1f} M box "
+                             "voxels); press Preview.").format(n=voxels / 1e6, s=max(1.0, voxels * 1.2e-6))  # fmt: skip
                     return self.ui.annotationStatusLabel.setText(text)
                 segmentation = self.logic.core.expansionPreview(p.inputVolume, p.epsilon, p.lamb)
             except ValueError as exc:  # incomplete or invalid clicks: shown, not raised, during live preview

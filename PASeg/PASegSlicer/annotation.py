@@ -302,9 +302,11 @@ def placementStatus(node, volumeNode) -> PlacementStatus:
 
 def _boxStatus(node, name: str, placed: Dict[str, np.ndarray], geometry: ImageGeometry) -> PlacementStatus:
     prompts = get_kind("box").prompts
-    if not placed:
-        prompt = f"{name} (box): draw it: lo ({prompts['lo']}), then hi ({prompts['hi']})"
-        return PlacementStatus("lo", 0, prompt, "", ("lo", "hi"))
+    if not placed:  # Slicer draws a box as two clicks: one corner, then the opposite one
+        first = node.GetNumberOfDefinedControlPoints() == 0
+        label, step = ("lo", 1) if first else ("hi", 2)
+        prompt = f"{name} (box): place point {step} of 2, {label} ({prompts[label]}); then drag its handles"
+        return PlacementStatus(label, step - 1, prompt, "", ("lo", "hi") if first else ("hi",))
     error = ""
     try:
         validate_object(objectFromPoints(name, placed, "box"), geometry)

@@ -1,5 +1,6 @@
-"""The annotation and case panels of the PASeg widget: the current volume's tumours, the placement prompt, drafts
-saved on their own, and case navigation that never loses a click.
+"""The annotation and case panels of the PASeg widget: the current volume's tumours of any annotation kind (the kind
+of new tumours, a dense tumour's segment or label map), the placement prompt, drafts saved on their own, and case
+navigation that never loses a click.
 
 GUI code (Slicer only; ``slicer`` and ``qt`` are imported where used). Every decision is made by
 :class:`~PASegSlicer.logic.PASegCoreLogic`, :mod:`.annotation` and :mod:`.cases`, tested headless on a real MRML
@@ -12,17 +13,24 @@ from __future__ import annotations
 
 import logging
 
-from . import annotation
+from . import annotation, dense, kinds
 from .cases import DRAFT, CaseList, datasetCaseId, pathText
 from .qtprocess import singleShotTimer
 
 AUTOSAVE_DELAY_MS = 2000
+KIND_SETTING = "PASeg/annotationKind"
 
 
 def _(text: str) -> str:
     from slicer.i18n import tr
 
     return tr(text)
+
+
+def _qt():
+    import qt as module
+
+    return module
 
 
 
@@ -35,6 +43,7 @@ class AnnotationPanel:
 
         self.widget, self.ui = widget, widget.ui
         self.cases, self.nodes, self._observed, self._volumeID, self._edited = None, [], [], None, False
+        self._optionalID, self._segmentIds, self._syncing = None, [""], False  # see onPlace, updateDenseWidgets
         self.statusTimer = singleShotTimer(0, self.updateStatus)  # one edit fires several events: read the status once
         self.objectsTimer = singleShotTimer(0, self.observeObjects)
         self.autosaveTimer = singleShotTimer(AUTOSAVE_DELAY_MS, lambda: self.autosave(self._node(self._volumeID)))
@@ -42,8 +51,19 @@ class AnnotationPanel:
         for button, slot in ((u.addTumorButton, self.onAddTumor), (u.placeButton, self.onPlace),
                              (u.saveButton, self.onSave), (u.refreshCasesButton, self.refreshCases),
                              (u.loadCaseButton, self.onLoadCase), (u.previousCaseButton, lambda: self.onStepCase(-1)),
-                             (u.nextCaseButton, lambda: self.onStepCase(1))):  # fmt: skip
+                             (u.nextCaseButton, lambda: self.onStepCase(1)),
+                             (u.importLabelButton, self.onImportLabel)):  # fmt: skip
             button.clicked.connect(slot)
+        self.kindNames = kinds.kindNames()
+        u.kindComboBox.addItems([kinds.kindTitle(k) for k in self.kindNames])
+        remembered = str(_qt().QSettings().value(KIND_SETTING, kinds.DEFAULT_KIND) or kinds.DEFAULT_KIND)
+        u.kindComboBox.currentIndex = self.kindNames.index(remembered) if remembered in self.kindNames else 0
+        u.kindComboBox.currentIndexChanged.connect(
+            lambda index: _qt().QSettings().setValue(KIND_SETTING, self.kindNames[index]))
+        u.objectComboBox.currentIndexChanged.connect(lambda *args: self.updateDenseWidgets())
+        u.denseSegmentationSelector.currentNodeChanged.connect(self.onDenseSegmentationChanged)
+        u.denseSegmentComboBox.currentIndexChanged.connect(self.onDenseSegmentChanged)
+        u.denseLabelWidget.visible = False
         u.caseList.itemDoubleClicked.connect(lambda item: self.onLoadCase())
         scene = slicer.mrmlScene
         # before the widget lets go of its parameter node (the work folder) on the same event
@@ -117,8 +137,10 @@ class AnnotationPanel:
         label.setText("<br>".join(lines) or _('No tumor yet: click "Add tumor".'))
         active = slicer.modules.markups.logic().GetActiveListID()
         for node, status in zip(self.nodes, statuses):  # leave place mode once the tumor being placed is complete
-            if status.complete and node.GetID() == active:
+            optional = node.GetID() == self._optionalID and status.expectedLabel is not None  # asked for B
+            if status.complete and node.GetID() == active and not optional:
                 self.stopPlacing()
+        self.updateDenseWidgets()
         edited, self._edited = self._edited, False
         p = self.widget.parameterNode()
         if edited and statuses and all(s.valid for s in statuses) and p and p.autoPreview:
@@ -135,22 +157,83 @@ class AnnotationPanel:
         return next((n for n in self.nodes if n.GetName() == self.ui.objectComboBox.currentText), None)
 
     def onAddTumor(self) -> None:
-        node = self.core.addObject(self.volume())
+        node = self.core.addObject(self.volume(), self.kindNames[self.ui.kindComboBox.currentIndex])
         self.observeObjects()
         self.ui.objectComboBox.setCurrentText(node.GetName())
         self.onPlace()
 
     def onPlace(self) -> None:
-        """Place mode on the selected tumor from its first unplaced point; refused (with a hint) when complete."""
+        """Place mode on the selected tumor from its first unplaced point (a complete tumor: its optional points, a
+        single point's B); refused (with a hint) when nothing is left to place (a box: drawn; a dense label)."""
         import slicer
 
         node = self.selectedNode()
         if node is None:
             return
         with slicer.util.tryWithErrorDisplay(_("Cannot place the points of this tumor."), waitCursor=False):
+            complete = annotation.placementStatus(node, self.volume()).complete
+            self._optionalID = node.GetID() if complete else None  # place mode stays on for the optional points
             if not annotation.startPlacement(slicer.modules.markups.logic(), node):
-                slicer.util.showStatusMessage(annotation.COMPLETE_MESSAGE.format(name=node.GetName()), 8000)
+                slicer.util.showStatusMessage(annotation.completeMessage(node), 8000)
             self.updateStatus()  # the start index fires no event: name the point Slicer fills now
+
+    # -- a dense tumor's label ------------------------------------------------------------------------------------
+    def denseNode(self):
+        node = self.selectedNode()
+        return node if node is not None and kinds.kindOf(node) == "dense" else None
+
+    def updateDenseWidgets(self) -> None:
+        """Show the selected tumor's dense label (its segmentation and segment) while it is a dense tumor."""
+        node, u = self.denseNode(), self.ui
+        u.denseLabelWidget.visible = node is not None
+        if node is None:
+            return
+        segmentation, segmentId = kinds.denseSource(node)
+        self._syncing = True
+        try:
+            u.denseSegmentationSelector.setCurrentNode(segmentation)
+            self.fillSegments(segmentation, segmentId)
+        finally:
+            self._syncing = False
+
+    def fillSegments(self, segmentationNode, segmentId: str = "") -> None:
+        segmentation = segmentationNode.GetSegmentation() if segmentationNode is not None else None
+        ids = list(segmentation.GetSegmentIDs()) if segmentation is not None else []
+        self._segmentIds = [""] + ids
+        combo, wasBlocked = self.ui.denseSegmentComboBox, self.ui.denseSegmentComboBox.blockSignals(True)
+        combo.clear()
+        combo.addItems([_("all segments")] + [segmentation.GetSegment(i).GetName() for i in ids])
+        combo.currentIndex = self._segmentIds.index(segmentId) if segmentId in self._segmentIds else 0
+        combo.blockSignals(wasBlocked)
+
+    def onDenseSegmentationChanged(self, segmentationNode) -> None:
+        node = self.denseNode()
+        if self._syncing or node is None:
+            return
+        if segmentationNode is None:
+            node.RemoveNodeReferenceIDs(kinds.DENSE_ROLE)
+        else:
+            kinds.setDenseSource(node, segmentationNode)
+        self.fillSegments(segmentationNode)
+
+    def onDenseSegmentChanged(self, index: int) -> None:
+        node, segmentation = self.denseNode(), self.ui.denseSegmentationSelector.currentNode()
+        if not self._syncing and node is not None and segmentation is not None and 0 <= index < len(self._segmentIds):
+            kinds.setDenseSource(node, segmentation, self._segmentIds[index])
+
+    def onImportLabel(self) -> None:
+        """A label map file (on the volume's grid) becomes the selected dense tumor's label."""
+        import slicer
+
+        node = self.denseNode()
+        if node is None:
+            return slicer.util.showStatusMessage(_('Select a tumor of kind "dense label" first.'), 5000)
+        path = _qt().QFileDialog.getOpenFileName(slicer.util.mainWindow(), _("Import a label map"), "",
+                                                _("Label maps (*.nii.gz *.nii *.nrrd *.mha *.mhd);;All files (*)"))
+        if path:
+            with slicer.util.tryWithErrorDisplay(_("Importing the label map failed."), waitCursor=True):
+                dense.importDenseLabel(slicer.mrmlScene, self.volume(), node, path)
+                self.updateDenseWidgets()
 
     def onSave(self) -> None:
         import slicer
@@ -175,7 +258,7 @@ class AnnotationPanel:
             return ""
         try:
             path = self.core.autosaveDraft(volume, self.workFolder())
-        except ValueError as exc:  # no work folder, or an object that is not seven points (AnnotationError)
+        except ValueError as exc:  # no work folder, or an object not laid out as its kind (AnnotationError)
             message = _("Unsaved clicks of {name}: {problem}").format(name=volume.GetName(), problem=exc)
             slicer.util.showStatusMessage(message, 10000)
             return str(exc)

@@ -41,9 +41,11 @@ class Requirement:
 
 #: What the annotation workflow needs in the Slicer process (all bundled with Slicer).
 ANNOTATION = (Requirement("numpy", "numpy"), Requirement("scipy", "scipy"), Requirement("SimpleITK", "SimpleITK"))
+#: What the random-walker pseudo labels (extreme points, boxes) need: previews in the Slicer process, training.
+RANDOM_WALKER = (Requirement("skimage", "scikit-image>=0.21"),)
 #: What the training / prediction child process needs besides torch.
 TRAINING = (Requirement("monai", "monai>=1.3"), Requirement("matplotlib", "matplotlib>=3.6"),
-            Requirement("tqdm", "tqdm>=4.64"))  # fmt: skip
+            Requirement("tqdm", "tqdm>=4.64")) + RANDOM_WALKER  # fmt: skip
 
 
 class DependencyError(RuntimeError):

@@ -36,8 +36,14 @@ SEVEN_POINT_HINTS = {"F": "foreground: inside the tumor, near its centre",
 RANDOM_WALKER_WEIGHT = 6
 
 
+#: The order the kind selector lists them in (then any other registered kind).
+KIND_ORDER = ("seven_points", "extreme_points", "single_point", "box", "dense")
+
+
 def kindNames() -> List[str]:
-    return list(kind_names())
+    """The registered annotation kinds, seven points first (:data:`KIND_ORDER`)."""
+    names = list(kind_names())
+    return [k for k in KIND_ORDER if k in names] + [k for k in names if k not in KIND_ORDER]
 
 
 def kindTitle(kind: str) -> str:
@@ -81,7 +87,10 @@ def _corners(center: np.ndarray, size: np.ndarray, axes: np.ndarray) -> np.ndarr
 
 
 def roiDrawn(node) -> bool:
-    return node.GetNumberOfDefinedControlPoints() > 0
+    """Whether the ROI is drawn: Slicer places a box ROI as two corners (``RequiredNumberOfControlPoints`` 2), then
+    replaces them with its centre (1); an ROI set through the API or read from a file has its centre only."""
+    defined = node.GetNumberOfDefinedControlPoints()
+    return defined >= 1 and defined >= node.GetRequiredNumberOfControlPoints()
 
 
 def roiCornersLps(node, volumeNode) -> Dict[str, np.ndarray]:

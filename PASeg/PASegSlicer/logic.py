@@ -195,8 +195,19 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
     def objectNodes(self, volumeNode) -> List:
         return annotation.objectNodes(self.scene, volumeNode)
 
+    def usesRandomWalker(self, volumeNode) -> bool:
+        """Whether the volume's objects include extreme points or boxes (their preview needs scikit-image)."""
+        return any(kinds.kindOf(n) in ("extreme_points", "box") for n in self.objectNodes(volumeNode))
+
     def objectStatuses(self, volumeNode) -> List[annotation.PlacementStatus]:
-        return [annotation.placementStatus(node, volumeNode) for node in self.objectNodes(volumeNode)]
+        """Each object's placement status; a dense object beside others is an error (its label is the case's)."""
+        nodes = self.objectNodes(volumeNode)
+        statuses = [annotation.placementStatus(node, volumeNode) for node in nodes]
+        for node, status in zip(nodes, statuses):
+            if len(nodes) > 1 and kinds.kindOf(node) == "dense" and not status.error:
+                status.error = (f"object {node.GetName()!r} is a dense label, which covers the whole image: it must "
+                                "be the case's only object; remove the other tumors or this one")  # fmt: skip
+        return statuses
 
     def caseWarnings(self, volumeNode) -> List[str]:
         """Warnings of a complete, valid case (overlapping boxes); raises ``AnnotationError`` when invalid."""

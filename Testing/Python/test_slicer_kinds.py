@@ -215,6 +215,21 @@ def test_a_box_is_drawn_then_adjusted(scene, app, sphere):
     assert annotation.startPlacement(app.logics["Markups"], node)
     assert app.logics["Markups"].GetActiveListID() == node.GetID()
     corners = boxCorners(mask)
+    import vtk
+
+    node.AddControlPoint(vtk.vtkVector3d(*lps_to_ras(corners["lo"])))  # Slicer's first click: one corner
+    status = annotation.placementStatus(node, volume)
+    assert status.expectedLabel == "hi" and "the opposite corner" in status.prompt and not status.complete
+    assert annotation.placedPointsLps(node, volume) == {}
+    opposite = corners["hi"].copy()
+    opposite[2] = corners["lo"][2]
+    node.AddControlPoint(vtk.vtkVector3d(*lps_to_ras(opposite)))  # the second, in the same axial slice
+    assert node.GetNumberOfControlPoints() == 1  # Slicer keeps the centre only, with some depth
+    status = annotation.placementStatus(node, volume)
+    assert status.complete and status.expectedLabel is None
+    back = annotation.placedPointsLps(node, volume)
+    np.testing.assert_allclose(back["lo"][:2], corners["lo"][:2], atol=1e-6)
+    np.testing.assert_allclose(back["hi"][:2], corners["hi"][:2], atol=1e-6)
     flat = {"lo": corners["lo"], "hi": corners["hi"].copy()}
     flat["hi"][2] = flat["lo"][2]  # drawn in one axial slice: no depth yet
     drawBox(node, flat)
