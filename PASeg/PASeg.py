@@ -245,8 +245,9 @@ class PASegLogic(ScriptedLoadableModuleLogic):
 
 
 class PASegTest(ScriptedLoadableModuleTest):
-    """The scenarios of ``PASegSlicer.selftest``: clicks → preview always; then save → tiny training job → prediction
-    job → import when torch is installed (the jobs run in ``PythonSlicer`` children, as the module runs them)."""
+    """The scenarios of ``PASegSlicer.selftest``: seven clicks → preview, extreme points and a box → preview always;
+    then save → tiny training job → prediction job → import when torch is installed (the jobs run in
+    ``PythonSlicer`` children, as the module runs them)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -254,6 +255,8 @@ class PASegTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_SevenPointsToPreview()
+        self.setUp()
+        self.test_KindsToPreview()
         self.setUp()
         self.test_FullPath()
 
@@ -264,6 +267,14 @@ class PASegTest(ScriptedLoadableModuleTest):
         counts = runScenario(slicer.mrmlScene)
         self.delayDisplay(f"Segment voxel counts: {counts}")
         self.assertGreater(counts["foreground"], 0)
+        self.delayDisplay("Test passed")
+
+    def test_KindsToPreview(self):
+        from PASegSlicer.selftest import runKindsScenario
+
+        self.delayDisplay("Extreme points, then a box, of a synthetic tumor: random-walker preview")
+        counts = runKindsScenario(slicer.mrmlScene)
+        self.delayDisplay(f"Foreground voxels: {counts}")
         self.delayDisplay("Test passed")
 
     def test_FullPath(self):

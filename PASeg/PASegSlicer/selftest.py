@@ -2,7 +2,8 @@
 
 :func:`runScenario`: a synthetic volume (a bright ellipsoid on a noisy background, no file, no network, no
 torch), one object whose seven points are placed through the logic, the expansion preview, and checks of the
-segment volumes. :func:`runFullScenario` continues the path a user takes: save the case into a dataset
+segment volumes; :func:`runKindsScenario` does the same for an extreme-points tumour and a box (the random
+walker's pseudo labels, issue 13). :func:`runFullScenario` continues the path a user takes: save the case into a dataset
 folder, train a tiny stage-one model in a child process (``python -m PASegLib train``, needs torch), predict
 the volume with it in a second job, and take the results in (the prediction imported as segments of the
 volume). Inside Slicer the child is ``PythonSlicer``, so one run of ``PASegTest`` checks the whole path.
@@ -16,6 +17,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from PASegLib.annotations import side_axis
 from PASegLib.geometry import ImageGeometry
 from PASegLib.image_io import Volume
 
@@ -70,6 +72,50 @@ def _checkPreview(logic, volume, tumor, geometry, epsilon: float, lamb: float) -
     inside = logic.previewLabels(volume)[tumor].tolist().count(1)
     assert inside >= 0.9 * counts["foreground"], f"only {inside} of {counts['foreground']} fg voxels in the tumor"
     return counts
+
+
+def kindPoints(kind: str, tumor: np.ndarray, geometry: ImageGeometry) -> Dict[str, np.ndarray]:
+    """LPS points of ``kind`` for the mask ``tumor``: extreme points on the lines through its centre voxel; a box
+    2 voxels larger than the tumour on every side (its corners ``lo`` / ``hi``)."""
+    voxels = np.argwhere(tumor)
+    lo, hi = voxels.min(axis=0), voxels.max(axis=0)
+    if kind == "box":
+        corners = geometry.index_to_world(np.stack([lo - 2, hi + 2]).astype(np.float64))
+        return {"lo": corners.min(axis=0), "hi": corners.max(axis=0)}
+    center, points = (lo + hi) // 2, {}
+    for side, (axis, sign) in side_axis(geometry).items():
+        line = [slice(int(c), int(c) + 1) for c in center]
+        line[axis] = slice(None)
+        along = np.flatnonzero(tumor[tuple(line)].ravel())
+        index = center.astype(np.float64)
+        index[axis] = along.max() if sign > 0 else along.min()
+        points[side] = geometry.index_to_world(index)
+    return points
+
+
+def runKindsScenario(scene, *, keep: bool = False) -> Dict[str, int]:
+    """An extreme-points tumour, then a box, of the synthetic tumour, each previewed (random walker) and checked;
+    returns the foreground voxels of each preview. Its nodes are removed at the end unless ``keep``."""
+    volume, tumor, geometry = syntheticVolume(scene, "PASegTest kinds volume")
+    logic, counts = PASegCoreLogic(scene), {}
+    try:
+        for kind in ("extreme_points", "box"):
+            for old in logic.objectNodes(volume):
+                scene.RemoveNode(old)
+            node = logic.addObject(volume, kind)
+            annotation.setPlacedPointsLps(node, volume, kindPoints(kind, tumor, geometry))
+            status = annotation.placementStatus(node, volume)
+            assert status.valid, f"the synthetic {kind} should be valid: {status.error}"
+            logic.expansionPreview(volume, epsilon=0.175, lamb=0.5)
+            foreground = logic.previewLabels(volume) == 1
+            inside = int((foreground & tumor).sum())
+            assert inside >= 0.8 * tumor.sum(), f"{kind}: {inside} of {tumor.sum()} tumour voxels are foreground"
+            assert inside >= 0.75 * foreground.sum(), f"{kind}: only {inside} of {foreground.sum()} fg voxels in it"
+            counts[kind] = int(foreground.sum())
+        return counts
+    finally:
+        if not keep:
+            logic.unloadCase(volume, discard=True)
 
 
 #: A training run that finishes in seconds on a CPU: it checks the path, not the accuracy.

@@ -21,7 +21,7 @@ from conftest import require_slicer_core  # noqa: E402
 
 slicer = require_slicer_core()
 
-from PASegSlicer import annotation, cases, dense, drafts, kinds, volumes  # noqa: E402
+from PASegSlicer import annotation, cases, dense, drafts, kinds, selftest, volumes  # noqa: E402
 from PASegSlicer.headless import HeadlessSlicer  # noqa: E402
 from PASegSlicer.logic import PASegCoreLogic  # noqa: E402
 from PASegSlicer.segments import segmentVoxelCounts  # noqa: E402
@@ -425,3 +425,10 @@ def test_the_preview_of_each_kind_produces_labels(scene, logic, sphere, kind):
         assert (foreground & mask).sum() >= 0.8 * mask.sum(), (kind, counts, int(mask.sum()))
     if kind == "single_point":  # the clicks' balls: F foreground, B background
         assert labels[tuple(CENTER)] == 1 and labels[2, 2, 2] == 0 and counts["unlabeled"] > 0
+
+
+def test_the_self_tests_kinds_scenario_runs_headless_and_leaves_nothing(scene):
+    counts = selftest.runKindsScenario(scene)
+    assert set(counts) == {"extreme_points", "box"} and all(v > 100 for v in counts.values())
+    assert scene.GetNumberOfNodesByClass("vtkMRMLMarkupsNode") == 0
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 0
