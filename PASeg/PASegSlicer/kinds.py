@@ -163,22 +163,20 @@ def denseLabels(node, volumeNode) -> np.ndarray:
 # -- live checks of incomplete objects ----------------------------------------------------------------------------
 def partialError(name: str, kind: str, voxels: Dict[str, np.ndarray], geometry: ImageGeometry) -> str:
     """The first problem among the placed points (label → voxel index) of an incomplete object: seven points, two
-    points in one voxel or a side point not beyond F; extreme points, a side's point that is not the outermost of
-    those placed towards its side; other kinds have no check before they are complete."""
+    points in one voxel or a side point not beyond F; extreme points, a side's point not beyond the opposite side's
+    (swapped sides: PASegLib's check of the complete six, each on its half of their extent, implies it); other
+    kinds have no check before they are complete."""
     if kind == DEFAULT_KIND:
         return _sevenPointError(name, voxels, geometry)
     if kind != "extreme_points":
         return ""
     table = side_axis(geometry)
     for side, (axis, sign) in table.items():
-        if side not in voxels:
-            continue
-        beyond = [s for s in voxels if s != side and sign * voxels[s][axis] > sign * voxels[side][axis]]
-        if beyond:
+        opposite = next(s for s, (a, g) in table.items() if a == axis and g == -sign)
+        if side in voxels and opposite in voxels and sign * (voxels[side][axis] - voxels[opposite][axis]) <= 0:
             return (f"object {name!r}: the extreme point {side} (index {AXIS_NAMES[axis]} = {voxels[side][axis]}) "
-                    f"is not the outermost point towards the {SIDE_NAMES[side]} side: {beyond[0]} reaches "
-                    f"{AXIS_NAMES[axis]} = {voxels[beyond[0]][axis]}; place {side} on the object's "
-                    f"{SIDE_NAMES[side]}-most boundary")  # fmt: skip
+                    f"is not {SIDE_NAMES[side]} of {opposite} ({AXIS_NAMES[axis]} = {voxels[opposite][axis]}): place "
+                    f"{side} on the object's {SIDE_NAMES[side]}-most boundary")  # fmt: skip
     return ""
 
 

@@ -275,15 +275,17 @@ def test_a_wrong_extreme_point_is_named_while_placing_and_when_complete(scene, s
     annotation.setControlPoint(node, "S", lps_to_ras(wrong))
     status = annotation.placementStatus(node, volume)
     assert status.complete and not status.valid
-    assert "the extreme point S" in status.error
-    assert "is not the outermost point towards the superior side" in status.error
+    assert "the extreme point S" in status.error and "superior" in status.error  # PASegLib's message
     with pytest.raises(AnnotationError, match="the extreme point S"):
         annotation.caseFromNodes(scene, volume)
     # while placing: R placed left of L is named before the other points exist
     other = annotation.addObjectNode(scene, volume, kind="extreme_points")
     place(other, {"R": points["L"] + np.array([2.0, 0.0, 0.0]), "L": points["L"]})
     error = annotation.placementStatus(other, volume).error
-    assert "the extreme point R" in error and "towards the right side" in error
+    assert "the extreme point R" in error and "is not right of L" in error
+    # a click near, not on, the extreme is accepted (PASegLib checks each side's half of the extent)
+    place(other, {**points, "R": points["R"] + np.array([0.0, 2.0, 1.5])})
+    assert annotation.placementStatus(other, volume).valid
 
 
 def test_a_dense_object_must_be_the_cases_only_object(scene, logic, sphere):
@@ -421,8 +423,8 @@ def test_the_preview_of_each_kind_produces_labels(scene, logic, sphere, kind):
     assert labels is not None and labels.dtype == np.uint8
     foreground = labels == 1
     assert foreground.any() and (foreground & ~mask).sum() <= 0.25 * foreground.sum()  # boundary voxels
-    if kind in ("extreme_points", "box", "dense"):
-        assert (foreground & mask).sum() >= 0.8 * mask.sum(), (kind, counts, int(mask.sum()))
+    if kind in ("extreme_points", "box", "dense"):  # most of the sphere (the library's accuracy is not tested here)
+        assert (foreground & mask).sum() >= 0.5 * mask.sum(), (kind, counts, int(mask.sum()))
     if kind == "single_point":  # the clicks' balls: F foreground, B background
         assert labels[tuple(CENTER)] == 1 and labels[2, 2, 2] == 0 and counts["unlabeled"] > 0
 
