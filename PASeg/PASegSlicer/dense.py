@@ -89,6 +89,13 @@ def loadCaseMarkups(scene, volumeNode, path) -> List:
     return nodes
 
 
+def relinkLabel(scene, volumeNode, labelPath) -> None:
+    """A draft keeps no segmentation: its dense objects get the case's label file (``None``: left without)."""
+    for node in annotation.objectNodes(scene, volumeNode):
+        if labelPath is not None and kinds.kindOf(node) == "dense" and kinds.denseSource(node)[0] is None:
+            importDenseLabel(scene, volumeNode, node, labelPath)
+
+
 def caseLabels(scene, volumeNode, case: CaseAnnotation) -> np.ndarray:
     """The label of a dense case (its one object: ``check_case_kinds``) on the volume's grid; raises
     ``AnnotationError`` when it is empty."""

@@ -135,10 +135,12 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
     def restoreAnnotations(self, volumeNode, files: Optional[CaseFiles] = None, workFolder=None, *,
                            geometry: Optional[ImageGeometry] = None) -> Optional[Path]:  # fmt: skip
         """Replace the volume's objects with the case's draft when newer than its annotation, else its annotation
-        (``<case>.mrk.json`` or ``<case>_7points``). Returns the file read (``None``: nothing saved yet)."""
+        (``<case>.mrk.json`` or ``<case>_7points``; a dense object gets the case's label file as its segmentation).
+        Returns the file read (``None``: nothing saved yet)."""
         source = newerDraft(workFolder, self.caseIdOf(volumeNode), files)
         if source is not None:
             drafts.loadDraft(self.scene, volumeNode, source)
+            dense.relinkLabel(self.scene, volumeNode, files.label if files is not None else None)
         elif files is not None and files.markups is not None:
             source = files.markups
             annotation.loadCaseAnnotation(self.scene, volumeNode, source)

@@ -8,6 +8,7 @@ The volume is a small bright sphere (28×28×20 voxels), so the random walker ru
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -378,6 +379,14 @@ def test_a_dense_case_writes_its_label_file_and_markups_and_opens_again(scene, l
         (restored,) = reopenedLogic.objectNodes(reopened)
         assert kinds.kindOf(restored) == "dense" and annotation.placementStatus(restored, reopened).valid
         assert np.array_equal(kinds.denseLabels(restored, reopened) > 0, mask)
+        restored.SetName("whole label")  # a draft newer than the saved case keeps no segment: the label file is used
+        stat = files.markups.stat()  # older by 10 s (a test runs faster than some file systems' time resolution)
+        os.utime(files.markups, ns=(stat.st_atime_ns - 10**10, stat.st_mtime_ns - 10**10))
+        assert reopenedLogic.autosaveDraft(reopened, work) == cases.draftPath(work, "sphere")
+        assert reopenedLogic.restoreAnnotations(reopened, files, work) == cases.draftPath(work, "sphere")
+        (again,) = reopenedLogic.objectNodes(reopened)
+        assert again.GetName() == "whole label" and annotation.placementStatus(again, reopened).valid
+        assert np.array_equal(kinds.denseLabels(again, reopened) > 0, mask)
     finally:
         fresh.close()
 
