@@ -285,8 +285,8 @@ def placementStatus(node, volumeNode) -> PlacementStatus:
         prompt = f"{prefix}: {done}"
         optional = [label for label in labels if label not in required and label not in placed]
         if optional:
-            prompt += "; optional: " + ", ".join(f"{o} ({kinds.pointHint(kind, o)})" for o in optional)
-            prompt += ', "Continue placing" places it'
+            prompt += "; " + ", ".join(f"{o}: {kinds.pointHint(kind, o)}" for o in optional)
+            prompt += ' ("Continue placing" places it)'
     else:
         label = expected if expected is not None else missing[0]
         step = labels.index(label) + 1

@@ -197,7 +197,7 @@ def test_a_single_points_background_point_is_optional(scene, app, sphere):
     annotation.setControlPoint(node, "F", lps_to_ras(_lps(CENTER)))
     status = annotation.placementStatus(node, volume)
     assert status.complete and status.valid and status.expectedLabel == "B"  # B may be placed or skipped
-    assert "optional: B (optional: one point on the background)" in status.prompt
+    assert "F placed; B: optional: one point on the background" in status.prompt
     assert annotation.caseFromNodes(scene, volume).objects[0].background == {}
     assert annotation.startPlacement(markups, node) and node.GetControlPointPlacementStartIndex() == 1
     annotation.setControlPoint(node, "F", lps_to_ras(_lps(CENTER)))
