@@ -163,7 +163,7 @@ def setControlPoint(node, label: str, worldRas) -> None:
 def _checkLayout(node) -> Tuple[str, ...]:
     """The point labels of a point object (by control point index); raises when its points cannot be named."""
     kind = kindOf(node)
-    if kind == "box":
+    if kinds.isRoi(node):
         raise AnnotationError(f"object {node.GetName()!r} is a box: it has corners, not control points to place")
     try:
         labels = kindLabels(kind)
@@ -180,7 +180,7 @@ def _checkLayout(node) -> Tuple[str, ...]:
 def placedPointsLps(node, volumeNode) -> Dict[str, np.ndarray]:
     """Placed points of ``node`` as LPS positions in the volume's local frame, by label (a box: its corners once
     drawn)."""
-    if kindOf(node) == "box":
+    if kinds.isRoi(node):
         return kinds.roiCornersLps(node, volumeNode)
     placed = {}
     for index, label in enumerate(_checkLayout(node)):
@@ -193,7 +193,7 @@ def placedPointsLps(node, volumeNode) -> Dict[str, np.ndarray]:
 
 def setPlacedPointsLps(node, volumeNode, points: Dict[str, np.ndarray]) -> None:
     """Place the points ``label → LPS`` (volume's local frame); a box: its corners ``lo`` and ``hi``."""
-    if kindOf(node) == "box":
+    if kinds.isRoi(node):
         if {"lo", "hi"} <= set(points):
             kinds.setRoiCornersLps(node, volumeNode, points["lo"], points["hi"])
         return
@@ -229,9 +229,9 @@ def startPlacement(markupsLogic, node) -> bool:
     Points marked "missing" in the Markups module are made placeable again (PASeg needs every point).
     """
     kind = kindOf(node)
-    if kind == "dense" or (kind == "box" and kinds.roiDrawn(node)):
+    if kind == "dense" or (kinds.isRoi(node) and kinds.roiDrawn(node)):
         return False
-    if kind == "box":
+    if kinds.isRoi(node):
         markupsLogic.SetActiveList(node)
         return bool(markupsLogic.StartPlaceMode(False))
     labels = _checkLayout(node)
@@ -251,7 +251,7 @@ def completeMessage(node) -> str:
     kind, name = kindOf(node), node.GetName()
     if kind == "dense":
         return f"{name}: a dense label has no points to place; pick its segmentation (or import a label map)"
-    if kind == "box":
+    if kinds.isRoi(node):
         return f"{name}: its box is drawn; drag its handles to adjust it"
     if kind == kinds.DEFAULT_KIND:
         return COMPLETE_MESSAGE.format(name=name)
@@ -267,7 +267,7 @@ def placementStatus(node, volumeNode) -> PlacementStatus:
         title = kinds.kindTitle(kind)
     except (AnnotationError, ValueError) as exc:
         return PlacementStatus(None, 0, f"{name}: cannot be checked", str(exc))
-    if kind == "box":
+    if kinds.isRoi(node):
         return _boxStatus(node, name, placed, geometry)
     if kind == "dense":
         problem = kinds.denseProblem(node)
@@ -345,7 +345,7 @@ def objectFromNode(node, volumeNode) -> ObjectAnnotation:
         return ObjectAnnotation(name, kind="dense")
     placed = placedPointsLps(node, volumeNode)
     missing = [label for label in kinds.requiredLabels(kind) if label not in placed]
-    if kind == "box" and missing:
+    if kinds.isRoi(node) and missing:
         raise AnnotationError(f"object {name!r} is incomplete: draw its box")
     if missing:
         raise AnnotationError(f"object {name!r} is incomplete: place {', '.join(missing)}")

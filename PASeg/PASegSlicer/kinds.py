@@ -50,13 +50,16 @@ def kindTitle(kind: str) -> str:
     return get_kind(kind).title
 
 
+def isRoi(node) -> bool:
+    return node is not None and node.IsA(ROI_CLASS)
+
+
 def kindOf(node) -> str:
-    """The annotation kind of an object node (:data:`KIND_ATTRIBUTE`; an ROI node without it is a box, any other
-    node without it holds seven points)."""
-    kind = node.GetAttribute(KIND_ATTRIBUTE) if node is not None else None
-    if kind:
-        return kind
-    return "box" if node is not None and node.IsA(ROI_CLASS) else DEFAULT_KIND
+    """The annotation kind of an object node: an ROI node is a box; a fiducial node's kind is its
+    :data:`KIND_ATTRIBUTE`, seven points without it (scenes saved before issue 13)."""
+    if isRoi(node):
+        return "box"
+    return (node.GetAttribute(KIND_ATTRIBUTE) if node is not None else None) or DEFAULT_KIND
 
 
 def requiredLabels(kind: str) -> Tuple[str, ...]:

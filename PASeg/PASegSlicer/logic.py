@@ -252,17 +252,16 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
         Runs in this process (:func:`.kinds.pseudoLabelMap`): seven points expand by the geodesic inside each
         object's box, extreme points and boxes by the random walker on a crop around them (the widget runs it on
         the GUI thread only while :meth:`previewBoxVoxels` is small); a dense case shows its label. The voxels are
-        read in place (no copy) and the segments share one label map. Returns the node.
+        read in place (no copy of the volume here) and the segments share one label map. Returns the node.
         """
         case = annotation.caseFromNodes(self.scene, volumeNode, validate=True)
-        dense = case.objects[0].kind == "dense"  # validate_case: then it is the case's only object
-        denseLabel = kinds.denseLabels(self.objectNodes(volumeNode)[0], volumeNode) if dense else None
+        isDense = case.objects[0].kind == "dense"  # validate_case: then it is the case's only object
+        denseLabel = kinds.denseLabels(self.objectNodes(volumeNode)[0], volumeNode) if isDense else None
         volume = volumeFromNode(volumeNode, copy=False)  # the pseudo labels only read it
         config = ExpansionConfig(epsilon=float(epsilon), lamb=float(lamb), **settings)
         partial = kinds.pseudoLabelMap(volume, case, expansion=config, denseLabel=denseLabel)
-        geometry = volume.geometry
         segmentationNode = self.previewSegmentationNode(volumeNode)
-        setLabelsToSegmentation(segmentationNode, partial, geometry, PARTIAL_SEGMENTS, volumeNode)
+        setLabelsToSegmentation(segmentationNode, partial, volume.geometry, PARTIAL_SEGMENTS, volumeNode)
         background = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName("background")
         segmentationNode.GetDisplayNode().SetSegmentOpacity2DFill(background, 0.15)
         self._previews[volumeNode.GetID()] = (_clicks(self.scene, volumeNode, case), partial)

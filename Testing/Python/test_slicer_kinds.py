@@ -162,6 +162,13 @@ def test_nodes_without_the_kind_attribute_hold_seven_points(scene, sphere):
     roi = annotation.addObjectNode(scene, volume, kind="box")
     roi.RemoveAttribute(kinds.KIND_ATTRIBUTE)
     assert kinds.kindOf(roi) == "box"
+    roi.SetAttribute(kinds.KIND_ATTRIBUTE, "extreme_points")  # an ROI node is a box, whatever its attribute says
+    assert kinds.kindOf(roi) == "box" and annotation.placementStatus(roi, volume).expectedLabel == "lo"
+    odd = annotation.addObjectNode(scene, volume, kind="single_point")
+    odd.SetAttribute(kinds.KIND_ATTRIBUTE, "lasso")  # edited by hand: named, never a crash
+    assert "unknown annotation kind 'lasso'" in annotation.placementStatus(odd, volume).error
+    with pytest.raises(AnnotationError, match="unknown annotation kind 'lasso'"):
+        drafts.objectsState(scene, volume)
     with pytest.raises(ValueError, match="unknown annotation kind 'lasso'"):
         annotation.addObjectNode(scene, volume, kind="lasso")
 
