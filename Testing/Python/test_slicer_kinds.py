@@ -450,3 +450,27 @@ def test_the_self_tests_kinds_scenario_runs_headless_and_leaves_nothing(scene):
     assert set(counts) == {"extreme_points", "box"} and all(v > 100 for v in counts.values())
     assert scene.GetNumberOfNodesByClass("vtkMRMLMarkupsNode") == 0
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == 0
+
+
+def test_kinds_and_dense_references_survive_a_saved_scene(scene, logic, sphere):
+    """The scene's XML keeps each node's kind and a dense object's reference (points live in storage files)."""
+    volume, mask = sphere
+    place(logic.addObject(volume, "extreme_points"), extremePoints(mask))
+    drawBox(logic.addObject(volume, "box"), boxCorners(mask))
+    denseNode = logic.addObject(volume, "dense")
+    kinds.setDenseSource(denseNode, dense.labelSegmentationNode(scene, volume, mask.astype(np.uint8), GEOMETRY))
+    scene.SetSaveToXMLString(1)
+    scene.Commit()
+    xml = scene.GetSceneXMLString()
+    fresh = HeadlessSlicer()
+    try:
+        fresh.scene.SetLoadFromXMLString(1)
+        fresh.scene.SetSceneXMLString(xml)
+        assert fresh.scene.Import()
+        imported = fresh.scene.GetFirstNodeByName("sphere")
+        nodes = annotation.objectNodes(fresh.scene, imported)
+        assert [kinds.kindOf(n) for n in nodes] == ["extreme_points", "box", "dense"]
+        segmentation, segmentId = kinds.denseSource(nodes[2])
+        assert segmentation is not None and segmentation.GetName() == "sphere dense label" and segmentId == ""
+    finally:
+        fresh.close()
