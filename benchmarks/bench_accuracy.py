@@ -190,14 +190,17 @@ def run_row(name, spec, rows, out, data, clicks, cache, test_ids, by_id, device,
               "epochs": model.get("epochs"), "train_cases": len(model.get("train_cases", [])),
               "validation": _validation_rounds(run), "options": {k: v for k, v in options.items() if k != "init"}}
     ensemble, largest = bool(options.get("ensemble")), bool(options.get("largest_component"))
+    clicks_in = bool(options.get("use_clicks", True))  # a click-conditioned model: with the test cases' clicks
     t = time.monotonic()
-    selected = _evaluate(load_predictor(run, checkpoint="best", ensemble=ensemble, device=device, verbose=False),
+    selected = _evaluate(load_predictor(run, checkpoint="best", ensemble=ensemble, device=device, verbose=False,
+                                        use_clicks=clicks_in),
                          test_ids, by_id, out / "predictions" / f"{_slug(name)}_best", largest_component=largest)
     result["predict_s"] = round(time.monotonic() - t, 1)
     if model.get("best_epoch") == model.get("epochs"):
         last = selected  # best.pt holds the last epoch's weights
     else:
-        last = _evaluate(load_predictor(run, checkpoint="last", ensemble=ensemble, device=device, verbose=False),
+        last = _evaluate(load_predictor(run, checkpoint="last", ensemble=ensemble, device=device, verbose=False,
+                                        use_clicks=clicks_in),
                          test_ids, by_id, out / "predictions" / f"{_slug(name)}_last", largest_component=largest)
     result["cases"] = {c: selected[c] for c in test_ids}
     result["cases_last"] = {c: last[c]["dice"] for c in test_ids}

@@ -77,16 +77,21 @@ def simulate(kind: str, out: Path, files, *, dense_ids=()) -> Path:
     return folder
 
 
-def row_table(a, s, train_ids, val_ids):
+def row_table(a, s, train_ids, val_ids, out: Path):
     """``{row: (mode, config, train ids, source, options)}`` as in ``bench_accuracy.row_table``; ``options``
-    ``kind`` names the annotation folder, ``dense`` the dense cases of a mixed row."""
+    ``kind`` names the annotation folder, ``dense`` the dense cases of a mixed row, ``refine_from`` the round
+    whose predictions (regularised by the random walker) are the row's labels."""
     weak = a.replace(alpha=0.0, beta=0.0)
+    extreme = weak.replace(point_loss_weight=1.0, point_channel=True)
     usable = [c for c in train_ids if c not in set(val_ids)]
     rows = {
         "single_point": ("train", weak.replace(cv_weight=0.3), train_ids, None, {"kind": "single_point"}),
-        "extreme_points": ("train", weak.replace(point_loss_weight=1.0, point_channel=True), train_ids, None,
-                           {"kind": "extreme_points", "click_channel": True}),
-        "extreme_points_no_clicks": ("reuse", None, train_ids, "extreme_points", {"kind": "extreme_points"}),
+        "extreme_points": ("train", extreme, train_ids, None, {"kind": "extreme_points"}),
+        "extreme_points_no_clicks": ("reuse", None, train_ids, "extreme_points",
+                                     {"kind": "extreme_points", "use_clicks": False, "paired_with": "extreme_points"}),
+        "extreme_points_refined": ("train", extreme.replace(pseudo_labels=str(out / "refined_extreme_points")),
+                                   train_ids, None, {"kind": "extreme_points", "refine_from": "extreme_points",
+                                                     "paired_with": "extreme_points"}),
         "box": ("train", weak, train_ids, None, {"kind": "box"}),
     }
     for n in MIXED:
@@ -120,7 +125,7 @@ def main(argv=None) -> int:
     a, _b, s = preset_configs("cpu", _median_spacing([f for f in files if f.case_id in set(train_ids)]), seed=0,
                               device=args.device)
     _, val_ids = split_cases(train_ids, validation_fraction=a.validation_fraction, seed=a.seed)
-    rows = row_table(a, s, train_ids, val_ids)
+    rows = row_table(a, s, train_ids, val_ids, out.resolve())
     unknown = sorted(set(args.rows or ()) - set(rows) - set(REUSED))
     if unknown:
         raise SystemExit(f"--rows: unknown row(s) {unknown}; rows: {', '.join(list(REUSED) + list(rows))}")
@@ -133,11 +138,31 @@ def main(argv=None) -> int:
             clicks = simulate(kind, out, files, dense_ids=options.get("dense", ()))
             by_id = {f.case_id: f for f in list_cases(args.data, annotations_dir=clicks)}
             start = time.monotonic()
+            if options.get("refine_from"):
+                refine(options["refine_from"], spec[1].pseudo_labels, out, [by_id[c] for c in train_ids], args.device)
             r = run_row(name, spec, rows, out, args.data, clicks, out / f"cache_{kind}", test_ids, by_id,
                         args.device, args.threads, tag=kind)
             print(f"{name:30s} Dice {np.mean([c['dice'] for c in r['cases'].values()]):.4f}  "
                   f"{time.monotonic() - start:.0f} s", file=sys.stderr)
     return report(args, out, rows, train_ids, test_ids, val_ids)
+
+
+def refine(source: str, folder: str, out: Path, cases, device: str) -> None:
+    """The refinement step (``PASegLib.training.refine``) from row ``source``'s run into ``folder`` (resumable:
+    cases already refined are kept); its per-case rows go to ``folder/refine.json``."""
+    from PASegLib.training.refine import refine_pseudo_labels
+
+    done = out / "rows" / f"{_slug(source)}.json"
+    if not done.is_file():
+        raise SystemExit(f"row {source!r} must finish before it can be refined")
+    run = json.loads(done.read_text(encoding="utf-8"))["run"]
+    todo = [f for f in cases if not (Path(folder) / f"{f.case_id}_pseudo.nii.gz").is_file()]
+    if todo:
+        start = time.monotonic()
+        rows = refine_pseudo_labels(run, todo, folder, device=device)
+        log = Path(folder) / "refine.json"
+        old = json.loads(log.read_text(encoding="utf-8"))["cases"] if log.is_file() else []
+        atomic_write_json(log, {"run": run, "seconds": round(time.monotonic() - start, 1), "cases": old + rows})
 
 
 def report(args, out: Path, rows, train_ids, test_ids, val_ids) -> int:

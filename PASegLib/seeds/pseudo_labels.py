@@ -14,6 +14,9 @@ generator:
   (background); the rest unlabeled (PSCV trains from these and its contrastive variance loss);
 * ``dense`` — the dense label passes through (every voxel labelled).
 
+The random walker runs on the image resampled to ``RandomWalkerConfig.working_spacing_mm`` (2 mm by default:
+0.1–0.3 s per la_heart object instead of 5–16 s at 0.625 mm) and its probability is interpolated back.
+
 Several objects: voxels outside every object's box are background when every object has a box that holds it
 (seven points, extreme points, box), else unlabeled; inside a box the object's labels apply, and foreground of
 any object wins over another's background. numpy/scipy/scikit-image; no torch.
@@ -29,7 +32,7 @@ from ..annotations import CaseAnnotation, object_box, side_axis
 from ..image_io import Volume
 from .expansion import ExpansionConfig, expand_seeds
 
-__all__ = ["pseudo_label_map", "extreme_point_indices"]
+__all__ = ["extreme_point_indices", "pseudo_label_map", "to_grid", "working_grid"]
 
 #: kinds whose box holds the whole object (voxels outside every box are background)
 _BOXED = ("seven_points", "extreme_points", "box")
@@ -45,6 +48,26 @@ def extreme_point_indices(obj: Any, geometry: Any) -> np.ndarray:
             side = next(s for s, (a, g) in table.items() if a == axis and g == sign)
             rows.append(geometry.world_to_voxel(obj.marks[side]))
     return np.clip(np.asarray(rows, dtype=int), 0, np.asarray(geometry.shape) - 1)
+
+
+def working_grid(geometry: Any, working_spacing_mm: Optional[float]) -> Any:
+    """The grid of ``geometry``'s extent at about ``working_spacing_mm`` per axis, never finer than the image
+    (``None``: ``geometry`` itself)."""
+    from ..preprocess import resampled_geometry
+
+    if working_spacing_mm is None:
+        return geometry
+    target = np.maximum(np.asarray(geometry.spacing, dtype=float), float(working_spacing_mm))
+    grid = resampled_geometry(geometry, target)
+    return geometry if tuple(grid.shape) == tuple(geometry.shape) else grid
+
+
+def to_grid(array: np.ndarray, grid: Any, *, order: int) -> np.ndarray:
+    """``array`` resampled to ``grid.shape`` (same extent; 0 nearest, 1 linear), unchanged when it has it."""
+    from ..preprocess import resample_to_shape
+
+    arr = np.asarray(array)
+    return arr if tuple(arr.shape) == tuple(grid.shape) else resample_to_shape(arr, grid.shape, order=order)
 
 
 def _ball(shape, center: np.ndarray, radius_mm: float, spacing: np.ndarray):
@@ -90,9 +113,10 @@ def pseudo_label_map(image: Volume, annotation: CaseAnnotation, *, expansion: Op
         return (label > 0).astype(np.uint8)
     from .random_walker import RandomWalkerConfig, box_pseudo_label, extreme_points_pseudo_label
 
-    rw = RandomWalkerConfig(**(random_walker or {}))
-    arr = np.asarray(image.array, dtype=np.float32)
+    rw = RandomWalkerConfig.from_dict(random_walker or {})
     spacing = np.asarray(geometry.spacing, dtype=float)
+    coarse = working_grid(geometry, rw.working_spacing_mm)
+    small = None
     boxed = kinds <= set(_BOXED)
     out = np.full(geometry.shape, 0 if boxed else 2, dtype=np.uint8)
     fg_any = np.zeros(geometry.shape, dtype=bool)
@@ -111,11 +135,18 @@ def pseudo_label_map(image: Volume, annotation: CaseAnnotation, *, expansion: Op
         box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
         if obj.kind == "seven_points":
             labels = expand_seeds(image, CaseAnnotation([obj]), config=expansion, valid_mask=valid_mask)
-        elif obj.kind == "extreme_points":
-            labels = extreme_points_pseudo_label(arr, extreme_point_indices(obj, geometry), spacing=spacing,
-                                                 config=rw)
-        else:  # box
-            labels = box_pseudo_label(arr, lo, hi, spacing=spacing, config=rw)
+        else:  # the random walker on the working grid, its probability brought back to the image's grid
+            if small is None:
+                small = to_grid(np.asarray(image.array, dtype=np.float32), coarse, order=1)
+            if obj.kind == "extreme_points":
+                _, prob = extreme_points_pseudo_label(small, extreme_point_indices(obj, coarse),
+                                                      spacing=coarse.spacing, config=rw, return_probability=True)
+            else:  # box
+                c_lo, c_hi = object_box(obj, coarse)
+                _, prob = box_pseudo_label(small, c_lo, c_hi, spacing=coarse.spacing, config=rw,
+                                           return_probability=True)
+            labels = np.zeros(geometry.shape, dtype=np.uint8)
+            labels[box] = to_grid(prob, geometry, order=1)[box] >= 0.5
         sub = labels[box]
         region = out[box]
         region[(sub == 0) & ~fg_any[box]] = 0

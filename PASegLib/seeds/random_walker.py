@@ -42,8 +42,10 @@ class RandomWalkerConfig:
     """Parameters of the random-walker pseudo labels.
 
     Attributes:
-        beta: random-walker β (the paper's and scikit-image's default, 130); larger = edges stop the diffusion
-            more. Its effective scale is explained in :func:`random_walker_probability`.
+        beta: random-walker β; larger = edges stop the diffusion more. Its effective scale is explained in
+            :func:`random_walker_probability`. The paper (and scikit-image) use 130; 500 is PASeg's default,
+            measured on the 2 mm working grid of la_heart training cases: extreme points mean Dice 0.70 (β 130)
+            → 0.77 (β 500) on 5 cases; boxes (core 0.3) 0.61 → 0.68 on 4 cases.
         tol: relative tolerance of the conjugate-gradient solver.
         mode: scikit-image's solver: ``"cg_j"`` (conjugate gradient with a Jacobi preconditioner: the fastest
             that needs no extra package), ``"cg"``, ``"bf"`` (direct sparse LU: small crops only) or
@@ -53,24 +55,35 @@ class RandomWalkerConfig:
         margin_mm: the random walker's crop is the object's box grown by this margin (mm) on every side
             (clipped to the image); the grown shell holds the background seeds.
         box_core_fraction: :func:`box_pseudo_label`'s foreground seeds: a central ellipsoid whose semi-axes
-            are this fraction of the box's half-extents, in (0, 1].
+            are this fraction of the box's half-extents, in (0, 1]. 0.3: on 4 la_heart training cases (loose
+            boxes, 2–10 mm margins) 0.15 seeds too little foreground (Dice 0.25–0.47, recall 0.1–0.3), 0.5 floods
+            (precision 0.4), 0.3 gives Dice 0.55–0.76.
         refine_radius_mm: radius (mm) of the erosion ball of :func:`refine_with_random_walker`. The paper uses
             4 voxels; 4 mm is 4 voxels at 1 mm (6.4 at 0.625 mm).
         path_epsilon: ε of the path cost ``|∇I| + ε`` (normalised intensity per mm, see
             :func:`extreme_point_scribbles`): a per-mm length penalty that keeps the paths from wandering along
             flat regions; 0 = the paper's pure gradient cost (a tiny floor is kept so that no step is free).
+        working_spacing_mm: callers (:mod:`PASegLib.seeds.pseudo_labels`, :mod:`PASegLib.training.refine`) run
+            the random walker on the image resampled to about this spacing (mm; never finer than the image) and
+            bring its probability back by linear interpolation; ``None`` = the image's own grid. On la_heart
+            (0.625 mm) a native crop of ~2 million voxels costs 5–16 s per object, the 2 mm crop 0.1–0.3 s, with
+            a mean Dice against the label of 0.70 at 2 mm vs 0.64 native (5 cases).
     """
 
-    beta: float = 130.0
+    beta: float = 500.0
     tol: float = 1e-3
     mode: str = "cg_j"
     fg_radius_mm: float = 2.0
     margin_mm: float = 10.0
-    box_core_fraction: float = 0.15
+    box_core_fraction: float = 0.3
     refine_radius_mm: float = 4.0
     path_epsilon: float = 0.05
+    working_spacing_mm: Optional[float] = 2.0
 
     def __post_init__(self) -> None:
+        if self.working_spacing_mm is not None and not (np.isfinite(float(self.working_spacing_mm))
+                                                        and float(self.working_spacing_mm) > 0.0):
+            raise ValueError(f"working_spacing_mm must be > 0 or null, got {self.working_spacing_mm!r}")
         if not float(self.beta) > 0.0:
             raise ValueError(f"beta must be > 0, got {self.beta!r}")
         if not 0.0 < float(self.tol) < 1.0:
