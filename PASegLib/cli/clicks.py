@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..annotation.kinds import kind_names
 from ..annotations import validate_case
 from ..dataset import DatasetError, list_cases, load_case
 from ..markups_io import write_markups
@@ -16,11 +17,14 @@ from .common import print_json, progress, staged_output
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate-clicks",
-        help="simulate seven clicks per object from each case's label",
-        description="Simulate seven clicks per object (one inside, one beyond each side) from every "
-        "<case>_label file of DATASET, as the PA-Seg experiments do; writes <case>.mrk.json per case. Existing "
-        "clicks (a <case>.mrk.json in the output folder, or in DATASET a <case>_7points file the new file would "
-        "override) are never replaced without --overwrite.",
+        help="simulate the clicks of an annotation kind (default seven points) from each case's label",
+        description="Simulate the annotation of every <case>_label file of DATASET and write <case>.mrk.json per "
+        "case: --kind seven_points (default; one click inside, one beyond each side, as the PA-Seg experiments "
+        "do), extreme_points (the outermost voxel towards each side, within --extreme-jitter-mm), single_point "
+        "(one click anywhere inside, plus PSCV's one background click unless --no-background), box (a loose box, "
+        "--box-margin-mm) or dense (the label itself). --dense-cases N makes the first N cases (sorted by id) "
+        "dense and the rest --kind: a mixed cohort. Existing clicks (a <case>.mrk.json in the output folder, or "
+        "in DATASET a <case>_7points file the new file would override) are never replaced without --overwrite.",
     )
     p.add_argument("dataset", type=Path, help="dataset folder with <case>_image.* and <case>_label.*")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: DATASET itself)")
@@ -30,6 +34,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-size", type=int, default=10, help="ignore components smaller than this (voxels)")
     p.add_argument("--margin-mm", type=float, nargs=2, default=(2.0, 10.0), metavar=("LOW", "HIGH"),
                    help="distance range (mm) between an object's extreme voxel and its background click")  # fmt: skip
+    p.add_argument("--kind", default="seven_points", choices=kind_names(), help="annotation kind (default "
+                   "seven_points)")
+    p.add_argument("--dense-cases", type=int, default=0, metavar="N",
+                   help="the first N cases (sorted by id) get a dense annotation (their label): a mixed cohort")
+    p.add_argument("--extreme-jitter-mm", type=float, default=2.0, metavar="MM",
+                   help="extreme points: how far inside the extent (mm) a click may land (default 2)")
+    p.add_argument("--box-margin-mm", type=float, nargs=2, default=(2.0, 10.0), metavar=("LOW", "HIGH"),
+                   help="box: margin range (mm) added on each side (default 2 10)")
+    p.add_argument("--no-background", action="store_true", help="single point: no background click B")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_simulate)
@@ -50,9 +63,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run_simulate(args: argparse.Namespace) -> int:
     config = ClickSimulationConfig(
-        margin_mm=tuple(args.margin_mm), min_size=args.min_size, largest_only=args.largest_only
+        margin_mm=tuple(args.margin_mm), min_size=args.min_size, largest_only=args.largest_only, kind=args.kind,
+        extreme_jitter_mm=args.extreme_jitter_mm, box_margin_mm=tuple(args.box_margin_mm),
+        single_point_background=not args.no_background,
     )
     cases = list_cases(args.dataset)
+    if not 0 <= args.dense_cases <= len(cases):
+        raise DatasetError(f"--dense-cases must be between 0 and the {len(cases)} case(s) of {args.dataset}, got "
+                           f"{args.dense_cases}")
+    dense_ids = {c.case_id for c in sorted(cases, key=lambda c: c.case_id)[:args.dense_cases]}
+    dense = ClickSimulationConfig(kind="dense", min_size=args.min_size, largest_only=args.largest_only)
     missing = [c.case_id for c in cases if c.label is None]
     if missing:
         raise DatasetError(
@@ -66,12 +86,14 @@ def run_simulate(args: argparse.Namespace) -> int:
         for files in progress(cases, desc="simulate clicks", quiet=args.quiet):
             case = load_case(files, load_annotation=False)
             try:
-                annotation = simulate_clicks(case.label.array, case.image.geometry, seed=args.seed, config=config)
+                annotation = simulate_clicks(case.label.array, case.image.geometry, seed=args.seed,
+                                             config=dense if files.case_id in dense_ids else config)
             except ValueError as exc:
                 raise DatasetError(f"{files.label}: {exc}") from None
             validate_case(annotation, case.image.geometry)
             write_markups(stage / f"{files.case_id}.mrk.json", annotation)
-            summary.append({"case": files.case_id, "objects": len(annotation.objects)})
+            summary.append({"case": files.case_id, "objects": len(annotation.objects),
+                            "kind": annotation.objects[0].kind})
     print(f"wrote {len(summary)} annotation file(s) to {out_dir}")
     if args.json:
         print_json({"out": str(out_dir), "cases": summary})

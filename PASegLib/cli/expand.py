@@ -1,18 +1,21 @@
-"""``paseg expand``: seven clicks → partial label maps (+ PNG previews)."""
+"""``paseg expand``: annotations of any kind → partial label maps (+ PNG previews)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ..annotations import object_box
 from ..dataset import DatasetError, list_cases, load_case
 from ..image_io import write_image
-from ..seeds.expansion import BACKENDS, EXTENTS, VALID_REGIONS, ExpansionConfig, expand_seeds, seed_precision_recall
+from ..seeds.expansion import BACKENDS, EXTENTS, VALID_REGIONS, ExpansionConfig, seed_precision_recall
 from ..seeds.preview import write_preview
+from ..seeds.pseudo_labels import pseudo_label_map
 from .common import mean_of, print_json, progress, staged_output
 
 
@@ -20,9 +23,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "expand",
         help="expand each case's clicks into a partial label map",
-        description="Expand the seven clicks of every annotated case of DATASET with the geodesic distance "
-        "transform (PA-Seg §III-A.2) into <case>_partial.nii.gz (0 = background, 1 = foreground, 2 = unlabeled) "
-        "and a PNG preview of the three planes through the foreground click.",
+        description="Turn the annotation of every annotated case of DATASET into <case>_partial.nii.gz (0 = "
+        "background, 1 = foreground, 2 = unlabeled) and a PNG preview of the three planes through the first "
+        "object. Each object by its kind: seven points by the geodesic expansion (PA-Seg §III-A.2), extreme points "
+        "and boxes by the random walker, single points as small balls, a dense label as it is (a mix is fine).",
     )
     p.add_argument("dataset", type=Path, help="dataset folder (<case>_image.*, <case>.mrk.json or <case>_7points.*)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -41,6 +45,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=BACKENDS, default=d.backend,
                    help="geodesic backend (geodistk: the paper's GeodisTK, 4 iterations, when installed)")  # fmt: skip
     p.add_argument("--device", default=None, help="torch device for --backend torch (e.g. cuda)")
+    p.add_argument("--random-walker", type=json.loads, default={}, metavar="JSON",
+                   help='random-walker settings of extreme points and boxes, e.g. \'{"beta": 130}\'')
+    p.add_argument("--point-radius-mm", type=float, default=2.0,
+                   help="single point: radius (mm) of the labelled ball around each click (default 2)")
     p.add_argument("--no-preview", action="store_true", help="do not write PNG previews")
     p.add_argument("--json", action="store_true", help="print per-case and mean results as the last stdout line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -48,6 +56,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..seeds.random_walker import RandomWalkerConfig
+    from ..training.data import _dense_label, _label_box
+
+    if not isinstance(args.random_walker, dict):
+        raise ValueError(f"--random-walker must be a JSON object of settings, got {args.random_walker!r}")
+    try:
+        rw = RandomWalkerConfig.from_dict(args.random_walker).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--random-walker: {exc}") from None
     config = ExpansionConfig(
         epsilon=args.epsilon,
         extent=args.extent,
@@ -72,10 +89,12 @@ def run(args: argparse.Namespace) -> int:
         for files in progress(cases, desc="expand", quiet=args.quiet):
             case = load_case(files)  # prints its warnings (overlapping boxes, clicks the label contradicts)
             start = time.perf_counter()
-            partial = expand_seeds(case.image, case.annotation, config=config)
+            partial = pseudo_label_map(case.image, case.annotation, expansion=config, random_walker=rw,
+                                       dense_label=_dense_label(case), point_radius_mm=args.point_radius_mm)
             seconds = time.perf_counter() - start
             write_image(stage / f"{files.case_id}_partial.nii.gz", partial, case.image.geometry)
-            row = {"case": files.case_id, "objects": len(case.annotation.objects), "seconds": round(seconds, 4)}
+            row = {"case": files.case_id, "objects": len(case.annotation.objects), "seconds": round(seconds, 4),
+                   "kinds": sorted({o.kind for o in case.annotation.objects})}
             row["fg_voxels"] = int((partial == 1).sum())
             row["unlabeled_voxels"] = int((partial == 2).sum())
             if case.label is not None:
@@ -83,10 +102,14 @@ def run(args: argparse.Namespace) -> int:
             rows.append(row)
             if not args.no_preview:
                 geometry = case.image.geometry
-                fg_voxel = geometry.world_to_voxel(case.annotation.objects[0].foreground)
-                clicks = np.stack(
-                    [geometry.world_to_voxel(p) for o in case.annotation.objects for p in o.points().values()]
-                )
+                first = case.annotation.objects[0]
+                if first.foreground is not None:
+                    fg_voxel = geometry.world_to_voxel(first.foreground)
+                else:  # the centre of the object's box (extreme points, box) or of the dense label
+                    lo, hi = object_box(first, geometry) if first.kind != "dense" else _label_box(partial == 1)
+                    fg_voxel = (np.asarray(lo) + np.asarray(hi)) // 2
+                points = [geometry.world_to_voxel(p) for o in case.annotation.objects for p in o.points().values()]
+                clicks = np.stack(points) if points else None
                 write_preview(
                     stage / f"{files.case_id}_partial.png",
                     case.image.array,

@@ -45,6 +45,8 @@ class PatchSampler:
         self.point_input = bool(config.point_channel)
         self.point_sigma_mm = float(config.point_sigma_mm)
         self.point_dropout = float(config.point_channel_dropout)
+        #: a mixed cohort: patches say whether their case is densely labelled (SCM keeps those labels)
+        self.mixed = any("dense" in (getattr(c, "kinds", None) or ()) for c in self.cases)
         self.lookahead = int(config.prefetch_cases)
         self.store = next((c.store for c in self.cases if hasattr(c, "store")), None)
         self._started: Optional[float] = None
@@ -88,7 +90,7 @@ class PatchSampler:
         M objects' inclusive boxes ``(lo, hi)`` in the patch's ``[i, j, k]`` voxels (flipped with the patch;
         they may extend beyond it); with ``point_channel`` / a point loss ``points`` float32 ``[1, I, J, K]`` (the
         click heatmap, :mod:`~PASegLib.training.clickmaps`) and with ``point_channel`` ``point_keep`` ``[1]`` (0 =
-        feed an empty click channel)."""
+        feed an empty click channel); in a mixed cohort ``dense`` ``[1]`` (1 = the case is densely labelled)."""
         case = self.cases[case_index]
         if hasattr(case, "load"):
             case = case.load()  # read from the cache (or the prefetch thread) when not in memory
@@ -124,6 +126,8 @@ class PatchSampler:
                 arrays = {k: np.flip(a, axis) for k, a in arrays.items()}
                 boxes[:, :, axis] = self.patch[axis] - 1 - boxes[:, ::-1, axis]
         out = {**{k: np.ascontiguousarray(a)[None] for k, a in arrays.items()}, "boxes": boxes}
+        if self.mixed:
+            out["dense"] = np.array([float("dense" in (getattr(case, "kinds", None) or ()))], dtype=np.float32)
         if self.point_input:  # 0: this patch trains the model without clicks (point_channel_dropout)
             out["point_keep"] = np.array([0.0 if rng.random() < self.point_dropout else 1.0], dtype=np.float32)
         return out

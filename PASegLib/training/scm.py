@@ -7,7 +7,10 @@ the best checkpoints of their own stage-1 runs. Each has a frozen copy (``a₀``
     L_b = λ · T² · KL(softmax(z_a₀/T) ‖ softmax(z_b/T)) + (1 − λ) · DiceCE(z_b, argmax z_b₀)     (Eq. 15)
 
 (:class:`~PASegLib.losses.distillation.SelfCrossMonitoringLoss`; teachers carry no gradient). With
-``scm_seed_anchor`` the pseudo label keeps the expanded seeds where they are labeled (PASeg's addition). Every
+``scm_seed_anchor`` the pseudo label keeps the expanded seeds where they are labeled (PASeg's addition). In a
+mixed cohort (issue 13) a densely labelled case always keeps its dense label in place of the pseudo label, so SCM
+is the teacher–student round of mixed supervision (paper 003): the frozen copies teach on the weakly labelled
+cases, the dense cases supervise directly. Every
 ``refresh_every`` epochs the frozen copies are replaced by the weights of the best validation so far when a
 label-free criterion selects (the official code reloads its best checkpoints), else (``selection = "last"``,
 and before the first validation) by the current weights.
@@ -136,9 +139,13 @@ class SCMTrainer(Trainer):
             with torch.autocast(device_type=self.device.type, enabled=self.amp):
                 logits = net(image)
             pseudo = None
-            if self.config.scm_seed_anchor:  # the seeds overrule the frozen copy where they are labeled
+            dense = batch.get("dense")  # a mixed cohort: densely labelled cases keep their labels
+            if self.config.scm_seed_anchor or dense is not None:  # labels overrule the frozen copy where given
                 partial = batch["partial"]
-                pseudo = torch.where(partial != 2, partial, teacher[role].argmax(dim=1, keepdim=True))
+                keep = partial != 2
+                if not self.config.scm_seed_anchor:
+                    keep = keep & (dense[:, :, None, None, None] > 0)
+                pseudo = torch.where(keep, partial, teacher[role].argmax(dim=1, keepdim=True))
             terms = self.loss.terms(logits.float(), teacher[role], teacher[other[role]], pseudo_label=pseudo)
             if not torch.isfinite(terms["loss"]):
                 raise FloatingPointError(f"the SCM loss of the {role} network became {terms['loss'].item()}")
