@@ -248,7 +248,7 @@ def _markup_kind(markup: Dict[str, Any], name: str, source: str) -> str:
     if kind not in kind_names():
         raise AnnotationError(f"{source}: markup {name!r} has unknown pasegKind {short_repr(kind, 60)}; kinds are "
                               f"{', '.join(kind_names())}")
-    if (markup.get("type") == "ROI") != (kind == "box"):
+    if markup.get("type") == "ROI" and kind != "box":
         raise AnnotationError(f"{source}: markup {name!r}: a {markup.get('type', 'Fiducial')} markup cannot hold "
                               f"kind {kind!r} (a box is an ROI markup or a fiducial with corners lo/hi)")
     return kind

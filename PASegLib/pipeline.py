@@ -6,6 +6,8 @@ Output folder ``DIR``::
     clicks/<case>.mrk.json   simulated clicks (only for cases that have a label but no clicks)
     cache/                   prepared training data shared by every run
     stage1_<network>/        the two stage-1 runs (see PASegLib.training.engine)
+    refined_<r>/, stage1_<network>_r<r>/   refinement rounds (``--refine-rounds``): the refined labels and the
+                             primary stage-1 run trained on them
     scm/                     the SCM run
     predictions/<model>/     <case>_pred.nii.gz, <case>_prob.nii.gz for every evaluated case
     metrics.json             per-case metrics of every model and the expanded-seed quality
@@ -37,7 +39,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -50,6 +52,16 @@ from .training.stopping import EXIT_STOPPED, STOP_FILE, StopFile, StopRequested
 __all__ = ["PipelineOptions", "run_pipeline"]
 
 STEPS = ("clicks", "stage1_primary", "stage1_auxiliary", "scm", "predict", "evaluate", "report")
+#: options added after pipelines were first saved, with the value an older pipeline.json implies
+_NEW_OPTIONS = {"kind": "seven_points", "dense_cases": 0, "refine_rounds": 0}
+
+
+def pipeline_steps(options: PipelineOptions) -> Tuple[str, ...]:
+    """The steps of a pipeline: :data:`STEPS` with ``refine_<r>`` and ``stage1_primary_r<r>`` after the primary
+    stage-one run for each refinement round."""
+    rounds = tuple(step for r in range(1, int(options.refine_rounds) + 1)
+                   for step in (f"refine_{r}", f"stage1_primary_r{r}"))
+    return STEPS[:2] + rounds + STEPS[2:]
 
 
 @dataclass
@@ -66,6 +78,15 @@ class PipelineOptions:
             the preset (all runs / stage-1 runs / the SCM run).
         largest_component: keep the largest connected component of each prediction.
         max_figures: number of per-case figures in the report.
+        kind: the annotation kind simulated for labelled cases without an annotation (issue 13:
+            :mod:`PASegLib.annotation.kinds`); the training settings follow the cohort's kind
+            (:func:`~PASegLib.presets.protocol_settings`).
+        dense_cases: of the labelled cases without an annotation, the first N (sorted by id) are annotated as
+            dense (their label): a mixed cohort.
+        refine_rounds: Going to Extremes' refinement rounds (extreme points, boxes): after the primary stage-one
+            run, its predictions of the training cases regularised by the random walker
+            (:mod:`PASegLib.training.refine`) become the labels of the next primary run; the auxiliary run and
+            SCM train on the last round's labels.
     """
 
     preset: str = "cpu"
@@ -77,8 +98,18 @@ class PipelineOptions:
     scm_overrides: Dict[str, Any] = field(default_factory=dict)
     largest_component: bool = False
     max_figures: int = 12
+    kind: str = "seven_points"
+    dense_cases: int = 0
+    refine_rounds: int = 0
 
     def __post_init__(self) -> None:
+        from .annotation.kinds import get_kind
+
+        get_kind(self.kind)
+        if not 0 <= int(self.dense_cases):
+            raise ValueError(f"dense_cases must be >= 0, got {self.dense_cases!r}")
+        if not 0 <= int(self.refine_rounds) <= 5:
+            raise ValueError(f"refine_rounds must be between 0 and 5, got {self.refine_rounds!r}")
         if not 0.0 <= float(self.test_fraction) < 1.0:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction!r}")
         if self.max_figures < 0:
@@ -89,9 +120,12 @@ class _State:
     def __init__(self, out: Path, options: PipelineOptions) -> None:
         self.path = out / "pipeline.json"
         wanted = json.loads(json.dumps(asdict(options)))
+        self.steps = pipeline_steps(options)
         if self.path.is_file():
             self.data = self._read()
             saved = self.data.get("options")
+            if isinstance(saved, dict):
+                saved = {**_NEW_OPTIONS, **saved}
             if saved != wanted:
                 diff = sorted(k for k in set(saved or {}) | set(wanted) if (saved or {}).get(k) != wanted.get(k))
                 raise ValueError(f"{out} holds a pipeline started with other options ({', '.join(diff)}); "
@@ -118,7 +152,7 @@ class _State:
         for key, kind in (("options", dict), ("done", list), ("durations_s", dict)):
             if not isinstance(data.get(key), kind):
                 raise damaged(f"'{key}' is missing or not a JSON {'object' if kind is dict else 'list'}")
-        unknown = [s for s in data["done"] if s not in STEPS]
+        unknown = [s for s in data["done"] if s not in self.steps]
         if unknown:
             raise damaged(f"unknown finished step(s) {unknown[:3]!r}")
         if data["done"]:
@@ -142,15 +176,35 @@ class _State:
         atomic_write_json(self.path, self.data)
 
 
+def _cohort_kinds(files: List[CaseFiles]) -> List[str]:
+    """The annotation kinds of the cases' markups files (``pasegKind``; ROI markups are boxes; seven points
+    otherwise, and for the ``_7points`` label maps)."""
+    kinds = []
+    for f in files:
+        if f.markups is None:
+            kinds.append("seven_points")
+            continue
+        try:
+            markups = json.loads(Path(f.markups).read_text(encoding="utf-8")).get("markups", [])
+        except (OSError, ValueError, AttributeError):
+            continue  # the reader names what is wrong when the case is prepared
+        for m in markups if isinstance(markups, list) else []:
+            if isinstance(m, dict):
+                kinds.append(m.get("pasegKind", "box" if m.get("type") == "ROI" else "seven_points"))
+    return kinds
+
+
 def _simulate_missing_clicks(files: List[CaseFiles], out: Path, seed: int, stop: Optional[StopFile] = None, *,
-                             config: Any = None) -> int:
+                             config: Any = None, dense_ids: Sequence[str] = ()) -> int:
     """Simulate the clicks (``config``: a :class:`~PASegLib.simulate.ClickSimulationConfig`, default seven
-    points) of the cases in ``files`` that have a label and no annotation yet; returns how many were written."""
+    points; a dense annotation for ``dense_ids``) of the cases in ``files`` that have a label and no annotation
+    yet; returns how many were written."""
     from .annotations import validate_case
     from .markups_io import write_markups
     from .simulate import ClickSimulationConfig, simulate_clicks
 
     config = config or ClickSimulationConfig()
+    dense = ClickSimulationConfig(kind="dense")
     n = 0
     for f in files:
         if f.has_annotation or f.label is None or (out / f"{f.case_id}.mrk.json").is_file():
@@ -159,7 +213,8 @@ def _simulate_missing_clicks(files: List[CaseFiles], out: Path, seed: int, stop:
             stop.check()
         case = load_case(f, load_annotation=False)
         try:
-            annotation = simulate_clicks(case.label.array, case.image.geometry, seed=seed, config=config)
+            annotation = simulate_clicks(case.label.array, case.image.geometry, seed=seed,
+                                         config=dense if f.case_id in set(dense_ids) else config)
         except ValueError as exc:
             raise DatasetError(f"{f.label}: {exc}") from None
         validate_case(annotation, case.image.geometry)
@@ -257,7 +312,7 @@ def _run_locked(dataset: Path, out: Path, options: PipelineOptions, files: List[
         nonlocal current
         current = name
         stop.check()
-        emit("step", stream=stream, step=name, index=STEPS.index(name) + 1, total=len(STEPS))
+        emit("step", stream=stream, step=name, index=state.steps.index(name) + 1, total=len(state.steps))
         return time.monotonic()
 
     def stopped(name: str) -> int:
@@ -272,7 +327,12 @@ def _run_locked(dataset: Path, out: Path, options: PipelineOptions, files: List[
             t = step("clicks")
             clicks_dir.mkdir(exist_ok=True)
             remove_stale_temp_files(clicks_dir, owned=True)
-            n = _simulate_missing_clicks(files, clicks_dir, options.seed, stop)
+            from .simulate import ClickSimulationConfig
+
+            unannotated = sorted(f.case_id for f in files if not f.has_annotation and f.label is not None)
+            n = _simulate_missing_clicks(files, clicks_dir, options.seed, stop,
+                                         config=ClickSimulationConfig(kind=options.kind),
+                                         dense_ids=unannotated[:int(options.dense_cases)])
             files = list_cases(dataset, annotations_dir=clicks_dir)
             labeled = sorted(f.case_id for f in files if f.label is not None)
             _, test = split_cases(labeled, validation_fraction=options.test_fraction, seed=options.seed) \
@@ -289,18 +349,38 @@ def _run_locked(dataset: Path, out: Path, options: PipelineOptions, files: List[
         lost = [c for c in split["train"] + split["predict"] if c not in by_id]
         if lost:
             raise DatasetError(f"{dataset}: case(s) of the pipeline's split are missing: {', '.join(lost[:5])}")
+        from .presets import protocol_settings
+
+        protocol = {k: v for k, v in protocol_settings(_cohort_kinds([by_id[c] for c in split["train"]])).items()
+                    if k not in options.overrides}
         a, b, s = preset_configs(options.preset, _median_spacing([by_id[c] for c in split["train"]]),
                                  seed=options.seed, device=options.device, overrides=options.overrides,
-                                 stage1_overrides=options.stage1_overrides, scm_overrides=options.scm_overrides)
+                                 stage1_overrides={**protocol, **options.stage1_overrides},
+                                 scm_overrides=options.scm_overrides)
         runs = {"stage1_primary": out / f"stage1_{a.network}", "stage1_auxiliary": out / f"stage1_{b.network}",
                 "scm": out / "scm"}
         common = dict(case_ids=split["train"], annotations=clicks_dir, cache=out / "cache", stop=stop, stream=stream)
-        for name, config in (("stage1_primary", a), ("stage1_auxiliary", b), ("scm", s)):
+        plan = [("stage1_primary", runs["stage1_primary"], a)]
+        for r in range(1, int(options.refine_rounds) + 1):  # Going to Extremes' rounds (training/refine.py)
+            labels = out / f"refined_{r}"
+            plan += [(f"refine_{r}", labels, plan[-1][1]),
+                     (f"stage1_primary_r{r}", out / f"stage1_{a.network}_r{r}", a.replace(pseudo_labels=str(labels)))]
+            b = b.replace(pseudo_labels=str(labels))
+        runs["stage1_primary"] = plan[-1][1]
+        plan += [("stage1_auxiliary", runs["stage1_auxiliary"], b), ("scm", runs["scm"], s)]
+        for name, target, config in plan:
             if state.done(name):
                 continue
             t = step(name)
+            if name.startswith("refine_"):
+                from .training.refine import refine_pseudo_labels
+
+                refine_pseudo_labels(config, [by_id[c] for c in split["train"]], target, device=options.device,
+                                     random_walker=a.random_walker, stop=stop)
+                state.finish(name, time.monotonic() - t)
+                continue
             init = [runs["stage1_primary"], runs["stage1_auxiliary"]] if name == "scm" else None
-            code = _train(runs[name], dataset, config, init_runs=init, **common)
+            code = _train(target, dataset, config, init_runs=init, **common)
             if code != 0:
                 return code  # stopped: the trainer said so (and removed the stop files)
             state.finish(name, time.monotonic() - t)

@@ -61,10 +61,14 @@ def _case_figure(path: Path, files: CaseFiles, pred_dir: Path, config: Any, cach
     if case.annotation is not None:
         points: List[np.ndarray] = []
         kinds = []
-        for obj in case.annotation.objects:
-            points += [np.asarray(obj.foreground, float)] + list(obj.background_array())
-            kinds += [1] + [0] * len(obj.background)
-        clicks = geometry.world_to_index(np.asarray(points))
+        for obj in case.annotation.objects:  # red: on or inside the object (F, extreme points); green: outside
+            if obj.kind == "box":
+                continue  # a box's corners are not clicks on the image
+            for label, point in obj.points().items():
+                points.append(np.asarray(point, float))
+                kinds.append(1 if label == "F" or obj.kind == "extreme_points" else 0)
+        clicks = geometry.world_to_index(np.asarray(points)) if points else None
+        kinds = kinds or None
         prepared = prepare_cases([files], config, cache_dir=cache)[0]
         seeds = resample_to_shape(prepared.partial, geometry.shape, order=0)
     prediction = np.asarray(read_image(pred_dir / f"{files.case_id}_pred.nii.gz", role="prediction").array) > 0

@@ -85,3 +85,23 @@ def preset_configs(name: str, median_spacing: Sequence[float], *, seed: int = 0,
     s = TrainConfig.from_dict({**common, **scm, "stage": 2, "network": a.network, "aux_network": b.network,
                                **extra, **extra2})
     return a, b, s
+
+
+#: stage-one settings of each annotation kind's protocol (issue 13; ``docs/BENCHMARKS.md`` "Protocols"): PSCV's
+#: contrastive variance loss for single points, Going to Extremes' point loss for extreme points, the pseudo
+#: labels alone for boxes (the random walker labels every voxel of the box, so mCRF and VM are off); seven
+#: points and dense labels keep the preset.
+PROTOCOL_SETTINGS: Dict[str, Dict[str, Any]] = {
+    "seven_points": {},
+    "dense": {},
+    "single_point": {"alpha": 0.0, "beta": 0.0, "cv_weight": 0.3},
+    "extreme_points": {"alpha": 0.0, "beta": 0.0, "point_loss_weight": 1.0},
+    "box": {"alpha": 0.0, "beta": 0.0},
+}
+
+
+def protocol_settings(kinds: Sequence[str]) -> Dict[str, Any]:
+    """The stage-one settings (:data:`PROTOCOL_SETTINGS`) of a cohort whose objects have ``kinds``: those of its
+    one weak kind (dense cases aside); none (the preset) for seven points or a mix of weak kinds."""
+    weak = {k for k in kinds if k != "dense"}
+    return dict(PROTOCOL_SETTINGS.get(weak.pop(), {})) if len(weak) == 1 else {}

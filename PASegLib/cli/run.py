@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any, Dict, List
 
+from ..annotation.kinds import kind_names
 from .common import ProgressBarStream
 
 EPILOG = """\
@@ -37,6 +38,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training setting of every run (JSON value), e.g. --set epochs=5")
     p.add_argument("--largest-component", action="store_true", help="keep the largest component of predictions")
+    p.add_argument("--kind", default="seven_points", choices=kind_names(),
+                   help="annotation kind simulated for labelled cases without clicks (default seven_points); the "
+                   "training follows the cohort's kind (any kind or a mix is accepted)")
+    p.add_argument("--dense-cases", type=int, default=0, metavar="N",
+                   help="the first N of those cases get a dense annotation (their label): a mixed cohort")
+    p.add_argument("--refine-rounds", type=int, default=0, metavar="R",
+                   help="Going to Extremes' refinement rounds after the primary stage-one run (0-5, default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -62,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = PipelineOptions(preset=args.preset, seed=args.seed, device=args.device,
                               test_fraction=args.test_fraction, overrides=_overrides(args.set),
-                              largest_component=args.largest_component)
+                              largest_component=args.largest_component, kind=args.kind,
+                              dense_cases=args.dense_cases, refine_rounds=args.refine_rounds)
     stream = ProgressBarStream(quiet=args.quiet, desc="pipeline")
     try:
         code = run_pipeline(args.dataset, args.out, options, stream=stream)
