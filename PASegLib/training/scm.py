@@ -71,6 +71,24 @@ def networks_of_runs(runs: Sequence[PathLike]) -> Tuple[str, str]:
     return names[0], names[1]
 
 
+def anchored_pseudo_label(partial: torch.Tensor, teacher: torch.Tensor, *, dense: Optional[torch.Tensor] = None,
+                          seed_anchor: bool = False) -> Optional[torch.Tensor]:
+    """The pseudo label of a batch where labels overrule the frozen copy, or ``None`` (the copy's argmax alone).
+
+    Args:
+        partial: labels ``[B, 1, I, J, K]`` (0, 1, 2 = unlabeled).
+        teacher: the frozen copy's logits ``[B, 2, I, J, K]``.
+        dense: ``[B, 1]``, 1 for a patch of a densely labelled case (a mixed cohort): its labels are kept.
+        seed_anchor: keep the labelled voxels of every patch (``scm_seed_anchor``).
+    """
+    if not seed_anchor and dense is None:
+        return None
+    keep = partial != 2
+    if not seed_anchor:
+        keep = keep & (dense[:, :, None, None, None] > 0)
+    return torch.where(keep, partial, teacher.argmax(dim=1, keepdim=True))
+
+
 class SCMTrainer(Trainer):
     """SCM trainer (roles ``"primary"`` and ``"auxiliary"``); ``init_runs`` are the two stage-1 runs."""
 
@@ -138,14 +156,8 @@ class SCMTrainer(Trainer):
             opt, scaler = self.optimizers[role], self.scalers[role]
             with torch.autocast(device_type=self.device.type, enabled=self.amp):
                 logits = net(image)
-            pseudo = None
-            dense = batch.get("dense")  # a mixed cohort: densely labelled cases keep their labels
-            if self.config.scm_seed_anchor or dense is not None:  # labels overrule the frozen copy where given
-                partial = batch["partial"]
-                keep = partial != 2
-                if not self.config.scm_seed_anchor:
-                    keep = keep & (dense[:, :, None, None, None] > 0)
-                pseudo = torch.where(keep, partial, teacher[role].argmax(dim=1, keepdim=True))
+            pseudo = anchored_pseudo_label(batch["partial"], teacher[role], dense=batch.get("dense"),
+                                           seed_anchor=self.config.scm_seed_anchor)
             terms = self.loss.terms(logits.float(), teacher[role], teacher[other[role]], pseudo_label=pseudo)
             if not torch.isfinite(terms["loss"]):
                 raise FloatingPointError(f"the SCM loss of the {role} network became {terms['loss'].item()}")
