@@ -152,6 +152,10 @@ def simulate_clicks(
     rng = np.random.default_rng(seed)
     if config.kind == "dense":  # one dense object: the whole label
         return CaseAnnotation([ObjectAnnotation(f"{name_prefix} 1", kind="dense")])
+    if config.kind == "extreme_points":  # a speck thinner than 2 voxels on an axis has no two extremes there
+        components = [c for c in components if min(np.ptp(np.argwhere(c), axis=0)) >= 1]
+        if not components:
+            raise ValueError("mask has no object at least 2 voxels thick along every axis to place extreme points on")
     if config.kind != "seven_points":
         from .annotation.simulation import simulate_kind_object
 

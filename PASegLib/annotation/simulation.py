@@ -6,8 +6,10 @@ object given as a boolean mask ``[i, j, k]``:
 * ``extreme_points`` — towards each side (R, L, A, P, I, S, tied to an index axis by
   :func:`~PASegLib.annotations.side_axis`) a voxel of the object's outermost slice along that axis (its extent),
   drawn at random among those slice voxels that lie on the object's boundary; with ``extreme_jitter_mm`` > 0 the
-  point is drawn among the boundary voxels whose index along the axis is within that distance of the extent
-  (a radiologist's click lands near, not exactly on, the extreme voxel). Jitter 0: exactly at the extent.
+  point is drawn among the boundary voxels whose index along the axis is within that distance (and within a
+  quarter of the object's extent) of the extent (a radiologist's click lands near, not exactly on, the extreme
+  voxel). Jitter 0: exactly at the extent. An object less than 2 voxels thick along an axis has no two distinct
+  extremes there; :func:`PASegLib.simulate.simulate_clicks` leaves such specks out for this kind.
 * ``box`` — the object's index box grown on each side by a margin drawn from ``box_margin_mm`` (a loose box),
   clipped to the image; stored as its two LPS corners.
 * ``single_point`` — ``F`` a voxel drawn uniformly among the object's voxels at least one voxel from its boundary
@@ -44,7 +46,9 @@ def _extreme_points(component, geometry, rng, jitter_mm: float):
     marks = {}
     for side, (axis, sign) in side_axis(geometry).items():
         extent = voxels[:, axis].max() if sign > 0 else voxels[:, axis].min()
-        reach = int(np.floor(jitter_mm / spacing[axis] + 1e-9))
+        # within the jitter, and within a quarter of the object's extent (so the click stays on its side)
+        length = int(voxels[:, axis].max() - voxels[:, axis].min())
+        reach = min(int(np.floor(jitter_mm / spacing[axis] + 1e-9)), length // 4)
         depth = sign * (extent - voxels[:, axis])  # 0 on the extreme slice, > 0 inwards
         near = voxels[depth <= reach]
         near = near[boundary[tuple(near.T)]]
