@@ -70,6 +70,41 @@ def to_grid(array: np.ndarray, grid: Any, *, order: int) -> np.ndarray:
     return arr if tuple(arr.shape) == tuple(grid.shape) else resample_to_shape(arr, grid.shape, order=order)
 
 
+def _random_walker_crop(image: Volume, obj: Any, lo: np.ndarray, hi: np.ndarray, rw: Any):
+    """The random walker of one extreme-point or box object on its crop only (the box grown by ``rw.margin_mm``)
+    resampled to ``rw.working_spacing_mm``: ``(crop slices, foreground probability on the crop at the image's
+    resolution)``. Only the crop is read and converted (a preview of a large image stays small)."""
+    from ..preprocess import resample_to_shape
+    from .random_walker import box_pseudo_label, extreme_points_pseudo_label
+
+    geometry = image.geometry
+    spacing = np.asarray(geometry.spacing, dtype=float)
+    grow = np.ceil(rw.margin_mm / spacing).astype(int) + 1
+    c_lo = np.maximum(np.asarray(lo) - grow, 0)
+    c_hi = np.minimum(np.asarray(hi) + grow, np.asarray(geometry.shape) - 1)
+    crop = tuple(slice(int(a), int(b) + 1) for a, b in zip(c_lo, c_hi))
+    native = np.asarray(image.array[crop], dtype=np.float32)
+    n_native = np.asarray(native.shape)
+    working = spacing if rw.working_spacing_mm is None else np.maximum(spacing, rw.working_spacing_mm)
+    n_small = np.maximum(1, np.round(n_native * spacing / working)).astype(int)
+    small = native if np.array_equal(n_small, n_native) else resample_to_shape(native, n_small, order=1)
+    scale = n_small / n_native  # scipy zoom with grid_mode: voxel edges stay put
+
+    def to_small(index):
+        return np.clip(np.rint((np.asarray(index) - c_lo + 0.5) * scale - 0.5), 0, n_small - 1).astype(int)
+
+    small_spacing = spacing * n_native / n_small
+    if obj.kind == "extreme_points":
+        _, prob = extreme_points_pseudo_label(small, to_small(extreme_point_indices(obj, geometry)),
+                                              spacing=small_spacing, config=rw, return_probability=True)
+    else:  # box
+        _, prob = box_pseudo_label(small, to_small(lo), to_small(hi), spacing=small_spacing, config=rw,
+                                   return_probability=True)
+    if not np.array_equal(n_small, n_native):
+        prob = resample_to_shape(prob, n_native, order=1)
+    return crop, prob
+
+
 def _ball(shape, center: np.ndarray, radius_mm: float, spacing: np.ndarray):
     """Index slices and the boolean ball of ``radius_mm`` around voxel ``center`` inside ``shape``."""
     r = np.floor(radius_mm / spacing + 1e-9).astype(int)
@@ -111,12 +146,10 @@ def pseudo_label_map(image: Volume, annotation: CaseAnnotation, *, expansion: Op
         if label.shape != tuple(geometry.shape):
             raise ValueError(f"dense label shape {label.shape} differs from the image's {tuple(geometry.shape)}")
         return (label > 0).astype(np.uint8)
-    from .random_walker import RandomWalkerConfig, box_pseudo_label, extreme_points_pseudo_label
+    from .random_walker import RandomWalkerConfig
 
     rw = RandomWalkerConfig.from_dict(random_walker or {})
     spacing = np.asarray(geometry.spacing, dtype=float)
-    coarse = working_grid(geometry, rw.working_spacing_mm)
-    small = None
     boxed = kinds <= set(_BOXED)
     out = np.full(geometry.shape, 0 if boxed else 2, dtype=np.uint8)
     fg_any = np.zeros(geometry.shape, dtype=bool)
@@ -135,18 +168,10 @@ def pseudo_label_map(image: Volume, annotation: CaseAnnotation, *, expansion: Op
         box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
         if obj.kind == "seven_points":
             labels = expand_seeds(image, CaseAnnotation([obj]), config=expansion, valid_mask=valid_mask)
-        else:  # the random walker on the working grid, its probability brought back to the image's grid
-            if small is None:
-                small = to_grid(np.asarray(image.array, dtype=np.float32), coarse, order=1)
-            if obj.kind == "extreme_points":
-                _, prob = extreme_points_pseudo_label(small, extreme_point_indices(obj, coarse),
-                                                      spacing=coarse.spacing, config=rw, return_probability=True)
-            else:  # box
-                c_lo, c_hi = object_box(obj, coarse)
-                _, prob = box_pseudo_label(small, c_lo, c_hi, spacing=coarse.spacing, config=rw,
-                                           return_probability=True)
+        else:
             labels = np.zeros(geometry.shape, dtype=np.uint8)
-            labels[box] = to_grid(prob, geometry, order=1)[box] >= 0.5
+            crop, prob = _random_walker_crop(image, obj, lo, hi, rw)
+            labels[crop] = prob >= 0.5
         sub = labels[box]
         region = out[box]
         region[(sub == 0) & ~fg_any[box]] = 0
