@@ -12,7 +12,7 @@ import math
 import numbers
 from typing import Any, Callable, Optional, Tuple
 
-__all__ = ["check_int", "check_number", "check_numbers", "short_repr"]
+__all__ = ["check_int", "check_number", "check_numbers", "dataclass_from_dict", "short_repr"]
 
 #: Characters of a value shown in an error message (:func:`short_repr`).
 SHORT_REPR_LIMIT = 200
@@ -89,3 +89,14 @@ def check_numbers(name: str, value: Any, *, length: int, cast: Callable[[Any], A
                 what += f" {'>' if open_minimum else '>='} {minimum}"
         raise ValueError(f"{name} must be {what}, got {short_repr(value)}")
     return out
+
+
+def dataclass_from_dict(cls: Any, data: Any, what: str) -> Any:
+    """``cls(**data)`` for a dataclass ``cls``; unknown keys raise ``ValueError`` naming them (``what``: e.g.
+    "expansion" → "unknown expansion setting(s): …")."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} settings must be a JSON object, got {short_repr(data)}")
+    unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown {what} setting(s): {', '.join(unknown)}")
+    return cls(**data)

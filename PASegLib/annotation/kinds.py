@@ -70,10 +70,12 @@ class AnnotationKind:
 
 
 ANNOTATION_KINDS = Registry("annotation kind")
+_ORDER: List[str] = []  # registration order (the registry lists names sorted)
 
 
 def _register(kind: AnnotationKind) -> None:
     ANNOTATION_KINDS.register(kind.name)(kind)
+    _ORDER.append(kind.name)
 
 
 _register(AnnotationKind(
@@ -97,8 +99,8 @@ _register(AnnotationKind("dense", "dense label", (), clicks=0, pseudo_label="den
 
 
 def kind_names() -> List[str]:
-    """The registered kinds, in registration order."""
-    return ANNOTATION_KINDS.names()
+    """The registered kinds, in registration order (seven points first)."""
+    return list(_ORDER)
 
 
 def get_kind(name: str) -> AnnotationKind:
@@ -168,7 +170,7 @@ def validate_kind_object(obj: ObjectAnnotation, geometry: ImageGeometry) -> None
 
     where = f"object {obj.name!r}"
     if obj.kind == "box":  # a box's corners may lie beyond the image (it is clipped); it must overlap it
-        corners = geometry.world_to_index(np.stack([obj.marks["lo"], obj.marks["hi"]]))
+        corners = geometry.world_to_index(_box_corners(obj))
         shape = np.asarray(geometry.shape) - 1
         if np.any(corners.max(axis=0) < 0) or np.any(corners.min(axis=0) > shape):
             raise AnnotationError(f"{where}: the box lies outside the image (corners at voxel indices "
@@ -211,12 +213,15 @@ def kind_box(obj: ObjectAnnotation, geometry: ImageGeometry) -> Tuple[np.ndarray
     if obj.kind == "single_point":
         v = np.clip(geometry.world_to_voxel(obj.foreground), 0, shape - 1)
         return v, v.copy()
-    pts = np.stack(list(obj.marks.values()))
-    if obj.kind == "box":
-        a, b = obj.marks["lo"], obj.marks["hi"]
-        pts = np.array([[x, y, z] for x in (a[0], b[0]) for y in (a[1], b[1]) for z in (a[2], b[2])])
+    pts = _box_corners(obj) if obj.kind == "box" else np.stack(list(obj.marks.values()))
     idx = geometry.world_to_voxel(pts)
     return np.clip(idx.min(axis=0), 0, shape - 1), np.clip(idx.max(axis=0), 0, shape - 1)
+
+
+def _box_corners(obj: ObjectAnnotation) -> np.ndarray:
+    """The 8 LPS corners ``(8, 3)`` of a box object's axis-aligned LPS box."""
+    a, b = obj.marks["lo"], obj.marks["hi"]
+    return np.array([[x, y, z] for x in (a[0], b[0]) for y in (a[1], b[1]) for z in (a[2], b[2])])
 
 
 def check_case_kinds(case: CaseAnnotation) -> None:

@@ -38,21 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from PASegLib.checks import check_number
+from PASegLib.losses.inputs import check_logits_and_maps
 
 __all__ = ["ContrastiveVarianceLoss", "contrastive_variance_terms"]
-
-
-def _check_inputs(logits: torch.Tensor, image: torch.Tensor, valid: Optional[torch.Tensor]) -> None:
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 5 or not logits.is_floating_point():
-        raise ValueError(f"logits must be floating-point [B, C, I, J, K], got shape "
-                         f"{tuple(getattr(logits, 'shape', ()))}")
-    if logits.shape[1] < 2:
-        raise ValueError(f"logits must have C >= 2 channels (softmax logits), got C={logits.shape[1]}")
-    expected = (logits.shape[0], 1, *logits.shape[2:])
-    if not isinstance(image, torch.Tensor) or tuple(image.shape) != expected:
-        raise ValueError(f"image must have shape {expected} (one channel), got {tuple(getattr(image, 'shape', ()))}")
-    if valid is not None and (not isinstance(valid, torch.Tensor) or tuple(valid.shape) != expected):
-        raise ValueError(f"valid must have shape {expected}, got {tuple(getattr(valid, 'shape', ()))}")
 
 
 def _total_variation(prob: torch.Tensor, region: Optional[torch.Tensor]) -> torch.Tensor:
@@ -101,7 +89,7 @@ def contrastive_variance_terms(
     temperature = check_number("temperature", temperature, minimum=0.0, open_minimum=True)
     tv_weight = check_number("tv_weight", tv_weight, minimum=0.0)
     eps = check_number("eps", eps, minimum=0.0)
-    _check_inputs(logits, image, valid)
+    check_logits_and_maps(logits, valid, image=image)
 
     batch, n_classes = logits.shape[:2]
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32  # float32 also under autocast

@@ -37,6 +37,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from PASegLib.checks import check_int, check_number, check_numbers
+from PASegLib.losses.inputs import check_logits_and_maps
 
 __all__ = ["ExtremePointLoss", "extreme_point_loss", "gaussian_point_heatmap"]
 
@@ -106,16 +107,7 @@ def extreme_point_loss(
         float32 (float64 for float64 logits) scalar in ``[−1, 0]`` for ``ĝ`` in ``[0, 1]``.
     """
     iterations, kernel_size, sharpness = _check_parameters(iterations, kernel_size, sharpness)
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 5 or not logits.is_floating_point():
-        raise ValueError(f"logits must be floating-point [B, C, I, J, K], got shape "
-                         f"{tuple(getattr(logits, 'shape', ()))}")
-    if logits.shape[1] < 2:
-        raise ValueError(f"logits must have C >= 2 channels (softmax logits), got C={logits.shape[1]}")
-    expected = (logits.shape[0], 1, *logits.shape[2:])
-    if not isinstance(points, torch.Tensor) or tuple(points.shape) != expected:
-        raise ValueError(f"points must have shape {expected}, got {tuple(getattr(points, 'shape', ()))}")
-    if valid is not None and (not isinstance(valid, torch.Tensor) or tuple(valid.shape) != expected):
-        raise ValueError(f"valid must have shape {expected}, got {tuple(getattr(valid, 'shape', ()))}")
+    check_logits_and_maps(logits, valid, points=points)
 
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32  # float32 also under autocast
     prob = torch.softmax(logits.to(dtype), dim=1)[:, 1:2]  # P, [B, 1, I, J, K]

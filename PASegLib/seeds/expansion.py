@@ -34,6 +34,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from ..annotations import CaseAnnotation, object_box
+from ..checks import dataclass_from_dict
 from ..image_io import Volume
 
 BACKGROUND, FOREGROUND, UNLABELED = 0, 1, 2
@@ -106,10 +107,7 @@ class ExpansionConfig:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> ExpansionConfig:
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown expansion setting(s): {', '.join(unknown)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "expansion")
 
 
 def valid_region_mask(image: np.ndarray, config: ExpansionConfig) -> np.ndarray:

@@ -30,6 +30,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..checks import dataclass_from_dict
+
 BACKGROUND, FOREGROUND = 0, 1
 MODES = ("cg_j", "cg", "bf", "cg_mg")
 PATH_SIGMA_VOXELS = 1.0  # Gaussian pre-smoothing of the path cost's image (voxels), see extreme_point_scribbles
@@ -102,10 +104,7 @@ class RandomWalkerConfig:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> RandomWalkerConfig:
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown random-walker setting(s): {', '.join(unknown)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "random-walker")
 
 
 # --------------------------------------------------------------------------------------------------- checks

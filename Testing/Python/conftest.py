@@ -120,6 +120,16 @@ def scene(app):
     return app.scene
 
 
+@pytest.fixture
+def logic(scene):
+    """The module's :class:`PASegSlicer.logic.PASegCoreLogic` on :func:`scene`, cleaned up after the test."""
+    from PASegSlicer.logic import PASegCoreLogic
+
+    core = PASegCoreLogic(scene)
+    yield core
+    core.cleanup()
+
+
 # -- the CLI's progress lines and error messages ----------------------------------------------------------------
 def progress_events(text: str):
     """The ``PASEG {json}`` events of a captured stdout, in order."""

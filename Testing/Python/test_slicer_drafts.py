@@ -31,13 +31,6 @@ from PASegLib.simulate import simulate_clicks  # noqa: E402
 
 
 @pytest.fixture
-def logic(scene):
-    core = PASegCoreLogic(scene)
-    yield core
-    core.cleanup()
-
-
-@pytest.fixture
 def blob(scene, blob_case):
     """(volume node, the simulated seven clicks of its tumour)."""
     image, label = blob_case

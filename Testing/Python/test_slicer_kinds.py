@@ -39,13 +39,6 @@ CENTER = np.array([14, 14, 10])
 
 
 @pytest.fixture
-def logic(scene):
-    core = PASegCoreLogic(scene)
-    yield core
-    core.cleanup()
-
-
-@pytest.fixture
 def sphere(scene):
     """(volume node, mask): a bright sphere of radius 6 mm on a noisy background."""
     grid = np.indices(GEOMETRY.shape, dtype=np.float64) - CENTER[:, None, None, None]
