@@ -239,7 +239,8 @@ def test_point_loss_bad_inputs():
         ExtremePointLoss(iterations=-1)
     with pytest.raises(ValueError, match="sharpness must be a finite number > 0.0, got 0.0"):
         ExtremePointLoss(sharpness=0.0)
-    with pytest.raises(ValueError, match=r"points must have shape \(1, 1, 2, 3, 4\) \(one channel\), got \(1, 2, 2, 3, 4\)"):
+    with pytest.raises(ValueError,
+                       match=r"points must have shape \(1, 1, 2, 3, 4\) \(one channel\), got \(1, 2, 2, 3, 4\)"):
         ExtremePointLoss()(logits, torch.zeros(1, 2, 2, 3, 4))
     with pytest.raises(ValueError, match=r"valid must have shape \(1, 1, 2, 3, 4\), got \(1, 1, 2, 3\)"):
         ExtremePointLoss()(logits, points, torch.ones(1, 1, 2, 3))
