@@ -179,7 +179,8 @@ def report(args, out: Path, rows, train_ids, test_ids, val_ids) -> int:
     if not results:
         raise SystemExit(f"no finished row yet in {out / 'rows'}")
     table_rows = {**{k: ("reuse", None, train_ids, None, {}) for k in REUSED}, **rows}
-    summary = summarize({k: {**v, "options": {}} for k, v in results.items()}, table_rows, preset="cpu",
+    summary = summarize({k: {**v, "options": v.get("options", {}) if k in rows else {}} for k, v in results.items()},
+                        table_rows, preset="cpu",
                         split={"train": len(train_ids), "test": len(test_ids), "validation": len(val_ids),
                                "order": "case ids sorted; first train, last test", "clicks_seed": 0})
     for name, entry in summary["rows"].items():
@@ -207,11 +208,16 @@ def annotation_cost(name, rows, out: Path, train_ids):
 
     kind = {"full": "dense", "seven_points": "seven_points", "seven_points_scm": "seven_points"}.get(name)
     kind = kind or rows[name][4]["kind"]
+    by_id = {f.case_id: f for f in list_cases(LA_HEART)}
     if kind == "dense":
-        return {"clicks_per_object": None, "dense_cases": len(train_ids)}
+        from PASegLib.image_io import read_image
+
+        slices = [int(np.count_nonzero((np.asarray(read_image(by_id[c].label, role="label").array) > 0)
+                                       .any(axis=(0, 1)))) for c in train_ids]
+        return {"clicks_per_object": None, "dense_cases": len(train_ids),
+                "contour_slices_per_object": float(np.mean(slices))}
     folder = out / f"clicks_{kind}" if (out / f"clicks_{kind}").is_dir() else out / "clicks_seven_points"
     clicks, dense_slices = [], []
-    by_id = {f.case_id: f for f in list_cases(LA_HEART)}
     for cid in train_ids:
         path = folder / f"{cid}.mrk.json"
         if not path.is_file():
@@ -232,15 +238,18 @@ def annotation_cost(name, rows, out: Path, train_ids):
 
 
 def markdown(summary) -> str:
-    lines = ["| protocol | clicks / object | dense cases | Dice | ASSD (mm) | HD95 (mm) | Dice / full | train (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+    """The summary as the Markdown table of ``docs/BENCHMARKS.md``."""
+    lines = ["| protocol | clicks / object | dense cases (contour slices each) | Dice | ASSD (mm) | HD95 (mm) | "
+             "Dice / full | paired vs | train (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in summary["rows"].items():
         clicks = f"{r['clicks_per_object']:.1f}" if r.get("clicks_per_object") is not None else "–"
+        dense = f"{r['dense_cases']} ({r['contour_slices_per_object']:.0f})" if r.get("dense_cases") else "0"
         ratio = f"{r['ratio_to_full']:.3f}" if r.get("ratio_to_full") is not None else "–"
-        lines.append(f"| {name} | {clicks} | {r.get('dense_cases', 0)} | {r['dice_mean']:.3f} ± {r['dice_std']:.3f} | "
-                     f"{r['assd']['mean']:.2f} | {r['hd95']['mean']:.2f} | {ratio} | {r['train_s']:.0f} |")
+        p = r.get("paired")
+        paired = f"{p['against']}: {p['mean_diff']:+.3f} ({p['improved']}/{p['cases']})" if p else "–"
+        lines.append(f"| {name} | {clicks} | {dense} | {r['dice_mean']:.3f} ± {r['dice_std']:.3f} | "
+                     f"{r['assd']['mean']:.2f} | {r['hd95']['mean']:.2f} | {ratio} | {paired} | {r['train_s']:.0f} |")
     return "\n".join(lines)
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
