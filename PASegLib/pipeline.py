@@ -56,10 +56,10 @@ STEPS = ("clicks", "stage1_primary", "stage1_auxiliary", "scm", "predict", "eval
 _NEW_OPTIONS = {"kind": "seven_points", "dense_cases": 0, "refine_rounds": 0}
 
 
-def pipeline_steps(options: PipelineOptions) -> Tuple[str, ...]:
+def pipeline_steps(refine_rounds: int) -> Tuple[str, ...]:
     """The steps of a pipeline: :data:`STEPS` with ``refine_<r>`` and ``stage1_primary_r<r>`` after the primary
-    stage-one run for each refinement round."""
-    rounds = tuple(step for r in range(1, int(options.refine_rounds) + 1)
+    stage-one run for each of ``refine_rounds`` refinement rounds."""
+    rounds = tuple(step for r in range(1, int(refine_rounds) + 1)
                    for step in (f"refine_{r}", f"stage1_primary_r{r}"))
     return STEPS[:2] + rounds + STEPS[2:]
 
@@ -86,7 +86,7 @@ class PipelineOptions:
         refine_rounds: Going to Extremes' refinement rounds (extreme points, boxes): after the primary stage-one
             run, its predictions of the training cases regularised by the random walker
             (:mod:`PASegLib.training.refine`) become the labels of the next primary run; the auxiliary run and
-            SCM train on the last round's labels.
+            SCM train on the last round's labels (SCM's seed anchor, validation and selection use them).
     """
 
     preset: str = "cpu"
@@ -120,7 +120,7 @@ class _State:
     def __init__(self, out: Path, options: PipelineOptions) -> None:
         self.path = out / "pipeline.json"
         wanted = json.loads(json.dumps(asdict(options)))
-        self.steps = pipeline_steps(options)
+        self.steps = pipeline_steps(options.refine_rounds)
         if self.path.is_file():
             self.data = self._read()
             saved = self.data.get("options")
@@ -133,11 +133,13 @@ class _State:
         else:
             self.data = {"options": wanted, "done": [], "durations_s": {}}
 
+    def _damaged(self, what: str) -> ValueError:
+        return ValueError(f"{self.path}: damaged pipeline state ({what}); delete it (finished training runs "
+                          f"in {self.path.parent} are reused) or choose another --out")
+
     def _read(self) -> Dict[str, Any]:
         """The saved state, checked: a damaged file is refused naming it and what is wrong."""
-        def damaged(what: str) -> ValueError:
-            return ValueError(f"{self.path}: damaged pipeline state ({what}); delete it (finished training runs "
-                              f"in {self.path.parent} are reused) or choose another --out")
+        damaged = self._damaged
 
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -152,7 +154,9 @@ class _State:
         for key, kind in (("options", dict), ("done", list), ("durations_s", dict)):
             if not isinstance(data.get(key), kind):
                 raise damaged(f"'{key}' is missing or not a JSON {'object' if kind is dict else 'list'}")
-        unknown = [s for s in data["done"] if s not in self.steps]
+        rounds = data["options"].get("refine_rounds", 0)
+        known = pipeline_steps(rounds if isinstance(rounds, int) and 0 <= rounds <= 5 else 0)
+        unknown = [step for step in data["done"] if step not in known]  # steps of the pipeline it was saved for
         if unknown:
             raise damaged(f"unknown finished step(s) {unknown[:3]!r}")
         if data["done"]:
@@ -186,11 +190,13 @@ def _cohort_kinds(files: List[CaseFiles]) -> List[str]:
             continue
         try:
             markups = json.loads(Path(f.markups).read_text(encoding="utf-8")).get("markups", [])
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             continue  # the reader names what is wrong when the case is prepared
         for m in markups if isinstance(markups, list) else []:
-            if isinstance(m, dict):
-                kinds.append(m.get("pasegKind", "box" if m.get("type") == "ROI" else "seven_points"))
+            kind = m.get("pasegKind", "box" if m.get("type") == "ROI" else "seven_points") if isinstance(m, dict) \
+                else None
+            if isinstance(kind, str):  # anything else: the reader names the file when the case is prepared
+                kinds.append(kind)
     return kinds
 
 
@@ -329,14 +335,19 @@ def _run_locked(dataset: Path, out: Path, options: PipelineOptions, files: List[
             remove_stale_temp_files(clicks_dir, owned=True)
             from .simulate import ClickSimulationConfig
 
-            unannotated = sorted(f.case_id for f in files if not f.has_annotation and f.label is not None)
-            n = _simulate_missing_clicks(files, clicks_dir, options.seed, stop,
-                                         config=ClickSimulationConfig(kind=options.kind),
-                                         dense_ids=unannotated[:int(options.dense_cases)])
-            files = list_cases(dataset, annotations_dir=clicks_dir)
             labeled = sorted(f.case_id for f in files if f.label is not None)
             _, test = split_cases(labeled, validation_fraction=options.test_fraction, seed=options.seed) \
                 if options.test_fraction > 0 else (labeled, [])
+            # the dense cases of a mixed cohort: the first unannotated training cases (never test cases)
+            candidates = sorted(f.case_id for f in files if not f.has_annotation and f.label is not None
+                                and f.case_id not in test)
+            if options.dense_cases > len(candidates):
+                raise DatasetError(f"{dataset}: --dense-cases {options.dense_cases} asks for more dense cases than "
+                                   f"the {len(candidates)} labelled training case(s) without clicks")
+            n = _simulate_missing_clicks(files, clicks_dir, options.seed, stop,
+                                         config=ClickSimulationConfig(kind=options.kind),
+                                         dense_ids=candidates[:int(options.dense_cases)])
+            files = list_cases(dataset, annotations_dir=clicks_dir)
             train = sorted(f.case_id for f in files if f.has_annotation and f.case_id not in test)
             if not train:
                 raise DatasetError(f"{dataset}: no annotated case left for training")
@@ -366,6 +377,7 @@ def _run_locked(dataset: Path, out: Path, options: PipelineOptions, files: List[
             plan += [(f"refine_{r}", labels, plan[-1][1]),
                      (f"stage1_primary_r{r}", out / f"stage1_{a.network}_r{r}", a.replace(pseudo_labels=str(labels)))]
             b = b.replace(pseudo_labels=str(labels))
+            s = s.replace(pseudo_labels=str(labels))  # SCM's seeds, validation and selection use them too
         runs["stage1_primary"] = plan[-1][1]
         plan += [("stage1_auxiliary", runs["stage1_auxiliary"], b), ("scm", runs["scm"], s)]
         for name, target, config in plan:

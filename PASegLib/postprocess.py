@@ -28,6 +28,12 @@ def check_label_options(threshold: float, annotation: Optional[CaseAnnotation], 
     """Check the options of :func:`labels_from_probability` before any work; returns the threshold."""
     if restrict_to_box and annotation is None:
         raise ValueError("restrict_to_box needs an annotation (the objects' seven clicks); none was given")
+    if restrict_to_box and annotation is not None:
+        boxless = [o.name for o in annotation.objects if o.kind in ("single_point", "dense")]
+        if boxless:
+            raise ValueError(f"restrict_to_box needs a box per object; {boxless[0]!r} is a "
+                             f"{annotation.objects[[o.name for o in annotation.objects].index(boxless[0])].kind} "
+                             "annotation, which has none (predict without restricting to boxes)")
     if annotation is not None and not 1 <= len(annotation.objects) <= 255:
         raise ValueError(f"the annotation must hold 1 to 255 objects for a uint8 label map, got "
                          f"{len(annotation.objects)}")

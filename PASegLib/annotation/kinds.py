@@ -195,6 +195,12 @@ def validate_kind_object(obj: ObjectAnnotation, geometry: ImageGeometry) -> None
         if np.any(hi - lo < 1):
             raise AnnotationError(f"{where}: the extreme points span less than 2 voxels along index axis "
                                   f"{AXIS_NAMES[int(np.argmin(hi - lo))]}; the object is too thin to train from")
+    if obj.kind in ("box", "extreme_points"):
+        lo, hi = kind_box(obj, geometry)
+        if np.all(lo == 0) and np.all(hi == np.asarray(geometry.shape) - 1):
+            what = "the box spans" if obj.kind == "box" else "the extreme points span"
+            raise AnnotationError(f"{where}: {what} the whole image (shape {list(geometry.shape)}): no voxel is left "
+                                  "outside to learn the background from; annotate the object, not the image")
     if obj.kind == "box":
         lo, hi = kind_box(obj, geometry)
         if np.any(hi - lo < 2):

@@ -89,8 +89,12 @@ def run(args: argparse.Namespace) -> int:
         for files in progress(cases, desc="expand", quiet=args.quiet):
             case = load_case(files)  # prints its warnings (overlapping boxes, clicks the label contradicts)
             start = time.perf_counter()
-            partial = pseudo_label_map(case.image, case.annotation, expansion=config, random_walker=rw,
-                                       dense_label=_dense_label(case), point_radius_mm=args.point_radius_mm)
+            try:
+                partial = pseudo_label_map(case.image, case.annotation, expansion=config, random_walker=rw,
+                                           dense_label=_dense_label(case), point_radius_mm=args.point_radius_mm)
+            except ValueError as exc:
+                raise DatasetError(f"{case.annotation_path or files.case_id}: cannot make the labels of case "
+                                   f"{files.case_id!r}: {exc}") from None
             seconds = time.perf_counter() - start
             write_image(stage / f"{files.case_id}_partial.nii.gz", partial, case.image.geometry)
             row = {"case": files.case_id, "objects": len(case.annotation.objects), "seconds": round(seconds, 4),

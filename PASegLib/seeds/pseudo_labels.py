@@ -9,6 +9,8 @@ generator:
   points only gives exactly ``expand_seeds``' result;
 * ``extreme_points`` — random walker seeded by the geodesic paths between opposite extreme points
   (:func:`~PASegLib.seeds.random_walker.extreme_points_pseudo_label`), every voxel of the object's box labelled;
+  a shell of ``RandomWalkerConfig.extreme_tolerance_mm`` around the box is unlabeled (clicks land near the
+  extent, so object voxels may lie just beyond the box);
 * ``box`` — random walker from the box's core and its outside (:func:`~PASegLib.seeds.random_walker.box_pseudo_label`);
 * ``single_point`` — the clicked voxels: a ball of ``point_radius_mm`` around ``F`` (foreground) and ``B``
   (background); the rest unlabeled (PSCV trains from these and its contrastive variance loss);
@@ -33,7 +35,7 @@ from ..annotations import CaseAnnotation, object_box, side_axis
 from ..image_io import Volume
 from .expansion import ExpansionConfig, expand_seeds
 
-__all__ = ["extreme_point_indices", "pseudo_label_map", "to_grid", "working_grid"]
+__all__ = ["extreme_point_indices", "grown_box_mask", "pseudo_label_map", "to_grid", "working_grid"]
 
 #: kinds whose box holds the whole object (voxels outside every box are background)
 _BOXED = ("seven_points", "extreme_points", "box")
@@ -131,8 +133,8 @@ def pseudo_label_map(image: Volume, annotation: CaseAnnotation, *, expansion: Op
         annotation: its objects, of any kinds (a ``dense`` object must be the case's only one).
         expansion: seed expansion settings of seven-point objects (default :class:`ExpansionConfig`).
         random_walker: :class:`~PASegLib.seeds.random_walker.RandomWalkerConfig` fields (extreme points, box).
-        valid_mask: optional bool ``[i, j, k]`` (seven points: see :func:`expand_seeds`; other kinds: voxels
-            outside it become background where labelled background would be, i.e. they are never foreground).
+        valid_mask: optional bool ``[i, j, k]`` (seven points: see :func:`expand_seeds`; single points, extreme
+            points and boxes: voxels outside it are never foreground; a dense label is returned as it is).
         dense_label: the case's dense label ``[i, j, k]`` (nonzero = object), needed by a ``dense`` object.
         point_radius_mm: radius of the labelled ball around each single-point click (mm; 0 = the voxel).
     """
@@ -183,6 +185,22 @@ def pseudo_label_map(image: Volume, annotation: CaseAnnotation, *, expansion: Op
         region[(sub == 2) & ~fg_any[box]] = 2
         region[sub == 1] = 1
         fg_any[box] |= sub == 1
+    for obj in annotation.objects:  # extreme points are clicked near the extent: a shell beyond it is unknown
+        if obj.kind == "extreme_points" and rw.extreme_tolerance_mm > 0:
+            lo, hi = object_box(obj, geometry)
+            shell = grown_box_mask(geometry.shape, lo, hi, rw.extreme_tolerance_mm, spacing)
+            shell[tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))] = False
+            out[shell & (out == 0)] = 2
     if valid_mask is not None:
         out[~np.asarray(valid_mask, dtype=bool) & (out == 1)] = 0
     return out
+
+
+def grown_box_mask(shape, lo, hi, grow_mm: float, spacing) -> np.ndarray:
+    """bool ``shape``: the inclusive voxel box ``lo``..``hi`` grown by ``grow_mm`` on every side (clipped)."""
+    grow = np.floor(float(grow_mm) / np.asarray(spacing, dtype=float) + 1e-9).astype(int)
+    a = np.maximum(np.asarray(lo) - grow, 0)
+    b = np.minimum(np.asarray(hi) + grow, np.asarray(shape) - 1)
+    mask = np.zeros(tuple(int(n) for n in shape), dtype=bool)
+    mask[tuple(slice(int(x), int(y) + 1) for x, y in zip(a, b))] = True
+    return mask

@@ -60,15 +60,25 @@ def cache_key(files: CaseFiles, config: TrainConfig) -> str:
         "expansion": config.expansion,
         "target_spacing_mm": config.target_spacing_mm,
     }
-    # the settings and files of the other annotation kinds, only where they apply (seven-point keys unchanged)
-    if config.random_walker:
-        parts["random_walker"] = config.random_walker
-    if config.point_radius_mm != 2.0:
+    # the settings and files of the other annotation kinds, only where they apply (seven-point keys unchanged):
+    # the resolved random-walker settings, so that a change of their defaults is a new entry too
+    if config.random_walker or _other_kinds(files):
+        from ..seeds.random_walker import RandomWalkerConfig
+
+        parts["random_walker"] = RandomWalkerConfig.from_dict(config.random_walker).to_dict()
         parts["point_radius_mm"] = config.point_radius_mm
     extra = [_file_key(p) for p in _protocol_files(files, config)]
     if extra:
         parts["protocol_files"] = extra
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _other_kinds(files: CaseFiles) -> bool:
+    """Whether the case's markups file holds an annotation kind other than seven points."""
+    if files.markups is None or not Path(files.markups).is_file():
+        return False
+    text = Path(files.markups).read_text(encoding="utf-8", errors="replace")
+    return "pasegKind" in text or '"ROI"' in text
 
 
 def _protocol_files(files: CaseFiles, config: TrainConfig) -> List[Path]:

@@ -183,9 +183,13 @@ def prepare_case(case: Case, config: TrainConfig, *, stop: Optional[StopFile] = 
     dense = _dense_label(case)
     partial = _override(case.case_id, config.pseudo_labels, source)
     if partial is None:
-        partial = pseudo_label_map(case.image, case.annotation, expansion=expansion, valid_mask=valid,
-                                   random_walker=config.random_walker, dense_label=dense,
-                                   point_radius_mm=config.point_radius_mm)
+        try:
+            partial = pseudo_label_map(case.image, case.annotation, expansion=expansion, valid_mask=valid,
+                                       random_walker=config.random_walker, dense_label=dense,
+                                       point_radius_mm=config.point_radius_mm)
+        except ValueError as exc:  # e.g. a random walker without background seeds: name the case
+            where = case.annotation_path or case.case_id
+            raise DatasetError(f"{where}: cannot make the training labels of case {case.case_id!r}: {exc}") from None
     check()
     image, valid, grid = preprocess_image(case.image, config)
     check()

@@ -29,14 +29,18 @@ __all__ = ["refine_pseudo_labels"]
 _BOXED = ("seven_points", "extreme_points", "box")
 
 
-def _outside_boxes(annotation: Any, geometry: Any) -> Optional[np.ndarray]:
-    """bool ``[i, j, k]``: voxels outside every object's box (``None`` when an object has no such box)."""
+def _outside_boxes(annotation: Any, geometry: Any, tolerance_mm: float) -> Optional[np.ndarray]:
+    """bool ``[i, j, k]``: voxels outside every object's box — an extreme-point box grown by ``tolerance_mm``
+    (clicks land near the extent) — (``None`` when an object has no such box)."""
+    from ..seeds.pseudo_labels import grown_box_mask
+
     if not all(o.kind in _BOXED for o in annotation.objects):
         return None
     outside = np.ones(geometry.shape, dtype=bool)
     for obj in annotation.objects:
         lo, hi = object_box(obj, geometry)
-        outside[tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))] = False
+        grow = tolerance_mm if obj.kind == "extreme_points" else 0.0
+        outside &= ~grown_box_mask(geometry.shape, lo, hi, grow, geometry.spacing)
     return outside
 
 
@@ -84,7 +88,7 @@ def refine_pseudo_labels(run_dir: PathLike, cases: Sequence[CaseFiles], out_dir:
         else:
             prob = predictor.predict(case.image, annotation=case.annotation).probability
             grid = working_grid(geometry, rw.working_spacing_mm)  # as the first round's pseudo labels
-            outside = _outside_boxes(case.annotation, geometry)
+            outside = _outside_boxes(case.annotation, geometry, rw.extreme_tolerance_mm)
             _, rw_prob = refine_with_random_walker(
                 to_grid(np.asarray(case.image.array, dtype=np.float32), grid, order=1), to_grid(prob, grid, order=1),
                 spacing=grid.spacing, config=rw, return_probability=True,

@@ -566,12 +566,18 @@ def test_extreme_points_and_boxes_label_the_sphere(kind, sphere_volume):
     image, sphere = sphere_volume
     case = _sim(sphere, image.geometry, kind, seed=1, extreme_jitter_mm=0.0)
     label = pseudo_label_map(image, case)
-    assert label.dtype == np.uint8 and label.shape == sphere.shape and set(np.unique(label)) <= {0, 1}
+    assert label.dtype == np.uint8 and label.shape == sphere.shape and set(np.unique(label)) <= {0, 1, 2}
     assert _dice(label == 1, sphere) > 0.8
     lo, hi = object_box(case.objects[0], image.geometry)
-    outside = np.ones(sphere.shape, dtype=bool)
-    outside[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = False
-    assert outside.sum() > 0 and np.all(label[outside] == 0)
+    inside = np.zeros(sphere.shape, dtype=bool)
+    inside[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = True
+    assert set(np.unique(label[inside])) <= {0, 1}  # every voxel of the box is labelled
+    # extreme points: a shell of extreme_tolerance_mm (2 mm = 2 voxels here) beyond the box is unlabeled
+    grow = 2 if kind == "extreme_points" else 0
+    shell = np.zeros(sphere.shape, dtype=bool)
+    shell[max(lo[0] - grow, 0):hi[0] + grow + 1, max(lo[1] - grow, 0):hi[1] + grow + 1,
+          max(lo[2] - grow, 0):hi[2] + grow + 1] = True
+    assert np.all(label[shell & ~inside] == 2) and np.all(label[~shell] == 0) and (~shell).sum() > 0
 
 
 @pytest.mark.parametrize("working_spacing_mm", [2.0, None])
@@ -583,7 +589,7 @@ def test_extreme_points_label_an_oblique_anisotropic_blob(working_spacing_mm, bl
     lo, hi = object_box(case.objects[0], image.geometry)
     inside = np.zeros(truth.shape, dtype=bool)
     inside[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = True
-    assert np.all(label[~inside] == 0)
+    assert np.all(label[~inside] != 1)  # beyond the box: background, or the unlabeled tolerance shell
 
 
 def test_foreground_wins_where_the_f_and_b_balls_overlap(oblique_geometry):

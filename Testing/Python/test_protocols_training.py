@@ -233,3 +233,42 @@ def test_label_free_score_uses_the_clicks_each_kind_has():
     assert score["foreground_clicks"] == 0.0 and score["background_clicks"] == 0.0
     only_extreme = label_free_score(pred, partial, [extreme], ["extreme_points"])
     assert only_extreme["foreground_clicks"] == only_extreme["partial_dice"] == only_extreme["score"]
+
+
+def test_pipeline_option_checks_of_the_new_kinds(bare, tmp_path):
+    from PASegLib.pipeline import PipelineOptions, _State, run_pipeline
+
+    out = tmp_path / "out"
+    out.mkdir()
+    _State(out, PipelineOptions(refine_rounds=2)).finish("clicks", 0.0, split={"train": [], "test": [],
+                                                                               "predict": []})
+    state = json.loads((out / "pipeline.json").read_text(encoding="utf-8"))
+    state["done"] += ["stage1_primary", "refine_1", "stage1_primary_r1", "refine_2"]
+    (out / "pipeline.json").write_text(json.dumps(state), encoding="utf-8")
+    # fewer rounds on a folder that finished more is another set of options, not a damaged file
+    with pytest.raises(ValueError, match=r"started with other options \(refine_rounds\)"):
+        _State(out, PipelineOptions(refine_rounds=1))
+    assert _State(out, PipelineOptions(refine_rounds=2)).done("refine_2")
+    with pytest.raises(ValueError, match="--dense-cases 9 asks for more dense cases than the 4 labelled"):
+        run_pipeline(bare, tmp_path / "dense", PipelineOptions(dense_cases=9, device="cpu"))
+    assert not (tmp_path / "dense").exists()  # a failed start leaves nothing
+
+
+def test_boxless_kinds_cannot_restrict_predictions_to_boxes():
+    from PASegLib.annotations import CaseAnnotation, ObjectAnnotation
+    from PASegLib.postprocess import check_label_options
+
+    single = CaseAnnotation([ObjectAnnotation("t", np.zeros(3), kind="single_point")])
+    with pytest.raises(ValueError, match="'t' is a single_point annotation, which has none"):
+        check_label_options(0.5, single, True)
+    assert check_label_options(0.5, single, False) == 0.5
+
+
+def test_a_box_or_extreme_points_spanning_the_whole_image_are_refused():
+    from PASegLib.annotations import AnnotationError, CaseAnnotation, ObjectAnnotation, validate_case
+    from PASegLib.geometry import ImageGeometry
+
+    geometry = ImageGeometry((20, 20, 10))
+    box = ObjectAnnotation("b", kind="box", marks={"lo": np.array([-5.0, -5, -5]), "hi": np.array([30.0, 30, 30])})
+    with pytest.raises(AnnotationError, match="'b': the box spans the whole image"):
+        validate_case(CaseAnnotation([box]), geometry)

@@ -363,15 +363,15 @@ def test_a_dense_case_writes_its_label_file_and_markups_and_opens_again(scene, l
     dataset, work = tmp_path / "data", tmp_path / "work"
     written = logic.saveAnnotations(volume, dataset, work)
     assert sorted(written) == ["annotations", "image", "label"]
-    assert written["label"] == dataset / "sphere_label.nii.gz"
+    assert written["label"] == dataset / "sphere_dense.nii.gz"  # never <case>_label, the ground truth
     doc = json.loads(written["annotations"].read_text())
     assert [(m["pasegKind"], m["pasegLabel"], m["controlPoints"]) for m in doc["markups"]] == [
-        ("dense", "sphere_label.nii.gz", [])]  # fmt: skip
+        ("dense", "sphere_dense.nii.gz", [])]  # fmt: skip
     case = read_markups(written["annotations"], GEOMETRY)
-    assert [(o.kind, o.label_file) for o in case.objects] == [("dense", "sphere_label.nii.gz")]
+    assert [(o.kind, o.label_file) for o in case.objects] == [("dense", "sphere_dense.nii.gz")]
     assert np.array_equal(read_image(written["label"]).array > 0, mask)
     (files,) = list_cases(dataset)
-    assert files.label == written["label"] and load_case(files).annotation.objects[0].kind == "dense"
+    assert files.label is None and load_case(files).annotation.objects[0].kind == "dense"
     fresh = HeadlessSlicer()
     try:
         reopenedLogic = PASegCoreLogic(fresh.scene)
@@ -379,7 +379,7 @@ def test_a_dense_case_writes_its_label_file_and_markups_and_opens_again(scene, l
         (restored,) = reopenedLogic.objectNodes(reopened)
         assert kinds.kindOf(restored) == "dense" and annotation.placementStatus(restored, reopened).valid
         assert np.array_equal(kinds.denseLabels(restored, reopened) > 0, mask)
-        restored.SetName("whole label")  # a draft newer than the saved case keeps no segment: the label file is used
+        restored.SetName("whole label")  # a draft newer than the saved case: its own copy of the label
         stat = files.markups.stat()  # older by 10 s (a test runs faster than some file systems' time resolution)
         os.utime(files.markups, ns=(stat.st_atime_ns - 10**10, stat.st_mtime_ns - 10**10))
         assert reopenedLogic.autosaveDraft(reopened, work) == cases.draftPath(work, "sphere")
