@@ -378,9 +378,13 @@ def nodesFromCase(scene, volumeNode, case: CaseAnnotation, *, replace: bool = Tr
 
 
 def saveCaseAnnotation(scene, volumeNode, path) -> Path:
-    """Validate the volume's objects and write them to ``<case>.mrk.json`` atomically (LPS). A dense case is saved
-    by :func:`PASegSlicer.dense.saveDenseCase` (it writes its label file too)."""
+    """Validate the volume's objects and write them to ``<case>.mrk.json`` atomically (LPS). A dense case's label
+    is written first, as ``<case>_dense.nii.gz`` beside it (:func:`PASegSlicer.dense.saveDenseCase`)."""
     case = caseFromNodes(scene, volumeNode, validate=True)
+    if any(obj.kind == "dense" for obj in case.objects):  # validate_case: then it is the case's only object
+        from . import dense
+
+        return dense.saveDenseCase(scene, volumeNode, path, case)["annotations"]
     return write_markups(path, case)
 
 

@@ -4,9 +4,10 @@ navigation that never loses a click.
 
 GUI code (Slicer only; ``slicer`` and ``qt`` are imported where used). Every decision is made by
 :class:`~PASegSlicer.logic.PASegCoreLogic`, :mod:`.annotation` and :mod:`.cases`, tested headless on a real MRML
-scene. Clicks are kept as drafts (``<work>/drafts/<case>.mrk.json``) two seconds after the last edit, when
-another volume is selected, before a case is left and when the scene closes; a case that cannot be kept is only
-left when the user agrees to discard it.
+scene. Clicks are kept as drafts (``<work>/drafts/<case>.mrk.json``; a dense tumour's voxels beside it) two seconds
+after the last edit (a paint stroke on a dense tumour's segmentation too), when another volume is selected, before
+a case is left and when the scene closes; a case that cannot be kept is only left when the user agrees to discard
+it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class AnnotationPanel:
         self.widget, self.ui = widget, widget.ui
         self.cases, self.nodes, self._observed, self._volumeID, self._edited = None, [], [], None, False
         self._optionalID, self._segmentIds, self._syncing = None, [""], False  # see onPlace, updateDenseWidgets
+        self._sources = []  # the segmentation nodes of dense tumours, observed (see observeObjects)
         self.statusTimer = singleShotTimer(0, self.updateStatus)  # one edit fires several events: read the status once
         self.objectsTimer = singleShotTimer(0, self.observeObjects)
         self.autosaveTimer = singleShotTimer(AUTOSAVE_DELAY_MS, lambda: self.autosave(self._node(self._volumeID)))
@@ -103,7 +105,8 @@ class AnnotationPanel:
 
     # -- tumours -------------------------------------------------------------------------------------------
     def observeObjects(self) -> None:
-        """Follow the current volume's object nodes (point edits, placements, unplacements, renames)."""
+        """Follow the current volume's object nodes (point edits, placements, unplacements, renames) and the
+        segmentation nodes of its dense tumours (paint strokes, segments added or removed)."""
         volume = self.volume()
         if (volume.GetID() if volume else None) != self._volumeID:
             self.autosave(self._node(self._volumeID))  # the volume being left (None once it is removed)
@@ -112,7 +115,9 @@ class AnnotationPanel:
         for node, event in self._observed:
             self.widget.removeObserver(node, event, self.onObjectEvent)
         self.nodes = self.core.objectNodes(volume) if volume else []
+        self._sources = kinds.denseSegmentations(self.nodes)
         self._observed = [(node, event) for node in self.nodes for event in annotation.observedEvents()]
+        self._observed += [(node, event) for node in self._sources for event in kinds.segmentationEvents()]
         for node, event in self._observed:
             self.widget.addObserver(node, event, self.onObjectEvent)
         current = self.ui.objectComboBox.currentText
@@ -125,6 +130,8 @@ class AnnotationPanel:
         self._edited = True
         self.statusTimer.start()
         self.autosaveTimer.start()
+        if kinds.denseSegmentations(self.nodes) != self._sources:  # a dense tumour got another segmentation
+            self.objectsTimer.start()
 
     def updateStatus(self) -> None:
         import slicer

@@ -1,16 +1,22 @@
 """Dense cases: a case labelled densely (a segment, or an imported label map) instead of clicks.
 
 A dense object node (:mod:`.kinds`) refers to a segmentation node; saving the case writes its label on the
-volume's grid as the case's label file ``<dataset>/<case>_label.nii.gz`` (the case's existing ``<case>_label.<ext>``
-when there is one) and ``<dataset>/<case>.mrk.json`` holding one ``dense`` object whose ``label_file`` names it
-(relative to the markups file). Loading such a case reads the label file back into a segmentation node
-("<volume> dense label", one segment per label value) that the object refers to.
+volume's grid as ``<dataset>/<case>_dense.nii.gz`` (:func:`denseLabelPath`) and ``<dataset>/<case>.mrk.json``
+holding one ``dense`` object whose ``label_file`` names it (relative to the markups file). The case's
+``<case>_label.<ext>`` is never written: it is the case's ground truth, which evaluation reads, and
+``<case>_dense`` is no role of the dataset listing (:func:`PASegLib.dataset.list_cases` ignores it). Loading such a
+case reads the label file back into a segmentation node ("<volume> dense label", one segment per label value) that
+the object refers to; cases saved before named ``<case>_label.<ext>`` in ``label_file`` (or named nothing: then
+the library reads ``<case>_label``), and they are read the same way.
+
+A draft (:mod:`.drafts`) keeps a dense object's voxels as ``<work>/drafts/<case>_dense.nii.gz``
+(:func:`draftLabelPath`), named by its markup's ``pasegLabel``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -24,6 +30,7 @@ from .segments import setLabelsToSegmentation
 from .volumes import geometryFromVolumeNode
 
 LABEL_ROLE = "_label"
+DENSE_SUFFIX = "_dense.nii.gz"  # <case>_dense.nii.gz: no role of PASegLib.dataset (_image, _label, _7points)
 _COLORS = [(0.85, 0.25, 0.25), (0.25, 0.55, 0.90), (0.95, 0.65, 0.15), (0.55, 0.35, 0.80)]
 
 
@@ -89,11 +96,30 @@ def loadCaseMarkups(scene, volumeNode, path) -> List:
     return nodes
 
 
-def relinkLabel(scene, volumeNode, labelPath) -> None:
-    """A draft keeps no segmentation: its dense objects get the case's label file (``None``: left without)."""
-    for node in annotation.objectNodes(scene, volumeNode):
-        if labelPath is not None and kinds.kindOf(node) == "dense" and kinds.denseSource(node)[0] is None:
-            importDenseLabel(scene, volumeNode, node, labelPath)
+def savedDenseLabel(volumeNode, files) -> Optional[Path]:
+    """The label file of the saved dense case ``files`` (its object's ``label_file``, else its ``<case>_label``);
+    ``None`` when the case is not a saved dense case (or its markups cannot be read)."""
+    if files is None or files.markups is None:
+        return None
+    try:
+        case = read_markups(files.markups, geometryFromVolumeNode(volumeNode))
+    except (AnnotationError, ValueError, OSError):
+        return None
+    obj = next((o for o in case.objects if o.kind == "dense"), None)
+    if obj is None:
+        return None
+    path = files.markups.parent / obj.label_file if obj.label_file else files.label
+    return path if path is not None and path.is_file() else None
+
+
+def relinkLabel(scene, volumeNode, nodes: Sequence, labelPaths: Sequence[Optional[Path]], fallback=None) -> None:
+    """A draft keeps no segmentation: each dense object of ``nodes`` gets its draft label (``labelPaths``, by
+    position), else ``fallback`` (the saved case's dense label, :func:`savedDenseLabel`); else it is left
+    without."""
+    for node, path in zip(nodes, labelPaths):
+        path = path if path is not None and Path(path).is_file() else fallback
+        if path is not None and kinds.kindOf(node) == "dense" and kinds.denseSource(node)[0] is None:
+            importDenseLabel(scene, volumeNode, node, path)
 
 
 def caseLabels(scene, volumeNode, case: CaseAnnotation) -> np.ndarray:
@@ -108,9 +134,18 @@ def caseLabels(scene, volumeNode, case: CaseAnnotation) -> np.ndarray:
     return labels
 
 
-def labelTarget(folder, caseId: str) -> Path:
-    """Where a dense case's label goes: the case's label file, else ``<folder>/<case>_label.nii.gz``."""
-    return caseLabelFile(folder, caseId) or Path(folder) / f"{caseId}{LABEL_ROLE}.nii.gz"
+def denseLabelPath(markupsPath) -> Path:
+    """Where the label of the dense case ``<folder>/<case>.mrk.json`` goes: ``<folder>/<case>_dense.nii.gz``."""
+    path = Path(markupsPath)
+    stem = path.name[: -len(".mrk.json")] if path.name.endswith(".mrk.json") else path.stem
+    return path.parent / f"{stem}{DENSE_SUFFIX}"
+
+
+def draftLabelPath(draftPath, index: int = 0) -> Path:
+    """Where a draft keeps the voxels of its ``index``-th dense object: ``<case>_dense.nii.gz`` beside the draft,
+    ``<case>_dense_<index+1>.nii.gz`` after the first."""
+    first = denseLabelPath(draftPath)
+    return first if index == 0 else first.with_name(first.name.replace(DENSE_SUFFIX, f"_dense_{index + 1}.nii.gz"))
 
 
 def writeDenseCase(markupsPath, labelPath, name: str, labels: np.ndarray, geometry: ImageGeometry) -> dict:
@@ -119,3 +154,11 @@ def writeDenseCase(markupsPath, labelPath, name: str, labels: np.ndarray, geomet
     obj = ObjectAnnotation(name, kind="dense", label_file=Path(labelPath).name)
     written["annotations"] = write_markups(markupsPath, CaseAnnotation([obj]))
     return written
+
+
+def saveDenseCase(scene, volumeNode, markupsPath, case: CaseAnnotation) -> dict:
+    """Write the dense case ``case`` (validated, of ``volumeNode``): its label as :func:`denseLabelPath`, then
+    ``markupsPath`` naming it. Raises ``AnnotationError`` when its label is empty (nothing is written then)."""
+    labels = caseLabels(scene, volumeNode, case)
+    geometry = geometryFromVolumeNode(volumeNode)
+    return writeDenseCase(markupsPath, denseLabelPath(markupsPath), case.objects[0].name, labels, geometry)

@@ -7,16 +7,21 @@ in Slicer's Markups module too). It lives in the work folder, not in the dataset
 the images would be taken for the annotation of a case that has no image.
 
 Every object keeps its annotation kind (``pasegKind``, :class:`~PASegLib.markups_io.DraftObject` ``kind``): a
-drawn box is written as a Slicer ROI markup; a dense object as a markup without points (its segment stays in the
-scene's segmentation node: pick it again after a restore).
+drawn box is written as a Slicer ROI markup; a dense object as a markup without points whose voxels are written
+beside the draft, ``<work>/drafts/<case>_dense.nii.gz`` (:func:`.dense.draftLabelPath`), named by its
+``pasegLabel``; a restore reads them into a new segmentation node (none written: the saved case's dense label).
 
-The *state* of a volume's objects (:func:`objectsState`: names, kinds, and each point's position or ``None``) is
-what is compared to tell whether something is unsaved; :class:`DraftBookkeeping` (the logic's) keeps the state
-last loaded, saved or drafted per volume.
+The *state* of a volume's objects (:func:`objectsState`: names, kinds, each point's position or ``None``, and a
+dense object's :func:`.kinds.denseStamp`) is what is compared to tell whether something is unsaved; a paint stroke
+on a dense label is an unsaved change. :class:`DraftBookkeeping` (the logic's) keeps the state last loaded, saved
+or drafted per volume.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -24,6 +29,7 @@ import numpy as np
 
 from PASegLib.annotations import AnnotationError, ObjectAnnotation
 from PASegLib.atomic import atomic_write_json
+from PASegLib.image_io import write_image
 from PASegLib.markups_io import (
     DraftObject,
     drafts_from_markups_dict,
@@ -32,16 +38,25 @@ from PASegLib.markups_io import (
     read_draft_markups,
 )  # fmt: skip
 
-from . import annotation, kinds
+from . import annotation, dense, kinds
 from .cases import draftPath
+from .volumes import geometryFromVolumeNode
 
 #: Positions closer than this (mm) are the same click (a file round trip changes the last bits only).
 SAME_POSITION_MM = 1e-4
 
 
-def objectsState(scene, volumeNode) -> List[DraftObject]:
+@dataclass
+class ObjectState(DraftObject):
+    """A :class:`~PASegLib.markups_io.DraftObject` and what a dense object's label is made of
+    (:func:`.kinds.denseStamp`; ``()`` for the other kinds)."""
+
+    source: tuple = ()
+
+
+def objectsState(scene, volumeNode) -> List[ObjectState]:
     """The volume's objects as drafts: kind, and each point's LPS position (local frame) or ``None`` when not
-    placed (a box: its corners ``lo`` / ``hi`` once drawn; a dense object: no point).
+    placed (a box: its corners ``lo`` / ``hi`` once drawn; a dense object: no point, its label's stamp).
 
     Raises ``AnnotationError`` for an object that is not laid out as its kind says (its points cannot be named).
     """
@@ -50,14 +65,15 @@ def objectsState(scene, volumeNode) -> List[DraftObject]:
         kind = kinds.kindOf(node)
         placed = annotation.placedPointsLps(node, volumeNode)
         points = {label: placed.get(label) for label in kinds.kindLabels(kind)}
-        state.append(DraftObject(node.GetName(), points, kind=kind))
+        state.append(ObjectState(node.GetName(), points, kind=kind, source=kinds.denseStamp(node)))
     return state
 
 
 def sameState(first: Sequence[DraftObject], second: Sequence[DraftObject]) -> bool:
     """Whether two states hold the same objects (names, kinds, order) with the same points placed at the same
-    places."""
-    if [(o.name, o.kind) for o in first] != [(o.name, o.kind) for o in second]:
+    places, and the same dense labels."""
+    if [(o.name, o.kind, getattr(o, "source", ())) for o in first] != [
+            (o.name, o.kind, getattr(o, "source", ())) for o in second]:  # fmt: skip
         return False
     for a, b in zip(first, second):
         for label in set(a.points) | set(b.points):
@@ -78,11 +94,14 @@ def _boxFiducialReadable() -> bool:
     return True
 
 
-def draftDocument(state: Sequence[DraftObject]) -> Dict[str, Any]:
-    """The markups JSON of a state: a drawn box as an ROI markup (Slicer shows it as a box)."""
+def draftDocument(state: Sequence[DraftObject], labelFiles: Optional[Dict[int, str]] = None) -> Dict[str, Any]:
+    """The markups JSON of a state: a drawn box as an ROI markup (Slicer shows it as a box); ``labelFiles``:
+    object index → the file name of its dense label (its markup's ``pasegLabel``)."""
     doc = drafts_to_markups_dict(state)
     markups, keepUndrawn = [], None
-    for obj, markup in zip(state, doc["markups"]):
+    for index, (obj, markup) in enumerate(zip(state, doc["markups"])):
+        if (labelFiles or {}).get(index):
+            markup["pasegLabel"] = labelFiles[index]
         if obj.kind == "box":
             corners = {k: v for k, v in obj.points.items() if v is not None}
             if len(corners) == 2:
@@ -96,10 +115,52 @@ def draftDocument(state: Sequence[DraftObject]) -> Dict[str, Any]:
     return doc
 
 
-def writeDraft(path, state: Sequence[DraftObject]) -> Path:
+def writeDraft(path, state: Sequence[DraftObject], labelFiles: Optional[Dict[int, str]] = None) -> Path:
     """Write a state atomically (a reader sees the previous draft or this one, never a partial file)."""
-    atomic_write_json(path, draftDocument(state))
+    atomic_write_json(path, draftDocument(state, labelFiles))
     return Path(path)
+
+
+def _draftLabelFiles(path) -> List[Path]:
+    """The dense label files of the draft ``path`` on disk (:func:`.dense.draftLabelPath`)."""
+    first, folder = dense.draftLabelPath(path), Path(path).parent
+    pattern = re.escape(first.name[: -len(".nii.gz")]) + r"(_\d+)?\.nii\.gz"
+    return [p for p in folder.iterdir() if re.fullmatch(pattern, p.name)] if folder.is_dir() else []
+
+
+def writeDraftLabels(scene, volumeNode, path) -> Dict[int, str]:
+    """Write the voxels of the volume's dense objects beside the draft ``path`` (a dense object without a
+    segmentation or with an empty label: none) and remove those of an earlier draft; returns object index → file
+    name."""
+    written: Dict[int, str] = {}
+    geometry = None
+    for index, node in enumerate(annotation.objectNodes(scene, volumeNode)):
+        if kinds.kindOf(node) != "dense" or kinds.denseProblem(node):
+            continue
+        labels = kinds.denseLabels(node, volumeNode)
+        if labels.any():
+            geometry = geometry or geometryFromVolumeNode(volumeNode)
+            target = dense.draftLabelPath(path, len(written))
+            written[index] = write_image(target, labels, geometry).name
+    for stale in _draftLabelFiles(path):
+        if stale.name not in written.values():
+            stale.unlink(missing_ok=True)
+    return written
+
+
+def draftLabels(path) -> List[Optional[Path]]:
+    """Each markup's dense label file of the draft ``path`` (its ``pasegLabel``, beside it), ``None`` where it
+    names none."""
+    markups = json.loads(Path(path).read_text(encoding="utf-8")).get("markups", [])
+    names = [m.get("pasegLabel") if isinstance(m, dict) else None for m in markups]
+    return [Path(path).parent / Path(n).name if isinstance(n, str) and n.strip() else None for n in names]
+
+
+def removeDraft(path) -> None:
+    """Remove the draft ``path`` and its dense label files (the case was saved into the dataset)."""
+    Path(path).unlink(missing_ok=True)
+    for label in _draftLabelFiles(path):
+        label.unlink(missing_ok=True)
 
 
 def nodesFromDrafts(scene, volumeNode, objects: Sequence[DraftObject]) -> List:
@@ -114,9 +175,12 @@ def nodesFromDrafts(scene, volumeNode, objects: Sequence[DraftObject]) -> List:
     return nodes
 
 
-def loadDraft(scene, volumeNode, path) -> List:
-    """Read a draft into object nodes of ``volumeNode`` (replacing its objects)."""
-    return nodesFromDrafts(scene, volumeNode, read_draft_markups(path))
+def loadDraft(scene, volumeNode, path, fallbackLabel=None) -> List:
+    """Read a draft into object nodes of ``volumeNode`` (replacing its objects); a dense object gets its draft
+    label, else ``fallbackLabel`` (the saved case's dense label), as its segmentation."""
+    nodes = nodesFromDrafts(scene, volumeNode, read_draft_markups(path))
+    dense.relinkLabel(scene, volumeNode, nodes, draftLabels(path), fallbackLabel)
+    return nodes
 
 
 class DraftBookkeeping:
@@ -153,7 +217,7 @@ class DraftBookkeeping:
         target = draftPath(workFolder, self.caseIdOf(volumeNode))
         self._refuseOverwrite(volumeNode, target, "a draft")
         state = objectsState(self.scene, volumeNode)
-        path = writeDraft(target, state)
+        path = writeDraft(target, state, writeDraftLabels(self.scene, volumeNode, target))  # labels first
         self._saved[volumeNode.GetID()] = state
         return path
 

@@ -153,6 +153,53 @@ def denseProblem(node) -> str:
     return ""
 
 
+#: Events of a segmentation node after which a dense label may differ (``vtkSegmentation``'s, which the node
+#: forwards): a paint or erase stroke or an import (its source representation), a segment added, removed,
+#: reordered (label values of "all segments") or changed. The node's own ``ModifiedEvent`` does not fire on them.
+SEGMENTATION_EVENTS = ("SourceRepresentationModified", "MasterRepresentationModified", "RepresentationModified",
+                       "SegmentAdded", "SegmentRemoved", "SegmentsOrderModified", "SegmentModified")  # fmt: skip
+
+
+def segmentationEvents() -> List[int]:
+    """The event ids of :data:`SEGMENTATION_EVENTS` this Slicer has ("Master…" before Slicer 5.4)."""
+    import slicer
+
+    return [int(getattr(slicer.vtkSegmentation, n)) for n in SEGMENTATION_EVENTS if hasattr(slicer.vtkSegmentation, n)]
+
+
+def denseSegmentations(nodes) -> List:
+    """The segmentation nodes the dense objects among ``nodes`` take their label from (each once, in order)."""
+    found: List = []
+    for node in nodes:
+        segmentation = denseSource(node)[0] if kindOf(node) == "dense" else None
+        if segmentation is not None and all(segmentation is not other for other in found):
+            found.append(segmentation)
+    return found
+
+
+def denseStamp(node) -> Tuple:
+    """What a dense object's label is made of, cheap to read (no voxel is read): the segmentation node's ID, the
+    chosen segment ID, then per segment used (in order) its ID and the modification time (``GetMTime``) of its
+    voxels, the segmentation's source representation. Every paint or erase stroke and every import advances it;
+    reading or exporting the label does not. ``()`` for another kind or without a segmentation.
+
+    Segments sharing one labelmap (Slicer's default) share its time: painting a segment that is not the dense
+    label also changes the stamp (an extra draft, never a lost edit). A content hash would not: a CRC-32 of a
+    512×512×300 labelmap takes 22 ms, but telling one segment's voxels from the others' (``layer == value``)
+    another 170 ms, at every unsaved-changes check."""
+    segmentationNode, segmentId = denseSource(node) if kindOf(node) == "dense" else (None, "")
+    if segmentationNode is None:
+        return ()
+    segmentation = segmentationNode.GetSegmentation()
+    source = segmentation.GetSourceRepresentationName()
+    stamps = []
+    for sid in [segmentId] if segmentId else list(segmentation.GetSegmentIDs()):
+        segment = segmentation.GetSegment(sid)
+        voxels = segment.GetRepresentation(source) if segment is not None else None
+        stamps.append((sid, None if segment is None else voxels.GetMTime() if voxels is not None else 0))
+    return (segmentationNode.GetID(), segmentId, tuple(stamps))
+
+
 def denseLabels(node, volumeNode) -> np.ndarray:
     """The dense label of ``node`` on the volume's grid: uint8, segment ``n`` of :func:`denseSegmentNames` → ``n+1``."""
     from .segments import segmentationToLabels

@@ -52,10 +52,10 @@ _LEGACY_ATTRIBUTES = {PREVIEW_ROLE: "PASeg.PreviewOf", PREDICTION_ROLE: "PASeg.P
 
 
 def _clicks(scene, volumeNode, case) -> tuple:
-    """(object names, kinds and dense sources; all points as one array): what a preview was computed from."""
+    """(object names, kinds and dense labels' stamps; all points as one array): what a preview was computed from
+    (:func:`.kinds.denseStamp`: a paint stroke on a dense label makes its preview stale)."""
     points = [p for obj in case.objects for p in obj.points().values()]
-    sources = [(kinds.denseSegmentNames(n), n.GetNodeReferenceID(kinds.DENSE_ROLE)) if kinds.kindOf(n) == "dense"
-               else None for n in annotation.objectNodes(scene, volumeNode)]  # fmt: skip
+    sources = [kinds.denseStamp(n) for n in annotation.objectNodes(scene, volumeNode)]
     return [(obj.name, obj.kind) for obj in case.objects] + sources, np.array(points).reshape(-1, 3)
 
 
@@ -135,12 +135,11 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
     def restoreAnnotations(self, volumeNode, files: Optional[CaseFiles] = None, workFolder=None, *,
                            geometry: Optional[ImageGeometry] = None) -> Optional[Path]:  # fmt: skip
         """Replace the volume's objects with the case's draft when newer than its annotation, else its annotation
-        (``<case>.mrk.json`` or ``<case>_7points``; a dense object gets the case's label file as its segmentation).
-        Returns the file read (``None``: nothing saved yet)."""
+        (``<case>.mrk.json`` or ``<case>_7points``; a dense object gets its label file as its segmentation: the
+        draft's, else the saved dense case's). Returns the file read (``None``: nothing saved yet)."""
         source = newerDraft(workFolder, self.caseIdOf(volumeNode), files)
         if source is not None:
-            drafts.loadDraft(self.scene, volumeNode, source)
-            dense.relinkLabel(self.scene, volumeNode, files.label if files is not None else None)
+            drafts.loadDraft(self.scene, volumeNode, source, dense.savedDenseLabel(volumeNode, files))
         elif files is not None and files.markups is not None:
             source = files.markups
             annotation.loadCaseAnnotation(self.scene, volumeNode, source)
@@ -296,7 +295,7 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
         """Save the volume's clicks; returns what was written, by kind.
 
         Complete and valid: ``<dataset>/<case>.mrk.json`` (what training reads; a dense case: after its label
-        ``<dataset>/<case>_label.nii.gz``, :mod:`.dense`), after the image
+        ``<dataset>/<case>_dense.nii.gz``, never the case's ``<case>_label``: :mod:`.dense`), after the image
         ``<dataset>/<case>_image.nrrd`` when the dataset lacks it (never a second copy of one it holds: its grid
         must be the volume's); the case's draft is then removed, and the last preview, if any, is saved as
         ``<work>/expanded/<case>_partial.nii.gz``. Incomplete or invalid: ``{"draft": <work>/drafts/<case>.mrk.json}``
@@ -315,10 +314,11 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
             return {"draft": self.saveDraft(volumeNode, work)}
         labels = dense.caseLabels(self.scene, volumeNode, case) if case.objects[0].kind == "dense" else None
         existingImage = self.datasetImage(volumeNode, dataset, caseId)  # refuses another image of the case
-        markups, labelPath = dataset / f"{caseId}.mrk.json", dense.labelTarget(dataset, caseId)
+        markups = dataset / f"{caseId}.mrk.json"
+        labelPath = dense.denseLabelPath(markups)  # never <case>_label: the case's ground truth
         self._refuseOverwrite(volumeNode, markups, "saved clicks")
         if labels is not None:
-            self._refuseOverwrite(volumeNode, labelPath, "a label")
+            self._refuseOverwrite(volumeNode, labelPath, "a dense label")
         state = drafts.objectsState(self.scene, volumeNode)
         written: Dict[str, Path] = {}
         if existingImage is None:  # the image first: no annotation without image
@@ -332,7 +332,7 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
         volumeNode.SetAttribute(CASE_ATTRIBUTE, caseId)
         self._saved[volumeNode.GetID()] = state
         if work is not None:
-            draftPath(work, caseId).unlink(missing_ok=True)
+            drafts.removeDraft(draftPath(work, caseId))
         partial = self.previewLabels(volumeNode)
         if work is not None and partial is not None:
             path = expandedPath(work, caseId)
