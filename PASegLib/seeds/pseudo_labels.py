@@ -8,10 +8,11 @@ generator:
 * ``seven_points`` — geodesic seed expansion (:func:`~PASegLib.seeds.expansion.expand_seeds`); a case of seven
   points only gives exactly ``expand_seeds``' result;
 * ``extreme_points`` — random walker seeded by the geodesic paths between opposite extreme points
-  (:func:`~PASegLib.seeds.random_walker.extreme_points_pseudo_label`), every voxel of the object's box labelled;
+  (:func:`~PASegLib.seeds.random_walker_labels.extreme_points_pseudo_label`), every voxel of the object's box labelled;
   a shell of ``RandomWalkerConfig.extreme_tolerance_mm`` around the box is unlabeled (clicks land near the
   extent, so object voxels may lie just beyond the box);
-* ``box`` — random walker from the box's core and its outside (:func:`~PASegLib.seeds.random_walker.box_pseudo_label`);
+* ``box`` — random walker from the box's core and its outside
+  (:func:`~PASegLib.seeds.random_walker_labels.box_pseudo_label`);
 * ``single_point`` — the clicked voxels: a ball of ``point_radius_mm`` around ``F`` (foreground) and ``B``
   (background); the rest unlabeled (PSCV trains from these and its contrastive variance loss);
 * ``dense`` — the dense label passes through (every voxel labelled).
@@ -78,7 +79,7 @@ def _random_walker_crop(image: Volume, obj: Any, lo: np.ndarray, hi: np.ndarray,
     resampled to ``rw.working_spacing_mm``: ``(crop slices, foreground probability on the crop at the image's
     resolution)``. Only the crop is read and converted (a preview of a large image stays small)."""
     from ..preprocess import resample_to_shape
-    from .random_walker import box_pseudo_label, extreme_points_pseudo_label
+    from .random_walker_labels import box_pseudo_label, extreme_points_pseudo_label
 
     geometry = image.geometry
     spacing = np.asarray(geometry.spacing, dtype=float)

@@ -3,7 +3,7 @@ the training cases, regularised by the random walker, become the next round's la
 
 :func:`refine_pseudo_labels` predicts every annotated case with a run (a click-conditioned run gets the case's
 clicks), regularises the foreground probability with
-:func:`~PASegLib.seeds.random_walker.refine_with_random_walker` (the band around the predicted boundary is re-
+:func:`~PASegLib.seeds.random_walker_labels.refine_with_random_walker` (the band around the predicted boundary is re-
 decided by the random walker, on the working grid of ``RandomWalkerConfig.working_spacing_mm``; voxels outside
 every object's box are background when every object has a box that holds it — extreme points, boxes, seven points)
 and writes ``<out>/<case>_pseudo.nii.gz`` (uint8, 0/1, on the image's grid, atomically). A dense case keeps its
@@ -65,7 +65,8 @@ def refine_pseudo_labels(run_dir: PathLike, cases: Sequence[CaseFiles], out_dir:
     """
     from ..inference import load_predictor
     from ..seeds.pseudo_labels import to_grid, working_grid
-    from ..seeds.random_walker import RandomWalkerConfig, refine_with_random_walker
+    from ..seeds.random_walker import RandomWalkerConfig
+    from ..seeds.random_walker_labels import refine_with_random_walker
 
     rw = RandomWalkerConfig.from_dict(random_walker or {})
     out = Path(out_dir)

@@ -5,14 +5,8 @@ import pytest
 from conftest import ellipsoid
 from scipy.ndimage import binary_dilation
 
-from PASegLib.seeds.random_walker import (
-    RandomWalkerConfig,
-    box_pseudo_label,
-    extreme_point_scribbles,
-    extreme_points_pseudo_label,
-    random_walker_probability,
-    refine_with_random_walker,
-)
+from PASegLib.seeds.random_walker import RandomWalkerConfig, extreme_point_scribbles, random_walker_probability
+from PASegLib.seeds.random_walker_labels import box_pseudo_label, extreme_points_pseudo_label, refine_with_random_walker
 
 ISO, ANISO = (1.0, 1.0, 1.0), (1.0, 1.0, 2.0)
 
