@@ -39,12 +39,14 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Any, Dict, List, Optional, Tuple
 
 from .atomic import PathLike, atomic_write_json, remove_stale_temp_files
-from .dataset import CaseFiles, DatasetError, list_cases, load_case
+from .dataset import CaseFiles, DatasetError, list_cases
+# (the benchmarks import _median_spacing and _simulate_missing_clicks from here)
+from .pipeline_inputs import cohort_kinds as _cohort_kinds
+from .pipeline_inputs import median_spacing as _median_spacing
+from .pipeline_inputs import simulate_missing_clicks as _simulate_missing_clicks
 from .progress_events import emit
 from .training.lock import FolderLock
 from .training.stopping import EXIT_STOPPED, STOP_FILE, StopFile, StopRequested
@@ -178,63 +180,6 @@ class _State:
 
     def save(self) -> None:
         atomic_write_json(self.path, self.data)
-
-
-def _cohort_kinds(files: List[CaseFiles]) -> List[str]:
-    """The annotation kinds of the cases' markups files (``pasegKind``; ROI markups are boxes; seven points
-    otherwise, and for the ``_7points`` label maps)."""
-    kinds = []
-    for f in files:
-        if f.markups is None:
-            kinds.append("seven_points")
-            continue
-        try:
-            markups = json.loads(Path(f.markups).read_text(encoding="utf-8")).get("markups", [])
-        except (OSError, ValueError, AttributeError, RecursionError):
-            continue  # the reader names what is wrong when the case is prepared
-        for m in markups if isinstance(markups, list) else []:
-            kind = m.get("pasegKind", "box" if m.get("type") == "ROI" else "seven_points") if isinstance(m, dict) \
-                else None
-            if isinstance(kind, str):  # anything else: the reader names the file when the case is prepared
-                kinds.append(kind)
-    return kinds
-
-
-def _simulate_missing_clicks(files: List[CaseFiles], out: Path, seed: int, stop: Optional[StopFile] = None, *,
-                             config: Any = None, dense_ids: Sequence[str] = ()) -> int:
-    """Simulate the clicks (``config``: a :class:`~PASegLib.simulate.ClickSimulationConfig`, default seven
-    points; a dense annotation for ``dense_ids``) of the cases in ``files`` that have a label and no annotation
-    yet; returns how many were written."""
-    from .annotations import validate_case
-    from .markups_io import write_markups
-    from .simulate import ClickSimulationConfig, simulate_clicks
-
-    config = config or ClickSimulationConfig()
-    dense = ClickSimulationConfig(kind="dense")
-    n = 0
-    for f in files:
-        if f.has_annotation or f.label is None or (out / f"{f.case_id}.mrk.json").is_file():
-            continue
-        if stop is not None:
-            stop.check()
-        case = load_case(f, load_annotation=False)
-        try:
-            annotation = simulate_clicks(case.label.array, case.image.geometry, seed=seed,
-                                         config=dense if f.case_id in set(dense_ids) else config)
-        except ValueError as exc:
-            raise DatasetError(f"{f.label}: {exc}") from None
-        validate_case(annotation, case.image.geometry)
-        write_markups(out / f"{f.case_id}.mrk.json", annotation)
-        n += 1
-    return n
-
-
-def _median_spacing(files: List[CaseFiles]) -> List[float]:
-    """Median voxel spacing (mm) of the images, from their headers (a 2D/4D or unreadable image is named)."""
-    from .image_io import read_geometry
-
-    spacings = [read_geometry(f.image, role="image").spacing for f in files]
-    return [float(s) for s in np.median(np.asarray(spacings), axis=0)]
 
 
 def _train(run: Path, dataset: Path, config, *, case_ids, annotations, cache, stop: StopFile, init_runs=None,
