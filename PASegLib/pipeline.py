@@ -43,6 +43,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .atomic import PathLike, atomic_write_json, remove_stale_temp_files
 from .dataset import CaseFiles, DatasetError, list_cases
+
 # (the benchmarks import _median_spacing and _simulate_missing_clicks from here)
 from .pipeline_inputs import cohort_kinds as _cohort_kinds
 from .pipeline_inputs import median_spacing as _median_spacing
