@@ -111,6 +111,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", nargs="+", default=None)
     parser.add_argument("--summary", type=Path, default=None)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--device-note", default="2-core shared x86-64 CPU, torch 2.13.0+cpu, no GPU",
+                        help="the machine the rows ran on, stored in the summary")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(json.dumps({"skipped": f"data not found: {args.data}"}))
@@ -188,7 +190,10 @@ def report(args, out: Path, rows, train_ids, test_ids, val_ids) -> int:
             full = summary["rows"]["full"]
             entry["ratio_to_full"] = entry["dice_mean"] / max(full["dice_mean"], full["dice_last_mean"])
         entry.update(annotation_cost(name, rows, out, train_ids))
-    summary.pop("selection", None)
+    for key in ("selection", "full_supervision", "stage_one", "scm"):  # the accuracy benchmark's headline keys
+        summary.pop(key, None)
+    summary["reused_from_accuracy_benchmark"] = {k: v for k, v in REUSED.items() if k in results}
+    summary["device"] = args.device_note
     if args.summary:
         atomic_write_json(args.summary, summary)
     if args.markdown:
