@@ -148,3 +148,21 @@ def cli_error(captured, command: str) -> str:
     event = progress_events(captured.out)[-1]
     assert event["event"] == "error" and event["message"] == message and not event["internal"]
     return message
+
+
+# -- a bright sphere on a noisy background, as a Slicer volume node (the annotation-kind and dense-label tests) ---
+SPHERE_GEOMETRY = ImageGeometry((28, 28, 20), (1.0, 1.0, 1.5), (5.0, -10.0, 3.0))
+SPHERE_CENTER = np.array([14, 14, 10])
+
+
+def sphere_volume_node(scene):
+    """``(volume node, image Volume, mask)``: a sphere of radius 6 mm (intensity 400) at :data:`SPHERE_CENTER` of
+    :data:`SPHERE_GEOMETRY` on a noisy background (100 ± 5), as a scalar volume node named "sphere"."""
+    from PASegSlicer import volumes
+
+    grid = np.indices(SPHERE_GEOMETRY.shape, dtype=np.float64) - SPHERE_CENTER[:, None, None, None]
+    mm = grid * np.asarray(SPHERE_GEOMETRY.spacing)[:, None, None, None]
+    mask = (mm**2).sum(axis=0) <= 36.0
+    image = Volume((100 + 300 * mask + np.random.default_rng(0).normal(0, 5, SPHERE_GEOMETRY.shape))
+                   .astype(np.float32), SPHERE_GEOMETRY)
+    return volumes.createVolumeNode(scene, image, "sphere"), image, mask

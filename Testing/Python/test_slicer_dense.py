@@ -20,32 +20,26 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "PASeg"))
 
-from conftest import require_slicer_core  # noqa: E402
+from conftest import SPHERE_CENTER, SPHERE_GEOMETRY, require_slicer_core, sphere_volume_node  # noqa: E402
 
 slicer = require_slicer_core()
 
-from PASegSlicer import annotation, cases, dense, drafts, kinds, volumes  # noqa: E402
+from PASegSlicer import annotation, cases, dense, drafts, kinds  # noqa: E402
 from PASegSlicer.headless import HeadlessSlicer  # noqa: E402
 from PASegSlicer.logic import PASegCoreLogic  # noqa: E402
 
 from PASegLib.dataset import _split_role, list_cases, load_case  # noqa: E402
-from PASegLib.geometry import ImageGeometry  # noqa: E402
-from PASegLib.image_io import Volume, read_image, write_image  # noqa: E402
+from PASegLib.image_io import read_image, write_image  # noqa: E402
 from PASegLib.markups_io import read_markups  # noqa: E402
 from PASegLib.training.data import _dense_label  # noqa: E402
 
-GEOMETRY = ImageGeometry((28, 28, 20), (1.0, 1.0, 1.5), (5.0, -10.0, 3.0))
-CENTER = np.array([14, 14, 10])
+GEOMETRY, CENTER = SPHERE_GEOMETRY, SPHERE_CENTER
 
 
 @pytest.fixture
 def sphere(scene):
     """(volume node, image, mask): a bright sphere of radius 6 mm on a noisy background."""
-    grid = np.indices(GEOMETRY.shape, dtype=np.float64) - CENTER[:, None, None, None]
-    mask = ((grid * np.asarray(GEOMETRY.spacing)[:, None, None, None]) ** 2).sum(axis=0) <= 36.0
-    image = Volume((100 + 300 * mask + np.random.default_rng(0).normal(0, 5, GEOMETRY.shape)).astype(np.float32),
-                   GEOMETRY)  # fmt: skip
-    return volumes.createVolumeNode(scene, image, "sphere"), image, mask
+    return sphere_volume_node(scene)
 
 
 def _dataset(tmp_path, image, truth=None):

@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "PASeg"))
 
-from conftest import require_slicer_core  # noqa: E402
+from conftest import SPHERE_CENTER, SPHERE_GEOMETRY, require_slicer_core, sphere_volume_node  # noqa: E402
 
 slicer = require_slicer_core()
 
@@ -31,21 +31,17 @@ from PASegLib.annotation.kinds import get_kind  # noqa: E402
 from PASegLib.annotations import AnnotationError, side_axis  # noqa: E402
 from PASegLib.dataset import list_cases, load_case  # noqa: E402
 from PASegLib.geometry import ImageGeometry, lps_to_ras  # noqa: E402
-from PASegLib.image_io import Volume, read_image, write_image  # noqa: E402
+from PASegLib.image_io import read_image, write_image  # noqa: E402
 from PASegLib.markups_io import read_draft_markups, read_markups  # noqa: E402
 
-GEOMETRY = ImageGeometry((28, 28, 20), (1.0, 1.0, 1.5), (5.0, -10.0, 3.0))
-CENTER = np.array([14, 14, 10])
+GEOMETRY, CENTER = SPHERE_GEOMETRY, SPHERE_CENTER
 
 
 @pytest.fixture
 def sphere(scene):
     """(volume node, mask): a bright sphere of radius 6 mm on a noisy background."""
-    grid = np.indices(GEOMETRY.shape, dtype=np.float64) - CENTER[:, None, None, None]
-    mm = grid * np.asarray(GEOMETRY.spacing)[:, None, None, None]
-    mask = (mm**2).sum(axis=0) <= 36.0
-    image = (100 + 300 * mask + np.random.default_rng(0).normal(0, 5, GEOMETRY.shape)).astype(np.float32)
-    return volumes.createVolumeNode(scene, Volume(image, GEOMETRY), "sphere"), mask
+    node, _, mask = sphere_volume_node(scene)
+    return node, mask
 
 
 def _lps(index) -> np.ndarray:
