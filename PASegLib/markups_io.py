@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .annotation.markups import markup_kind, roi_box
 from .annotations import FOREGROUND, SIDE_NAMES, SIDES, AnnotationError, CaseAnnotation, make_object
 from .atomic import PathLike, atomic_write_json
 from .checks import short_repr
@@ -212,7 +213,7 @@ def case_from_markups_dict(doc: Any, geometry: ImageGeometry, *, source: str = "
     objects = []
     for n, markup in enumerate(doc["markups"], start=1):
         name, cs, scale = _markup_frame(markup, n, source)
-        kind = _markup_kind(markup, name, source)
+        kind = markup_kind(markup, name, source)
         if kind != "seven_points":
             objects.append(_kind_object(markup, kind, n, name, cs, scale, source))
             continue
@@ -241,39 +242,6 @@ def case_from_markups_dict(doc: Any, geometry: ImageGeometry, *, source: str = "
     return CaseAnnotation(objects)
 
 
-def _markup_kind(markup: Dict[str, Any], name: str, source: str) -> str:
-    from .annotation.kinds import kind_names
-
-    kind = markup.get("pasegKind", "box" if markup.get("type") == "ROI" else "seven_points")
-    if kind not in kind_names():
-        raise AnnotationError(f"{source}: markup {name!r} has unknown pasegKind {short_repr(kind, 60)}; kinds are "
-                              f"{', '.join(kind_names())}")
-    if markup.get("type") == "ROI" and kind != "box":
-        raise AnnotationError(f"{source}: markup {name!r}: a {markup.get('type', 'Fiducial')} markup cannot hold "
-                              f"kind {kind!r} (a box is an ROI markup or a fiducial with corners lo/hi)")
-    return kind
-
-
-def _roi_corners(markup: Dict[str, Any], name: str, cs: str, scale: float, source: str) -> Dict[str, np.ndarray]:
-    """LPS ``lo``/``hi`` of the LPS box enclosing a Slicer ROI's 8 corners."""
-    try:
-        center = np.asarray(markup["center"], dtype=np.float64) * scale
-        size = np.asarray(markup["size"], dtype=np.float64) * scale
-        axes = np.asarray(markup.get("orientation", np.eye(3).ravel()), dtype=np.float64).reshape(3, 3)
-    except (KeyError, TypeError, ValueError):
-        raise AnnotationError(f"{source}: ROI markup {name!r} needs numeric 'center' (3), 'size' (3) and "
-                              "'orientation' (9)") from None
-    if center.shape != (3,) or size.shape != (3,) or not np.all(np.isfinite(np.r_[center, size, axes.ravel()])):
-        raise AnnotationError(f"{source}: ROI markup {name!r} has a malformed center/size/orientation")
-    if np.any(size <= 0):
-        raise AnnotationError(f"{source}: ROI markup {name!r} has size {size.tolist()}; every side must be > 0")
-    corners = np.array([center + axes @ (np.array([x, y, z]) * size / 2.0)
-                        for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)])
-    if cs == "RAS":
-        corners = lps_to_ras(corners)
-    return {"lo": corners.min(axis=0), "hi": corners.max(axis=0)}
-
-
 def _kind_object(markup: Dict[str, Any], kind: str, n: int, name: str, cs: str, scale: float, source: str) -> Any:
     """An object of a kind other than seven points (see the module docstring)."""
     from .annotation.kinds import get_kind
@@ -281,7 +249,7 @@ def _kind_object(markup: Dict[str, Any], kind: str, n: int, name: str, cs: str, 
 
     spec = get_kind(kind)
     if markup.get("type") == "ROI":
-        return ObjectAnnotation(name, kind="box", marks=_roi_corners(markup, name, cs, scale, source))
+        return ObjectAnnotation(name, kind="box", marks=roi_box(markup, name, cs, scale, source))
     points: Dict[str, np.ndarray] = {}
     unplaced: List[str] = []
     for cp in _control_points(markup, n, name, source):
@@ -373,9 +341,9 @@ def drafts_from_markups_dict(doc: Any, *, source: str = "markups") -> List[Draft
     objects = []
     for n, markup in enumerate(doc["markups"], start=1):
         name, cs, scale = _markup_frame(markup, n, source)
-        kind = _markup_kind(markup, name, source)
+        kind = markup_kind(markup, name, source)
         if markup.get("type") == "ROI":
-            objects.append(DraftObject(name, dict(_roi_corners(markup, name, cs, scale, source)), kind="box"))
+            objects.append(DraftObject(name, dict(roi_box(markup, name, cs, scale, source)), kind="box"))
             continue
         points: Dict[str, Optional[np.ndarray]] = {label: None for label in _kind_labels(kind)}
         seen = set()

@@ -40,3 +40,16 @@ def write_summary(result: Dict[str, Any], out_json=None) -> int:
         path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result))
     return 0
+
+
+def child_or_skip(args: Any, child, data) -> Any:
+    """The common start of a benchmark's ``main``: with ``--child JSON`` run ``child(cfg)`` and print its result;
+    without the data folder ``data`` print a ``skipped`` line. Returns the exit code 0 when it did either, else
+    ``None`` (the benchmark goes on)."""
+    if args.child is not None:
+        print(json.dumps(child(json.loads(args.child))))
+        return 0
+    if not data.is_dir():
+        print(json.dumps({"skipped": f"data not found: {data}"}))
+        return 0
+    return None

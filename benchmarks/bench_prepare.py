@@ -36,7 +36,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -48,7 +47,7 @@ from typing import Any, Dict, List
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "benchmarks"), str(REPO_ROOT)]
-from _child import run_child, write_summary  # noqa: E402
+from _child import child_or_skip, run_child, write_summary  # noqa: E402
 
 LA_HEART = REPO_ROOT.parent / "shared" / "data" / "la_heart"
 CORES = (1, 2, 4, 8, 16, 32)
@@ -117,12 +116,9 @@ def main(argv=None) -> int:
     parser.add_argument("--keep-cache", action="store_true", help="keep the 2-worker cache (out/cache_prepare)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child is not None:
-        print(json.dumps(child(json.loads(args.child))))
-        return 0
-    if not args.data.is_dir():
-        print(json.dumps({"skipped": f"data not found: {args.data}"}))
-        return 0
+    done = child_or_skip(args, child, args.data)
+    if done is not None:
+        return done
     from PASegLib.training.prepare import available_cores
 
     clicks = args.out / "clicks"

@@ -3,6 +3,7 @@
 * :mod:`.kinds` — :data:`~.kinds.ANNOTATION_KINDS`: ``seven_points`` (PA-Seg), ``extreme_points`` (Going to
   Extremes), ``single_point`` (PSCV), ``box`` (mixed supervision), ``dense``; their point labels, placement
   prompts, click counts, checks and boxes;
+* :mod:`.markups` — the kind a markup holds (``pasegKind``) and the box of a Slicer ROI markup;
 * :mod:`.simulation` — clicks of every kind simulated from a ground-truth mask
   (:func:`~.simulation.simulate_kind_object`).
 

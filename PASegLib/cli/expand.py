@@ -57,7 +57,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..seeds.random_walker import RandomWalkerConfig
-    from ..training.data import _dense_label, _label_box
+    from ..training.data import dense_label_of, label_box
 
     if not isinstance(args.random_walker, dict):
         raise ValueError(f"--random-walker must be a JSON object of settings, got {args.random_walker!r}")
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             start = time.perf_counter()
             try:
                 partial = pseudo_label_map(case.image, case.annotation, expansion=config, random_walker=rw,
-                                           dense_label=_dense_label(case), point_radius_mm=args.point_radius_mm)
+                                           dense_label=dense_label_of(case), point_radius_mm=args.point_radius_mm)
             except ValueError as exc:
                 raise DatasetError(f"{case.annotation_path or files.case_id}: cannot make the labels of case "
                                    f"{files.case_id!r}: {exc}") from None
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                 if first.foreground is not None:
                     fg_voxel = geometry.world_to_voxel(first.foreground)
                 else:  # the centre of the object's box (extreme points, box) or of the dense label
-                    lo, hi = object_box(first, geometry) if first.kind != "dense" else _label_box(partial == 1)
+                    lo, hi = object_box(first, geometry) if first.kind != "dense" else label_box(partial == 1)
                     fg_voxel = (np.asarray(lo) + np.asarray(hi)) // 2
                 points = [geometry.world_to_voxel(p) for o in case.annotation.objects for p in o.points().values()]
                 clicks = np.stack(points) if points else None

@@ -62,42 +62,41 @@ def cache_key(files: CaseFiles, config: TrainConfig) -> str:
     }
     # the settings and files of the other annotation kinds, only where they apply (seven-point keys unchanged):
     # the resolved random-walker settings, so that a change of their defaults is a new entry too
-    if config.random_walker or _other_kinds(files):
+    text = _markups_text(files)
+    if config.random_walker or "pasegKind" in text or '"ROI"' in text:
         from ..seeds.random_walker import RandomWalkerConfig
 
         parts["random_walker"] = RandomWalkerConfig.from_dict(config.random_walker).to_dict()
         parts["point_radius_mm"] = config.point_radius_mm
-    extra = [_file_key(p) for p in _protocol_files(files, config)]
+    extra = [_file_key(p) for p in _protocol_files(files, config, text)]
     if extra:
         parts["protocol_files"] = extra
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _other_kinds(files: CaseFiles) -> bool:
-    """Whether the case's markups file holds an annotation kind other than seven points."""
+def _markups_text(files: CaseFiles) -> str:
+    """The case's markups file as text ("" when it has none), read once per key."""
     if files.markups is None or not Path(files.markups).is_file():
-        return False
-    text = Path(files.markups).read_text(encoding="utf-8", errors="replace")
-    return "pasegKind" in text or '"ROI"' in text
+        return ""
+    return Path(files.markups).read_text(encoding="utf-8", errors="replace")
 
 
-def _protocol_files(files: CaseFiles, config: TrainConfig) -> List[Path]:
-    """Inputs beyond the case files: a previous round's pseudo labels, a dense object's ``pasegLabel`` file."""
+def _protocol_files(files: CaseFiles, config: TrainConfig, text: str) -> List[Path]:
+    """Inputs beyond the case files: a previous round's pseudo labels, a dense object's ``pasegLabel`` file
+    (named in the markups ``text``)."""
     out = []
     if config.pseudo_labels is not None:
         pseudo = Path(config.pseudo_labels) / f"{files.case_id}_pseudo.nii.gz"
         if pseudo.is_file():
             out.append(pseudo)
-    if files.markups is not None and Path(files.markups).is_file():
-        text = Path(files.markups).read_text(encoding="utf-8", errors="replace")
-        if "pasegLabel" in text:
-            try:
-                for markup in json.loads(text).get("markups", []):
-                    name = markup.get("pasegLabel") if isinstance(markup, dict) else None
-                    if isinstance(name, str) and (Path(files.markups).parent / name).is_file():
-                        out.append(Path(files.markups).parent / name)
-            except (ValueError, AttributeError):
-                pass  # the reader names what is wrong with the file when the case is prepared
+    if "pasegLabel" in text:
+        try:
+            for markup in json.loads(text).get("markups", []):
+                name = markup.get("pasegLabel") if isinstance(markup, dict) else None
+                if isinstance(name, str) and (Path(files.markups).parent / name).is_file():
+                    out.append(Path(files.markups).parent / name)
+        except (ValueError, AttributeError, RecursionError):
+            pass  # the reader names what is wrong with the file when the case is prepared
     return out
 
 

@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from .sampler import PatchSampler
     from .streaming import CachedCase, CaseStore
 
-__all__ = ["CachedCase", "CaseStore", "PatchSampler", "PreparedCase", "prepare_case", "prepare_cases",
-           "preprocess_image", "split_cases"]
+__all__ = ["CachedCase", "CaseStore", "PatchSampler", "PreparedCase", "dense_label_of", "label_box", "prepare_case",
+           "prepare_cases", "preprocess_image", "split_cases"]
 
 #: names defined in the modules split off this one (imported on first use: they import this module)
 _MOVED = {"PatchSampler": "sampler", "prepare_cases": "prepare", "CachedCase": "streaming", "CaseStore": "streaming"}
@@ -100,7 +100,7 @@ def _object_clicks(annotation: CaseAnnotation, geometry: ImageGeometry) -> List[
     return out
 
 
-def _label_box(label: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def label_box(label: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Inclusive voxel box of a label's foreground (the whole grid when empty)."""
     idx = np.argwhere(label > 0)
     if len(idx) == 0:
@@ -108,7 +108,7 @@ def _label_box(label: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return idx.min(axis=0), idx.max(axis=0)
 
 
-def _dense_label(case: Case) -> Optional[np.ndarray]:
+def dense_label_of(case: Case) -> Optional[np.ndarray]:
     """The dense label of a ``dense`` case: its object's ``label_file`` (next to the annotation file, checked
     against the image grid) or the case's ``<case>_label``; ``None`` for other cases."""
     obj = next((o for o in case.annotation.objects if o.kind == "dense"), None)
@@ -180,7 +180,7 @@ def prepare_case(case: Case, config: TrainConfig, *, stop: Optional[StopFile] = 
     check()
     valid = valid_region_mask(np.asarray(case.image.array, dtype=np.float32), expansion)
     check()
-    dense = _dense_label(case)
+    dense = dense_label_of(case)
     partial = _override(case.case_id, config.pseudo_labels, source)
     if partial is None:
         try:
@@ -198,7 +198,7 @@ def prepare_case(case: Case, config: TrainConfig, *, stop: Optional[StopFile] = 
     if case.label is not None:
         label = resample_to_shape((np.asarray(case.label.array) > 0).astype(np.uint8), grid.shape, order=0)
     kinds = [obj.kind for obj in case.annotation.objects]
-    boxes = [object_box(obj, grid) if obj.kind != "dense" else _label_box(partial == 1)
+    boxes = [object_box(obj, grid) if obj.kind != "dense" else label_box(partial == 1)
              for obj in case.annotation.objects]
     return PreparedCase(case.case_id, image, partial.astype(np.uint8), valid, _object_clicks(case.annotation, grid),
                         boxes, label, grid, source, None if set(kinds) == {"seven_points"} else kinds)

@@ -82,9 +82,9 @@ def refine_pseudo_labels(run_dir: PathLike, cases: Sequence[CaseFiles], out_dir:
             raise ValueError(f"case {files.case_id!r} has no annotation to refine")
         geometry = case.image.geometry
         if any(o.kind == "dense" for o in case.annotation.objects):
-            from .data import _dense_label
+            from .data import dense_label_of
 
-            labels = (_dense_label(case) > 0).astype(np.uint8)
+            labels = (dense_label_of(case) > 0).astype(np.uint8)
             changed = 0.0
         else:
             prob = predictor.predict(case.image, annotation=case.annotation).probability

@@ -31,7 +31,7 @@ from PASegSlicer.logic import PASegCoreLogic  # noqa: E402
 from PASegLib.dataset import _split_role, list_cases, load_case  # noqa: E402
 from PASegLib.image_io import read_image, write_image  # noqa: E402
 from PASegLib.markups_io import read_markups  # noqa: E402
-from PASegLib.training.data import _dense_label  # noqa: E402
+from PASegLib.training.data import dense_label_of  # noqa: E402
 
 GEOMETRY, CENTER = SPHERE_GEOMETRY, SPHERE_CENTER
 
@@ -107,7 +107,7 @@ def test_saving_a_dense_case_opened_from_the_case_list_keeps_its_ground_truth(sc
     assert files.label == groundTruth and files.markups == written["annotations"]
     case = load_case(files)
     assert np.array_equal(case.label.array, truth)  # what evaluation reads
-    assert np.array_equal(_dense_label(case) > 0, mask)  # what training reads
+    assert np.array_equal(dense_label_of(case) > 0, mask)  # what training reads
     fresh = HeadlessSlicer()
     try:
         other = PASegCoreLogic(fresh.scene)
