@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements-dev.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m PASegLib.demo --out $(DEMO_DIR)
+	$(BIN)/python -m PASegLib.cli.demo --out $(DEMO_DIR)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -47,13 +47,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from PASegLib.atomic import atomic_write_json  # noqa: E402
-from PASegLib.dataset import list_cases  # noqa: E402
-from PASegLib.image_io import read_image  # noqa: E402
-from PASegLib.metrics import compute_metrics  # noqa: E402
-from PASegLib.pipeline import _median_spacing, _simulate_missing_clicks  # noqa: E402
-from PASegLib.presets import preset_configs  # noqa: E402
+from PASegLib.data.dataset import list_cases  # noqa: E402
+from PASegLib.evaluation.metrics import compute_metrics  # noqa: E402
+from PASegLib.image.io import read_image  # noqa: E402
+from PASegLib.pipeline.inputs import median_spacing, simulate_missing_clicks  # noqa: E402
+from PASegLib.pipeline.presets import preset_configs  # noqa: E402
 from PASegLib.training.selection import CRITERIA, selection_quality  # noqa: E402
+from PASegLib.utils.atomic import atomic_write_json  # noqa: E402
 
 LA_HEART = ROOT.parent / "shared" / "data" / "la_heart"
 #: the stage-one settings of issue 5 (the previous table), for the first row of the ladder
@@ -149,7 +149,7 @@ def _validation_rounds(run: Path):
 
 
 def _evaluate(predictor, test_ids, by_id, pred_dir: Path, *, largest_component: bool = False):
-    from PASegLib.inference import predict_files
+    from PASegLib.inference.predictor import predict_files
 
     predict_files(predictor, [by_id[c] for c in test_ids], pred_dir, largest_component=largest_component)
     per_case = {}
@@ -164,7 +164,7 @@ def _evaluate(predictor, test_ids, by_id, pred_dir: Path, *, largest_component: 
 def run_row(name, spec, rows, out, data, clicks, cache, test_ids, by_id, device, threads, tag=None):
     """Train (or resume) and evaluate one row; returns its result dict (also stored in ``out/rows``).
     ``tag`` names the row's annotation set in its run folder's name (see :func:`run_name`)."""
-    from PASegLib.inference import load_predictor
+    from PASegLib.inference.predictor import load_predictor
     from PASegLib.training.launch import train_from_dataset
 
     mode, config, train_ids, source, options = spec
@@ -323,10 +323,10 @@ def main(argv=None) -> int:
     clicks = out / "clicks"
     clicks.mkdir(exist_ok=True)
     files = [f for f in list_cases(args.data) if f.case_id in set(train_ids + test_ids)]
-    _simulate_missing_clicks(files, clicks, seed=0)
+    simulate_missing_clicks(files, clicks, seed=0)
     by_id = {f.case_id: f for f in list_cases(args.data, annotations_dir=clicks)}
     extra = {"epochs": 2, "iterations_per_epoch": 2, "validate_every": 1} if args.quick else {}
-    a, b, s = preset_configs(args.preset, _median_spacing([by_id[c] for c in train_ids]), seed=0, device=args.device,
+    a, b, s = preset_configs(args.preset, median_spacing([by_id[c] for c in train_ids]), seed=0, device=args.device,
                              overrides=args.common, stage1_overrides={**extra, **args.stage1_set},
                              scm_overrides={**extra, **args.scm_set})
     rows = row_table(a, b, s, train_ids)

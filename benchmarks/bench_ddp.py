@@ -70,11 +70,11 @@ def main(argv: List[str] = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from PASegLib.atomic import atomic_write_json
-    from PASegLib.dataset import list_cases
+    from PASegLib.data.dataset import list_cases
+    from PASegLib.data.prepare import prepare_cases
     from PASegLib.training.checkpoint import load_checkpoint
     from PASegLib.training.config import TrainConfig
-    from PASegLib.training.data import prepare_cases
+    from PASegLib.utils.atomic import atomic_write_json
 
     work = Path(args.out).parent / "ddp_work"
     data, cache = work / "data", work / "cache"

@@ -220,19 +220,19 @@ def _round(obj, digits=6):
 def load_cases(data: Path, out: Path, n_cases: int):
     """The first ``n_cases`` training ids prepared on the CPU preset grid (clicks and cache under ``out``);
     returns ``(stage-one preset config, prepared cases)``."""
-    from PASegLib.dataset import list_cases
-    from PASegLib.pipeline import _median_spacing, _simulate_missing_clicks
-    from PASegLib.presets import preset_configs
-    from PASegLib.training.data import prepare_cases
+    from PASegLib.data.dataset import list_cases
+    from PASegLib.data.prepare import prepare_cases
+    from PASegLib.pipeline.inputs import median_spacing, simulate_missing_clicks
+    from PASegLib.pipeline.presets import preset_configs
 
     ids = sorted(c.case_id for c in list_cases(data))
     train_ids = ids[:N_TRAIN]
     chosen = set(train_ids[:n_cases])
     clicks = out / "clicks"
     clicks.mkdir(parents=True, exist_ok=True)
-    _simulate_missing_clicks([f for f in list_cases(data) if f.case_id in chosen], clicks, seed=0)
+    simulate_missing_clicks([f for f in list_cases(data) if f.case_id in chosen], clicks, seed=0)
     by_id = {f.case_id: f for f in list_cases(data, annotations_dir=clicks)}
-    a, _, _ = preset_configs("cpu", _median_spacing([by_id[c] for c in train_ids]), seed=0, device="cpu")
+    a, _, _ = preset_configs("cpu", median_spacing([by_id[c] for c in train_ids]), seed=0, device="cpu")
 
     def progress(i, n, cid, cached):
         print(f"\rpreparing {i + 1}/{n} {cid}{' (cached)' if cached else ''}      ", end="", file=sys.stderr)
@@ -307,7 +307,7 @@ def main(argv=None) -> int:
                "base_config": base.to_dict(), "seconds": round(time.monotonic() - start, 1),
                "configs": _round(results)}
     if args.summary:
-        from PASegLib.atomic import atomic_write_json
+        from PASegLib.utils.atomic import atomic_write_json
 
         args.summary.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.summary, summary)

@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from PASegLib.annotations import object_box
-from PASegLib.image_io import read_image
+from PASegLib.annotation.simulation import ClickSimulationConfig, simulate_clicks
+from PASegLib.annotation.validation import object_box
+from PASegLib.image.io import read_image
 from PASegLib.seeds.expansion import _smoothed_crop
 from PASegLib.seeds.geodesic import geodesic_distance
 from PASegLib.seeds.geodesic_reference import dijkstra_geodesic_distance
-from PASegLib.simulate import ClickSimulationConfig, simulate_clicks
 
 EPSILONS = (0.05, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4)
 PAPER_EPSILONS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4)

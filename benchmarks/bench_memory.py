@@ -76,7 +76,7 @@ def child(cfg: Dict[str, Any]) -> Dict[str, Any]:
 
     import torch  # noqa: F401  (counted in the baseline)
 
-    from PASegLib.progress_events import parse_progress_line
+    from PASegLib.jobs.events import parse_progress_line
     from PASegLib.training.launch import train_from_dataset
 
     baseline = _status_mb("VmRSS")
@@ -114,7 +114,7 @@ def _cohort(folder: Path, files: List[Any], copies: int) -> Path:
 
 def _link_entries(cache: Path, files: List[Any], copies: int, config) -> None:
     """Hard-link each case's cache entry under its ids ``<case>_r<n>`` (same key: same resolved inputs)."""
-    from PASegLib.training.cache import cache_key
+    from PASegLib.data.cache import cache_key
 
     for f in files:
         key = cache_key(f, config)
@@ -140,8 +140,7 @@ def main(argv=None) -> int:
     done = child_or_skip(args, child, args.data)
     if done is not None:
         return done
-    from PASegLib.training.data import prepare_cases
-    from PASegLib.training.prepare import available_cores
+    from PASegLib.data.prepare import available_cores, prepare_cases
 
     clicks, cache = args.out / "clicks", args.out / f"cache_memory_{args.spacing}"
     files = _files(args.data, clicks, 80)

@@ -1,6 +1,6 @@
 """Seconds and peak memory of whole-image sliding-window prediction for each PA-Seg network.
 
-What is timed: :meth:`PASegLib.inference.Predictor.predict` on a 256×256×64 volume (``[i, j, k]``, 1 mm
+What is timed: :meth:`PASegLib.inference.predictor.Predictor.predict` on a 256×256×64 volume (``[i, j, k]``, 1 mm
 voxels, so no resampling) with the training patch 128×128×48 and overlap 0.25 (MONAI sliding window,
 Gaussian blending, 18 windows, batch 1), i.e. z-scoring + all windows + thresholding. The networks have
 **random weights** (seed 0): the cost of a forward pass does not depend on the weights.
@@ -60,9 +60,9 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
     import numpy as np
     import torch
 
-    from PASegLib.geometry import ImageGeometry
-    from PASegLib.image_io import Volume
-    from PASegLib.inference import Predictor
+    from PASegLib.image.geometry import ImageGeometry
+    from PASegLib.image.io import Volume
+    from PASegLib.inference.predictor import Predictor
     from PASegLib.networks import build_network, count_parameters
     from PASegLib.training.config import TrainConfig
 

@@ -1,8 +1,8 @@
 """Data preparation of ../shared/data/la_heart with 1 and 2 worker processes (issue 14, part 2).
 
-What is measured: :func:`PASegLib.training.data.prepare_cases` (read, seed expansion, resampling, cache write)
+What is measured: :func:`PASegLib.data.prepare.prepare_cases` (read, seed expansion, resampling, cache write)
 of the first ``--cases`` la_heart cases (sorted ids; default all 80) into a cold (new, empty) cache, with the
-settings of the CPU preset's stage-one run (:func:`PASegLib.presets.preset_configs` ``"cpu"``: target spacing
+settings of the CPU preset's stage-one run (:func:`PASegLib.pipeline.presets.preset_configs` ``"cpu"``: target spacing
 2 mm on every axis, the default expansion), once with ``prepare_workers=1`` (in the process) and once with 2
 worker processes, side by side in one run, each in its own child process. The input files are read once
 before (so both find them in the page cache); clicks are simulated from the labels with seed 0 (as
@@ -55,28 +55,28 @@ CORES = (1, 2, 4, 8, 16, 32)
 
 def _files(data: Path, clicks: Path, n: int) -> List[Any]:
     """The first ``n`` la_heart cases (sorted ids) with clicks simulated into ``clicks`` (once)."""
-    from PASegLib.dataset import list_cases
-    from PASegLib.pipeline import _simulate_missing_clicks
-    from PASegLib.training.stopping import StopFile
+    from PASegLib.data.dataset import list_cases
+    from PASegLib.jobs.stopping import StopFile
+    from PASegLib.pipeline.inputs import simulate_missing_clicks
 
     clicks.mkdir(parents=True, exist_ok=True)
     files = sorted(list_cases(data), key=lambda f: f.case_id)[:n]
-    _simulate_missing_clicks(files, clicks, 0, StopFile(clicks / "STOP"))
+    simulate_missing_clicks(files, clicks, 0, StopFile(clicks / "STOP"))
     wanted = {f.case_id for f in files}
     return [f for f in sorted(list_cases(data, annotations_dir=clicks), key=lambda f: f.case_id) if f.case_id in wanted]
 
 
 def cpu_preset_config(files: List[Any]):
     """The stage-one config of the CPU preset for these cases (target spacing from their median spacing)."""
-    from PASegLib.pipeline import _median_spacing
-    from PASegLib.presets import preset_configs
+    from PASegLib.pipeline.inputs import median_spacing
+    from PASegLib.pipeline.presets import preset_configs
 
-    return preset_configs("cpu", _median_spacing(files), seed=0, device="cpu")[0]
+    return preset_configs("cpu", median_spacing(files), seed=0, device="cpu")[0]
 
 
 def child(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Prepare the cases into a new cache with ``cfg["workers"]`` workers; seconds and per-case report times."""
-    from PASegLib.training.data import prepare_cases
+    from PASegLib.data.prepare import prepare_cases
 
     files = _files(Path(cfg["data"]), Path(cfg["clicks"]), cfg["cases"])
     config = cpu_preset_config(files).replace(prepare_workers=cfg["workers"])
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     done = child_or_skip(args, child, args.data)
     if done is not None:
         return done
-    from PASegLib.training.prepare import available_cores
+    from PASegLib.data.prepare import available_cores
 
     clicks = args.out / "clicks"
     files = _files(args.data, clicks, args.cases)

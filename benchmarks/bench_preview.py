@@ -158,8 +158,8 @@ def buildScene(shape, spacing, objects: int):
     from PASegSlicer.logic import PASegCoreLogic
     from PASegSlicer.volumes import createVolumeNode
 
-    from PASegLib.geometry import ImageGeometry
-    from PASegLib.image_io import Volume
+    from PASegLib.image.geometry import ImageGeometry
+    from PASegLib.image.io import Volume
 
     app = HeadlessSlicer()
     geometry = ImageGeometry(tuple(shape), tuple(spacing), (-200.0, -180.0, -140.0))

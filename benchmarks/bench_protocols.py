@@ -16,7 +16,7 @@ Rows (the summary's keys):
   Dice + CE + point loss, the clicks as a second input channel (predicted with the test cases' simulated
   extreme points); ``extreme_points_no_clicks`` the same model with an empty click channel;
   ``extreme_points_refined`` round 2, trained on round 1's predictions regularised by the random walker
-  (:mod:`PASegLib.training.refine`);
+  (:mod:`PASegLib.pipeline.refine`);
 * ``box`` — random-walker pseudo labels from a loose box (2–10 mm margin), Dice + CE;
 * ``mixed_3`` / ``mixed_6`` / ``mixed_12`` — 3, 6, 12 training cases densely labelled (the first of the
   non-held-out training ids), seven points for the rest; stage one (defaults), each case supervised by what it
@@ -48,12 +48,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_accuracy import LA_HEART, _slug, run_row, summarize  # noqa: E402
 
-from PASegLib.atomic import atomic_write_json  # noqa: E402
-from PASegLib.dataset import list_cases  # noqa: E402
-from PASegLib.pipeline import _median_spacing, _simulate_missing_clicks  # noqa: E402
-from PASegLib.presets import preset_configs  # noqa: E402
-from PASegLib.simulate import ClickSimulationConfig  # noqa: E402
-from PASegLib.training.data import split_cases  # noqa: E402
+from PASegLib.annotation.simulation import ClickSimulationConfig  # noqa: E402
+from PASegLib.data.dataset import list_cases  # noqa: E402
+from PASegLib.data.prepared import split_cases  # noqa: E402
+from PASegLib.pipeline.inputs import median_spacing, simulate_missing_clicks  # noqa: E402
+from PASegLib.pipeline.presets import preset_configs  # noqa: E402
+from PASegLib.utils.atomic import atomic_write_json  # noqa: E402
 
 #: accuracy-benchmark rows reused as protocol rows
 REUSED = {"full": "full supervision", "seven_points": "stage one (defaults)", "seven_points_scm": "SCM (defaults)"}
@@ -73,7 +73,7 @@ def simulate(kind: str, out: Path, files, *, dense_ids=()) -> Path:
                 src = dense if f.case_id in set(dense_ids) else base
                 shutil.copyfile(src / f"{f.case_id}.mrk.json", target)
         return folder
-    _simulate_missing_clicks(files, folder, seed=0, config=ClickSimulationConfig(kind=kind))
+    simulate_missing_clicks(files, folder, seed=0, config=ClickSimulationConfig(kind=kind))
     return folder
 
 
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.data}: expected the 80 la_heart cases, found {len(ids)}")
     train_ids, test_ids = ids[:60], ids[60:]
     files = list_cases(args.data)
-    a, _b, s = preset_configs("cpu", _median_spacing([f for f in files if f.case_id in set(train_ids)]), seed=0,
+    a, _b, s = preset_configs("cpu", median_spacing([f for f in files if f.case_id in set(train_ids)]), seed=0,
                               device=args.device)
     _, val_ids = split_cases(train_ids, validation_fraction=a.validation_fraction, seed=a.seed)
     rows = row_table(a, s, train_ids, val_ids, out.resolve())
@@ -150,9 +150,9 @@ def main(argv=None) -> int:
 
 
 def refine(source: str, folder: str, out: Path, cases, device: str) -> None:
-    """The refinement step (``PASegLib.training.refine``) from row ``source``'s run into ``folder`` (resumable:
+    """The refinement step (``PASegLib.pipeline.refine``) from row ``source``'s run into ``folder`` (resumable:
     cases already refined are kept); its per-case rows go to ``folder/refine.json``."""
-    from PASegLib.training.refine import refine_pseudo_labels
+    from PASegLib.pipeline.refine import refine_pseudo_labels
 
     done = out / "rows" / f"{_slug(source)}.json"
     if not done.is_file():
@@ -206,16 +206,16 @@ def report(args, out: Path, rows, train_ids, test_ids, val_ids) -> int:
 def annotation_cost(name, rows, out: Path, train_ids):
     """``clicks_per_object`` (clicked cases) and, for rows with dense cases, ``dense_cases`` and
     ``contour_slices_per_object`` (axial slices the dense objects span)."""
-    from PASegLib.annotation.kinds import clicks_of
-    from PASegLib.geometry import ImageGeometry  # noqa: F401  (documented type of the geometry below)
-    from PASegLib.image_io import read_geometry
-    from PASegLib.markups_io import read_markups
+    from PASegLib.annotation.markups import read_markups
+    from PASegLib.annotation.model import clicks_of
+    from PASegLib.image.geometry import ImageGeometry  # noqa: F401  (documented type of the geometry below)
+    from PASegLib.image.io import read_geometry
 
     kind = {"full": "dense", "seven_points": "seven_points", "seven_points_scm": "seven_points"}.get(name)
     kind = kind or rows[name][4]["kind"]
     by_id = {f.case_id: f for f in list_cases(LA_HEART)}
     if kind == "dense":
-        from PASegLib.image_io import read_image
+        from PASegLib.image.io import read_image
 
         slices = [int(np.count_nonzero((np.asarray(read_image(by_id[c].label, role="label").array) > 0)
                                        .any(axis=(0, 1)))) for c in train_ids]
@@ -230,7 +230,7 @@ def annotation_cost(name, rows, out: Path, train_ids):
         annotation = read_markups(path, read_geometry(by_id[cid].image, role="image"))
         for obj in annotation.objects:
             if obj.kind == "dense":
-                from PASegLib.image_io import read_image
+                from PASegLib.image.io import read_image
 
                 label = np.asarray(read_image(by_id[cid].label, role="label").array) > 0
                 dense_slices.append(int(np.count_nonzero(label.any(axis=(0, 1)))))

@@ -25,10 +25,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from PASegLib.atomic import atomic_write_json  # noqa: E402
-from PASegLib.dataset import list_cases, load_case  # noqa: E402
+from PASegLib.annotation.simulation import ClickSimulationConfig, simulate_clicks  # noqa: E402
+from PASegLib.data.dataset import list_cases, load_case  # noqa: E402
 from PASegLib.seeds.pseudo_labels import pseudo_label_map  # noqa: E402
-from PASegLib.simulate import ClickSimulationConfig, simulate_clicks  # noqa: E402
+from PASegLib.utils.atomic import atomic_write_json  # noqa: E402
 
 LA_HEART = ROOT.parent / "shared" / "data" / "la_heart"
 

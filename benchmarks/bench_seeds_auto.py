@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from PASegLib.annotations import object_box
-from PASegLib.image_io import read_image
+from PASegLib.annotation.simulation import ClickSimulationConfig, simulate_clicks
+from PASegLib.annotation.validation import object_box
+from PASegLib.image.io import read_image
 from PASegLib.seeds.expansion import ExpansionConfig, _smoothed_crop, expand_seeds, seed_precision_recall
 from PASegLib.seeds.extent import distance
-from PASegLib.simulate import ClickSimulationConfig, simulate_clicks
 
 EPSILONS = tuple(round(0.05 * n, 2) for n in range(1, 11))
 PRECISION_BAR, RECALL_SLACK = 0.90, 0.05

@@ -37,11 +37,11 @@ PARALLEL_ROWS = ("full supervision", "stage one (defaults)", "stage one, auxilia
 LATER_ROWS = ("SCM (defaults)", "SCM-E (defaults)")
 
 
-from PASegLib.atomic import atomic_write_json  # noqa: E402
+from PASegLib.utils.atomic import atomic_write_json  # noqa: E402
 
 
 def _prepare_one(args):
-    from PASegLib.training.data import prepare_cases
+    from PASegLib.data.prepare import prepare_cases
 
     files, config, cache = args
     prepare_cases([files], config, cache_dir=cache)
@@ -50,9 +50,9 @@ def _prepare_one(args):
 
 def prepare_parallel(out: Path, workers: int) -> float:
     """Prepare every training case of the GPU grid into ``out/cache`` with ``workers`` processes."""
-    from PASegLib.dataset import list_cases
-    from PASegLib.pipeline import _median_spacing, _simulate_missing_clicks
-    from PASegLib.presets import preset_configs
+    from PASegLib.data.dataset import list_cases
+    from PASegLib.pipeline.inputs import median_spacing, simulate_missing_clicks
+    from PASegLib.pipeline.presets import preset_configs
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_accuracy import LA_HEART
@@ -61,9 +61,9 @@ def prepare_parallel(out: Path, workers: int) -> float:
     train_ids = ids[:60]
     clicks = out / "clicks"
     clicks.mkdir(parents=True, exist_ok=True)
-    _simulate_missing_clicks([f for f in list_cases(LA_HEART)], clicks, seed=0)
+    simulate_missing_clicks([f for f in list_cases(LA_HEART)], clicks, seed=0)
     by_id = {f.case_id: f for f in list_cases(LA_HEART, annotations_dir=clicks)}
-    a, _, _ = preset_configs("cpu", _median_spacing([by_id[c] for c in train_ids]), seed=0, overrides=COMMON)
+    a, _, _ = preset_configs("cpu", median_spacing([by_id[c] for c in train_ids]), seed=0, overrides=COMMON)
     start = time.monotonic()
     with ProcessPoolExecutor(max_workers=workers) as pool:
         list(pool.map(_prepare_one, [(by_id[c], a, out / "cache") for c in train_ids]))

@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TESTS = ROOT / "Testing" / "Python"
-#: the paper preset's patches (PASegLib/presets.py) and its mCRF grids
+#: the paper preset's patches (PASegLib/pipeline/presets.py) and its mCRF grids
 STEPS = (("unet2d5", (128, 128, 48), (64, 64, 48)), ("attention_unet", (128, 128, 48), (64, 64, 48)),
          ("unet3d", (128, 128, 128), (64, 64, 64)))
 SMALL_STEPS = (("unet2d5", (16, 16, 16), (8, 8, 8)), ("attention_unet", (16, 16, 16), (8, 8, 8)),
@@ -264,7 +264,7 @@ def main(argv: List[str] = None) -> int:
 
 
 def _write(summary: Dict[str, Any], path: Path) -> None:
-    from PASegLib.atomic import atomic_write_json
+    from PASegLib.utils.atomic import atomic_write_json
 
     atomic_write_json(path, summary)
     if os.environ.get("OUT"):

@@ -18,17 +18,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from PASegLib.annotation.kinds import check_case_kinds, get_kind
-from PASegLib.annotations import (
-    SIDES,
-    AnnotationError,
-    CaseAnnotation,
-    ObjectAnnotation,
-    validate_case,
-    validate_object,
-)  # fmt: skip
-from PASegLib.geometry import ImageGeometry, lps_to_ras
-from PASegLib.markups_io import write_markups
+from PASegLib.annotation.kinds import SIDES, get_kind
+from PASegLib.annotation.markups import write_markups
+from PASegLib.annotation.model import AnnotationError, CaseAnnotation, ObjectAnnotation
+from PASegLib.annotation.validation import check_case_kinds, validate_case, validate_object
+from PASegLib.image.geometry import ImageGeometry, lps_to_ras
 
 from . import kinds
 from .kinds import kindLabels, kindOf
@@ -354,7 +348,7 @@ def objectFromNode(node, volumeNode) -> ObjectAnnotation:
 
 def caseFromNodes(scene, volumeNode, *, validate: bool = True) -> CaseAnnotation:
     """All objects of ``volumeNode`` as a case annotation (LPS, local frame); raises on incomplete objects (and,
-    with ``validate``, on invalid ones, as :func:`~PASegLib.annotations.validate_case`)."""
+    with ``validate``, on invalid ones, as :func:`~PASegLib.annotation.model.validate_case`)."""
     case = CaseAnnotation([objectFromNode(node, volumeNode) for node in objectNodes(scene, volumeNode)])
     if validate:
         validate_case(case, geometryFromVolumeNode(volumeNode))

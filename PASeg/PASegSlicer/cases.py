@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from PASegLib.dataset import CaseFiles, DatasetError, list_cases
-from PASegLib.geometry import ImageGeometry
-from PASegLib.image_io import strip_image_suffix
+from PASegLib.data.dataset import CaseFiles, DatasetError, list_cases
+from PASegLib.image.geometry import ImageGeometry
+from PASegLib.image.io import strip_image_suffix
 
 CASE_ATTRIBUTE = "PASeg.CaseId"
 IMAGE_ROLE = "_image"

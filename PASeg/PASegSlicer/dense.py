@@ -4,7 +4,7 @@ A dense object node (:mod:`.kinds`) refers to a segmentation node; saving the ca
 volume's grid as ``<dataset>/<case>_dense.nii.gz`` (:func:`denseLabelPath`) and ``<dataset>/<case>.mrk.json``
 holding one ``dense`` object whose ``label_file`` names it (relative to the markups file). The case's
 ``<case>_label.<ext>`` is never written: it is the case's ground truth, which evaluation reads, and
-``<case>_dense`` is no role of the dataset listing (:func:`PASegLib.dataset.list_cases` ignores it). Loading such a
+``<case>_dense`` is no role of the dataset listing (:func:`PASegLib.data.dataset.list_cases` ignores it). Loading such a
 case reads the label file back into a segmentation node ("<volume> dense label", one segment per label value) that
 the object refers to; cases saved before named ``<case>_label.<ext>`` in ``label_file`` (or named nothing: then
 the library reads ``<case>_label``), and they are read the same way.
@@ -20,17 +20,17 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from PASegLib.annotations import AnnotationError, CaseAnnotation, ObjectAnnotation
-from PASegLib.geometry import ImageGeometry
-from PASegLib.image_io import IMAGE_SUFFIXES, read_image, write_image
-from PASegLib.markups_io import read_markups, write_markups
+from PASegLib.annotation.markups import read_markups, write_markups
+from PASegLib.annotation.model import AnnotationError, CaseAnnotation, ObjectAnnotation
+from PASegLib.image.geometry import ImageGeometry
+from PASegLib.image.io import IMAGE_SUFFIXES, read_image, write_image
 
 from . import annotation, kinds
 from .segments import setLabelsToSegmentation
 from .volumes import geometryFromVolumeNode
 
 LABEL_ROLE = "_label"
-DENSE_SUFFIX = "_dense.nii.gz"  # <case>_dense.nii.gz: no role of PASegLib.dataset (_image, _label, _7points)
+DENSE_SUFFIX = "_dense.nii.gz"  # <case>_dense.nii.gz: no role of PASegLib.data.dataset (_image, _label, _7points)
 _COLORS = [(0.85, 0.25, 0.25), (0.25, 0.55, 0.90), (0.95, 0.65, 0.15), (0.55, 0.35, 0.80)]
 
 

@@ -6,7 +6,7 @@ in Slicer's Markups module too). It lives in the work folder, not in the dataset
 ``<case>.mrk.json`` is what training reads and must stay complete and valid, and a second ``*.mrk.json`` beside
 the images would be taken for the annotation of a case that has no image.
 
-Every object keeps its annotation kind (``pasegKind``, :class:`~PASegLib.markups_io.DraftObject` ``kind``): a
+Every object keeps its annotation kind (``pasegKind``, :class:`~PASegLib.annotation.markups.DraftObject` ``kind``): a
 drawn box is written as a Slicer ROI markup; a dense object as a markup without points whose voxels are written
 beside the draft, ``<work>/drafts/<case>_dense.nii.gz`` (:func:`.dense.draftLabelPath`), named by its
 ``pasegLabel``; a restore reads them into a new segmentation node (none written: the saved case's dense label).
@@ -27,16 +27,16 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from PASegLib.annotations import AnnotationError, ObjectAnnotation
-from PASegLib.atomic import atomic_write_json
-from PASegLib.image_io import write_image
-from PASegLib.markups_io import (
+from PASegLib.annotation.markups import (
     DraftObject,
     drafts_from_markups_dict,
     drafts_to_markups_dict,
     object_to_markup,
     read_draft_markups,
 )  # fmt: skip
+from PASegLib.annotation.model import AnnotationError, ObjectAnnotation
+from PASegLib.image.io import write_image
+from PASegLib.utils.atomic import atomic_write_json
 
 from . import annotation, dense, kinds
 from .cases import draftPath
@@ -48,7 +48,7 @@ SAME_POSITION_MM = 1e-4
 
 @dataclass
 class ObjectState(DraftObject):
-    """A :class:`~PASegLib.markups_io.DraftObject` and what a dense object's label is made of
+    """A :class:`~PASegLib.annotation.markups.DraftObject` and what a dense object's label is made of
     (:func:`.kinds.denseStamp`; ``()`` for the other kinds)."""
 
     source: tuple = ()

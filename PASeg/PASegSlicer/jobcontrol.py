@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from PASegLib.atomic import atomic_path
-from PASegLib.dataset import list_cases
+from PASegLib.data.dataset import list_cases
+from PASegLib.utils.atomic import atomic_path
 
 from . import annotation
 from .cases import predictionPath

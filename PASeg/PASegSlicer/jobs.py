@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import PASegLib
-from PASegLib.annotations import CaseAnnotation
-from PASegLib.atomic import atomic_write_json
-from PASegLib.image_io import Volume, write_image
-from PASegLib.markups_io import write_markups
+from PASegLib.annotation.markups import write_markups
+from PASegLib.annotation.model import CaseAnnotation
+from PASegLib.image.io import Volume, write_image
+from PASegLib.utils.atomic import atomic_write_json
 
 from .runner import STOP_FILE_NAME, JobStep
 

@@ -18,9 +18,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from PASegLib.annotation.kinds import get_kind, kind_names
-from PASegLib.annotations import AXIS_NAMES, SIDE_NAMES, SIDES, CaseAnnotation, object_box, side_axis
-from PASegLib.geometry import ImageGeometry, lps_to_ras
+from PASegLib.annotation.kinds import AXIS_NAMES, SIDE_NAMES, SIDES, get_kind, kind_names
+from PASegLib.annotation.model import CaseAnnotation, side_axis
+from PASegLib.annotation.validation import object_box
+from PASegLib.image.geometry import ImageGeometry, lps_to_ras
 
 from .volumes import localToWorld, worldToLocal
 

@@ -21,14 +21,15 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from PASegLib.annotations import AnnotationError, validate_case
-from PASegLib.atomic import atomic_path
-from PASegLib.dataset import CaseFiles
-from PASegLib.geometry import ImageGeometry
-from PASegLib.image_io import IMAGE_SUFFIXES, read_image, write_image
-from PASegLib.markups_io import write_markups
+from PASegLib.annotation.markups import write_markups
+from PASegLib.annotation.model import AnnotationError
+from PASegLib.annotation.sevenpoints import read_seven_points
+from PASegLib.annotation.validation import validate_case
+from PASegLib.data.dataset import CaseFiles
+from PASegLib.image.geometry import ImageGeometry
+from PASegLib.image.io import IMAGE_SUFFIXES, read_image, write_image
 from PASegLib.seeds.expansion import ExpansionConfig
-from PASegLib.sevenpoints_io import read_seven_points
+from PASegLib.utils.atomic import atomic_path
 
 from . import annotation, dense, drafts, kinds
 from .cases import (

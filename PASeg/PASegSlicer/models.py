@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from PASegLib.atomic import atomic_write_json
+from PASegLib.utils.atomic import atomic_write_json
 
 MODEL_INFO_KEYS = ("network", "stage", "best_score", "best_epoch", "created", "checkpoint")
 

@@ -15,7 +15,7 @@ Progress lines are ``PASEG {json}`` on stdout (events ``phase``, ``prepare``, ``
 ``validation_case``, ``validation``, ``checkpoint``, ``done``, ``stopped``, ``error``, ``case``); every other
 line is a log line. Exit codes: 0 done, 1 error, 2 usage, 3 stopped through the stop file, 130 interrupted.
 
-Stopping (protocol: :mod:`PASegLib.training.stopping`): :meth:`JobRunner.stop` writes the step's stop file
+Stopping (protocol: :mod:`PASegLib.jobs.stopping`): :meth:`JobRunner.stop` writes the step's stop file
 (``RUN_DIR/STOP`` of a training step, ``OUT/STOP`` of a prediction step, :meth:`JobStep.stopPath`); the child
 honours it within seconds in every phase (data preparation, training, validation, prediction), saves what it
 can and exits with code 3. The child removes a stop file that exists when it starts (stale), before its first
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional
 
-from PASegLib.progress_events import parse_progress_line
+from PASegLib.jobs.events import parse_progress_line
 
 from .jobstate import JobState, formatDuration
 from .processes import LineSplitter, SubprocessBackend, killProcessTree, threadingSchedule

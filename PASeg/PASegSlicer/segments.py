@@ -12,8 +12,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from PASegLib.atomic import atomic_path
-from PASegLib.geometry import ImageGeometry
+from PASegLib.image.geometry import ImageGeometry
+from PASegLib.utils.atomic import atomic_path
 
 from .volumes import createVolumeNode, volumeFromNode
 
@@ -260,7 +260,7 @@ def segmentVoxelCounts(segmentationNode, referenceVolumeNode, segmentNames: Sequ
 
 def labelVolumeNode(scene, labels: np.ndarray, geometry: ImageGeometry, name: str):
     """A label map volume node of ``labels`` (e.g. to compare with a file or export)."""
-    from PASegLib.image_io import Volume
+    from PASegLib.image.io import Volume
 
     return createVolumeNode(scene, Volume(np.asarray(labels), geometry), name, labelmap=True)
 

@@ -17,9 +17,9 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from PASegLib.annotations import side_axis
-from PASegLib.geometry import ImageGeometry
-from PASegLib.image_io import Volume
+from PASegLib.annotation.model import side_axis
+from PASegLib.image.geometry import ImageGeometry
+from PASegLib.image.io import Volume
 
 from . import annotation
 from .logic import PASegCoreLogic

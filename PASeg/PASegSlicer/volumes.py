@@ -1,4 +1,4 @@
-"""Volume nodes ↔ PASegLib volumes (``array[i, j, k]`` + LPS :class:`~PASegLib.geometry.ImageGeometry`).
+"""Volume nodes ↔ PASegLib volumes (``array[i, j, k]`` + LPS :class:`~PASegLib.image.geometry.ImageGeometry`).
 
 Slicer stores a volume's geometry in RAS (``IJKToRAS`` = directions × spacing, origin); PASegLib in LPS.
 The conversions here are exact, oblique directions included. A volume may sit under a parent transform:
@@ -12,8 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from PASegLib.geometry import ImageGeometry
-from PASegLib.image_io import Volume
+from PASegLib.image.geometry import ImageGeometry
+from PASegLib.image.io import Volume
 
 _FLIP = np.diag([-1.0, -1.0, 1.0])
 #: numpy dtype → VTK scalar type (the types ``vtk.util.numpy_support`` maps exactly).
@@ -49,7 +49,7 @@ def geometryFromVolumeNode(volumeNode) -> ImageGeometry:
 
 
 def volumeFromNode(volumeNode, *, copy: bool = True) -> Volume:
-    """The node's voxels as a :class:`~PASegLib.image_io.Volume` (``array[i, j, k]``).
+    """The node's voxels as a :class:`~PASegLib.image.io.Volume` (``array[i, j, k]``).
 
     ``copy=False`` returns a read-only view of the node's memory instead of a copy (no allocation: 100 MB saved
     on a 512×512×200 int16 volume); use it only for reading, while the node's image data is unchanged.

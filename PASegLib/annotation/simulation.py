@@ -1,15 +1,27 @@
-"""Clicks of every annotation kind simulated from a ground-truth mask (issue 13).
+"""Simulated clicks of every annotation kind from a ground-truth mask, as the experiments of the papers simulate them.
 
-Seven points follow :func:`PASegLib.simulate.simulate_object` (the PA-Seg simulation). The other kinds, for one
-object given as a boolean mask ``[i, j, k]``:
+For every object (a connected component of the mask, or only the largest):
+
+* the foreground point is the object voxel nearest the object's centroid, moved by a random jitter of up to
+  ``fg_jitter`` × the object's half extent per index axis, and always kept inside the object;
+* the background point of each side starts at the foreground point, is moved along that side's index axis
+  to ``margin`` voxels beyond the object's extreme voxel on that side (``margin`` drawn uniformly from
+  ``margin_mm`` converted to voxels, at least one voxel), and is moved on the two other axes by a random
+  offset of up to ``bg_jitter`` × the object's half extent (a radiologist does not click exactly in line
+  with the centre); everything is clipped to the image.
+
+The result is reproducible for a given ``seed``.
+
+That is :func:`simulate_object` (the PA-Seg simulation). The other kinds, for one object given as a boolean mask
+``[i, j, k]`` (:func:`simulate_kind_object`):
 
 * ``extreme_points`` — towards each side (R, L, A, P, I, S, tied to an index axis by
-  :func:`~PASegLib.annotations.side_axis`) a voxel of the object's outermost slice along that axis (its extent),
+  :func:`~PASegLib.annotation.model.side_axis`) a voxel of the object's outermost slice along that axis (its extent),
   drawn at random among those slice voxels that lie on the object's boundary; with ``extreme_jitter_mm`` > 0 the
   point is drawn among the boundary voxels whose index along the axis is within that distance (and within a
   quarter of the object's extent) of the extent (a radiologist's click lands near, not exactly on, the extreme
   voxel). Jitter 0: exactly at the extent. An object less than 2 voxels thick along an axis has no two distinct
-  extremes there; :func:`PASegLib.simulate.simulate_clicks` leaves such specks out for this kind.
+  extremes there; :func:`simulate_clicks` leaves such specks out for this kind.
 * ``box`` — the object's index box grown on each side by a margin drawn from ``box_margin_mm`` (a loose box),
   clipped to the image; stored as its two LPS corners.
 * ``single_point`` — ``F`` a voxel drawn uniformly among the object's voxels at least one voxel from its boundary
@@ -18,21 +30,166 @@ object given as a boolean mask ``[i, j, k]``:
   in ``background_distance_mm``.
 * ``dense`` — no click: the object's label is the annotation.
 
-Deterministic for a given ``numpy.random.Generator``. numpy/scipy only.
+numpy/scipy only.
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+from dataclasses import dataclass
+from typing import List, Tuple
 
 import numpy as np
 
-from ..annotations import ObjectAnnotation, side_axis
-from ..geometry import ImageGeometry
+from PASegLib.annotation.kinds import SIDES
+from PASegLib.annotation.model import CaseAnnotation, ObjectAnnotation, side_axis
+from PASegLib.image.geometry import ImageGeometry
 
-__all__ = ["simulate_kind_object"]
+
+@dataclass(frozen=True)
+class ClickSimulationConfig:
+    """Parameters of :func:`simulate_clicks`.
+
+    Attributes:
+        margin_mm: range ``(low, high)`` in mm of the distance between an object's extreme voxel and the
+            background point beyond it.
+        fg_jitter: foreground jitter as a fraction of the object's half extent (0 = nearest to centroid).
+        bg_jitter: off-axis jitter of background points as a fraction of the object's half extent.
+        min_size: components smaller than this many voxels are ignored.
+        largest_only: annotate only the largest component.
+        kind: the annotation kind to simulate (:mod:`PASegLib.annotation.kinds`); the other kinds are simulated
+            by :func:`simulate_kind_object` with the settings below.
+        extreme_jitter_mm: extreme points: how far inside the object's extent (mm along the side's axis) the
+            click may land, on the object's boundary (0 = exactly at the extent).
+        box_margin_mm: box: range ``(low, high)`` in mm of the margin added on each side (a loose box).
+        single_point_background: single point: also place PSCV's one background click ``B``.
+        background_distance_mm: single point: range ``(low, high)`` of the distance (mm) of ``B`` to the object.
+    """
+
+    margin_mm: Tuple[float, float] = (2.0, 10.0)
+    fg_jitter: float = 0.1
+    bg_jitter: float = 0.3
+    min_size: int = 10
+    largest_only: bool = False
+    kind: str = "seven_points"
+    extreme_jitter_mm: float = 2.0
+    box_margin_mm: Tuple[float, float] = (2.0, 10.0)
+    single_point_background: bool = True
+    background_distance_mm: Tuple[float, float] = (5.0, 20.0)
+
+    def __post_init__(self) -> None:
+        from PASegLib.annotation.kinds import get_kind
+
+        get_kind(self.kind)
+        for name in ("box_margin_mm", "background_distance_mm"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {getattr(self, name)!r}")
+        if not (self.extreme_jitter_mm >= 0 and np.isfinite(self.extreme_jitter_mm)):
+            raise ValueError(f"extreme_jitter_mm must be >= 0, got {self.extreme_jitter_mm!r}")
+        lo, hi = self.margin_mm
+        if not 0 <= lo <= hi:
+            raise ValueError(f"margin_mm must be (low, high) with 0 <= low <= high, got {self.margin_mm!r}")
+        for name in ("fg_jitter", "bg_jitter"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        if self.min_size < 1:
+            raise ValueError(f"min_size must be >= 1 voxel, got {self.min_size!r}")
 
 
+def mask_objects(mask: np.ndarray, *, min_size: int = 10, largest_only: bool = False) -> List[np.ndarray]:
+    """Connected components (26-connectivity) of a binary mask ``[i, j, k]`` as boolean masks, largest first."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(np.asarray(mask) > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return []
+    sizes = np.bincount(labels.ravel())[1:]
+    order = np.argsort(-sizes, kind="stable")
+    keep = [int(c) + 1 for c in order if sizes[c] >= min_size]
+    if largest_only:
+        keep = keep[:1]
+    return [labels == c for c in keep]
+
+
+def simulate_object(
+    component: np.ndarray,
+    geometry: ImageGeometry,
+    *,
+    name: str,
+    rng: np.random.Generator,
+    config: ClickSimulationConfig,
+) -> ObjectAnnotation:
+    """Seven simulated clicks for one object given as a boolean mask ``[i, j, k]`` on ``geometry``."""
+    voxels = np.argwhere(component)
+    if len(voxels) == 0:
+        raise ValueError(f"object {name!r}: the component is empty")
+    shape = np.asarray(geometry.shape)
+    lo, hi = voxels.min(axis=0), voxels.max(axis=0)
+    half = (hi - lo) / 2.0
+    centroid = voxels.mean(axis=0)
+    fg = voxels[np.argmin(((voxels - centroid) ** 2).sum(axis=1))]
+    if config.fg_jitter > 0:
+        for _ in range(100):
+            cand = np.rint(fg + rng.uniform(-1, 1, 3) * config.fg_jitter * half).astype(int)
+            if np.all((cand >= 0) & (cand < shape)) and component[tuple(cand)]:
+                fg = cand
+                break
+    spacing = np.asarray(geometry.spacing)
+    background = {}
+    for side in SIDES:
+        axis, sign = side_axis(geometry)[side]
+        point = fg.astype(float).copy()
+        margin = max(1, int(round(rng.uniform(*config.margin_mm) / spacing[axis])))
+        point[axis] = (hi[axis] if sign > 0 else lo[axis]) + sign * margin
+        for other in range(3):
+            if other != axis:
+                point[other] += rng.uniform(-1, 1) * config.bg_jitter * half[other]
+        point = np.clip(np.rint(point), 0, shape - 1)
+        background[side] = geometry.index_to_world(point)
+    return ObjectAnnotation(name, geometry.index_to_world(fg.astype(float)), background)
+
+
+def simulate_clicks(
+    mask: np.ndarray,
+    geometry: ImageGeometry,
+    *,
+    seed: int = 0,
+    config: ClickSimulationConfig = ClickSimulationConfig(),
+    name_prefix: str = "tumor",
+) -> CaseAnnotation:
+    """Simulate the clicks of ``config.kind`` (default seven) per object of a ground-truth ``mask`` ``[i, j, k]``
+    (nonzero = object); a ``dense`` case is one dense object.
+
+    Objects are named ``"<name_prefix> 1"``, ``"<name_prefix> 2"`` … from the largest. Raises ``ValueError``
+    when the mask has no component of at least ``config.min_size`` voxels.
+    """
+    arr = np.asarray(mask)
+    if arr.shape != geometry.shape:
+        raise ValueError(f"mask shape {arr.shape} does not match geometry shape {geometry.shape}")
+    components = mask_objects(arr, min_size=config.min_size, largest_only=config.largest_only)
+    if not components:
+        raise ValueError(f"mask has no object of at least {config.min_size} voxels to simulate clicks for")
+    rng = np.random.default_rng(seed)
+    if config.kind == "dense":  # one dense object: the whole label
+        return CaseAnnotation([ObjectAnnotation(f"{name_prefix} 1", kind="dense")])
+    if config.kind == "extreme_points":  # a speck thinner than 2 voxels on an axis has no two extremes there
+        components = [c for c in components if min(np.ptp(np.argwhere(c), axis=0)) >= 1]
+        if not components:
+            raise ValueError("mask has no object at least 2 voxels thick along every axis to place extreme points on")
+    if config.kind != "seven_points":
+        return CaseAnnotation([simulate_kind_object(c, geometry, name=f"{name_prefix} {n}", kind=config.kind,
+                                                    rng=rng, config=config)
+                               for n, c in enumerate(components, start=1)])
+    return CaseAnnotation(
+        [
+            simulate_object(c, geometry, name=f"{name_prefix} {n}", rng=rng, config=config)
+            for n, c in enumerate(components, start=1)
+        ]
+    )
+
+
+# -- the other annotation kinds -------------------------------------------------------------------------------
 def _boundary(component: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
@@ -95,7 +252,7 @@ def _single_point(component, geometry, rng, background: bool, distance_mm: Tuple
 def simulate_kind_object(component: np.ndarray, geometry: ImageGeometry, *, name: str, kind: str,
                          rng: np.random.Generator, config) -> ObjectAnnotation:
     """One simulated object of ``kind`` (not ``seven_points``) for the boolean mask ``component`` ``[i, j, k]``
-    on ``geometry``; ``config`` is a :class:`~PASegLib.simulate.ClickSimulationConfig`."""
+    on ``geometry``; ``config`` is a :class:`~PASegLib.annotation.simulation.ClickSimulationConfig`."""
     if not np.any(component):
         raise ValueError(f"object {name!r}: the component is empty")
     if kind == "extreme_points":

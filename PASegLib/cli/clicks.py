@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..annotation.kinds import kind_names
-from ..annotations import validate_case
-from ..dataset import DatasetError, list_cases, load_case
-from ..markups_io import write_markups
-from ..sevenpoints_io import write_seven_points
-from ..simulate import ClickSimulationConfig, simulate_clicks
-from .common import print_json, progress, staged_output
+from PASegLib.annotation.kinds import kind_names
+from PASegLib.annotation.markups import write_markups
+from PASegLib.annotation.sevenpoints import write_seven_points
+from PASegLib.annotation.simulation import ClickSimulationConfig, simulate_clicks
+from PASegLib.annotation.validation import validate_case
+from PASegLib.cli.common import print_json, progress, staged_output
+from PASegLib.data.dataset import DatasetError, list_cases, load_case
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -12,12 +12,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, TypeVar
 
-from ..progress_events import json_safe, parse_progress_line
+from PASegLib.jobs.events import json_safe, parse_progress_line
 
 T = TypeVar("T")
 
 #: Exit codes of every ``paseg`` command.
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 @contextlib.contextmanager

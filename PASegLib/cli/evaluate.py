@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Dict
 
-from ..dataset import DatasetError, list_cases
-from ..image_io import check_label_values, image_suffix, read_image, strip_image_suffix
-from ..metrics import compute_metrics
-from .common import mean_of, print_json, progress
+from PASegLib.cli.common import mean_of, print_json, progress
+from PASegLib.data.dataset import DatasetError, list_cases
+from PASegLib.evaluation.metrics import compute_metrics
+from PASegLib.image.io import check_label_values, image_suffix, read_image, strip_image_suffix
 
 METRIC_KEYS = ("dice", "assd", "hd95", "precision", "recall")
 PREDICTION_SUFFIXES = ("_pred", "_prediction", "_label", "")

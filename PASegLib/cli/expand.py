@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..annotations import object_box
-from ..dataset import DatasetError, list_cases, load_case
-from ..image_io import write_image
-from ..seeds.expansion import BACKENDS, EXTENTS, VALID_REGIONS, ExpansionConfig, seed_precision_recall
-from ..seeds.preview import write_preview
-from ..seeds.pseudo_labels import pseudo_label_map
-from .common import mean_of, print_json, progress, staged_output
+from PASegLib.annotation.validation import object_box
+from PASegLib.cli.common import mean_of, print_json, progress, staged_output
+from PASegLib.data.dataset import DatasetError, list_cases, load_case
+from PASegLib.image.io import write_image
+from PASegLib.seeds.expansion import BACKENDS, EXTENTS, VALID_REGIONS, ExpansionConfig, seed_precision_recall
+from PASegLib.seeds.preview import write_preview
+from PASegLib.seeds.pseudo_labels import pseudo_label_map
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -56,8 +56,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..seeds.random_walker import RandomWalkerConfig
-    from ..training.data import dense_label_of, label_box
+    from PASegLib.data.prepared import dense_label_of, label_box
+    from PASegLib.seeds.random_walker import RandomWalkerConfig
 
     if not isinstance(args.random_walker, dict):
         raise ValueError(f"--random-walker must be a JSON object of settings, got {args.random_walker!r}")

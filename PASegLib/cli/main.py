@@ -5,7 +5,7 @@ partial output is left); 2 command-line usage errors (argparse); 130 interrupted
 
 Every failure ends with one line ``paseg COMMAND: error: MESSAGE`` on stderr and one progress event
 ``PASEG {"event": "error", "message": ..., "command": ..., "internal": ...}`` on stdout (the Slicer jobs read
-it); echoed values are shortened (:data:`MAX_MESSAGE`), so a huge input is not repeated in full.
+it); echoed values are shortened (:data:`PASegLib.cli.errors.MAX_MESSAGE`), so a huge input is not repeated in full.
 
 * A failure the user can cause (bad input, a missing or damaged file, no space left, out of memory) is a
   ``ValueError``, ``OSError``, ``FloatingPointError`` or ``MemoryError``, or an error of SimpleITK (which
@@ -19,22 +19,19 @@ it); echoed values are shortened (:data:`MAX_MESSAGE`), so a huge input is not r
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 import tempfile
 import traceback
-from pathlib import Path
 from typing import List, Optional
 
-from .. import __version__
-from . import clicks, evaluate, expand, predict, run, synth, train
-from .common import EXIT_ERROR
+from PASegLib.cli import clicks, evaluate, expand, predict, run, synth, train
+from PASegLib.cli.errors import shorten, user_error_message
+from PASegLib.jobs.stopping import EXIT_ERROR, EXIT_INTERRUPTED
+from PASegLib.utils.version import __version__
 
 #: Subcommand modules; each has ``add_parsers(subparsers)``.
 SUBCOMMANDS = [synth, clicks, expand, evaluate, train, predict, run]
-#: Longest message printed or put in the error event (characters); longer ones keep their start and end.
-MAX_MESSAGE = 2000
 #: Environment variable that prints the traceback of internal errors (as ``--debug``).
 DEBUG_ENV = "PASEG_DEBUG"
 
@@ -62,7 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("paseg: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 -- every failure ends in one message and one error event
         debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
         message = user_error_message(exc)
@@ -73,51 +70,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _fail(args.command, message)
 
 
-def user_error_message(exc: BaseException) -> Optional[str]:
-    """The message of a failure the user can cause (see the module docstring), or ``None`` for a bug."""
-    if isinstance(exc, (ValueError, FloatingPointError)):
-        return str(exc)
-    if isinstance(exc, OSError):
-        return os_error_message(exc)
-    if isinstance(exc, MemoryError):
-        return "out of memory; use smaller images, a coarser --target-spacing or a smaller --patch-size"
-    if isinstance(exc, RuntimeError) and type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
-        return ("out of GPU memory; use a smaller --patch-size, close other GPU programs, "
-                f"or --device cpu ({str(exc).splitlines()[0] if str(exc) else 'CUDA'})")
-    if isinstance(exc, RuntimeError) and "SimpleITK" in str(exc).split("\n", 1)[0]:
-        from ..image_io import describe_itk_error
-
-        return f"cannot read or write an image: {describe_itk_error(exc)}"
-    return None
-
-
-def os_error_message(exc: OSError) -> str:
-    """``FILE: what went wrong`` for an ``OSError`` of the system (``[Errno 17] File exists: 'x'`` becomes
-    ``x: exists and is not a folder``); our own ``OSError`` messages are kept."""
-    if exc.filename is None or not exc.strerror:
-        return str(exc)
-    name = str(exc.filename)
-    target = f" -> {exc.filename2}" if exc.filename2 is not None else ""
-    if exc.errno == errno.EEXIST and Path(name).exists() and not Path(name).is_dir():
-        return f"{name}: exists and is not a folder (a folder of that name is needed)"
-    if exc.errno == errno.ENOSPC:
-        return f"no space left on device while writing {name}{target}; free some space and run the command again"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{name}{target}: permission denied ({exc.strerror})"
-    return f"{name}{target}: {exc.strerror}"
-
-
-def shorten(message: str, limit: int = MAX_MESSAGE) -> str:
-    """``message`` cut in its middle to ``limit`` characters (the start names the input, the end says why)."""
-    if len(message) <= limit:
-        return message
-    keep = (limit - 40) // 2
-    return f"{message[:keep]} … [{len(message) - 2 * keep} characters left out] … {message[-keep:]}"
-
-
 def _fail(command: str, message: str, **extra: object) -> int:
     """Report an error: one line on stderr and one ``error`` progress event on stdout."""
-    from ..progress_events import emit
+    from PASegLib.jobs.events import emit
 
     message = shorten(message)
     print(f"paseg {command}: error: {message}", file=sys.stderr)

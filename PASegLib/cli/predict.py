@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from ..dataset import CaseFiles, DatasetError, list_cases
-from ..image_io import image_suffix, strip_image_suffix
-from .common import print_json, staged_output
+from PASegLib.cli.common import print_json, staged_output
+from PASegLib.data.dataset import CaseFiles, DatasetError, list_cases
+from PASegLib.image.io import image_suffix, strip_image_suffix
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -93,14 +93,14 @@ def collect_inputs(input_path: Path, annotations: Optional[Path] = None) -> List
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..atomic import remove_stale_temp_files
-    from ..training.lock import FolderLock
-    from ..training.stopping import STOP_FILE, StopFile
+    from PASegLib.jobs.lock import FolderLock
+    from PASegLib.jobs.stopping import STOP_FILE, StopFile
+    from PASegLib.utils.atomic import remove_stale_temp_files
 
     start = time.perf_counter()
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} exists and is not a folder")
-    from ..inference import load_predictor
+    from PASegLib.inference.predictor import load_predictor
 
     if not args.run_dir.is_dir():
         raise ValueError(f"run folder not found: {args.run_dir}")
@@ -125,9 +125,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace, cases: List[CaseFiles], predictor, stop, start: float) -> int:
     """Predict ``cases`` into ``args.out`` (locked) through a staging folder; returns the exit code."""
-    from ..inference import predict_files
-    from ..progress_events import emit
-    from ..training.stopping import EXIT_STOPPED, StopRequested
+    from PASegLib.inference.predictor import predict_files
+    from PASegLib.jobs.events import emit
+    from PASegLib.jobs.stopping import EXIT_STOPPED, StopRequested
 
     emit("start", total=len(cases))
     bar = None

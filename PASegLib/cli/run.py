@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any, Dict, List
 
-from ..annotation.kinds import kind_names
-from .common import ProgressBarStream
+from PASegLib.annotation.kinds import kind_names
+from PASegLib.cli.common import ProgressBarStream
 
 EPILOG = """\
 Steps: simulate clicks for labeled cases without clicks -> expand seeds -> stage 1 for two networks -> SCM ->
@@ -66,7 +66,7 @@ def _overrides(pairs: List[str]) -> Dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import PipelineOptions, run_pipeline
+    from PASegLib.pipeline.run import PipelineOptions, run_pipeline
 
     options = PipelineOptions(preset=args.preset, seed=args.seed, device=args.device,
                               test_fraction=args.test_fraction, overrides=_overrides(args.set),

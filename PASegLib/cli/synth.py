@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import print_json, staged_output
+from PASegLib.cli.common import print_json, staged_output
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..synthetic import SyntheticConfig, write_synthetic_dataset
+    from PASegLib.synthetic.generator import SyntheticConfig, write_synthetic_dataset
 
     if args.cases < 1:
         raise ValueError(f"--cases must be >= 1, got {args.cases}")

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any, Dict, Optional, Union
 
-from .common import ProgressBarStream
+from PASegLib.cli.common import ProgressBarStream
 
 #: set in the ranks started by ``--nproc-per-node``: the launcher's process id (a rank ends when it is gone)
 LAUNCHER_ENV = "PASEG_LAUNCHER_PID"
@@ -102,7 +102,7 @@ def _config(args: argparse.Namespace, *, world: int = 1):
 
 
 def _base_config(args: argparse.Namespace):
-    from ..training.config import TrainConfig, load_config, load_run_config
+    from PASegLib.training.config import TrainConfig, load_config, load_run_config
 
     overrides = {
         "stage": args.stage, "network": args.network, "aux_network": args.aux_network, "epochs": args.epochs,
@@ -132,7 +132,7 @@ def _base_config(args: argparse.Namespace):
     else:
         base = TrainConfig().to_dict()
     if overrides.get("stage", base["stage"]) == 2 and args.init:
-        from ..training.scm import networks_of_runs
+        from PASegLib.training.scm import networks_of_runs
 
         primary, auxiliary = networks_of_runs(args.init)
         overrides.setdefault("network", primary)
@@ -143,7 +143,7 @@ def _base_config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """``paseg train``: one process (as always), ``--nproc-per-node N`` ranks started here, or one rank of a
     run started by ``torchrun`` (``WORLD_SIZE`` in the environment)."""
-    from ..training.distributed import launched
+    from PASegLib.training.distributed import launched
 
     nproc = _resolve_nproc(args.nproc_per_node, args.device)
     if launched():
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
                              "--nproc-per-node to torchrun instead")
         return train_rank(args)
     if nproc > 1:
-        from ..training.distributed import check_batch_size
+        from PASegLib.training.distributed import check_batch_size
 
         check_batch_size(_config(args, world=nproc).batch_size, nproc)  # before any process starts
         return launch_ranks(args, nproc)
@@ -188,15 +188,15 @@ class _Silent:
 
 def train_rank(args: argparse.Namespace) -> int:
     """Train in this process: alone, or as one rank of the process group of the environment."""
-    from ..training import distributed
-    from ..training.launch import train_from_dataset
+    from PASegLib.training import distributed
+    from PASegLib.training.launch import train_from_dataset, train_on_ranks
 
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     config = _config(args, world=world)
     ctx = distributed.init_from_env(config.device)
     stream: Any = ProgressBarStream(quiet=args.quiet) if ctx.is_main else _Silent()
     try:
-        code = distributed.train_on_ranks(
+        code = train_on_ranks(
             lambda: train_from_dataset(args.dataset, args.out, config, annotations_dir=args.annotations,
                                        case_ids=args.cases, resume=args.resume, cache_dir=args.cache_dir,
                                        init_runs=args.init, stream=stream), stream=stream)
@@ -212,7 +212,7 @@ class WorkerError(ValueError):
 
 def _worker(args: argparse.Namespace) -> int:
     """One rank started by :func:`launch_ranks` (in a fresh interpreter, torch's environment variables set)."""
-    from ..training.distributed import watch_parent
+    from PASegLib.training.distributed import watch_parent
 
     parent = os.environ.get(LAUNCHER_ENV)
     if parent:
@@ -222,7 +222,7 @@ def _worker(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except Exception as exc:  # noqa: BLE001 -- reported by the launcher as the command's one error
-        from .main import user_error_message
+        from PASegLib.cli.errors import user_error_message
 
         message = user_error_message(exc)
         if message is None:

@@ -31,7 +31,7 @@ from PASegLib.losses.partial import PartialCEDiceLoss, partial_ce_dice_terms
 from PASegLib.losses.point_loss import ExtremePointLoss, extreme_point_loss, gaussian_point_heatmap
 from PASegLib.losses.schedule import Stage1LossWeights, sigmoid_rampup
 from PASegLib.losses.variance import VarianceMinimizationLoss, above_minimum_mask, variance_minimization
-from PASegLib.registry import Registry
+from PASegLib.utils.registry import Registry
 
 LOSSES = Registry("loss")
 LOSSES.register("partial_ce_dice")(PartialCEDiceLoss)

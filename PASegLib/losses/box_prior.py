@@ -46,7 +46,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from PASegLib.checks import check_number, check_numbers
+from PASegLib.utils.checks import check_number, check_numbers
 
 __all__ = ["BoxTightnessLoss", "box_tightness_terms"]
 

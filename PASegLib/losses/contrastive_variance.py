@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from PASegLib.checks import check_number
 from PASegLib.losses.inputs import check_logits_and_maps
+from PASegLib.utils.checks import check_number
 
 __all__ = ["ContrastiveVarianceLoss", "contrastive_variance_terms"]
 

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ..checks import check_int, check_number
+from PASegLib.utils.checks import check_int, check_number
 
 __all__ = ["VIEW_AXES", "MultiViewCRFLoss", "multi_view_crf_loss"]
 

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_number
+from PASegLib.utils.checks import check_number
 
 __all__ = [
     "KnowledgeDistillationLoss",

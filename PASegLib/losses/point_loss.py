@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from PASegLib.checks import check_int, check_number, check_numbers
 from PASegLib.losses.inputs import check_logits_and_maps
+from PASegLib.utils.checks import check_int, check_number, check_numbers
 
 __all__ = ["ExtremePointLoss", "extreme_point_loss", "gaussian_point_heatmap"]
 

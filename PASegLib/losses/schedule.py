@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Tuple
 
-from ..checks import check_number
+from PASegLib.utils.checks import check_number
 
 __all__ = ["Stage1LossWeights", "sigmoid_rampup"]
 

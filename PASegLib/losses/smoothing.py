@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from ..checks import check_number
+from PASegLib.utils.checks import check_number
 
 __all__ = ["masked_gaussian_smooth"]
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from PASegLib.networks.fast_conv import fold_slice_convs
 from PASegLib.networks.padding import PadToDivisible
-from PASegLib.registry import Registry
+from PASegLib.utils.registry import Registry
 
 __all__ = ["NETWORKS", "build_network", "count_parameters", "network_divisor"]
 

@@ -33,9 +33,10 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ..annotations import CaseAnnotation, object_box
-from ..checks import dataclass_from_dict
-from ..image_io import Volume
+from PASegLib.annotation.model import CaseAnnotation
+from PASegLib.annotation.validation import object_box
+from PASegLib.image.io import Volume
+from PASegLib.utils.checks import dataclass_from_dict
 
 BACKGROUND, FOREGROUND, UNLABELED = 0, 1, 2
 VALID_REGIONS = ("all", "nonzero", "above_threshold")
@@ -92,7 +93,7 @@ class ExpansionConfig:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.backend == "geodistk":
-            from .extent import GEODISTK_INSTALL, geodistk_available
+            from PASegLib.seeds.extent import GEODISTK_INSTALL, geodistk_available
 
             if not geodistk_available():
                 raise ValueError(
@@ -130,15 +131,15 @@ def expand_seeds(
 
     Args:
         image: the image (``array`` ``[i, j, k]``, any real dtype; raw intensities are used).
-        case: the annotated objects (validate them first with :func:`~PASegLib.annotations.validate_case`).
+        case: the annotated objects (validate them first with :func:`~PASegLib.annotation.model.validate_case`).
         config: expansion parameters.
         valid_mask: optional boolean ``[i, j, k]`` valid region overriding ``config.valid_region``.
 
     Returns:
         uint8 array ``[i, j, k]``: 0 = background, 1 = foreground, 2 = unlabeled.
     """
-    from .extent import auto_foreground
-    from .extent import distance as geodesic
+    from PASegLib.seeds.extent import auto_foreground
+    from PASegLib.seeds.extent import distance as geodesic
 
     # Memory: only the label map is allocated at full size; the image is read box by box (no float32 copy of
     # the whole volume, no full-size masks): a preview of a 512×512×200 volume stays near its label map.

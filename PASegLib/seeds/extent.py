@@ -98,7 +98,7 @@ def distance(
                 img, np.ascontiguousarray(seeds, dtype=np.uint8), [float(s) for s in spacing], float(lamb), iterations
             )
         return np.asarray(out, dtype=np.float32)
-    from .geodesic import geodesic_distance
+    from PASegLib.seeds.geodesic import geodesic_distance
 
     return geodesic_distance(
         image, seeds, spacing=spacing, lamb=lamb, max_iterations=max_iterations, backend=backend, device=device

@@ -39,7 +39,7 @@ _BACKENDS = ("numpy", "torch")
 # switch it off to run, on CPU, the dense code path that GPUs take).
 _SKIP_UNCHANGED_PLANES = True
 # The 13 "forward" offsets of the 26-neighbourhood (the other 13 are their negatives).
-_HALF_OFFSETS = [(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) > (0, 0, 0)]
+HALF_OFFSETS = [(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) > (0, 0, 0)]
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -82,7 +82,7 @@ def seeds_from_points(points: Any, shape: Sequence[int]) -> np.ndarray:
     return mask
 
 
-def _validate(
+def validate_inputs(
     image: Any, seeds: Any, spacing: Any, lamb: Any
 ) -> Tuple[np.ndarray, np.ndarray, Tuple[float, float, float], float]:
     """Checked ``(C, I, J, K)`` float64 image, ``(I, J, K)`` bool seeds, spacing and lamb."""
@@ -358,7 +358,7 @@ def geodesic_distance(
         or max_iterations < 1
     ):
         raise ValueError(f"max_iterations must be None or an integer >= 1, got {max_iterations!r}")
-    img, mask, sp, lam = _validate(image, seeds, spacing, lamb)
+    img, mask, sp, lam = validate_inputs(image, seeds, spacing, lamb)
     ops = _Ops(backend, device)
     img = img - img.reshape(len(img), -1).min(axis=1)[:, None, None, None]  # float32-friendly magnitudes
     # intensity differences in float64 (float32 where the device has no float64), rounded to float32 costs
@@ -387,7 +387,7 @@ def geodesic_distance(
     return (dist, sweeps) if return_iterations else dist
 
 
-def _edge_cost(img: Any, d: Tuple[int, int, int], spacing: Sequence[float], lamb: float):
+def edge_cost(img: Any, d: Tuple[int, int, int], spacing: Sequence[float], lamb: float):
     """Float64 step costs between ``p`` and ``p + d`` (``img``: ``(C, I, J, K)``), with the slices of both ends."""
     p_sl, q_sl = [], []
     for n, s in zip(img.shape[1:], d):

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .geodesic import _HALF_OFFSETS, _edge_cost, _validate
+from PASegLib.seeds.geodesic import HALF_OFFSETS, edge_cost, validate_inputs
 
 __all__ = ["dijkstra_geodesic_distance"]
 
@@ -32,12 +32,12 @@ def dijkstra_geodesic_distance(
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import dijkstra
 
-    img, mask, sp, lam = _validate(image, seeds, spacing, lamb)
+    img, mask, sp, lam = validate_inputs(image, seeds, spacing, lamb)
     shape = img.shape[1:]
     index = np.arange(int(np.prod(shape))).reshape(shape)
     rows, cols, vals = [], [], []
-    for d in _HALF_OFFSETS:
-        cost, p_sl, q_sl = _edge_cost(img, d, sp, lam)
+    for d in HALF_OFFSETS:
+        cost, p_sl, q_sl = edge_cost(img, d, sp, lam)
         rows.append(index[p_sl].ravel())
         cols.append(index[q_sl].ravel())
         vals.append(cost.ravel())

@@ -7,8 +7,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..atomic import PathLike, atomic_path
-from ..geometry import ImageGeometry
+from PASegLib.image.geometry import ImageGeometry
+from PASegLib.utils.atomic import PathLike, atomic_path
 
 #: Overlay colours (RGBA) of the partial label values: background green, foreground red (as the paper's Fig. 1).
 PARTIAL_COLORS: Dict[int, Tuple[float, float, float, float]] = {0: (0.1, 0.8, 0.2, 0.35), 1: (1.0, 0.15, 0.1, 0.55)}

@@ -32,14 +32,15 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ..annotations import CaseAnnotation, object_box, side_axis
-from ..image_io import Volume
-from .expansion import ExpansionConfig, expand_seeds
+from PASegLib.annotation.kinds import BOXED_KINDS
+from PASegLib.annotation.model import CaseAnnotation, side_axis
+from PASegLib.annotation.validation import object_box
+from PASegLib.image.io import Volume
+from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds
 
 __all__ = ["extreme_point_indices", "grown_box_mask", "pseudo_label_map", "to_grid", "working_grid"]
 
 #: kinds whose box holds the whole object (voxels outside every box are background)
-_BOXED = ("seven_points", "extreme_points", "box")
 
 
 def extreme_point_indices(obj: Any, geometry: Any) -> np.ndarray:
@@ -57,7 +58,7 @@ def extreme_point_indices(obj: Any, geometry: Any) -> np.ndarray:
 def working_grid(geometry: Any, working_spacing_mm: Optional[float]) -> Any:
     """The grid of ``geometry``'s extent at about ``working_spacing_mm`` per axis, never finer than the image
     (``None``: ``geometry`` itself)."""
-    from ..preprocess import resampled_geometry
+    from PASegLib.image.resample import resampled_geometry
 
     if working_spacing_mm is None:
         return geometry
@@ -68,7 +69,7 @@ def working_grid(geometry: Any, working_spacing_mm: Optional[float]) -> Any:
 
 def to_grid(array: np.ndarray, grid: Any, *, order: int) -> np.ndarray:
     """``array`` resampled to ``grid.shape`` (same extent; 0 nearest, 1 linear), unchanged when it has it."""
-    from ..preprocess import resample_to_shape
+    from PASegLib.image.resample import resample_to_shape
 
     arr = np.asarray(array)
     return arr if tuple(arr.shape) == tuple(grid.shape) else resample_to_shape(arr, grid.shape, order=order)
@@ -78,8 +79,8 @@ def _random_walker_crop(image: Volume, obj: Any, lo: np.ndarray, hi: np.ndarray,
     """The random walker of one extreme-point or box object on its crop only (the box grown by ``rw.margin_mm``)
     resampled to ``rw.working_spacing_mm``: ``(crop slices, foreground probability on the crop at the image's
     resolution)``. Only the crop is read and converted (a preview of a large image stays small)."""
-    from ..preprocess import resample_to_shape
-    from .random_walker_labels import box_pseudo_label, extreme_points_pseudo_label
+    from PASegLib.image.resample import resample_to_shape
+    from PASegLib.seeds.random_walker_labels import box_pseudo_label, extreme_points_pseudo_label
 
     geometry = image.geometry
     spacing = np.asarray(geometry.spacing, dtype=float)
@@ -154,11 +155,11 @@ def pseudo_label_map(image: Volume, annotation: CaseAnnotation, *, expansion: Op
         if label.shape != tuple(geometry.shape):
             raise ValueError(f"dense label shape {label.shape} differs from the image's {tuple(geometry.shape)}")
         return (label > 0).astype(np.uint8)
-    from .random_walker import RandomWalkerConfig
+    from PASegLib.seeds.random_walker import RandomWalkerConfig
 
     rw = RandomWalkerConfig.from_dict(random_walker or {})
     spacing = np.asarray(geometry.spacing, dtype=float)
-    boxed = kinds <= set(_BOXED)
+    boxed = kinds <= set(BOXED_KINDS)
     out = np.full(geometry.shape, 0 if boxed else 2, dtype=np.uint8)
     fg_any = np.zeros(geometry.shape, dtype=bool)
     for obj in annotation.objects:

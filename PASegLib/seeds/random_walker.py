@@ -31,7 +31,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..checks import dataclass_from_dict
+from PASegLib.utils.checks import dataclass_from_dict
 
 BACKGROUND, FOREGROUND = 0, 1
 MODES = ("cg_j", "cg", "bf", "cg_mg")
@@ -66,14 +66,14 @@ class RandomWalkerConfig:
         path_epsilon: ε of the path cost ``|∇I| + ε`` (normalised intensity per mm, see
             :func:`extreme_point_scribbles`): a per-mm length penalty that keeps the paths from wandering along
             flat regions; 0 = the paper's pure gradient cost (a tiny floor is kept so that no step is free).
-        working_spacing_mm: callers (:mod:`PASegLib.seeds.pseudo_labels`, :mod:`PASegLib.training.refine`) run
+        working_spacing_mm: callers (:mod:`PASegLib.seeds.pseudo_labels`, :mod:`PASegLib.pipeline.refine`) run
             the random walker on the image resampled to about this spacing (mm; never finer than the image) and
             bring its probability back by linear interpolation; ``None`` = the image's own grid. On la_heart
             (0.625 mm) a native crop of ~2 million voxels costs 5–16 s per object, the 2 mm crop 0.1–0.3 s, with
             a mean Dice against the label of 0.70 at 2 mm vs 0.64 native (5 cases).
         extreme_tolerance_mm: extreme points are clicked near, not exactly on, the object's extent: the training
             labels leave a shell this thick (mm) around the extreme points' box unlabeled instead of background
-            (:mod:`PASegLib.seeds.pseudo_labels`, :mod:`PASegLib.training.refine`); 2 mm = the simulated clicks'
+            (:mod:`PASegLib.seeds.pseudo_labels`, :mod:`PASegLib.pipeline.refine`); 2 mm = the simulated clicks'
             default jitter.
     """
 
@@ -116,7 +116,7 @@ class RandomWalkerConfig:
 # --------------------------------------------------------------------------------------------------- checks
 
 
-def _check_image(image: np.ndarray) -> np.ndarray:
+def check_image(image: np.ndarray) -> np.ndarray:
     arr = np.asarray(image)
     if arr.ndim != 3:
         raise ValueError(f"image must be 3-D [i, j, k], got shape {arr.shape}")
@@ -127,21 +127,21 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _check_spacing(spacing: Sequence[float]) -> np.ndarray:
+def check_spacing(spacing: Sequence[float]) -> np.ndarray:
     sp = np.asarray(spacing, dtype=float)
     if sp.shape != (3,) or not np.all(np.isfinite(sp)) or not np.all(sp > 0):
         raise ValueError(f"spacing must be 3 positive mm values (i, j, k), got {spacing!r}")
     return sp
 
 
-def _check_mask(mask: np.ndarray, shape: Tuple[int, ...], name: str) -> np.ndarray:
+def check_mask(mask: np.ndarray, shape: Tuple[int, ...], name: str) -> np.ndarray:
     m = np.asarray(mask)
     if m.shape != shape:
         raise ValueError(f"{name} shape {m.shape} does not match image shape {shape}")
     return m.astype(bool, copy=False)
 
 
-def _check_index(values, shape: Tuple[int, ...], name: str, rows: Optional[int] = None) -> np.ndarray:
+def check_index(values, shape: Tuple[int, ...], name: str, rows: Optional[int] = None) -> np.ndarray:
     """Integer voxel indices ``[..., 3]`` inside ``shape`` (real values are rounded to the nearest voxel)."""
     arr = np.asarray(values)
     expected = (3,) if rows is None else (rows, 3)
@@ -171,13 +171,13 @@ def _robust_normalise(values: np.ndarray) -> np.ndarray:
     return (data - median) / scale
 
 
-def _grow(lo: np.ndarray, hi: np.ndarray, margin_mm: float, spacing: np.ndarray, shape) -> Tuple[np.ndarray, ...]:
+def grow_mask(lo: np.ndarray, hi: np.ndarray, margin_mm: float, spacing: np.ndarray, shape) -> Tuple[np.ndarray, ...]:
     """The inclusive box ``[lo, hi]`` grown by ``margin_mm`` (rounded up to voxels per axis), clipped."""
     pad = np.ceil(margin_mm / spacing - 1e-9).astype(np.int64)
     return np.maximum(lo - pad, 0), np.minimum(hi + pad, np.asarray(shape) - 1)
 
 
-def _slices(lo: np.ndarray, hi: np.ndarray) -> Tuple[slice, ...]:
+def box_slices(lo: np.ndarray, hi: np.ndarray) -> Tuple[slice, ...]:
     return tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
 
 
@@ -190,7 +190,7 @@ def _dilate(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarr
     return distance_transform_edt(~mask, sampling=spacing) <= radius_mm
 
 
-def _erode(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
+def erode_mask(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
     """``mask`` eroded by the ball of ``radius_mm``; the array border is not treated as outside the mask."""
     from scipy.ndimage import distance_transform_edt
 
@@ -199,13 +199,13 @@ def _erode(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarra
     return distance_transform_edt(mask, sampling=spacing) > radius_mm
 
 
-def _box_mask(shape, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def box_mask(shape, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
-    mask[_slices(lo, hi)] = True
+    mask[box_slices(lo, hi)] = True
     return mask
 
 
-def _labels_and_probability(
+def labels_and_probability(
     shape, crop: Tuple[slice, ...], prob: np.ndarray, keep: np.ndarray, return_probability: bool
 ) -> LabelsOrPair:
     """Whole-image uint8 labels (``prob >= 0.5`` where ``keep``, else 0) and, if asked, the float32 probability."""
@@ -258,9 +258,9 @@ def extreme_point_scribbles(
     from scipy.ndimage import gaussian_filter
     from skimage.graph import MCP_Geometric
 
-    arr = _check_image(image)
-    sp = _check_spacing(spacing)
-    pts = _check_index(points, arr.shape, "points", rows=6)
+    arr = check_image(image)
+    sp = check_spacing(spacing)
+    pts = check_index(points, arr.shape, "points", rows=6)
     if not (np.isfinite(float(fg_radius_mm)) and float(fg_radius_mm) >= 0):
         raise ValueError(f"fg_radius_mm must be a finite number >= 0, got {fg_radius_mm!r}")
     if not (np.isfinite(float(path_epsilon)) and float(path_epsilon) >= 0):
@@ -270,9 +270,9 @@ def extreme_point_scribbles(
     # Smooth on the box plus 3σ so that the box faces see their true neighbourhood.
     pad = int(np.ceil(3 * PATH_SIGMA_VOXELS))
     wlo, whi = np.maximum(lo - pad, 0), np.minimum(hi + pad, np.asarray(arr.shape) - 1)
-    window = _robust_normalise(arr[_slices(wlo, whi)])
+    window = _robust_normalise(arr[box_slices(wlo, whi)])
     smooth = gaussian_filter(window, PATH_SIGMA_VOXELS, mode="nearest")
-    smooth = smooth[_slices(lo - wlo, hi - wlo)]
+    smooth = smooth[box_slices(lo - wlo, hi - wlo)]
     if min(smooth.shape) > 1:
         grads = np.gradient(smooth, *sp)
     else:  # np.gradient needs >= 2 samples per axis: flat axes get a zero derivative
@@ -291,7 +291,7 @@ def extreme_point_scribbles(
         paths[tuple(route.T)] = True
 
     scribbles = np.zeros(arr.shape, dtype=bool)
-    scribbles[_slices(lo, hi)] = _dilate(paths, float(fg_radius_mm), sp)  # a ball clipped to the box
+    scribbles[box_slices(lo, hi)] = _dilate(paths, float(fg_radius_mm), sp)  # a ball clipped to the box
     return scribbles
 
 
@@ -339,9 +339,9 @@ def random_walker_probability(
     """
     from skimage.segmentation import random_walker
 
-    arr = _check_image(image)
-    fg = _check_mask(fg_seeds, arr.shape, "fg_seeds")
-    bg = _check_mask(bg_seeds, arr.shape, "bg_seeds")
+    arr = check_image(image)
+    fg = check_mask(fg_seeds, arr.shape, "fg_seeds")
+    bg = check_mask(bg_seeds, arr.shape, "bg_seeds")
     if not fg.any():
         raise ValueError("random walker needs at least one foreground seed, fg_seeds is empty")
     if not bg.any():

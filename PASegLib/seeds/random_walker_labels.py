@@ -10,19 +10,19 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .random_walker import (  # noqa: F401  (the helpers and types shared with the core module)
+from PASegLib.seeds.random_walker import (
     LabelsOrPair,
     RandomWalkerConfig,
-    _box_mask,
-    _check_image,
-    _check_index,
-    _check_mask,
-    _check_spacing,
-    _erode,
-    _grow,
-    _labels_and_probability,
-    _slices,
+    box_mask,
+    box_slices,
+    check_image,
+    check_index,
+    check_mask,
+    check_spacing,
+    erode_mask,
     extreme_point_scribbles,
+    grow_mask,
+    labels_and_probability,
     random_walker_probability,
 )
 
@@ -66,23 +66,23 @@ def extreme_points_pseudo_label(
         ValueError: bad points / spacing, or a box that spans the whole image (no voxel left for the background
             seeds).
     """
-    arr = _check_image(image)
-    sp = _check_spacing(spacing)
-    pts = _check_index(points, arr.shape, "points", rows=6)
+    arr = check_image(image)
+    sp = check_spacing(spacing)
+    pts = check_index(points, arr.shape, "points", rows=6)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
-    clo, chi = _grow(lo, hi, config.margin_mm, sp, arr.shape)
-    crop = _slices(clo, chi)
+    clo, chi = grow_mask(lo, hi, config.margin_mm, sp, arr.shape)
+    crop = box_slices(clo, chi)
     scribbles = extreme_point_scribbles(
         arr[crop], pts - clo, spacing=sp, fg_radius_mm=config.fg_radius_mm, path_epsilon=config.path_epsilon
     )
-    inside = _box_mask(scribbles.shape, lo - clo, hi - clo)
+    inside = box_mask(scribbles.shape, lo - clo, hi - clo)
     if inside.all():
         raise ValueError(
             f"the extreme points' box {lo.tolist()}..{hi.tolist()} spans the whole image of shape {arr.shape}: "
             "no voxel is left for the background seeds"
         )
     prob = random_walker_probability(arr[crop], scribbles, ~inside, beta=config.beta, tol=config.tol, mode=config.mode)
-    return _labels_and_probability(arr.shape, crop, prob, inside, return_probability)
+    return labels_and_probability(arr.shape, crop, prob, inside, return_probability)
 
 
 def box_pseudo_label(
@@ -115,16 +115,16 @@ def box_pseudo_label(
     Raises:
         ValueError: a box outside the image, ``lo > hi`` on some axis, a box spanning the whole image.
     """
-    arr = _check_image(image)
-    sp = _check_spacing(spacing)
-    blo = _check_index(lo, arr.shape, "lo")
-    bhi = _check_index(hi, arr.shape, "hi")
+    arr = check_image(image)
+    sp = check_spacing(spacing)
+    blo = check_index(lo, arr.shape, "lo")
+    bhi = check_index(hi, arr.shape, "hi")
     if np.any(blo > bhi):
         raise ValueError(f"box lo {blo.tolist()} must be <= hi {bhi.tolist()} on every axis")
-    clo, chi = _grow(blo, bhi, config.margin_mm, sp, arr.shape)
-    crop = _slices(clo, chi)
+    clo, chi = grow_mask(blo, bhi, config.margin_mm, sp, arr.shape)
+    crop = box_slices(clo, chi)
     shape = tuple(int(b - a + 1) for a, b in zip(clo, chi))
-    inside = _box_mask(shape, blo - clo, bhi - clo)
+    inside = box_mask(shape, blo - clo, bhi - clo)
     if inside.all():
         raise ValueError(
             f"the box {blo.tolist()}..{bhi.tolist()} spans the whole image of shape {arr.shape}: "
@@ -136,7 +136,7 @@ def box_pseudo_label(
     core = sum(((g - c) / s) ** 2 for g, c, s in zip(grid, center, semi)) <= 1.0
     core[tuple(np.floor(center).astype(np.int64))] = True
     prob = random_walker_probability(arr[crop], core, ~inside, beta=config.beta, tol=config.tol, mode=config.mode)
-    return _labels_and_probability(arr.shape, crop, prob, inside, return_probability)
+    return labels_and_probability(arr.shape, crop, prob, inside, return_probability)
 
 
 def refine_with_random_walker(
@@ -174,14 +174,14 @@ def refine_with_random_walker(
     """
     from scipy.ndimage import distance_transform_edt
 
-    arr = _check_image(image)
-    sp = _check_spacing(spacing)
+    arr = check_image(image)
+    sp = check_spacing(spacing)
     prob_in = np.asarray(probability)
     if prob_in.shape != arr.shape:
         raise ValueError(f"probability shape {prob_in.shape} does not match image shape {arr.shape}")
     if not np.issubdtype(prob_in.dtype, np.number) and prob_in.dtype != bool:
         raise ValueError(f"probability must be numeric, got dtype {prob_in.dtype}")
-    known_bg = None if outside is None else _check_mask(outside, arr.shape, "outside")
+    known_bg = None if outside is None else check_mask(outside, arr.shape, "outside")
     pred = prob_in >= 0.5
     if known_bg is not None:
         pred &= ~known_bg
@@ -190,20 +190,20 @@ def refine_with_random_walker(
         return (labels, np.zeros(arr.shape, dtype=np.float32)) if return_probability else labels
 
     where = np.argwhere(pred)
-    clo, chi = _grow(where.min(axis=0), where.max(axis=0), config.margin_mm, sp, arr.shape)
-    crop = _slices(clo, chi)
+    clo, chi = grow_mask(where.min(axis=0), where.max(axis=0), config.margin_mm, sp, arr.shape)
+    crop = box_slices(clo, chi)
     pred_c = pred[crop]
     radius = float(config.refine_radius_mm)
-    fg = _erode(pred_c, radius, sp)
+    fg = erode_mask(pred_c, radius, sp)
     if not fg.any():
         depth = distance_transform_edt(pred_c, sampling=sp)
         fg = pred_c & (depth >= depth.max())
-    bg = _erode(~pred_c, radius, sp)
+    bg = erode_mask(~pred_c, radius, sp)
     if known_bg is not None:
         bg |= known_bg[crop]
         fg &= ~known_bg[crop]
     keep = np.ones(pred_c.shape, dtype=bool) if known_bg is None else ~known_bg[crop]
     if not bg.any():
-        return _labels_and_probability(arr.shape, crop, pred_c.astype(np.float32), keep, return_probability)
+        return labels_and_probability(arr.shape, crop, pred_c.astype(np.float32), keep, return_probability)
     rw = random_walker_probability(arr[crop], fg, bg, beta=config.beta, tol=config.tol, mode=config.mode)
-    return _labels_and_probability(arr.shape, crop, rw, keep, return_probability)
+    return labels_and_probability(arr.shape, crop, rw, keep, return_probability)

@@ -25,8 +25,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
-from .. import __version__
-from ..atomic import PathLike, atomic_path
+from PASegLib.utils.atomic import PathLike, atomic_path
+from PASegLib.utils.version import __version__
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "check_resume_state", "load_checkpoint", "load_network_weights",
            "save_checkpoint"]

@@ -6,7 +6,7 @@ torch.
 
 Defaults are the paper's / official code's settings (FACTS §1; ``data_term="official"``, β 0.1, σ_I 0.1,
 no mCRF smoothing is the official code's combination) except where a field says otherwise; the presets
-(:mod:`PASegLib.presets`) apply the settings measured on la_heart on top:
+(:mod:`PASegLib.pipeline.presets`) apply the settings measured on la_heart on top:
 SGD lr 1e-2, momentum 0.99, Nesterov, weight decay 3e-5, poly decay (power 0.9), batch 1, patches
 128×128×48 (axes ``[i, j, k]``), α = 1.0 (mCRF), β = 0.1 (VM), sigmoid ramp-up 30 epochs; SCM T = 4,
 λ = 0.5, frozen copies refreshed every 20 epochs.
@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from ..atomic import PathLike, atomic_write_json
-from ..checks import check_int, check_number, check_numbers, short_repr
-from ..seeds.expansion import ExpansionConfig
+from PASegLib.data.settings import PrepareSettings, SamplingSettings
+from PASegLib.seeds.expansion import ExpansionConfig
+from PASegLib.utils.atomic import PathLike, atomic_write_json
+from PASegLib.utils.checks import check_int, check_number, check_numbers, short_repr
 
 __all__ = ["LEGACY_DEFAULTS", "TrainConfig", "load_config", "load_run_config"]
 
@@ -111,11 +112,11 @@ class TrainConfig:
         amp: mixed precision on CUDA (ignored on CPU).
         num_threads: torch CPU threads (0 = torch's default).
         prepare_workers: worker processes that prepare the cases not yet in the prepared-data cache
-            (:mod:`PASegLib.training.prepare`); 0 = automatic: as many as the cores this process may use,
+            (:mod:`PASegLib.data.prepare`); 0 = automatic: as many as the cores this process may use,
             but in this process when less than ~2 million voxels are left to prepare (starting workers
             would cost more than it saves); 1 = in this process.
         cache_mb: training reads the prepared cases from the cache when it needs them and keeps the most
-            recently used ones in memory up to this many MiB (:mod:`PASegLib.training.streaming`; a
+            recently used ones in memory up to this many MiB (:mod:`PASegLib.data.streaming`; a
             cohort that fits stays in memory after its first epoch, a larger one costs this much whatever
             its size); ``None``: every case is read into memory during preparation and kept for the whole
             run (the behaviour before streaming). Hold at least ``prefetch_cases + batch_size`` cases.
@@ -125,7 +126,7 @@ class TrainConfig:
             that they survive resampling to the training grid (PSCV labels one pixel; 0 = one voxel).
         pseudo_labels: folder of ``<case>_pseudo.nii.gz`` label maps (0 background, 1 foreground, 2 unlabeled, on
             the image's grid) that replace the annotation's generated labels of those cases — the previous
-            round's refined labels (:mod:`PASegLib.training.refine`); ``None``: generate them.
+            round's refined labels (:mod:`PASegLib.pipeline.refine`); ``None``: generate them.
         cv_weight / cv_temperature / cv_tv_weight: PSCV's contrastive variance loss (λ_cv, τ, μ; 0 = off;
             :class:`~PASegLib.losses.contrastive_variance.ContrastiveVarianceLoss`).
         point_loss_weight: Going to Extremes' point loss weight (0 = off;
@@ -277,6 +278,22 @@ class TrainConfig:
     @property
     def expansion_config(self) -> ExpansionConfig:
         return ExpansionConfig.from_dict(self.expansion)
+
+    def prepare_settings(self) -> PrepareSettings:
+        """The settings that change a prepared case (and how the cohort is prepared), handed to ``data/``."""
+        return PrepareSettings(expansion=dict(self.expansion), target_spacing_mm=self.target_spacing_mm,
+                               random_walker=dict(self.random_walker), point_radius_mm=self.point_radius_mm,
+                               pseudo_labels=self.pseudo_labels, prepare_workers=self.prepare_workers,
+                               cache_mb=self.cache_mb)
+
+    def sampling_settings(self) -> SamplingSettings:
+        """The patch-sampling settings handed to :class:`~PASegLib.data.sampler.PatchSampler`."""
+        return SamplingSettings(patch_size=tuple(self.patch_size),
+                                foreground_crop_probability=self.foreground_crop_probability,
+                                flip_axes=tuple(self.flip_axes), supervision=self.supervision,
+                                point_channel=self.point_channel, point_loss_weight=self.point_loss_weight,
+                                point_sigma_mm=self.point_sigma_mm, point_channel_dropout=self.point_channel_dropout,
+                                prefetch_cases=self.prefetch_cases)
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists)."""

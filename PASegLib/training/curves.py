@@ -6,7 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from ..atomic import PathLike, atomic_path
+from PASegLib.utils.atomic import PathLike, atomic_path
 
 __all__ = ["epoch_means", "write_loss_curves"]
 

@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 __all__ = ["TIMEOUT_ENV", "DistContext", "agree", "barrier", "broadcast_object", "check_batch_size", "context",
-           "expect_plan", "follow", "gather_objects", "init_from_env", "launched", "mean_losses", "on_main",
-           "publish_plan", "rank_device", "release_followers", "shard_batch", "shutdown", "train_on_ranks",
+           "expect_plan", "gather_objects", "init_from_env", "launched", "mean_losses", "on_main",
+           "publish_plan", "rank_device", "release_followers", "shard_batch", "shutdown",
            "watch_parent", "wrap_networks"]
 
 #: Environment variable: minutes a rank waits in a collective (rank 0's data preparation included) before it
@@ -165,7 +165,7 @@ def rank_device(name: str) -> Any:
 
     if context().active:
         return torch.device(context().device)
-    from .runtime import resolve_device
+    from PASegLib.training.runtime import resolve_device
 
     return resolve_device(name)
 
@@ -334,43 +334,3 @@ def expect_plan() -> None:
         _state["published"] = False
 
 
-def follow(*, prepare: Callable[..., List[Any]], make_trainer: Callable[..., Any], stream: Any,
-           on_iteration: Optional[Callable[[Any], None]] = None) -> int:
-    """A rank other than 0: wait for rank 0's plan, read the prepared cases (``prepare(files, config, cache)``,
-    from the cache rank 0 filled), build the trainer and train; returns the exit code of the run."""
-    from .config import TrainConfig
-    from .stopping import STOP_FILE, StopFile
-
-    message = broadcast_object(None)
-    if message["kind"] == "error":
-        raise SystemExit(1)  # rank 0 reports it
-    if message["kind"] == "exit":
-        return int(message["code"])
-    config = TrainConfig.from_dict(message["config"])
-    run = Path(message["run"])
-    prepared = prepare(message["files"], config, Path(message["cache"]))
-    n = message["n_train"]
-    trainer = make_trainer(config, run, prepared[:n], prepared[n:], rank_device(config.device), stream,
-                           message["init_runs"], stop=StopFile(run / STOP_FILE), resume_hint=message["resume_hint"])
-    return trainer.run(resume=message["resume"], on_iteration=on_iteration, clear_stale_stop=False)
-
-
-def train_on_ranks(start: Callable[[], int], *, stream: Any = None,
-                   on_iteration: Optional[Callable[[Any], None]] = None) -> int:
-    """Run a training session on this rank: ``start()`` (e.g. :func:`~PASegLib.training.launch.train_from_dataset`)
-    on rank 0 and in a single process; :func:`follow` on the other ranks. When rank 0's session ends before
-    training (a stop during data preparation, an error) the other ranks are released with its exit code."""
-    if not context().active:
-        return start()
-    if not context().is_main:
-        from .launch import _make_trainer, prepare_for_rank
-
-        return follow(prepare=prepare_for_rank, make_trainer=_make_trainer, stream=stream, on_iteration=on_iteration)
-    expect_plan()
-    try:
-        code = start()
-    except BaseException as exc:
-        release_followers(error=exc)
-        raise
-    release_followers(code=code)
-    return code

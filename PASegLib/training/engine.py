@@ -11,8 +11,8 @@ Run folder (``run_dir``)::
     loss_curves.png      per-epoch mean losses and the validation score
     model.json           summary of a finished run (network, best score/epoch, date, version, checkpoint)
     STOP                 create this file to make the trainer save and exit with :data:`EXIT_STOPPED`
-                         (protocol: :mod:`PASegLib.training.stopping`)
-    .paseg-lock          held while a trainer writes here (:mod:`PASegLib.training.lock`)
+                         (protocol: :mod:`PASegLib.jobs.stopping`)
+    .paseg-lock          held while a trainer writes here (:mod:`PASegLib.jobs.lock`)
 
 The loop is iteration-exact: the stop file is checked before every iteration (an epoch's case order is drawn
 after the check of its first one) and every sliding window of a validation round, and a checkpoint holds the
@@ -38,16 +38,23 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .. import __version__
-from ..atomic import atomic_write_json
-from ..progress_events import emit
-from . import distributed
-from .checkpoint import CheckpointError, check_resume_state, load_checkpoint, load_network_weights, save_checkpoint
-from .config import TrainConfig
-from .data import PatchSampler, PreparedCase
-from .runtime import capture_rng, describe_device, restore_rng, seed_everything
-from .stopping import EXIT_STOPPED, STOP_FILE, StopFile, StopRequested
-from .validation import ValidationMixin, label_diagnostics
+from PASegLib.data.prepared import PreparedCase
+from PASegLib.data.sampler import PatchSampler
+from PASegLib.jobs.events import emit
+from PASegLib.jobs.stopping import EXIT_STOPPED, STOP_FILE, StopFile, StopRequested
+from PASegLib.training import distributed
+from PASegLib.training.checkpoint import (
+    CheckpointError,
+    check_resume_state,
+    load_checkpoint,
+    load_network_weights,
+    save_checkpoint,
+)
+from PASegLib.training.config import TrainConfig
+from PASegLib.training.runtime import capture_rng, describe_device, restore_rng, seed_everything
+from PASegLib.training.validation import ValidationMixin, label_diagnostics
+from PASegLib.utils.atomic import atomic_write_json
+from PASegLib.utils.version import __version__
 
 __all__ = ["EXIT_STOPPED", "STOP_FILE", "Trainer", "label_diagnostics"]
 
@@ -220,7 +227,7 @@ class Trainer(ValidationMixin):
 
     def _write_history(self) -> None:
         atomic_write_json(self.run_dir / "history.json", {"events": self.history})
-        from .curves import write_loss_curves
+        from PASegLib.training.curves import write_loss_curves
 
         write_loss_curves(self.run_dir / "loss_curves.png", self.history)
 

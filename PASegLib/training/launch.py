@@ -1,13 +1,13 @@
 """Start or resume a training run on a dataset folder (what ``paseg train`` and the pipeline call).
 
-Stopping (:mod:`PASegLib.training.stopping`): a ``RUN_DIR/STOP`` present when the session starts is stale and
+Stopping (:mod:`PASegLib.jobs.stopping`): a ``RUN_DIR/STOP`` present when the session starts is stale and
 removed; one that appears later is honoured in every phase. During data preparation nothing has been
 trained in this session, so nothing is saved: the cases prepared so far stay in the cache, the run folder
 keeps ``config.json``/``split.json`` (a fresh run) or its unchanged checkpoint (a resumed run), the command
 prints a ``stopped`` event (``phase`` ``"preparing"``) and exits with ``EXIT_STOPPED``. The same command
 (or ``--resume``) then starts or continues the run.
 
-One trainer per run folder: the folder is locked (:mod:`PASegLib.training.lock`) for the whole session; a second
+One trainer per run folder: the folder is locked (:mod:`PASegLib.jobs.lock`) for the whole session; a second
 trainer (or a second ``--resume``) is refused naming the process that holds it, and a lock left by a killed
 trainer is taken over with a note. Holding the lock, the session removes the temporary files that killed
 writers left in the run folder and its ``checkpoints/`` (and in the cache, those whose writer is gone).
@@ -23,17 +23,18 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
-from ..atomic import PathLike, atomic_write_json, remove_stale_temp_files
-from ..dataset import DatasetError, list_cases, select_cases
-from ..progress_events import emit
-from . import distributed
-from .config import TrainConfig, load_run_config
-from .lock import FolderLock
-from .stopping import EXIT_STOPPED, STOP_FILE, StopFile, StopRequested
+from PASegLib.data.dataset import DatasetError, list_cases, select_cases
+from PASegLib.jobs.events import emit
+from PASegLib.jobs.lock import FolderLock
+from PASegLib.jobs.stopping import EXIT_STOPPED, STOP_FILE, StopFile, StopRequested
+from PASegLib.training import distributed
+from PASegLib.training.config import TrainConfig, load_run_config
+from PASegLib.utils.atomic import PathLike, atomic_write_json, remove_stale_temp_files
 
-__all__ = ["RESUMABLE_CHANGES", "merge_resume_config", "train_from_dataset"]
+__all__ = ["RESUMABLE_CHANGES", "follow", "make_trainer", "merge_resume_config", "prepare_for_rank", "train_from_dataset",
+           "train_on_ranks"]
 
 #: How to continue a stopped ``paseg train`` (the pipeline passes its own).
 DEFAULT_HINT = "continue with --resume"
@@ -93,12 +94,12 @@ def train_from_dataset(
         resume_hint: how to continue after a stop, for the ``stopped`` message.
 
     Returns:
-        0 when finished, :data:`~PASegLib.training.stopping.EXIT_STOPPED` when stopped by the stop file.
+        0 when finished, :data:`~PASegLib.jobs.stopping.EXIT_STOPPED` when stopped by the stop file.
 
     Raises:
         ValueError: bad dataset, no annotated case, an existing run without ``resume``, a missing run with
             ``resume``, the run folder in use by another process
-            (:class:`~PASegLib.training.lock.FolderLockedError`), incompatible settings, damaged checkpoints;
+            (:class:`~PASegLib.jobs.lock.FolderLockedError`), incompatible settings, damaged checkpoints;
             the message names the input.
     """
     import torch  # noqa: F401  (fail early with ImportError when torch is missing)
@@ -129,7 +130,8 @@ def _train_locked(dataset: PathLike, run: Path, config: Optional[TrainConfig], *
                   case_ids, resume: bool, cache_dir, init_runs, stream, on_iteration, stop_also,
                   resume_hint: str) -> int:
     """:func:`train_from_dataset` once the run folder is locked."""
-    from .data import prepare_cases, split_cases
+    from PASegLib.data.prepare import prepare_cases
+    from PASegLib.data.prepared import split_cases
 
     for folder in (run, run / "checkpoints"):
         remove_stale_temp_files(folder, owned=True)  # ours while locked: left by killed writers
@@ -195,7 +197,7 @@ def _train_locked(dataset: PathLike, run: Path, config: Optional[TrainConfig], *
         distributed.publish_plan(run=run, files=ordered, n_train=len(split["train"]), config=config.to_dict(),
                                  cache=cache, resume=resume and not restart, init_runs=init_runs,
                                  resume_hint=resume_hint)
-        trainer = _make_trainer(config, run, train_cases, val_cases, device, stream, init_runs, stop=stop,
+        trainer = make_trainer(config, run, train_cases, val_cases, device, stream, init_runs, stop=stop,
                                 resume_hint=resume_hint)
     except BaseException:
         if created and not resume:  # bad input leaves nothing behind
@@ -216,7 +218,7 @@ def _check_init_runs(config: TrainConfig, init_runs: Optional[Sequence[PathLike]
     """Stage 2: the two ``--init`` runs are stage-1 runs of two different networks (checked before any file
     of the new run is written; the checkpoints themselves are checked when the trainer loads them)."""
     if config.stage == 2:
-        from .scm import networks_of_runs
+        from PASegLib.training.scm import networks_of_runs
 
         networks_of_runs(init_runs)
 
@@ -248,19 +250,56 @@ def _read_split(run: Path) -> dict:
 
 
 def prepare_for_rank(files: Sequence[Any], config: TrainConfig, cache: Path) -> list:
-    """The prepared cases on a rank other than 0 (:func:`~PASegLib.training.distributed.follow`): rank 0 has just
+    """The prepared cases on a rank other than 0 (:func:`follow`): rank 0 has just
     prepared them into ``cache``, so they are read from it as rank 0 reads them (no progress events)."""
-    from .data import prepare_cases
+    from PASegLib.data.prepare import prepare_cases
 
     return prepare_cases(files, config, cache_dir=cache, lazy=config.cache_mb is not None)
 
 
-def _make_trainer(config, run, train_cases, val_cases, device, stream, init_runs, **options):
+def make_trainer(config, run, train_cases, val_cases, device, stream, init_runs, **options):
     if config.stage == 1:
-        from .stage1 import Stage1Trainer
+        from PASegLib.training.stage1 import Stage1Trainer
 
         return Stage1Trainer(config, run, train_cases, val_cases, device=device, stream=stream, **options)
-    from .scm import SCMTrainer
+    from PASegLib.training.scm import SCMTrainer
 
     return SCMTrainer(config, run, train_cases, val_cases, device=device, stream=stream, init_runs=init_runs,
                       **options)
+
+
+def follow(*, prepare: Callable[..., List[Any]], make_trainer: Callable[..., Any], stream: Any,
+           on_iteration: Optional[Callable[[Any], None]] = None) -> int:
+    """A rank other than 0: wait for rank 0's plan, read the prepared cases (``prepare(files, config, cache)``,
+    from the cache rank 0 filled), build the trainer and train; returns the exit code of the run."""
+    message = distributed.broadcast_object(None)
+    if message["kind"] == "error":
+        raise SystemExit(1)  # rank 0 reports it
+    if message["kind"] == "exit":
+        return int(message["code"])
+    config = TrainConfig.from_dict(message["config"])
+    run = Path(message["run"])
+    prepared = prepare(message["files"], config, Path(message["cache"]))
+    n = message["n_train"]
+    trainer = make_trainer(config, run, prepared[:n], prepared[n:], distributed.rank_device(config.device), stream,
+                           message["init_runs"], stop=StopFile(run / STOP_FILE), resume_hint=message["resume_hint"])
+    return trainer.run(resume=message["resume"], on_iteration=on_iteration, clear_stale_stop=False)
+
+
+def train_on_ranks(start: Callable[[], int], *, stream: Any = None,
+                   on_iteration: Optional[Callable[[Any], None]] = None) -> int:
+    """Run a training session on this rank: ``start()`` (e.g. :func:`~PASegLib.training.launch.train_from_dataset`)
+    on rank 0 and in a single process; :func:`follow` on the other ranks. When rank 0's session ends before
+    training (a stop during data preparation, an error) the other ranks are released with its exit code."""
+    if not distributed.context().active:
+        return start()
+    if not distributed.context().is_main:
+        return follow(prepare=prepare_for_rank, make_trainer=make_trainer, stream=stream, on_iteration=on_iteration)
+    distributed.expect_plan()
+    try:
+        code = start()
+    except BaseException as exc:
+        distributed.release_followers(error=exc)
+        raise
+    distributed.release_followers(code=code)
+    return code

@@ -15,10 +15,10 @@ from typing import Any, Dict, Sequence
 import numpy as np
 import torch
 
-from ..losses import LOSSES
-from ..losses.partial import data_term_options
-from ..losses.smoothing import masked_gaussian_smooth
-from .config import TrainConfig
+from PASegLib.losses import LOSSES
+from PASegLib.losses.partial import data_term_options
+from PASegLib.losses.smoothing import masked_gaussian_smooth
+from PASegLib.training.config import TrainConfig
 
 __all__ = ["Stage1Objective"]
 
@@ -80,7 +80,7 @@ class Stage1Objective:
         boxes = [np.array([[lo, hi] for lo, hi in case.boxes], dtype=np.int64).reshape(-1, 2, 3)]
         points = None
         if c.point_loss_weight > 0:
-            from .clickmaps import click_heatmap, positive_points
+            from PASegLib.data.clickmaps import click_heatmap, positive_points
 
             heat = click_heatmap(positive_points(case.clicks, getattr(case, "kinds", None)), prob.shape,
                                  case.geometry.spacing, c.point_sigma_mm)

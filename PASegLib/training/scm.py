@@ -35,13 +35,13 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..atomic import PathLike
-from ..losses.distillation import SelfCrossMonitoringLoss
-from ..networks import build_network
-from .checkpoint import CheckpointError, load_checkpoint, load_network_weights
-from .engine import Trainer
-from .selection import criterion_value
-from .validation import _dice
+from PASegLib.losses.distillation import SelfCrossMonitoringLoss
+from PASegLib.networks import build_network
+from PASegLib.training.checkpoint import CheckpointError, load_checkpoint, load_network_weights
+from PASegLib.training.engine import Trainer
+from PASegLib.training.selection import criterion_value
+from PASegLib.training.validation import hard_dice
+from PASegLib.utils.atomic import PathLike
 
 __all__ = ["SCMTrainer", "networks_of_runs"]
 
@@ -173,7 +173,7 @@ class SCMTrainer(Trainer):
 
     def validation_terms(self, case, pred: np.ndarray, prob: np.ndarray) -> Dict[str, float]:
         """Agreement (Dice) between the primary's prediction ``pred`` and the auxiliary network's."""
-        return {"agreement": _dice(pred, self.predict_mask([self.networks["auxiliary"]], case))}
+        return {"agreement": hard_dice(pred, self.predict_mask([self.networks["auxiliary"]], case))}
 
     def validate(self) -> Optional[Dict[str, float]]:
         result = super().validate()

@@ -19,7 +19,7 @@ predicted probabilities (a label-free selection candidate, :mod:`~PASegLib.train
 
 The protocols of issue 13 add PSCV's contrastive variance loss (``cv_weight``), Going to Extremes' point loss
 (``point_loss_weight``) and the click channel (``point_channel``: the network takes ``[image, click heatmap]``,
-the heatmap emptied for a ``point_channel_dropout`` share of the patches; :mod:`~PASegLib.training.clickmaps`).
+the heatmap emptied for a ``point_channel_dropout`` share of the patches; :mod:`~PASegLib.data.clickmaps`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from typing import Dict
 import numpy as np
 import torch
 
-from ..losses import Stage1LossWeights
-from ..networks import build_network
-from .engine import Trainer
-from .objective import Stage1Objective
+from PASegLib.losses import Stage1LossWeights
+from PASegLib.networks import build_network
+from PASegLib.training.engine import Trainer
+from PASegLib.training.objective import Stage1Objective
 
 __all__ = ["Stage1Trainer"]
 

@@ -14,15 +14,15 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from . import distributed
-from .runtime import sliding_window_probability
-from .selection import criterion_value, label_free_score
-from .stopping import StopRequested, stop_checking
+from PASegLib.jobs.stopping import StopRequested, stop_checking
+from PASegLib.training import distributed
+from PASegLib.training.runtime import sliding_window_probability
+from PASegLib.training.selection import criterion_value, label_free_score
 
 __all__ = ["ValidationMixin", "label_diagnostics"]
 
 
-def _dice(pred: np.ndarray, label: np.ndarray) -> float:
+def hard_dice(pred: np.ndarray, label: np.ndarray) -> float:
     a, b = pred.astype(bool), label.astype(bool)
     denom = int(a.sum()) + int(b.sum())
     return 1.0 if denom == 0 else 2.0 * int(np.count_nonzero(a & b)) / denom
@@ -34,7 +34,7 @@ def label_diagnostics(pred: np.ndarray, label: np.ndarray) -> Dict[str, float]:
     predicted / true voxel count (``inf`` for an empty label with a non-empty prediction)."""
     a, b = pred.astype(bool), label.astype(bool)
     tp, n_pred, n_true = int(np.count_nonzero(a & b)), int(a.sum()), int(b.sum())
-    return {"dice": _dice(a, b), "precision": tp / n_pred if n_pred else 1.0, "recall": tp / n_true if n_true else 1.0,
+    return {"dice": hard_dice(a, b), "precision": tp / n_pred if n_pred else 1.0, "recall": tp / n_true if n_true else 1.0,
             "volume_ratio": n_pred / n_true if n_true else (0.0 if n_pred == 0 else float("inf"))}
 
 
@@ -45,7 +45,7 @@ class ValidationMixin:
     def predict_probability(self, networks: Sequence[torch.nn.Module], image: np.ndarray,
                             clicks: Optional[np.ndarray] = None) -> np.ndarray:
         """Sliding-window foreground probability ``[I, J, K]`` (mean softmax of ``networks``) of ``image``;
-        the stop file is checked before every window (:class:`~PASegLib.training.stopping.StopRequested`); with
+        the stop file is checked before every window (:class:`~PASegLib.jobs.stopping.StopRequested`); with
         several processes only before every case (:meth:`validate`: the ranks must stop together)."""
         stop = None if distributed.context().active else self.stop
         return sliding_window_probability(stop_checking(networks, stop), image, patch_size=self.config.patch_size,
@@ -57,7 +57,7 @@ class ValidationMixin:
         ``None``."""
         if not self.config.point_channel:
             return None
-        from .clickmaps import click_heatmap, positive_points
+        from PASegLib.data.clickmaps import click_heatmap, positive_points
 
         return click_heatmap(positive_points(case.clicks, getattr(case, "kinds", None)), case.image.shape,
                              case.geometry.spacing, self.config.point_sigma_mm)
@@ -110,7 +110,7 @@ class ValidationMixin:
         flipped = self.predict_probability(nets, np.ascontiguousarray(case.image[flip]),
                                            None if clicks is None else np.ascontiguousarray(clicks[flip]))
         row = {"score": label_free_score(pred, case.partial, case.clicks, getattr(case, "kinds", None))["score"],
-               "flip_agreement": _dice(pred, (flipped[::-1, ::-1, ::-1] >= 0.5) & case.valid),
+               "flip_agreement": hard_dice(pred, (flipped[::-1, ::-1, ::-1] >= 0.5) & case.valid),
                **self.validation_terms(case, pred, prob)}
         if case.label is not None:
             row.update(label_diagnostics(pred, case.label))
@@ -119,7 +119,7 @@ class ValidationMixin:
     def _validation_round(self) -> None:
         """Validate at the current epoch, emit the event, and save ``best.pt`` when the selection criterion
         improved (never with ``selection = "last"``: then ``best.pt`` is written at the end). A stop raises
-        :class:`~PASegLib.training.stopping.StopRequested` before anything changed."""
+        :class:`~PASegLib.jobs.stopping.StopRequested` before anything changed."""
         if self.val_cases:
             self.emit("phase", phase="validating", epoch=self.epoch, total=len(self.val_cases))
         result = self.validate()

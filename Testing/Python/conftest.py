@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from PASegLib.geometry import ImageGeometry
-from PASegLib.image_io import Volume
+from PASegLib.image.geometry import ImageGeometry
+from PASegLib.image.io import Volume
 
 #: ../shared/data relative to the repository root (developers and CI have it; a user's clone does not).
 SHARED_DATA = Path(os.environ.get("PASEG_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
@@ -133,7 +133,7 @@ def logic(scene):
 # -- the CLI's progress lines and error messages ----------------------------------------------------------------
 def progress_events(text: str):
     """The ``PASEG {json}`` events of a captured stdout, in order."""
-    from PASegLib.progress_events import parse_progress_line
+    from PASegLib.jobs.events import parse_progress_line
 
     return [e for e in map(parse_progress_line, text.splitlines()) if e is not None]
 
