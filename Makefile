@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test check lint bench clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,11 +22,19 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m PASegLib.cli.demo --out $(DEMO_DIR)
 
+# the whole suite (what CI runs after `make lint`)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# the fast loop: everything not marked slow (a few minutes on 2 cores)
+check: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# ruff, then the import contracts of pyproject.toml (layers, the torch and Slicer boundaries); PASeg/ on the
+# path makes the Slicer module's helper package PASegSlicer importable for the contracts
 lint: $(STAMP)
 	$(BIN)/ruff check PASegLib PASeg Testing benchmarks
+	PYTHONPATH=PASeg $(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

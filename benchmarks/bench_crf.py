@@ -1,7 +1,7 @@
 """Benchmark: shift-based multi-view CRF loss (PASegLib.losses.crf) vs the unfold reference.
 
-The reference is ``reference_mcrf`` of ``Testing/Python/test_loss_crf.py``: the multi-view CRF loss written
-with ``torch.nn.functional.unfold`` and plain autograd, i.e. the memory profile of the official PA-Seg code
+The reference is ``reference_mcrf`` of ``Testing/Python/losses/test_loss_crf.py``: the multi-view CRF loss
+written with ``torch.nn.functional.unfold`` and plain autograd, i.e. the memory profile of the official PA-Seg code
 (Obukhov's Gated-CRF). Settings:
 
 * ``official``: the official VS grid 64×64×48 (inputs given on that grid), radius 5;
@@ -84,7 +84,8 @@ def _make_inputs(shape, seed: int = 0):
 
 
 def _load_reference():
-    spec = importlib.util.spec_from_file_location("_crf_reference", ROOT / "Testing" / "Python" / "test_loss_crf.py")
+    path = ROOT / "Testing" / "Python" / "losses" / "test_loss_crf.py"
+    spec = importlib.util.spec_from_file_location("_crf_reference", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module.reference_mcrf

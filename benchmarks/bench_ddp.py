@@ -1,4 +1,4 @@
-"""Benchmark (issue 14): 2 gloo processes on the CPU against 1 process at the same global batch.
+"""Benchmark: 2 gloo processes on the CPU against 1 process at the same global batch.
 
 Both runs train the same tiny synthetic dataset (``paseg synth``, prepared once into a shared cache before
 either run, so neither pays the preparation) in deterministic mode for ``--iterations`` iterations with global

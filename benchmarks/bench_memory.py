@@ -1,4 +1,4 @@
-"""Peak memory of a short training run on 80 and on 320 la_heart cases, in memory vs streamed (issue 14, part 1).
+"""Peak memory of a short training run on 80 and on 320 la_heart cases, in memory vs streamed.
 
 Cohorts: the 80 la_heart cases (ids ``<case>_r0``) and the same 80 repeated four times under new ids
 (``<case>_r0`` … ``<case>_r3``: 320 cases), as dataset folders of symbolic links (images, labels, and the

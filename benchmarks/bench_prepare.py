@@ -1,4 +1,4 @@
-"""Data preparation of ../shared/data/la_heart with 1 and 2 worker processes (issue 14, part 2).
+"""Data preparation of ../shared/data/la_heart with 1 and 2 worker processes.
 
 What is measured: :func:`PASegLib.data.prepare.prepare_cases` (read, seed expansion, resampling, cache write)
 of the first ``--cases`` la_heart cases (sorted ids; default all 80) into a cold (new, empty) cache, with the

@@ -1,4 +1,4 @@
-"""Seconds and peak memory of the Slicer module's expansion preview on a large volume (issue 11, item 4).
+"""Seconds and peak memory of the Slicer module's expansion preview on a large volume.
 
 What is measured: :meth:`PASegSlicer.logic.PASegCoreLogic.expansionPreview` end to end in a
 :class:`~PASegSlicer.headless.HeadlessSlicer` scene (real MRML, ``slicer-core`` wheel), and its parts

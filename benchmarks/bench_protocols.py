@@ -1,4 +1,4 @@
-"""Weak-label protocols side by side on ../shared/data/la_heart (issue 13): Dice, ASSD, HD95 and clicks.
+"""Weak-label protocols side by side on ../shared/data/la_heart: Dice, ASSD, HD95 and clicks.
 
 Same split, clicks seed, preset and evaluation as ``benchmarks/bench_accuracy.py`` (the 80 case ids sorted; the
 first 60 train — the trainer holds 12 of them out for validation —, the last 20 test; every row evaluated on the

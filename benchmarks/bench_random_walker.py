@@ -1,4 +1,4 @@
-"""What the random-walker pseudo labels cost and how good they are (issue 13): scikit-image's ``random_walker``
+"""What the random-walker pseudo labels cost and how good they are: scikit-image's ``random_walker``
 in 3D on the crop of each object, at the image's own resolution and on the 2 mm working grid.
 
 For the first ``--cases`` training cases of ../shared/data/la_heart (ids sorted; the protocols benchmark's

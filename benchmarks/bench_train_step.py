@@ -74,15 +74,15 @@ def _partial_labels(size: Tuple[int, int, int]):
 
     grids = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in size], indexing="ij")
     centre = [(n - 1) / 2 for n in size]
-    target = torch.zeros(size, dtype=torch.int64)
+    labels = torch.zeros(size, dtype=torch.int64)
     inside_box = torch.ones(size, dtype=torch.bool)
     for g, c, n in zip(grids, centre, size):
         inside_box &= (g - c).abs() <= n / 4
-    target[inside_box] = 2
+    labels[inside_box] = 2
     radius = min(size) / 8
     ball = sum(((g - c) / radius) ** 2 for g, c in zip(grids, centre)) <= 1.0
-    target[ball] = 1
-    return target[None, None]
+    labels[ball] = 1
+    return labels[None, None]
 
 
 def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
@@ -103,7 +103,7 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
     name, kwargs = _parse_network(cfg["network"])
     net = build_network(name, **kwargs).to(device).train()
     image = torch.randn(1, 1, *size, device=device)
-    target = _partial_labels(size).to(device)
+    labels = _partial_labels(size).to(device)
     channels_last = mode == "amp_cl"
     if channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
@@ -119,7 +119,7 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             logits = net(image)
-        loss = loss_fn(logits, target)
+        loss = loss_fn(logits, labels)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()

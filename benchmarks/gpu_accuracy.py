@@ -1,4 +1,4 @@
-"""The accuracy benchmark sized for one lent GPU (issue 10, part 8): la_heart at 1.25 mm, 96×96×48 patches.
+"""The accuracy benchmark sized for one lent GPU: la_heart at 1.25 mm, 96×96×48 patches.
 
 Rows (``bench_accuracy.py`` row names, same split, clicks and seed as the CPU table): full supervision,
 stage one (defaults), the auxiliary network's stage one, SCM (the CPU preset's lr 1e-3) and SCM-E. Steps:

@@ -1,4 +1,4 @@
-"""The GPU check (issue 14, part 4): what CPU machines cannot test or time, in under ten minutes on one GPU.
+"""The GPU check: what CPU machines cannot test or time, in under ten minutes on one GPU.
 
 Sections (each a JSON line on stdout, each figure with the device it was measured on):
 
@@ -7,8 +7,9 @@ Sections (each a JSON line on stdout, each figure with the device it was measure
 2. ``amp_steps`` — one stage-one training step (forward, the stage-one loss with the mCRF on its paper grid,
    backward, SGD with a GradScaler; float16 autocast) of each network at the paper preset's patch size
    (``unet2d5`` and ``attention_unet`` 128×128×48, ``unet3d`` 128×128×128): median ms, peak GPU memory;
-3. ``mcrf`` — the mCRF on CUDA (:func:`PASegLib.losses.crf.multi_view_crf_loss`) against the unfold reference of
-   ``Testing/Python/test_loss_crf.py`` on the official 64×64×48 grid, radius 5: value and gradient agreement, ms;
+3. ``mcrf`` — the mCRF on CUDA (:func:`PASegLib.losses.crf.multi_view_crf_loss`) against the unfold reference
+   of ``Testing/Python/losses/test_loss_crf.py`` on the official 64×64×48 grid, radius 5: value and gradient
+   agreement, ms;
 4. ``sliding_window`` — sliding-window inference (``unet2d5``, 128×128×48 windows, overlap 0.25, AMP) of a
    256×256×64 volume: warm seconds;
 5. ``ddp`` — a 1-GPU DDP run: ``torchrun --standalone --nproc-per-node 1 -m PASegLib train`` (NCCL, world size 1,
@@ -53,7 +54,7 @@ def cuda_tests() -> List[str]:
     found = []
     pattern = re.compile(r"@pytest\.mark\.skipif\(\s*not\s+torch\.cuda\.is_available\(\)[^\n]*\n(?:@[^\n]*\n)*"
                          r"def (test_\w+)")
-    for path in sorted(TESTS.glob("test_*.py")):
+    for path in sorted(TESTS.rglob("test_*.py")):
         for name in pattern.findall(path.read_text(encoding="utf-8")):
             found.append(f"{path.relative_to(ROOT)}::{name}")
     return found
@@ -124,7 +125,7 @@ def section_amp_steps(ctx: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _reference():
-    spec = importlib.util.spec_from_file_location("test_loss_crf", TESTS / "test_loss_crf.py")
+    spec = importlib.util.spec_from_file_location("test_loss_crf", TESTS / "losses" / "test_loss_crf.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.reference_mcrf
@@ -139,18 +140,18 @@ def section_mcrf(ctx: Dict[str, Any]) -> Dict[str, Any]:
     shape = (1, 2, 64, 64, 48) if ctx["cuda"] else (1, 2, 16, 16, 8)
     radius = 5 if ctx["cuda"] else 2
     gen = torch.Generator().manual_seed(0)
-    pred0 = torch.randn(shape, generator=gen).to(device)
+    logits0 = torch.randn(shape, generator=gen).to(device)
     image = torch.randn((shape[0], 1, *shape[2:]), generator=gen).to(device)
     results = {}
     for label, fn in (("fast", multi_view_crf_loss), ("reference", reference)):
-        pred = pred0.clone().requires_grad_(True)
-        value = fn(pred, image, radius=radius)
+        logits = logits0.clone().requires_grad_(True)
+        value = fn(logits, image, radius=radius)
         value.backward()
-        results[label] = (float(value.detach()), pred.grad.detach().double().cpu())
+        results[label] = (float(value.detach()), logits.grad.detach().double().cpu())
 
         def run() -> None:
-            p = pred0.clone().requires_grad_(True)
-            fn(p, image, radius=radius).backward()
+            x = logits0.clone().requires_grad_(True)
+            fn(x, image, radius=radius).backward()
 
         results[label] += (_timed(run, repeats=ctx["repeats"], sync=ctx["sync"], warmup=ctx["warmup"]),)
     (fv, fg, fms), (rv, rg, rms) = results["fast"], results["reference"]

@@ -1,23 +1,27 @@
-"""The click channel of a click-conditioned model (Going to Extremes / DEXTR; issue 13).
+"""The click channel of a click-conditioned model (Going to Extremes / DEXTR).
 
 With ``TrainConfig.point_channel`` the network takes a second input channel: Gaussian heatmaps
-(:func:`~PASegLib.losses.point_loss.gaussian_point_heatmap`, peak 1, σ = ``point_sigma_mm``) at each object's
+(:func:`gaussian_point_heatmap`, peak 1, σ = ``point_sigma_mm``) at each object's
 *positive* points — the six extreme points of an ``extreme_points`` object, the ``F`` click of a seven-point or
 single-point object (background clicks are not drawn; boxes and dense objects have no point). The same map is
 the target of the point loss. Training patches get it cut to the patch (:class:`~PASegLib.data.sampler.
 PatchSampler`), validation and prediction on the whole training grid; prediction without clicks feeds an empty
 channel (the model is trained with ``point_channel_dropout`` of empty channels, so it knows both).
 
-numpy only (the heatmap function lives in the losses package but needs no torch at call time).
+numpy only.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import math
+import numbers
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
-__all__ = ["annotation_points", "click_heatmap", "positive_points"]
+from PASegLib.utils.checks import check_number, check_numbers
+
+__all__ = ["annotation_points", "click_heatmap", "gaussian_point_heatmap", "positive_points"]
 
 
 def positive_points(clicks: Sequence[np.ndarray], kinds: Optional[Sequence[str]]) -> np.ndarray:
@@ -38,8 +42,6 @@ def click_heatmap(points: np.ndarray, shape: Sequence[int], spacing_mm: Sequence
                   offset: Optional[Sequence[int]] = None) -> np.ndarray:
     """float32 ``[I, J, K]`` heatmap of ``points`` (``(P, 3)`` continuous indices of the grid whose voxels are
     ``spacing_mm``) on a box of ``shape`` starting at index ``offset`` (default the origin: the whole grid)."""
-    from PASegLib.losses.point_loss import gaussian_point_heatmap
-
     pts = np.asarray(points, dtype=float).reshape(-1, 3)
     if offset is not None:
         pts = pts - np.asarray(offset, dtype=float)
@@ -56,3 +58,51 @@ def annotation_points(annotation, grid) -> np.ndarray:
         clicks.append(grid.world_to_index(np.stack(points)) if points else np.zeros((0, 3)))
         kinds.append(obj.kind)
     return positive_points(clicks, kinds)
+
+
+def gaussian_point_heatmap(
+    points_ijk: Union[np.ndarray, Sequence[Sequence[float]]],
+    shape: Sequence[int],
+    sigma_voxels: Union[float, Sequence[float]],
+    *,
+    truncate: float = 3.0,
+) -> np.ndarray:
+    """Point channel ``G({e})``: float32 ``[I, J, K]``, the max over points of ``exp(−Σ_d (x_d − p_d)² / 2σ_d²)``.
+
+    Args:
+        points_ijk: ``(P, 3)`` continuous voxel indices ``[i, j, k]`` (``P = 0`` gives zeros); points outside
+            the volume still contribute the part of their window that lies inside it.
+        shape: ``(I, J, K)``, each ``>= 1``.
+        sigma_voxels: ``σ`` in voxels, ``> 0``: one number or one per axis (anisotropic spacing).
+        truncate: each Gaussian is evaluated only in the box ``|x_d − p_d| <= truncate · σ_d`` (0 outside;
+            the largest value dropped is ``exp(−truncate² / 2)``, 0.011 for 3), so the cost is per point
+            window, not per volume.
+    """
+    pts = np.asarray(points_ijk, dtype=np.float64)
+    if pts.size == 0:
+        pts = pts.reshape(0, 3)
+    if pts.ndim != 2 or pts.shape[1] != 3 or not np.all(np.isfinite(pts)):
+        raise ValueError(f"points_ijk must be a finite (P, 3) array of voxel indices, got shape {pts.shape}")
+    dims = check_numbers("shape", shape, length=3, cast=int, minimum=1)
+    if isinstance(sigma_voxels, numbers.Real) and not isinstance(sigma_voxels, bool):
+        sigma = (check_number("sigma_voxels", sigma_voxels, minimum=0.0, open_minimum=True),) * 3
+    else:
+        sigma = check_numbers("sigma_voxels", sigma_voxels, length=3, minimum=0.0, open_minimum=True)
+    truncate = check_number("truncate", truncate, minimum=0.0, open_minimum=True)
+
+    out = np.zeros(dims, dtype=np.float32)
+    for point in pts:
+        profiles, window = [], []
+        for d in range(3):
+            reach = truncate * sigma[d]
+            lo, hi = max(math.ceil(point[d] - reach), 0), min(math.floor(point[d] + reach), dims[d] - 1)
+            if lo > hi:
+                break  # the window misses the volume on this axis
+            offsets = np.arange(lo, hi + 1, dtype=np.float64) - point[d]
+            profiles.append(np.exp(-offsets**2 / (2.0 * sigma[d] ** 2)))
+            window.append(slice(lo, hi + 1))
+        else:
+            block = profiles[0][:, None, None] * profiles[1][None, :, None] * profiles[2][None, None, :]
+            view = out[tuple(window)]
+            np.maximum(view, block.astype(np.float32), out=view)
+    return out

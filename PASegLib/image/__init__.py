@@ -1,0 +1,8 @@
+"""Images: geometry, files, integrity checks and resampling (numpy, SimpleITK, scipy).
+
+* :mod:`.geometry` — :class:`~.geometry.ImageGeometry`: shape, spacing, origin, direction; index ↔ LPS mm;
+* :mod:`.io` — :class:`~.io.Volume` and reading/writing NIfTI, NRRD and MetaImage (arrays ``[i, j, k]``);
+* :mod:`.integrity` — truncated or damaged files refused before SimpleITK reads them;
+* :mod:`.resample` — resampling to a spacing or shape and intensity normalisation, shared by training and
+  prediction.
+"""

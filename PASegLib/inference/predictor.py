@@ -8,8 +8,8 @@ Pipeline of :meth:`Predictor.predict` (identical preprocessing to training, :fun
    ``config.sw_overlap`` (Gaussian blending; an ensemble averages the networks' softmaxes);
 3. foreground probability set to 0 outside the valid region, then resampled back to the image grid
    (linear, same voxel-edge extent, :func:`~PASegLib.image.resample.resample_to_shape`);
-4. labels by :func:`~PASegLib.inference.postprocess.labels_from_probability` (threshold, optional box restriction, object
-   indices, optional largest connected component; re-exported here).
+4. labels by :func:`~PASegLib.inference.postprocess.labels_from_probability` (threshold, optional box restriction,
+   object indices, optional largest connected component; re-exported here).
 
 Arrays are ``[i, j, k]`` (ITK index order), world coordinates LPS mm (see :mod:`PASegLib`). A run folder
 is what ``paseg train`` writes: ``config.json``, ``checkpoints/best.pt`` and ``checkpoints/last.pt``.
@@ -34,10 +34,10 @@ from PASegLib.image.geometry import ImageGeometry
 from PASegLib.image.io import Volume, write_image
 from PASegLib.image.resample import resample_to_shape
 from PASegLib.inference.postprocess import check_label_options, check_threshold, labels_from_probability
-from PASegLib.jobs.stopping import StopFile, StopRequested, stop_checking
+from PASegLib.jobs.stopping import StopFile, StopRequested
 from PASegLib.training.checkpoint import CheckpointError, load_checkpoint, load_network_weights
 from PASegLib.training.config import TrainConfig, load_run_config
-from PASegLib.training.runtime import describe_device, resolve_device, sliding_window_probability
+from PASegLib.training.runtime import describe_device, resolve_device, sliding_window_probability, stop_checking
 from PASegLib.utils.atomic import PathLike
 from PASegLib.utils.checks import check_int
 

@@ -15,7 +15,7 @@ Protocol (the Slicer module's job runner and a terminal user speak it alike):
 A caller that writes the stop file before the command printed its first progress event must write it again
 when that event arrives (the job runner does), since the command may have removed it as stale.
 
-stdlib only (:func:`stop_checking` imports torch when it is called).
+stdlib only (training wraps its networks with :func:`PASegLib.training.runtime.stop_checking`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 from PASegLib.utils.atomic import PathLike
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_STOPPED", "EXIT_USAGE", "STOP_FILE", "StopFile",
-           "StopRequested", "stop_checking"]
+           "StopRequested"]
 
 # The exit codes of every ``paseg`` command (the Slicer module's job runner reads them from here too).
 #: Success.
@@ -108,23 +108,3 @@ class StopFile:
                 pass
 
 
-def stop_checking(networks: Sequence[Any], stop: Optional[StopFile]) -> List[Any]:
-    """``networks`` wrapped so that every forward pass first calls ``stop.check()`` (unchanged without ``stop``).
-
-    The wrappers hold the networks as submodules (``eval()``/``train()`` reach them) and compute exactly what
-    the networks compute; a stop inside MONAI's sliding-window loop then acts before the next window.
-    """
-    if stop is None:
-        return list(networks)
-    import torch
-
-    class _StopChecking(torch.nn.Module):
-        def __init__(self, net: torch.nn.Module) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D401
-            stop.check()
-            return self.net(x)
-
-    return [_StopChecking(net) for net in networks]

@@ -11,8 +11,13 @@
 * ``contrastive_variance`` — :class:`~PASegLib.losses.contrastive_variance.ContrastiveVarianceLoss`, PSCV's
   contrastive variance loss in 3D (En & Guo, "Annotation by Clicks", Eq. 4–8).
 * ``extreme_point`` — :class:`~PASegLib.losses.point_loss.ExtremePointLoss`, the point loss of "Going to
-  Extremes" (Roth et al., Eq. 6–8); :func:`~PASegLib.losses.point_loss.gaussian_point_heatmap` makes its
+  Extremes" (Roth et al., Eq. 6–8); :func:`~PASegLib.data.clickmaps.gaussian_point_heatmap` makes its
   point channel.
+
+Every loss names its arguments from one vocabulary — ``logits`` ``[B, C, I, J, K]`` (raw network outputs),
+``labels`` ``[B, 1, …]`` (partial label map), ``valid`` ``[B, 1, …]`` (voxels that count), ``image``
+``[B, Ch, …]`` (intensities), ``points``, ``boxes`` — and checks them with :mod:`PASegLib.losses.inputs`,
+which documents the shapes, axis order and units.
 
 :mod:`PASegLib.losses.schedule` holds the ramp-up and the stage-1 weights (α = 1.0, β = 0.1). Importing this
 package imports torch; the top-level :mod:`PASegLib` package does not import it.
@@ -21,6 +26,7 @@ Example::
 
     from PASegLib.losses import LOSSES
     loss_fn = LOSSES.build("partial_ce_dice", ignore_index=2)
+    loss = loss_fn(logits, labels, valid)   # logits [B, 2, I, J, K]; labels, valid [B, 1, I, J, K]
 """
 
 from PASegLib.losses.box_prior import BoxTightnessLoss
@@ -28,7 +34,7 @@ from PASegLib.losses.contrastive_variance import ContrastiveVarianceLoss, contra
 from PASegLib.losses.crf import MultiViewCRFLoss
 from PASegLib.losses.distillation import KnowledgeDistillationLoss, SelfCrossMonitoringLoss
 from PASegLib.losses.partial import PartialCEDiceLoss, partial_ce_dice_terms
-from PASegLib.losses.point_loss import ExtremePointLoss, extreme_point_loss, gaussian_point_heatmap
+from PASegLib.losses.point_loss import ExtremePointLoss, extreme_point_loss
 from PASegLib.losses.schedule import Stage1LossWeights, sigmoid_rampup
 from PASegLib.losses.variance import VarianceMinimizationLoss, above_minimum_mask, variance_minimization
 from PASegLib.utils.registry import Registry
@@ -57,7 +63,6 @@ __all__ = [
     "above_minimum_mask",
     "contrastive_variance_terms",
     "extreme_point_loss",
-    "gaussian_point_heatmap",
     "partial_ce_dice_terms",
     "sigmoid_rampup",
     "variance_minimization",

@@ -9,7 +9,8 @@ cross-section are constrained.
 
 Shapes and axis order: ``logits [B, C, I, J, K]`` (``C >= 2``, ``p = softmax(logits)[:, 1]``, computed in
 float32 — float64 kept — also under autocast); ``boxes[b]`` lists the boxes ``(lo, hi)`` of sample ``b`` in
-the patch's own voxel indices ``[i, j, k]``, inclusive; ``mask [B, 1, I, J, K]`` (non-zero = valid).
+the patch's own voxel indices ``[i, j, k]``, inclusive; optional ``valid [B, 1, I, J, K]`` (non-zero =
+valid). ``w`` (``min_width``) is in voxels; the loss is unitless, in ``[0, 1]`` per term.
 
 Per box and axis ``a`` (the two other axes ``u, v``), with ``c_d = (lo_d + hi_d) / 2``,
 ``h_d = (hi_d − lo_d) / 2`` and the kept offsets ``r_d = max(shrink · h_d, 0.5)`` (so at least the one or two
@@ -22,7 +23,7 @@ voxels nearest the centre are kept):
   ``E = Σ_{x_u = lo_u}^{hi_u} Σ_{x_v = lo_v}^{hi_v} p`` (the whole box cross-section); penalty ``φ(E)``.
 
 A line is constrained only if its whole segment ``lo_a … hi_a`` is inside the patch (a segment cut by the
-patch border may legitimately miss the object) and no voxel of it is invalid in ``mask``; a slice likewise
+patch border may legitimately miss the object) and no voxel of it is invalid in ``valid``; a slice likewise
 needs its whole box cross-section inside the patch and valid. Lines (slices) of all boxes of all samples are
 pooled per axis: ``T_a = mean of φ over the constrained lines along a``, ``tightness = mean of T_a over the
 axes that have at least one constrained line`` (0 if none); ``extent`` likewise over slices; ``loss =
@@ -46,41 +47,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from PASegLib.utils.checks import check_number, check_numbers
+from PASegLib.losses.inputs import check_boxes, check_logits, check_valid
+from PASegLib.utils.checks import check_number
 
 __all__ = ["BoxTightnessLoss", "box_tightness_terms"]
-
-Box = Tuple[Tuple[int, int, int], Tuple[int, int, int]]
-
-
-def _parse_boxes(boxes: Any, batch: int) -> List[List[Box]]:
-    """``boxes`` as ``batch`` lists of ``((lo_i, lo_j, lo_k), (hi_i, hi_j, hi_k))`` int tuples, checked."""
-    if isinstance(boxes, (str, bytes)) or not hasattr(boxes, "__len__") or not hasattr(boxes, "__iter__"):
-        raise ValueError(f"boxes must be a sequence of length B={batch} (one list of (lo, hi) per sample), "
-                         f"got {type(boxes).__name__}")
-    if len(boxes) != batch:
-        raise ValueError(f"boxes must have one entry per sample: expected B={batch}, got {len(boxes)}")
-    parsed: List[List[Box]] = []
-    for b, sample in enumerate(boxes):
-        try:
-            items = list(sample)
-        except TypeError:
-            raise ValueError(f"boxes[{b}] must be a sequence of (lo, hi) boxes, got {sample!r}") from None
-        out = []
-        for n, box in enumerate(items):
-            try:
-                pair = tuple(box)
-            except TypeError:
-                pair = ()
-            if len(pair) != 2:
-                raise ValueError(f"boxes[{b}][{n}] must be a pair (lo, hi), got {box!r}")
-            lo = check_numbers(f"boxes[{b}][{n}] lo", pair[0], length=3, cast=int)
-            hi = check_numbers(f"boxes[{b}][{n}] hi", pair[1], length=3, cast=int)
-            if any(low > high for low, high in zip(lo, hi)):
-                raise ValueError(f"boxes[{b}][{n}] must have lo <= hi on every axis, got lo={lo}, hi={hi}")
-            out.append((lo, hi))
-        parsed.append(out)
-    return parsed
 
 
 def _central_range(lo: int, hi: int, shrink: float) -> Tuple[int, int]:
@@ -98,7 +68,7 @@ def _penalty(total: torch.Tensor, width: float) -> torch.Tensor:
 def box_tightness_terms(
     logits: torch.Tensor,
     boxes: Sequence[Sequence[Any]],
-    mask: Optional[torch.Tensor] = None,
+    valid: Optional[torch.Tensor] = None,
     *,
     shrink: float = 0.5,
     min_width: float = 1.0,
@@ -107,10 +77,11 @@ def box_tightness_terms(
     """``{"tightness", "extent", "loss"}`` of the box prior (see the module docstring for the formula).
 
     Args:
-        logits: ``[B, C, I, J, K]`` raw logits, ``C >= 2``.
+        logits: raw network outputs ``[B, C, I, J, K]``, ``C >= 2`` (softmax over ``C``; channel 1 is the
+            foreground).
         boxes: length-``B`` sequence; ``boxes[b]`` is a (possibly empty) sequence of ``(lo, hi)``, each a
             length-3 int sequence of inclusive voxel indices ``[i, j, k]``; boxes may reach beyond the patch.
-        mask: optional ``[B, 1, I, J, K]`` valid region (non-zero = valid).
+        valid: optional ``[B, 1, I, J, K]`` valid region (non-zero = valid).
         shrink: fraction in ``[0, 1]`` of each perpendicular half-width kept around the box centre.
         min_width: ``w``, the foreground mass (voxels) each central line / slice must hold, ``> 0``.
         extent_weight: weight of the extent term in ``loss``, ``>= 0``.
@@ -121,19 +92,13 @@ def box_tightness_terms(
     shrink = check_number("shrink", shrink, minimum=0.0, maximum=1.0)
     width = check_number("min_width", min_width, minimum=0.0, open_minimum=True)
     extent_weight = check_number("extent_weight", extent_weight, minimum=0.0)
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 5 or not logits.is_floating_point():
-        raise ValueError(f"logits must be floating-point [B, C, I, J, K], got shape "
-                         f"{tuple(getattr(logits, 'shape', ()))}")
-    if logits.shape[1] < 2:
-        raise ValueError(f"logits must have C >= 2 channels (softmax logits), got C={logits.shape[1]}")
-    expected_mask = (logits.shape[0], 1, *logits.shape[2:])
-    if mask is not None and (not isinstance(mask, torch.Tensor) or tuple(mask.shape) != expected_mask):
-        raise ValueError(f"mask must have shape {expected_mask}, got {tuple(getattr(mask, 'shape', ()))}")
-    parsed = _parse_boxes(boxes, logits.shape[0])
+    check_logits(logits)
+    check_valid(valid, logits)
+    parsed = check_boxes(boxes, logits.shape[0])
 
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32  # float32 also under autocast
     prob = torch.softmax(logits.to(dtype), dim=1)[:, 1]  # [B, I, J, K]
-    invalid = None if mask is None else mask[:, 0] == 0  # [B, I, J, K]
+    invalid = None if valid is None else valid[:, 0] == 0  # [B, I, J, K]
     shape = tuple(prob.shape[1:])
     zero = prob.sum() * 0.0  # attached to the graph
     line_sum: List[List[torch.Tensor]] = [[], [], []]  # per axis: sums of penalties
@@ -194,9 +159,9 @@ def box_tightness_terms(
 class BoxTightnessLoss(nn.Module):
     """Box-tightness prior of the click boxes (after Kervadec et al., MIDL 2020), an optional stage-one term.
 
-    ``forward(logits, boxes, mask=None)`` returns the scalar ``tightness + extent_weight · extent``;
+    ``forward(logits, boxes, valid=None)`` returns the scalar ``tightness + extent_weight · extent``;
     :meth:`terms` returns ``{"tightness", "extent", "loss"}``. The formula, shapes and the patch-border and
-    mask rules are in the module docstring.
+    ``valid`` rules are in the module docstring.
 
     Args:
         shrink: fraction in ``[0, 1]`` of the box half-width kept around the box centre (default 0.5).
@@ -207,7 +172,7 @@ class BoxTightnessLoss(nn.Module):
 
         prior = BoxTightnessLoss(shrink=0.5, min_width=1.0)
         boxes = [[((3, 4, 2), (20, 25, 14))]]      # one object in the single patch, inclusive [i, j, k]
-        loss = prior(logits, boxes, valid_mask)    # logits [1, 2, 48, 48, 32]
+        loss = prior(logits, boxes, valid)         # logits [1, 2, 48, 48, 32], valid [1, 1, 48, 48, 32]
     """
 
     def __init__(self, *, shrink: float = 0.5, min_width: float = 1.0, extent_weight: float = 0.0) -> None:
@@ -217,17 +182,17 @@ class BoxTightnessLoss(nn.Module):
         self.extent_weight = check_number("extent_weight", extent_weight, minimum=0.0)
 
     def terms(
-        self, logits: torch.Tensor, boxes: Sequence[Sequence[Any]], mask: Optional[torch.Tensor] = None
+        self, logits: torch.Tensor, boxes: Sequence[Sequence[Any]], valid: Optional[torch.Tensor] = None
     ) -> Dict[str, torch.Tensor]:
         """``{"tightness", "extent", "loss"}``; see :func:`box_tightness_terms`."""
-        return box_tightness_terms(logits, boxes, mask, shrink=self.shrink, min_width=self.min_width,
+        return box_tightness_terms(logits, boxes, valid, shrink=self.shrink, min_width=self.min_width,
                                    extent_weight=self.extent_weight)
 
     def forward(
-        self, logits: torch.Tensor, boxes: Sequence[Sequence[Any]], mask: Optional[torch.Tensor] = None
+        self, logits: torch.Tensor, boxes: Sequence[Sequence[Any]], valid: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         """Scalar ``tightness + extent_weight · extent`` for logits ``[B, C, I, J, K]``."""
-        return self.terms(logits, boxes, mask)["loss"]
+        return self.terms(logits, boxes, valid)["loss"]
 
     def extra_repr(self) -> str:
         return f"shrink={self.shrink}, min_width={self.min_width}, extent_weight={self.extent_weight}"

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from PASegLib.losses.inputs import check_logits_and_maps
+from PASegLib.losses.inputs import check_logits, check_map, check_valid
 from PASegLib.utils.checks import check_number
 
 __all__ = ["ContrastiveVarianceLoss", "contrastive_variance_terms"]
@@ -89,7 +89,9 @@ def contrastive_variance_terms(
     temperature = check_number("temperature", temperature, minimum=0.0, open_minimum=True)
     tv_weight = check_number("tv_weight", tv_weight, minimum=0.0)
     eps = check_number("eps", eps, minimum=0.0)
-    check_logits_and_maps(logits, valid, image=image)
+    check_logits(logits)
+    check_map("image", image, logits)
+    check_valid(valid, logits)
 
     batch, n_classes = logits.shape[:2]
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32  # float32 also under autocast

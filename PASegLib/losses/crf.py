@@ -12,28 +12,30 @@ implementation). Every ordered pair is counted, i.e. each unordered pair twice, 
 
 Shapes and conventions (see :mod:`PASegLib`):
 
-* ``pred``: ``[B, C, I, J, K]``; spatial axes in ITK index order ``[i, j, k]``.
-* ``image``: ``[B, Ch, I, J, K]``, already normalised; no gradient flows into it.
-* ``mask``: optional ``[B, 1, I, J, K]`` valid-voxel mask (non-zero = valid); every pair with an invalid
+* ``logits``: raw network outputs ``[B, C, I, J, K]`` (probabilities with ``activation="none"``); spatial
+  axes in ITK index order ``[i, j, k]``.
+* ``image``: ``[B, Ch, I, J, K]``, floating point, already normalised; no gradient flows into it.
+* ``valid``: optional ``[B, 1, I, J, K]`` valid-voxel mask (non-zero = valid); every pair with an invalid
   voxel is excluded.
 * Views (for an axis-aligned LPS/RAS volume): ``"axial"`` = planes of constant ``k`` (windows in ``(i, j)``),
   ``"coronal"`` = constant ``j`` (windows in ``(i, k)``), ``"sagittal"`` = constant ``i`` (``(j, k)``).
 
 Class sum. ``activation="softmax"`` (default, ``C >= 2``) sums the pair term over all classes (the Potts
 relaxation used by Gated-CRF and the official code). For the binary case ``C = 2`` this is exactly
-``2 ×`` Eq. 7 with ``p = softmax(pred)[:, 1]`` (because ``K`` is symmetric) and is computed that way.
+``2 ×`` Eq. 7 with ``p = softmax(logits)[:, 1]`` (because ``K`` is symmetric) and is computed that way.
 ``activation="sigmoid"`` treats each channel as an independent foreground probability (``C = 1`` gives
-Eq. 7 itself); ``activation="none"`` takes ``pred`` as probabilities and sums over its channels.
+Eq. 7 itself); ``activation="none"`` takes ``logits`` as probabilities in ``[0, 1]`` and sums over its
+channels.
 
 Normalisation. Each view's loss is the sum over all slices of that view divided by the number of valid
-voxels in the batch (``B·I·J·K`` without a mask): without a mask this is the paper's "slice loss averaged
+voxels in the batch (``B·I·J·K`` without ``valid``): without ``valid`` this is the paper's "slice loss averaged
 over the slices" with each slice loss divided by its pixel count (as Gated-CRF divides by pixels), and the
 batch mean. Views are averaged (Eq. 8). Offsets that lie in two views (along one axis) are computed once.
 
 Downsampling (``downsample_to``). As the official code (64×64×48 grid for VS), probabilities (after the
 activation) and the image are resampled with trilinear interpolation (``align_corners=False``) before the
-loss; a coarse voxel is valid when the trilinearly resampled mask is ``>= 0.999`` (it interpolates valid
-voxels only). ``sigma_xy`` and ``radius`` are then in voxels of the coarse grid.
+loss; a coarse voxel is valid when the trilinearly resampled ``valid`` mask is ``>= 0.999`` (it interpolates
+valid voxels only). ``sigma_xy`` and ``radius`` are then in voxels of the coarse grid.
 
 Implementation. ``L = Σ_c Σ_i p_{c,i} (F_i − G_{c,i})`` with ``F = K·1`` and ``G_c = K·p_c`` (both
 bilateral filterings), and for symmetric ``K`` (zero diagonal, masked rows/columns zeroed)
@@ -55,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from PASegLib.losses.inputs import check_logits, check_map, check_valid
 from PASegLib.utils.checks import check_int, check_number
 
 __all__ = ["VIEW_AXES", "MultiViewCRFLoss", "multi_view_crf_loss"]
@@ -98,25 +101,14 @@ def _check_options(
     return views, grid  # type: ignore[return-value]
 
 
-def _check_inputs(pred: torch.Tensor, image: torch.Tensor, mask: Optional[torch.Tensor], activation: str) -> None:
-    if not isinstance(pred, torch.Tensor) or pred.ndim != 5:
-        raise ValueError(f"pred must be a 5-D tensor [B, C, I, J, K], got shape "
-                         f"{tuple(getattr(pred, 'shape', ()))}")
-    if not pred.is_floating_point():
-        raise ValueError(f"pred must be floating point, got dtype {pred.dtype}")
-    if activation == "softmax" and pred.shape[1] < 2:
-        raise ValueError(f"pred needs C >= 2 channels for activation='softmax', got C={pred.shape[1]} "
-                         "(use activation='sigmoid' for one foreground channel)")
-    if not isinstance(image, torch.Tensor) or image.ndim != 5 or image.shape[0] != pred.shape[0] \
-            or image.shape[2:] != pred.shape[2:] or image.shape[1] < 1:
-        raise ValueError(f"image must have shape [B, Ch, I, J, K] = [{pred.shape[0]}, Ch, "
-                         f"{', '.join(map(str, pred.shape[2:]))}] to match pred, got "
-                         f"{tuple(getattr(image, 'shape', ()))}")
-    if not image.is_floating_point():
-        raise ValueError(f"image must be floating point (normalised intensities), got dtype {image.dtype}")
-    expected = (pred.shape[0], 1, *pred.shape[2:])
-    if mask is not None and (not isinstance(mask, torch.Tensor) or tuple(mask.shape) != expected):
-        raise ValueError(f"mask must have shape {expected}, got {tuple(getattr(mask, 'shape', ()))}")
+def _check_inputs(logits: torch.Tensor, image: torch.Tensor, valid: Optional[torch.Tensor], activation: str) -> None:
+    if activation == "softmax":
+        check_logits(logits, channels_note="activation='softmax'; use activation='sigmoid' for one foreground "
+                                           "channel")
+    else:
+        check_logits(logits, min_channels=1, channels_note=f"activation={activation!r}")
+    check_map("image", image, logits, channels=None, floating=True)
+    check_valid(valid, logits)
 
 
 def _half_window_offsets(views: Sequence[str], radius: int) -> Dict[Offset, float]:
@@ -203,9 +195,9 @@ class _BilateralPottsFunction(torch.autograd.Function):
 
 
 def multi_view_crf_loss(
-    pred: torch.Tensor,
+    logits: torch.Tensor,
     image: torch.Tensor,
-    mask: Optional[torch.Tensor] = None,
+    valid: Optional[torch.Tensor] = None,
     *,
     sigma_xy: float = 6.0,
     sigma_intensity: float = 0.1,
@@ -217,9 +209,11 @@ def multi_view_crf_loss(
     """Multi-view CRF loss (scalar tensor, float32 or float64); see the module docstring for the formula.
 
     Args:
-        pred: logits ``[B, C, I, J, K]`` (probabilities if ``activation="none"``), axes in ITK index order.
-        image: normalised image ``[B, Ch, I, J, K]`` (``sigma_intensity`` is in its units); not differentiated.
-        mask: optional valid-voxel mask ``[B, 1, I, J, K]`` (non-zero = valid).
+        logits: raw network outputs ``[B, C, I, J, K]`` (probabilities if ``activation="none"``), axes in ITK
+            index order.
+        image: normalised image ``[B, Ch, I, J, K]``, floating point (``sigma_intensity`` is in its units);
+            not differentiated.
+        valid: optional valid-voxel mask ``[B, 1, I, J, K]`` (non-zero = valid).
         sigma_xy: spatial bandwidth in voxels (of the ``downsample_to`` grid when given).
         sigma_intensity: intensity bandwidth in units of ``image``.
         radius: window half-size ``r`` in voxels; the window is ``(2r + 1)²`` minus its centre.
@@ -232,40 +226,40 @@ def multi_view_crf_loss(
         ValueError: on a bad option or on inputs of wrong shape, naming the bad argument.
     """
     views, grid = _check_options(sigma_xy, sigma_intensity, radius, views, downsample_to, activation)
-    _check_inputs(pred, image, mask, activation)
-    dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
-    with torch.autocast(device_type=pred.device.type, enabled=False):
-        logits = pred.to(dtype)
+    _check_inputs(logits, image, valid, activation)
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        z = logits.to(dtype)
         if activation == "softmax":
-            prob = torch.softmax(logits, dim=1)
+            prob = torch.softmax(z, dim=1)
         elif activation == "sigmoid":
-            prob = torch.sigmoid(logits)
+            prob = torch.sigmoid(z)
         else:
-            prob = logits
-        feat = image.detach().to(device=pred.device, dtype=dtype)
-        valid = None if mask is None else (mask.detach().to(pred.device) != 0).to(dtype)
+            prob = z
+        feat = image.detach().to(device=logits.device, dtype=dtype)
+        region = None if valid is None else (valid.detach().to(logits.device) != 0).to(dtype)
         if grid is not None and tuple(prob.shape[2:]) != grid:
             prob = F.interpolate(prob, size=grid, mode="trilinear", align_corners=False)
             feat = F.interpolate(feat, size=grid, mode="trilinear", align_corners=False)
-            if valid is not None:
-                valid = F.interpolate(valid, size=grid, mode="trilinear", align_corners=False)
-                valid = (valid >= _MASK_VALID_THRESHOLD).to(dtype)
+            if region is not None:
+                region = F.interpolate(region, size=grid, mode="trilinear", align_corners=False)
+                region = (region >= _MASK_VALID_THRESHOLD).to(dtype)
         scale = 1.0
         if activation == "softmax" and prob.shape[1] == 2:
             prob, scale = prob[:, 1:2], 2.0  # Σ over both classes == 2 × foreground-only sum
-        count = float(prob.shape[0] * prob[0, 0].numel()) if valid is None else float(valid.sum().item())
+        count = float(prob.shape[0] * prob[0, 0].numel()) if region is None else float(region.sum().item())
         feat = feat * (1.0 / (math.sqrt(2.0) * sigma_intensity))  # |ΔI|²/(2σ²) becomes |Δfeat|²
         offsets = _half_window_offsets(views, radius)
-        total = _BilateralPottsFunction.apply(prob.contiguous(), feat.contiguous(), valid, offsets, sigma_xy)
+        total = _BilateralPottsFunction.apply(prob.contiguous(), feat.contiguous(), region, offsets, sigma_xy)
         return total * (scale / max(count, 1.0))
 
 
 class MultiViewCRFLoss(nn.Module):
-    """Multi-view CRF loss of PA-Seg (Eq. 7–8) as a module; ``forward(pred, image, mask=None) -> scalar``.
+    """Multi-view CRF loss of PA-Seg (Eq. 7–8) as a module; ``forward(logits, image, valid=None) -> scalar``.
 
     Keyword-only options as :func:`multi_view_crf_loss` (defaults are the paper's: ``sigma_xy=6`` voxels,
-    ``sigma_intensity=0.1`` on the normalised image, ``radius=5``, all three views). Inputs: ``pred``
-    logits ``[B, C, I, J, K]``, ``image`` ``[B, Ch, I, J, K]``, optional ``mask`` ``[B, 1, I, J, K]``;
+    ``sigma_intensity=0.1`` on the normalised image, ``radius=5``, all three views). Inputs: ``logits``
+    ``[B, C, I, J, K]``, ``image`` ``[B, Ch, I, J, K]``, optional ``valid`` ``[B, 1, I, J, K]``;
     ``[i, j, k]`` is ITK index order and axial slices are planes of constant ``k``.
 
     Example::
@@ -292,10 +286,11 @@ class MultiViewCRFLoss(nn.Module):
         self.radius = radius
         self.activation = activation
 
-    def forward(self, pred: torch.Tensor, image: torch.Tensor, mask: Optional[torch.Tensor] = None
+    def forward(self, logits: torch.Tensor, image: torch.Tensor, valid: Optional[torch.Tensor] = None
                 ) -> torch.Tensor:
+        """Scalar mCRF loss of ``logits [B, C, I, J, K]``, ``image [B, Ch, I, J, K]`` and ``valid``."""
         return multi_view_crf_loss(
-            pred, image, mask, sigma_xy=self.sigma_xy, sigma_intensity=self.sigma_intensity,
+            logits, image, valid, sigma_xy=self.sigma_xy, sigma_intensity=self.sigma_intensity,
             radius=self.radius, views=self.views, downsample_to=self.downsample_to, activation=self.activation)
 
     def extra_repr(self) -> str:

@@ -5,7 +5,8 @@ Shapes and conventions (see :mod:`PASegLib`):
 * ``student_logits``, ``teacher_logits``: raw logits ``[B, C, *spatial]`` (``spatial`` = ``I, J, K`` for
   volumes, any number of spatial axes, including none), ``C >= 2``, same shape. Probabilities are a softmax
   over the channel axis ``C`` (axis 1). PA-Seg uses ``C = 2`` (background, foreground).
-* Pseudo labels ``[B, 1, *spatial]`` (int64) are the channel argmax of a network's frozen copy.
+* ``pseudo_label``: a dense label map ``[B, 1, *spatial]`` (int64 class indices), by default the channel
+  argmax of a network's frozen copy (:func:`pseudo_labels`).
 
 Knowledge distillation (:class:`KnowledgeDistillationLoss`). With ``q = softmax(teacher / T)`` and
 ``p = softmax(student / T)`` over the channels of each voxel ``i``::
@@ -49,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from PASegLib.losses.inputs import check_logits, check_map, check_same_shape
 from PASegLib.utils.checks import check_number
 
 __all__ = [
@@ -61,10 +63,6 @@ __all__ = [
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _shape(x: object) -> tuple:
-    return tuple(getattr(x, "shape", ()))
-
-
 def _check_temperature(temperature: float) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
@@ -74,20 +72,13 @@ def _check_temperature(temperature: float) -> float:
 
 
 def _check_logits(name: str, logits: object) -> None:
-    if not isinstance(logits, torch.Tensor) or logits.ndim < 2:
-        raise ValueError(f"{name} must be a tensor [B, C, *spatial], got shape {_shape(logits)}")
-    if not logits.is_floating_point():
-        raise ValueError(f"{name} must hold floating-point logits, got dtype {logits.dtype}")
-    if logits.shape[1] < 2:
-        raise ValueError(f"{name} must have C >= 2 channels (softmax logits), got C={logits.shape[1]}")
+    check_logits(logits, name=name, spatial_dims=None, min_spatial_dims=0)
 
 
 def _check_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor, teacher_name: str) -> None:
     _check_logits("student_logits", student_logits)
     _check_logits(teacher_name, teacher_logits)
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"{teacher_name} shape {_shape(teacher_logits)} != student_logits shape "
-                         f"{_shape(student_logits)}")
+    check_same_shape(teacher_name, teacher_logits, student_logits, like_name="student_logits")
 
 
 def _compute_dtype(logits: torch.Tensor) -> torch.dtype:
@@ -252,9 +243,7 @@ class SelfCrossMonitoringLoss(nn.Module):
             _check_pair(student_logits, self_teacher_logits, "self_teacher_logits")
             pseudo_label = pseudo_labels(self_teacher_logits)
         else:
-            expected = (student_logits.shape[0], 1, *student_logits.shape[2:])
-            if not isinstance(pseudo_label, torch.Tensor) or tuple(pseudo_label.shape) != expected:
-                raise ValueError(f"pseudo_label must have shape {expected}, got {_shape(pseudo_label)}")
+            check_map("pseudo_label", pseudo_label, student_logits, like_name="student_logits")
             pseudo_label = pseudo_label.detach()
         dtype = _compute_dtype(student_logits)
         self_term = self.self_loss(student_logits.to(dtype), pseudo_label.to(dtype))

@@ -2,16 +2,16 @@
 
 Shapes and conventions (see :mod:`PASegLib`):
 
-* ``pred``: raw logits ``[B, C, *spatial]`` (``spatial`` = ``I, J, K`` for volumes), ``C >= 2``, turned into
-  probabilities with a softmax over the channel axis. PA-Seg uses ``C = 2`` (background, foreground); then
-  ``p_i`` of the paper is ``softmax(pred)[:, 1]``.
-* ``target``: partial label map ``[B, 1, *spatial]`` holding ``0 = background``, ``1 = foreground`` (more
+* ``logits``: raw network outputs ``[B, C, *spatial]`` (``spatial`` = ``I, J, K`` for volumes, ITK index
+  order), ``C >= 2``, turned into probabilities with a softmax over the channel axis. PA-Seg uses ``C = 2``
+  (background, foreground); then ``p_i`` of the paper is ``softmax(logits)[:, 1]``.
+* ``labels``: partial label map ``[B, 1, *spatial]`` holding ``0 = background``, ``1 = foreground`` (more
   generally ``0 … C-1``) and ``ignore_index`` (default ``2``, the official PA-Seg encoding) for unlabeled
   voxels. Integer or integral floating dtype.
-* ``mask``: optional ``[B, 1, *spatial]`` valid-region mask (non-zero = valid). Voxels outside it (e.g.
+* ``valid``: optional ``[B, 1, *spatial]`` valid-region mask (non-zero = valid). Voxels outside it (e.g.
   padding added by a data loader) are treated as unlabeled.
 
-For sample ``b`` with labeled set ``Ω_L`` (``target != ignore_index`` and inside ``mask``):
+For sample ``b`` with labeled set ``Ω_L`` (``labels != ignore_index`` and inside ``valid``):
 
 * ``L_pce = 1/|Ω_L| Σ_{i∈Ω_L} −log p_{i, y_i}`` — for ``C = 2`` this is exactly Eq. 4.
 * ``L_pdc = mean_c [1 − 2 Σ_{i∈Ω_L} p_{i,c} q_{i,c} / (Σ_{i∈Ω_L} (p_{i,c}² + q_{i,c}²) + eps)]``, ``q``
@@ -30,8 +30,9 @@ A sample whose labeled voxels are all background has ``L_pdc = 1`` with zero gra
 
 Each term is computed per sample and averaged over the samples that have at least one labeled voxel (as
 the official implementation does; with the paper's batch size 1 this is the plain formula). A batch with no
-labeled voxel at all gives zero losses that are still connected to ``pred`` (``backward`` works, all
-gradients zero). All arithmetic is in float32 (float64 if ``pred`` is float64), also under autocast.
+labeled voxel at all gives zero losses that are still connected to ``logits`` (``backward`` works, all
+gradients zero). All arithmetic is in float32 (float64 if ``logits`` is float64), also under autocast. The
+losses are unitless (cross-entropy in nats, Dice in ``[0, 1]``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from PASegLib.losses.inputs import check_label_values, check_logits, check_map, check_valid
 
 __all__ = ["DATA_TERMS", "PartialCEDiceLoss", "data_term_options", "partial_ce_dice_terms", "partial_cross_entropy",
            "partial_dice"]
@@ -61,45 +64,27 @@ def data_term_options(name: str) -> Dict[str, object]:
     return dict(DATA_TERMS[name])
 
 
-def _validate(
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    mask: Optional[torch.Tensor],
+def _check_inputs(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    valid: Optional[torch.Tensor],
     ignore_index: int,
     check_labels: bool,
 ) -> None:
-    if not isinstance(pred, torch.Tensor) or pred.ndim < 3:
-        raise ValueError(f"pred must be a tensor [B, C, *spatial] with >= 1 spatial axis, got shape "
-                         f"{tuple(getattr(pred, 'shape', ()))}")
-    if not pred.is_floating_point():
-        raise ValueError(f"pred must hold floating-point logits, got dtype {pred.dtype}")
-    n_classes = pred.shape[1]
-    if n_classes < 2:
-        raise ValueError(f"pred must have C >= 2 channels (softmax logits), got C={n_classes}")
-    expected = (pred.shape[0], 1, *pred.shape[2:])
-    if not isinstance(target, torch.Tensor) or tuple(target.shape) != expected:
-        raise ValueError(f"target must have shape {expected} to match pred {tuple(pred.shape)}, got "
-                         f"{tuple(getattr(target, 'shape', ()))}")
-    if mask is not None and (not isinstance(mask, torch.Tensor) or tuple(mask.shape) != expected):
-        raise ValueError(f"mask must have shape {expected}, got {tuple(getattr(mask, 'shape', ()))}")
+    check_logits(logits, spatial_dims=None)
+    n_classes = logits.shape[1]
+    check_map("labels", labels, logits)
+    check_valid(valid, logits)
     if 0 <= ignore_index < n_classes:
         raise ValueError(f"ignore_index={ignore_index} collides with a class index (C={n_classes})")
     if check_labels:
-        with torch.no_grad():
-            t = target.detach()
-            ok = (t == ignore_index) | ((t >= 0) & (t < n_classes))
-            if t.is_floating_point():
-                ok &= t == torch.round(t)
-            if not bool(ok.all()):
-                bad = torch.unique(t[~ok])[:5].tolist()
-                raise ValueError(f"target holds values {bad} outside {{0..{n_classes - 1}}} ∪ "
-                                 f"{{ignore_index={ignore_index}}}")
+        check_label_values(labels, n_classes=n_classes, ignore_index=ignore_index)
 
 
 def partial_ce_dice_terms(
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    mask: Optional[torch.Tensor] = None,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    valid: Optional[torch.Tensor] = None,
     *,
     ignore_index: int = 2,
     include_background: bool = False,
@@ -110,9 +95,9 @@ def partial_ce_dice_terms(
     """Partial cross-entropy, partial Dice and their mean (Eq. 3–5) on labeled voxels.
 
     Args:
-        pred: logits ``[B, C, *spatial]``, ``C >= 2`` (softmax over ``C``).
-        target: partial labels ``[B, 1, *spatial]``: ``0 … C-1`` or ``ignore_index``.
-        mask: optional ``[B, 1, *spatial]`` valid region (non-zero = valid); outside counts as unlabeled.
+        logits: raw network outputs ``[B, C, *spatial]``, ``C >= 2`` (softmax over ``C``, axis 1).
+        labels: partial labels ``[B, 1, *spatial]``: ``0 … C-1`` or ``ignore_index``.
+        valid: optional ``[B, 1, *spatial]`` valid region (non-zero = valid); outside counts as unlabeled.
         ignore_index: label value of unlabeled voxels (PA-Seg: 2); must not be a class index.
         include_background: average the Dice over all classes instead of the foreground ones only.
         combine: ``"mean"`` (``loss = (L_pce + L_pdc) / 2``, Eq. 3) or ``"sum"`` (``L_pce + L_pdc``).
@@ -121,23 +106,27 @@ def partial_ce_dice_terms(
 
     Returns:
         ``{"ce": L_pce, "dice": L_pdc, "loss": L_psup}``, float32 (or float64) scalars.
+
+    Raises:
+        ValueError: a bad option, or an input of the wrong type, dtype or shape (see
+            :mod:`PASegLib.losses.inputs`), or (``check_labels``) a label value outside the classes.
     """
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
     if combine not in _COMBINE:
         raise ValueError(f"combine must be 'mean' or 'sum', got {combine!r}")
-    _validate(pred, target, mask, ignore_index, check_labels)
-    batch, n_classes = pred.shape[:2]
+    _check_inputs(logits, labels, valid, ignore_index, check_labels)
+    batch, n_classes = logits.shape[:2]
     # float32 at least (also under autocast); float64 is kept, e.g. for gradcheck.
-    logits = (pred if pred.dtype == torch.float64 else pred.float()).reshape(batch, n_classes, -1)
-    labels = target.reshape(batch, 1, -1)  # [B, 1, N]
-    labeled = labels != ignore_index
-    if mask is not None:
-        labeled = labeled & (mask.reshape(batch, 1, -1) != 0)
-    weight = labeled.to(logits.dtype)  # [B, 1, N]
-    safe_labels = torch.where(labeled, labels, torch.zeros_like(labels)).long()
+    z = (logits if logits.dtype == torch.float64 else logits.float()).reshape(batch, n_classes, -1)
+    y = labels.reshape(batch, 1, -1)  # [B, 1, N]
+    labeled = y != ignore_index
+    if valid is not None:
+        labeled = labeled & (valid.reshape(batch, 1, -1) != 0)
+    weight = labeled.to(z.dtype)  # [B, 1, N]
+    safe_labels = torch.where(labeled, y, torch.zeros_like(y)).long()
 
-    log_prob = F.log_softmax(logits, dim=1)
+    log_prob = F.log_softmax(z, dim=1)
     n_labeled = weight.sum(dim=(1, 2))  # [B]
     has_labels = n_labeled > 0
     # Partial cross-entropy (Eq. 4): mean of -log p_{y_i} over Ω_L.
@@ -146,7 +135,7 @@ def partial_ce_dice_terms(
 
     # Partial Dice (Eq. 5) with the p² + q² denominator, per class, over Ω_L.
     prob = log_prob.exp() * weight  # zero outside Ω_L
-    onehot = torch.zeros_like(logits).scatter_(1, safe_labels, 1.0) * weight
+    onehot = torch.zeros_like(z).scatter_(1, safe_labels, 1.0) * weight
     intersection = (prob * onehot).sum(dim=2)  # [B, C]
     denominator = (prob * prob).sum(dim=2) + onehot.sum(dim=2) + eps  # q² = q for one-hot
     # A sample without labeled voxels has a 0 denominator when eps = 0; keep it finite (it is dropped below).
@@ -158,24 +147,24 @@ def partial_ce_dice_terms(
 
     # Average over the samples that have labeled voxels, without a device sync; an all-unlabeled batch
     # gives exact zeros that remain attached to the graph.
-    valid = has_labels.to(logits.dtype)
-    n_valid = valid.sum().clamp_min(1.0)
-    ce = (ce_per_sample * valid).sum() / n_valid
-    dice = (dice_per_sample * valid).sum() / n_valid
+    counted = has_labels.to(z.dtype)
+    n_counted = counted.sum().clamp_min(1.0)
+    ce = (ce_per_sample * counted).sum() / n_counted
+    dice = (dice_per_sample * counted).sum() / n_counted
     return {"ce": ce, "dice": dice, "loss": 0.5 * (ce + dice) if combine == "mean" else ce + dice}
 
 
 def partial_cross_entropy(
-    pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None, *, ignore_index: int = 2
+    logits: torch.Tensor, labels: torch.Tensor, valid: Optional[torch.Tensor] = None, *, ignore_index: int = 2
 ) -> torch.Tensor:
     """``L_pce`` (Eq. 4) alone; arguments as :func:`partial_ce_dice_terms`."""
-    return partial_ce_dice_terms(pred, target, mask, ignore_index=ignore_index)["ce"]
+    return partial_ce_dice_terms(logits, labels, valid, ignore_index=ignore_index)["ce"]
 
 
 def partial_dice(
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    mask: Optional[torch.Tensor] = None,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    valid: Optional[torch.Tensor] = None,
     *,
     ignore_index: int = 2,
     include_background: bool = False,
@@ -183,14 +172,14 @@ def partial_dice(
 ) -> torch.Tensor:
     """``L_pdc`` (Eq. 5) alone; arguments as :func:`partial_ce_dice_terms`."""
     return partial_ce_dice_terms(
-        pred, target, mask, ignore_index=ignore_index, include_background=include_background, eps=eps
+        logits, labels, valid, ignore_index=ignore_index, include_background=include_background, eps=eps
     )["dice"]
 
 
 class PartialCEDiceLoss(nn.Module):
     """``L_psup = (L_pce + L_pdc) / 2`` of PA-Seg (Eq. 3–5), computed on labeled voxels only.
 
-    ``forward(pred, target, mask=None)`` returns the scalar loss; :meth:`terms` returns
+    ``forward(logits, labels, valid=None)`` returns the scalar loss; :meth:`terms` returns
     ``{"ce", "dice", "loss"}`` so a trainer can log each term. Shapes, label encoding and the multi-class
     generalisation are described in the module docstring.
 
@@ -229,14 +218,14 @@ class PartialCEDiceLoss(nn.Module):
         self.check_labels = bool(check_labels)
 
     def terms(
-        self, pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None
+        self, logits: torch.Tensor, labels: torch.Tensor, valid: Optional[torch.Tensor] = None
     ) -> Dict[str, torch.Tensor]:
-        """``{"ce": L_pce, "dice": L_pdc, "loss": L_psup}`` for logits ``pred`` and partial labels ``target``.
-        """
+        """``{"ce": L_pce, "dice": L_pdc, "loss": L_psup}`` of ``logits [B, C, *spatial]``, partial ``labels``
+        and ``valid`` ``[B, 1, *spatial]``."""
         return partial_ce_dice_terms(
-            pred,
-            target,
-            mask,
+            logits,
+            labels,
+            valid,
             ignore_index=self.ignore_index,
             include_background=self.include_background,
             combine=self.combine,
@@ -245,10 +234,10 @@ class PartialCEDiceLoss(nn.Module):
         )
 
     def forward(
-        self, pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None
+        self, logits: torch.Tensor, labels: torch.Tensor, valid: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
-        """Scalar ``L_psup`` for logits ``pred [B, C, *spatial]`` and labels ``target [B, 1, *spatial]``."""
-        return self.terms(pred, target, mask)["loss"]
+        """Scalar ``L_psup`` of ``logits [B, C, *spatial]``, ``labels`` and ``valid`` ``[B, 1, *spatial]``."""
+        return self.terms(logits, labels, valid)["loss"]
 
     def extra_repr(self) -> str:
         return (f"ignore_index={self.ignore_index}, include_background={self.include_background}, "

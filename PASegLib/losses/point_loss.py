@@ -3,8 +3,8 @@
 Shapes and axis order: ``logits [B, C, I, J, K]`` (``C >= 2``; ``P = softmax(logits, dim=1)[:, 1:2]``, the
 foreground probability, computed in float32 — float64 kept — also under autocast), ``points [B, 1, I, J, K]``
 (the point channel ``ĝ = G({e})``: Gaussians at the extreme points, values in ``[0, 1]``, made by the caller,
-e.g. with :func:`gaussian_point_heatmap`; not differentiated through), optional ``valid [B, 1, I, J, K]``
-(non-zero = valid).
+e.g. with :func:`PASegLib.data.clickmaps.gaussian_point_heatmap`; not differentiated through), optional
+``valid [B, 1, I, J, K]`` (non-zero = valid).
 
 * ``G0 = box^B(P)``: ``B = iterations`` successive ``n × n × n`` box filters (each element ``1/n³``, Eq. 8),
   ``n = kernel_size`` odd. Each filter pads by **replicate** padding of ``n // 2`` voxels so the shape is
@@ -26,20 +26,17 @@ little between a boundary on the point and one far from it, although its gradien
 
 from __future__ import annotations
 
-import math
-import numbers
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from PASegLib.losses.inputs import check_logits_and_maps
-from PASegLib.utils.checks import check_int, check_number, check_numbers
+from PASegLib.losses.inputs import check_logits, check_map, check_valid
+from PASegLib.utils.checks import check_int, check_number
 
-__all__ = ["ExtremePointLoss", "extreme_point_loss", "gaussian_point_heatmap"]
+__all__ = ["ExtremePointLoss", "extreme_point_loss"]
 
 _AXIS_PADS = ((0, 0, 0, 0, 1, 1), (0, 0, 1, 1, 0, 0), (1, 1, 0, 0, 0, 0))  # F.pad order: K, J, I
 
@@ -107,7 +104,9 @@ def extreme_point_loss(
         float32 (float64 for float64 logits) scalar in ``[−1, 0]`` for ``ĝ`` in ``[0, 1]``.
     """
     iterations, kernel_size, sharpness = _check_parameters(iterations, kernel_size, sharpness)
-    check_logits_and_maps(logits, valid, points=points)
+    check_logits(logits)
+    check_map("points", points, logits)
+    check_valid(valid, logits)
 
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32  # float32 also under autocast
     prob = torch.softmax(logits.to(dtype), dim=1)[:, 1:2]  # P, [B, 1, I, J, K]
@@ -124,54 +123,6 @@ def extreme_point_loss(
     return -(per_sample * has).sum() / has.sum().clamp_min(1.0)
 
 
-def gaussian_point_heatmap(
-    points_ijk: Union[np.ndarray, Sequence[Sequence[float]]],
-    shape: Sequence[int],
-    sigma_voxels: Union[float, Sequence[float]],
-    *,
-    truncate: float = 3.0,
-) -> np.ndarray:
-    """Point channel ``G({e})``: float32 ``[I, J, K]``, the max over points of ``exp(−Σ_d (x_d − p_d)² / 2σ_d²)``.
-
-    Args:
-        points_ijk: ``(P, 3)`` continuous voxel indices ``[i, j, k]`` (``P = 0`` gives zeros); points outside
-            the volume still contribute the part of their window that lies inside it.
-        shape: ``(I, J, K)``, each ``>= 1``.
-        sigma_voxels: ``σ`` in voxels, ``> 0``: one number or one per axis (anisotropic spacing).
-        truncate: each Gaussian is evaluated only in the box ``|x_d − p_d| <= truncate · σ_d`` (0 outside;
-            the largest value dropped is ``exp(−truncate² / 2)``, 0.011 for 3), so the cost is per point
-            window, not per volume.
-    """
-    pts = np.asarray(points_ijk, dtype=np.float64)
-    if pts.size == 0:
-        pts = pts.reshape(0, 3)
-    if pts.ndim != 2 or pts.shape[1] != 3 or not np.all(np.isfinite(pts)):
-        raise ValueError(f"points_ijk must be a finite (P, 3) array of voxel indices, got shape {pts.shape}")
-    dims = check_numbers("shape", shape, length=3, cast=int, minimum=1)
-    if isinstance(sigma_voxels, numbers.Real) and not isinstance(sigma_voxels, bool):
-        sigma = (check_number("sigma_voxels", sigma_voxels, minimum=0.0, open_minimum=True),) * 3
-    else:
-        sigma = check_numbers("sigma_voxels", sigma_voxels, length=3, minimum=0.0, open_minimum=True)
-    truncate = check_number("truncate", truncate, minimum=0.0, open_minimum=True)
-
-    out = np.zeros(dims, dtype=np.float32)
-    for point in pts:
-        profiles, window = [], []
-        for d in range(3):
-            reach = truncate * sigma[d]
-            lo, hi = max(math.ceil(point[d] - reach), 0), min(math.floor(point[d] + reach), dims[d] - 1)
-            if lo > hi:
-                break  # the window misses the volume on this axis
-            offsets = np.arange(lo, hi + 1, dtype=np.float64) - point[d]
-            profiles.append(np.exp(-offsets**2 / (2.0 * sigma[d] ** 2)))
-            window.append(slice(lo, hi + 1))
-        else:
-            block = profiles[0][:, None, None] * profiles[1][None, :, None] * profiles[2][None, None, :]
-            view = out[tuple(window)]
-            np.maximum(view, block.astype(np.float32), out=view)
-    return out
-
-
 class ExtremePointLoss(nn.Module):
     """Going to Extremes' point loss (Eq. 6–8): ``forward(logits, points, valid=None)`` → scalar ``L_points``.
 
@@ -185,6 +136,8 @@ class ExtremePointLoss(nn.Module):
         sharpness: ``s > 0`` in ``exp(−s (G0 − 0.5)²)`` (default 1.0 = the paper's Eq. 8).
 
     Example::
+
+        from PASegLib.data.clickmaps import gaussian_point_heatmap
 
         heat = gaussian_point_heatmap(extreme_points_ijk, (96, 96, 64), sigma_voxels=2.0)
         points = torch.from_numpy(heat)[None, None]          # [1, 1, 96, 96, 64]

@@ -1,7 +1,7 @@
 """Masked Gaussian smoothing of the image a regulariser sees (not of the network input).
 
-``smooth = G_σ ∗ (image · mask) / G_σ ∗ mask`` (normalised convolution): a Gaussian of ``sigma`` voxels on
-every spatial axis, where voxels outside ``mask`` (e.g. patch padding) neither contribute nor get diluted
+``smooth = G_σ ∗ (image · valid) / G_σ ∗ valid`` (normalised convolution): a Gaussian of ``sigma`` voxels on
+every spatial axis, where voxels outside ``valid`` (e.g. patch padding) neither contribute nor get diluted
 toward 0 at the mask border; voxels whose smoothed mask weight is 0 keep their value. MONAI's separable
 :class:`~monai.networks.layers.GaussianFilter` (zero padding, truncated at 4 σ) does the filtering.
 
@@ -16,33 +16,30 @@ from typing import Optional
 
 import torch
 
+from PASegLib.losses.inputs import check_tensor, check_valid
 from PASegLib.utils.checks import check_number
 
 __all__ = ["masked_gaussian_smooth"]
 
 
-def masked_gaussian_smooth(image: torch.Tensor, sigma: float, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Gaussian-smoothed copy of ``image`` ``[B, C, I, J, K]`` (σ in voxels; ``0`` returns ``image``).
+def masked_gaussian_smooth(image: torch.Tensor, sigma: float, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Gaussian-smoothed copy of ``image`` ``[B, Ch, I, J, K]`` (σ in voxels; ``0`` returns ``image``).
 
     Args:
-        image: float tensor ``[B, C, *spatial]`` (1–3 spatial axes); no gradient is taken through it.
+        image: float tensor ``[B, Ch, *spatial]`` (1–3 spatial axes); no gradient is taken through it.
         sigma: standard deviation in voxels, the same on every axis (``>= 0``).
-        mask: optional ``[B, 1, *spatial]`` valid region (non-zero = valid).
+        valid: optional ``[B, 1, *spatial]`` valid region (non-zero = valid).
     """
     sigma = check_number("sigma", sigma, minimum=0)
-    if not isinstance(image, torch.Tensor) or image.ndim < 3 or not image.is_floating_point():
-        kind = getattr(image, "dtype", type(image).__name__)
-        raise ValueError(f"image must be a floating-point tensor [B, C, *spatial], got {kind} of shape "
-                         f"{tuple(getattr(image, 'shape', ()))}")
+    check_tensor("image", image, spatial_dims=None, channel="Ch")
+    check_valid(valid, image, like_name="image")
     if sigma == 0:
         return image
     from monai.networks.layers import GaussianFilter
 
     with torch.no_grad():
         filt = GaussianFilter(image.ndim - 2, sigma=float(sigma)).to(image.device)
-        weight = torch.ones_like(image[:, :1]) if mask is None else (mask != 0).to(image.dtype)
-        if tuple(weight.shape) != (image.shape[0], 1, *image.shape[2:]):
-            raise ValueError(f"mask must have shape {(image.shape[0], 1, *image.shape[2:])}, got {tuple(mask.shape)}")
+        weight = torch.ones_like(image[:, :1]) if valid is None else (valid != 0).to(image.dtype)
         num = filt(image * weight)
         den = filt(weight)
         return torch.where(den > 1e-6, num / den.clamp_min(1e-6), image)

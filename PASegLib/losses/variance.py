@@ -14,9 +14,13 @@ The loss is computed per sample and averaged over the samples whose valid region
 
 Units: the loss is in (image intensity)²; PA-Seg applies it to z-scored images (``β = 0.1``).
 
+Shapes and axis order: ``logits [B, C, *spatial]`` (``spatial`` = ``I, J, K`` in ITK index order for
+volumes, ``C >= 2``), ``image [B, Ch, *spatial]`` on the same grid, optional ``valid [B, 1, *spatial]``
+(non-zero = valid). Arithmetic is float32 (float64 for float64 ``logits``), also under autocast.
+
 Differences from the official implementation, which (a) restricts only the background term to the valid
 region and (b) defines the valid region as the voxels above the image minimum: here both terms use ``Ω_M``
-as Eq. 9–10 state, and ``Ω_M`` is whatever ``mask`` the caller passes (padding excluded);
+as Eq. 9–10 state, and ``Ω_M`` is whatever ``valid`` mask the caller passes (padding excluded);
 :func:`above_minimum_mask` reproduces the official definition of the region.
 """
 
@@ -27,18 +31,20 @@ from typing import Optional
 import torch
 from torch import nn
 
+from PASegLib.losses.inputs import check_logits, check_map, check_tensor, check_valid
+
 __all__ = ["VarianceMinimizationLoss", "above_minimum_mask", "variance_minimization"]
 
 
 def above_minimum_mask(image: torch.Tensor, *, tol: float = 1e-5) -> torch.Tensor:
     """Boolean ``[B, 1, *spatial]`` mask of voxels whose intensity exceeds the sample's minimum by ``> tol``.
 
-    This is how the official PA-Seg code defines the valid region (skull-stripped or zero-filled background
-    sits at the minimum). For a multi-channel image a voxel is valid if any channel is above its minimum.
+    ``image`` is ``[B, Ch, *spatial]`` (any dtype); ``tol`` is in its intensity units. The result serves as
+    the ``valid`` argument of the losses. This is how the official PA-Seg code defines the valid region
+    (skull-stripped or zero-filled background sits at the minimum). For a multi-channel image a voxel is valid
+    if any channel is above its minimum.
     """
-    if not isinstance(image, torch.Tensor) or image.ndim < 3:
-        shape = tuple(getattr(image, "shape", ()))
-        raise ValueError(f"image must be a tensor [B, Ch, *spatial], got shape {shape}")
+    check_tensor("image", image, spatial_dims=None, channel="Ch", floating=False)
     flat = image.reshape(image.shape[0], image.shape[1], -1)
     minimum = flat.amin(dim=2, keepdim=True)
     valid = ((flat - minimum) > tol).any(dim=1, keepdim=True)
@@ -46,45 +52,40 @@ def above_minimum_mask(image: torch.Tensor, *, tol: float = 1e-5) -> torch.Tenso
 
 
 def variance_minimization(
-    pred: torch.Tensor,
+    logits: torch.Tensor,
     image: torch.Tensor,
-    mask: Optional[torch.Tensor] = None,
+    valid: Optional[torch.Tensor] = None,
     *,
     eps: float = 1e-6,
 ) -> torch.Tensor:
-    """``L_vm`` (Eq. 10) of logits ``pred [B, C, *spatial]`` and image ``image [B, Ch, *spatial]``.
+    """``L_vm`` (Eq. 10) of ``logits [B, C, *spatial]`` and ``image [B, Ch, *spatial]``.
 
     Args:
-        pred: logits, ``C >= 2``, softmax over ``C``.
+        logits: raw network outputs, ``C >= 2``, softmax over ``C`` (axis 1).
         image: intensities on the same grid (z-scored in PA-Seg). Not differentiated through.
-        mask: optional ``[B, 1, *spatial]`` valid region ``Ω_M`` (non-zero = valid); default: everywhere.
+        valid: optional ``[B, 1, *spatial]`` valid region ``Ω_M`` (non-zero = valid); default: everywhere.
         eps: added to each region's soft volume ``Σ p`` before dividing (``>= 0``).
 
     Returns:
-        float32 (float64 for float64 ``pred``) scalar; samples with an empty valid region are left out
-        of the batch mean (an all-empty batch gives an exact zero attached to ``pred``).
+        float32 (float64 for float64 ``logits``) scalar in (image intensity)²; samples with an empty valid
+        region are left out of the batch mean (an all-empty batch gives an exact zero attached to ``logits``).
+
+    Raises:
+        ValueError: an input of the wrong type, dtype or shape (see :mod:`PASegLib.losses.inputs`), or
+            ``eps < 0``.
     """
-    if not isinstance(pred, torch.Tensor) or pred.ndim < 3 or not pred.is_floating_point():
-        raise ValueError(f"pred must be floating-point logits [B, C, *spatial], got shape "
-                         f"{tuple(getattr(pred, 'shape', ()))}")
-    if pred.shape[1] < 2:
-        raise ValueError(f"pred must have C >= 2 channels (softmax logits), got C={pred.shape[1]}")
-    if (not isinstance(image, torch.Tensor) or image.ndim != pred.ndim or image.shape[0] != pred.shape[0]
-            or image.shape[2:] != pred.shape[2:]):
-        raise ValueError(f"image must have shape [B, Ch, *spatial] = [{pred.shape[0]}, Ch, "
-                         f"{', '.join(map(str, pred.shape[2:]))}], got {tuple(getattr(image, 'shape', ()))}")
-    expected_mask = (pred.shape[0], 1, *pred.shape[2:])
-    if mask is not None and (not isinstance(mask, torch.Tensor) or tuple(mask.shape) != expected_mask):
-        raise ValueError(f"mask must have shape {expected_mask}, got {tuple(getattr(mask, 'shape', ()))}")
+    check_logits(logits, spatial_dims=None)
+    check_map("image", image, logits, channels=None)
+    check_valid(valid, logits)
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
 
-    batch, n_classes = pred.shape[:2]
-    dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32  # float32 also under autocast
-    prob = torch.softmax(pred.to(dtype).reshape(batch, n_classes, -1), dim=1)  # [B, C, N]
+    batch, n_classes = logits.shape[:2]
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32  # float32 also under autocast
+    prob = torch.softmax(logits.to(dtype).reshape(batch, n_classes, -1), dim=1)  # [B, C, N]
     x = image.detach().to(dtype).reshape(batch, image.shape[1], -1)  # [B, Ch, N]
-    if mask is not None:
-        region = (mask.reshape(batch, 1, -1) != 0).to(dtype)  # [B, 1, N]
+    if valid is not None:
+        region = (valid.reshape(batch, 1, -1) != 0).to(dtype)  # [B, 1, N]
         weight = prob * region
     else:
         region = None
@@ -102,14 +103,14 @@ def variance_minimization(
     per_sample = torch.stack(per_class, dim=1).sum(dim=1)  # [B]
 
     if region is None:
-        valid = torch.ones(batch, dtype=dtype, device=pred.device)
+        counted = torch.ones(batch, dtype=dtype, device=logits.device)
     else:
-        valid = (region.sum(dim=(1, 2)) > 0).to(dtype)
-    return (per_sample * valid).sum() / valid.sum().clamp_min(1.0)
+        counted = (region.sum(dim=(1, 2)) > 0).to(dtype)
+    return (per_sample * counted).sum() / counted.sum().clamp_min(1.0)
 
 
 class VarianceMinimizationLoss(nn.Module):
-    """Module form of :func:`variance_minimization`: ``forward(pred, image, mask=None)`` → scalar ``L_vm``.
+    """Module form of :func:`variance_minimization`: ``forward(logits, image, valid=None)`` → scalar ``L_vm``.
 
     Args:
         eps: added to each region's soft volume before dividing.
@@ -117,7 +118,7 @@ class VarianceMinimizationLoss(nn.Module):
     Example::
 
         vm = VarianceMinimizationLoss()
-        loss = vm(logits, image, valid_mask)   # logits [B, 2, I, J, K], image [B, 1, I, J, K]
+        loss = vm(logits, image, valid)   # logits [B, 2, I, J, K], image and valid [B, 1, I, J, K]
     """
 
     def __init__(self, *, eps: float = 1e-6) -> None:
@@ -127,10 +128,10 @@ class VarianceMinimizationLoss(nn.Module):
         self.eps = float(eps)
 
     def forward(
-        self, pred: torch.Tensor, image: torch.Tensor, mask: Optional[torch.Tensor] = None
+        self, logits: torch.Tensor, image: torch.Tensor, valid: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         """Scalar VM loss; see :func:`variance_minimization` for shapes."""
-        return variance_minimization(pred, image, mask, eps=self.eps)
+        return variance_minimization(logits, image, valid, eps=self.eps)
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}"

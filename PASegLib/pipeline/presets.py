@@ -87,7 +87,7 @@ def preset_configs(name: str, median_spacing: Sequence[float], *, seed: int = 0,
     return a, b, s
 
 
-#: stage-one settings of each annotation kind's protocol (issue 13; ``docs/BENCHMARKS.md`` "Protocols"): PSCV's
+#: stage-one settings of each annotation kind's protocol (``docs/BENCHMARKS.md`` "Protocols"): PSCV's
 #: contrastive variance loss for single points, Going to Extremes' point loss for extreme points, the pseudo
 #: labels alone for boxes (the random walker labels every voxel of the box, so mCRF and VM are off); seven
 #: points and dense labels keep the preset.

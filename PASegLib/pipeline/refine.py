@@ -1,4 +1,4 @@
-"""Refinement rounds of the Going-to-Extremes protocol (issue 13; paper 004 §2.4): a trained model's predictions of
+"""Refinement rounds of the Going-to-Extremes protocol (paper 004 §2.4): a trained model's predictions of
 the training cases, regularised by the random walker, become the next round's labels.
 
 :func:`refine_pseudo_labels` predicts every annotated case with a run (a click-conditioned run gets the case's

@@ -77,8 +77,8 @@ class PipelineOptions:
             the preset (all runs / stage-1 runs / the SCM run).
         largest_component: keep the largest connected component of each prediction.
         max_figures: number of per-case figures in the report.
-        kind: the annotation kind simulated for labelled cases without an annotation (issue 13:
-            :mod:`PASegLib.annotation.kinds`); the training settings follow the cohort's kind
+        kind: the annotation kind simulated for labelled cases without an annotation
+            (:mod:`PASegLib.annotation.kinds`); the training settings follow the cohort's kind
             (:func:`~PASegLib.pipeline.presets.protocol_settings`).
         dense_cases: of the labelled cases without an annotation, the first N (sorted by id) are annotated as
             dense (their label): a mixed cohort.

@@ -1,4 +1,4 @@
-"""Pseudo labels of every annotation kind behind one interface (issue 13).
+"""Pseudo labels of every annotation kind behind one interface.
 
 :func:`pseudo_label_map` turns a case's annotation into the partial label map that training reads — the same
 contract as :func:`~PASegLib.seeds.expansion.expand_seeds`: uint8 ``[i, j, k]`` on the image's grid, 0

@@ -1,4 +1,4 @@
-"""The random-walker pseudo labels themselves (issue 13; see :mod:`PASegLib.seeds.random_walker` for the method,
+"""The random-walker pseudo labels themselves (see :mod:`PASegLib.seeds.random_walker` for the method,
 the settings and the random walker): the extreme-point protocol's first labels (Going to Extremes §2.2),
 a bounding box's labels, and the §2.4 regularisation of a prediction. Arrays ``[i, j, k]``; spacing and every
 radius in mm; labels uint8, 0 background, 1 foreground, for the whole image.
@@ -10,9 +10,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from PASegLib.seeds.random_walker import (
-    LabelsOrPair,
-    RandomWalkerConfig,
+from PASegLib.seeds.masks import (
     box_mask,
     box_slices,
     check_image,
@@ -20,8 +18,12 @@ from PASegLib.seeds.random_walker import (
     check_mask,
     check_spacing,
     erode_mask,
-    extreme_point_scribbles,
     grow_mask,
+)
+from PASegLib.seeds.random_walker import (
+    LabelsOrPair,
+    RandomWalkerConfig,
+    extreme_point_scribbles,
     labels_and_probability,
     random_walker_probability,
 )

@@ -33,8 +33,8 @@ from PASegLib.training import distributed
 from PASegLib.training.config import TrainConfig, load_run_config
 from PASegLib.utils.atomic import PathLike, atomic_write_json, remove_stale_temp_files
 
-__all__ = ["RESUMABLE_CHANGES", "follow", "make_trainer", "merge_resume_config", "prepare_for_rank", "train_from_dataset",
-           "train_on_ranks"]
+__all__ = ["RESUMABLE_CHANGES", "follow", "make_trainer", "merge_resume_config", "prepare_for_rank",
+           "train_from_dataset", "train_on_ranks"]
 
 #: How to continue a stopped ``paseg train`` (the pipeline passes its own).
 DEFAULT_HINT = "continue with --resume"

@@ -1,7 +1,7 @@
 """The stage-one objective of one config, on training patches and on whole cases.
 
 ``L = L_data + a · L_mCRF + b · L_VM + g · L_box + λ_cv · L_CV + α_p · L_point`` (the last two: the PSCV and
-Going-to-Extremes protocols of issue 13; see :mod:`PASegLib.training.stage1` for the terms and
+Going-to-Extremes protocols; see :mod:`PASegLib.training.stage1` for the terms and
 :class:`~PASegLib.training.config.TrainConfig` for their settings). :class:`Stage1Objective` builds the loss
 modules once and evaluates them on logits (training, with the ramped weights ``a, b, g``) or on a
 foreground probability map of a whole prepared case at full weight (validation's ``heldout_loss`` and
@@ -34,7 +34,7 @@ class Stage1Objective:
         self.vm = LOSSES.build("variance")
         self.box = LOSSES.build("box_prior", shrink=c.box_prior_shrink, min_width=c.box_prior_min_width,
                                 extent_weight=c.box_prior_extent_weight)
-        # the protocols of issue 13: PSCV's contrastive variance loss, Going to Extremes' point loss
+        # the other protocols: PSCV's contrastive variance loss, Going to Extremes' point loss
         self.cv = LOSSES.build("contrastive_variance", weight=1.0, temperature=c.cv_temperature,
                                tv_weight=c.cv_tv_weight / c.cv_weight if c.cv_weight > 0 else 0.0)
         self.point = LOSSES.build("extreme_point", iterations=c.point_loss_iterations)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+
+from PASegLib.jobs.stopping import StopFile
 
 __all__ = ["capture_rng", "describe_device", "resolve_device", "restore_rng", "seed_everything",
            "sliding_window_probability"]
@@ -137,3 +139,24 @@ def sliding_window_probability(
         sw_batch_size=sw_batch_size, predictor=predictor, overlap=float(overlap), mode="gaussian",
         sw_device=device, device=torch.device("cpu") if big else device, progress=False)
     return out[0, 1].float().cpu().numpy()
+
+
+def stop_checking(networks: Sequence[Any], stop: Optional[StopFile]) -> List[Any]:
+    """``networks`` wrapped so that every forward pass first calls ``stop.check()`` (unchanged without ``stop``).
+
+    The wrappers hold the networks as submodules (``eval()``/``train()`` reach them) and compute exactly what
+    the networks compute; a stop inside MONAI's sliding-window loop then acts before the next window.
+    """
+    if stop is None:
+        return list(networks)
+
+    class _StopChecking(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D401
+            stop.check()
+            return self.net(x)
+
+    return [_StopChecking(net) for net in networks]

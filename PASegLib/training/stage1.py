@@ -17,7 +17,7 @@ predicted probabilities (a label-free selection candidate, :mod:`~PASegLib.train
 
 ``supervision="full"`` replaces the seeds by the dense labels (the fully supervised upper bound).
 
-The protocols of issue 13 add PSCV's contrastive variance loss (``cv_weight``), Going to Extremes' point loss
+The other annotation protocols add PSCV's contrastive variance loss (``cv_weight``), Going to Extremes' point loss
 (``point_loss_weight``) and the click channel (``point_channel``: the network takes ``[image, click heatmap]``,
 the heatmap emptied for a ``point_channel_dropout`` share of the patches; :mod:`~PASegLib.data.clickmaps`).
 """

@@ -14,9 +14,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from PASegLib.jobs.stopping import StopRequested, stop_checking
+from PASegLib.jobs.stopping import StopRequested
 from PASegLib.training import distributed
-from PASegLib.training.runtime import sliding_window_probability
+from PASegLib.training.runtime import sliding_window_probability, stop_checking
 from PASegLib.training.selection import criterion_value, label_free_score
 
 __all__ = ["ValidationMixin", "label_diagnostics"]
@@ -34,7 +34,8 @@ def label_diagnostics(pred: np.ndarray, label: np.ndarray) -> Dict[str, float]:
     predicted / true voxel count (``inf`` for an empty label with a non-empty prediction)."""
     a, b = pred.astype(bool), label.astype(bool)
     tp, n_pred, n_true = int(np.count_nonzero(a & b)), int(a.sum()), int(b.sum())
-    return {"dice": hard_dice(a, b), "precision": tp / n_pred if n_pred else 1.0, "recall": tp / n_true if n_true else 1.0,
+    return {"dice": hard_dice(a, b), "precision": tp / n_pred if n_pred else 1.0,
+            "recall": tp / n_true if n_true else 1.0,
             "volume_ratio": n_pred / n_true if n_true else (0.0 if n_pred == 0 else float("inf"))}
 
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import PASegLib.cli.demo as demo
 
 DICE_FLOOR = 0.5
 MODELS = ("stage 1 (unet2d5)", "stage 1 (attention_unet)", "SCM", "SCM-E")
 
 
+@pytest.mark.slow
 def test_demo_pipeline_learns(tmp_path, capsys):
     out = tmp_path / "demo"
     assert demo.main(["--out", str(out)]) == 0

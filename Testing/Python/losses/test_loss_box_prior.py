@@ -107,15 +107,15 @@ def test_box_beyond_the_patch_constrains_only_complete_lines():
     assert BoxTightnessLoss()(_logits(p), [[((7, 7, 7), (9, 9, 9))]]).item() == 0.0
 
 
-def test_mask_drops_lines_and_slices_touching_padding():
-    mask = torch.ones(1, 1, 6, 6, 6)
-    mask[0, 0, 1, 2, 2] = 0  # end voxel of the i-line (2, 2); on no central j- or k-line
-    terms = BoxTightnessLoss().terms(_logits(_line_map()), [[BOX]], mask)
+def test_invalid_voxels_drop_lines_and_slices_touching_padding():
+    valid = torch.ones(1, 1, 6, 6, 6)
+    valid[0, 0, 1, 2, 2] = 0  # end voxel of the i-line (2, 2); on no central j- or k-line
+    terms = BoxTightnessLoss().terms(_logits(_line_map()), [[BOX]], valid)
     t_i = 0.36  # the three remaining i-lines
     t_j = 0.305
     assert terms["tightness"].item() == pytest.approx((t_i + 2 * t_j) / 3, abs=1e-12)  # 0.97 / 3
     # Extent, w = 2: the slices j = 2 and k = 2 contain the padding voxel and drop out.
-    terms = BoxTightnessLoss(min_width=2.0).terms(_logits(_line_map()), [[BOX]], mask)
+    terms = BoxTightnessLoss(min_width=2.0).terms(_logits(_line_map()), [[BOX]], valid)
     assert terms["extent"].item() == pytest.approx((0.0225 + 0.04 + 0.04) / 3, abs=1e-12)
     # All padding: nothing constrained, still attached.
     logits = _logits(_line_map()).requires_grad_(True)
@@ -183,13 +183,18 @@ def test_bad_parameters(kwargs, message):
 
 
 @pytest.mark.parametrize(
-    "logits, boxes, mask, message",
+    "logits, boxes, valid, message",
     [
         (torch.zeros(2, 6, 6, 6), [[BOX]], None,
-         "logits must be floating-point [B, C, I, J, K], got shape (2, 6, 6, 6)"),
-        (torch.zeros(1, 1, 6, 6, 6), [[BOX]], None, "logits must have C >= 2 channels (softmax logits), got C=1"),
+         "logits must be a floating-point tensor [B, C, I, J, K], got shape (2, 6, 6, 6)"),
+        (torch.zeros(1, 2, 6, 6, 6, dtype=torch.int64), [[BOX]], None,
+         "logits must be a floating-point tensor [B, C, I, J, K], got dtype torch.int64 of shape (1, 2, 6, 6, 6)"),
+        ([[0.0]], [[BOX]], None, "logits must be a floating-point tensor [B, C, I, J, K], got list"),
+        (torch.zeros(1, 1, 6, 6, 6), [[BOX]], None,
+         "logits must have C >= 2 channels (softmax logits), got C=1 in shape (1, 1, 6, 6, 6)"),
         (torch.zeros(1, 2, 6, 6, 6), [[BOX]], torch.ones(1, 6, 6, 6),
-         "mask must have shape (1, 1, 6, 6, 6), got (1, 6, 6, 6)"),
+         "valid must have shape (1, 1, 6, 6, 6), one channel on the grid of logits (1, 2, 6, 6, 6); "
+         "got (1, 6, 6, 6)"),
         (torch.zeros(1, 2, 6, 6, 6), [[BOX], []], None, "boxes must have one entry per sample: expected B=1, got 2"),
         (torch.zeros(1, 2, 6, 6, 6), 5, None,
          "boxes must be a sequence of length B=1 (one list of (lo, hi) per sample), got int"),
@@ -203,9 +208,9 @@ def test_bad_parameters(kwargs, message):
          "boxes[0][0] must have lo <= hi on every axis, got lo=(1, 5, 1), hi=(4, 4, 4)"),
     ],
 )
-def test_bad_inputs(logits, boxes, mask, message):
+def test_bad_inputs(logits, boxes, valid, message):
     with pytest.raises(ValueError) as err:
-        box_tightness_terms(logits, boxes, mask)
+        box_tightness_terms(logits, boxes, valid)
     assert str(err.value) == message
 
 

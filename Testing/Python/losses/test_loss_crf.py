@@ -29,9 +29,9 @@ def _to_slices(t: torch.Tensor, view: str) -> torch.Tensor:
 
 
 def reference_mcrf(
-    pred: torch.Tensor,
+    logits: torch.Tensor,
     image: torch.Tensor,
-    mask: Optional[torch.Tensor] = None,
+    valid: Optional[torch.Tensor] = None,
     *,
     sigma_xy: float = 6.0,
     sigma_intensity: float = 0.1,
@@ -40,27 +40,27 @@ def reference_mcrf(
     downsample_to: Optional[Sequence[int]] = None,
     activation: str = "softmax",
 ) -> torch.Tensor:
-    """Unfold-based oracle of the multi-view CRF loss, in ``pred``'s dtype (memory ∝ N·(2r+1)²)."""
+    """Unfold-based oracle of the multi-view CRF loss, in ``logits``'s dtype (memory ∝ N·(2r+1)²)."""
     if activation == "softmax":
-        prob = torch.softmax(pred, dim=1)
+        prob = torch.softmax(logits, dim=1)
     elif activation == "sigmoid":
-        prob = torch.sigmoid(pred)
+        prob = torch.sigmoid(logits)
     else:
-        prob = pred
-    feat = image.detach().to(pred.dtype)
-    valid = torch.ones_like(feat[:, :1]) if mask is None else (mask != 0).to(pred.dtype)
+        prob = logits
+    feat = image.detach().to(logits.dtype)
+    region = torch.ones_like(feat[:, :1]) if valid is None else (valid != 0).to(logits.dtype)
     if downsample_to is not None:
         size = tuple(downsample_to)
         prob = F.interpolate(prob, size=size, mode="trilinear", align_corners=False)
         feat = F.interpolate(feat, size=size, mode="trilinear", align_corners=False)
-        valid = (F.interpolate(valid, size=size, mode="trilinear", align_corners=False) >= 0.999).to(pred.dtype)
-    count = valid.sum().clamp(min=1.0)
+        region = (F.interpolate(region, size=size, mode="trilinear", align_corners=False) >= 0.999).to(logits.dtype)
+    count = region.sum().clamp(min=1.0)
     width = 2 * radius + 1
-    steps = torch.arange(-radius, radius + 1, dtype=pred.dtype, device=pred.device)
+    steps = torch.arange(-radius, radius + 1, dtype=logits.dtype, device=logits.device)
     spatial = (steps[:, None] ** 2 + steps[None, :] ** 2).reshape(1, 1, -1, 1) / (2 * sigma_xy**2)
     per_view = []
     for view in views:
-        p2, f2, v2 = (_to_slices(t, view) for t in (prob, feat, valid))
+        p2, f2, v2 = (_to_slices(t, view) for t in (prob, feat, region))
         n, _, ha, hb = p2.shape
         f_nb, v_nb, p_nb = (F.unfold(t, width, padding=radius).view(n, t.shape[1], width * width, ha * hb)
                             for t in (f2, v2, p2))
@@ -72,21 +72,21 @@ def reference_mcrf(
     return torch.stack(per_view).mean()
 
 
-def _inputs(shape, n_img=1, seed=0, with_mask=False, dtype=torch.float64):
+def _inputs(shape, n_img=1, seed=0, with_valid=False, dtype=torch.float64):
     gen = torch.Generator().manual_seed(seed)
-    pred = (2.0 * torch.randn(shape, generator=gen, dtype=dtype)).requires_grad_(True)
+    logits = (2.0 * torch.randn(shape, generator=gen, dtype=dtype)).requires_grad_(True)
     b, _, *spatial = shape
     image = 0.15 * torch.randn((b, n_img, *spatial), generator=gen, dtype=dtype)
-    mask = None
-    if with_mask:
-        mask = (torch.rand((b, 1, *spatial), generator=gen) > 0.25).to(torch.uint8)
-    return pred, image, mask
+    valid = None
+    if with_valid:
+        valid = (torch.rand((b, 1, *spatial), generator=gen) > 0.25).to(torch.uint8)
+    return logits, image, valid
 
 
-def _value_and_grad(fn, pred, image, mask, **kw):
-    pred = pred.detach().clone().requires_grad_(True)
-    loss = fn(pred, image, mask, **kw)
-    (grad,) = torch.autograd.grad(loss, pred)
+def _value_and_grad(fn, logits, image, valid, **kw):
+    logits = logits.detach().clone().requires_grad_(True)
+    loss = fn(logits, image, valid, **kw)
+    (grad,) = torch.autograd.grad(loss, logits)
     return loss.detach(), grad
 
 
@@ -118,8 +118,8 @@ def test_hand_computed_value(fn):
     expected_r2 = (k01 + k12 + 2 * k02 * (0.9 * 0.8 + 0.1 * 0.2)) / 3
     assert fn(logits, image, radius=2, views=("axial",)).item() == pytest.approx(expected_r2, rel=1e-12)
     # voxel 2 invalid: only the pair (0, 1) is left, normalised by the 2 valid voxels
-    mask = torch.tensor([1, 1, 0]).view(1, 1, 3, 1, 1)
-    assert fn(logits, image, mask, radius=1, views=("axial",)).item() == pytest.approx(k01 / 2, rel=1e-12)
+    valid = torch.tensor([1, 1, 0]).view(1, 1, 3, 1, 1)
+    assert fn(logits, image, valid, radius=1, views=("axial",)).item() == pytest.approx(k01 / 2, rel=1e-12)
 
 
 def test_hand_computed_sigmoid_is_eq7():
@@ -133,43 +133,43 @@ def test_hand_computed_sigmoid_is_eq7():
 
 
 def test_hard_uniform_labels_give_zero():
-    pred = torch.zeros(2, 2, 5, 4, 3)
-    pred[:, 1] = 30.0
+    logits = torch.zeros(2, 2, 5, 4, 3)
+    logits[:, 1] = 30.0
     image = 0.1 * torch.randn(2, 1, 5, 4, 3)
     # float32: the value is a difference of two sums (as in Gated-CRF), exact to ~1e-7 of the kernel mass
-    loss = multi_view_crf_loss(pred.requires_grad_(True), image, radius=2)
+    loss = multi_view_crf_loss(logits.requires_grad_(True), image, radius=2)
     assert loss.item() == pytest.approx(0, abs=1e-7)
     loss.backward()
-    assert pred.grad.abs().max().item() < 1e-9
-    assert multi_view_crf_loss(pred.double(), image, radius=2).item() == pytest.approx(0, abs=1e-10)
+    assert logits.grad.abs().max().item() < 1e-9
+    assert multi_view_crf_loss(logits.double(), image, radius=2).item() == pytest.approx(0, abs=1e-10)
 
 
 # ------------------------------------------------------------------------------------- fast == reference
 
 CASES = [
     dict(shape=(1, 2, 3, 4, 2), radius=1),
-    dict(shape=(2, 2, 5, 3, 4), radius=2, views=("axial",), mask=True),
+    dict(shape=(2, 2, 5, 3, 4), radius=2, views=("axial",), valid=True),
     dict(shape=(1, 2, 4, 5, 3), radius=5, n_img=2, sigma_intensity=0.3),
-    dict(shape=(2, 3, 6, 5, 4), radius=2, views=("sagittal", "coronal"), mask=True),
+    dict(shape=(2, 3, 6, 5, 4), radius=2, views=("sagittal", "coronal"), valid=True),
     dict(shape=(1, 1, 5, 4, 3), radius=1, activation="sigmoid", sigma_xy=1.5),
-    dict(shape=(1, 2, 8, 6, 7), radius=2, downsample_to=(4, 3, 5), mask=True),
+    dict(shape=(1, 2, 8, 6, 7), radius=2, downsample_to=(4, 3, 5), valid=True),
     dict(shape=(2, 2, 5, 4, 3), radius=5, downsample_to=(7, 6, 4), n_img=3, views=("coronal",)),
-    dict(shape=(1, 3, 7, 6, 5), radius=5, sigma_xy=2.0, sigma_intensity=0.5, mask=True),
+    dict(shape=(1, 3, 7, 6, 5), radius=5, sigma_xy=2.0, sigma_intensity=0.5, valid=True),
 ]
 
 
 def _split(case):
     case = dict(case)
-    shape, n_img, with_mask = case.pop("shape"), case.pop("n_img", 1), case.pop("mask", False)
-    return shape, n_img, with_mask, case
+    shape, n_img, with_valid = case.pop("shape"), case.pop("n_img", 1), case.pop("valid", False)
+    return shape, n_img, with_valid, case
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
 def test_fast_matches_reference_float64(case):
-    shape, n_img, with_mask, kw = _split(case)
-    pred, image, mask = _inputs(shape, n_img=n_img, with_mask=with_mask)
-    value, grad = _value_and_grad(multi_view_crf_loss, pred, image, mask, **kw)
-    ref_value, ref_grad = _value_and_grad(reference_mcrf, pred, image, mask, **kw)
+    shape, n_img, with_valid, kw = _split(case)
+    logits, image, valid = _inputs(shape, n_img=n_img, with_valid=with_valid)
+    value, grad = _value_and_grad(multi_view_crf_loss, logits, image, valid, **kw)
+    ref_value, ref_grad = _value_and_grad(reference_mcrf, logits, image, valid, **kw)
     assert value.dtype == torch.float64
     assert ref_value.item() > 0
     torch.testing.assert_close(value, ref_value, rtol=1e-10, atol=1e-14)
@@ -177,19 +177,19 @@ def test_fast_matches_reference_float64(case):
 
 
 def test_none_activation_takes_probabilities():
-    pred, image, mask = _inputs((2, 3, 5, 4, 3), with_mask=True)
-    probs = torch.softmax(pred.detach(), dim=1).requires_grad_(True)
-    value, grad = _value_and_grad(multi_view_crf_loss, probs, image, mask, radius=2, activation="none")
-    ref_value, ref_grad = _value_and_grad(reference_mcrf, probs, image, mask, radius=2, activation="none")
+    logits, image, valid = _inputs((2, 3, 5, 4, 3), with_valid=True)
+    probs = torch.softmax(logits.detach(), dim=1).requires_grad_(True)
+    value, grad = _value_and_grad(multi_view_crf_loss, probs, image, valid, radius=2, activation="none")
+    ref_value, ref_grad = _value_and_grad(reference_mcrf, probs, image, valid, radius=2, activation="none")
     torch.testing.assert_close(value, ref_value, rtol=1e-10, atol=1e-14)
     torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-13)
 
 
 def test_float32_official_like_setting():
     # float32 fast path (the training path) against the float64 oracle; radius 5, default bandwidths
-    pred, image, mask = _inputs((1, 2, 16, 14, 9), with_mask=True)
-    ref_value, ref_grad = _value_and_grad(reference_mcrf, pred, image, mask)
-    value, grad = _value_and_grad(multi_view_crf_loss, pred.float(), image.float(), mask)
+    logits, image, valid = _inputs((1, 2, 16, 14, 9), with_valid=True)
+    ref_value, ref_grad = _value_and_grad(reference_mcrf, logits, image, valid)
+    value, grad = _value_and_grad(multi_view_crf_loss, logits.float(), image.float(), valid)
     assert value.dtype == torch.float32 and grad.dtype == torch.float32
     torch.testing.assert_close(value.double(), ref_value, rtol=2e-5, atol=0)
     torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-5 * ref_grad.abs().max().item())
@@ -202,46 +202,46 @@ def test_float32_official_like_setting():
 
 @pytest.mark.parametrize("kw", [dict(radius=1), dict(radius=2, downsample_to=(2, 4, 3))])
 def test_gradcheck(kw):
-    pred, image, mask = _inputs((1, 2, 3, 3, 2), with_mask=True, seed=3)
+    logits, image, valid = _inputs((1, 2, 3, 3, 2), with_valid=True, seed=3)
     image = image * 3.0  # kernel values spread over (0, 1)
     assert torch.autograd.gradcheck(
-        lambda x: multi_view_crf_loss(x, image, mask, sigma_intensity=0.5, **kw), (pred,))
+        lambda x: multi_view_crf_loss(x, image, valid, sigma_intensity=0.5, **kw), (logits,))
 
 
 def test_no_gradient_to_image_and_no_grad_mode():
-    pred, image, _ = _inputs((1, 2, 4, 4, 3))
+    logits, image, _ = _inputs((1, 2, 4, 4, 3))
     image.requires_grad_(True)
-    loss = multi_view_crf_loss(pred, image, radius=2)
+    loss = multi_view_crf_loss(logits, image, radius=2)
     loss.backward()
-    assert image.grad is None and pred.grad is not None
+    assert image.grad is None and logits.grad is not None
     with torch.no_grad():
-        again = multi_view_crf_loss(pred, image, radius=2)
+        again = multi_view_crf_loss(logits, image, radius=2)
     assert again.item() == pytest.approx(loss.item(), rel=1e-12)
 
 
 def test_autocast_computes_in_float32():
-    pred, image, _ = _inputs((1, 2, 6, 5, 4), dtype=torch.float32)
-    expected = multi_view_crf_loss(pred.detach().bfloat16().float(), image, radius=2)
+    logits, image, _ = _inputs((1, 2, 6, 5, 4), dtype=torch.float32)
+    expected = multi_view_crf_loss(logits.detach().bfloat16().float(), image, radius=2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = multi_view_crf_loss(pred.bfloat16(), image.bfloat16(), radius=2)
+        loss = multi_view_crf_loss(logits.bfloat16(), image.bfloat16(), radius=2)
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(expected.item(), rel=1e-2)
 
 
 def test_module_wrapper_matches_function():
-    pred, image, mask = _inputs((2, 2, 6, 5, 4), with_mask=True)
+    logits, image, valid = _inputs((2, 2, 6, 5, 4), with_valid=True)
     module = MultiViewCRFLoss(radius=2, views=["axial", "coronal"], downsample_to=(3, 5, 4))
     assert "radius=2" in repr(module)
-    expected = multi_view_crf_loss(pred, image, mask, radius=2, views=("axial", "coronal"),
+    expected = multi_view_crf_loss(logits, image, valid, radius=2, views=("axial", "coronal"),
                                    downsample_to=(3, 5, 4))
-    assert module(pred, image, mask).item() == pytest.approx(expected.item(), rel=1e-12)
+    assert module(logits, image, valid).item() == pytest.approx(expected.item(), rel=1e-12)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
-    pred, image, mask = _inputs((1, 2, 12, 10, 8), with_mask=True, dtype=torch.float32)
-    value, grad = _value_and_grad(multi_view_crf_loss, pred, image, mask)
-    gpu_value, gpu_grad = _value_and_grad(multi_view_crf_loss, pred.cuda(), image.cuda(), mask.cuda())
+    logits, image, valid = _inputs((1, 2, 12, 10, 8), with_valid=True, dtype=torch.float32)
+    value, grad = _value_and_grad(multi_view_crf_loss, logits, image, valid)
+    gpu_value, gpu_grad = _value_and_grad(multi_view_crf_loss, logits.cuda(), image.cuda(), valid.cuda())
     torch.testing.assert_close(gpu_value.cpu(), value, rtol=1e-5, atol=0)
     torch.testing.assert_close(gpu_grad.cpu(), grad, rtol=1e-4, atol=1e-6)
 
@@ -265,25 +265,25 @@ def test_cuda_matches_cpu():
     ],
 )
 def test_bad_options_raise(kw, word):
-    pred, image, _ = _inputs((1, 2, 3, 3, 3))
+    logits, image, _ = _inputs((1, 2, 3, 3, 3))
     with pytest.raises(ValueError, match=word):
         MultiViewCRFLoss(**kw)
     with pytest.raises(ValueError, match=word):
-        multi_view_crf_loss(pred, image, **kw)
+        multi_view_crf_loss(logits, image, **kw)
 
 
 @pytest.mark.parametrize(
-    "pred_shape, image_shape, mask_shape, word",
+    "logits_shape, image_shape, valid_shape, word",
     [
-        ((2, 3, 3, 3), (1, 1, 3, 3, 3), None, "pred"),
+        ((2, 3, 3, 3), (1, 1, 3, 3, 3), None, "logits"),
         ((1, 2, 3, 3, 3), (1, 3, 3, 3), None, "image"),
         ((1, 2, 3, 3, 3), (1, 1, 3, 3, 4), None, "image"),
         ((1, 2, 3, 3, 3), (2, 1, 3, 3, 3), None, "image"),
-        ((1, 2, 3, 3, 3), (1, 1, 3, 3, 3), (1, 2, 3, 3, 3), "mask"),
+        ((1, 2, 3, 3, 3), (1, 1, 3, 3, 3), (1, 2, 3, 3, 3), "valid"),
         ((1, 1, 3, 3, 3), (1, 1, 3, 3, 3), None, "softmax"),
     ],
 )
-def test_bad_inputs_raise(pred_shape, image_shape, mask_shape, word):
-    mask = None if mask_shape is None else torch.ones(mask_shape)
+def test_bad_inputs_raise(logits_shape, image_shape, valid_shape, word):
+    valid = None if valid_shape is None else torch.ones(valid_shape)
     with pytest.raises(ValueError, match=word):
-        multi_view_crf_loss(torch.zeros(pred_shape), torch.zeros(image_shape), mask)
+        multi_view_crf_loss(torch.zeros(logits_shape), torch.zeros(image_shape), valid)

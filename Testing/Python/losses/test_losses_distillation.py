@@ -197,21 +197,24 @@ def test_bad_temperature(temperature):
 
 def test_bad_inputs_name_the_argument():
     s = torch.zeros(1, 2, 3, 3, 3)
-    with pytest.raises(ValueError, match=r"teacher_logits shape \(1, 2, 3, 3, 2\)"):
+    with pytest.raises(ValueError, match=r"^teacher_logits must have shape \(1, 2, 3, 3, 3\), the shape of "
+                                         r"student_logits; got \(1, 2, 3, 3, 2\)$"):
         knowledge_distillation(s, torch.zeros(1, 2, 3, 3, 2))
     with pytest.raises(ValueError, match="student_logits.*C >= 2"):
         knowledge_distillation(torch.zeros(1, 1, 3), torch.zeros(1, 1, 3))
     with pytest.raises(ValueError, match="student_logits.*floating"):
         knowledge_distillation(torch.zeros(1, 2, 3, dtype=torch.long), torch.zeros(1, 2, 3))
-    with pytest.raises(ValueError, match="teacher_logits must be a tensor"):
+    with pytest.raises(ValueError, match=r"^teacher_logits must be a floating-point tensor \[B, C, \*spatial\], "
+                                         r"got ndarray of shape \(1, 2, 3, 3, 3\)$"):
         knowledge_distillation(s, np.zeros((1, 2, 3, 3, 3)))
     with pytest.raises(ValueError, match="reduction"):
         KnowledgeDistillationLoss(reduction="batchmean")
-    with pytest.raises(ValueError, match="cross_teacher_logits shape"):
+    with pytest.raises(ValueError, match="cross_teacher_logits must have shape"):
         SelfCrossMonitoringLoss()(s, s, torch.zeros(1, 2, 3, 3, 4))
-    with pytest.raises(ValueError, match="self_teacher_logits shape"):
+    with pytest.raises(ValueError, match="self_teacher_logits must have shape"):
         SelfCrossMonitoringLoss()(s, torch.zeros(2, 2, 3, 3, 3), s)
-    with pytest.raises(ValueError, match="pseudo_label must have shape"):
+    with pytest.raises(ValueError, match=r"pseudo_label must have shape \(1, 1, 3, 3, 3\), one channel on the grid of "
+                                         r"student_logits \(1, 2, 3, 3, 3\); got \(1, 3, 3, 3\)"):
         SelfCrossMonitoringLoss().terms(s, None, s, pseudo_label=torch.zeros(1, 3, 3, 3))
     for bad in (-0.1, 1.5, float("nan"), None):
         with pytest.raises(ValueError, match="lambda_kd"):

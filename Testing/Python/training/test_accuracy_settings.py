@@ -21,24 +21,24 @@ def _two_voxel_case():
     # voxel 0 labeled background with p_fg = 0.2, voxel 1 labeled foreground with p_fg = 0.6, voxel 2 unlabeled
     p = torch.tensor([0.2, 0.6, 0.9], dtype=torch.float64)
     logits = torch.stack([torch.zeros(3, dtype=torch.float64), torch.log(p / (1 - p))])[None, :, :, None, None]
-    target = torch.tensor([0, 1, 2])[None, None, :, None, None]
-    return logits, target
+    labels = torch.tensor([0, 1, 2])[None, None, :, None, None]
+    return logits, labels
 
 
 def test_data_terms_hand_values():
-    logits, target = _two_voxel_case()
+    logits, labels = _two_voxel_case()
     ce = (-math.log(0.8) - math.log(0.6)) / 2
     # Dice with the p² + q² denominator over the two labeled voxels
     dice_fg = 1 - 2 * 0.6 / (0.2 ** 2 + 0.6 ** 2 + 1)
     dice_bg = 1 - 2 * 0.8 / (0.8 ** 2 + 0.4 ** 2 + 1)
-    paper = partial_ce_dice_terms(logits, target, eps=0, **data_term_options("paper"))
-    official = partial_ce_dice_terms(logits, target, eps=0, **data_term_options("official"))
+    paper = partial_ce_dice_terms(logits, labels, eps=0, **data_term_options("paper"))
+    official = partial_ce_dice_terms(logits, labels, eps=0, **data_term_options("official"))
     assert float(paper["ce"]) == pytest.approx(ce) and float(paper["dice"]) == pytest.approx(dice_fg)
     assert float(paper["loss"]) == pytest.approx((ce + dice_fg) / 2)
     assert float(official["dice"]) == pytest.approx((dice_fg + dice_bg) / 2)
     assert float(official["loss"]) == pytest.approx(ce + (dice_fg + dice_bg) / 2)
     module = PartialCEDiceLoss(eps=0, **data_term_options("official"))
-    assert float(module(logits, target)) == pytest.approx(float(official["loss"]))
+    assert float(module(logits, labels)) == pytest.approx(float(official["loss"]))
     assert "combine='sum'" in repr(module)
 
 
@@ -46,9 +46,9 @@ def test_data_term_errors_and_config_names_agree():
     assert set(DATA_TERMS) == set(config_module.DATA_TERMS)
     with pytest.raises(ValueError, match="data_term must be one of paper, official, got 'x'"):
         data_term_options("x")
-    logits, target = _two_voxel_case()
+    logits, labels = _two_voxel_case()
     with pytest.raises(ValueError, match="combine must be 'mean' or 'sum', got 'max'"):
-        partial_ce_dice_terms(logits, target, combine="max")
+        partial_ce_dice_terms(logits, labels, combine="max")
     with pytest.raises(ValueError, match="data_term must be one of official, paper, got 'x'"):
         TrainConfig(data_term="x")
 
@@ -75,12 +75,12 @@ def test_stage1_weights_follow_the_fraction():
 # -- smoothing of the image the mCRF sees ----------------------------------------------------------------------
 def test_masked_gaussian_smooth():
     image = torch.full((1, 1, 9, 9, 9), 2.0)
-    mask = torch.ones_like(image)
-    mask[..., 6:] = 0
+    valid = torch.ones_like(image)
+    valid[..., 6:] = 0
     image[..., 6:] = 100.0  # padding value: must not leak into the valid region
-    out = masked_gaussian_smooth(image, 1.0, mask)
+    out = masked_gaussian_smooth(image, 1.0, valid)
     assert torch.allclose(out[..., :6], torch.full_like(out[..., :6], 2.0), atol=1e-5)  # constant stays constant
-    assert masked_gaussian_smooth(image, 0.0, mask) is image
+    assert masked_gaussian_smooth(image, 0.0, valid) is image
     spike = torch.zeros(1, 1, 11, 11, 11)
     spike[0, 0, 5, 5, 5] = 1.0
     smooth = masked_gaussian_smooth(spike, 1.0)

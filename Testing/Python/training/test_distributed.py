@@ -207,7 +207,7 @@ def test_gpu_suite_runs_on_the_cpu(tmp_path, monkeypatch, capsys):
 
     monkeypatch.delenv("OUT", raising=False)
     suite = load_benchmark("gpu_suite")
-    assert "Testing/Python/test_loss_crf.py::test_cuda_matches_cpu" in suite.cuda_tests()
+    assert "Testing/Python/losses/test_loss_crf.py::test_cuda_matches_cpu" in suite.cuda_tests()
     assert suite.main(["--dry-run", "--out", str(tmp_path / "gpu_suite.json")]) == 0
     summary = json.loads((tmp_path / "gpu_suite.json").read_text())
     assert summary["dry_run"] and summary["ddp"]["skipped"].startswith("NCCL needs CUDA")
