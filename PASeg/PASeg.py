@@ -27,10 +27,10 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isdir(os.path.join(_ROOT, "PASegLib")) and _ROOT not in sys.path:
     sys.path.append(_ROOT)  # source checkout: PASegLib sits beside PASeg/ (installed: beside this file)
 
-from PASegSlicer import jobs  # noqa: E402
-from PASegSlicer.cases import pathText  # noqa: E402
-from PASegSlicer.dependencies import ANNOTATION, RANDOM_WALKER, DependencyChecker  # noqa: E402
-from PASegSlicer.logic import PASegCoreLogic  # noqa: E402
+from PASegSlicer.annotation.cases import pathText  # noqa: E402
+from PASegSlicer.annotation.logic import PASegCoreLogic  # noqa: E402
+from PASegSlicer.jobs.commands import DEVICE_MODES, TRAIN_MODES  # noqa: E402
+from PASegSlicer.jobs.dependencies import ANNOTATION, RANDOM_WALKER, DependencyChecker  # noqa: E402
 
 NETWORKS = ["unet2d5", "unet3d", "attention_unet"]  # PASegLib.networks.NETWORKS (checked by a test)
 PATH_PARAMETERS = ("datasetFolder", "workFolder", "scmRunA", "scmRunB", "trainConfig", "modelRunDir")
@@ -64,13 +64,13 @@ class PASegParameterNode:
     epsilon: Annotated[float, WithinRange(0.0, 1.0)] = 0.175
     lamb: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     autoPreview: bool = True
-    trainMode: Annotated[str, Choice(list(jobs.TRAIN_MODES))] = "stage 1 + SCM"
+    trainMode: Annotated[str, Choice(list(TRAIN_MODES))] = "stage 1 + SCM"
     networkA: Annotated[str, Choice(NETWORKS)] = "unet2d5"
     networkB: Annotated[str, Choice(NETWORKS)] = "attention_unet"
     scmRunA: pathlib.Path
     scmRunB: pathlib.Path
     epochs: Annotated[int, WithinRange(1, 5000)] = 300
-    deviceMode: Annotated[str, Choice(list(jobs.DEVICE_MODES))] = "auto"
+    deviceMode: Annotated[str, Choice(list(DEVICE_MODES))] = "auto"
     gpuIndex: Annotated[int, WithinRange(0, 15)] = 0
     trainConfig: pathlib.Path
     modelRunDir: pathlib.Path
@@ -79,8 +79,9 @@ class PASegParameterNode:
 
 
 class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Wires the GUI: annotation and cases in ``PASegSlicer.annotationpanel``, training and inference in
-    ``PASegSlicer.jobpanel``; the parameter node, the preview and the path fields here.
+    """Wires the GUI: annotation and cases in ``PASegSlicer.gui.annotationpanel``, training and inference in
+    ``PASegSlicer.gui.jobpanel`` (each given its collaborators); the parameter node, the preview and the path fields
+    here.
 
     The path fields are not bound through ``SlicerParameterName``: the binding writes ``str(Path(text))`` back on
     every key (a typed trailing "/" vanishes); they are read once typing pauses and written only when they differ.
@@ -94,21 +95,24 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        from PASegSlicer.annotationpanel import AnnotationPanel  # GUI-only helpers (Qt dialogs, QProcess)
-        from PASegSlicer.jobpanel import JobPanel
-        from PASegSlicer.qtprocess import singleShotTimer
+        from PASegSlicer.gui.annotationpanel import AnnotationPanel  # the panels and what they are given
+        from PASegSlicer.gui.app import SlicerApp
+        from PASegSlicer.gui.jobpanel import JobPanel
+        from PASegSlicer.jobs.qtprocess import qtJobRunner
 
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/PASeg.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.logic = PASegLogic()
-        self.previewTimer = singleShotTimer(300, lambda: self.onPreview(quiet=True))  # one preview per drag
-        self.pathTimer = singleShotTimer(600, self.onPathsEdited)  # typed paths: read once typing pauses
+        self.logic, app = PASegLogic(), SlicerApp()
+        self.previewTimer = app.timer(300, lambda: self.onPreview(quiet=True))  # one preview per drag
+        self.pathTimer = app.timer(600, self.onPathsEdited)  # typed paths: read once typing pauses
         for name in PATH_PARAMETERS:
             getattr(self.ui, name).currentPathChanged.connect(lambda *args: self.pathTimer.start())
-        self.annotations = AnnotationPanel(self)
-        self.jobs = JobPanel(self)
+        core, parameters = self.logic.core, self.logic.getParameterNode
+        self.annotations = AnnotationPanel(self.ui, app, core, parameters, self.parameterNode, self.previewTimer.start)
+        self.jobs = JobPanel(self.ui, app, core, parameters, self.parameterNode, self.annotations.refreshCases,
+                             qtJobRunner, lambda: DependencyChecker(app.confirmOkCancelDisplay, app.pip_install))
         self.ui.previewButton.clicked.connect(self.onPreview)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, lambda *a: self.setParameterNode(None))
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -123,6 +127,13 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._guiNode is not None:
             self._guiNode.disconnectGui(self._guiTag)
         self.removeObservers()
+
+    def onReload(self) -> None:
+        """Slicer's Reload: the helper package's submodules first (dependencies first), then this file."""
+        import PASegSlicer
+
+        PASegSlicer.reloadSubmodules()
+        super().onReload()
 
     def enter(self) -> None:
         self.initializeParameterNode()
@@ -200,11 +211,8 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for name in ("workFolder", "datasetFolder"):  # remembered for the next scene and the next session
             if pathText(getattr(p, name)):
                 settings.setValue(f"PASeg/{name}", pathText(getattr(p, name)))
-        self.refreshCases()
-        self.jobs.refreshModels()
-
-    def refreshCases(self) -> None:
         self.annotations.refreshCases()
+        self.jobs.refreshModels()
 
     def onPreview(self, quiet=False) -> None:
         p = self._parameterNode
@@ -253,12 +261,9 @@ class PASegTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        self.setUp()
-        self.test_SevenPointsToPreview()
-        self.setUp()
-        self.test_KindsToPreview()
-        self.setUp()
-        self.test_FullPath()
+        for test in (self.test_SevenPointsToPreview, self.test_KindsToPreview, self.test_FullPath):
+            self.setUp()
+            test()
 
     def test_SevenPointsToPreview(self):
         from PASegSlicer.selftest import runScenario

@@ -1,8 +1,8 @@
 """Seconds and peak memory of the Slicer module's expansion preview on a large volume.
 
-What is measured: :meth:`PASegSlicer.logic.PASegCoreLogic.expansionPreview` end to end in a
-:class:`~PASegSlicer.headless.HeadlessSlicer` scene (real MRML, ``slicer-core`` wheel), and its parts
-(``volumeFromNode``, ``expand_seeds``, ``setLabelsToSegmentation``), on a synthetic MR-like int16 volume
+What is measured: :meth:`PASegSlicer.annotation.logic.PASegCoreLogic.expansionPreview` end to end in a
+:class:`~PASegSlicer.mrml.headless.HeadlessSlicer` scene (real MRML, ``slicer-core`` wheel), and its parts
+(``volumeFromNode``, ``pseudoLabelMap``, ``setLabelsToSegmentation``), on a synthetic MR-like int16 volume
 (default 512×512×200 voxels ``[i, j, k]`` of 0.8×0.8×1.5 mm, LPS identity directions) holding two ellipsoid
 tumours; the seven clicks of each clicked tumour are placed with ``annotation.addObjectNode`` /
 ``setControlPoint`` as ``PASegSlicer.selftest`` does.
@@ -15,7 +15,7 @@ Variants, side by side in one run, each in its own child process:
 
 * ``before``: :func:`_setLabelsToSegmentationReference`, a verbatim copy of ``setLabelsToSegmentation`` as it
   was before issue 11 (one full-volume mask, ``np.argwhere`` and ``SetBinaryLabelmapToSegment`` per segment);
-* ``after``: the current :func:`PASegSlicer.segments.setLabelsToSegmentation`.
+* ``after``: the current :func:`PASegSlicer.mrml.segments.setLabelsToSegmentation`.
 
 Times are medians over ``--repeats`` previews after one untimed warm-up. Memory, per child process:
 ``tracemalloc`` peak (numpy and Python allocations; VTK's are invisible to it) of one preview, and the
@@ -153,10 +153,10 @@ def tumourClicks(shape, spacing, index: int) -> Dict[str, tuple]:
 
 def buildScene(shape, spacing, objects: int):
     """(app, logic, volume node, object nodes, geometry) with ``objects`` tumours clicked."""
-    from PASegSlicer import annotation
-    from PASegSlicer.headless import HeadlessSlicer
-    from PASegSlicer.logic import PASegCoreLogic
-    from PASegSlicer.volumes import createVolumeNode
+    from PASegSlicer.annotation import objects as annotation
+    from PASegSlicer.annotation.logic import PASegCoreLogic
+    from PASegSlicer.mrml.headless import HeadlessSlicer
+    from PASegSlicer.mrml.volumes import createVolumeNode
 
     from PASegLib.image.geometry import ImageGeometry
     from PASegLib.image.io import Volume
@@ -259,13 +259,15 @@ class Probe:
 
 def runVariant(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Build the scene, then time and measure the previews with the variant ``cfg["variant"]``."""
-    from PASegSlicer import annotation, segments
-    from PASegSlicer import logic as logicModule
+    from PASegSlicer.annotation import kinds
+    from PASegSlicer.annotation import logic as logicModule
+    from PASegSlicer.annotation import objects as annotation
+    from PASegSlicer.mrml import segments
 
     setLabels = {"before": _setLabelsToSegmentationReference, "after": segments.setLabelsToSegmentation}
     probe = Probe()
     logicModule.setLabelsToSegmentation = probe.wrap("setLabelsToSegmentation", setLabels[cfg["variant"]])
-    logicModule.expand_seeds = probe.wrap("expand_seeds", logicModule.expand_seeds)
+    kinds.pseudoLabelMap = probe.wrap("pseudoLabelMap", kinds.pseudoLabelMap)
     logicModule.volumeFromNode = probe.wrap("volumeFromNode", logicModule.volumeFromNode)
 
     shape, spacing = cfg["shape"], cfg["spacing"]
@@ -326,7 +328,7 @@ def _line(res: Dict[str, Any]) -> str:
     for scenario, row in res["scenarios"].items():
         p, tm, rss = row["parts_seconds"], row["tracemalloc_peak_mb"], row.get("rss_peak_mb", {})
         name = "setLabelsToSegmentation"
-        parts.append(f"{scenario}: {row['seconds']:.3f} s (expand {p.get('expand_seeds', 0):.3f}, set labels "
+        parts.append(f"{scenario}: {row['seconds']:.3f} s (pseudo labels {p.get('pseudoLabelMap', 0):.3f}, set labels "
                      f"{p.get(name, 0):.3f}) tracemalloc {tm['preview']:.0f} MB (set labels {tm.get(name, 0):.0f}) "
                      f"RSS +{rss.get('preview', float('nan')):.0f} MB (set labels {rss.get(name, float('nan')):.0f})")  # fmt: skip
     return f"{res['variant']:7s} " + " | ".join(parts)

@@ -3,7 +3,7 @@
 :func:`runScenario`: a synthetic volume (a bright ellipsoid on a noisy background, no file, no network, no
 torch), one object whose seven points are placed through the logic, the expansion preview, and checks of the
 segment volumes; :func:`runKindsScenario` does the same for an extreme-points tumour and a box (the random
-walker's pseudo labels, issue 13). :func:`runFullScenario` continues the path a user takes: save the case into a dataset
+walker's pseudo labels). :func:`runFullScenario` continues the path a user takes: save the case into a dataset
 folder, train a tiny stage-one model in a child process (``python -m PASegLib train``, needs torch), predict
 the volume with it in a second job, and take the results in (the prediction imported as segments of the
 volume). Inside Slicer the child is ``PythonSlicer``, so one run of ``PASegTest`` checks the whole path.
@@ -21,10 +21,12 @@ from PASegLib.annotation.model import side_axis
 from PASegLib.image.geometry import ImageGeometry
 from PASegLib.image.io import Volume
 
-from . import annotation
-from .logic import PASegCoreLogic
-from .segments import segmentVoxelCounts
-from .volumes import createVolumeNode
+from .annotation import objects
+from .annotation.logic import PASegCoreLogic
+from .jobs import control
+from .jobs.runner import JobRunner, SubprocessBackend, threadingSchedule
+from .mrml.segments import segmentVoxelCounts
+from .mrml.volumes import createVolumeNode
 
 #: Voxel index of each click; identity direction, so +i is patient left, +j posterior, +k superior.
 CLICKS = {"F": (24, 20, 12), "R": (13, 20, 12), "L": (35, 20, 12), "A": (24, 12, 12),
@@ -58,11 +60,11 @@ def runScenario(scene, epsilon: float = 0.175, lamb: float = 0.5, *, keep: bool 
 
 def _checkPreview(logic, volume, tumor, geometry, epsilon: float, lamb: float) -> Dict[str, int]:
     node = logic.addObject(volume)
-    status = annotation.placementStatus(node, volume)
+    status = objects.placementStatus(node, volume)
     assert status.expectedLabel == "F", f"a new tumor should expect the F point first, got {status.expectedLabel}"
     for label, index in CLICKS.items():
-        annotation.setControlPoint(node, label, geometry.index_to_world(index, coordinate_system="RAS"))
-    status = annotation.placementStatus(node, volume)
+        objects.setControlPoint(node, label, geometry.index_to_world(index, coordinate_system="RAS"))
+    status = objects.placementStatus(node, volume)
     assert status.valid, f"the seven synthetic clicks should be valid: {status.error}"
     segmentation = logic.expansionPreview(volume, epsilon=epsilon, lamb=lamb)
     counts = segmentVoxelCounts(segmentation, volume, ["foreground", "background", "unlabeled"])
@@ -103,8 +105,8 @@ def runKindsScenario(scene, *, keep: bool = False) -> Dict[str, int]:
             for old in logic.objectNodes(volume):
                 scene.RemoveNode(old)
             node = logic.addObject(volume, kind)
-            annotation.setPlacedPointsLps(node, volume, kindPoints(kind, tumor, geometry))
-            status = annotation.placementStatus(node, volume)
+            objects.setPlacedPointsLps(node, volume, kindPoints(kind, tumor, geometry))
+            status = objects.placementStatus(node, volume)
             assert status.valid, f"the synthetic {kind} should be valid: {status.error}"
             logic.expansionPreview(volume, epsilon=0.175, lamb=0.5)
             foreground = logic.previewLabels(volume) == 1
@@ -126,7 +128,7 @@ TINY_TRAINING = {"patch_size": [32, 32, 16], "iterations_per_epoch": 3, "validat
 def runFullScenario(scene, folder, *, python: Optional[str] = None, timeoutSeconds: float = 600.0) -> Dict[str, Any]:
     """Click → preview → save → tiny training job → prediction job → import, in ``folder`` (created).
 
-    Jobs run in child processes through :class:`~PASegSlicer.runner.JobRunner` (``python``: the interpreter of
+    Jobs run in child processes through :class:`~PASegSlicer.jobs.runner.JobRunner` (``python``: the interpreter of
     the children, default ``PythonSlicer`` in Slicer, this Python elsewhere); this function waits for them, so
     it is for tests only. Returns what was made (job folders, the model, the imported segment's voxel count).
     Raises ``AssertionError`` naming what went wrong (with the job's message and log path). Its nodes are
@@ -146,9 +148,6 @@ def runFullScenario(scene, folder, *, python: Optional[str] = None, timeoutSecon
 
 def _trainAndPredict(scene, logic, volume, folder: Path, dataset: Path, work: Path, counts: Dict[str, int],
                      python: Optional[str], timeoutSeconds: float) -> Dict[str, Any]:  # fmt: skip
-    from . import jobcontrol
-    from .runner import JobRunner, SubprocessBackend, threadingSchedule
-
     written = logic.saveAnnotations(volume, dataset, work)
     assert {"annotations", "image"} <= set(written), f"saving should write the clicks and the image: {written}"
     config = folder / "tiny.json"
@@ -160,18 +159,18 @@ def _trainAndPredict(scene, logic, volume, folder: Path, dataset: Path, work: Pa
         assert state.status == "done", f"{job.kind} job {state.status}: {state.message} (log: {job.folder}/log.txt)"
 
     runner = JobRunner(SubprocessBackend(), threadingSchedule)
-    train = jobcontrol.startTrainingJob(runner, work, dataset, mode="stage 1", networks=["unet3d"], epochs=2,
-                                        device="cpu", configFile=str(config), python=python)  # fmt: skip
+    train = control.startTrainingJob(runner, work, dataset, mode="stage 1", networks=["unet3d"], epochs=2,
+                                     device="cpu", configFile=str(config), python=python)  # fmt: skip
     wait(runner, train)
-    trained = jobcontrol.finishJob(train, runner.state, scene, logic)
+    trained = control.finishJob(train, runner.state, scene, logic)
     assert [e.network for e in trained.registered] == ["unet3d"], f"the model should be registered: {trained}"
     runDir = trained.registered[0].runDir
     runner = JobRunner(SubprocessBackend(), threadingSchedule)
-    predict = jobcontrol.startPredictionJob(runner, work, runDir, scene=scene, volumeNode=volume,
-                                            caseId=logic.caseIdOf(volume), restrictToBox=True, device="cpu",
-                                            python=python)  # fmt: skip
+    predict = control.startPredictionJob(runner, work, runDir, scene=scene, volumeNode=volume,
+                                         caseId=logic.caseIdOf(volume), restrictToBox=True, device="cpu",
+                                         python=python)  # fmt: skip
     wait(runner, predict)
-    predicted = jobcontrol.finishJob(predict, runner.state, scene, logic)
+    predicted = control.finishJob(predict, runner.state, scene, logic)
     assert not predicted.problems and predicted.importedNode is not None, f"import failed: {predicted.problems}"
     segmentVoxels = segmentVoxelCounts(predicted.importedNode, volume, ["tumor 1"])["tumor 1"]
     assert 0 <= segmentVoxels <= BOX_VOXELS, f"the prediction is restricted to the box: {segmentVoxels} voxels"

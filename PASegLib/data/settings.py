@@ -74,23 +74,21 @@ class SamplingSettings:
     prefetch_cases: int = 2
 
 
-def as_prepare_settings(settings: Any) -> PrepareSettings:
-    """``settings`` as :class:`PrepareSettings`: itself, or the result of its ``prepare_settings()`` method."""
-    if isinstance(settings, PrepareSettings):
+def _convert(settings: Any, cls: type, method: str) -> Any:
+    if isinstance(settings, cls):
         return settings
-    convert = getattr(settings, "prepare_settings", None)
+    convert = getattr(settings, method, None)
     if not callable(convert):
-        raise TypeError(f"expected PrepareSettings or an object with prepare_settings() (e.g. a TrainConfig), "
+        raise TypeError(f"expected {cls.__name__} or an object with {method}() (e.g. a TrainConfig), "
                         f"got {type(settings).__name__}")
     return convert()
+
+
+def as_prepare_settings(settings: Any) -> PrepareSettings:
+    """``settings`` as :class:`PrepareSettings`: itself, or the result of its ``prepare_settings()`` method."""
+    return _convert(settings, PrepareSettings, "prepare_settings")
 
 
 def as_sampling_settings(settings: Any) -> SamplingSettings:
     """``settings`` as :class:`SamplingSettings`: itself, or the result of its ``sampling_settings()`` method."""
-    if isinstance(settings, SamplingSettings):
-        return settings
-    convert = getattr(settings, "sampling_settings", None)
-    if not callable(convert):
-        raise TypeError(f"expected SamplingSettings or an object with sampling_settings() (e.g. a TrainConfig), "
-                        f"got {type(settings).__name__}")
-    return convert()
+    return _convert(settings, SamplingSettings, "sampling_settings")

@@ -9,11 +9,11 @@ the best checkpoints of their own stage-1 runs. Each has a frozen copy (``a₀``
 (:class:`~PASegLib.losses.distillation.SelfCrossMonitoringLoss`; teachers carry no gradient). With
 ``scm_seed_anchor`` the pseudo label keeps the expanded seeds where they are labeled (PASeg's addition). In a
 mixed cohort (dense + weak annotations) a densely labelled case always keeps its dense label in place of the
-pseudo label, so SCM is the teacher–student round of mixed supervision (paper 003): the frozen copies teach on the weakly labelled
-cases, the dense cases supervise directly. Every
-``refresh_every`` epochs the frozen copies are replaced by the weights of the best validation so far when a
-label-free criterion selects (the official code reloads its best checkpoints), else (``selection = "last"``,
-and before the first validation) by the current weights.
+pseudo label, so SCM is the teacher–student round of mixed supervision (paper 003): the frozen copies teach on
+the weakly labelled cases, the dense cases supervise directly. Every ``refresh_every`` epochs the frozen copies
+are replaced by the weights of the best validation so far when a label-free criterion selects (the official
+code reloads its best checkpoints), else (``selection = "last"``, and before the first validation) by the
+current weights.
 
 Model selection: ``config.selection`` on the primary network (:mod:`~PASegLib.training.selection`); the
 agreement (Dice) between the primary and the auxiliary predictions on the held-out cases is reported too.

@@ -85,29 +85,22 @@ def load_benchmark(name: str):
     return module
 
 
-# -- the Slicer module's tests: real MRML from the slicer-core wheel --------------------------------------------
-MODULE_DIR = Path(__file__).resolve().parents[2] / "PASeg"
-
-
+# -- the Slicer module's tests: real MRML from the slicer-core wheel (PASeg/ is on pytest's pythonpath) -----------
 def require_slicer_core():
     """Skip the calling test module unless ``slicer-core`` (a real MRML scene without the application) is
-    installed; put the module's helper package ``PASegSlicer`` on the path. Returns the ``slicer`` package."""
-    import sys
-
+    installed. Returns the ``slicer`` package."""
     slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (make setup installs it)")
     if not hasattr(slicer, "vtkMRMLScene"):
         pytest.skip("the installed 'slicer' package is not slicer-core (the unrelated PyPI 'slicer' replaced it)",
                     allow_module_level=True)  # fmt: skip
-    if str(MODULE_DIR) not in sys.path:
-        sys.path.insert(0, str(MODULE_DIR))
     return slicer
 
 
 @pytest.fixture
 def app():
-    """A :class:`PASegSlicer.headless.HeadlessSlicer` (scene + module logics), closed after the test."""
+    """A :class:`PASegSlicer.mrml.headless.HeadlessSlicer` (scene + module logics), closed after the test."""
     require_slicer_core()
-    from PASegSlicer.headless import HeadlessSlicer
+    from PASegSlicer.mrml.headless import HeadlessSlicer
 
     headless = HeadlessSlicer()
     yield headless
@@ -122,8 +115,9 @@ def scene(app):
 
 @pytest.fixture
 def logic(scene):
-    """The module's :class:`PASegSlicer.logic.PASegCoreLogic` on :func:`scene`, cleaned up after the test."""
-    from PASegSlicer.logic import PASegCoreLogic
+    """The module's :class:`PASegSlicer.annotation.logic.PASegCoreLogic` on :func:`scene`, cleaned up after the
+    test."""
+    from PASegSlicer.annotation.logic import PASegCoreLogic
 
     core = PASegCoreLogic(scene)
     yield core
@@ -158,7 +152,7 @@ SPHERE_CENTER = np.array([14, 14, 10])
 def sphere_volume_node(scene):
     """``(volume node, image Volume, mask)``: a sphere of radius 6 mm (intensity 400) at :data:`SPHERE_CENTER` of
     :data:`SPHERE_GEOMETRY` on a noisy background (100 ± 5), as a scalar volume node named "sphere"."""
-    from PASegSlicer import volumes
+    from PASegSlicer.mrml import volumes
 
     grid = np.indices(SPHERE_GEOMETRY.shape, dtype=np.float64) - SPHERE_CENTER[:, None, None, None]
     mm = grid * np.asarray(SPHERE_GEOMETRY.spacing)[:, None, None, None]

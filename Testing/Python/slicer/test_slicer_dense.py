@@ -1,6 +1,6 @@
 """Dense cases in the Slicer module, on a real MRML scene: where a dense label is saved (never over the case's
 ``<case>_label``, which evaluation reads), old dense cases that named ``<case>_label``, edits of a dense label
-that count as unsaved changes (drafts keep the voxels), and :func:`annotation.saveCaseAnnotation` of a dense case.
+that count as unsaved changes (drafts keep the voxels), and :func:`casefile.saveCaseAnnotation` of a dense case.
 
 The volume is a small sphere (28×28×20 voxels); a "paint stroke" is what Slicer's Segment Editor does:
 ``vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment`` with a modifier labelmap.
@@ -10,28 +10,22 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SPHERE_CENTER, SPHERE_GEOMETRY, require_slicer_core, sphere_volume_node
+from PASegSlicer.annotation import casefile, cases, dense, drafts, kinds
+from PASegSlicer.annotation.logic import PASegCoreLogic
+from PASegSlicer.mrml.headless import HeadlessSlicer
 
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "PASeg"))
-
-from conftest import SPHERE_CENTER, SPHERE_GEOMETRY, require_slicer_core, sphere_volume_node  # noqa: E402
+from PASegLib.annotation.markups import read_markups
+from PASegLib.data.dataset import list_cases, load_case
+from PASegLib.data.prepared import dense_label_of
+from PASegLib.image.io import read_image, write_image
 
 slicer = require_slicer_core()
 
-from PASegSlicer import annotation, cases, dense, drafts, kinds  # noqa: E402
-from PASegSlicer.headless import HeadlessSlicer  # noqa: E402
-from PASegSlicer.logic import PASegCoreLogic  # noqa: E402
-
-from PASegLib.annotation.markups import read_markups  # noqa: E402
-from PASegLib.data.dataset import _split_role, list_cases, load_case  # noqa: E402
-from PASegLib.data.prepared import dense_label_of  # noqa: E402
-from PASegLib.image.io import read_image, write_image  # noqa: E402
 
 GEOMETRY, CENTER = SPHERE_GEOMETRY, SPHERE_CENTER
 
@@ -82,11 +76,14 @@ def _bytes(path):
     return Path(path).read_bytes(), Path(path).stat().st_mtime_ns
 
 
-# -- item 1: the case's label is never replaced -------------------------------------------------------------------
-def test_the_dense_label_file_name_is_no_dataset_role():
+# -- the case's label is never replaced --------------------------------------------------------------------------
+def test_the_dense_label_file_name_is_no_dataset_role(tmp_path):
     """``<case>_dense.nii.gz`` is neither an image, a label nor 7 points to the dataset listing."""
-    assert _split_role(Path("sphere_dense.nii.gz")) is None
-    assert _split_role(Path("sphere_label.nii.gz")) == ("sphere", "label")
+    for role in ("image", "label", "dense"):
+        write_image(tmp_path / f"sphere_{role}.nii.gz", np.zeros(GEOMETRY.shape, np.uint8), GEOMETRY)
+    (files,) = list_cases(tmp_path)
+    assert (files.case_id, files.image.name) == ("sphere", "sphere_image.nii.gz")
+    assert files.label.name == "sphere_label.nii.gz"
     assert dense.denseLabelPath(Path("data") / "sphere.mrk.json") == Path("data") / "sphere_dense.nii.gz"
 
 
@@ -150,7 +147,7 @@ def test_an_old_dense_case_naming_its_label_file_opens_and_is_saved_beside_it(sc
         fresh.close()
 
 
-# -- item 2: edits of a dense label are unsaved changes -----------------------------------------------------------
+# -- edits of a dense label are unsaved changes ------------------------------------------------------------------
 def test_repainting_or_repicking_a_dense_label_is_an_unsaved_change(scene, logic, sphere, tmp_path):
     volume, image, mask = sphere
     labels = mask.astype(np.uint8)
@@ -232,29 +229,15 @@ def test_objects_state_is_unchanged_by_reading_the_dense_label(scene, logic, sph
     assert drafts.sameState(drafts.objectsState(scene, volume), state)
 
 
-# -- item 3: saveCaseAnnotation of a dense case ---------------------------------------------------------------
+# -- saveCaseAnnotation of a dense case ----------------------------------------------------------------------
 def test_save_case_annotation_writes_a_dense_cases_label(scene, logic, sphere, tmp_path):
     volume, image, mask = sphere
     _denseObject(scene, logic, volume, mask)
-    path = annotation.saveCaseAnnotation(scene, volume, tmp_path / "c.mrk.json")
+    path = casefile.saveCaseAnnotation(scene, volume, tmp_path / "c.mrk.json")
     assert path == tmp_path / "c.mrk.json"
     (obj,) = read_markups(path, GEOMETRY).objects
     assert obj.kind == "dense" and obj.label_file == "c_dense.nii.gz"
     assert np.array_equal(read_image(tmp_path / "c_dense.nii.gz").array > 0, mask)
-
-
-def test_docstrings_name_functions_that_exist():
-    """``PASegSlicer.<module>.<function>`` references in the package's docstrings resolve."""
-    import importlib
-
-    package = REPO / "PASeg" / "PASegSlicer"
-    missing = []
-    for path in sorted(package.glob("*.py")):
-        for module, name in re.findall(r"PASegSlicer\.(\w+)\.(\w+)", path.read_text(encoding="utf-8")):
-            if (package / f"{module}.py").is_file() and not hasattr(importlib.import_module(f"PASegSlicer.{module}"),
-                                                                     name):  # fmt: skip
-                missing.append(f"{path.name}: PASegSlicer.{module}.{name}")
-    assert missing == []
 
 
 def test_a_dense_draft_is_written_while_the_scene_closes(scene, logic, sphere, tmp_path):

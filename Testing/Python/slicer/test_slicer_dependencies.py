@@ -1,17 +1,12 @@
-"""Packages on demand never fail silently (issue 11, item 6): a failed pip install (offline, behind a proxy)
+"""Packages on demand never fail silently: a failed pip install (offline, behind a proxy)
 says what failed and what to do, and a torch older than the minimum is upgraded or refused."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "PASeg"))
-
-from PASegSlicer.dependencies import MINIMUM_TORCH, DependencyChecker, DependencyError, Requirement, versionTuple  # noqa: E402,E501
+from PASegSlicer.jobs.dependencies import MINIMUM_TORCH, DependencyChecker, DependencyError, Requirement, versionTuple  # noqa: E501
 
 
 def _offlinePip(arguments):

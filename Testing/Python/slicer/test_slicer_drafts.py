@@ -1,33 +1,28 @@
-"""No click is lost (issue 11): drafts, the unsaved-changes check, unloading cases, dataset images opened in
+"""No click is lost: drafts, the unsaved-changes check, unloading cases, dataset images opened in
 Slicer, placement that agrees with Slicer, node references, the preview cache, on a real MRML scene."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_slicer_core
+from PASegSlicer.annotation import cases, objects
+from PASegSlicer.annotation.logic import CASE_ATTRIBUTE, PASegCoreLogic
+from PASegSlicer.mrml import volumes
+from PASegSlicer.mrml.headless import HeadlessSlicer
 
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "PASeg"))
-
-from conftest import require_slicer_core  # noqa: E402
+from PASegLib.annotation.markups import read_draft_markups
+from PASegLib.annotation.model import AnnotationError
+from PASegLib.annotation.simulation import simulate_clicks
+from PASegLib.data.dataset import DatasetError, list_cases, load_case
+from PASegLib.image.geometry import lps_to_ras
+from PASegLib.image.io import Volume, write_image
 
 slicer = require_slicer_core()
-
-from PASegSlicer import annotation, cases, volumes  # noqa: E402
-from PASegSlicer.headless import HeadlessSlicer  # noqa: E402
-from PASegSlicer.logic import CASE_ATTRIBUTE, PASegCoreLogic  # noqa: E402
-
-from PASegLib.annotation.markups import read_draft_markups  # noqa: E402
-from PASegLib.annotation.model import AnnotationError  # noqa: E402
-from PASegLib.annotation.simulation import simulate_clicks  # noqa: E402
-from PASegLib.data.dataset import DatasetError, list_cases, load_case  # noqa: E402
-from PASegLib.image.geometry import lps_to_ras  # noqa: E402
-from PASegLib.image.io import Volume, write_image  # noqa: E402
 
 
 @pytest.fixture
@@ -39,7 +34,7 @@ def blob(scene, blob_case):
 
 def _place(node, obj, labels="FRLAPIS"):
     for label in labels:
-        annotation.setControlPoint(node, label, lps_to_ras(obj.points()[label]))
+        objects.setControlPoint(node, label, lps_to_ras(obj.points()[label]))
 
 
 def _dataset(tmp_path, blob_case, caseId="case01"):
@@ -82,9 +77,9 @@ def test_incomplete_tumour_saves_as_a_draft_and_loads_back_with_its_unplaced_poi
         assert other.restoreAnnotations(copy, None, work) == written["draft"]
         nodes = other.objectNodes(copy)
         assert [n.GetName() for n in nodes] == ["tumor 1"] and nodes[0].GetNumberOfDefinedControlPoints() == 5
-        status = annotation.placementStatus(nodes[0], copy)
+        status = objects.placementStatus(nodes[0], copy)
         assert status.expectedLabel == "I" and status.placed == 5 and status.error == ""
-        np.testing.assert_allclose(annotation.placedPointsLps(nodes[0], copy)["P"], obj.background["P"], atol=1e-9)
+        np.testing.assert_allclose(objects.placedPointsLps(nodes[0], copy)["P"], obj.background["P"], atol=1e-9)
         assert not other.hasUnsavedChanges(copy)
     finally:
         fresh.close()
@@ -107,7 +102,7 @@ def test_unsaved_changes_after_each_kind_of_edit(scene, logic, blob, tmp_path):
     assert logic.hasUnsavedChanges(volume)
     assert logic.autosaveDraft(volume, tmp_path / "work") == cases.draftPath(tmp_path / "work", "blob")
     assert not logic.hasUnsavedChanges(volume) and logic.autosaveDraft(volume, tmp_path / "work") is None
-    annotation.setControlPoint(node, "P", lps_to_ras(obj.background["P"]))  # placed again
+    objects.setControlPoint(node, "P", lps_to_ras(obj.background["P"]))  # placed again
     assert logic.hasUnsavedChanges(volume)
     node.SetName("tumor A")  # renamed
     logic.saveDraft(volume, tmp_path / "work")
@@ -138,13 +133,13 @@ def test_draft_newer_than_the_annotation_wins_and_shows_in_the_case_list(scene, 
     fresh = HeadlessSlicer()
     try:
         again = PASegCoreLogic(fresh.scene).loadCase(listing.entries[0].files, work)  # the draft, not the file
-        assert annotation.placementStatus(annotation.objectNodes(fresh.scene, again)[0], again).expectedLabel == "S"
+        assert objects.placementStatus(objects.objectNodes(fresh.scene, again)[0], again).expectedLabel == "S"
     finally:
         fresh.close()
     _age(draft, 20)  # an annotation newer than the draft wins
     assert [e.status for e in listing.refresh()] == [cases.ANNOTATED]
     # completing and saving removes the draft
-    annotation.setControlPoint(node, "S", lps_to_ras(obj.background["S"]))
+    objects.setControlPoint(node, "S", lps_to_ras(obj.background["S"]))
     assert sorted(logic.saveAnnotations(loaded, dataset, work)) == ["annotations"] and not draft.exists()
 
 
@@ -156,8 +151,8 @@ def test_training_still_refuses_an_incomplete_dataset_annotation(scene, logic, b
     (dataset / "case01.mrk.json").write_text(draft.read_text())
     with pytest.raises(DatasetError, match=r"case01\.mrk\.json.*'tumor 1' is incomplete: point\(s\) A, P, I, S"):
         load_case(list_cases(dataset)[0])
-    objects = read_draft_markups(draft)
-    assert [o.placed for o in objects] == [3] and objects[0].points["A"] is None
+    drafted = read_draft_markups(draft)
+    assert [o.placed for o in drafted] == [3] and drafted[0].points["A"] is None
 
 
 # -- dataset images opened in Slicer ------------------------------------------------------------------------
@@ -207,10 +202,10 @@ def test_opening_a_dropped_image_restores_its_saved_clicks(scene, blob_case, tmp
 # -- placement agrees with Slicer ---------------------------------------------------------------------------
 def test_point_edits_through_the_markups_api_fire_the_observed_events(scene, blob):
     volume, obj = blob
-    node = annotation.addObjectNode(scene, volume)
+    node = objects.addObjectNode(scene, volume)
     seen = []
-    for event in annotation.observedEvents():
-        node.AddObserver(event, lambda caller, name: seen.append(annotation.placementStatus(caller, volume)))
+    for event in objects.observedEvents():
+        node.AddObserver(event, lambda caller, name: seen.append(objects.placementStatus(caller, volume)))
     edits = [
         lambda: node.SetNthControlPointPosition(0, *lps_to_ras(obj.foreground)),  # the Markups table writes local
         lambda: node.SetNthControlPointPositionWorld(1, *lps_to_ras(obj.background["R"])),
@@ -229,38 +224,38 @@ def test_point_edits_through_the_markups_api_fire_the_observed_events(scene, blo
 
 def test_the_prompt_names_the_point_slicer_fills(scene, app, blob):
     volume, obj = blob
-    node = annotation.addObjectNode(scene, volume)
+    node = objects.addObjectNode(scene, volume)
     _place(node, obj, "FR")
     node.SetControlPointPlacementStartIndex(5)  # left by a click on row 5 of the Markups module's table
-    assert annotation.fillIndex(node) == 5 and annotation.placementStatus(node, volume).expectedLabel == "I"
+    assert objects.fillIndex(node) == 5 and objects.placementStatus(node, volume).expectedLabel == "I"
     markups = app.logics["Markups"]
-    assert annotation.startPlacement(markups, node)
+    assert objects.startPlacement(markups, node)
     assert node.GetControlPointPlacementStartIndex() == 2
-    assert annotation.placementStatus(node, volume).expectedLabel == "L"
+    assert objects.placementStatus(node, volume).expectedLabel == "L"
     assert markups.GetActiveListID() == node.GetID()
     interaction = scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
     assert interaction.GetCurrentInteractionMode() == interaction.Place
     _place(node, obj, "L")  # Slicer goes on from the start index: the next undefined point after it
-    assert annotation.fillIndex(node) == 3 and annotation.placementStatus(node, volume).expectedLabel == "A"
+    assert objects.fillIndex(node) == 3 and objects.placementStatus(node, volume).expectedLabel == "A"
     node.SetNthControlPointPosition(4, 0.0, 0.0, 0.0, node.PositionPreview)  # the point under the mouse
-    assert annotation.placementStatus(node, volume).expectedLabel == "P"
+    assert objects.placementStatus(node, volume).expectedLabel == "P"
     node.UnsetNthControlPointPosition(4)
     node.SetNthControlPointPositionMissing(3)  # "missing" points are skipped by Slicer: Place makes them placeable
-    assert annotation.placementStatus(node, volume).expectedLabel == "P"
+    assert objects.placementStatus(node, volume).expectedLabel == "P"
     interaction.SwitchToViewTransformMode()
-    assert annotation.startPlacement(markups, node) and annotation.placementStatus(node, volume).expectedLabel == "A"
+    assert objects.startPlacement(markups, node) and objects.placementStatus(node, volume).expectedLabel == "A"
     assert node.GetNthControlPointPositionStatus(3) == node.PositionUndefined
 
 
 def test_placement_is_refused_on_a_complete_tumour(scene, app, blob):
     volume, obj = blob
-    node = annotation.addObjectNode(scene, volume)
+    node = objects.addObjectNode(scene, volume)
     _place(node, obj)
     interaction = scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
     interaction.SwitchToViewTransformMode()
-    assert annotation.startPlacement(app.logics["Markups"], node) is False
+    assert objects.startPlacement(app.logics["Markups"], node) is False
     assert interaction.GetCurrentInteractionMode() == interaction.ViewTransform
-    assert "all 7 points are placed" in annotation.COMPLETE_MESSAGE.format(name=node.GetName())
+    assert "all 7 points are placed" in objects.COMPLETE_MESSAGE.format(name=node.GetName())
 
 
 # -- node references --------------------------------------------------------------------------------------------
@@ -278,7 +273,7 @@ def _importXml(scene, xml) -> None:
 
 def test_objects_follow_their_volume_through_a_scene_import_with_clashing_ids(scene, blob, blob_case):
     volume, obj = blob
-    _place(annotation.addObjectNode(scene, volume), obj)
+    _place(objects.addObjectNode(scene, volume), obj)
     xml = _sceneXml(scene)
     fresh = HeadlessSlicer()
     try:
@@ -287,22 +282,22 @@ def test_objects_follow_their_volume_through_a_scene_import_with_clashing_ids(sc
         _importXml(fresh.scene, xml)
         imported = fresh.scene.GetFirstNodeByName("blob")
         assert imported.GetID() != volume.GetID()
-        nodes = annotation.objectNodes(fresh.scene, imported)
-        assert [n.GetName() for n in nodes] == ["tumor 1"] and annotation.objectNodes(fresh.scene, clash) == []
+        nodes = objects.objectNodes(fresh.scene, imported)
+        assert [n.GetName() for n in nodes] == ["tumor 1"] and objects.objectNodes(fresh.scene, clash) == []
     finally:
         fresh.close()
 
 
 def test_objects_of_scenes_saved_with_the_old_attribute_still_work(scene, logic, blob):
     volume, obj = blob
-    node = annotation.addObjectNode(scene, volume)
+    node = objects.addObjectNode(scene, volume)
     _place(node, obj)
-    node.RemoveNodeReferenceIDs(annotation.VOLUME_REFERENCE_ROLE)  # as saved before the node reference
-    node.SetAttribute(annotation.OBJECT_ATTRIBUTE, volume.GetID())
+    node.RemoveNodeReferenceIDs(objects.VOLUME_REFERENCE_ROLE)  # as saved before the node reference
+    node.SetAttribute(objects.OBJECT_ATTRIBUTE, volume.GetID())
     assert logic.objectNodes(volume) == [node]  # found, and converted
-    assert node.GetNodeReferenceID(annotation.VOLUME_REFERENCE_ROLE) == volume.GetID()
-    assert node.GetAttribute(annotation.OBJECT_ATTRIBUTE) is None
-    assert annotation.placementStatus(node, volume).valid
+    assert node.GetNodeReferenceID(objects.VOLUME_REFERENCE_ROLE) == volume.GetID()
+    assert node.GetAttribute(objects.OBJECT_ATTRIBUTE) is None
+    assert objects.placementStatus(node, volume).valid
 
 
 # -- memory: the preview cache, unloading a case ----------------------------------------------------------------

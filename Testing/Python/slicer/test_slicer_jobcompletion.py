@@ -1,5 +1,5 @@
-"""A job finishes from what it recorded when it started, whatever the widget shows by then (issue 11, items
-1–3 and 13): predictions go into the volume node they were started for, a vanished node is reported with where
+"""A job finishes from what it recorded when it started, whatever the widget shows by then:
+predictions go into the volume node they were started for, a vanished node is reported with where
 the file is kept, training results reach the job's own work folder, and the loss curve is built incrementally.
 
 Real child processes (the fake ``python -m PASegLib`` of :mod:`test_slicer_jobs`) and real MRML (slicer-core).
@@ -14,31 +14,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "PASeg"))
-
-from conftest import require_slicer_core  # noqa: E402
-from PASegSlicer import cases, jobcontrol  # noqa: E402
-from PASegSlicer.runner import JobRunner, SubprocessBackend, threadingSchedule  # noqa: E402
-from test_slicer_jobs import FAKE_PASEG  # noqa: E402
+from conftest import require_slicer_core
+from PASegSlicer.annotation import cases
+from PASegSlicer.annotation.logic import PREDICTION_ROLE, PASegCoreLogic
+from PASegSlicer.gui.lossplot import LossCurvePlot
+from PASegSlicer.jobs import control
+from PASegSlicer.jobs.runner import JobRunner, SubprocessBackend, threadingSchedule
+from PASegSlicer.mrml.segments import segmentationToLabels
+from PASegSlicer.mrml.volumes import createVolumeNode
+from test_slicer_jobs import FAKE_PASEG
 
 slicer = require_slicer_core()
 
-from PASegSlicer.logic import PREDICTION_ROLE, PASegCoreLogic  # noqa: E402
-from PASegSlicer.lossplot import LossCurvePlot  # noqa: E402
-from PASegSlicer.segments import segmentationToLabels  # noqa: E402
-from PASegSlicer.volumes import createVolumeNode  # noqa: E402
-
 
 @pytest.fixture
-def fake_python(tmp_path, monkeypatch):
+def fake_python(tmp_path):
     script = tmp_path / "fake_paseg.py"
     script.write_text(FAKE_PASEG, encoding="utf-8")
     launcher = tmp_path / "fakepython"
     launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
     launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("REPO", str(REPO))
     return str(launcher)
 
 
@@ -58,8 +53,8 @@ def _predictionNodes(scene, volume):
 
 def _predict(app, tmp_path, fake_python, model_run, volume, caseId):
     runner = JobRunner(SubprocessBackend(), threadingSchedule)
-    job = jobcontrol.startPredictionJob(runner, tmp_path / "work", model_run, scene=app.scene, volumeNode=volume,
-                                        caseId=caseId, device="cpu", python=fake_python)  # fmt: skip
+    job = control.startPredictionJob(runner, tmp_path / "work", model_run, scene=app.scene, volumeNode=volume,
+                                     caseId=caseId, device="cpu", python=fake_python)  # fmt: skip
     assert runner.wait(60) and runner.state.status == "done", runner.state.message
     return job, runner.state
 
@@ -73,7 +68,7 @@ def test_prediction_goes_into_the_recorded_volume_not_the_selected_one(app, tmp_
     assert job.volumeNodeId == started.GetID() and job.caseId == "started_for" and job.kind == "predict"
     # meanwhile the user left the module (its parameter node is released) and loaded another volume
     other = createVolumeNode(app.scene, image, "other")
-    outcome = jobcontrol.finishJob(job, state, app.scene, logic)
+    outcome = control.finishJob(job, state, app.scene, logic)
     assert outcome.problems == [] and outcome.importedNode is not None
     assert _predictionNodes(app.scene, other) == [] and _predictionNodes(app.scene, started) == [outcome.importedNode]
     shown = segmentationToLabels(outcome.importedNode, started, ["tumor 1"])
@@ -91,7 +86,7 @@ def test_a_vanished_volume_is_reported_with_where_the_prediction_is_kept(app, tm
     app.scene.Clear(False)  # scene closed: node IDs are reused by the next volumes
     reused = createVolumeNode(app.scene, image, "another case")
     assert reused.GetID() == job.volumeNodeId  # the same ID now names another case: it must not receive it
-    outcome = jobcontrol.finishJob(job, state, app.scene, logic)
+    outcome = control.finishJob(job, state, app.scene, logic)
     kept = cases.predictionPath(tmp_path / "work", "gone")
     assert outcome.importedNode is None and _predictionNodes(app.scene, reused) == []
     assert len(outcome.problems) == 1 and "no longer in the scene" in outcome.problems[0]
@@ -105,7 +100,7 @@ def test_an_import_failure_is_reported_and_the_job_still_recorded(app, tmp_path,
     started = createVolumeNode(app.scene, image, "broken")
     job, state = _predict(app, tmp_path, fake_python, model_run, started, "broken")
     started.SetAndObserveImageData(None)  # the volume lost its voxels: the import cannot work
-    outcome = jobcontrol.finishJob(job, state, app.scene, logic)
+    outcome = control.finishJob(job, state, app.scene, logic)
     assert outcome.importedNode is None and "could not be imported" in outcome.problems[0]
     assert json.loads((job.folder / "job.json").read_text())["status"] == "done"
 
@@ -116,11 +111,11 @@ def test_training_results_go_to_the_work_folder_the_job_started_with(tmp_path, f
     (data / "c1_image.nrrd").write_bytes(b"")
     (data / "c1.mrk.json").write_text("{}")
     runner = JobRunner(SubprocessBackend(), threadingSchedule)
-    job = jobcontrol.startTrainingJob(runner, tmp_path / "work", data, mode="stage 1", networks=["unet2d5"],
-                                      epochs=2, device="cpu", python=fake_python)  # fmt: skip
+    job = control.startTrainingJob(runner, tmp_path / "work", data, mode="stage 1", networks=["unet2d5"],
+                                   epochs=2, device="cpu", python=fake_python)  # fmt: skip
     assert runner.wait(60) and runner.state.status == "done", runner.state.message
     # the user has since pointed the (released) widget at another work folder: irrelevant to the job
-    outcome = jobcontrol.finishJob(job, runner.state, None, None)
+    outcome = control.finishJob(job, runner.state, None, None)
     assert [e.network for e in outcome.registered] == ["unet2d5"]
     models = json.loads((tmp_path / "work" / "models.json").read_text())["models"]
     assert [Path(m["runDir"]).name for m in models] == ["stage1-unet2d5"]
@@ -172,7 +167,7 @@ def test_the_self_test_runs_the_whole_path_click_to_imported_prediction(app, tmp
 def test_a_job_that_cannot_start_is_finished_after_start_returns(tmp_path):
     """The end of a job that could not start is reported later, not inside ``start()``: the GUI records the job
     ``start`` returns, and must not take in that end as the previous job's (review finding)."""
-    from PASegSlicer.runner import JobStep
+    from PASegSlicer.jobs.runner import JobStep
 
     events, later = [], []  # the scheduler runs callbacks when the test says (the GUI's event loop)
     runner = JobRunner(SubprocessBackend(), lambda delay, callback: later.append(callback), onEvent=events.append)

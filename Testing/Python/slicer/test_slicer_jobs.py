@@ -15,15 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "PASeg"))
-
-from PASegSlicer import cases, jobcontrol, jobs  # noqa: E402
-from PASegSlicer.dependencies import DependencyChecker, DependencyError, Requirement  # noqa: E402
-from PASegSlicer.models import ModelRegistry  # noqa: E402
-from PASegSlicer.processes import descendantProcessIds  # noqa: E402
-from PASegSlicer.runner import JobRunner, JobStep, SubprocessBackend, parseProgressLine, threadingSchedule  # noqa: E402
+from PASegSlicer.annotation import cases
+from PASegSlicer.jobs import commands, control, devices
+from PASegSlicer.jobs.dependencies import DependencyChecker, DependencyError, Requirement
+from PASegSlicer.jobs.models import ModelRegistry
+from PASegSlicer.jobs.processes import descendantProcessIds
+from PASegSlicer.jobs.runner import JobRunner, JobStep, SubprocessBackend, parseProgressLine, threadingSchedule
 
 FAKE_PASEG = r"""
 import json, os, subprocess, sys, time
@@ -68,8 +65,7 @@ if command == "train":
     emit(event="checkpoint", path=str(out / "best.pt"))
     emit(event="done", best_score=0.9, best_epoch=2, run_dir=str(out))
     sys.stdout.write("last line without a newline")
-elif command == "predict":
-    sys.path.insert(0, os.environ["REPO"])
+elif command == "predict":  # PASegLib is on the step's PYTHONPATH (jobs.commands.childEnvironment)
     from PASegLib.image.io import read_image, write_image
     inputs = [Path(args[2])] if Path(args[2]).is_file() else sorted(Path(args[2]).glob("*_image.*"))
     for n, path in enumerate(inputs, 1):
@@ -190,44 +186,43 @@ def test_training_job_end_to_end_registers_the_models(tmp_path, fake_python):
     data.mkdir()
     (data / "c1_image.nrrd").write_bytes(b"")
     with pytest.raises(ValueError, match="no annotated case"):
-        jobcontrol.startTrainingJob(JobRunner(SubprocessBackend(), threadingSchedule), tmp_path / "work", data,
-                                    mode="stage 1", networks=["unet2d5"], epochs=2, device="cpu")  # fmt: skip
+        control.startTrainingJob(JobRunner(SubprocessBackend(), threadingSchedule), tmp_path / "work", data,
+                                 mode="stage 1", networks=["unet2d5"], epochs=2, device="cpu")  # fmt: skip
     (data / "c1.mrk.json").write_text("{}")
     runner, events = _runner(tmp_path)
     with pytest.raises(ValueError, match="two finished stage-1 runs"):
-        jobcontrol.startTrainingJob(runner, tmp_path / "work", data, mode="SCM", networks=["unet2d5"], epochs=2,
-                                    device="cpu", initRuns=["", "."])  # fmt: skip
+        control.startTrainingJob(runner, tmp_path / "work", data, mode="SCM", networks=["unet2d5"], epochs=2,
+                                 device="cpu", initRuns=["", "."])  # fmt: skip
     assert not runner.isRunning() and not (tmp_path / "work" / "jobs").exists()
-    job = jobcontrol.startTrainingJob(runner, tmp_path / "work", data, mode="stage 1 + SCM",
-                                      networks=["unet2d5", "attention_unet"], epochs=2,
-                                      device=jobs.deviceArgument("GPU", 1), python=fake_python)  # fmt: skip
+    job = control.startTrainingJob(runner, tmp_path / "work", data, mode="stage 1 + SCM",
+                                   networks=["unet2d5", "attention_unet"], epochs=2,
+                                   device=commands.deviceArgument("GPU", 1), python=fake_python)  # fmt: skip
     assert runner.wait(30) and runner.state.status == "done", runner.state.message
     job = job.folder
     doc = json.loads((job / "job.json").read_text())
-    commands = [s["command"] for s in doc["steps"]]
-    assert [c[1:5] for c in commands] == [["-m", "PASegLib", "train", str(data)]] * 3
-    assert commands[0][commands[0].index("--device") + 1] == "cuda:1"
-    assert commands[2][commands[2].index("--init") + 1 :][:2] == [
+    stepCommands = [s["command"] for s in doc["steps"]]
+    assert [c[1:5] for c in stepCommands] == [["-m", "PASegLib", "train", str(data)]] * 3
+    assert stepCommands[0][stepCommands[0].index("--device") + 1] == "cuda:1"
+    assert stepCommands[2][stepCommands[2].index("--init") + 1 :][:2] == [
         str(job / "stage1-unet2d5"),
         str(job / "stage1-attention_unet"),
     ]
     registry = ModelRegistry(tmp_path / "work" / "models.json")
-    registered = jobcontrol.finishTrainingJob(job, runner.state, registry)
+    registered = control.finishTrainingJob(job, runner.state, registry)
     assert sorted((e.network, e.stage) for e in registered) == [("attention_unet", 1), ("unet2d5", 1), ("unet2d5", 2)]
     assert len(registry.models()) == 3 and json.loads((job / "job.json").read_text())["status"] == "done"
     assert "step 3/3: SCM (stage 2)" in (job / "log.txt").read_text()
 
 
-def test_prediction_job_end_to_end_imports_segments(tmp_path, fake_python, blob_case, monkeypatch):
+def test_prediction_job_end_to_end_imports_segments(tmp_path, fake_python, blob_case):
     slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (make setup installs it)")
     if not hasattr(slicer, "vtkMRMLScene"):
         pytest.skip("the installed 'slicer' package is not slicer-core")
-    from PASegSlicer.headless import HeadlessSlicer
-    from PASegSlicer.logic import PASegCoreLogic
-    from PASegSlicer.segments import segmentationToLabels
-    from PASegSlicer.volumes import createVolumeNode
+    from PASegSlicer.annotation.logic import PASegCoreLogic
+    from PASegSlicer.mrml.headless import HeadlessSlicer
+    from PASegSlicer.mrml.segments import segmentationToLabels
+    from PASegSlicer.mrml.volumes import createVolumeNode
 
-    monkeypatch.setenv("REPO", str(REPO))
     run = tmp_path / "run"
     run.mkdir()
     (run / "best.pt").write_text("w")
@@ -239,12 +234,12 @@ def test_prediction_job_end_to_end_imports_segments(tmp_path, fake_python, blob_
         volume = createVolumeNode(app.scene, image, "blob")
         runner, _ = _runner(tmp_path)
         with pytest.raises(ValueError, match="needs annotations"):
-            jobcontrol.startPredictionJob(runner, tmp_path / "work", run, scene=app.scene, volumeNode=volume,
-                                          caseId="blob", restrictToBox=True, python=fake_python)  # fmt: skip
-        job = jobcontrol.startPredictionJob(runner, tmp_path / "work", run, scene=app.scene, volumeNode=volume,
-                                            caseId="blob", device="cpu", python=fake_python)  # fmt: skip
+            control.startPredictionJob(runner, tmp_path / "work", run, scene=app.scene, volumeNode=volume,
+                                       caseId="blob", restrictToBox=True, python=fake_python)  # fmt: skip
+        job = control.startPredictionJob(runner, tmp_path / "work", run, scene=app.scene, volumeNode=volume,
+                                         caseId="blob", device="cpu", python=fake_python)  # fmt: skip
         assert runner.wait(30) and runner.state.status == "done", runner.state.message
-        files = jobcontrol.finishPredictionJob(job.folder, runner.state, tmp_path / "work")
+        files = control.finishPredictionJob(job.folder, runner.state, tmp_path / "work")
         assert list(files) == ["blob"] and cases.predictionPath(tmp_path / "work", "blob").is_file()
         node = PASegCoreLogic(app.scene).importPrediction(volume, files["blob"])
         shown = segmentationToLabels(node, volume, ["tumor 1"])
@@ -255,22 +250,25 @@ def test_prediction_job_end_to_end_imports_segments(tmp_path, fake_python, blob_
 
 def test_step_building_refuses_bad_requests(tmp_path):
     with pytest.raises(ValueError, match="two different networks"):
-        jobs.trainingSteps(
+        commands.trainingSteps(
             tmp_path, tmp_path, mode="stage 1 + SCM", networks=["unet3d", "unet3d"], epochs=1, device="cpu"
         )
     with pytest.raises(ValueError, match="two different stage-1 runs"):
-        jobs.trainingSteps(tmp_path, tmp_path, mode="SCM", networks=["unet3d"], epochs=1, device="cpu", initRuns=["a"])
-    steps = jobs.trainingSteps(tmp_path, "D", mode="SCM", networks=["x"], epochs=5, device="auto", initRuns=["a", "b"],
-                               configFile="c.json", python="py")  # fmt: skip
+        commands.trainingSteps(tmp_path, tmp_path, mode="SCM", networks=["unet3d"], epochs=1, device="cpu",
+                               initRuns=["a"])  # fmt: skip
+    steps = commands.trainingSteps(tmp_path, "D", mode="SCM", networks=["x"], epochs=5, device="auto",
+                                   initRuns=["a", "b"], configFile="c.json", python="py")  # fmt: skip
     assert steps[0].arguments == ["-m", "PASegLib", "train", "D", "--out", str(tmp_path / "scm"), "--stage", "2",
                                   "--init", "a", "b", "--epochs", "5", "--device", "auto", "--quiet",
                                   "--config", "c.json"]  # fmt: skip
     assert steps[0].runDir == str(tmp_path / "scm") and "PYTHONPATH" in steps[0].environment
-    predict = jobs.predictionSteps(tmp_path, "RUN", "IN", annotations="A", restrictToBox=True, largestComponent=True)
+    predict = commands.predictionSteps(tmp_path, "RUN", "IN", annotations="A", restrictToBox=True,
+                                       largestComponent=True)  # fmt: skip
     assert predict[0].arguments[2:] == ["predict", "RUN", "IN", "--out", str(tmp_path / "output"), "--device", "auto",
                                         "--quiet", "--annotations", "A", "--restrict-to-box",
                                         "--largest-component"]  # fmt: skip
-    assert [jobs.deviceArgument(m, 2) for m in jobs.DEVICE_MODES] == ["auto", "cuda:2", jobs.ALL_GPUS, "cpu"]
+    modes = commands.DEVICE_MODES
+    assert [commands.deviceArgument(m, 2) for m in modes] == ["auto", "cuda:2", commands.ALL_GPUS, "cpu"]
 
 
 def test_model_registry(tmp_path):
@@ -361,22 +359,22 @@ def test_torch_comes_from_the_pytorch_extension():
 def test_device_probe_reports_this_machines_torch(tmp_path):
     torch = pytest.importorskip("torch")
     runner, events = _runner(tmp_path)
-    runner.start([jobs.deviceProbeStep(python=sys.executable)])
+    runner.start([devices.deviceProbeStep(python=sys.executable)])
     assert runner.wait(60) and runner.state.status == "done", runner.state.message
     found = [e for e in events if e["event"] == "devices"][0]
     assert found["torch"] == torch.__version__
     assert len(found["cuda"]) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
-    text = jobs.describeDevices(found)
+    text = devices.describeDevices(found)
     assert ("GPU 0:" in text) if found["cuda"] else ("no CUDA GPU found" in text)
-    assert "not installed" in jobs.describeDevices({"event": "devices", "torch": None})
+    assert "not installed" in devices.describeDevices({"event": "devices", "torch": None})
 
 
 def test_job_folder_files(tmp_path):
-    first, second = jobs.newJobFolder(tmp_path, "train"), jobs.newJobFolder(tmp_path, "train")
+    first, second = commands.newJobFolder(tmp_path, "train"), commands.newJobFolder(tmp_path, "train")
     assert first != second and first.parent == second.parent == tmp_path / "jobs"
     steps = [JobStep("s", "py", ["-m", "PASegLib", "train"], str(first / "run"))]
-    jobs.writeJobFile(first, "train", steps, {"epochs": 3}, dataset="D")
-    doc = jobs.updateJobFile(first, status="stopped", exit_code=3)
+    commands.writeJobFile(first, "train", steps, {"epochs": 3}, dataset="D")
+    doc = commands.updateJobFile(first, status="stopped", exit_code=3)
     assert doc["status"] == "stopped" and doc["steps"][0]["command"] == ["py", "-m", "PASegLib", "train"]
     assert json.loads((first / "job.json").read_text()) == doc
 
@@ -424,19 +422,19 @@ def test_job_state_follows_the_phases(tmp_path):
 
 
 def test_steps_carry_their_stop_file_and_a_utf8_environment(tmp_path):
-    from PASegSlicer.processes import NO_WINDOW, childOutputEnvironment
+    from PASegSlicer.jobs.processes import NO_WINDOW, childOutputEnvironment
 
-    train = jobs.trainingSteps(tmp_path, "D", mode="stage 1", networks=["unet3d"], epochs=1, device="cpu",
-                               python="py")[0]
+    train = commands.trainingSteps(tmp_path, "D", mode="stage 1", networks=["unet3d"], epochs=1, device="cpu",
+                                   python="py")[0]
     assert train.stopPath() == tmp_path / "stage1-unet3d" / "STOP"
-    predict = jobs.predictionSteps(tmp_path, "RUN", "IN", python="py")[0]
+    predict = commands.predictionSteps(tmp_path, "RUN", "IN", python="py")[0]
     assert predict.runDir is None and predict.stopPath() == tmp_path / "output" / "STOP"
-    assert jobs.deviceProbeStep(python="py").stopPath() is None  # a stop kills it at once
-    env = jobs.childEnvironment()
+    assert devices.deviceProbeStep(python="py").stopPath() is None  # a stop kills it at once
+    env = commands.childEnvironment()
     assert env["PYTHONIOENCODING"] == "utf-8" and env["PYTHONUTF8"] == "1" and env["PYTHONUNBUFFERED"] == "1"
     assert childOutputEnvironment()["PYTHONIOENCODING"] == "utf-8"
     assert NO_WINDOW == (0 if os.name != "nt" else 0x08000000)
-    jobs.writeJobFile(tmp_path, "predict", [predict], {})
+    commands.writeJobFile(tmp_path, "predict", [predict], {})
     doc = json.loads((tmp_path / "job.json").read_text())
     assert doc["steps"][0]["stop_file"] == str(tmp_path / "output" / "STOP")
     # a child's non-ASCII output arrives intact whatever the locale says (PYTHONIOENCODING=utf-8 by default)

@@ -1,4 +1,4 @@
-"""Annotation kinds in the Slicer module (issue 13 part 5), on a real MRML scene: the nodes the module creates for
+"""Annotation kinds in the Slicer module, on a real MRML scene: the nodes the module creates for
 each kind, guided placement and live validation, saving and reading back with the library's reader, drafts that
 keep the kind, dense cases, and the pseudo-label preview of extreme points and boxes.
 
@@ -9,30 +9,26 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SPHERE_CENTER, SPHERE_GEOMETRY, require_slicer_core, sphere_volume_node
+from PASegSlicer import selftest
+from PASegSlicer.annotation import cases, dense, drafts, kinds, objects
+from PASegSlicer.annotation.logic import PASegCoreLogic
+from PASegSlicer.mrml import volumes
+from PASegSlicer.mrml.headless import HeadlessSlicer
+from PASegSlicer.mrml.segments import segmentVoxelCounts
 
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "PASeg"))
-
-from conftest import SPHERE_CENTER, SPHERE_GEOMETRY, require_slicer_core, sphere_volume_node  # noqa: E402
+from PASegLib.annotation.kinds import get_kind
+from PASegLib.annotation.markups import read_draft_markups, read_markups
+from PASegLib.annotation.model import AnnotationError, side_axis
+from PASegLib.data.dataset import list_cases, load_case
+from PASegLib.image.geometry import ImageGeometry, lps_to_ras
+from PASegLib.image.io import read_image, write_image
 
 slicer = require_slicer_core()
 
-from PASegSlicer import annotation, cases, dense, drafts, kinds, selftest, volumes  # noqa: E402
-from PASegSlicer.headless import HeadlessSlicer  # noqa: E402
-from PASegSlicer.logic import PASegCoreLogic  # noqa: E402
-from PASegSlicer.segments import segmentVoxelCounts  # noqa: E402
-
-from PASegLib.annotation.kinds import get_kind  # noqa: E402
-from PASegLib.annotation.markups import read_draft_markups, read_markups  # noqa: E402
-from PASegLib.annotation.model import AnnotationError, side_axis  # noqa: E402
-from PASegLib.data.dataset import list_cases, load_case  # noqa: E402
-from PASegLib.image.geometry import ImageGeometry, lps_to_ras  # noqa: E402
-from PASegLib.image.io import read_image, write_image  # noqa: E402
 
 GEOMETRY, CENTER = SPHERE_GEOMETRY, SPHERE_CENTER
 
@@ -76,7 +72,7 @@ def sevenPoints(mask) -> dict:
 
 def place(node, points) -> None:
     for label, lps in points.items():
-        annotation.setControlPoint(node, label, lps_to_ras(lps))
+        objects.setControlPoint(node, label, lps_to_ras(lps))
 
 
 def drawBox(roi, corners) -> None:
@@ -106,13 +102,13 @@ def test_each_kind_is_saved_and_read_back_by_the_library(scene, logic, sphere, t
     assert logic.objectNodes(volume) == [node]
     points = pointsOf(kind, mask)
     if kind == "box":
-        assert node.GetNumberOfControlPoints() == 0 and not annotation.placementStatus(node, volume).complete
+        assert node.GetNumberOfControlPoints() == 0 and not objects.placementStatus(node, volume).complete
         drawBox(node, points)
     else:
         labels = [node.GetNthControlPointLabel(i) for i in range(node.GetNumberOfControlPoints())]
         assert tuple(labels) == get_kind(kind).labels + get_kind(kind).optional
         place(node, points)
-    status = annotation.placementStatus(node, volume)
+    status = objects.placementStatus(node, volume)
     assert status.valid, status.error
     written = logic.saveAnnotations(volume, tmp_path / "data", tmp_path / "work")
     assert sorted(written) == ["annotations", "image"]
@@ -133,9 +129,9 @@ def test_each_kind_is_saved_and_read_back_by_the_library(scene, logic, sphere, t
         (files,) = list_cases(tmp_path / "data")
         reopened = other.openCase(files, tmp_path / "work")
         (restored,) = other.objectNodes(reopened)
-        assert kinds.kindOf(restored) == kind and annotation.placementStatus(restored, reopened).valid
+        assert kinds.kindOf(restored) == kind and objects.placementStatus(restored, reopened).valid
         for label, lps in points.items():
-            np.testing.assert_allclose(annotation.placedPointsLps(restored, reopened)[label], lps, atol=1e-6)
+            np.testing.assert_allclose(objects.placedPointsLps(restored, reopened)[label], lps, atol=1e-6)
         assert not other.hasUnsavedChanges(reopened)
     finally:
         fresh.close()
@@ -143,100 +139,100 @@ def test_each_kind_is_saved_and_read_back_by_the_library(scene, logic, sphere, t
 
 def test_nodes_without_the_kind_attribute_hold_seven_points(scene, sphere):
     volume, mask = sphere
-    node = annotation.addObjectNode(scene, volume)
-    node.RemoveAttribute(kinds.KIND_ATTRIBUTE)  # as in a scene saved before issue 13
+    node = objects.addObjectNode(scene, volume)
+    node.RemoveAttribute(kinds.KIND_ATTRIBUTE)  # as in a scene saved before the other kinds existed
     place(node, sevenPoints(mask))
-    assert kinds.kindOf(node) == "seven_points" and annotation.placementStatus(node, volume).valid
-    assert annotation.caseFromNodes(scene, volume).objects[0].kind == "seven_points"
-    roi = annotation.addObjectNode(scene, volume, kind="box")
+    assert kinds.kindOf(node) == "seven_points" and objects.placementStatus(node, volume).valid
+    assert objects.caseFromNodes(scene, volume).objects[0].kind == "seven_points"
+    roi = objects.addObjectNode(scene, volume, kind="box")
     roi.RemoveAttribute(kinds.KIND_ATTRIBUTE)
     assert kinds.kindOf(roi) == "box"
     roi.SetAttribute(kinds.KIND_ATTRIBUTE, "extreme_points")  # an ROI node is a box, whatever its attribute says
-    assert kinds.kindOf(roi) == "box" and annotation.placementStatus(roi, volume).expectedLabel == "lo"
-    odd = annotation.addObjectNode(scene, volume, kind="single_point")
+    assert kinds.kindOf(roi) == "box" and objects.placementStatus(roi, volume).expectedLabel == "lo"
+    odd = objects.addObjectNode(scene, volume, kind="single_point")
     odd.SetAttribute(kinds.KIND_ATTRIBUTE, "lasso")  # edited by hand: named, never a crash
-    assert "unknown annotation kind 'lasso'" in annotation.placementStatus(odd, volume).error
+    assert "unknown annotation kind 'lasso'" in objects.placementStatus(odd, volume).error
     with pytest.raises(AnnotationError, match="unknown annotation kind 'lasso'"):
         drafts.objectsState(scene, volume)
     with pytest.raises(ValueError, match="unknown annotation kind 'lasso'"):
-        annotation.addObjectNode(scene, volume, kind="lasso")
+        objects.addObjectNode(scene, volume, kind="lasso")
 
 
 # -- guided placement ---------------------------------------------------------------------------------------------
 def test_extreme_points_are_prompted_in_order_with_the_kind_prompts(scene, app, sphere):
     volume, mask = sphere
-    node = annotation.addObjectNode(scene, volume, kind="extreme_points")
+    node = objects.addObjectNode(scene, volume, kind="extreme_points")
     prompts = get_kind("extreme_points").prompts
-    assert "the object's outermost point towards the patient's right" in annotation.placementStatus(node, volume).prompt
+    assert "the object's outermost point towards the patient's right" in objects.placementStatus(node, volume).prompt
     seen = []
     for label, lps in extremePoints(mask).items():
-        status = annotation.placementStatus(node, volume)
+        status = objects.placementStatus(node, volume)
         seen.append(status.expectedLabel)
         assert prompts[label] in status.prompt and "of 6" in status.prompt and not status.complete
-        annotation.setControlPoint(node, label, lps_to_ras(lps))
+        objects.setControlPoint(node, label, lps_to_ras(lps))
     assert seen == ["R", "L", "A", "P", "I", "S"]
-    status = annotation.placementStatus(node, volume)
+    status = objects.placementStatus(node, volume)
     assert status.valid and "all 6 points placed" in status.prompt and status.expectedLabel is None
-    assert annotation.startPlacement(app.logics["Markups"], node) is False
-    assert "all 6 points are placed" in annotation.completeMessage(node)
+    assert objects.startPlacement(app.logics["Markups"], node) is False
+    assert "all 6 points are placed" in objects.completeMessage(node)
     node.UnsetNthControlPointPosition(2)  # A unplaced: placement starts there
-    assert annotation.startPlacement(app.logics["Markups"], node)
+    assert objects.startPlacement(app.logics["Markups"], node)
     assert node.GetControlPointPlacementStartIndex() == 2
-    assert annotation.placementStatus(node, volume).expectedLabel == "A"
+    assert objects.placementStatus(node, volume).expectedLabel == "A"
 
 
 def test_a_single_points_background_point_is_optional(scene, app, sphere):
     volume, mask = sphere
-    node = annotation.addObjectNode(scene, volume, kind="single_point")
+    node = objects.addObjectNode(scene, volume, kind="single_point")
     markups = app.logics["Markups"]
-    assert "one point anywhere inside the object" in annotation.placementStatus(node, volume).prompt
-    annotation.setControlPoint(node, "F", lps_to_ras(_lps(CENTER)))
-    status = annotation.placementStatus(node, volume)
+    assert "one point anywhere inside the object" in objects.placementStatus(node, volume).prompt
+    objects.setControlPoint(node, "F", lps_to_ras(_lps(CENTER)))
+    status = objects.placementStatus(node, volume)
     assert status.complete and status.valid and status.expectedLabel == "B"  # B may be placed or skipped
     assert "F placed; B: optional: one point on the background" in status.prompt
-    assert annotation.caseFromNodes(scene, volume).objects[0].background == {}
-    assert annotation.startPlacement(markups, node) and node.GetControlPointPlacementStartIndex() == 1
-    annotation.setControlPoint(node, "F", lps_to_ras(_lps(CENTER)))
-    annotation.setControlPoint(node, "B", lps_to_ras(_lps(CENTER)))  # in F's voxel
-    assert "points F and B are in the same voxel" in annotation.placementStatus(node, volume).error
-    annotation.setControlPoint(node, "B", lps_to_ras(_lps([2, 2, 2])))
-    status = annotation.placementStatus(node, volume)
-    assert status.valid and status.expectedLabel is None and annotation.startPlacement(markups, node) is False
+    assert objects.caseFromNodes(scene, volume).objects[0].background == {}
+    assert objects.startPlacement(markups, node) and node.GetControlPointPlacementStartIndex() == 1
+    objects.setControlPoint(node, "F", lps_to_ras(_lps(CENTER)))
+    objects.setControlPoint(node, "B", lps_to_ras(_lps(CENTER)))  # in F's voxel
+    assert "points F and B are in the same voxel" in objects.placementStatus(node, volume).error
+    objects.setControlPoint(node, "B", lps_to_ras(_lps([2, 2, 2])))
+    status = objects.placementStatus(node, volume)
+    assert status.valid and status.expectedLabel is None and objects.startPlacement(markups, node) is False
 
 
 def test_a_box_is_drawn_then_adjusted(scene, app, sphere):
     volume, mask = sphere
-    node = annotation.addObjectNode(scene, volume, kind="box")
-    status = annotation.placementStatus(node, volume)
+    node = objects.addObjectNode(scene, volume, kind="box")
+    status = objects.placementStatus(node, volume)
     assert status.expectedLabel == "lo" and "one corner of a box holding the whole object" in status.prompt
-    assert annotation.startPlacement(app.logics["Markups"], node)
+    assert objects.startPlacement(app.logics["Markups"], node)
     assert app.logics["Markups"].GetActiveListID() == node.GetID()
     corners = boxCorners(mask)
     import vtk
 
     node.AddControlPoint(vtk.vtkVector3d(*lps_to_ras(corners["lo"])))  # Slicer's first click: one corner
-    status = annotation.placementStatus(node, volume)
+    status = objects.placementStatus(node, volume)
     assert status.expectedLabel == "hi" and "the opposite corner" in status.prompt and not status.complete
-    assert annotation.placedPointsLps(node, volume) == {}
+    assert objects.placedPointsLps(node, volume) == {}
     opposite = corners["hi"].copy()
     opposite[2] = corners["lo"][2]
     node.AddControlPoint(vtk.vtkVector3d(*lps_to_ras(opposite)))  # the second, in the same axial slice
     assert node.GetNumberOfControlPoints() == 1  # Slicer keeps the centre only, with some depth
-    status = annotation.placementStatus(node, volume)
+    status = objects.placementStatus(node, volume)
     assert status.complete and status.expectedLabel is None
-    back = annotation.placedPointsLps(node, volume)
+    back = objects.placedPointsLps(node, volume)
     np.testing.assert_allclose(back["lo"][:2], corners["lo"][:2], atol=1e-6)
     np.testing.assert_allclose(back["hi"][:2], corners["hi"][:2], atol=1e-6)
     flat = {"lo": corners["lo"], "hi": corners["hi"].copy()}
     flat["hi"][2] = flat["lo"][2]  # drawn in one axial slice: no depth yet
     drawBox(node, flat)
-    status = annotation.placementStatus(node, volume)
+    status = objects.placementStatus(node, volume)
     assert status.complete and "less than 3 voxels wide along index axis k" in status.error
     assert "drag the box's handles" in status.error
     drawBox(node, corners)
-    assert annotation.placementStatus(node, volume).valid
-    assert annotation.startPlacement(app.logics["Markups"], node) is False
-    assert "drag its handles" in annotation.completeMessage(node)
+    assert objects.placementStatus(node, volume).valid
+    assert objects.startPlacement(app.logics["Markups"], node) is False
+    assert "drag its handles" in objects.completeMessage(node)
 
 
 def test_a_box_follows_its_volume_under_a_transform(scene, sphere):
@@ -249,11 +245,11 @@ def test_a_box_follows_its_volume_under_a_transform(scene, sphere):
     m.SetElement(2, 3, -4.0)
     transform.SetMatrixTransformToParent(m)
     volume.SetAndObserveTransformNodeID(transform.GetID())
-    node = annotation.addObjectNode(scene, volume, kind="box")
+    node = objects.addObjectNode(scene, volume, kind="box")
     assert node.GetTransformNodeID() == transform.GetID()
     corners = boxCorners(mask)
-    annotation.setPlacedPointsLps(node, volume, corners)
-    back = annotation.placedPointsLps(node, volume)
+    objects.setPlacedPointsLps(node, volume, corners)
+    back = objects.placedPointsLps(node, volume)
     for label in ("lo", "hi"):
         np.testing.assert_allclose(back[label], corners[label], atol=1e-9)
     world = [0.0] * 3
@@ -264,38 +260,38 @@ def test_a_box_follows_its_volume_under_a_transform(scene, sphere):
 # -- live validation ----------------------------------------------------------------------------------------------
 def test_a_wrong_extreme_point_is_named_while_placing_and_when_complete(scene, sphere):
     volume, mask = sphere
-    node = annotation.addObjectNode(scene, volume, kind="extreme_points")
+    node = objects.addObjectNode(scene, volume, kind="extreme_points")
     points = extremePoints(mask)
     wrong = points["L"] - np.array([0.0, 0.0, 4.5])  # S placed 3 slices below the object's centre
     place(node, {"R": points["R"], "L": points["L"], "A": points["A"], "P": points["P"], "I": points["I"]})
-    assert annotation.placementStatus(node, volume).error == ""
-    annotation.setControlPoint(node, "S", lps_to_ras(wrong))
-    status = annotation.placementStatus(node, volume)
+    assert objects.placementStatus(node, volume).error == ""
+    objects.setControlPoint(node, "S", lps_to_ras(wrong))
+    status = objects.placementStatus(node, volume)
     assert status.complete and not status.valid
     assert "the extreme point S" in status.error and "superior" in status.error  # PASegLib's message
     with pytest.raises(AnnotationError, match="the extreme point S"):
-        annotation.caseFromNodes(scene, volume)
+        objects.caseFromNodes(scene, volume)
     # while placing: R placed left of L is named before the other points exist
-    other = annotation.addObjectNode(scene, volume, kind="extreme_points")
+    other = objects.addObjectNode(scene, volume, kind="extreme_points")
     place(other, {"R": points["L"] + np.array([2.0, 0.0, 0.0]), "L": points["L"]})
-    error = annotation.placementStatus(other, volume).error
+    error = objects.placementStatus(other, volume).error
     assert "the extreme point R" in error and "is not right of L" in error
     # a click near, not on, the extreme is accepted (PASegLib checks each side's half of the extent)
     place(other, {**points, "R": points["R"] + np.array([0.0, 2.0, 1.5])})
-    assert annotation.placementStatus(other, volume).valid
+    assert objects.placementStatus(other, volume).valid
 
 
 def test_a_dense_object_must_be_the_cases_only_object(scene, logic, sphere):
     volume, mask = sphere
     node = logic.addObject(volume, "dense")
-    status = annotation.placementStatus(node, volume)
+    status = objects.placementStatus(node, volume)
     assert not status.complete and "pick a segmentation" in status.prompt
     segmentation = dense.labelSegmentationNode(scene, volume, mask.astype(np.uint8), GEOMETRY)
     kinds.setDenseSource(node, segmentation)
-    assert annotation.placementStatus(node, volume).valid
+    assert objects.placementStatus(node, volume).valid
     place(logic.addObject(volume, "single_point"), {"F": _lps(CENTER)})
     with pytest.raises(AnnotationError, match="it must be the case's only object"):
-        annotation.caseFromNodes(scene, volume)
+        objects.caseFromNodes(scene, volume)
     assert "must be the case's only object" in logic.caseProblem(volume)
 
 
@@ -326,9 +322,9 @@ def test_drafts_keep_every_kind_and_restore_it(scene, logic, sphere, tmp_path):
         restored = {n.GetName(): n for n in other.objectNodes(copy)}
         assert [kinds.kindOf(restored[n]) for n in ("tumor 1", "tumor 2", "tumor 3")] == [
             "extreme_points", "single_point", "box"]  # fmt: skip
-        assert annotation.placementStatus(restored["tumor 1"], copy).expectedLabel == "P"
-        assert annotation.placementStatus(restored["tumor 2"], copy).valid
-        np.testing.assert_allclose(annotation.placedPointsLps(restored["tumor 3"], copy)["hi"],
+        assert objects.placementStatus(restored["tumor 1"], copy).expectedLabel == "P"
+        assert objects.placementStatus(restored["tumor 2"], copy).valid
+        np.testing.assert_allclose(objects.placedPointsLps(restored["tumor 3"], copy)["hi"],
                                    boxCorners(mask)["hi"], atol=1e-6)  # fmt: skip
         assert not other.hasUnsavedChanges(copy)
     finally:
@@ -373,7 +369,7 @@ def test_a_dense_case_writes_its_label_file_and_markups_and_opens_again(scene, l
         reopenedLogic = PASegCoreLogic(fresh.scene)
         reopened = reopenedLogic.openCase(files, work)
         (restored,) = reopenedLogic.objectNodes(reopened)
-        assert kinds.kindOf(restored) == "dense" and annotation.placementStatus(restored, reopened).valid
+        assert kinds.kindOf(restored) == "dense" and objects.placementStatus(restored, reopened).valid
         assert np.array_equal(kinds.denseLabels(restored, reopened) > 0, mask)
         restored.SetName("whole label")  # a draft newer than the saved case: its own copy of the label
         stat = files.markups.stat()  # older by 10 s (a test runs faster than some file systems' time resolution)
@@ -381,7 +377,7 @@ def test_a_dense_case_writes_its_label_file_and_markups_and_opens_again(scene, l
         assert reopenedLogic.autosaveDraft(reopened, work) == cases.draftPath(work, "sphere")
         assert reopenedLogic.restoreAnnotations(reopened, files, work) == cases.draftPath(work, "sphere")
         (again,) = reopenedLogic.objectNodes(reopened)
-        assert again.GetName() == "whole label" and annotation.placementStatus(again, reopened).valid
+        assert again.GetName() == "whole label" and objects.placementStatus(again, reopened).valid
         assert np.array_equal(kinds.denseLabels(again, reopened) > 0, mask)
     finally:
         fresh.close()
@@ -457,7 +453,7 @@ def test_kinds_and_dense_references_survive_a_saved_scene(scene, logic, sphere):
         fresh.scene.SetSceneXMLString(xml)
         assert fresh.scene.Import()
         imported = fresh.scene.GetFirstNodeByName("sphere")
-        nodes = annotation.objectNodes(fresh.scene, imported)
+        nodes = objects.objectNodes(fresh.scene, imported)
         assert [kinds.kindOf(n) for n in nodes] == ["extreme_points", "box", "dense"]
         segmentation, segmentId = kinds.denseSource(nodes[2])
         assert segmentation is not None and segmentation.GetName() == "sphere dense label" and segmentId == ""

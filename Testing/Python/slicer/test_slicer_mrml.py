@@ -7,31 +7,27 @@ against Slicer's own storage nodes, the expansion preview, saving cases, the sel
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_slicer_core
+from PASegSlicer import selftest
+from PASegSlicer.annotation import casefile, cases, objects
+from PASegSlicer.annotation.logic import PASegCoreLogic
+from PASegSlicer.gui.lossplot import LossCurvePlot
+from PASegSlicer.mrml import segments, volumes
+from PASegSlicer.mrml.headless import HeadlessSlicer
 
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "PASeg"))
-
-from conftest import require_slicer_core  # noqa: E402
+from PASegLib.annotation.markups import read_markups
+from PASegLib.annotation.model import AnnotationError, CaseAnnotation, ObjectAnnotation
+from PASegLib.annotation.simulation import simulate_clicks
+from PASegLib.data.dataset import list_cases, load_case
+from PASegLib.image.geometry import lps_to_ras
+from PASegLib.image.io import Volume, write_image
+from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds
 
 slicer = require_slicer_core()
-
-from PASegSlicer import annotation, cases, segments, selftest, volumes  # noqa: E402
-from PASegSlicer.headless import HeadlessSlicer  # noqa: E402
-from PASegSlicer.logic import PASegCoreLogic  # noqa: E402
-from PASegSlicer.lossplot import LossCurvePlot  # noqa: E402
-
-from PASegLib.annotation.markups import read_markups  # noqa: E402
-from PASegLib.annotation.model import AnnotationError, CaseAnnotation, ObjectAnnotation  # noqa: E402
-from PASegLib.annotation.simulation import simulate_clicks  # noqa: E402
-from PASegLib.data.dataset import list_cases, load_case  # noqa: E402
-from PASegLib.image.geometry import lps_to_ras  # noqa: E402
-from PASegLib.image.io import Volume, write_image  # noqa: E402
-from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds  # noqa: E402
 
 
 @pytest.fixture
@@ -85,49 +81,49 @@ def test_world_points_map_into_a_transformed_volume(scene, blob_node):
     np.testing.assert_allclose(volumes.worldToLocal(node, world), local, atol=1e-9)
     # an object placed in world space is validated and converted in the volume's own frame
     case = _case_on(image.geometry, blob_node[2])
-    annotation.nodesFromCase(scene, node, case)
-    back = annotation.caseFromNodes(scene, node)
+    objects.nodesFromCase(scene, node, case)
+    back = objects.caseFromNodes(scene, node)
     np.testing.assert_allclose(back.objects[0].foreground, case.objects[0].foreground, atol=1e-9)
 
 
 # -- markups --------------------------------------------------------------------------------------------------
 def test_object_node_guides_the_seven_points_in_order(scene, blob_node):
     node_volume, image, label = blob_node
-    node = annotation.addObjectNode(scene, node_volume)
-    assert node.GetName() == "tumor 1" and annotation.nextObjectName(scene, node_volume) == "tumor 2"
+    node = objects.addObjectNode(scene, node_volume)
+    assert node.GetName() == "tumor 1" and objects.nextObjectName(scene, node_volume) == "tumor 2"
     labels = [node.GetNthControlPointLabel(n) for n in range(node.GetNumberOfControlPoints())]
     assert labels == ["F", "R", "L", "A", "P", "I", "S"]
     assert node.GetNumberOfDefinedControlPoints() == 0 and node.GetFixedNumberOfControlPoints()
     obj = _case_on(image.geometry, label).objects[0]
     expected = []
     for point_label, lps in obj.points().items():
-        expected.append(annotation.placementStatus(node, node_volume).expectedLabel)
-        annotation.setControlPoint(node, point_label, lps_to_ras(lps))
+        expected.append(objects.placementStatus(node, node_volume).expectedLabel)
+        objects.setControlPoint(node, point_label, lps_to_ras(lps))
     assert expected == ["F", "R", "L", "A", "P", "I", "S"]
-    status = annotation.placementStatus(node, node_volume)
+    status = objects.placementStatus(node, node_volume)
     assert status.complete and status.valid and "all 7 points placed" in status.prompt
     node.UnsetNthControlPointPosition(3)  # unplacing a point (to place it again) makes it the expected one
-    assert annotation.placementStatus(node, node_volume).expectedLabel == "A"
+    assert objects.placementStatus(node, node_volume).expectedLabel == "A"
     with pytest.raises(AnnotationError, match="incomplete: place A"):
-        annotation.caseFromNodes(scene, node_volume)
+        objects.caseFromNodes(scene, node_volume)
 
 
 def test_live_validation_says_what_is_wrong(scene, blob_node):
     volume, image, label = blob_node
     obj = _case_on(image.geometry, label).objects[0]
-    node = annotation.addObjectNode(scene, volume)
-    annotation.setControlPoint(node, "F", lps_to_ras(obj.foreground))
-    annotation.setControlPoint(node, "R", lps_to_ras(obj.background["L"]))  # R placed on the left side
-    status = annotation.placementStatus(node, volume)
+    node = objects.addObjectNode(scene, volume)
+    objects.setControlPoint(node, "F", lps_to_ras(obj.foreground))
+    objects.setControlPoint(node, "R", lps_to_ras(obj.background["L"]))  # R placed on the left side
+    status = objects.placementStatus(node, volume)
     assert status.expectedLabel == "L" and not status.valid
     assert "the R point is not right of the F point along the image axis" in status.error
     assert "inside the tumor's extent" in status.error
-    annotation.setControlPoint(node, "R", lps_to_ras(obj.foreground))
-    assert "same voxel" in annotation.placementStatus(node, volume).error
-    annotation.setControlPoint(node, "R", lps_to_ras(obj.foreground) + np.array([500.0, 0, 0]))
-    assert "outside the image" in annotation.placementStatus(node, volume).error
-    annotation.setControlPoint(node, "R", lps_to_ras(obj.background["R"]))
-    assert annotation.placementStatus(node, volume).error == ""
+    objects.setControlPoint(node, "R", lps_to_ras(obj.foreground))
+    assert "same voxel" in objects.placementStatus(node, volume).error
+    objects.setControlPoint(node, "R", lps_to_ras(obj.foreground) + np.array([500.0, 0, 0]))
+    assert "outside the image" in objects.placementStatus(node, volume).error
+    objects.setControlPoint(node, "R", lps_to_ras(obj.background["R"]))
+    assert objects.placementStatus(node, volume).error == ""
 
 
 def test_case_nodes_and_mrk_json_roundtrip_with_slicer_storage(scene, blob_node, tmp_path):
@@ -136,13 +132,13 @@ def test_case_nodes_and_mrk_json_roundtrip_with_slicer_storage(scene, blob_node,
     fg = case.objects[0].foreground  # a second, smaller box around the same click (overlap is only a warning)
     second = ObjectAnnotation("tumor 2", fg, {s: fg + 0.9 * (p - fg) for s, p in case.objects[0].background.items()})
     case = CaseAnnotation([case.objects[0], second])
-    nodes = annotation.nodesFromCase(scene, volume, case)
+    nodes = objects.nodesFromCase(scene, volume, case)
     assert [n.GetName() for n in nodes] == ["tumor 1", "tumor 2"]
-    back = annotation.caseFromNodes(scene, volume, validate=False)
+    back = objects.caseFromNodes(scene, volume, validate=False)
     for a, b in zip(case.objects, back.objects):
         for side, point in a.points().items():
             np.testing.assert_allclose(b.points()[side], point, atol=1e-9)
-    path = annotation.saveCaseAnnotation(scene, volume, tmp_path / "c.mrk.json")
+    path = casefile.saveCaseAnnotation(scene, volume, tmp_path / "c.mrk.json")
     from_file = read_markups(path, image.geometry)
     np.testing.assert_allclose(from_file.objects[1].background["S"], second.background["S"], atol=1e-9)
     # Slicer's own markups reader sees the same RAS positions and labels in PASeg's file
@@ -159,10 +155,10 @@ def test_case_nodes_and_mrk_json_roundtrip_with_slicer_storage(scene, blob_node,
     out.SetFileName(str(tmp_path / "slicer.mrk.json"))
     out.UseLPSCoordinateSystemOff() if hasattr(out, "UseLPSCoordinateSystemOff") else out.SetCoordinateSystem(0)
     assert out.WriteData(nodes[1])
-    loaded = annotation.loadCaseAnnotation(scene, volume, tmp_path / "slicer.mrk.json")
-    assert len(loaded) == 1 and annotation.objectNodes(scene, volume) == loaded  # the loaded file replaces both
+    loaded = casefile.loadCaseAnnotation(scene, volume, tmp_path / "slicer.mrk.json")
+    assert len(loaded) == 1 and objects.objectNodes(scene, volume) == loaded  # the loaded file replaces both
     np.testing.assert_allclose(
-        annotation.caseFromNodes(scene, volume).objects[0].foreground, second.foreground, atol=1e-5
+        objects.caseFromNodes(scene, volume).objects[0].foreground, second.foreground, atol=1e-5
     )
 
 
@@ -192,7 +188,7 @@ def test_partial_labels_to_segments_and_seg_nrrd_roundtrip(scene, oblique_geomet
 def test_expansion_preview_equals_paseglib_on_an_oblique_volume(scene, blob_node):
     volume, image, label = blob_node
     case = _case_on(image.geometry, label)
-    annotation.nodesFromCase(scene, volume, case)
+    objects.nodesFromCase(scene, volume, case)
     logic = PASegCoreLogic(scene)
     node = logic.expansionPreview(volume, epsilon=0.2, lamb=0.5)
     expected = expand_seeds(image, case, config=ExpansionConfig(epsilon=0.2, lamb=0.5))
@@ -207,7 +203,7 @@ def test_expansion_preview_equals_paseglib_on_an_oblique_volume(scene, blob_node
 
 def test_prediction_file_becomes_named_segments(scene, blob_node, tmp_path):
     volume, image, label = blob_node
-    annotation.nodesFromCase(scene, volume, _case_on(image.geometry, label))
+    objects.nodesFromCase(scene, volume, _case_on(image.geometry, label))
     pred = np.zeros(image.geometry.shape, np.uint8)
     pred[label > 0] = 1
     pred[2:5, 2:5, 2:5] = 2
@@ -231,7 +227,7 @@ def test_prediction_file_becomes_named_segments(scene, blob_node, tmp_path):
 def test_saving_a_loose_volume_makes_a_dataset_case_and_loads_back(scene, blob_node, tmp_path):
     volume, image, label = blob_node
     case = _case_on(image.geometry, label)
-    annotation.nodesFromCase(scene, volume, case)
+    objects.nodesFromCase(scene, volume, case)
     logic = PASegCoreLogic(scene)
     logic.expansionPreview(volume, epsilon=0.175, lamb=0.5)
     written = logic.saveAnnotations(volume, tmp_path / "data", tmp_path / "work")
@@ -246,7 +242,7 @@ def test_saving_a_loose_volume_makes_a_dataset_case_and_loads_back(scene, blob_n
     fresh = HeadlessSlicer()
     try:
         reloaded = PASegCoreLogic(fresh.scene).loadCase(files[0])
-        again = annotation.caseFromNodes(fresh.scene, reloaded)
+        again = objects.caseFromNodes(fresh.scene, reloaded)
         np.testing.assert_allclose(again.objects[0].background["P"], case.objects[0].background["P"], atol=1e-9)
     finally:
         fresh.close()
@@ -273,7 +269,7 @@ def test_loss_curve_plot_nodes(scene):
 
 def test_a_preview_is_only_reused_for_the_clicks_it_was_computed_from(scene, blob_node, tmp_path):
     volume, image, label = blob_node
-    nodes = annotation.nodesFromCase(scene, volume, _case_on(image.geometry, label))
+    nodes = objects.nodesFromCase(scene, volume, _case_on(image.geometry, label))
     logic = PASegCoreLogic(scene)
     assert not logic.hasPreview(volume) and logic.previewLabels(volume) is None
     logic.expansionPreview(volume, epsilon=0.175, lamb=0.5)

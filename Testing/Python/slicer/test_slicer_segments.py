@@ -1,6 +1,6 @@
-"""Label maps → segments (``PASegSlicer.segments.setLabelsToSegmentation``) on a real MRML scene (``slicer-core``).
+"""Label maps → segments (``PASegSlicer.mrml.segments.setLabelsToSegmentation``) on a real MRML scene (``slicer-core``).
 
-Voxel sets are checked with hand-known counts and against the implementation before issue 11 (kept verbatim in
+Voxel sets are checked with hand-known counts and against the previous per-segment implementation (kept verbatim in
 ``benchmarks/bench_preview.py``): created and replaced segments, an unrelated segment of the node (in its own
 labelmap or sharing one with ours), predictions with several objects, values that do not occur, oblique
 geometry, Fortran-ordered and non-uint8 label maps, and a 3D closed surface that must follow the new voxels.
@@ -8,23 +8,16 @@ geometry, Fortran-ordered and non-uint8 label maps, and a 3D closed surface that
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import load_benchmark, require_slicer_core
+from PASegSlicer.mrml import segments, volumes
+from vtk.util import numpy_support
 
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "PASeg"))
-
-from conftest import load_benchmark, require_slicer_core  # noqa: E402
+from PASegLib.image.io import Volume
 
 slicer = require_slicer_core()
 
-from PASegSlicer import segments, volumes  # noqa: E402
-from vtk.util import numpy_support  # noqa: E402
-
-from PASegLib.image.io import Volume  # noqa: E402
 
 PARTIAL_NAMES = ["foreground", "background", "unlabeled"]
 
@@ -152,7 +145,7 @@ def test_values_that_do_not_occur_give_empty_segments(scene, reference, oblique_
 
 
 @pytest.mark.parametrize("layout", ["uint8 C", "uint8 Fortran", "int16", "bool"])
-def test_same_voxels_as_the_implementation_before_issue_11(scene, reference, oblique_geometry, layout):
+def test_same_voxels_as_the_previous_per_segment_implementation(scene, reference, oblique_geometry, layout):
     bench = load_benchmark("bench_preview")
     rng = np.random.default_rng(4)
     shape = oblique_geometry.shape

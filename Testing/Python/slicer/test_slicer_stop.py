@@ -17,12 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "PASeg"))
-
-from PASegSlicer import jobs  # noqa: E402
-from PASegSlicer.runner import JobRunner, JobStep, SubprocessBackend, threadingSchedule  # noqa: E402
+from PASegSlicer.jobs import commands
+from PASegSlicer.jobs.runner import JobRunner, JobStep, SubprocessBackend, threadingSchedule
 
 #: seconds of sleep before each case of the slowed phase: the stop must act long before the phase ends
 DELAY_S = 1.0
@@ -108,9 +104,9 @@ def test_stop_during_preparation_exits_quickly_and_the_same_command_starts_later
                                                                                  capsys):
     from PASegLib.cli.main import main
 
-    job = jobs.newJobFolder(tmp_path, "job")
-    step = jobs.trainingSteps(job, tiny_dataset, mode="stage 1", networks=["unet3d"], epochs=1, device="cpu",
-                              configFile=str(_config(tmp_path)), python=sys.executable)[0]
+    job = commands.newJobFolder(tmp_path, "job")
+    step = commands.trainingSteps(job, tiny_dataset, mode="stage 1", networks=["unet3d"], epochs=1, device="cpu",
+                                  configFile=str(_config(tmp_path)), python=sys.executable)[0]
     command = list(step.arguments[2:])
     runner, events, seconds = _stop_when(_slowed(step, launcher, "prepare"), tmp_path,
                                          lambda e: e["event"] == "prepare" and e["index"] == 1)
@@ -139,9 +135,9 @@ def test_stop_during_validation_saves_and_resume_finishes(tiny_dataset, tmp_path
     from PASegLib.cli.main import main
     from PASegLib.training.checkpoint import load_checkpoint
 
-    job = jobs.newJobFolder(tmp_path, "job")
-    step = jobs.trainingSteps(job, tiny_dataset, mode="stage 1", networks=["unet3d"], epochs=2, device="cpu",
-                              configFile=str(_config(tmp_path, validation_fraction=0.5)), python=sys.executable)[0]
+    job = commands.newJobFolder(tmp_path, "job")
+    step = commands.trainingSteps(job, tiny_dataset, mode="stage 1", networks=["unet3d"], epochs=2, device="cpu",
+                                  configFile=str(_config(tmp_path, validation_fraction=0.5)), python=sys.executable)[0]
     command = list(step.arguments[2:])
     runner, events, seconds = _stop_when(_slowed(step, launcher, "validate"), tmp_path,
                                          lambda e: e["event"] == "phase" and e["phase"] == "validating")
@@ -175,8 +171,8 @@ def trained_run(tiny_dataset, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_stop_during_prediction_keeps_finished_cases_only(tiny_dataset, trained_run, tmp_path, launcher):
-    job = jobs.newJobFolder(tmp_path, "job")
-    step = jobs.predictionSteps(job, trained_run, tiny_dataset, device="cpu", python=sys.executable)[0]
+    job = commands.newJobFolder(tmp_path, "job")
+    step = commands.predictionSteps(job, trained_run, tiny_dataset, device="cpu", python=sys.executable)[0]
     assert step.stopPath() == job / "output" / "STOP"
     runner, events, seconds = _stop_when(_slowed(step, launcher, "predict"), tmp_path,
                                          lambda e: e["event"] == "case" and e["index"] == 1)
@@ -189,7 +185,7 @@ def test_stop_during_prediction_keeps_finished_cases_only(tiny_dataset, trained_
     case = state.caseEvents[0]["case"]
     files = sorted(p.name for p in (job / "output").iterdir())
     assert files == [f"{case}_pred.nii.gz", f"{case}_prob.nii.gz"]  # no partial case, no staging folder, no STOP
-    assert list(jobs.predictionFiles(state.caseEvents, job / "output")) == [case]
+    assert list(commands.predictionFiles(state.caseEvents, job / "output")) == [case]
 
 
 def _script_step(tmp_path: Path, code: str, stopFile=None) -> JobStep:

@@ -10,20 +10,18 @@ from __future__ import annotations
 import ast
 import json
 import re
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from PASegSlicer.jobs import commands
 
 REPO = Path(__file__).resolve().parents[3]
 MODULE = REPO / "PASeg"
-sys.path.insert(0, str(MODULE))
-
-from PASegSlicer import jobs  # noqa: E402
-
 UI_FILE = MODULE / "Resources" / "UI" / "PASeg.ui"
-WIDGET_FILES = [MODULE / "PASeg.py"] + [MODULE / "PASegSlicer" / f"{n}.py" for n in ("jobpanel", "annotationpanel")]
+#: the widget, its panels and the Slicer application services they call
+WIDGET_FILES = [MODULE / "PASeg.py"] + [MODULE / "PASegSlicer" / "gui" / f"{n}.py"
+                                        for n in ("jobpanel", "annotationpanel", "app")]  # fmt: skip
 NUMBER_WIDGETS = {"QDoubleSpinBox", "ctkSliderWidget", "qMRMLSliderWidget", "ctkDoubleSlider", "ctkDoubleSpinBox",
                   "qMRMLSpinBox"}  # fmt: skip
 #: datatype → widget classes a connector exists for (without / with a Choice annotation).
@@ -57,7 +55,8 @@ def _parameter_fields():
     assert len(classes) == 1, "PASeg.py must hold exactly one @parameterNodeWrapper class"
     networks = next(ast.literal_eval(n.value) for n in tree.body
                     if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "NETWORKS")  # fmt: skip
-    namespace = {"jobs": jobs, "NETWORKS": networks, "list": list}
+    namespace = {"TRAIN_MODES": commands.TRAIN_MODES, "DEVICE_MODES": commands.DEVICE_MODES, "NETWORKS": networks,
+                 "list": list}  # fmt: skip
     fields = {}
     for item in classes[0].body:
         if not isinstance(item, ast.AnnAssign):
@@ -130,12 +129,31 @@ def test_bound_widgets_have_a_connector_for_their_type():
 
 def test_choices_match_the_library():
     fields = _parameter_fields()
-    assert fields["trainMode"][1]["Choice"][0] == list(jobs.TRAIN_MODES)
-    assert fields["deviceMode"][1]["Choice"][0] == list(jobs.DEVICE_MODES)
+    assert fields["trainMode"][1]["Choice"][0] == list(commands.TRAIN_MODES)
+    assert fields["deviceMode"][1]["Choice"][0] == list(commands.DEVICE_MODES)
     pytest.importorskip("torch")
     from PASegLib.networks import NETWORKS
 
     assert sorted(fields["networkA"][1]["Choice"][0]) == NETWORKS.names() == sorted(fields["networkB"][1]["Choice"][0])
+
+
+def test_the_panels_parameters_are_the_parameter_nodes():
+    """The fields the panels read (``gui.app.Parameters``) and those their headless tests give them
+    (``headlessgui.Parameters``, with the same defaults) are fields of the parameter node."""
+    import dataclasses
+    import pathlib
+
+    from headlessgui import Parameters
+
+    fields = _parameter_fields()
+    tree = ast.parse((MODULE / "PASegSlicer" / "gui" / "app.py").read_text(encoding="utf-8"))
+    protocol = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Parameters")
+    read = {item.target.id for item in protocol.body if isinstance(item, ast.AnnAssign)}
+    assert read and read <= set(fields), sorted(read - set(fields))
+    for field in dataclasses.fields(Parameters):
+        kind, _, default, _ = fields[field.name]
+        value = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        assert value == (pathlib.Path() if kind == "Path" and default is None else default), field.name
 
 
 def test_widget_code_uses_only_widgets_of_the_ui_and_connects_every_button():
@@ -175,14 +193,11 @@ def test_module_python_compiles_is_small_and_imports_nothing_heavy_at_import():
         blocking = [n.attr for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Attribute)
                     and n.attr in ("processEvents", "sleep", "waitForFinished", "communicate")]  # fmt: skip
         assert not blocking, f"{path.name} blocks the GUI with {blocking}"
-    for path in (MODULE / "PASegSlicer").glob("*.py"):
-        if path.name not in ("jobpanel.py",):  # the one GUI-only helper
-            top = [
-                n
-                for n in ast.parse(path.read_text(encoding="utf-8")).body
-                if isinstance(n, (ast.Import, ast.ImportFrom))
-            ]
-            assert not [n for n in top for a in n.names if a.name.split(".")[0] in ("qt", "ctk", "slicer")], path.name
+    for path in (MODULE / "PASegSlicer").rglob("*.py"):  # Slicer, Qt and CTK only where used (headless tests)
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        top = [n for n in body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        names = [a.name for n in top for a in n.names] + [n.module or "" for n in top if isinstance(n, ast.ImportFrom)]
+        assert not [n for n in names if n.split(".")[0] in ("qt", "ctk", "slicer")], path.name
 
 
 def test_paseglib_never_imports_slicer():
@@ -195,9 +210,9 @@ def test_paseglib_never_imports_slicer():
 
 def test_cmake_lists_every_module_file_and_the_extension_metadata():
     cmake = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
-    listed = set(re.findall(r"^\s+(PASegSlicer/\w+\.py)$", cmake, re.M))
-    present = {f"PASegSlicer/{p.name}" for p in (MODULE / "PASegSlicer").glob("*.py")}
-    assert listed == present
+    listed = set(re.findall(r"^\s+(PASegSlicer/[\w/]+\.py)$", cmake, re.M))
+    present = {p.relative_to(MODULE).as_posix() for p in (MODULE / "PASegSlicer").rglob("*.py")}
+    assert listed == present, f"missing: {sorted(present - listed)}, gone: {sorted(listed - present)}"
     for resource in ("Resources/Icons/PASeg.png", "Resources/UI/PASeg.ui"):
         assert (MODULE / resource).is_file()
     assert "slicerMacroBuildScriptedModule" in cmake and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in cmake
@@ -260,7 +275,7 @@ def test_slicer_calls_of_the_widget_exist_in_slicer():
     assert {"loadUI", "childWidgetVariables", "tryWithErrorDisplay", "pip_install"} <= util
     assert sorted(n for n in util if not hasattr(slicer.util, n)) == []
     owners = {
-        r"slicer\.modules\.markups\.logic\(\)\.(\w+)": slicer.vtkSlicerMarkupsLogic,
+        r"(?:slicer\.modules\.markups\.logic|markupsLogic)\(\)\.(\w+)": slicer.vtkSlicerMarkupsLogic,
         r"slicer\.modules\.plots\.logic\(\)\.(\w+)": slicer.vtkSlicerPlotsLogic,
         r"(?:GetInteractionNode\(\)|\binteraction)\.(\w+)": slicer.vtkMRMLInteractionNode,
     }

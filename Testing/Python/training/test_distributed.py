@@ -159,10 +159,7 @@ def test_bad_process_settings_fail_before_or_once(tiny_dataset, config_file, tmp
 
 
 def test_slicer_all_gpus_device_choice():
-    module = Path(__file__).resolve().parents[3] / "PASeg"
-    if str(module) not in sys.path:
-        sys.path.insert(0, str(module))
-    from PASegSlicer import jobs
+    from PASegSlicer.jobs import commands as jobs
 
     device = jobs.deviceArgument("all GPUs", 3)
     assert device == jobs.ALL_GPUS

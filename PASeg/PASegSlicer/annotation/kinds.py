@@ -1,4 +1,4 @@
-"""Annotation kinds in the scene (issue 13): the kind an object node holds, its point labels and prompts, boxes as
+"""Annotation kinds in the scene: the kind an object node holds, its point labels and prompts, boxes as
 ROI nodes, dense labels as segments, and the pseudo-label preview of every kind.
 
 The kinds are PASegLib's (:mod:`PASegLib.annotation.kinds`): ``seven_points``, ``extreme_points`` and
@@ -23,7 +23,7 @@ from PASegLib.annotation.model import CaseAnnotation, side_axis
 from PASegLib.annotation.validation import object_box
 from PASegLib.image.geometry import ImageGeometry, lps_to_ras
 
-from .volumes import localToWorld, worldToLocal
+from ..mrml.volumes import localToWorld, worldToLocal
 
 KIND_ATTRIBUTE = "PASeg.Kind"
 DEFAULT_KIND = "seven_points"
@@ -57,7 +57,7 @@ def isRoi(node) -> bool:
 
 def kindOf(node) -> str:
     """The annotation kind of an object node: an ROI node is a box; a fiducial node's kind is its
-    :data:`KIND_ATTRIBUTE`, seven points without it (scenes saved before issue 13)."""
+    :data:`KIND_ATTRIBUTE`, seven points without it (scenes saved before the other kinds existed)."""
     if isRoi(node):
         return "box"
     return (node.GetAttribute(KIND_ATTRIBUTE) if node is not None else None) or DEFAULT_KIND
@@ -203,7 +203,7 @@ def denseStamp(node) -> Tuple:
 
 def denseLabels(node, volumeNode) -> np.ndarray:
     """The dense label of ``node`` on the volume's grid: uint8, segment ``n`` of :func:`denseSegmentNames` → ``n+1``."""
-    from .segments import segmentationToLabels
+    from ..mrml.segments import segmentationToLabels
 
     problem = denseProblem(node)
     if problem:

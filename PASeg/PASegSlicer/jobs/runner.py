@@ -3,7 +3,7 @@
 The job runner never blocks: a *process backend* starts the child and calls back with its output and its
 exit; a *scheduler* calls back once after a delay (the stop timeout). Two backends exist:
 
-* :class:`~PASegSlicer.qtprocess.QProcessBackend` in Slicer (``qt.QProcess`` signals, ``qt.QTimer``),
+* :class:`~PASegSlicer.jobs.qtprocess.QProcessBackend` in Slicer (``qt.QProcess`` signals, ``qt.QTimer``),
 * :class:`SubprocessBackend` here (``subprocess`` + reader threads), used by the tests and scripts.
 
 A backend has ``start(program, arguments, workingDirectory, environment, onOutput, onFinished)``,
@@ -13,7 +13,8 @@ process crashed or was killed.
 
 Progress lines are ``PASEG {json}`` on stdout (events ``phase``, ``prepare``, ``start``, ``iteration``,
 ``validation_case``, ``validation``, ``checkpoint``, ``done``, ``stopped``, ``error``, ``case``); every other
-line is a log line. Exit codes: 0 done, 1 error, 2 usage, 3 stopped through the stop file, 130 interrupted.
+line is a log line. The exit codes are :mod:`PASegLib.jobs.stopping`'s: ``EXIT_OK`` done, ``EXIT_STOPPED``
+(the stop file) and ``EXIT_INTERRUPTED`` stopped, any other code failed.
 
 Stopping (protocol: :mod:`PASegLib.jobs.stopping`): :meth:`JobRunner.stop` writes the step's stop file
 (``RUN_DIR/STOP`` of a training step, ``OUT/STOP`` of a prediction step, :meth:`JobStep.stopPath`); the child
@@ -35,18 +36,15 @@ from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional
 
 from PASegLib.jobs.events import parse_progress_line
+from PASegLib.jobs.stopping import EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED, STOP_FILE
 
-from .jobstate import JobState, formatDuration
 from .processes import LineSplitter, SubprocessBackend, killProcessTree, threadingSchedule
+from .state import JobState, formatDuration
 
 __all__ = [
     "JobRunner", "JobState", "JobStep", "SubprocessBackend", "formatDuration", "killProcessTree",
-    "parseProgressLine", "threadingSchedule", "STOP_FILE_NAME",
+    "parseProgressLine", "threadingSchedule",
 ]  # fmt: skip
-
-
-STOP_FILE_NAME = "STOP"
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def parseProgressLine(line: str) -> Optional[Dict[str, Any]]:
@@ -74,7 +72,7 @@ class JobStep:
         """The stop file the child watches: ``stopFile``, else ``runDir/STOP``, else ``None`` (no polite stop)."""
         if self.stopFile:
             return Path(self.stopFile)
-        return Path(self.runDir) / STOP_FILE_NAME if self.runDir else None
+        return Path(self.runDir) / STOP_FILE if self.runDir else None
 
 
 class JobRunner:

@@ -3,7 +3,7 @@ predictions.
 
 Everything here takes the scene as an argument and uses only MRML and PASegLib, so it runs unchanged in
 Slicer (``slicer.mrmlScene``) and in pytest on the ``slicer-core`` wheel. Jobs (training, prediction in a
-child process) are in :mod:`PASegSlicer.jobcontrol`.
+child process) are in :mod:`PASegSlicer.jobs.control`.
 
 No click is lost: :meth:`PASegCoreLogic.hasUnsavedChanges` compares a volume's objects with the state last
 loaded, saved or drafted; :meth:`~PASegCoreLogic.autosaveDraft` keeps them, complete or not, in the work folder
@@ -31,7 +31,9 @@ from PASegLib.image.io import IMAGE_SUFFIXES, read_image, write_image
 from PASegLib.seeds.expansion import ExpansionConfig
 from PASegLib.utils.atomic import atomic_path
 
-from . import annotation, dense, drafts, kinds
+from ..mrml.segments import PARTIAL_SEGMENTS, predictionSegments, setLabelsToSegmentation
+from ..mrml.volumes import createVolumeNode, geometryFromVolumeNode, volumeFromNode
+from . import casefile, dense, drafts, kinds, objects
 from .cases import (
     CASE_ATTRIBUTE,
     IMAGE_ROLE,
@@ -43,8 +45,6 @@ from .cases import (
     predictionPath,
     safeCaseId,
 )
-from .segments import PARTIAL_SEGMENTS, predictionSegments, setLabelsToSegmentation
-from .volumes import createVolumeNode, geometryFromVolumeNode, volumeFromNode
 
 #: Node reference roles from a preview / prediction segmentation node to its volume (scene import remaps
 #: references on ID clashes; it does not remap attributes, which older scenes used: read and converted).
@@ -56,7 +56,7 @@ def _clicks(scene, volumeNode, case) -> tuple:
     """(object names, kinds and dense labels' stamps; all points as one array): what a preview was computed from
     (:func:`.kinds.denseStamp`: a paint stroke on a dense label makes its preview stale)."""
     points = [p for obj in case.objects for p in obj.points().values()]
-    sources = [kinds.denseStamp(n) for n in annotation.objectNodes(scene, volumeNode)]
+    sources = [kinds.denseStamp(n) for n in objects.objectNodes(scene, volumeNode)]
     return [(obj.name, obj.kind) for obj in case.objects] + sources, np.array(points).reshape(-1, 3)
 
 
@@ -143,11 +143,11 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
             drafts.loadDraft(self.scene, volumeNode, source, dense.savedDenseLabel(volumeNode, files))
         elif files is not None and files.markups is not None:
             source = files.markups
-            annotation.loadCaseAnnotation(self.scene, volumeNode, source)
+            casefile.loadCaseAnnotation(self.scene, volumeNode, source)
         elif files is not None and files.seven_points is not None:
             source = files.seven_points
             case = read_seven_points(source, geometry or geometryFromVolumeNode(volumeNode))
-            annotation.nodesFromCase(self.scene, volumeNode, case)
+            objects.nodesFromCase(self.scene, volumeNode, case)
         self._saved[volumeNode.GetID()] = drafts.objectsState(self.scene, volumeNode)
         return source
 
@@ -184,7 +184,7 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
     def caseProblem(self, volumeNode) -> str:
         """Why the volume's clicks cannot go into the dataset yet (incomplete or invalid); ``""`` when they can."""
         try:
-            annotation.caseFromNodes(self.scene, volumeNode, validate=True)
+            objects.caseFromNodes(self.scene, volumeNode, validate=True)
         except AnnotationError as exc:
             return str(exc)
         return ""
@@ -192,19 +192,19 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
     # -- objects -------------------------------------------------------------------------------------------
     def addObject(self, volumeNode, kind: str = kinds.DEFAULT_KIND):
         """A new object node ("tumor N") of annotation ``kind``, whose points (box, label) are to be placed."""
-        return annotation.addObjectNode(self.scene, volumeNode, kind=kind)
+        return objects.addObjectNode(self.scene, volumeNode, kind=kind)
 
     def objectNodes(self, volumeNode) -> List:
-        return annotation.objectNodes(self.scene, volumeNode)
+        return objects.objectNodes(self.scene, volumeNode)
 
     def usesRandomWalker(self, volumeNode) -> bool:
         """Whether the volume's objects include extreme points or boxes (their preview needs scikit-image)."""
         return any(kinds.kindOf(n) in ("extreme_points", "box") for n in self.objectNodes(volumeNode))
 
-    def objectStatuses(self, volumeNode) -> List[annotation.PlacementStatus]:
+    def objectStatuses(self, volumeNode) -> List[objects.PlacementStatus]:
         """Each object's placement status; a dense object beside others is an error (its label is the case's)."""
         nodes = self.objectNodes(volumeNode)
-        statuses = [annotation.placementStatus(node, volumeNode) for node in nodes]
+        statuses = [objects.placementStatus(node, volumeNode) for node in nodes]
         for node, status in zip(nodes, statuses):
             if len(nodes) > 1 and kinds.kindOf(node) == "dense" and not status.error:
                 status.error = (f"object {node.GetName()!r} is a dense label, which covers the whole image: it must "
@@ -213,7 +213,7 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
 
     def caseWarnings(self, volumeNode) -> List[str]:
         """Warnings of a complete, valid case (overlapping boxes); raises ``AnnotationError`` when invalid."""
-        case = annotation.caseFromNodes(self.scene, volumeNode, validate=False)
+        case = objects.caseFromNodes(self.scene, volumeNode, validate=False)
         return validate_case(case, geometryFromVolumeNode(volumeNode))
 
     # -- expansion preview ---------------------------------------------------------------------------------
@@ -254,7 +254,7 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
         the GUI thread only while :meth:`previewBoxVoxels` is small); a dense case shows its label. The voxels are
         read in place (no copy of the volume here) and the segments share one label map. Returns the node.
         """
-        case = annotation.caseFromNodes(self.scene, volumeNode, validate=True)
+        case = objects.caseFromNodes(self.scene, volumeNode, validate=True)
         isDense = case.objects[0].kind == "dense"  # validate_case: then it is the case's only object
         denseLabel = kinds.denseLabels(self.objectNodes(volumeNode)[0], volumeNode) if isDense else None
         volume = volumeFromNode(volumeNode, copy=False)  # the pseudo labels only read it
@@ -271,7 +271,7 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
         """The work of a preview in geodesic box voxels (about 1 µs each on a CPU core; a random walker's crop
         voxel counts :data:`.kinds.RANDOM_WALKER_WEIGHT`); raises ``AnnotationError`` like :meth:`expansionPreview`
         when a tumour is incomplete."""
-        case = annotation.caseFromNodes(self.scene, volumeNode, validate=False)
+        case = objects.caseFromNodes(self.scene, volumeNode, validate=False)
         return kinds.previewWork(case, geometryFromVolumeNode(volumeNode))
 
     def hasPreview(self, volumeNode) -> bool:
@@ -285,7 +285,7 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
             return None
         clicks, partial = self._previews[volumeNode.GetID()]
         try:
-            current = _clicks(self.scene, volumeNode, annotation.caseFromNodes(self.scene, volumeNode, validate=False))
+            current = _clicks(self.scene, volumeNode, objects.caseFromNodes(self.scene, volumeNode, validate=False))
         except ValueError:
             return None
         same = clicks[0] == current[0] and clicks[1].shape == current[1].shape and np.allclose(clicks[1], current[1])
@@ -308,7 +308,7 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
         work = None if workFolder is None or str(workFolder) in ("", ".") else Path(workFolder)
         caseId = self.caseIdOf(volumeNode)
         try:
-            case = annotation.caseFromNodes(self.scene, volumeNode, validate=True)
+            case = objects.caseFromNodes(self.scene, volumeNode, validate=True)
         except AnnotationError as exc:
             if work is None:
                 raise AnnotationError(f"{exc} (choose a work folder to keep the clicks as a draft)") from None

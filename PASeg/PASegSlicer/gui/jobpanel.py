@@ -1,10 +1,12 @@
 """The training and inference panels of the PASeg widget: start jobs, follow them, take in their results.
 
-GUI code (Slicer only: dialogs, ``qt.QProcess`` through :mod:`.qtprocess`); all decisions are made by
-:mod:`.jobcontrol`, :mod:`.jobs` and :mod:`.runner`, which are tested headless. Nothing here blocks: the
-runner calls :meth:`JobPanel.onJobEvent` from Qt signals. A job finishes from what it recorded when it
-started (:class:`~PASegSlicer.jobcontrol.Job`), not from the widget's parameter node, which is released
-whenever the user switches module (``exit()``).
+All decisions are made by :mod:`PASegSlicer.jobs.control`, :mod:`PASegSlicer.jobs.commands` and
+:mod:`PASegSlicer.jobs.runner`; the panel takes its collaborators (the widgets, the logic, the Slicer application's
+services, parameter getters, a job-runner factory, a dependency checker), so it runs headless in the tests. Nothing
+here blocks: the runner calls :meth:`JobPanel.onJobEvent` from Qt signals (in Slicer: its runners come from
+:func:`~PASegSlicer.jobs.qtprocess.qtJobRunner`). A job finishes from what it recorded when it started
+(:class:`~PASegSlicer.jobs.control.Job`), not from the widget's parameter node, which is released whenever the user
+switches module (``exit()``).
 """
 
 from __future__ import annotations
@@ -12,29 +14,54 @@ from __future__ import annotations
 import logging
 import pathlib
 import time
+from typing import Any, Callable, Optional
 
-import slicer
-from slicer.i18n import tr as _
-
-from . import jobcontrol, jobs
-from .cases import pathText
-from .dependencies import DependencyChecker, DependencyError
+from ..annotation.cases import pathText
+from ..annotation.logic import PASegCoreLogic
+from ..jobs import commands, control, devices
+from ..jobs.dependencies import DependencyChecker, DependencyError
+from ..jobs.models import ModelRegistry
+from ..jobs.runner import JobRunner
+from .app import App, ParameterGetter, ShownParameterGetter
 from .lossplot import LossCurvePlot
-from .models import ModelRegistry
-from .qtprocess import QProcessBackend, qtSchedule
-from .runner import JobRunner
+
+
+def _(text: str) -> str:
+    """Slicer's ``tr`` (this file is its translation context); the text itself without Slicer's i18n (headless)."""
+    try:
+        from slicer.i18n import tr
+    except ImportError:
+        return text
+    return tr(text)
 
 
 class JobPanel:
-    """Owns the job runner; ``widget`` gives ``ui``, ``parameterNode()``, ``logic`` and ``refreshCases()``."""
+    """The training and inference panels; owns the job runner and the GPU probe's runner.
 
-    def __init__(self, widget) -> None:
-        self.widget, self.ui = widget, widget.ui
-        self.plot = LossCurvePlot(slicer.mrmlScene)
-        self.runner = JobRunner(
-            QProcessBackend(), qtSchedule, onEvent=self.onJobEvent, onLog=self.ui.logText.appendPlainText
-        )
-        self.probe = JobRunner(QProcessBackend(), qtSchedule, onEvent=self.onProbeEvent)
+    Args:
+        ui: the module's widgets (``slicer.util.childWidgetVariables`` of ``PASeg.ui``).
+        app: the Slicer application's services (:class:`~PASegSlicer.gui.app.SlicerApp` in Slicer).
+        core: the logic on the scene (predictions are imported into its volumes; the loss curve is plotted there).
+        parameters: the module's parameter node, also while the module is hidden.
+        shownParameters: the parameter node while the module is shown, else ``None``.
+        refreshCases: re-reads the case list (after a job, while the module is shown).
+        runnerFactory: ``runnerFactory(onEvent=…, onLog=…)`` → a :class:`~PASegSlicer.jobs.runner.JobRunner`
+            (:func:`~PASegSlicer.jobs.qtprocess.qtJobRunner` in Slicer).
+        dependencyChecker: ``dependencyChecker()`` → the :class:`~PASegSlicer.jobs.dependencies.DependencyChecker`
+            that installs what the jobs need.
+        python: the interpreter of the jobs' children (``None``: ``PythonSlicer`` in Slicer).
+    """
+
+    def __init__(self, ui: Any, app: App, core: PASegCoreLogic, parameters: ParameterGetter,
+                 shownParameters: ShownParameterGetter, refreshCases: Callable[[], None],
+                 runnerFactory: Callable[..., JobRunner], dependencyChecker: Callable[[], DependencyChecker],
+                 python: Optional[str] = None) -> None:  # fmt: skip
+        self.ui, self.app, self.core = ui, app, core
+        self.parameters, self.shownParameters, self.refreshCases = parameters, shownParameters, refreshCases
+        self.dependencyChecker, self.python = dependencyChecker, python
+        self.plot = LossCurvePlot(core.scene)
+        self.runner = runnerFactory(onEvent=self.onJobEvent, onLog=self.ui.logText.appendPlainText)
+        self.probe = runnerFactory(onEvent=self.onProbeEvent)
         self.job, self.models, self.lastPlot = None, [], 0.0
         u = self.ui
         for button, slot in ((u.detectGpuButton, self.onDetectGpu), (u.trainButton, self.onTrain),
@@ -46,42 +73,42 @@ class JobPanel:
 
     @property
     def p(self):
-        """The widget's parameter node while the module is shown, else ``None``."""
-        return self.widget.parameterNode()
+        """The parameter node while the module is shown, else ``None``."""
+        return self.shownParameters()
 
     def registry(self) -> ModelRegistry:
         return ModelRegistry(pathlib.Path(pathText(self.p.workFolder)) / "models.json")
 
     def device(self) -> str:
-        return jobs.deviceArgument(self.p.deviceMode, self.p.gpuIndex)
+        return commands.deviceArgument(self.p.deviceMode, self.p.gpuIndex)
 
     def onDetectGpu(self) -> None:
         if not self.probe.isRunning():
             self.ui.gpuLabel.setText(_("detecting…"))
-            self.probe.start([jobs.deviceProbeStep()])
+            self.probe.start([devices.deviceProbeStep(self.python)])
 
     def onProbeEvent(self, event) -> None:
         if event["event"] == "devices":
-            self.ui.gpuLabel.setText(jobs.describeDevices(event))
+            self.ui.gpuLabel.setText(devices.describeDevices(event))
         elif event["event"] == "finished" and event["status"] != "done":
             self.ui.gpuLabel.setText(_("GPU detection failed: {message}").format(message=event["message"]))
 
     def ensureDependencies(self) -> bool:
         """torch through the PyTorch extension, then monai & co. with confirmation; False when missing."""
-        checker = DependencyChecker(slicer.util.confirmOkCancelDisplay, slicer.util.pip_install)
+        checker = self.dependencyChecker()
         try:
             checker.ensureForJobs()
         except DependencyError as exc:
-            slicer.util.errorDisplay(str(exc))
+            self.app.errorDisplay(str(exc))
             return False
         except Exception as exc:  # anything else from pip or the PyTorch extension: shown, never silent
-            slicer.util.errorDisplay(_("Installing the Python packages failed: {error}").format(error=exc))
+            self.app.errorDisplay(_("Installing the Python packages failed: {error}").format(error=exc))
             return False
         if checker.restartHint:
-            slicer.util.infoDisplay(checker.restartHint)
+            self.app.infoDisplay(checker.restartHint)
         return True
 
-    def _started(self, job: jobcontrol.Job) -> None:
+    def _started(self, job: control.Job) -> None:
         self.job, self.lastPlot = job, 0.0
         self.ui.jobFolderLabel.setText(_("Job folder: {folder}").format(folder=job.folder))
         self.updateButtons()
@@ -90,8 +117,8 @@ class JobPanel:
         p = self.p
         if not self.ensureDependencies():
             return
-        with slicer.util.tryWithErrorDisplay(_("Training could not start."), waitCursor=True):
-            job = jobcontrol.startTrainingJob(
+        with self.app.tryWithErrorDisplay(_("Training could not start."), waitCursor=True):
+            job = control.startTrainingJob(
                 self.runner,
                 pathText(p.workFolder),
                 pathText(p.datasetFolder),
@@ -101,6 +128,7 @@ class JobPanel:
                 device=self.device(),
                 configFile=pathText(p.trainConfig) or None,
                 initRuns=[pathText(p.scmRunA), pathText(p.scmRunB)],
+                python=self.python,
             )
             self._started(job)
 
@@ -108,21 +136,22 @@ class JobPanel:
         p = self.p
         if not self.ensureDependencies():
             return
-        with slicer.util.tryWithErrorDisplay(_("Prediction could not start."), waitCursor=True):
+        with self.app.tryWithErrorDisplay(_("Prediction could not start."), waitCursor=True):
             volume = p.inputVolume if current else None
             if current and volume is None:
                 raise ValueError(_("select a volume to predict"))
-            job = jobcontrol.startPredictionJob(
+            job = control.startPredictionJob(
                 self.runner,
                 pathText(p.workFolder),
                 pathText(p.modelRunDir),
-                scene=slicer.mrmlScene,
+                scene=self.core.scene,
                 volumeNode=volume,
-                caseId=self.widget.logic.core.caseIdOf(volume) if volume else "",
+                caseId=self.core.caseIdOf(volume) if volume else "",
                 datasetFolder=pathText(p.datasetFolder),
                 restrictToBox=p.restrictToBox,
                 largestComponent=p.largestComponent,
                 device=self.device(),
+                python=self.python,
             )
             self._started(job)
 
@@ -157,13 +186,13 @@ class JobPanel:
         re-enabled and the user told, whatever happens while taking them in."""
         job, problems, outcome = self.job, [], None
         try:
-            outcome = jobcontrol.finishJob(job, state, slicer.mrmlScene, self.widget.logic.core)
+            outcome = control.finishJob(job, state, self.core.scene, self.core)
             problems = outcome.problems
             if outcome.registered:  # the newest model becomes the one to predict with
-                self.widget.logic.getParameterNode().modelRunDir = pathlib.Path(outcome.registered[-1].runDir)
+                self.parameters().modelRunDir = pathlib.Path(outcome.registered[-1].runDir)
             if self.p is not None:  # the module is shown; otherwise enter() refreshes the lists
                 self.refreshModels()
-                self.widget.refreshCases()
+                self.refreshCases()
         except Exception as exc:
             problems = problems + [_("Taking in the job's results failed: {error}").format(error=exc)]
             logging.exception("PASeg: taking in the results of %s failed", job.folder if job else None)
@@ -174,15 +203,15 @@ class JobPanel:
             problems.insert(0, _("The job failed: {message}").format(message=state.message))
         if problems:
             text = "\n\n".join(problems) + "\n\n" + _("The full log is in {folder}").format(folder=folder)
-            slicer.util.errorDisplay(text)
+            self.app.errorDisplay(text)
         else:
             done = _("PASeg {kind} job {status}: {message}").format(kind=job.kind if job else "", status=state.status,
                                                                     message=state.message)  # fmt: skip
-            slicer.util.showStatusMessage(done, 10000)
+            self.app.showStatusMessage(done, 10000)
 
     def onShowCurve(self) -> None:
         self.plot.update(self.runner.state.lossHistory, self.runner.state.validationHistory)
-        slicer.modules.plots.logic().ShowChartInLayout(self.plot.chart)
+        self.app.showChart(self.plot.chart)
 
     def refreshModels(self) -> None:
         self.ui.modelComboBox.clear()
@@ -190,7 +219,7 @@ class JobPanel:
             self.models = self.registry().models() if self.p is not None and pathText(self.p.workFolder) else []
         except ValueError as exc:
             self.models = []
-            slicer.util.showStatusMessage(str(exc), 5000)
+            self.app.showStatusMessage(str(exc), 5000)
         self.ui.modelComboBox.addItems([m.label for m in self.models])
 
     def onModelChosen(self, index: int) -> None:

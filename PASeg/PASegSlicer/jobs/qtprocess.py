@@ -1,4 +1,4 @@
-"""The Slicer process backend of :class:`~PASegSlicer.runner.JobRunner`: ``qt.QProcess`` and ``qt.QTimer``.
+"""The Slicer process backend of :class:`~PASegSlicer.jobs.runner.JobRunner`: ``qt.QProcess`` and ``qt.QTimer``.
 
 Everything is signal driven on the GUI thread: no polling, no ``processEvents`` loop, no sleep. Imported only
 inside Slicer (it imports ``qt`` when a backend is created).
@@ -11,18 +11,7 @@ import shutil
 from typing import Callable, Optional
 
 from .processes import childOutputEnvironment, killProcessTree
-
-
-def singleShotTimer(milliseconds: int, slot: Callable[[], None]):
-    """A single-shot ``qt.QTimer`` calling ``slot`` ``milliseconds`` after each ``start()`` (a restart postpones
-    it: the debounce of edits); keep a reference to it."""
-    import qt
-
-    timer = qt.QTimer()
-    timer.setSingleShot(True)
-    timer.setInterval(int(milliseconds))
-    timer.timeout.connect(slot)
-    return timer
+from .runner import JobRunner
 
 
 def qtSchedule(delaySeconds: float, callback: Callable[[], None]) -> None:
@@ -32,8 +21,14 @@ def qtSchedule(delaySeconds: float, callback: Callable[[], None]) -> None:
     qt.QTimer.singleShot(int(max(0.0, float(delaySeconds)) * 1000), callback)
 
 
+def qtJobRunner(**options) -> JobRunner:
+    """A :class:`~PASegSlicer.jobs.runner.JobRunner` on :class:`QProcessBackend` and :func:`qtSchedule` (``options``:
+    its keyword arguments, e.g. ``onEvent``, ``onLog``): the runner factory of the module's job panel."""
+    return JobRunner(QProcessBackend(), qtSchedule, **options)
+
+
 class QProcessBackend:
-    """Process backend on ``qt.QProcess`` (see :mod:`PASegSlicer.runner` for the interface)."""
+    """Process backend on ``qt.QProcess`` (see :mod:`PASegSlicer.jobs.runner` for the interface)."""
 
     def __init__(self) -> None:
         self._process = None

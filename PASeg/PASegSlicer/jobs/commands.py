@@ -20,9 +20,10 @@ import PASegLib
 from PASegLib.annotation.markups import write_markups
 from PASegLib.annotation.model import CaseAnnotation
 from PASegLib.image.io import Volume, write_image
+from PASegLib.jobs.stopping import STOP_FILE
 from PASegLib.utils.atomic import atomic_write_json
 
-from .runner import STOP_FILE_NAME, JobStep
+from .runner import JobStep
 
 TRAIN_MODES = ("stage 1", "SCM", "stage 1 + SCM")
 DEVICE_MODES = ("auto", "GPU", "all GPUs", "CPU (force)")
@@ -156,7 +157,7 @@ def predictionSteps(
         args.append("--restrict-to-box")
     if largestComponent:
         args.append("--largest-component")
-    return [_step("predict", args, None, jobFolder, python or pythonExecutable(), stopFile=output / STOP_FILE_NAME)]
+    return [_step("predict", args, None, jobFolder, python or pythonExecutable(), stopFile=output / STOP_FILE)]
 
 
 def writeJobFile(jobFolder, kind: str, steps: Sequence[JobStep], parameters: Dict[str, Any], **extra) -> Path:
@@ -199,35 +200,3 @@ def predictionFiles(caseEvents: Sequence[Dict[str, Any]], outputFolder) -> Dict[
         for path in sorted(Path(outputFolder).glob("*_pred.nii.gz")):
             found[path.name[: -len("_pred.nii.gz")]] = path
     return found
-
-
-_DEVICE_PROBE = """
-import json
-info = {"event": "devices", "torch": None, "cuda": [], "mps": False}
-try:
-    import torch
-    info["torch"] = torch.__version__
-    for n in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
-        p = torch.cuda.get_device_properties(n)
-        info["cuda"].append({"index": n, "name": p.name, "memory_gb": round(p.total_memory / 2**30, 1)})
-    info["mps"] = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-except Exception as exc:
-    info["error"] = f"{type(exc).__name__}: {exc}"
-print("PASEG " + json.dumps(info), flush=True)
-"""
-
-
-def deviceProbeStep(python: Optional[str] = None) -> JobStep:
-    """A short child process that reports torch's GPUs as a ``devices`` event (torch is never imported here)."""
-    return JobStep("detect GPUs", python or pythonExecutable(), ["-c", _DEVICE_PROBE], None, None, childEnvironment())
-
-
-def describeDevices(event: Dict[str, Any]) -> str:
-    """One line for the GUI from a ``devices`` event."""
-    if not event.get("torch"):
-        return "torch is not installed (it is installed through the PyTorch extension on first use)"
-    gpus = event.get("cuda") or []
-    if gpus:
-        return "; ".join(f"GPU {g['index']}: {g['name']} ({g['memory_gb']} GB)" for g in gpus)
-    mps = ", Apple MPS available" if event.get("mps") else ""
-    return f"no CUDA GPU found (torch {event['torch']}); training runs on the CPU{mps}"

@@ -25,9 +25,9 @@ from PASegLib.annotation.model import AnnotationError, CaseAnnotation, ObjectAnn
 from PASegLib.image.geometry import ImageGeometry
 from PASegLib.image.io import IMAGE_SUFFIXES, read_image, write_image
 
-from . import annotation, kinds
-from .segments import setLabelsToSegmentation
-from .volumes import geometryFromVolumeNode
+from ..mrml.segments import setLabelsToSegmentation
+from ..mrml.volumes import geometryFromVolumeNode
+from . import kinds, objects
 
 LABEL_ROLE = "_label"
 DENSE_SUFFIX = "_dense.nii.gz"  # <case>_dense.nii.gz: no role of PASegLib.data.dataset (_image, _label, _7points)
@@ -83,7 +83,7 @@ def loadCaseMarkups(scene, volumeNode, path) -> List:
     path = Path(path)
     geometry = geometryFromVolumeNode(volumeNode)
     case = read_markups(path, geometry)
-    nodes = annotation.nodesFromCase(scene, volumeNode, case)
+    nodes = objects.nodesFromCase(scene, volumeNode, case)
     for obj, node in zip(case.objects, nodes):
         if obj.kind != "dense":
             continue
@@ -126,7 +126,7 @@ def caseLabels(scene, volumeNode, case: CaseAnnotation) -> np.ndarray:
     """The label of a dense case (its one object: ``check_case_kinds``) on the volume's grid; raises
     ``AnnotationError`` when it is empty."""
     (obj,) = case.objects
-    node = next(n for n in annotation.objectNodes(scene, volumeNode) if n.GetName() == obj.name)
+    node = next(n for n in objects.objectNodes(scene, volumeNode) if n.GetName() == obj.name)
     labels = kinds.denseLabels(node, volumeNode)
     if not labels.any():
         raise AnnotationError(f"object {obj.name!r} (dense label): its segments {kinds.denseSegmentNames(node)} are "

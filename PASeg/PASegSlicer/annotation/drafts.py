@@ -1,6 +1,6 @@
 """Drafts: the clicks of a case as they are, complete or not, kept so that no click is ever lost.
 
-A draft is ``<work>/drafts/<case>.mrk.json`` (:func:`~PASegSlicer.cases.draftPath`): Slicer markups JSON, LPS in
+A draft is ``<work>/drafts/<case>.mrk.json`` (:func:`.cases.draftPath`): Slicer markups JSON, LPS in
 the volume's local frame, with the points not placed yet written as ``"positionStatus": "undefined"`` (it loads
 in Slicer's Markups module too). It lives in the work folder, not in the dataset: the dataset's
 ``<case>.mrk.json`` is what training reads and must stay complete and valid, and a second ``*.mrk.json`` beside
@@ -38,9 +38,9 @@ from PASegLib.annotation.model import AnnotationError, ObjectAnnotation
 from PASegLib.image.io import write_image
 from PASegLib.utils.atomic import atomic_write_json
 
-from . import annotation, dense, kinds
+from ..mrml.volumes import geometryFromVolumeNode
+from . import dense, kinds, objects
 from .cases import draftPath
-from .volumes import geometryFromVolumeNode
 
 #: Positions closer than this (mm) are the same click (a file round trip changes the last bits only).
 SAME_POSITION_MM = 1e-4
@@ -61,9 +61,9 @@ def objectsState(scene, volumeNode) -> List[ObjectState]:
     Raises ``AnnotationError`` for an object that is not laid out as its kind says (its points cannot be named).
     """
     state = []
-    for node in annotation.objectNodes(scene, volumeNode):
+    for node in objects.objectNodes(scene, volumeNode):
         kind = kinds.kindOf(node)
-        placed = annotation.placedPointsLps(node, volumeNode)
+        placed = objects.placedPointsLps(node, volumeNode)
         points = {label: placed.get(label) for label in kinds.kindLabels(kind)}
         state.append(ObjectState(node.GetName(), points, kind=kind, source=kinds.denseStamp(node)))
     return state
@@ -134,7 +134,7 @@ def writeDraftLabels(scene, volumeNode, path) -> Dict[int, str]:
     name."""
     written: Dict[int, str] = {}
     geometry = None
-    for index, node in enumerate(annotation.objectNodes(scene, volumeNode)):
+    for index, node in enumerate(objects.objectNodes(scene, volumeNode)):
         if kinds.kindOf(node) != "dense" or kinds.denseProblem(node):
             continue
         labels = kinds.denseLabels(node, volumeNode)
@@ -163,14 +163,14 @@ def removeDraft(path) -> None:
         label.unlink(missing_ok=True)
 
 
-def nodesFromDrafts(scene, volumeNode, objects: Sequence[DraftObject]) -> List:
-    """Object nodes for ``objects`` (points not placed stay unplaced); the volume's existing objects are removed."""
-    for node in annotation.objectNodes(scene, volumeNode):
+def nodesFromDrafts(scene, volumeNode, drafted: Sequence[DraftObject]) -> List:
+    """Object nodes for ``drafted`` (points not placed stay unplaced); the volume's existing objects are removed."""
+    for node in objects.objectNodes(scene, volumeNode):
         scene.RemoveNode(node)
     nodes = []
-    for obj in objects:
-        node = annotation.addObjectNode(scene, volumeNode, obj.name, kind=obj.kind)
-        annotation.setPlacedPointsLps(node, volumeNode, {k: v for k, v in obj.points.items() if v is not None})
+    for obj in drafted:
+        node = objects.addObjectNode(scene, volumeNode, obj.name, kind=obj.kind)
+        objects.setPlacedPointsLps(node, volumeNode, {k: v for k, v in obj.points.items() if v is not None})
         nodes.append(node)
     return nodes
 
@@ -184,8 +184,9 @@ def loadDraft(scene, volumeNode, path, fallbackLabel=None) -> List:
 
 
 class DraftBookkeeping:
-    """The logic's unsaved-changes check and drafts (mixed into :class:`~PASegSlicer.logic.PASegCoreLogic`, which
-    gives ``scene``, ``caseIdOf`` and ``_saved``: volume node ID → the state last loaded, saved or drafted)."""
+    """The logic's unsaved-changes check and drafts (mixed into
+    :class:`~PASegSlicer.annotation.logic.PASegCoreLogic`, which gives ``scene``, ``caseIdOf`` and ``_saved``: volume
+    node ID → the state last loaded, saved or drafted)."""
 
     scene: Any
     _saved: Dict[str, list]

@@ -1,4 +1,4 @@
-"""Child processes without Qt: a ``subprocess`` backend for :class:`~PASegSlicer.runner.JobRunner`, a
+"""Child processes without Qt: a ``subprocess`` backend for :class:`~PASegSlicer.jobs.runner.JobRunner`, a
 threading scheduler, UTF-8 line splitting of the child's output, and killing a whole process tree
 (``PythonSlicer`` is a launcher that starts the real Python as its own child, so killing only the direct
 child would leave the trainer running).

@@ -2,53 +2,64 @@
 of new tumours, a dense tumour's segment or label map), the placement prompt, drafts saved on their own, and case
 navigation that never loses a click.
 
-GUI code (Slicer only; ``slicer`` and ``qt`` are imported where used). Every decision is made by
-:class:`~PASegSlicer.logic.PASegCoreLogic`, :mod:`.annotation` and :mod:`.cases`, tested headless on a real MRML
-scene. Clicks are kept as drafts (``<work>/drafts/<case>.mrk.json``; a dense tumour's voxels beside it) two seconds
-after the last edit (a paint stroke on a dense tumour's segmentation too), when another volume is selected, before
-a case is left and when the scene closes; a case that cannot be kept is only left when the user agrees to discard
-it.
+Every decision is made by :class:`~PASegSlicer.annotation.logic.PASegCoreLogic`,
+:mod:`PASegSlicer.annotation.objects` and :mod:`PASegSlicer.annotation.cases`; the panel takes its collaborators (the
+widgets, the logic, the Slicer application's services, parameter getters, a preview request), so it runs headless
+on a real MRML scene in the tests. Clicks are kept as drafts (``<work>/drafts/<case>.mrk.json``; a dense tumour's
+voxels beside it) two seconds after the last edit (a paint stroke on a dense tumour's segmentation too), when another
+volume is selected, before a case is left and when the scene closes; a case that cannot be kept is only left when the
+user agrees to discard it.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any, Callable
 
-from . import annotation, dense, kinds
-from .cases import DRAFT, CaseList, datasetCaseId, pathText
-from .qtprocess import singleShotTimer
+from ..annotation import dense, kinds, objects
+from ..annotation.cases import DRAFT, CaseList, datasetCaseId, pathText
+from ..annotation.logic import PASegCoreLogic
+from .app import App, ParameterGetter, ShownParameterGetter
 
 AUTOSAVE_DELAY_MS = 2000
 KIND_SETTING = "PASeg/annotationKind"
 
 
 def _(text: str) -> str:
-    from slicer.i18n import tr
-
+    """Slicer's ``tr`` (this file is its translation context); the text itself without Slicer's i18n (headless)."""
+    try:
+        from slicer.i18n import tr
+    except ImportError:
+        return text
     return tr(text)
 
 
-def _qt():
-    import qt as module
-
-    return module
-
-
-
 class AnnotationPanel:
-    """``widget`` gives ``ui``, ``parameterNode()``, ``logic.core``, ``previewTimer`` and VTKObservationMixin's
-    ``addObserver`` / ``removeObserver``."""
+    """The annotation and case panels (see module docstring).
 
-    def __init__(self, widget) -> None:
-        import slicer
+    Args:
+        ui: the module's widgets (``slicer.util.childWidgetVariables`` of ``PASeg.ui``).
+        app: the Slicer application's services (:class:`~PASegSlicer.gui.app.SlicerApp` in Slicer).
+        core: the logic on the scene whose volumes are annotated.
+        parameters: the module's parameter node, also while the module is hidden (clicks edited in the Markups
+            module, and a scene closed from another module, still reach the work folder).
+        shownParameters: the parameter node while the module is shown, else ``None``.
+        requestPreview: asks for a pseudo-label preview (the widget's debounced auto-preview).
+    """
 
-        self.widget, self.ui = widget, widget.ui
+    def __init__(self, ui: Any, app: App, core: PASegCoreLogic, parameters: ParameterGetter,
+                 shownParameters: ShownParameterGetter, requestPreview: Callable[[], None]) -> None:  # fmt: skip
+        from slicer.util import VTKObservationMixin
+
+        self.ui, self.app, self.core = ui, app, core
+        self.parameters, self.shownParameters, self.requestPreview = parameters, shownParameters, requestPreview
+        self.observations = VTKObservationMixin()  # removed by cleanup()
         self.cases, self.nodes, self._observed, self._volumeID, self._edited = None, [], [], None, False
         self._optionalID, self._segmentIds, self._syncing = None, [""], False  # see onPlace, updateDenseWidgets
         self._sources = []  # the segmentation nodes of dense tumours, observed (see observeObjects)
-        self.statusTimer = singleShotTimer(0, self.updateStatus)  # one edit fires several events: read the status once
-        self.objectsTimer = singleShotTimer(0, self.observeObjects)
-        self.autosaveTimer = singleShotTimer(AUTOSAVE_DELAY_MS, lambda: self.autosave(self._node(self._volumeID)))
+        self.statusTimer = app.timer(0, self.updateStatus)  # one edit fires several events: read the status once
+        self.objectsTimer = app.timer(0, self.observeObjects)
+        self.autosaveTimer = app.timer(AUTOSAVE_DELAY_MS, lambda: self.autosave(self._node(self._volumeID)))
         u = self.ui
         for button, slot in ((u.addTumorButton, self.onAddTumor), (u.placeButton, self.onPlace),
                              (u.saveButton, self.onSave), (u.refreshCasesButton, self.refreshCases),
@@ -58,39 +69,30 @@ class AnnotationPanel:
             button.clicked.connect(slot)
         self.kindNames = kinds.kindNames()
         u.kindComboBox.addItems([kinds.kindTitle(k) for k in self.kindNames])
-        remembered = str(_qt().QSettings().value(KIND_SETTING, kinds.DEFAULT_KIND) or kinds.DEFAULT_KIND)
+        remembered = app.setting(KIND_SETTING, kinds.DEFAULT_KIND)
         u.kindComboBox.currentIndex = self.kindNames.index(remembered) if remembered in self.kindNames else 0
-        u.kindComboBox.currentIndexChanged.connect(
-            lambda index: _qt().QSettings().setValue(KIND_SETTING, self.kindNames[index]))
+        u.kindComboBox.currentIndexChanged.connect(lambda index: app.setSetting(KIND_SETTING, self.kindNames[index]))
         u.objectComboBox.currentIndexChanged.connect(lambda *args: self.updateDenseWidgets())
         u.denseSegmentationSelector.currentNodeChanged.connect(self.onDenseSegmentationChanged)
         u.denseSegmentComboBox.currentIndexChanged.connect(self.onDenseSegmentChanged)
         u.denseLabelWidget.visible = False
         u.caseList.itemDoubleClicked.connect(lambda item: self.onLoadCase())
-        scene = slicer.mrmlScene
+        scene = core.scene
         # before the widget lets go of its parameter node (the work folder) on the same event
-        widget.addObserver(scene, scene.StartCloseEvent, self.onSceneAboutToClose, priority=1.0)
-        widget.addObserver(scene, scene.NodeRemovedEvent, lambda *args: self.objectsTimer.start())
+        self.observations.addObserver(scene, scene.StartCloseEvent, self.onSceneAboutToClose, priority=1.0)
+        self.observations.addObserver(scene, scene.NodeRemovedEvent, lambda *args: self.objectsTimer.start())
 
     def cleanup(self) -> None:
         self.flush()
         for timer in (self.statusTimer, self.objectsTimer, self.autosaveTimer):
             timer.stop()
+        self.observations.removeObservers()
 
     def flush(self) -> None:
         """Save a pending draft now (the module is left or closed before the autosave delay ran out)."""
         if self.autosaveTimer.isActive():
             self.autosaveTimer.stop()
             self.autosave(self._node(self._volumeID))
-
-    @property
-    def core(self):
-        return self.widget.logic.core
-
-    def parameters(self):
-        """The module's parameter node, also while the module is hidden (the widget's is ``None`` then): clicks
-        edited in the Markups module, and a scene closed from another module, still reach the work folder."""
-        return self.widget.logic.getParameterNode()
 
     def volume(self):
         return self.parameters().inputVolume
@@ -99,9 +101,7 @@ class AnnotationPanel:
         return pathText(self.parameters().workFolder) or None
 
     def _node(self, nodeID):
-        import slicer
-
-        return slicer.mrmlScene.GetNodeByID(nodeID) if nodeID else None
+        return self.core.scene.GetNodeByID(nodeID) if nodeID else None
 
     # -- tumours -------------------------------------------------------------------------------------------
     def observeObjects(self) -> None:
@@ -113,13 +113,13 @@ class AnnotationPanel:
             self._volumeID = volume.GetID() if volume else None
             self.adoptDroppedImage(volume)
         for node, event in self._observed:
-            self.widget.removeObserver(node, event, self.onObjectEvent)
+            self.observations.removeObserver(node, event, self.onObjectEvent)
         self.nodes = self.core.objectNodes(volume) if volume else []
         self._sources = kinds.denseSegmentations(self.nodes)
-        self._observed = [(node, event) for node in self.nodes for event in annotation.observedEvents()]
+        self._observed = [(node, event) for node in self.nodes for event in objects.observedEvents()]
         self._observed += [(node, event) for node in self._sources for event in kinds.segmentationEvents()]
         for node, event in self._observed:
-            self.widget.addObserver(node, event, self.onObjectEvent)
+            self.observations.addObserver(node, event, self.onObjectEvent)
         current = self.ui.objectComboBox.currentText
         self.ui.objectComboBox.clear()
         self.ui.objectComboBox.addItems([n.GetName() for n in self.nodes])
@@ -134,29 +134,25 @@ class AnnotationPanel:
             self.objectsTimer.start()
 
     def updateStatus(self) -> None:
-        import slicer
-
         volume, label = self.volume(), self.ui.annotationStatusLabel
         if not volume:
             return label.setText(_('Select a volume, then click "Add tumor".'))
         statuses = self.core.objectStatuses(volume)
         lines = [s.prompt + (f'<br><span style="color:#c0392b">{s.error}</span>' if s.error else "") for s in statuses]
         label.setText("<br>".join(lines) or _('No tumor yet: click "Add tumor".'))
-        active = slicer.modules.markups.logic().GetActiveListID()
+        active = self.app.markupsLogic().GetActiveListID()
         for node, status in zip(self.nodes, statuses):  # leave place mode once the tumor being placed is complete
             optional = node.GetID() == self._optionalID and status.expectedLabel is not None  # asked for B
             if status.complete and node.GetID() == active and not optional:
                 self.stopPlacing()
         self.updateDenseWidgets()
         edited, self._edited = self._edited, False
-        p = self.widget.parameterNode()
+        p = self.shownParameters()
         if edited and statuses and all(s.valid for s in statuses) and p and p.autoPreview:
-            self.widget.previewTimer.start()
+            self.requestPreview()
 
     def stopPlacing(self) -> None:
-        import slicer
-
-        interaction = slicer.app.applicationLogic().GetInteractionNode()
+        interaction = self.app.interactionNode()
         if interaction.GetCurrentInteractionMode() == interaction.Place:
             interaction.SwitchToViewTransformMode()
 
@@ -172,16 +168,14 @@ class AnnotationPanel:
     def onPlace(self) -> None:
         """Place mode on the selected tumor from its first unplaced point (a complete tumor: its optional points, a
         single point's B); refused (with a hint) when nothing is left to place (a box: drawn; a dense label)."""
-        import slicer
-
         node = self.selectedNode()
         if node is None:
             return
-        with slicer.util.tryWithErrorDisplay(_("Cannot place the points of this tumor."), waitCursor=False):
-            complete = annotation.placementStatus(node, self.volume()).complete
+        with self.app.tryWithErrorDisplay(_("Cannot place the points of this tumor."), waitCursor=False):
+            complete = objects.placementStatus(node, self.volume()).complete
             self._optionalID = node.GetID() if complete else None  # place mode stays on for the optional points
-            if not annotation.startPlacement(slicer.modules.markups.logic(), node):
-                slicer.util.showStatusMessage(annotation.completeMessage(node), 8000)
+            if not objects.startPlacement(self.app.markupsLogic(), node):
+                self.app.showStatusMessage(objects.completeMessage(node), 8000)
             self.updateStatus()  # the start index fires no event: name the point Slicer fills now
 
     # -- a dense tumor's label ------------------------------------------------------------------------------------
@@ -230,61 +224,53 @@ class AnnotationPanel:
 
     def onImportLabel(self) -> None:
         """A label map file (on the volume's grid) becomes the selected dense tumor's label."""
-        import slicer
-
         node = self.denseNode()
         if node is None:
-            return slicer.util.showStatusMessage(_('Select a tumor of kind "dense label" first.'), 5000)
-        path = _qt().QFileDialog.getOpenFileName(slicer.util.mainWindow(), _("Import a label map"), "",
-                                                _("Label maps (*.nii.gz *.nii *.nrrd *.mha *.mhd);;All files (*)"))
+            return self.app.showStatusMessage(_('Select a tumor of kind "dense label" first.'), 5000)
+        path = self.app.openFileName(_("Import a label map"),
+                                     _("Label maps (*.nii.gz *.nii *.nrrd *.mha *.mhd);;All files (*)"))  # fmt: skip
         if path:
-            with slicer.util.tryWithErrorDisplay(_("Importing the label map failed."), waitCursor=True):
-                dense.importDenseLabel(slicer.mrmlScene, self.volume(), node, path)
+            with self.app.tryWithErrorDisplay(_("Importing the label map failed."), waitCursor=True):
+                dense.importDenseLabel(self.core.scene, self.volume(), node, path)
                 self.updateDenseWidgets()
 
     def onSave(self) -> None:
-        import slicer
-
         p, volume = self.parameters(), self.volume()
-        with slicer.util.tryWithErrorDisplay(_("Saving the annotations failed."), waitCursor=True):
+        with self.app.tryWithErrorDisplay(_("Saving the annotations failed."), waitCursor=True):
             written = self.core.saveAnnotations(volume, p.datasetFolder, self.workFolder())
             if "draft" in written:
-                slicer.util.warningDisplay(
+                self.app.warningDisplay(
                     _("Saved as a draft; the dataset gets these clicks once every tumor is complete and valid.")
                     + f"\n\n{self.core.caseProblem(volume)}\n\n{written['draft']}"
                 )
             else:
-                slicer.util.showStatusMessage(_("Saved ") + ", ".join(str(v) for v in written.values()), 5000)
+                self.app.showStatusMessage(_("Saved ") + ", ".join(str(v) for v in written.values()), 5000)
             self.refreshCases()
 
     def autosave(self, volume) -> str:
         """Keep the volume's unsaved clicks as a draft. Returns why they could not be kept ("" when they are)."""
-        import slicer
-
         if volume is None or volume.GetScene() is None:
             return ""
         try:
             path = self.core.autosaveDraft(volume, self.workFolder())
         except ValueError as exc:  # no work folder, or an object not laid out as its kind (AnnotationError)
             message = _("Unsaved clicks of {name}: {problem}").format(name=volume.GetName(), problem=exc)
-            slicer.util.showStatusMessage(message, 10000)
+            self.app.showStatusMessage(message, 10000)
             return str(exc)
         if path is not None:
-            slicer.util.showStatusMessage(_("Draft saved: {path}").format(path=path), 3000)
+            self.app.showStatusMessage(_("Draft saved: {path}").format(path=path), 3000)
             self.refreshCases()
         return ""
 
     def onSceneAboutToClose(self, *args) -> None:
         """The scene closes (it cannot be stopped): keep every unsaved volume's clicks, or say which are lost."""
-        import slicer
-
         self.autosaveTimer.stop()
         lost = [f"{volume.GetName()}: {problem}" for volume in self.core.unsavedVolumes()
                 if (problem := self.autosave(volume))]  # fmt: skip
         if lost:
             logging.error("PASeg: clicks not saved when the scene closed: %s", "; ".join(lost))
             message = _("These clicks could not be saved before the scene closed:")
-            slicer.util.errorDisplay(message + "\n" + "\n".join(lost))
+            self.app.errorDisplay(message + "\n" + "\n".join(lost))
 
     # -- cases ---------------------------------------------------------------------------------------------
     def refreshCases(self) -> None:
@@ -323,8 +309,6 @@ class AnnotationPanel:
     def onLoadCase(self) -> None:
         """Open the selected case; the case left is kept as a draft (or, if it cannot be, discarded only when the
         user agrees) and unloaded."""
-        import slicer
-
         if not self.cases or not (0 <= self.ui.caseList.currentRow < len(self.cases.entries)):
             return
         self.cases.currentIndex = self.ui.caseList.currentRow
@@ -332,20 +316,20 @@ class AnnotationPanel:
         problem = self.autosave(previous)
         leaving = previous is not None and datasetCaseId(previous) != entry.caseId
         unload = leaving and self._entry(datasetCaseId(previous)) is not None  # a case of the list: free its memory
-        if problem and unload and not slicer.util.confirmYesNoDisplay(
+        if problem and unload and not self.app.confirmYesNoDisplay(
             _("The clicks of {name} could not be saved:\n{problem}\n\nDiscard them and open {case}?").format(
                 name=previous.GetName(), problem=problem, case=entry.caseId)
         ):  # fmt: skip
             return
         failed = _("Loading case {case} failed.").format(case=entry.caseId)
-        with slicer.util.tryWithErrorDisplay(failed, waitCursor=True):
+        with self.app.tryWithErrorDisplay(failed, waitCursor=True):
             volume = self.core.openCase(entry.files, self.workFolder())
             self.parameters().inputVolume = volume
-            slicer.util.setSliceViewerLayers(background=volume, fit=True)
+            self.app.setSliceViewerLayers(background=volume, fit=True)
             if unload and previous is not volume:
                 self.stopPlacing()
                 self.core.unloadCase(previous, discard=bool(problem))
             self.observeObjects()
             if entry.status == DRAFT:
-                slicer.util.showStatusMessage(_("{case}: its draft was restored (Save puts it into the dataset)")
-                                              .format(case=entry.caseId), 8000)  # fmt: skip
+                self.app.showStatusMessage(_("{case}: its draft was restored (Save puts it into the dataset)")
+                                           .format(case=entry.caseId), 8000)  # fmt: skip

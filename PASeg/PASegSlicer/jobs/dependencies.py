@@ -169,11 +169,11 @@ class DependencyChecker:
 
     def _installTorch(self, torchLogic, why: str) -> None:
         try:
-            torch = torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=f">={MINIMUM_TORCH}")
+            installed = torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=f">={MINIMUM_TORCH}")
         except Exception as exc:  # pip failures inside the extension
             raise DependencyError(f"{why}: installing torch failed ({type(exc).__name__}: {exc}).\n\n"
                                   + _installHelp([f"torch>={MINIMUM_TORCH}"])) from exc  # fmt: skip
-        if torch is None:
+        if installed is None:
             raise DependencyError(f"{why}: torch was not installed; PASeg training and prediction need it")
         importlib.invalidate_caches()
 

@@ -13,24 +13,21 @@ in PASegLib; :func:`caseFromNodes` / :func:`nodesFromCase` convert through the v
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from PASegLib.annotation.kinds import SIDES, get_kind
-from PASegLib.annotation.markups import write_markups
 from PASegLib.annotation.model import AnnotationError, CaseAnnotation, ObjectAnnotation
 from PASegLib.annotation.validation import check_case_kinds, validate_case, validate_object
 from PASegLib.image.geometry import ImageGeometry, lps_to_ras
 
+from ..mrml.volumes import geometryFromVolumeNode, localToWorld, worldToLocal
 from . import kinds
 from .kinds import kindLabels, kindOf
-from .volumes import geometryFromVolumeNode, localToWorld, worldToLocal
 
 VOLUME_REFERENCE_ROLE = "PASegVolume"
 OBJECT_ATTRIBUTE = "PASeg.ObjectOfVolume"  # before the node reference: a node ID, not remapped by scene import
-POINT_LABELS = ("F",) + SIDES
 #: Events of a markups node after which its status must be re-read (``vtkMRMLMarkupsNode`` event names, and VTK's
 #: ``ModifiedEvent``). Point moves, placements and unplacements, from the views, the Markups module's table or
 #: the API, fire the point events and never ``ModifiedEvent``; a rename, an ROI resize or a dense object's new
@@ -359,7 +356,7 @@ def caseFromNodes(scene, volumeNode, *, validate: bool = True) -> CaseAnnotation
 
 def nodesFromCase(scene, volumeNode, case: CaseAnnotation, *, replace: bool = True) -> List:
     """Create object nodes for ``case`` (LPS, local frame of ``volumeNode``); existing ones are removed first. A
-    dense object's node is created without its segmentation (see :func:`loadCaseAnnotation`)."""
+    dense object's node is created without its segmentation (see :func:`.casefile.loadCaseAnnotation`)."""
     if replace:
         for node in objectNodes(scene, volumeNode):
             scene.RemoveNode(node)
@@ -369,22 +366,3 @@ def nodesFromCase(scene, volumeNode, case: CaseAnnotation, *, replace: bool = Tr
         setPlacedPointsLps(node, volumeNode, obj.points())
         nodes.append(node)
     return nodes
-
-
-def saveCaseAnnotation(scene, volumeNode, path) -> Path:
-    """Validate the volume's objects and write them to ``<case>.mrk.json`` atomically (LPS). A dense case's label
-    is written first, as ``<case>_dense.nii.gz`` beside it (:func:`PASegSlicer.dense.saveDenseCase`)."""
-    case = caseFromNodes(scene, volumeNode, validate=True)
-    if any(obj.kind == "dense" for obj in case.objects):  # validate_case: then it is the case's only object
-        from . import dense
-
-        return dense.saveDenseCase(scene, volumeNode, path, case)["annotations"]
-    return write_markups(path, case)
-
-
-def loadCaseAnnotation(scene, volumeNode, path) -> List:
-    """Read ``<case>.mrk.json`` (PASeg or Slicer markups, any kind) into object nodes of ``volumeNode``; a dense
-    object's label file is loaded as a segmentation the object refers to."""
-    from . import dense
-
-    return dense.loadCaseMarkups(scene, volumeNode, path)

@@ -1,5 +1,5 @@
 """What a job's progress lines say, for the GUI: :class:`JobState`, updated by :meth:`JobState.apply` from each
-``PASEG {json}`` event of the running step (see :mod:`PASegSlicer.runner` for the events and the protocol).
+``PASEG {json}`` event of the running step (see :mod:`PASegSlicer.jobs.runner` for the events and the protocol).
 """
 
 from __future__ import annotations

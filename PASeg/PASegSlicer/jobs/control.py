@@ -1,4 +1,4 @@
-"""Starting training / prediction jobs on a :class:`~PASegSlicer.runner.JobRunner`, and taking in their results.
+"""Starting training / prediction jobs on a :class:`~PASegSlicer.jobs.runner.JobRunner`, and taking in their results.
 
 Start: check the inputs, create the job folder, write ``job.json`` and the inputs, point the runner's log at
 ``log.txt``, start the steps, and return a :class:`Job` that holds everything the job needs to finish (work
@@ -20,9 +20,10 @@ from typing import Any, Dict, List, Optional, Sequence
 from PASegLib.data.dataset import list_cases
 from PASegLib.utils.atomic import atomic_path
 
-from . import annotation
-from .cases import predictionPath
-from .jobs import (
+from ..annotation import objects
+from ..annotation.cases import predictionPath
+from ..mrml.volumes import volumeFromNode
+from .commands import (
     newJobFolder,
     predictionFiles,
     predictionSteps,
@@ -33,7 +34,6 @@ from .jobs import (
 )  # fmt: skip
 from .models import ModelEntry, ModelRegistry, readModelInfo
 from .runner import JobRunner, JobState
-from .volumes import volumeFromNode
 
 
 @dataclass
@@ -114,8 +114,8 @@ def startPredictionJob(
     job = newJobFolder(work, "predict")
     extra: Dict[str, Any] = {"model": str(run)}
     if volumeNode is not None:
-        objects = annotation.objectNodes(scene, volumeNode)
-        case = annotation.caseFromNodes(scene, volumeNode, validate=True) if objects else None
+        nodes = objects.objectNodes(scene, volumeNode)
+        case = objects.caseFromNodes(scene, volumeNode, validate=True) if nodes else None
         inputs = writePredictionInputs(job, caseId, volumeFromNode(volumeNode), case)
         inputPath, annotations = inputs["image"], inputs["annotations"] or None
         extra.update(case=caseId, volume_node=volumeNode.GetID(), inputs=inputs)
@@ -181,7 +181,7 @@ def finishJob(job: Job, state: JobState, scene=None, core=None) -> JobOutcome:
     Training: ``job.json`` gets the status; finished runs go into ``<job.workFolder>/models.json``.
     Prediction: ``job.json`` gets the status, predictions are kept in ``<job.workFolder>/predictions/``, and
     the prediction of the volume the job was started for is imported into *that* node (``core`` is the
-    :class:`~PASegSlicer.logic.PASegCoreLogic` of ``scene``), whatever volume is selected now. A result that
+    :class:`~PASegSlicer.annotation.logic.PASegCoreLogic` of ``scene``), whatever volume is selected now. A result that
     cannot be taken in does not raise: it is named in :attr:`JobOutcome.problems` with where it is kept.
     """
     outcome = JobOutcome(state.status, state.message)

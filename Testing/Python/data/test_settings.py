@@ -1,0 +1,44 @@
+"""PrepareSettings / SamplingSettings: training's settings handed to data preparation and patch sampling."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from PASegLib.data.cache import cache_key
+from PASegLib.data.dataset import list_cases, load_case
+from PASegLib.data.prepared import prepare_case
+from PASegLib.data.sampler import PatchSampler
+from PASegLib.data.settings import PrepareSettings, SamplingSettings, as_prepare_settings, as_sampling_settings
+from PASegLib.training.config import TrainConfig
+
+
+def test_train_config_hands_every_preparation_and_sampling_setting_over():
+    config = TrainConfig(target_spacing_mm=(2.0, 2.0, 3.0), random_walker={"beta": 90.0}, point_radius_mm=3.0,
+                         pseudo_labels="round1", prepare_workers=2, cache_mb=64.0, patch_size=(32, 32, 16),
+                         foreground_crop_probability=0.8, flip_axes=(0,), point_channel=True, prefetch_cases=1)
+    prepare = config.prepare_settings()
+    for field in dataclasses.fields(PrepareSettings):
+        assert getattr(prepare, field.name) == getattr(config, field.name), field.name
+    sampling = config.sampling_settings()
+    for field in dataclasses.fields(SamplingSettings):
+        assert tuple(np.atleast_1d(getattr(sampling, field.name))) == tuple(np.atleast_1d(getattr(config, field.name)))
+    assert prepare.expansion_config == config.expansion_config
+    assert as_prepare_settings(config) == prepare and as_prepare_settings(prepare) is prepare
+    assert as_sampling_settings(config) == sampling and as_sampling_settings(sampling) is sampling
+    with pytest.raises(TypeError, match="expected PrepareSettings or an object with prepare_settings"):
+        as_prepare_settings({"expansion": {}})
+
+
+def test_the_cache_key_and_the_prepared_case_are_those_of_the_train_config(tiny_dataset):
+    config = TrainConfig(target_spacing_mm=(2.0, 2.0, 2.0))
+    files = list_cases(tiny_dataset)[0]
+    assert cache_key(files, config) == cache_key(files, config.prepare_settings())
+    assert cache_key(files, config) != cache_key(files, TrainConfig().prepare_settings())
+    case = load_case(files)
+    a, b = prepare_case(case, config), prepare_case(case, config.prepare_settings())
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.partial, b.partial)
+    sampler = PatchSampler([a], config.sampling_settings())
+    assert tuple(sampler.patch) == tuple(config.patch_size)

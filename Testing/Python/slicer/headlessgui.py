@@ -1,0 +1,314 @@
+"""What the panels' headless tests give them in place of Qt and the Slicer application.
+
+``slicer-core`` has MRML, VTK and the module logics but no Qt: the scene, the logic, the Markups logic and the
+interaction node the panels get are the real ones (:class:`HeadlessApp` on a
+:class:`~PASegSlicer.mrml.headless.HeadlessSlicer`); only the widgets (:func:`widgetsOf`, built from ``PASeg.ui``
+so a panel can only use widgets the ``.ui`` has), the dialogs (recorded) and the timers (run by the test:
+:meth:`HeadlessApp.runTimers`) stand in for Qt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Callable, Dict, List, Optional
+
+UI_FILE = pathlib.Path(__file__).resolve().parents[3] / "PASeg" / "Resources" / "UI" / "PASeg.ui"
+
+
+class Signal:
+    """A Qt signal: ``connect(slot)``, ``emit(*args)`` (nothing while the widget's signals are blocked)."""
+
+    def __init__(self, owner: Widget) -> None:
+        self.owner, self.slots = owner, []
+
+    def connect(self, slot: Callable) -> None:
+        self.slots.append(slot)
+
+    def emit(self, *args) -> None:
+        if not self.owner.signalsBlocked:
+            for slot in list(self.slots):
+                slot(*args)
+
+
+class Widget:
+    """A ``QWidget``: ``enabled``, ``visible``, ``toolTip``, ``blockSignals``; subclasses add their signals."""
+
+    SIGNALS = ()
+
+    def __init__(self, name: str, className: str) -> None:
+        self.name, self.className = name, className
+        self.enabled, self.visible, self.toolTip, self.signalsBlocked = True, True, "", False
+        for signal in self.SIGNALS:
+            setattr(self, signal, Signal(self))
+
+    def blockSignals(self, block: bool) -> bool:
+        was, self.signalsBlocked = self.signalsBlocked, bool(block)
+        return was
+
+
+class Label(Widget):
+    def __init__(self, name: str, className: str) -> None:
+        super().__init__(name, className)
+        self.text = ""
+
+    def setText(self, text: str) -> None:
+        self.text = str(text)
+
+
+class PushButton(Label):
+    SIGNALS = ("clicked",)
+
+    def click(self) -> None:
+        if self.enabled:
+            self.clicked.emit()
+
+
+class ComboBox(Widget):
+    """``QComboBox``: the current index follows Qt (``-1`` when empty, ``0`` once items are added to an empty one)."""
+
+    SIGNALS = ("currentIndexChanged", "activated")
+
+    def __init__(self, name: str, className: str) -> None:
+        super().__init__(name, className)
+        self.items: List[str] = []
+        self._index = -1
+
+    @property
+    def currentIndex(self) -> int:
+        return self._index
+
+    @currentIndex.setter
+    def currentIndex(self, index: int) -> None:
+        index = int(index) if 0 <= int(index) < len(self.items) else -1
+        if index != self._index:
+            self._index = index
+            self.currentIndexChanged.emit(index)
+
+    @property
+    def currentText(self) -> str:
+        return self.items[self._index] if self._index >= 0 else ""
+
+    def addItems(self, texts) -> None:
+        self.items += [str(t) for t in texts]
+        if self._index < 0 and self.items:
+            self.currentIndex = 0
+
+    def clear(self) -> None:
+        self.items = []
+        self.currentIndex = -1
+
+    def setCurrentText(self, text: str) -> None:
+        if text in self.items:
+            self.currentIndex = self.items.index(text)
+
+    def choose(self, index: int) -> None:
+        """What a user's pick does: the index changes, then ``activated``."""
+        self.currentIndex = index
+        self.activated.emit(index)
+
+
+class ListWidget(Widget):
+    SIGNALS = ("itemDoubleClicked",)
+
+    def __init__(self, name: str, className: str) -> None:
+        super().__init__(name, className)
+        self.items: List[str] = []
+        self.currentRow = -1
+
+    def addItems(self, texts) -> None:
+        self.items += [str(t) for t in texts]
+
+    def clear(self) -> None:
+        self.items, self.currentRow = [], -1
+
+    def setCurrentRow(self, row: int) -> None:
+        self.currentRow = int(row) if 0 <= int(row) < len(self.items) else -1
+
+    def doubleClick(self, row: int) -> None:
+        self.setCurrentRow(row)
+        self.itemDoubleClicked.emit(self.items[row])
+
+
+class NodeComboBox(Widget):
+    """``qMRMLNodeComboBox``: holds a real MRML node."""
+
+    SIGNALS = ("currentNodeChanged",)
+
+    def __init__(self, name: str, className: str) -> None:
+        super().__init__(name, className)
+        self._node = None
+
+    def currentNode(self):
+        return self._node
+
+    def setCurrentNode(self, node) -> None:
+        if node is not self._node:
+            self._node = node
+            self.currentNodeChanged.emit(node)
+
+
+class PlainTextEdit(Widget):
+    def __init__(self, name: str, className: str) -> None:
+        super().__init__(name, className)
+        self.lines: List[str] = []
+
+    def appendPlainText(self, text: str) -> None:
+        self.lines.append(str(text))
+
+
+class ProgressBar(Widget):
+    def __init__(self, name: str, className: str) -> None:
+        super().__init__(name, className)
+        self.value, self.format = 0, "%p%"
+
+    def setValue(self, value: int) -> None:
+        self.value = int(value)
+
+    def setFormat(self, text: str) -> None:
+        self.format = str(text)
+
+
+CLASSES = {"QPushButton": PushButton, "QLabel": Label, "QComboBox": ComboBox, "QListWidget": ListWidget,
+           "qMRMLNodeComboBox": NodeComboBox, "QPlainTextEdit": PlainTextEdit, "QProgressBar": ProgressBar}  # fmt: skip
+
+
+def widgetsOf(uiFile: pathlib.Path = UI_FILE) -> SimpleNamespace:
+    """The widgets of the ``.ui`` by name, as ``slicer.util.childWidgetVariables`` gives them (stand-ins)."""
+    widgets = {}
+    for element in ET.parse(uiFile).iter("widget"):
+        className = element.get("class")
+        widgets[element.get("name")] = CLASSES.get(className, Widget)(element.get("name"), className)
+    return SimpleNamespace(**widgets)
+
+
+class ManualTimer:
+    """A single-shot timer that the test runs (:meth:`fire`): there is no Qt event loop."""
+
+    def __init__(self, milliseconds: int, slot: Callable[[], None]) -> None:
+        self.interval, self.slot, self.active = int(milliseconds), slot, False
+
+    def start(self) -> None:
+        self.active = True
+
+    def stop(self) -> None:
+        self.active = False
+
+    def isActive(self) -> bool:
+        return self.active
+
+    def fire(self) -> bool:
+        if not self.active:
+            return False
+        self.active = False
+        self.slot()
+        return True
+
+
+class HeadlessApp:
+    """:class:`~PASegSlicer.gui.app.App` on a :class:`~PASegSlicer.mrml.headless.HeadlessSlicer`: the real Markups
+    logic and interaction node; dialogs, settings, views and pip recorded; timers run by :meth:`runTimers`.
+
+    ``answers``: the replies of the confirmation dialogs, in order (``True`` when none is left)."""
+
+    def __init__(self, headless) -> None:
+        self.headless = headless
+        self.timers: List[ManualTimer] = []
+        self.settings: Dict[str, str] = {}
+        self.shown: Dict[str, List[str]] = {"status": [], "info": [], "warning": [], "error": [], "question": []}
+        self.answers: List[bool] = []
+        self.fileName = ""
+        self.layers: List[Any] = []
+        self.charts: List[Any] = []
+        self.pipCalls: List[List[str]] = []
+
+    def markupsLogic(self):
+        return self.headless.logics["Markups"]
+
+    def interactionNode(self):
+        return self.headless.appLogic.GetInteractionNode()
+
+    def timer(self, milliseconds: int, slot: Callable[[], None]) -> ManualTimer:
+        timer = ManualTimer(milliseconds, slot)
+        self.timers.append(timer)
+        return timer
+
+    def runTimers(self, maxRounds: int = 20) -> None:
+        """Fire the started timers, shortest interval first, until none is started (what the event loop does)."""
+        for _ in range(maxRounds):
+            started = sorted((t for t in self.timers if t.isActive()), key=lambda t: t.interval)
+            if not started:
+                return
+            started[0].fire()
+        raise AssertionError("timers keep restarting each other")
+
+    def setting(self, key: str, default: str) -> str:
+        return self.settings.get(key, default)
+
+    def setSetting(self, key: str, value: str) -> None:
+        self.settings[key] = str(value)
+
+    def showStatusMessage(self, text: str, milliseconds: int) -> None:
+        self.shown["status"].append(str(text))
+
+    def infoDisplay(self, text: str) -> None:
+        self.shown["info"].append(str(text))
+
+    def warningDisplay(self, text: str) -> None:
+        self.shown["warning"].append(str(text))
+
+    def errorDisplay(self, text: str) -> None:
+        self.shown["error"].append(str(text))
+
+    def confirmYesNoDisplay(self, text: str) -> bool:
+        self.shown["question"].append(str(text))
+        return self.answers.pop(0) if self.answers else True
+
+    confirmOkCancelDisplay = confirmYesNoDisplay
+
+    def pip_install(self, arguments: List[str]) -> None:
+        self.pipCalls.append(list(arguments))
+
+    @contextlib.contextmanager
+    def tryWithErrorDisplay(self, message: str, waitCursor: bool = False):
+        """As ``slicer.util.tryWithErrorDisplay``: the error is shown under ``message``, then re-raised."""
+        try:
+            yield
+        except Exception as exc:
+            self.shown["error"].append(f"{message}\n\n{exc}")
+            raise
+
+    def openFileName(self, title: str, filters: str) -> str:
+        return self.fileName
+
+    def setSliceViewerLayers(self, background, fit: bool = False) -> None:
+        self.layers.append(background)
+
+    def showChart(self, chartNode) -> None:
+        self.charts.append(chartNode)
+
+
+@dataclass
+class Parameters:
+    """The fields of ``PASegParameterNode`` the panels use, with its defaults (``parameterNodeWrapper`` is not in
+    ``slicer-core``)."""
+
+    inputVolume: Optional[Any] = None
+    datasetFolder: pathlib.Path = field(default_factory=lambda: pathlib.Path(""))
+    workFolder: pathlib.Path = field(default_factory=lambda: pathlib.Path(""))
+    autoPreview: bool = True
+    trainMode: str = "stage 1 + SCM"
+    networkA: str = "unet2d5"
+    networkB: str = "attention_unet"
+    scmRunA: pathlib.Path = field(default_factory=lambda: pathlib.Path(""))
+    scmRunB: pathlib.Path = field(default_factory=lambda: pathlib.Path(""))
+    epochs: int = 300
+    deviceMode: str = "auto"
+    gpuIndex: int = 0
+    trainConfig: pathlib.Path = field(default_factory=lambda: pathlib.Path(""))
+    modelRunDir: pathlib.Path = field(default_factory=lambda: pathlib.Path(""))
+    restrictToBox: bool = True
+    largestComponent: bool = False
