@@ -12,7 +12,7 @@ Rows are defined by their configs (:func:`row_table`); a run folder is named aft
 training cases, so two rows with one config share one run, and a finished run is never retrained. Rows:
 
 * ``full supervision`` — same network and budget, dense labels, no regularisers (the upper bound);
-* the stage-one ladder — the issue-5 settings, then each change of issue 10 added one at a time;
+* the stage-one ladder — the first table's settings (``ISSUE5``, the row label kept for the committed results), then each later change added one at a time;
 * ``stage one (defaults)`` / ``stage one, auxiliary (defaults)`` — the preset as a user gets it; the same
   with training seed 1 (patch order, initial weights and the held-out 12) measures the run-to-run spread;
 * ``stage one (defaults), largest component``: the same model, each prediction reduced to its largest
@@ -56,11 +56,11 @@ from PASegLib.training.selection import CRITERIA, selection_quality  # noqa: E40
 from PASegLib.utils.atomic import atomic_write_json  # noqa: E402
 
 LA_HEART = ROOT.parent / "shared" / "data" / "la_heart"
-#: the stage-one settings of issue 5 (the previous table), for the first row of the ladder
+#: the stage-one settings of the first accuracy table, for the first row of the ladder
 ISSUE5 = {"data_term": "paper", "rampup_fraction": None, "rampup_epochs": 10.0, "crf_image_sigma": 0.0,
           "crf_sigma_intensity": 0.1, "alpha": 1.0, "beta": 0.1, "box_prior_weight": 0.0, "patch_size": (48, 48, 24),
           "selection": "click_score"}
-#: regulariser settings of the ladder's base (issue-5 mCRF and VM with the new data term and patch)
+#: regulariser settings of the ladder's base (the first table's mCRF and VM with the new data term and patch)
 BASE = {"data_term": "official", "rampup_fraction": 1.0 / 3.0, "crf_image_sigma": 0.0, "crf_sigma_intensity": 0.1,
         "alpha": 1.0, "beta": 0.1, "box_prior_weight": 0.0}
 SMALL_COHORT = 6
@@ -123,13 +123,13 @@ def run_name(config, train_ids, init_dirs=(), tag=None) -> str:
     return "run_" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
 
 
 def _row_run(out: Path, name: str, rows) -> Path:
     """The run folder of row ``name``: the one its finished result names, else the one its config names."""
-    done = out / "rows" / f"{_slug(name)}.json"
+    done = out / "rows" / f"{slug(name)}.json"
     if done.is_file():
         return Path(json.loads(done.read_text(encoding="utf-8"))["run"])
     return out / run_name(rows[name][1], rows[name][2])
@@ -169,7 +169,7 @@ def run_row(name, spec, rows, out, data, clicks, cache, test_ids, by_id, device,
 
     mode, config, train_ids, source, options = spec
     if mode == "reuse":
-        run = Path(json.loads((out / "rows" / f"{_slug(source)}.json").read_text(encoding="utf-8"))["run"])
+        run = Path(json.loads((out / "rows" / f"{slug(source)}.json").read_text(encoding="utf-8"))["run"])
         train_s = 0.0
     else:
         init_dirs = [_row_run(out, r, rows) for r in options.get("init", ())]
@@ -194,17 +194,17 @@ def run_row(name, spec, rows, out, data, clicks, cache, test_ids, by_id, device,
     t = time.monotonic()
     selected = _evaluate(load_predictor(run, checkpoint="best", ensemble=ensemble, device=device, verbose=False,
                                         use_clicks=clicks_in),
-                         test_ids, by_id, out / "predictions" / f"{_slug(name)}_best", largest_component=largest)
+                         test_ids, by_id, out / "predictions" / f"{slug(name)}_best", largest_component=largest)
     result["predict_s"] = round(time.monotonic() - t, 1)
     if model.get("best_epoch") == model.get("epochs"):
         last = selected  # best.pt holds the last epoch's weights
     else:
         last = _evaluate(load_predictor(run, checkpoint="last", ensemble=ensemble, device=device, verbose=False,
                                         use_clicks=clicks_in),
-                         test_ids, by_id, out / "predictions" / f"{_slug(name)}_last", largest_component=largest)
+                         test_ids, by_id, out / "predictions" / f"{slug(name)}_last", largest_component=largest)
     result["cases"] = {c: selected[c] for c in test_ids}
     result["cases_last"] = {c: last[c]["dice"] for c in test_ids}
-    atomic_write_json(out / "rows" / f"{_slug(name)}.json", {"name": name, **result})
+    atomic_write_json(out / "rows" / f"{slug(name)}.json", {"name": name, **result})
     return result
 
 
@@ -338,7 +338,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--rows: unknown row(s) {unknown}; --list shows them")
     if not (args.summary or args.markdown):
         for name, spec in rows.items():
-            if (args.rows and name not in args.rows) or (out / "rows" / f"{_slug(name)}.json").is_file():
+            if (args.rows and name not in args.rows) or (out / "rows" / f"{slug(name)}.json").is_file():
                 continue
             start = time.monotonic()
             r = run_row(name, spec, rows, out, args.data, clicks, out / "cache", test_ids, by_id, args.device,
@@ -348,7 +348,7 @@ def main(argv=None) -> int:
                   f"{time.monotonic() - start:.0f} s", file=sys.stderr)
     results = {}
     for name in rows:
-        path = out / "rows" / f"{_slug(name)}.json"
+        path = out / "rows" / f"{slug(name)}.json"
         if path.is_file():
             results[name] = json.loads(path.read_text(encoding="utf-8"))
     if not results:

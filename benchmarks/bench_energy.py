@@ -18,8 +18,8 @@ only); ``click_box`` (the union of the objects' inclusive click boxes).
 
 Cases: the first ``--cases`` (default 20) of the 60 training ids of ``bench_accuracy.py`` (ids sorted).
 Configs: ``--configs NAME:key=value,...`` groups applied on top of the CPU preset's stage-one config (values
-are JSON, else strings: ``data_term=paper``); the default grid holds the issue-5 settings and the issue-10
-candidates (:data:`DEFAULT_GRID`, every loss setting spelled out).
+are JSON, else strings: ``data_term=paper``); the default grid holds the first accuracy table's settings and
+the second's candidates (:data:`DEFAULT_GRID`, every loss setting spelled out).
 
 Usage::
 
@@ -69,7 +69,7 @@ _ISSUE5_LOSS = {k: ISSUE5[k] for k in ("data_term", "alpha", "beta", "crf_sigma_
                                        "box_prior_weight")}
 _OFFICIAL = {k: BASE[k] for k in ("data_term", "alpha", "beta", "crf_sigma_intensity", "crf_image_sigma",
                                   "box_prior_weight")}
-#: the default grid (issue 10): issue-5 settings, then the official data term and its candidate changes
+#: the default grid: the first accuracy table's settings, then the official data term and its candidate changes
 DEFAULT_GRID = [
     _spec("issue5 (paper, σ_I 0.1, β 0.1)", _ISSUE5_LOSS),
     _spec("official", _OFFICIAL),
@@ -269,7 +269,7 @@ def main(argv=None) -> int:
                         help="clicks and prepared-case cache (default bench_output/energy)")
     parser.add_argument("--cases", type=int, default=20, help="first N of the 60 training ids (default 20)")
     parser.add_argument("--configs", nargs="+", default=None, metavar="NAME:key=value,...",
-                        help="configs on top of the CPU preset's stage-one config (default: the issue-10 grid)")
+                        help="configs on top of the CPU preset's stage-one config (default: the accuracy grid)")
     parser.add_argument("--soft", type=float, default=SOFT, help="masks become probabilities (soft, 1 - soft)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--summary", type=Path, default=None, help="also write the JSON here")

@@ -28,7 +28,7 @@ from scipy.ndimage import gaussian_filter
 from PASegLib.annotation.simulation import ClickSimulationConfig, simulate_clicks
 from PASegLib.annotation.validation import object_box
 from PASegLib.image.io import read_image
-from PASegLib.seeds.expansion import _smoothed_crop
+from PASegLib.seeds.expansion import smoothed_crop
 from PASegLib.seeds.geodesic import geodesic_distance
 from PASegLib.seeds.geodesic_reference import dijkstra_geodesic_distance
 
@@ -118,7 +118,7 @@ def case_curve(image, gt, obj, lamb, sigma):
     g = image.geometry
     lo, hi = object_box(obj, g)
     crop = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
-    intensities = _smoothed_crop(image.array.astype(np.float32), lo, hi, g.spacing, sigma)
+    intensities = smoothed_crop(image.array.astype(np.float32), lo, hi, g.spacing, sigma)
     seeds = np.zeros(intensities.shape, dtype=bool)
     seeds[tuple(g.world_to_voxel(obj.foreground) - lo)] = True
     d = geodesic_distance(intensities, seeds, spacing=g.spacing, lamb=lamb)

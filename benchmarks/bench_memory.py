@@ -48,7 +48,7 @@ from typing import Any, Dict, List
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "benchmarks"), str(REPO_ROOT)]
 from _child import child_or_skip, run_child, write_summary  # noqa: E402
-from bench_prepare import LA_HEART, _files, cpu_preset_config  # noqa: E402
+from bench_prepare import LA_HEART, cpu_preset_config, la_heart_files  # noqa: E402
 
 
 def _status_mb(field: str) -> float:
@@ -80,7 +80,7 @@ def child(cfg: Dict[str, Any]) -> Dict[str, Any]:
     from PASegLib.training.launch import train_from_dataset
 
     baseline = _status_mb("VmRSS")
-    files = _files(Path(cfg["data"]), Path(cfg["clicks"]), 80)
+    files = la_heart_files(Path(cfg["data"]), Path(cfg["clicks"]), 80)
     config = train_config(cfg, files)
     run = Path(cfg["run"])
     shutil.rmtree(run, ignore_errors=True)
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     from PASegLib.data.prepare import available_cores, prepare_cases
 
     clicks, cache = args.out / "clicks", args.out / f"cache_memory_{args.spacing}"
-    files = _files(args.data, clicks, 80)
+    files = la_heart_files(args.data, clicks, 80)
     base = {"data": str(args.data), "clicks": str(clicks), "cache": str(cache), "spacing": args.spacing,
             "iterations": args.iterations, "patch": args.patch}
     config = train_config(base, files)

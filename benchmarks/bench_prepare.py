@@ -53,7 +53,7 @@ LA_HEART = REPO_ROOT.parent / "shared" / "data" / "la_heart"
 CORES = (1, 2, 4, 8, 16, 32)
 
 
-def _files(data: Path, clicks: Path, n: int) -> List[Any]:
+def la_heart_files(data: Path, clicks: Path, n: int) -> List[Any]:
     """The first ``n`` la_heart cases (sorted ids) with clicks simulated into ``clicks`` (once)."""
     from PASegLib.data.dataset import list_cases
     from PASegLib.jobs.stopping import StopFile
@@ -78,7 +78,7 @@ def child(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """Prepare the cases into a new cache with ``cfg["workers"]`` workers; seconds and per-case report times."""
     from PASegLib.data.prepare import prepare_cases
 
-    files = _files(Path(cfg["data"]), Path(cfg["clicks"]), cfg["cases"])
+    files = la_heart_files(Path(cfg["data"]), Path(cfg["clicks"]), cfg["cases"])
     config = cpu_preset_config(files).replace(prepare_workers=cfg["workers"])
     cache = Path(cfg["cache"])
     shutil.rmtree(cache, ignore_errors=True)
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     from PASegLib.data.prepare import available_cores
 
     clicks = args.out / "clicks"
-    files = _files(args.data, clicks, args.cases)
+    files = la_heart_files(args.data, clicks, args.cases)
     for f in files:  # both runs find the inputs in the page cache
         for path in (f.image, f.label, f.markups):
             if path is not None:

@@ -14,7 +14,7 @@ tumours; the seven clicks of each clicked tumour are placed with ``annotation.ad
 Variants, side by side in one run, each in its own child process:
 
 * ``before``: :func:`_setLabelsToSegmentationReference`, a verbatim copy of ``setLabelsToSegmentation`` as it
-  was before issue 11 (one full-volume mask, ``np.argwhere`` and ``SetBinaryLabelmapToSegment`` per segment);
+  was before the preview was made box by box (one full-volume mask, ``np.argwhere`` and ``SetBinaryLabelmapToSegment`` per segment);
 * ``after``: the current :func:`PASegSlicer.mrml.segments.setLabelsToSegmentation`.
 
 Times are medians over ``--repeats`` previews after one untimed warm-up. Memory, per child process:
@@ -59,7 +59,7 @@ TUMOURS = [((0.45, 0.55, 0.5), (18.0, 14.0, 12.0)), ((0.7, 0.35, 0.4), (9.0, 8.0
 MARGIN = 3  # voxels between the ellipsoid and its background clicks
 
 
-# -- the implementation before issue 11, verbatim (for the side-by-side measurement) -------------------------
+# -- the implementation before, verbatim (for the side-by-side measurement) -------------------------
 def _orientedImageReference(mask: np.ndarray, geometry):
     """A ``vtkOrientedImageData`` of ``mask`` cropped to its bounding box (extent), on ``geometry``'s grid."""
     import slicer

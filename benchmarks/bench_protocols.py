@@ -22,7 +22,7 @@ Rows (the summary's keys):
   non-held-out training ids), seven points for the rest; stage one (defaults), each case supervised by what it
   has.
 
-Clicks per object: the kind's clicks (:func:`PASegLib.annotation.kinds.clicks_of`); a dense case counts as one
+Clicks per object: the kind's clicks (:func:`PASegLib.annotation.model.clicks_of`); a dense case counts as one
 contour per slice the object spans (``contour_slices_per_object``, the annotation-time proxy of dense labels).
 
 Usage::
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_accuracy import LA_HEART, _slug, run_row, summarize  # noqa: E402
+from bench_accuracy import LA_HEART, run_row, slug, summarize  # noqa: E402
 
 from PASegLib.annotation.simulation import ClickSimulationConfig  # noqa: E402
 from PASegLib.data.dataset import list_cases  # noqa: E402
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--rows: unknown row(s) {unknown}; rows: {', '.join(list(REUSED) + list(rows))}")
     if not (args.summary or args.markdown):
         for name, spec in rows.items():
-            if (args.rows and name not in args.rows) or (out / "rows" / f"{_slug(name)}.json").is_file():
+            if (args.rows and name not in args.rows) or (out / "rows" / f"{slug(name)}.json").is_file():
                 continue
             options = spec[4]
             kind = options["kind"]
@@ -154,7 +154,7 @@ def refine(source: str, folder: str, out: Path, cases, device: str) -> None:
     cases already refined are kept); its per-case rows go to ``folder/refine.json``."""
     from PASegLib.pipeline.refine import refine_pseudo_labels
 
-    done = out / "rows" / f"{_slug(source)}.json"
+    done = out / "rows" / f"{slug(source)}.json"
     if not done.is_file():
         raise SystemExit(f"row {source!r} must finish before it can be refined")
     run = json.loads(done.read_text(encoding="utf-8"))["run"]
@@ -171,11 +171,11 @@ def report(args, out: Path, rows, train_ids, test_ids, val_ids) -> int:
     """The finished rows (and the reused accuracy rows) → summary JSON / Markdown."""
     results = {}
     for key, source in REUSED.items():
-        path = args.accuracy_out / "rows" / f"{_slug(source)}.json"
+        path = args.accuracy_out / "rows" / f"{slug(source)}.json"
         if path.is_file():
             results[key] = {**json.loads(path.read_text(encoding="utf-8")), "reused_from": source}
     for name in rows:
-        path = out / "rows" / f"{_slug(name)}.json"
+        path = out / "rows" / f"{slug(name)}.json"
         if path.is_file():
             results[name] = json.loads(path.read_text(encoding="utf-8"))
     if not results:

@@ -37,7 +37,7 @@ import numpy as np
 from PASegLib.annotation.simulation import ClickSimulationConfig, simulate_clicks
 from PASegLib.annotation.validation import object_box
 from PASegLib.image.io import read_image
-from PASegLib.seeds.expansion import ExpansionConfig, _smoothed_crop, expand_seeds, seed_precision_recall
+from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds, seed_precision_recall, smoothed_crop
 from PASegLib.seeds.extent import distance
 
 EPSILONS = tuple(round(0.05 * n, 2) for n in range(1, 11))
@@ -65,7 +65,7 @@ def fixed_grid(image, case, label, config: ExpansionConfig) -> dict:
         seed = g.world_to_voxel(obj.foreground) - lo
         seeds = np.zeros(tuple(hi - lo + 1), dtype=bool)
         seeds[tuple(seed)] = True
-        d = distance(_smoothed_crop(arr, lo, hi, g.spacing, config.smooth_sigma_mm), seeds, g.spacing,
+        d = distance(smoothed_crop(arr, lo, hi, g.spacing, config.smooth_sigma_mm), seeds, g.spacing,
                      lamb=config.lamb, max_iterations=config.max_iterations, backend=config.backend)  # fmt: skip
         maps.append((crop, seed, d))
     out = {"seconds": time.perf_counter() - start}
@@ -150,7 +150,7 @@ def candidate_masks(image, obj, config: ExpansionConfig) -> tuple:
     arr, g = np.asarray(image.array, dtype=np.float32), image.geometry
     lo, hi = object_box(obj, g)
     crop = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
-    img = _smoothed_crop(arr, lo, hi, g.spacing, config.smooth_sigma_mm)
+    img = smoothed_crop(arr, lo, hi, g.spacing, config.smooth_sigma_mm)
     fg = tuple(int(v) for v in g.world_to_voxel(obj.foreground) - lo)
     bg = np.clip(g.world_to_voxel(obj.background_array()) - lo, 0, hi - lo)
     faces = [f for a in range(3) for f in (lo[a] > 0, hi[a] < arr.shape[a] - 1)]

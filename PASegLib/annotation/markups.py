@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from PASegLib.annotation.kinds import FOREGROUND, POINT_LABELS, SIDE_NAMES, SIDES, kind_names
+from PASegLib.annotation.kinds import FOREGROUND, POINT_LABELS, SIDE_NAMES, SIDES, get_kind, kind_names
 from PASegLib.annotation.model import AnnotationError, CaseAnnotation, make_object
 from PASegLib.image.geometry import ImageGeometry, lps_to_ras
 from PASegLib.utils.atomic import PathLike, atomic_write_json
@@ -118,8 +118,6 @@ def object_to_markup(obj: Any, cs: str = "LPS") -> Dict[str, Any]:
 
 
 def _kind_description(kind: str, label: str) -> str:
-    from PASegLib.annotation.kinds import get_kind
-
     return get_kind(kind).prompts.get(label, label)
 
 
@@ -242,7 +240,6 @@ def case_from_markups_dict(doc: Any, geometry: ImageGeometry, *, source: str = "
 
 def _kind_object(markup: Dict[str, Any], kind: str, n: int, name: str, cs: str, scale: float, source: str) -> Any:
     """An object of a kind other than seven points (see the module docstring)."""
-    from PASegLib.annotation.kinds import get_kind
     from PASegLib.annotation.model import ObjectAnnotation
 
     spec = get_kind(kind)
@@ -363,8 +360,6 @@ def _kind_labels(kind: str) -> Tuple[str, ...]:
     """The point labels of ``kind``, required then optional."""
     if kind == "seven_points":
         return POINT_LABELS
-    from PASegLib.annotation.kinds import get_kind
-
     spec = get_kind(kind)
     return spec.labels + spec.optional
 
@@ -384,7 +379,6 @@ def markup_kind(markup: Dict[str, Any], name: str, source: str) -> str:
         raise AnnotationError(f"{source}: markup {name!r}: a {markup.get('type', 'Fiducial')} markup cannot hold "
                               f"kind {kind!r} (a box is an ROI markup or a fiducial with corners lo/hi)")
     return kind
-
 
 
 def roi_box(markup: Dict[str, Any], name: str, cs: str, scale: float, source: str) -> Dict[str, np.ndarray]:

@@ -19,7 +19,6 @@ from PASegLib.image.geometry import ImageGeometry
 __all__ = ["check_case_kinds", "kind_box", "object_box", "validate_case", "validate_kind_object", "validate_object"]
 
 
-
 def object_box(obj: ObjectAnnotation, geometry: ImageGeometry) -> Tuple[np.ndarray, np.ndarray]:
     """Inclusive voxel box ``(lo, hi)`` (each ``(3,)`` int, ``[i, j, k]``) spanned by the background points.
 

@@ -14,7 +14,6 @@ from typing import Optional
 __all__ = ["MAX_MESSAGE", "os_error_message", "shorten", "user_error_message"]
 
 
-
 #: Longest message printed or put in the error event (characters); longer ones keep their start and end.
 MAX_MESSAGE = 2000
 

@@ -9,6 +9,7 @@ from typing import Any, Dict, List
 
 from PASegLib.annotation.kinds import kind_names
 from PASegLib.cli.common import ProgressBarStream
+from PASegLib.jobs.stopping import EXIT_OK
 
 EPILOG = """\
 Steps: simulate clicks for labeled cases without clicks -> expand seeds -> stage 1 for two networks -> SCM ->
@@ -77,6 +78,6 @@ def run(args: argparse.Namespace) -> int:
         code = run_pipeline(args.dataset, args.out, options, stream=stream)
     finally:
         stream.close()
-    if code == 0:
+    if code == EXIT_OK:
         print(f"report: {args.out}/report.html", file=sys.stderr)
     return code

@@ -9,6 +9,7 @@ import sys
 from typing import Any, Dict, Optional, Union
 
 from PASegLib.cli.common import ProgressBarStream
+from PASegLib.jobs.stopping import EXIT_INTERRUPTED
 
 #: set in the ranks started by ``--nproc-per-node``: the launcher's process id (a rank ends when it is gone)
 LAUNCHER_ENV = "PASEG_LAUNCHER_PID"
@@ -220,7 +221,7 @@ def _worker(args: argparse.Namespace) -> int:
     try:
         return train_rank(args)
     except KeyboardInterrupt:
-        raise SystemExit(130) from None
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except Exception as exc:  # noqa: BLE001 -- reported by the launcher as the command's one error
         from PASegLib.cli.errors import user_error_message
 
@@ -256,7 +257,7 @@ def launch_ranks(args: argparse.Namespace, nproc: int) -> int:
     except ChildFailedError as exc:
         raise ValueError(_failure_message(exc.failures, nproc)) from None
     except SignalException:
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         os.environ.pop(LAUNCHER_ENV, None)
     return int(codes.get(0) or 0)

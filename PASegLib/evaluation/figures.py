@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from PASegLib.utils.atomic import PathLike, atomic_path
-from PASegLib.utils.checks import check_number
+from PASegLib.utils.checks import check_number, check_spacing
 
 __all__ = ["FIGURE_COLORS", "object_center", "write_case_figure", "write_learning_curve"]
 
@@ -51,16 +51,6 @@ def _volume(name: str, value: Any, shape: Optional[Tuple[int, ...]] = None) -> n
     if shape is not None and arr.shape != shape:
         raise ValueError(f"{name} shape {arr.shape} != image shape {shape}")
     return arr
-
-
-def _spacing(spacing: Any) -> Tuple[float, float, float]:
-    try:
-        values = tuple(float(s) for s in np.asarray(spacing, dtype=np.float64).ravel())
-    except (TypeError, ValueError):
-        raise ValueError(f"spacing must be three positive finite numbers (mm), got {spacing!r}") from None
-    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"spacing must be three positive finite numbers (mm), got {spacing!r}")
-    return values  # type: ignore[return-value]
 
 
 def _clicks(clicks_index: Any, click_labels: Any, shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
@@ -164,7 +154,7 @@ def write_case_figure(
     """
     img = _volume("image", image).astype(np.float32)
     shape = img.shape
-    sp = _spacing(spacing)
+    sp = check_spacing(spacing)
     seeds_arr = None if seeds is None else _volume("seeds", seeds, shape)
     if seeds_arr is not None and not np.isin(seeds_arr, (0, 1, 2)).all():
         raise ValueError(f"seeds must hold partial labels 0/1/2, got values {np.unique(seeds_arr)[:8].tolist()}")

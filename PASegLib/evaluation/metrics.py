@@ -47,6 +47,8 @@ from typing import Any, Dict, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
+from PASegLib.utils.checks import check_spacing
+
 __all__ = [
     "assd",
     "compute_metrics",
@@ -80,16 +82,6 @@ def _as_pair(pred: Any, target: Any) -> Tuple[np.ndarray, np.ndarray]:
     if p.shape != t.shape:
         raise ValueError(f"pred shape {p.shape} != target shape {t.shape}")
     return p, t
-
-
-def _as_spacing(spacing: Any) -> Tuple[float, float, float]:
-    try:
-        values = tuple(float(s) for s in np.asarray(spacing, dtype=np.float64).ravel())
-    except (TypeError, ValueError):
-        raise ValueError(f"spacing must be three positive finite numbers (mm), got {spacing!r}") from None
-    if len(values) != 3 or not all(np.isfinite(values)) or min(values) <= 0:
-        raise ValueError(f"spacing must be three positive finite numbers (mm), got {spacing!r}")
-    return values
 
 
 def _ratio(numerator: int, denominator: int, other_empty: bool) -> float:
@@ -166,7 +158,7 @@ def surface_distances(
         ValueError: masks not 3D or of different shapes, or ``spacing`` not three positive finite numbers.
     """
     p, t = _as_pair(pred, target)
-    sampling = _as_spacing(spacing)
+    sampling = check_spacing(spacing)
     p_any, t_any = bool(p.any()), bool(t.any())
     if not (p_any or t_any):
         return np.zeros(0), np.zeros(0)

@@ -16,6 +16,8 @@ from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
+from PASegLib.utils.checks import check_spacing
+
 COORDINATE_SYSTEMS = ("LPS", "RAS")
 _LPS_RAS_FLIP = np.array([-1.0, -1.0, 1.0])
 
@@ -58,9 +60,7 @@ class ImageGeometry:
         shape = tuple(int(s) for s in self.shape)
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"shape must be three positive integers (I, J, K), got {self.shape!r}")
-        spacing = tuple(float(s) for s in self.spacing)
-        if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
-            raise ValueError(f"spacing must be three positive finite numbers (mm), got {self.spacing!r}")
+        spacing = check_spacing(self.spacing)
         origin = tuple(float(o) for o in self.origin)
         if len(origin) != 3 or not all(np.isfinite(origin)):
             raise ValueError(f"origin must be three finite numbers (mm), got {self.origin!r}")

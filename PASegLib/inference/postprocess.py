@@ -63,7 +63,7 @@ def labels_from_probability(probability: np.ndarray, geometry: ImageGeometry, *,
     1. foreground = ``probability > threshold`` (strict, like the argmax of a 2-class softmax at 0.5);
     2. without ``annotation``: every foreground voxel is 1;
     3. with ``annotation`` (objects ``1 … n`` in annotation order, boxes from
-       :func:`~PASegLib.annotation.model.object_box` on ``geometry``, inclusive voxel indices): a foreground voxel
+       :func:`~PASegLib.annotation.validation.object_box` on ``geometry``, inclusive voxel indices): a foreground voxel
        inside one or more boxes gets the index of the *first* object whose box contains it; a foreground voxel
        outside every box is 0 when ``restrict_to_box``, else it gets the index of the object whose box is
        nearest in mm (Euclidean distance from the voxel centre to the box, with ``geometry.spacing``; ties →

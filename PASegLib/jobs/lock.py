@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from PASegLib.jobs.stopping import STOP_FILE
 from PASegLib.utils.atomic import PathLike, process_alive
 
 __all__ = ["LOCK_FILE", "FolderLock", "FolderLockedError", "process_start_time"]
@@ -217,7 +218,7 @@ class FolderLock:
     def _refusal(self, holder: Optional[Dict[str, Any]]) -> str:
         who = _describe(holder) if holder else "another process (starting up)"
         return (f"{self.folder} is in use by {who}; two PASeg commands must not write into one folder: wait until "
-                f"it finishes, stop it (create {self.folder / 'STOP'}), or choose another folder")
+                f"it finishes, stop it (create {self.folder / STOP_FILE}), or choose another folder")
 
     def _acquire_fallback(self, *, quiet: bool) -> Optional[str]:
         """Exclusive creation of the lock file, for file systems without OS locks (see the module docstring)."""

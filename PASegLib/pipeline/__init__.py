@@ -5,4 +5,26 @@
 * :mod:`.presets` — the ``cpu`` and ``paper`` presets and the settings per annotation kind;
 * :mod:`.refine` — refinement rounds: a trained model's prediction turned into the next round's pseudo labels;
 * :mod:`.evaluate` — the models scored on the test cases, and the report.
+
+The names most scripts use are importable from the package itself, loaded on first use.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "PipelineOptions": "PASegLib.pipeline.run",
+    "run_pipeline": "PASegLib.pipeline.run",
+    "preset_configs": "PASegLib.pipeline.presets",
+    "protocol_settings": "PASegLib.pipeline.presets",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

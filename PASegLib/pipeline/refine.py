@@ -28,7 +28,6 @@ from PASegLib.utils.atomic import PathLike
 __all__ = ["refine_pseudo_labels"]
 
 
-
 def _outside_boxes(annotation: Any, geometry: Any, tolerance_mm: float) -> Optional[np.ndarray]:
     """bool ``[i, j, k]``: voxels outside every object's box — an extreme-point box grown by ``tolerance_mm``
     (clicks land near the extent) — (``None`` when an object has no such box)."""

@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from PASegLib.data.dataset import CaseFiles, DatasetError, list_cases
 from PASegLib.jobs.events import emit
 from PASegLib.jobs.lock import FolderLock
-from PASegLib.jobs.stopping import EXIT_STOPPED, STOP_FILE, StopFile, StopRequested
+from PASegLib.jobs.stopping import EXIT_OK, EXIT_STOPPED, STOP_FILE, StopFile, StopRequested
 from PASegLib.pipeline.inputs import cohort_kinds, median_spacing, simulate_missing_clicks
 from PASegLib.utils.atomic import PathLike, atomic_write_json, remove_stale_temp_files
 
@@ -314,7 +314,7 @@ def _run_locked(dataset: Path, out: Path, options: PipelineOptions, files: List[
                 "scm": out / "scm"}
         common = dict(case_ids=split["train"], annotations=clicks_dir, cache=out / "cache", stop=stop, stream=stream)
         plan = [("stage1_primary", runs["stage1_primary"], a)]
-        for r in range(1, int(options.refine_rounds) + 1):  # Going to Extremes' rounds (training/refine.py)
+        for r in range(1, int(options.refine_rounds) + 1):  # Going to Extremes' rounds (pipeline/refine.py)
             labels = out / f"refined_{r}"
             plan += [(f"refine_{r}", labels, plan[-1][1]),
                      (f"stage1_primary_r{r}", out / f"stage1_{a.network}_r{r}", a.replace(pseudo_labels=str(labels)))]
@@ -335,7 +335,7 @@ def _run_locked(dataset: Path, out: Path, options: PipelineOptions, files: List[
                 continue
             init = [runs["stage1_primary"], runs["stage1_auxiliary"]] if name == "scm" else None
             code = _train(target, dataset, config, init_runs=init, **common)
-            if code != 0:
+            if code != EXIT_OK:
                 return code  # stopped: the trainer said so (and removed the stop files)
             state.finish(name, time.monotonic() - t)
 

@@ -131,7 +131,7 @@ def expand_seeds(
 
     Args:
         image: the image (``array`` ``[i, j, k]``, any real dtype; raw intensities are used).
-        case: the annotated objects (validate them first with :func:`~PASegLib.annotation.model.validate_case`).
+        case: the annotated objects (validate them first with :func:`~PASegLib.annotation.validation.validate_case`).
         config: expansion parameters.
         valid_mask: optional boolean ``[i, j, k]`` valid region overriding ``config.valid_region``.
 
@@ -167,7 +167,7 @@ def expand_seeds(
         labels[crop] = UNLABELED
     for obj, (lo, hi), crop in zip(case.objects, boxes, crops):
         seed_index = geometry.world_to_voxel(obj.foreground) - lo
-        intensities = _smoothed_crop(arr, lo, hi, geometry.spacing, config.smooth_sigma_mm).astype(np.float32)
+        intensities = smoothed_crop(arr, lo, hi, geometry.spacing, config.smooth_sigma_mm).astype(np.float32)
         kw = dict(lamb=config.lamb, max_iterations=config.max_iterations, backend=config.backend, device=config.device)
         inside = valid_in(crop)
         if config.extent == "auto":
@@ -187,7 +187,7 @@ def expand_seeds(
     return labels
 
 
-def _smoothed_crop(arr: np.ndarray, lo: np.ndarray, hi: np.ndarray, spacing, sigma_mm: float) -> np.ndarray:
+def smoothed_crop(arr: np.ndarray, lo: np.ndarray, hi: np.ndarray, spacing, sigma_mm: float) -> np.ndarray:
     """The box ``[lo, hi]`` of ``arr``, Gaussian-smoothed with ``sigma_mm`` (smoothing sees 3σ beyond the box)."""
     if sigma_mm <= 0:
         return arr[tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))]

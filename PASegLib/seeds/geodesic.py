@@ -31,6 +31,8 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from PASegLib.utils.checks import check_spacing
+
 __all__ = ["geodesic_distance", "seeds_from_points"]
 
 _EPS = 1e-5
@@ -108,12 +110,7 @@ def validate_inputs(
         mask = mask != 0
         if not mask.any():
             raise ValueError("seeds: the seed mask has no seed voxel")
-    try:
-        sp = tuple(float(s) for s in spacing)
-    except (TypeError, ValueError):
-        raise ValueError(f"spacing must be three positive numbers, got {spacing!r}") from None
-    if len(sp) != 3 or not all(math.isfinite(s) and s > 0 for s in sp):
-        raise ValueError(f"spacing must be three positive finite numbers (mm), got {spacing!r}")
+    sp = check_spacing(spacing)
     try:
         lam = float(lamb)
     except (TypeError, ValueError):

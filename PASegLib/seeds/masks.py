@@ -6,13 +6,12 @@ Arrays are ``[i, j, k]``; ``spacing`` is ``(s_i, s_j, s_k)`` in mm; boxes are in
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["box_mask", "box_slices", "check_image", "check_index", "check_mask", "check_spacing", "dilate_mask",
+__all__ = ["box_mask", "box_slices", "check_image", "check_index", "check_mask", "dilate_mask",
            "erode_mask", "grow_mask"]
-
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
@@ -24,13 +23,6 @@ def check_image(image: np.ndarray) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise ValueError(f"image must hold real numbers, got dtype {arr.dtype}")
     return arr
-
-
-def check_spacing(spacing: Sequence[float]) -> np.ndarray:
-    sp = np.asarray(spacing, dtype=float)
-    if sp.shape != (3,) or not np.all(np.isfinite(sp)) or not np.all(sp > 0):
-        raise ValueError(f"spacing must be 3 positive mm values (i, j, k), got {spacing!r}")
-    return sp
 
 
 def check_mask(mask: np.ndarray, shape: Tuple[int, ...], name: str) -> np.ndarray:

@@ -36,10 +36,9 @@ from PASegLib.seeds.masks import (
     check_image,
     check_index,
     check_mask,
-    check_spacing,
     dilate_mask,
 )
-from PASegLib.utils.checks import dataclass_from_dict
+from PASegLib.utils.checks import check_spacing, dataclass_from_dict
 
 BACKGROUND, FOREGROUND = 0, 1
 MODES = ("cg_j", "cg", "bf", "cg_mg")
@@ -193,7 +192,7 @@ def extreme_point_scribbles(
     from skimage.graph import MCP_Geometric
 
     arr = check_image(image)
-    sp = check_spacing(spacing)
+    sp = np.asarray(check_spacing(spacing))
     pts = check_index(points, arr.shape, "points", rows=6)
     if not (np.isfinite(float(fg_radius_mm)) and float(fg_radius_mm) >= 0):
         raise ValueError(f"fg_radius_mm must be a finite number >= 0, got {fg_radius_mm!r}")

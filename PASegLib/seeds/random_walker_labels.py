@@ -16,7 +16,6 @@ from PASegLib.seeds.masks import (
     check_image,
     check_index,
     check_mask,
-    check_spacing,
     erode_mask,
     grow_mask,
 )
@@ -27,6 +26,7 @@ from PASegLib.seeds.random_walker import (
     labels_and_probability,
     random_walker_probability,
 )
+from PASegLib.utils.checks import check_spacing
 
 __all__ = ["box_pseudo_label", "extreme_points_pseudo_label", "refine_with_random_walker"]
 
@@ -69,7 +69,7 @@ def extreme_points_pseudo_label(
             seeds).
     """
     arr = check_image(image)
-    sp = check_spacing(spacing)
+    sp = np.asarray(check_spacing(spacing))
     pts = check_index(points, arr.shape, "points", rows=6)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     clo, chi = grow_mask(lo, hi, config.margin_mm, sp, arr.shape)
@@ -118,7 +118,7 @@ def box_pseudo_label(
         ValueError: a box outside the image, ``lo > hi`` on some axis, a box spanning the whole image.
     """
     arr = check_image(image)
-    sp = check_spacing(spacing)
+    sp = np.asarray(check_spacing(spacing))
     blo = check_index(lo, arr.shape, "lo")
     bhi = check_index(hi, arr.shape, "hi")
     if np.any(blo > bhi):
@@ -177,7 +177,7 @@ def refine_with_random_walker(
     from scipy.ndimage import distance_transform_edt
 
     arr = check_image(image)
-    sp = check_spacing(spacing)
+    sp = np.asarray(check_spacing(spacing))
     prob_in = np.asarray(probability)
     if prob_in.shape != arr.shape:
         raise ValueError(f"probability shape {prob_in.shape} does not match image shape {arr.shape}")

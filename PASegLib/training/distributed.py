@@ -44,6 +44,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from PASegLib.jobs.stopping import EXIT_ERROR
+
 __all__ = ["TIMEOUT_ENV", "DistContext", "agree", "barrier", "broadcast_object", "check_batch_size", "context",
            "expect_plan", "gather_objects", "init_from_env", "launched", "mean_losses", "on_main",
            "publish_plan", "rank_device", "release_followers", "shard_batch", "shutdown",
@@ -175,7 +177,7 @@ def watch_parent(pid: int, *, every_s: float = 1.0) -> None:
     def watch() -> None:
         while os.getppid() == pid:
             time.sleep(every_s)
-        os._exit(1)
+        os._exit(EXIT_ERROR)
 
     threading.Thread(target=watch, name="paseg-parent-watch", daemon=True).start()
 
@@ -240,7 +242,7 @@ def mean_losses(losses: Dict[str, float]) -> Dict[str, float]:
 def on_main(write: Callable[[], Any]) -> Any:
     """Run ``write`` on rank 0 only, then tell the other ranks whether it worked (a barrier too).
 
-    Rank 0 re-raises its error; the other ranks end with ``SystemExit(1)`` (rank 0 reports the error).
+    Rank 0 re-raises its error; the other ranks end with ``SystemExit(EXIT_ERROR)`` (rank 0 reports the error).
     """
     if not context().active:
         return write()
@@ -254,7 +256,7 @@ def on_main(write: Callable[[], Any]) -> Any:
     if error is not None:
         raise error
     if failure is not None:
-        raise SystemExit(1)
+        raise SystemExit(EXIT_ERROR)
     return result
 
 

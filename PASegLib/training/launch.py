@@ -28,7 +28,7 @@ from typing import Any, Callable, List, Optional, Sequence
 from PASegLib.data.dataset import DatasetError, list_cases, select_cases
 from PASegLib.jobs.events import emit
 from PASegLib.jobs.lock import FolderLock
-from PASegLib.jobs.stopping import EXIT_STOPPED, STOP_FILE, StopFile, StopRequested
+from PASegLib.jobs.stopping import EXIT_ERROR, EXIT_STOPPED, STOP_FILE, StopFile, StopRequested
 from PASegLib.training import distributed
 from PASegLib.training.config import TrainConfig, load_run_config
 from PASegLib.utils.atomic import PathLike, atomic_write_json, remove_stale_temp_files
@@ -274,7 +274,7 @@ def follow(*, prepare: Callable[..., List[Any]], make_trainer: Callable[..., Any
     from the cache rank 0 filled), build the trainer and train; returns the exit code of the run."""
     message = distributed.broadcast_object(None)
     if message["kind"] == "error":
-        raise SystemExit(1)  # rank 0 reports it
+        raise SystemExit(EXIT_ERROR)  # rank 0 reports it
     if message["kind"] == "exit":
         return int(message["code"])
     config = TrainConfig.from_dict(message["config"])

@@ -10,7 +10,7 @@ import torch
 
 from PASegLib.jobs.stopping import StopFile
 
-__all__ = ["capture_rng", "describe_device", "resolve_device", "restore_rng", "seed_everything",
+__all__ = ["device_inventory", "capture_rng", "describe_device", "resolve_device", "restore_rng", "seed_everything",
            "sliding_window_probability"]
 
 
@@ -42,6 +42,16 @@ def describe_device(device: torch.device) -> str:
         props = torch.cuda.get_device_properties(device)
         return f"{device} ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def device_inventory() -> Dict[str, Any]:
+    """What torch sees: ``{"torch": version, "cuda": [{"index", "name", "memory_gb"}, ...], "mps": bool}``."""
+    cuda = []
+    for n in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        props = torch.cuda.get_device_properties(n)
+        cuda.append({"index": n, "name": props.name, "memory_gb": round(props.total_memory / 2**30, 1)})
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    return {"torch": torch.__version__, "cuda": cuda, "mps": mps}
 
 
 def seed_everything(seed: int, *, deterministic: bool) -> None:

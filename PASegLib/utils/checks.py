@@ -12,7 +12,9 @@ import math
 import numbers
 from typing import Any, Callable, Optional, Tuple
 
-__all__ = ["check_int", "check_number", "check_numbers", "dataclass_from_dict", "short_repr"]
+import numpy as np
+
+__all__ = ["check_int", "check_number", "check_numbers", "check_spacing", "dataclass_from_dict", "short_repr"]
 
 #: Characters of a value shown in an error message (:func:`short_repr`).
 SHORT_REPR_LIMIT = 200
@@ -89,6 +91,17 @@ def check_numbers(name: str, value: Any, *, length: int, cast: Callable[[Any], A
                 what += f" {'>' if open_minimum else '>='} {minimum}"
         raise ValueError(f"{name} must be {what}, got {short_repr(value)}")
     return out
+
+
+def check_spacing(value: Any, *, name: str = "spacing") -> Tuple[float, float, float]:
+    """A voxel size ``(s_i, s_j, s_k)`` in mm: three positive finite numbers (a sequence or an array)."""
+    try:
+        values = tuple(float(s) for s in np.asarray(value, dtype=np.float64).ravel())
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"{name} must be three positive finite numbers (mm), got {short_repr(value)}")
+    return values  # type: ignore[return-value]
 
 
 def dataclass_from_dict(cls: Any, data: Any, what: str) -> Any:

@@ -345,7 +345,7 @@ def objectFromNode(node, volumeNode) -> ObjectAnnotation:
 
 def caseFromNodes(scene, volumeNode, *, validate: bool = True) -> CaseAnnotation:
     """All objects of ``volumeNode`` as a case annotation (LPS, local frame); raises on incomplete objects (and,
-    with ``validate``, on invalid ones, as :func:`~PASegLib.annotation.model.validate_case`)."""
+    with ``validate``, on invalid ones, as :func:`~PASegLib.annotation.validation.validate_case`)."""
     case = CaseAnnotation([objectFromNode(node, volumeNode) for node in objectNodes(scene, volumeNode)])
     if validate:
         validate_case(case, geometryFromVolumeNode(volumeNode))

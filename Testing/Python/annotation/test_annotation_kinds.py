@@ -1,4 +1,4 @@
-"""Annotation kinds (issue 13): markups I/O of every kind, validation messages, simulated clicks, pseudo labels of
+"""Annotation kinds: markups I/O of every kind, validation messages, simulated clicks, pseudo labels of
 every kind and the ``simulate-clicks --kind`` / ``expand`` commands.
 
 Small synthetic volumes only (an ellipsoid on a 40×40×30 grid or on the oblique ``oblique_geometry``)."""

@@ -1,4 +1,4 @@
-"""The bad-input matrix (issue 12): every ``paseg`` command on a catalog of broken inputs.
+"""The bad-input matrix: every ``paseg`` command on a catalog of broken inputs.
 
 Each case breaks one file of a tiny valid dataset (12×12×8 voxels, one labeled case with simulated clicks):
 truncated, header-only, NaN/inf and garbage images (NIfTI and MHA), 2D/4D images, broken labels and

@@ -1,4 +1,4 @@
-"""Safeguards of the ``paseg`` commands that are not refusals of a broken file (issue 12): existing clicks are
+"""Safeguards of the ``paseg`` commands that are not refusals of a broken file: existing clicks are
 not replaced without ``--overwrite``, clicks that the label contradicts are warned about, a bug says it is an
 internal error (traceback kept in a file, printed with ``--debug``), and metrics refuse NaN masks."""
 

@@ -1,4 +1,4 @@
-"""Training data at scale (issue 14, parts 1 and 2): parallel preparation, streaming from the cache.
+"""Training data at scale: parallel preparation, streaming from the cache.
 
 Parallel preparation writes the cache serial preparation writes, reports the same progress, fails with the
 serial error naming the case (the pool stopped, no worker left, no entry for the failing case) and honours

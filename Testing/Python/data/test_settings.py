@@ -42,3 +42,28 @@ def test_the_cache_key_and_the_prepared_case_are_those_of_the_train_config(tiny_
     assert np.array_equal(a.image, b.image) and np.array_equal(a.partial, b.partial)
     sampler = PatchSampler([a], config.sampling_settings())
     assert tuple(sampler.patch) == tuple(config.patch_size)
+
+
+def test_cache_keys_are_those_of_the_previous_layout(tiny_dataset):
+    """The key recomputed by hand as the cache wrote it before PrepareSettings existed (sha256 of the version,
+    the input files and the preparation settings): caches written by earlier versions stay valid."""
+    import hashlib
+    import json
+    import os
+    from pathlib import Path
+
+    from PASegLib.utils.version import __version__
+
+    def file_key(path):
+        if path is None:
+            return [None]
+        stat = os.stat(path)
+        return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
+
+    files = list_cases(tiny_dataset)[0]
+    for config in (TrainConfig(), TrainConfig(target_spacing_mm=(2.0, 2.0, 2.0), expansion={"epsilon": 0.2})):
+        parts = {"version": __version__,
+                 "files": [file_key(p) for p in (files.image, files.label, files.markups, files.seven_points)],
+                 "expansion": config.expansion, "target_spacing_mm": config.target_spacing_mm}
+        old = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+        assert cache_key(files, config) == old == cache_key(files, config.prepare_settings())

@@ -1,4 +1,4 @@
-"""Image files checked independently of ITK (issue 12): truncated or damaged NIfTI / MetaImage / NRRD files are
+"""Image files checked independently of ITK: truncated or damaged NIfTI / MetaImage / NRRD files are
 refused naming the file and what is wrong; NaN/±inf voxels of NIfTI files come back as the file holds them
 (ITK's NIfTI reader returns 0); label values and ITK's messages."""
 

@@ -159,3 +159,40 @@ def test_the_names_users_import_stay_at_the_top_level_and_load_lazily():
             "from PASegLib import Predictor, run_pipeline, TrainConfig, train_from_dataset; "
             "missing = [n for n in PASegLib.__all__ if not hasattr(PASegLib, n)]; assert not missing, missing")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_every_reference_to_a_library_name_resolves():
+    """``PASegLib.<module…>.<name>`` in the sources, benchmarks and documents names a module and names that exist
+    (a moved module leaves no stale pointer behind)."""
+    import importlib
+
+    documents = [ROOT / n for n in ("README.md", "ARCHITECTURE.md", "CONTRIBUTING.md")]
+    sources = [*LIBRARY.rglob("*.py"), *(ROOT / "PASeg").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
+    missing = []
+    for path in sorted(sources) + documents:
+        for reference in sorted(set(re.findall(r"PASegLib(?:\.\w+)+", path.read_text(encoding="utf-8")))):
+            parts = reference.split(".")
+            for cut in range(len(parts), 0, -1):  # the longest module prefix, then attributes
+                try:
+                    target = importlib.import_module(".".join(parts[:cut]))
+                except ImportError:
+                    continue
+                for attribute in parts[cut:]:
+                    target = getattr(target, attribute, None)
+                if target is None:
+                    missing.append(f"{path.relative_to(ROOT)}: {reference}")
+                break
+    assert missing == []
+
+
+def test_benchmarks_use_only_public_names():
+    bench = ROOT / "benchmarks"
+    siblings = {p.stem for p in bench.glob("*.py")}
+    leaks = []
+    for path in sorted(bench.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and (
+                    node.module.split(".")[0] == "PASegLib" or node.module in siblings):
+                leaks += [f"{path.name} imports {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert leaks == [], "; ".join(leaks)

@@ -1,4 +1,4 @@
-"""benchmarks/bench_protocols.py: the rows it trains (one per protocol of issue 13, with the settings each
+"""benchmarks/bench_protocols.py: the rows it trains (one per annotation protocol, with the settings each
 protocol trains with), the annotation cost of a row and the Markdown table, without training."""
 
 from __future__ import annotations

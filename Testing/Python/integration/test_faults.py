@@ -1,4 +1,4 @@
-"""Faults during training and prediction (issue 12: run folders, checkpoints, resume).
+"""Faults during training and prediction (run folders, checkpoints, resume).
 
 STOP at an epoch boundary (bit-identical resume), a trainer killed during its first checkpoint write or during
 preparation (the same command then works, its temporary files are removed and its lock is taken over), two

@@ -52,7 +52,7 @@ def test_scm_refresh_schedule_and_smoke(tiny_dataset, stage1_runs, tmp_path):
     assert len(iterations) == 8
     assert {"a_loss", "a_self", "a_kd", "b_loss", "b_self", "b_kd", "loss"} <= set(iterations[0]["losses"])
     validations = [e for e in events if e["event"] == "validation"]
-    assert [e["epoch"] for e in validations] == [1, 2, 3, 4]  # the stage-one weights do not compete (issue 10)
+    assert [e["epoch"] for e in validations] == [1, 2, 3, 4]  # the stage-one weights do not compete
     assert all(0.0 <= e["agreement"] <= 1.0 and 0.0 <= e["score"] <= 1.0 for e in validations)
     last = load_checkpoint(tmp_path / "scm" / "checkpoints" / "last.pt", expected_networks={
         "primary": "unet3d", "auxiliary": "attention_unet"})
@@ -198,7 +198,7 @@ def test_scm_seed_anchor_keeps_the_seeds_in_the_pseudo_label(tiny_dataset, stage
             assert torch.equal(pseudo[~labeled], argmax[~labeled])  # the frozen copy decides elsewhere
 
 
-# -- pipeline faults (issue 12): a failed start, a damaged pipeline.json, a second pipeline, STOP in its steps ----
+# -- pipeline faults: a failed start, a damaged pipeline.json, a second pipeline, STOP in its steps ----
 LOCK_FILE = ".paseg-lock"  # PASegLib.jobs.lock.LOCK_FILE
 
 

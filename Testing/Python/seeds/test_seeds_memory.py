@@ -1,4 +1,4 @@
-"""The seed expansion reads the image box by box (issue 11, item 4): its result does not depend on the image's
+"""The seed expansion reads the image box by box: its result does not depend on the image's
 dtype, and its memory stays near the label map it returns (no float32 copy of the volume, no full-size masks)."""
 
 from __future__ import annotations

@@ -201,7 +201,7 @@ def test_argument_validation(tmp_path):
 
 
 def test_a_small_field_of_view_gives_a_case_not_an_error(tmp_path):
-    """``paseg synth --shape 20 20 10`` failed with numpy's "high - low < 0" (issue 12, found by the matrix)."""
+    """``paseg synth --shape 20 20 10`` failed with numpy's "high - low < 0" (found by the bad-input matrix)."""
     from PASegLib.cli.main import main
 
     assert main(["synth", str(tmp_path / "d"), "--cases", "1", "--shape", "20", "20", "10"]) == 0

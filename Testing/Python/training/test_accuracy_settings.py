@@ -1,4 +1,4 @@
-"""Issue-10 training settings: data terms, ramp-up as a budget fraction, mCRF image smoothing, validation
+"""The accuracy work's training settings: data terms, ramp-up as a budget fraction, mCRF image smoothing, validation
 diagnostics, selection criteria and their judge, patch boxes, presets."""
 
 import math
@@ -201,7 +201,7 @@ def test_run_config_without_new_keys_resumes_as_it_trained(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(old), encoding="utf-8")
     legacy = load_run_config(path)
-    assert (legacy.data_term, legacy.selection) == ("paper", "click_score")  # as issue-5 runs trained
+    assert (legacy.data_term, legacy.selection) == ("paper", "click_score")  # as the first table's runs
     assert (load_config(path).data_term, load_config(path).selection) == ("official", "last")  # --config files
     path.write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(ValueError, match="must be a JSON object"):

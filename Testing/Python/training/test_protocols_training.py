@@ -1,4 +1,4 @@
-"""Training per protocol (issue 13): mixed cohorts, the click channel, PSCV's and Going to Extremes' losses in the
+"""Training per protocol: mixed cohorts, the click channel, PSCV's and Going to Extremes' losses in the
 stage-one objective, refinement rounds and ``paseg run`` with other annotation kinds — small synthetic runs."""
 
 from __future__ import annotations
