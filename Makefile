@@ -26,7 +26,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# the fast loop: everything not marked slow (a few minutes on 2 cores)
+# the fast loop: everything not marked slow (about two minutes on 2 cores)
 check: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 

@@ -238,6 +238,7 @@ def test_a_cache_entry_damaged_during_the_run_is_named(tiny_dataset, tmp_path):
         lazy[0].load()
 
 
+@pytest.mark.slow
 def test_streaming_training_gives_the_losses_of_the_in_memory_path(tiny_dataset, tmp_path):
     runs = {}
     for name, cache_mb in (("memory", None), ("streamed", 0.05)):  # 0.05 MiB: under one case, read every time

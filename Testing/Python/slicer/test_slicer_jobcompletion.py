@@ -153,6 +153,7 @@ def test_segmentations_refer_to_their_volume_by_node_reference_and_old_scenes_co
         logic.segmentationsOf(volume, "nonsense")
 
 
+@pytest.mark.slow
 def test_the_self_test_runs_the_whole_path_click_to_imported_prediction(app, tmp_path):
     """What ``PASegTest`` runs inside Slicer, here with this Python as the job's child interpreter."""
     pytest.importorskip("torch")

@@ -66,6 +66,7 @@ def two_processes(tiny_dataset, config_file, tmp_path_factory):
     return run, done
 
 
+@pytest.mark.slow
 def test_two_processes_train_what_one_process_trains(one_process, two_processes):
     run, done = two_processes
     events = _events(done.stdout)
@@ -85,6 +86,7 @@ def test_two_processes_train_what_one_process_trains(one_process, two_processes)
         assert b["score"] == pytest.approx(a["score"], abs=1e-3) and b["dice"] == pytest.approx(a["dice"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_stop_is_honoured_by_every_rank_and_the_run_resumes_exactly(tiny_dataset, config_file, two_processes,
                                                                      tmp_path):
     run = tmp_path / "run"
@@ -113,6 +115,7 @@ def test_stop_is_honoured_by_every_rank_and_the_run_resumes_exactly(tiny_dataset
     assert _losses(run) == _losses(two_processes[0])
 
 
+@pytest.mark.slow
 def test_scm_trains_both_networks_alike_on_two_ranks(tiny_dataset, tmp_path):
     base = dict(SETTINGS, epochs=1, iterations_per_epoch=1, validation_fraction=0.0)
     runs = []

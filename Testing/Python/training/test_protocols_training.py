@@ -51,6 +51,7 @@ def _train(dataset, run, config, annotations, **kw):
         return train_from_dataset(dataset, run, config, annotations_dir=annotations, stream=stream, **kw)
 
 
+@pytest.mark.slow
 def test_mixed_cohort_dense_cases_are_fully_supervised_in_stage_one_and_scm(bare, tmp_path):
     from PASegLib.data.prepared import prepare_case
     from PASegLib.data.sampler import PatchSampler
@@ -137,6 +138,7 @@ def test_single_point_trains_with_the_contrastive_variance_loss(bare, tmp_path):
     assert all(np.isfinite(x["cv"]) and x["cv"] > 0 for x in losses)  # −log(pos/(pos+neg)) > 0 with B = 2
 
 
+@pytest.mark.slow
 def test_refinement_round_writes_labels_that_the_next_round_trains_on(bare, tmp_path):
     from PASegLib.data.cache import cache_key
     from PASegLib.pipeline.refine import refine_pseudo_labels
@@ -178,6 +180,7 @@ def test_a_pseudo_label_file_with_bad_values_is_named(bare, tmp_path):
         prepare_case(case, TrainConfig(**TINY, pseudo_labels=str(folder)))
 
 
+@pytest.mark.slow
 def test_paseg_run_with_extreme_points_and_a_refinement_round(bare, tmp_path):
     from PASegLib.cli.main import main
 
