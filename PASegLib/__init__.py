@@ -19,9 +19,7 @@ on first use, so importing the package imports neither torch nor any Slicer modu
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from PASegLib.utils.lazy import lazy_getattr
 from PASegLib.utils.version import __version__
 
 #: name → the module that defines it (loaded on first access).
@@ -63,12 +61,7 @@ _EXPORTS = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'PASegLib' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 def __dir__() -> list:

@@ -9,8 +9,7 @@ The names most scripts use are importable from the package itself, loaded on fir
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from PASegLib.utils.lazy import lazy_getattr
 
 _EXPORTS = {
     "Predictor": "PASegLib.inference.predictor",
@@ -21,8 +20,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -163,3 +163,26 @@ def sphere_volume_node(scene):
     image = Volume((100 + 300 * mask + np.random.default_rng(0).normal(0, 5, SPHERE_GEOMETRY.shape))
                    .astype(np.float32), SPHERE_GEOMETRY)
     return volumes.createVolumeNode(scene, image, "sphere"), image, mask
+
+
+def unresolved_references(paths, package: str, root: Path):
+    """``package.<module…>.<name>`` references in ``paths`` (text files) that name no existing module or name:
+    ``["<file relative to root>: <reference>", …]`` (the longest importable module prefix, then attributes)."""
+    import importlib
+    import re
+
+    missing = []
+    for path in sorted(paths):
+        for reference in sorted(set(re.findall(rf"{package}(?:\.\w+)+", Path(path).read_text(encoding="utf-8")))):
+            parts = reference.split(".")
+            for cut in range(len(parts), 0, -1):
+                try:
+                    target = importlib.import_module(".".join(parts[:cut]))
+                except ImportError:
+                    continue
+                for attribute in parts[cut:]:
+                    target = getattr(target, attribute, None)
+                if target is None:
+                    missing.append(f"{Path(path).relative_to(root)}: {reference}")
+                break
+    return missing

@@ -164,25 +164,11 @@ def test_the_names_users_import_stay_at_the_top_level_and_load_lazily():
 def test_every_reference_to_a_library_name_resolves():
     """``PASegLib.<module…>.<name>`` in the sources, benchmarks and documents names a module and names that exist
     (a moved module leaves no stale pointer behind)."""
-    import importlib
+    from conftest import unresolved_references
 
     documents = [ROOT / n for n in ("README.md", "ARCHITECTURE.md", "CONTRIBUTING.md")]
     sources = [*LIBRARY.rglob("*.py"), *(ROOT / "PASeg").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
-    missing = []
-    for path in sorted(sources) + documents:
-        for reference in sorted(set(re.findall(r"PASegLib(?:\.\w+)+", path.read_text(encoding="utf-8")))):
-            parts = reference.split(".")
-            for cut in range(len(parts), 0, -1):  # the longest module prefix, then attributes
-                try:
-                    target = importlib.import_module(".".join(parts[:cut]))
-                except ImportError:
-                    continue
-                for attribute in parts[cut:]:
-                    target = getattr(target, attribute, None)
-                if target is None:
-                    missing.append(f"{path.relative_to(ROOT)}: {reference}")
-                break
-    assert missing == []
+    assert unresolved_references(sources + documents, "PASegLib", ROOT) == []
 
 
 def test_benchmarks_use_only_public_names():

@@ -8,7 +8,6 @@ docstrings' references resolve.
 from __future__ import annotations
 
 import ast
-import importlib
 import os
 import re
 import subprocess
@@ -150,21 +149,9 @@ def test_no_tracker_references_in_the_module():
 
 def test_docstring_references_resolve():
     """``PASegSlicer.<module…>.<name>`` references in the module's sources name modules and names that exist."""
-    missing = []
-    for path in sorted(MODULE.rglob("*.py")):
-        for reference in set(re.findall(r"PASegSlicer(?:\.\w+)+", path.read_text(encoding="utf-8"))):
-            parts = reference.split(".")
-            for cut in range(len(parts), 0, -1):  # the longest module prefix, then attributes
-                try:
-                    target = importlib.import_module(".".join(parts[:cut]))
-                except ImportError:
-                    continue
-                for attribute in parts[cut:]:
-                    target = getattr(target, attribute, None)
-                if target is None:
-                    missing.append(f"{path.name}: {reference}")
-                break
-    assert missing == []
+    from conftest import unresolved_references
+
+    assert unresolved_references(MODULE.rglob("*.py"), "PASegSlicer", MODULE) == []
 
 
 def test_reload_reloads_every_loaded_submodule_dependencies_first():
