@@ -326,8 +326,10 @@ def main(argv=None) -> int:
     simulate_missing_clicks(files, clicks, seed=0)
     by_id = {f.case_id: f for f in list_cases(args.data, annotations_dir=clicks)}
     extra = {"epochs": 2, "iterations_per_epoch": 2, "validate_every": 1} if args.quick else {}
+    # every selection criterion is scored on the same runs (the selection-quality table): the held-out loss too
+    stage1_extra = {"validation_heldout_loss": True, **extra}
     a, b, s = preset_configs(args.preset, median_spacing([by_id[c] for c in train_ids]), seed=0, device=args.device,
-                             overrides=args.common, stage1_overrides={**extra, **args.stage1_set},
+                             overrides=args.common, stage1_overrides={**stage1_extra, **args.stage1_set},
                              scm_overrides={**extra, **args.scm_set})
     rows = row_table(a, b, s, train_ids)
     if args.list:

@@ -1,8 +1,9 @@
-"""Benchmark: shift-based multi-view CRF loss (PASegLib.losses.crf) vs the unfold reference.
+"""Benchmark: shift-based multi-view CRF loss (PASegLib.losses.crf) vs the unfold reference, and its kernel count.
 
 The reference is ``reference_mcrf`` of ``Testing/Python/losses/test_loss_crf.py``: the multi-view CRF loss
 written with ``torch.nn.functional.unfold`` and plain autograd, i.e. the memory profile of the official PA-Seg code
-(Obukhov's Gated-CRF). Settings:
+(Obukhov's Gated-CRF). ``fast`` is the loss as the CPU runs it (``compute_mode="auto"``, i.e. ``"per_offset"``),
+``chunked`` the loss as a GPU runs it (``compute_mode="chunked"``), both measured here on the CPU. Settings:
 
 * ``official``: the official VS grid 64×64×48 (inputs given on that grid), radius 5;
 * ``full_128x128x48_r5`` and ``full_128x128x48_r12``: the full training patch, radius 5 and 12.
@@ -22,13 +23,20 @@ skipped (not crashed) when its peak, extrapolated from the official setting as �
 ``--max-reference-gb``. The official code's own cost on this machine kind (docs/FACTS §2: 3.82 s, 1.05 GB)
 is reported beside, as ``*_vs_official_anchor``.
 
+Kernels. ``mcrf_kernels_per_call`` counts the kernel launches of one forward + backward of ``MultiViewCRFLoss`` at
+the paper preset's settings (``PASegLib/pipeline/presets.py``: 128×128×48 patches, the mCRF on the 64×64×48 grid,
+radius 5, σ_xy 6, σ_I 0.05, three views; batch 2 with a valid mask) as a GPU runs it (``chunked``), with the
+torch profiler on the CPU (``count_kernel_launches`` of the test module: outermost aten operators less views and
+allocations); ``mcrf_kernels_per_call_by_mode`` gives both modes.
+
 Usage: ``python benchmarks/bench_crf.py [--repeats 5] [--max-reference-gb 8]``; the last stdout line is the
-JSON summary, whose top-level ``speedup``, ``memory_ratio`` and ``grad_cosine`` refer to ``official``.
+JSON summary, whose top-level ``speedup``, ``memory_ratio`` and ``grad_cosine`` refer to ``official`` and ``fast``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -83,12 +91,44 @@ def _make_inputs(shape, seed: int = 0):
     return logits, image
 
 
-def _load_reference():
+def _test_module():
     path = ROOT / "Testing" / "Python" / "losses" / "test_loss_crf.py"
     spec = importlib.util.spec_from_file_location("_crf_reference", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module.reference_mcrf
+    return module
+
+
+def _load_reference():
+    return _test_module().reference_mcrf
+
+
+#: the paper preset's mCRF (PASegLib/pipeline/presets.py, anisotropic data) and the batch of the kernel count
+PAPER_KERNEL_SETTING = {"patch": (128, 128, 48), "grid": (64, 64, 48), "batch": 2, "radius": 5, "sigma_xy": 6.0,
+                        "sigma_intensity": 0.05}
+
+
+def kernels_per_call(compute_mode: str) -> int:
+    """Kernel launches of one forward + backward at :data:`PAPER_KERNEL_SETTING` (after a warm call)."""
+    import torch
+
+    from PASegLib.losses.crf import MultiViewCRFLoss
+
+    spec = PAPER_KERNEL_SETTING
+    logits, image = _make_inputs(spec["patch"])
+    logits = logits.expand(spec["batch"], -1, -1, -1, -1).contiguous().requires_grad_(True)
+    image = image.expand(spec["batch"], -1, -1, -1, -1).contiguous()
+    valid = torch.ones_like(image)
+    valid[..., -4:] = 0  # patch padding
+    loss_fn = MultiViewCRFLoss(sigma_xy=spec["sigma_xy"], sigma_intensity=spec["sigma_intensity"],
+                               radius=spec["radius"], downsample_to=spec["grid"], compute_mode=compute_mode)
+
+    def step() -> None:
+        logits.grad = None
+        loss_fn(logits, image, valid).backward()
+
+    step()
+    return _test_module().count_kernel_launches(step)
 
 
 def worker(impl: str, setting: str, repeats: int, out_dir: Path) -> Dict:
@@ -100,8 +140,10 @@ def worker(impl: str, setting: str, repeats: int, out_dir: Path) -> Dict:
     import torch
 
     torch.set_num_threads(THREADS)
-    if impl == "fast":
-        from PASegLib.losses.crf import multi_view_crf_loss as loss_fn
+    if impl in ("fast", "chunked"):
+        from PASegLib.losses.crf import multi_view_crf_loss
+
+        loss_fn = functools.partial(multi_view_crf_loss, compute_mode="auto" if impl == "fast" else "chunked")
     else:
         loss_fn = _load_reference()
     radius = SETTINGS[setting]["radius"]
@@ -179,7 +221,7 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--max-reference-gb", type=float, default=8.0,
                         help="skip the reference where its extrapolated peak memory exceeds this")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--worker", choices=["fast", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["fast", "chunked", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--setting", choices=list(SETTINGS), help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -211,6 +253,12 @@ def main(argv: Optional[list] = None) -> int:
             entry: Dict = {"grid": list(spec["shape"]), "radius": spec["radius"]}
             fast = _measure("fast", setting, args.repeats, out_dir)
             entry["fast"] = {k: v for k, v in fast.items() if k != "grad_file"}
+            chunked = _measure("chunked", setting, args.repeats, out_dir)
+            entry["chunked"] = {k: v for k, v in chunked.items() if k != "grad_file"}
+            entry["chunked_vs_fast"] = {"grad_cosine": _cosine(chunked["grad_file"], fast["grad_file"]),
+                                        "loss_rel_diff": abs(chunked["loss"] - fast["loss"]) / abs(fast["loss"]),
+                                        "time_ratio": round(chunked["time_s"] / fast["time_s"], 2),
+                                        "peak_ratio": round(chunked["peak_mb"] / max(fast["peak_mb"], 0.1), 2)}
             estimate_gb = None
             if ref_peak_per_unit is not None:
                 estimate_gb = ref_peak_per_unit * _voxels_window(setting) / 1024.0
@@ -219,6 +267,7 @@ def main(argv: Optional[list] = None) -> int:
                                       f"(> --max-reference-gb {args.max_reference_gb:g}; extrapolated ∝ N·(2r+1)² "
                                       "from the measured official setting)")
                 entry["speedup"] = entry["memory_ratio"] = entry["grad_cosine"] = None
+                entry["memory_ratio_chunked"] = None
             else:
                 ref = _measure("reference", setting, args.reference_repeats, out_dir)
                 entry["reference"] = {k: v for k, v in ref.items() if k != "grad_file"}
@@ -226,6 +275,7 @@ def main(argv: Optional[list] = None) -> int:
                     ref_peak_per_unit = ref["peak_mb"] / _voxels_window(setting)
                 entry["speedup"] = round(ref["time_s"] / fast["time_s"], 2)
                 entry["memory_ratio"] = round(ref["peak_mb"] / max(fast["peak_mb"], 0.1), 2)
+                entry["memory_ratio_chunked"] = round(ref["peak_mb"] / max(chunked["peak_mb"], 0.1), 2)
                 entry["grad_cosine"] = _cosine(fast["grad_file"], ref["grad_file"])
                 entry["loss_rel_diff"] = abs(fast["loss"] - ref["loss"]) / abs(ref["loss"])
             summary[setting] = entry
@@ -237,6 +287,11 @@ def main(argv: Optional[list] = None) -> int:
         summary["speedup_vs_official_anchor"] = round(OFFICIAL_ANCHOR["time_s"] / fast["time_s"], 2)
         summary["memory_ratio_vs_official_anchor"] = round(OFFICIAL_ANCHOR["peak_mb"] / max(fast["peak_mb"], 0.1), 2)
         summary["official_anchor"] = OFFICIAL_ANCHOR
+    by_mode = {mode: kernels_per_call(mode) for mode in ("per_offset", "chunked")}
+    summary["mcrf_kernels_per_call"] = by_mode["chunked"]
+    summary["mcrf_kernels_per_call_by_mode"] = by_mode
+    summary["kernel_count_setting"] = {k: list(v) if isinstance(v, tuple) else v
+                                       for k, v in PAPER_KERNEL_SETTING.items()}
     print(json.dumps(summary))
     return 0
 

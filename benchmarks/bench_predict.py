@@ -2,23 +2,35 @@
 
 What is timed: :meth:`PASegLib.inference.predictor.Predictor.predict` on a 256×256×64 volume (``[i, j, k]``, 1 mm
 voxels, so no resampling) with the training patch 128×128×48 and overlap 0.25 (MONAI sliding window,
-Gaussian blending, 18 windows, batch 1), i.e. z-scoring + all windows + thresholding. The networks have
+Gaussian blending, 18 windows), i.e. z-scoring + all windows + thresholding. The networks have
 **random weights** (seed 0): the cost of a forward pass does not depend on the weights.
 
-* CPU: float32, ``torch.set_num_threads(--threads)``. Peak memory = peak resident set size
-  (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of a fresh child process running only that configuration,
-  so it includes the ~0.3–0.5 GB of torch/MONAI libraries; ``rss_before_mb`` is the resident size just
-  before the first prediction.
+* CPU: ``torch.set_num_threads(--threads)``; modes (``--cpu-modes``):
+
+  * ``fp32`` — the Predictor's defaults: float32, :data:`~PASegLib.inference.predictor.CPU_SW_BATCH_SIZE`
+    windows per forward pass, freed memory kept for reuse
+    (:func:`~PASegLib.inference.predictor.cpu_heap_reuse`);
+  * ``fp32_sw1`` — float32, one window per pass, no heap reuse (the settings before those two defaults;
+    the same probabilities up to float rounding);
+  * ``bf16`` — as ``fp32`` with bfloat16 autocast (``cpu_bf16=True``; not exact).
+
+  Peak memory = peak resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of a fresh child
+  process running only that configuration, so it includes the ~0.3–0.5 GB of torch/MONAI libraries;
+  ``rss_before_mb`` is the resident size just before the first prediction. ``cpu_s`` is the process's CPU time
+  (user + system, all threads) per prediction, less sensitive than ``seconds`` to other jobs on a shared machine.
 * CUDA (when available): ``cudnn.benchmark``; modes ``fp32`` and ``amp`` (float16 autocast, as
   ``paseg predict`` does); peak memory = ``torch.cuda.max_memory_allocated``.
 
-``seconds`` is the median of ``--repeats`` predictions after ``--warmup`` untimed ones. ``--quick`` runs a
-128×128×32 volume with 64×64×32 patches, one repeat. Each configuration runs in its own subprocess; readable
-lines go to stderr and the last stdout line is one JSON object with every result.
+``seconds`` is the median of ``--repeats`` predictions after ``--warmup`` untimed ones, ``sec_min`` their
+minimum. ``--quick`` runs a 128×128×32 volume with 64×64×32 patches, one repeat. Each configuration runs in its
+own subprocess (the modes of one network one after another); readable lines go to stderr and the last stdout
+line is one JSON object with every result. A full-size CPU run also gives ``predict_256x256x64_cpu_s``
+(``{network: sec_min}`` of mode ``fp32``) and, when ``fp32_sw1`` ran, ``predict_256x256x64_cpu_s_sw1``.
 
 Usage::
 
     python benchmarks/bench_predict.py            # CPU, plus CUDA if available
+    python benchmarks/bench_predict.py --devices cpu --cpu-modes fp32_sw1,fp32,bf16   # side by side
     python benchmarks/bench_predict.py --quick --networks unet2d5
 """
 
@@ -37,8 +49,14 @@ from typing import Any, Dict, List, Tuple
 from _child import run_child  # benchmarks/ is on sys.path when a benchmark script runs
 
 NETWORK_NAMES = ("unet2d5", "unet3d", "attention_unet")
+CPU_MODES = ("fp32", "fp32_sw1", "bf16")
 FULL = {"volume": (256, 256, 64), "patch": (128, 128, 48)}
 QUICK = {"volume": (128, 128, 32), "patch": (64, 64, 32)}
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _rss_mb() -> float:
@@ -78,14 +96,18 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
     volume = Volume(image, ImageGeometry(volume_shape))
     net = build_network(cfg["network"])
     config = TrainConfig(network=cfg["network"], patch_size=patch, sw_overlap=cfg["overlap"], amp=cfg["mode"] == "amp")
-    predictor = Predictor([net], config, device=device)
+    mode = cfg["mode"]
+    predictor = Predictor([net], config, device=device, sw_batch_size=1 if mode == "fp32_sw1" else cfg["sw_batch_size"],
+                          cpu_bf16=mode == "bf16", heap_reuse=mode != "fp32_sw1")
+    cpu_times: List[float] = []
 
     def once() -> float:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         prediction = predictor.predict(volume)
         if device.type == "cuda":
             torch.cuda.synchronize()
         assert prediction.probability.shape == volume_shape
+        cpu_times.append(_cpu_s() - c0)
         return time.perf_counter() - t0
 
     rss_before = _rss_mb()
@@ -94,9 +116,10 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     for _ in range(cfg["warmup"]):
         once()
+    cpu_times.clear()
     times: List[float] = [once() for _ in range(cfg["repeats"])]
     result = {
-        "network": cfg["network"], "device": device.type, "mode": cfg["mode"],
+        "network": cfg["network"], "device": device.type, "mode": cfg["mode"], "sw_batch_size": predictor.sw_batch_size,
         "volume": "x".join(map(str, volume_shape)), "patch": "x".join(map(str, patch)), "overlap": cfg["overlap"],
         "windows": _n_windows(volume_shape, patch, cfg["overlap"]), "params": count_parameters(net),
         "seconds": round(statistics.median(times), 3), "sec_min": round(min(times), 3),
@@ -110,6 +133,8 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
         result["peak_mem_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         result["rss_before_mb"] = round(rss_before, 1)
         result["threads"] = torch.get_num_threads()
+        result["cpu_s"] = round(statistics.median(cpu_times), 3)
+        result["cpu_s_min"] = round(min(cpu_times), 3)
     return result
 
 
@@ -123,6 +148,10 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed predictions first (default 1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed predictions (default CPU 3, CUDA 10)")
     parser.add_argument("--gpu-modes", default="fp32,amp")
+    parser.add_argument("--sw-batch-size", type=int, default=None,
+                        help="windows per forward pass (default: the Predictor's, CPU_SW_BATCH_SIZE on the CPU; "
+                        "mode fp32_sw1 always uses 1)")
+    parser.add_argument("--cpu-modes", default="fp32", help=f"comma-separated, of {', '.join(CPU_MODES)} (default fp32)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -139,6 +168,10 @@ def main(argv: List[str] | None = None) -> int:
         devices = [d.strip() for d in args.devices.split(",")]
     if "cuda" in devices and not torch.cuda.is_available():
         parser.error("--devices cuda requested but torch.cuda.is_available() is False")
+    cpu_modes = [m.strip() for m in args.cpu_modes.split(",") if m.strip()]
+    unknown = sorted(set(cpu_modes) - set(CPU_MODES))
+    if unknown or not cpu_modes:
+        parser.error(f"--cpu-modes: unknown mode(s) {unknown}; choose from {', '.join(CPU_MODES)}")
     info: Dict[str, Any] = {
         "benchmark": "predict", "weights": "random (seed 0)", "quick": args.quick,
         "volume": "x".join(map(str, sizes["volume"])), "patch": "x".join(map(str, sizes["patch"])),
@@ -148,20 +181,27 @@ def main(argv: List[str] | None = None) -> int:
         "cuda_device": torch.cuda.get_device_name(0) if "cuda" in devices else None, "results": [],
     }
     for device in devices:
-        modes = ["fp32"] if device == "cpu" else [m.strip() for m in args.gpu_modes.split(",")]
+        modes = cpu_modes if device == "cpu" else [m.strip() for m in args.gpu_modes.split(",")]
         repeats = args.repeats or (1 if args.quick else 3 if device == "cpu" else 10)
         for network in networks:
             for mode in modes:
                 cfg = {"network": network, "device": device, "mode": mode, "threads": args.threads,
                        "volume": list(sizes["volume"]), "patch": list(sizes["patch"]), "overlap": args.overlap,
-                       "warmup": args.warmup, "repeats": repeats}
+                       "warmup": args.warmup, "repeats": repeats, "sw_batch_size": args.sw_batch_size}
                 res = run_child(__file__, cfg)
                 if "error" in res:
                     res = {"network": network, "device": device, "mode": mode, **res}
                 info["results"].append(res)
-                print(f"{device:4s} {mode:5s} {network:15s} {res.get('seconds', float('nan')):8.3f} s  "
-                      f"({res.get('windows', '?')} windows)  peak {res.get('peak_mem_mb', float('nan')):8.1f} MB  "
+                print(f"{device:4s} {mode:8s} {network:15s} {res.get('seconds', float('nan')):8.3f} s  "
+                      f"(min {res.get('sec_min', float('nan')):.3f}, CPU {res.get('cpu_s', float('nan')):.2f} s; "
+                      f"{res.get('windows', '?')} windows)  peak {res.get('peak_mem_mb', float('nan')):8.1f} MB  "
                       f"{res.get('error', '')}", file=sys.stderr, flush=True)
+    if not args.quick:
+        for mode, key in (("fp32", "predict_256x256x64_cpu_s"), ("fp32_sw1", "predict_256x256x64_cpu_s_sw1")):
+            found = {r["network"]: r["sec_min"] for r in info["results"]
+                     if r.get("device") == "cpu" and r.get("mode") == mode and "sec_min" in r}
+            if found:
+                info[key] = found
     info["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps(info))
     return 0

@@ -13,9 +13,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "devices",
         help="list the GPUs torch sees",
-        description="Print one progress line PASEG {\"event\": \"devices\", \"torch\": VERSION or null, \"cuda\": "
-        "[{\"index\", \"name\", \"memory_gb\"}, ...], \"mps\": BOOL} (with \"error\" when torch cannot be "
-        "loaded) and one line per device. Exits 0 also without torch.",
+        description="Print one progress line PASEG {\"event\": \"devices\", \"torch\": VERSION or null, "
+        "\"cuda_version\", \"arch_list\": the GPU architectures torch was built for, \"cuda\": [{\"index\", "
+        "\"name\", \"memory_gb\", \"capability\", \"supported\": whether torch has kernels for it}, ...], "
+        "\"mps\": BOOL} (with \"error\" when torch cannot be loaded) and one line per device. Exits 0 also "
+        "without torch.",
     )
     p.add_argument("--json", action="store_true", help="print the inventory as the last stdout line")
     p.set_defaults(func=run)
@@ -28,7 +30,8 @@ def inventory() -> Dict[str, Any]:
 
         return device_inventory()
     except Exception as exc:  # noqa: BLE001 -- a missing or broken torch is the answer, not a failure
-        return {"torch": None, "cuda": [], "mps": False, "error": f"{type(exc).__name__}: {exc}"}
+        return {"torch": None, "cuda_version": None, "arch_list": [], "cuda": [], "mps": False,
+                "error": f"{type(exc).__name__}: {exc}"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
     if info["torch"] is None:
         print(f"torch cannot be loaded ({info['error']})")
     for gpu in info["cuda"]:
-        print(f"cuda:{gpu['index']}  {gpu['name']}  {gpu['memory_gb']} GB")
+        usable = "" if gpu.get("supported", True) else (
+            f": not supported by this torch (built for {', '.join(info.get('arch_list') or [])}); paseg runs on "
+            f"the CPU unless another GPU is usable")
+        print(f"cuda:{gpu['index']}  {gpu['name']}  {gpu['memory_gb']} GB  compute capability "
+              f"{gpu.get('capability')}{usable}")
     if info["torch"] is not None and not info["cuda"]:
         print(f"no CUDA GPU (torch {info['torch']}){'; Apple MPS available' if info['mps'] else ''}")
     if args.json:

@@ -9,18 +9,15 @@ import sys
 from typing import Any, Dict, Optional, Union
 
 from PASegLib.cli.common import ProgressBarStream
-from PASegLib.jobs.stopping import EXIT_INTERRUPTED
-
-#: set in the ranks started by ``--nproc-per-node``: the launcher's process id (a rank ends when it is gone)
-LAUNCHER_ENV = "PASEG_LAUNCHER_PID"
+from PASegLib.jobs.stopping import EXIT_INTERRUPTED, LAUNCHER_PID_ENV
 
 EPILOG = """\
 Progress: one `PASEG {json}` line per event on stdout (the Slicer module reads them), a progress bar on
 stderr. Exit codes: 0 finished, 1 error, 2 usage, 3 stopped, 130 interrupted.
 
-Stopping: create the file RUN_DIR/STOP (one present at start is stale and removed). It is honoured within
-seconds in every phase: during data preparation (nothing trained yet: nothing is saved, the prepared cases
-stay cached; run the same command again, or add --resume), during training (checkpoint at the current
+Stopping: create the file RUN_DIR/STOP (one written before the command started is stale and removed). It is
+honoured within seconds in every phase: during data preparation (nothing trained yet: nothing is saved, the
+prepared cases stay cached; run the same command again, or add --resume), during training (checkpoint at the current
 iteration) and during validation (the round is abandoned and redone on --resume). Continue with --resume.
 
 Run folders: one trainer per RUN_DIR (a second `paseg train`, or a second --resume, on the same folder is
@@ -215,7 +212,7 @@ def _worker(args: argparse.Namespace) -> int:
     """One rank started by :func:`launch_ranks` (in a fresh interpreter, torch's environment variables set)."""
     from PASegLib.training.distributed import watch_parent
 
-    parent = os.environ.get(LAUNCHER_ENV)
+    parent = os.environ.get(LAUNCHER_PID_ENV)
     if parent:
         watch_parent(int(parent))
     try:
@@ -248,7 +245,7 @@ def launch_ranks(args: argparse.Namespace, nproc: int) -> int:
 
     for name in ("torch.distributed.elastic", "torch.multiprocessing"):  # failures are reported below, once
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    os.environ[LAUNCHER_ENV] = str(os.getpid())
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"paseg-{uuid.uuid4().hex[:12]}",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
                           start_method="spawn")
@@ -259,7 +256,7 @@ def launch_ranks(args: argparse.Namespace, nproc: int) -> int:
     except SignalException:
         return EXIT_INTERRUPTED
     finally:
-        os.environ.pop(LAUNCHER_ENV, None)
+        os.environ.pop(LAUNCHER_PID_ENV, None)
     return int(codes.get(0) or 0)
 
 

@@ -4,20 +4,42 @@ The sampler works on in-memory :class:`~PASegLib.data.prepared.PreparedCase` obj
 :class:`~PASegLib.data.streaming.CachedCase` objects read from the prepared-data cache when needed; the
 patches are the same for the same random generator (the generator is only ever drawn from here, in the
 trainer's order). numpy only.
+
+A patch is made in two steps: :meth:`PatchSampler.draw` takes every random number of the patch (cheap, in the
+caller's order, from the geometry and boxes alone), :meth:`PatchSampler.cut` builds its arrays from the case's
+voxels (the costly part, deterministic: it may run in another thread). :meth:`PatchSampler.sample` is both.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from PASegLib.data.dataset import DatasetError
 from PASegLib.data.settings import SamplingSettings, as_sampling_settings
 
-__all__ = ["PatchSampler"]
+__all__ = ["PatchDraw", "PatchSampler"]
+
+
+@dataclass(frozen=True)
+class PatchDraw:
+    """The random choices of one training patch (:meth:`PatchSampler.draw`), enough to cut it.
+
+    Attributes:
+        case_index: index of the case in the sampler's cases.
+        start: the patch's first voxel ``[i, j, k]`` in the case (negative or beyond the image where it is padded).
+        flips: the axes the patch is flipped along, in order.
+        point_keep: 0.0 = feed an empty click channel, 1.0 = the click heatmap (``None`` without ``point_channel``).
+    """
+
+    case_index: int
+    start: Tuple[int, int, int]
+    flips: Tuple[int, ...]
+    point_keep: Optional[float] = None
 
 
 class PatchSampler:
@@ -26,7 +48,8 @@ class PatchSampler:
     A patch is centred inside a random annotated object's box with probability
     ``config.foreground_crop_probability`` (else anywhere), padded where it leaves the image (padding is
     invalid and unlabeled), then flipped along each of ``config.flip_axes`` with probability 0.5.
-    All randomness comes from the ``numpy.random.Generator`` passed to :meth:`sample`.
+    All randomness comes from the ``numpy.random.Generator`` passed to :meth:`sample` (or :meth:`draw`, whose
+    patches :meth:`cut` builds, e.g. in a background thread).
 
     With cases read from the cache (:class:`~PASegLib.data.streaming.CachedCase`), :meth:`timed` starts
     loading the next ``config.prefetch_cases`` distinct cases of the epoch order in the background while the
@@ -60,8 +83,9 @@ class PatchSampler:
     # -- read-ahead and data time ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def timed(self, *, upcoming: Sequence[int] = ()) -> Iterator[None]:
-        """Time the building of one batch (the ``with`` body) and prefetch the cases of ``upcoming`` (indices of
-        the following batches, in order) meanwhile; :meth:`data_wait` then tells the batch's share."""
+        """Time the getting of one batch (the ``with`` body: cutting it, or waiting for a background thread that
+        cut it) and prefetch the cases of ``upcoming`` (indices of the following batches, in order) meanwhile;
+        :meth:`data_wait` then tells the batch's share."""
         self._started, self._ready = time.monotonic(), None
         if self.store is not None and self.lookahead > 0:
             ahead: List[Any] = []
@@ -75,9 +99,16 @@ class PatchSampler:
         yield
         self._ready = time.monotonic()
 
+    def batch_seconds(self) -> float:
+        """Seconds the last :meth:`timed` batch took to get (0 before any batch)."""
+        if self._started is None or self._ready is None:
+            return 0.0
+        return self._ready - self._started
+
     def data_wait(self) -> float:
-        """Share of the time since the last :meth:`timed` batch began that was spent building it (waiting for
-        cases to be read from the cache, cutting and stacking the patches), in ``[0, 1]``; 0 before any batch."""
+        """Share of the time since the last :meth:`timed` batch began that was spent getting it (waiting for
+        cases to be read from the cache, cutting and stacking the patches, or waiting for the thread that does),
+        in ``[0, 1]``; 0 before any batch."""
         if self._started is None or self._ready is None:
             return 0.0
         total = time.monotonic() - self._started
@@ -85,17 +116,25 @@ class PatchSampler:
 
     # -- patches --------------------------------------------------------------------------------------------
     def sample(self, case_index: int, rng: np.random.Generator) -> Dict[str, np.ndarray]:
-        """Patch of case ``case_index``: ``image`` float32 ``[1, I, J, K]``, ``partial`` int64 ``[1, I, J, K]``,
-        ``valid`` float32 ``[1, I, J, K]`` with ``(I, J, K) = patch_size``; plus ``label`` int64 (dense ground
-        truth, padding 2 = ignored) when ``full`` supervision was asked for; ``boxes`` int64 ``[M, 2, 3]``: the
-        M objects' inclusive boxes ``(lo, hi)`` in the patch's ``[i, j, k]`` voxels (flipped with the patch;
-        they may extend beyond it); with ``point_channel`` / a point loss ``points`` float32 ``[1, I, J, K]`` (the
-        click heatmap, :mod:`~PASegLib.data.clickmaps`) and with ``point_channel`` ``point_keep`` ``[1]`` (0 =
-        feed an empty click channel); in a mixed cohort ``dense`` ``[1]`` (1 = the case is densely labelled)."""
+        """Patch of case ``case_index`` (:meth:`draw` then :meth:`cut`): ``image`` float32 ``[1, I, J, K]``,
+        ``partial`` uint8 ``[1, I, J, K]`` (0, 1, 2 = unlabeled), ``valid`` uint8 ``[1, I, J, K]`` (1 = inside the
+        image) with ``(I, J, K) = patch_size``; plus ``label`` uint8 (dense ground truth, padding 2 = ignored)
+        when ``full`` supervision was asked for; ``boxes`` int64 ``[M, 2, 3]``: the M objects' inclusive boxes
+        ``(lo, hi)`` in the patch's ``[i, j, k]`` voxels (flipped with the patch; they may extend beyond it); with
+        ``point_channel`` / a point loss ``points`` float32 ``[1, I, J, K]`` (the click heatmap,
+        :mod:`~PASegLib.data.clickmaps`) and with ``point_channel`` ``point_keep`` ``[1]`` (0 = feed an empty
+        click channel); in a mixed cohort ``dense`` ``[1]`` (1 = the case is densely labelled).
+
+        The label maps are uint8 (a training loop converts them on its device: 8× fewer bytes to transfer than
+        int64)."""
+        return self.cut(self.draw(case_index, rng))
+
+    def draw(self, case_index: int, rng: np.random.Generator) -> PatchDraw:
+        """The random choices of a patch of case ``case_index``: the same numbers, in the same order, as
+        :meth:`sample` takes; reads the case's shape and boxes only (no voxel array of a cached case)."""
         case = self.cases[case_index]
-        if hasattr(case, "load"):
-            case = case.load()  # read from the cache (or the prefetch thread) when not in memory
-        shape = np.asarray(case.image.shape)
+        # a cached case knows its grid from its entry's metadata; an in-memory case from its image
+        shape = np.asarray(case.geometry.shape if hasattr(case, "load") else case.image.shape)
         if case.boxes and rng.random() < self.fg_probability:
             lo, hi = case.boxes[int(rng.integers(len(case.boxes)))]
             center = np.array([rng.integers(a, b + 1) for a, b in zip(lo, hi)])
@@ -104,15 +143,27 @@ class PatchSampler:
         start = center - self.patch // 2
         # keep the patch inside the image where the image is large enough
         start = np.where(shape >= self.patch, np.clip(start, 0, shape - self.patch), (shape - self.patch) // 2)
+        flips = tuple(axis for axis in self.flip_axes if rng.random() < 0.5)
+        keep = (0.0 if rng.random() < self.point_dropout else 1.0) if self.point_input else None
+        return PatchDraw(int(case_index), tuple(int(v) for v in start), flips, keep)
+
+    def cut(self, draw: PatchDraw) -> Dict[str, np.ndarray]:
+        """The arrays of the patch ``draw`` describes (see :meth:`sample`); draws no random number, so it may
+        run in a background thread while the caller goes on drawing."""
+        case = self.cases[draw.case_index]
+        if hasattr(case, "load"):
+            case = case.load()  # read from the cache (or the prefetch thread) when not in memory
+        shape = np.asarray(case.image.shape)
+        start = np.asarray(draw.start)
         src = tuple(slice(max(0, s), min(n, s + p)) for s, p, n in zip(start, self.patch, shape))
         dst = tuple(slice(max(0, -s), max(0, -s) + (sl.stop - sl.start)) for s, sl in zip(start, src))
         image = np.zeros(self.patch, dtype=np.float32)
-        partial = np.full(self.patch, 2, dtype=np.int64)
-        valid = np.zeros(self.patch, dtype=np.float32)
+        partial = np.full(self.patch, 2, dtype=np.uint8)
+        valid = np.zeros(self.patch, dtype=np.uint8)
         image[dst], partial[dst], valid[dst] = case.image[src], case.partial[src], case.valid[src]
         arrays = {"image": image, "partial": partial, "valid": valid}
         if self.full:
-            arrays["label"] = np.full(self.patch, 2, dtype=np.int64)
+            arrays["label"] = np.full(self.patch, 2, dtype=np.uint8)
             arrays["label"][dst] = case.label[src]
         if self.points:  # the click channel / point-loss target, cut to the patch (clickmaps.py)
             from PASegLib.data.clickmaps import click_heatmap, positive_points
@@ -122,13 +173,12 @@ class PatchSampler:
         # object boxes in patch coordinates (inclusive; may extend beyond the patch), flipped with the patch
         boxes = np.array([[np.asarray(lo) - start, np.asarray(hi) - start] for lo, hi in case.boxes],
                          dtype=np.int64).reshape(-1, 2, 3)
-        for axis in self.flip_axes:
-            if rng.random() < 0.5:
-                arrays = {k: np.flip(a, axis) for k, a in arrays.items()}
-                boxes[:, :, axis] = self.patch[axis] - 1 - boxes[:, ::-1, axis]
+        for axis in draw.flips:
+            arrays = {k: np.flip(a, axis) for k, a in arrays.items()}
+            boxes[:, :, axis] = self.patch[axis] - 1 - boxes[:, ::-1, axis]
         out = {**{k: np.ascontiguousarray(a)[None] for k, a in arrays.items()}, "boxes": boxes}
         if self.mixed:
             out["dense"] = np.array([float("dense" in (getattr(case, "kinds", None) or ()))], dtype=np.float32)
         if self.point_input:  # 0: this patch trains the model without clicks (point_channel_dropout)
-            out["point_keep"] = np.array([0.0 if rng.random() < self.point_dropout else 1.0], dtype=np.float32)
+            out["point_keep"] = np.array([draw.point_keep], dtype=np.float32)
         return out

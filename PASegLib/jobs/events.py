@@ -9,8 +9,10 @@ The trainer and the predictor print them; the Slicer module and the terminal pro
 * ``prepare``: ``index``, ``total``, ``case``, ``cached`` — data preparation (seed expansion).
 * ``validation_case``: ``epoch``, ``index``, ``total``, ``case`` — one validation case done.
 * ``iteration``: ``epoch`` (1-based), ``iteration`` (1-based, global), ``total_iterations``, ``losses``
-  (name → float), ``lr``, ``eta_s``, ``data_wait`` (share of the iteration spent building its batch: waiting
-  for prepared cases and cutting patches).
+  (name → float), ``lr``, ``eta_s``, ``data_wait`` (share of the iteration spent waiting for its batch: cut in
+  a background thread while the previous batch trained; a session's first batch is read and cut then). The
+  trainer reads the losses from the device once per logging interval, so on a GPU the events of an interval
+  (10 iterations) come together.
 * ``validation``: ``epoch``, ``score`` (label-free), optional ``dice`` (only when labels exist), ``best``.
 * ``checkpoint``: ``path``, ``epoch``.
 * ``done``: ``best_score``, ``best_epoch``, ``run_dir``.

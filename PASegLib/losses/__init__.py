@@ -2,7 +2,9 @@
 
 * ``partial_ce_dice`` — :class:`~PASegLib.losses.partial.PartialCEDiceLoss`, Eq. 3–5 (labeled voxels only).
 * ``variance`` — :class:`~PASegLib.losses.variance.VarianceMinimizationLoss`, Eq. 9–10.
-* ``mcrf`` — :class:`~PASegLib.losses.crf.MultiViewCRFLoss`, the multi-view CRF loss (Eq. 6–8).
+* ``mcrf`` — :class:`~PASegLib.losses.crf.MultiViewCRFLoss`, the multi-view CRF loss (Eq. 6–8); its windowed
+  bilateral Potts energy and gradient are computed by :mod:`PASegLib.losses.bilateral` (per offset on a CPU,
+  in chunks of offsets on a GPU).
 * ``kd`` — :class:`~PASegLib.losses.distillation.KnowledgeDistillationLoss`, Eq. 12–13 (stage 2).
 * ``scm`` — :class:`~PASegLib.losses.distillation.SelfCrossMonitoringLoss`, Eq. 14–15 (stage 2; imports
   MONAI when built).

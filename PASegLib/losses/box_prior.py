@@ -110,7 +110,7 @@ def box_tightness_terms(
             counts: List[torch.Tensor]) -> None:
         if bad is None:
             sums.append(pen.sum())
-            counts.append(torch.tensor(float(pen.numel()), dtype=dtype, device=prob.device))
+            counts.append(torch.full((), float(pen.numel()), dtype=dtype, device=prob.device))  # no host copy
         else:
             keep = (~bad).to(dtype)
             sums.append((pen * keep).sum())

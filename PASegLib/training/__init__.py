@@ -4,7 +4,8 @@
   :class:`~PASegLib.data.settings.PrepareSettings` to data preparation);
 * :mod:`.objective` — the stage-one loss (partial CE + Dice, mCRF, VM and the other protocols' terms);
 * :mod:`.engine` — the training loop shared by both stages; :mod:`.stage1` and :mod:`.scm` (Self and Cross
-  Monitoring, stage two) build on it;
+  Monitoring, stage two) build on it; :mod:`.batches` — its batches, cut ahead in a background thread and sent
+  to the device;
 * :mod:`.validation` / :mod:`.selection` — held-out validation and the checkpoint selection rule;
 * :mod:`.checkpoint` — atomic checkpoints and resume; :mod:`.curves` — the loss curves;
 * :mod:`.runtime` — devices, seeding, sliding-window inference, stop-checking networks;

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
@@ -97,12 +98,15 @@ def load_checkpoint(
         map_location: as ``torch.load``.
 
     Raises:
-        CheckpointError: the file is missing, truncated/corrupt, holds something other than a PASeg
-            checkpoint (e.g. arbitrary pickled objects, refused by ``weights_only=True``), has a newer format,
-            or was made for other networks.
+        CheckpointError: the file is missing or not a regular file (e.g. a folder), truncated/corrupt, holds
+            something other than a PASeg checkpoint (e.g. arbitrary pickled objects, refused by
+            ``weights_only=True``), has a newer format, or was made for other networks.
     """
     path = Path(path)
     if not path.is_file():
+        if os.path.lexists(path):
+            what = "a folder" if path.is_dir() else "a broken link" if path.is_symlink() else "not a regular file"
+            raise CheckpointError(f"{path} is {what}, not a checkpoint file")
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)

@@ -103,6 +103,9 @@ class TrainConfig:
             the clicks and seeds), ``"heldout_loss"`` (lowest stage-one loss), ``"flip_agreement"`` (Dice
             between the predictions of the image and of its flipped copy) or ``"network_agreement"`` (SCM
             only: Dice between the two networks). See :mod:`PASegLib.training.selection`.
+        validation_heldout_loss: also compute the whole-case ``heldout_loss`` at every stage-one validation when
+            ``selection`` does not use it (it costs a full-resolution loss evaluation per held-out case; the
+            selection benchmark compares every criterion on the same runs).
         checkpoint_every: checkpoint period in epochs (the last epoch and a stop always save).
         sw_overlap: sliding-window overlap of validation and prediction.
         expansion: :class:`~PASegLib.seeds.expansion.ExpansionConfig` fields (seed expansion of the clicks).
@@ -178,6 +181,7 @@ class TrainConfig:
     validation_fraction: float = 0.2
     validate_every: int = 10
     selection: str = "last"
+    validation_heldout_loss: bool = False
     checkpoint_every: int = 10
     sw_overlap: float = 0.25
     expansion: Dict[str, Any] = field(default_factory=lambda: ExpansionConfig().to_dict())
@@ -211,7 +215,7 @@ class TrainConfig:
             self.target_spacing_mm = check_numbers("target_spacing_mm", self.target_spacing_mm, length=3,
                                                    minimum=0, open_minimum=True, what="three positive numbers (mm)")
         self.flip_axes = _flip_axes(self.flip_axes)
-        for name in ("nesterov", "scm_seed_anchor", "deterministic", "amp", "point_channel"):
+        for name in ("nesterov", "scm_seed_anchor", "deterministic", "amp", "point_channel", "validation_heldout_loss"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {short_repr(getattr(self, name))}")
         if self.supervision not in ("partial", "full"):

@@ -12,8 +12,8 @@ A run of ``W`` processes ("ranks") trains exactly what one process trains with t
   checkpoint), so the epoch's case order is drawn identically everywhere. The iteration's global batch is the
   order's next ``B`` entries (slots ``0 … B−1``); rank ``r`` trains slots ``r, r + W, r + 2W, …``. The patches
   are drawn from the shared generator slot after slot, as one process draws them, and each rank cuts only the
-  patches of its own slots from the cases (:func:`shard_batch`): the random stream, and so every patch, is
-  the one-process run's, and a resume needs no per-rank state.
+  patches of its own slots from the cases (:class:`~PASegLib.training.batches.BatchMaker`): the random stream,
+  and so every patch, is the one-process run's, and a resume needs no per-rank state.
 * **Rank 0's duties**: the run-folder lock, ``config.json``/``split.json``, data preparation (the other ranks
   then read the prepared cases from the cache), checkpoints, ``history.json``, ``loss_curves.png``,
   ``model.json`` and every progress event (:meth:`Trainer.emit` does nothing on the other ranks). Writes go
@@ -35,7 +35,6 @@ imports torch before it is needed; a single process never touches ``torch.distri
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -48,7 +47,7 @@ from PASegLib.jobs.stopping import EXIT_ERROR
 
 __all__ = ["TIMEOUT_ENV", "DistContext", "agree", "barrier", "broadcast_object", "check_batch_size", "context",
            "expect_plan", "gather_objects", "init_from_env", "launched", "mean_losses", "on_main",
-           "publish_plan", "rank_device", "release_followers", "shard_batch", "shutdown",
+           "publish_plan", "rank_device", "release_followers", "shutdown",
            "watch_parent", "wrap_networks"]
 
 #: Environment variable: minutes a rank waits in a collective (rank 0's data preparation included) before it
@@ -111,6 +110,11 @@ def _pick_device(name: str, local_rank: int, local_world: int) -> Any:
     if local_world > count:
         raise ValueError(f"{local_world} processes on this machine need {local_world} GPUs, but {count} "
                          f"exist; use --nproc-per-node {count} (or gpu)")
+    from PASegLib.training.runtime import gpu_problem
+
+    problem = gpu_problem(local_rank)
+    if problem is not None:
+        raise ValueError(f"{problem}; or use --device cpu")
     torch.cuda.set_device(local_rank)
     return torch.device("cuda", local_rank)
 
@@ -285,28 +289,6 @@ def wrap_networks(networks: Dict[str, Any], device: Any) -> Dict[str, Any]:
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     ids = [device.index] if device.type == "cuda" else None
     return {role: DistributedDataParallel(net, device_ids=ids) for role, net in networks.items()}
-
-
-def shard_batch(trainer: Any) -> Dict[str, Any]:
-    """This rank's part of the iteration's global batch (see the module docstring: slots ``r, r + W, …``).
-
-    Every slot's patch is drawn from the trainer's generator in slot order (the one-process stream); the
-    patches of the other ranks' slots are drawn too, to keep the stream, and dropped.
-    """
-    import numpy as np
-    import torch
-
-    ctx, bs = context(), trainer.config.batch_size
-    idx = trainer.order[trainer.position * bs:(trainer.position + 1) * bs]
-    timed = getattr(trainer.sampler, "timed", None)
-    with timed(upcoming=trainer.order[(trainer.position + 1) * bs:]) if timed else contextlib.nullcontext():
-        patches = [p for slot, p in enumerate([trainer.sampler.sample(i, trainer.rng) for i in idx])
-                   if slot % ctx.world_size == ctx.rank]
-        batch: Dict[str, Any] = {k: torch.from_numpy(np.stack([p[k] for p in patches])).to(trainer.device,
-                                                                                          non_blocking=True)
-                                 for k in patches[0] if k != "boxes"}
-        batch["boxes"] = [p["boxes"] for p in patches]
-    return batch
 
 
 # -- start of a run: rank 0 prepares, then the others follow -----------------------------------------------------

@@ -12,6 +12,9 @@ trainer (or a second ``--resume``) is refused naming the process that holds it, 
 trainer is taken over with a note. Holding the lock, the session removes the temporary files that killed
 writers left in the run folder and its ``checkpoints/`` (and in the cache, those whose writer is gone).
 
+A ``checkpoints/`` that is not a folder, or a ``checkpoints/last.pt`` / ``best.pt`` that is not a file (a folder,
+a broken link, a device), is refused naming it before anything in the run folder changes.
+
 A run that ended before its first ``checkpoints/last.pt`` (stopped, crashed or killed during preparation or its
 first epochs) holds nothing to continue: the same command starts it again from the beginning (with or without
 ``--resume``), replacing what the abandoned attempt left (``checkpoints/``, ``history.json``,
@@ -20,6 +23,7 @@ first epochs) holds nothing to continue: the same command starts it again from t
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -32,9 +36,10 @@ from PASegLib.jobs.stopping import EXIT_ERROR, EXIT_STOPPED, STOP_FILE, StopFile
 from PASegLib.training import distributed
 from PASegLib.training.config import TrainConfig, load_run_config
 from PASegLib.utils.atomic import PathLike, atomic_write_json, remove_stale_temp_files
+from PASegLib.utils.requirements import check_supported_versions
 
-__all__ = ["RESUMABLE_CHANGES", "follow", "make_trainer", "merge_resume_config", "prepare_for_rank",
-           "train_from_dataset", "train_on_ranks"]
+__all__ = ["RESUMABLE_CHANGES", "check_checkpoint_paths", "follow", "make_trainer", "merge_resume_config",
+           "prepare_for_rank", "train_from_dataset", "train_on_ranks"]
 
 #: How to continue a stopped ``paseg train`` (the pipeline passes its own).
 DEFAULT_HINT = "continue with --resume"
@@ -97,13 +102,14 @@ def train_from_dataset(
         0 when finished, :data:`~PASegLib.jobs.stopping.EXIT_STOPPED` when stopped by the stop file.
 
     Raises:
-        ValueError: bad dataset, no annotated case, an existing run without ``resume``, a missing run with
-            ``resume``, the run folder in use by another process
-            (:class:`~PASegLib.jobs.lock.FolderLockedError`), incompatible settings, damaged checkpoints;
-            the message names the input.
+        ValueError: a torch or MONAI older than :mod:`PASegLib.utils.requirements`' floors, bad dataset, no
+            annotated case, an existing run without ``resume``, a missing run with ``resume``, the run folder in
+            use by another process (:class:`~PASegLib.jobs.lock.FolderLockedError`), incompatible settings,
+            damaged checkpoints or checkpoint paths that are not files; the message names the input.
     """
     import torch  # noqa: F401  (fail early with ImportError when torch is missing)
 
+    check_supported_versions()  # a torch or MONAI older than PASeg's floors: say so before anything is written
     run = Path(run_dir)
     if run.exists() and not run.is_dir():
         raise ValueError(f"--out {run} exists and is not a folder")
@@ -133,6 +139,7 @@ def _train_locked(dataset: PathLike, run: Path, config: Optional[TrainConfig], *
     from PASegLib.data.prepare import prepare_cases
     from PASegLib.data.prepared import split_cases
 
+    check_checkpoint_paths(run)  # before anything changes: a folder named last.pt is not an abandoned attempt
     for folder in (run, run / "checkpoints"):
         remove_stale_temp_files(folder, owned=True)  # ours while locked: left by killed writers
     stop = StopFile(run / STOP_FILE, also=stop_also)
@@ -205,6 +212,31 @@ def _train_locked(dataset: PathLike, run: Path, config: Optional[TrainConfig], *
                 (run / name).unlink(missing_ok=True)
         raise
     return trainer.run(resume=resume and not restart, on_iteration=on_iteration, clear_stale_stop=False)
+
+
+def _kind_of(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return f"a broken link (to {os.readlink(path)})"
+    return "a folder" if path.is_dir() else "not a regular file"
+
+
+def check_checkpoint_paths(run: PathLike) -> None:
+    """Refuse a run folder whose ``checkpoints`` is not a folder or whose ``checkpoints/last.pt`` / ``best.pt``
+    exists but is not a file (a folder, a broken link, a device): training reads its state from there and
+    replaces those files, so it would otherwise start from scratch or fail after training.
+
+    Raises:
+        ValueError: naming the path and what it is.
+    """
+    folder = Path(run) / "checkpoints"
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise ValueError(f"{folder} is {_kind_of(folder)}, not the run's checkpoint folder; move it away, then run "
+                         f"the command again")
+    for name in ("last.pt", "best.pt"):
+        path = folder / name
+        if os.path.lexists(path) and not path.is_file():
+            raise ValueError(f"{path} is {_kind_of(path)}, not a checkpoint file (training reads its state from "
+                             f"checkpoints/last.pt and writes both files); move it away, then run the command again")
 
 
 def _forget_attempt(run: Path) -> None:

@@ -10,7 +10,7 @@ foreground probability map of a whole prepared case at full weight (validation's
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,10 @@ class Stage1Objective:
 
     def __init__(self, config: TrainConfig) -> None:
         c = self.config = config
-        self.partial = LOSSES.build("partial_ce_dice", ignore_index=2, **data_term_options(c.data_term))
+        # the labels are prepared partial maps (0, 1, 2 by construction, data.prepared): no per-call value check,
+        # which would read a flag from the device at every step
+        self.partial = LOSSES.build("partial_ce_dice", ignore_index=2, check_labels=False,
+                                    **data_term_options(c.data_term))
         self.crf = LOSSES.build("mcrf", sigma_xy=c.crf_sigma_xy, sigma_intensity=c.crf_sigma_intensity,
                                 radius=c.crf_radius, downsample_to=c.crf_downsample_to)
         self.vm = LOSSES.build("variance")
@@ -66,16 +69,25 @@ class Stage1Objective:
         return {"ce": data["ce"], "dice": data["dice"], "data": data["loss"], "mcrf": crf, "vm": vm, "box": box,
                 "cv": cv, "point": point, "loss": loss}
 
-    def of_probability(self, case: Any, prob: np.ndarray) -> Dict[str, float]:
+    def of_probability(self, case: Any, prob: Any, *, device: Optional[torch.device] = None) -> Dict[str, float]:
         """The objective at full weight (α, β, box prior) of the foreground probability ``prob`` ``[I, J, K]``
-        on a whole prepared ``case`` (its seeds, image, valid region and boxes on the same grid); ``prob`` is
-        clipped to ``[1e-6, 1 − 1e-6]``. Returns the float terms and ``"loss"``."""
+        (a numpy array, or a tensor already on ``device``) on a whole prepared ``case`` (its seeds, image, valid
+        region and boxes on the same grid); ``prob`` is clipped to ``[1e-6, 1 − 1e-6]``. Computed on ``device``
+        (default: ``prob``'s, the CPU for an array); the case's maps are sent there as float32 / uint8. Returns
+        the float terms and ``"loss"`` (one read from the device)."""
         c = self.config
-        p = torch.from_numpy(np.clip(prob, 1e-6, 1.0 - 1e-6).astype(np.float32))[None, None]
+        if device is None:
+            device = prob.device if isinstance(prob, torch.Tensor) else torch.device("cpu")
+
+        def send(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(array))[None, None].to(device)
+
+        p = prob.to(device, torch.float32) if isinstance(prob, torch.Tensor) else send(np.asarray(prob, np.float32))
+        p = p.reshape(1, 1, *p.shape[-3:]).clamp(1e-6, 1.0 - 1e-6)
         logits = torch.log(torch.cat([1.0 - p, p], dim=1))  # softmax(logits) = (1 - p, p)
-        image = torch.from_numpy(np.ascontiguousarray(case.image, dtype=np.float32))[None, None]
-        valid = torch.from_numpy(np.asarray(case.valid).astype(np.float32))[None, None]
-        partial = torch.from_numpy(np.asarray(case.partial).astype(np.int64))[None, None]
+        image = send(np.asarray(case.image, dtype=np.float32))
+        valid = send(np.asarray(case.valid).astype(np.uint8)).float()
+        partial = send(np.asarray(case.partial).astype(np.uint8)).long()
         partial = torch.where(valid > 0, partial, torch.full_like(partial, 2))
         boxes = [np.array([[lo, hi] for lo, hi in case.boxes], dtype=np.int64).reshape(-1, 2, 3)]
         points = None
@@ -84,8 +96,9 @@ class Stage1Objective:
 
             heat = click_heatmap(positive_points(case.clicks, getattr(case, "kinds", None)), prob.shape,
                                  case.geometry.spacing, c.point_sigma_mm)
-            points = torch.from_numpy(heat)[None, None]
+            points = send(heat)
         with torch.no_grad():
             terms = self.terms(logits, partial, image, valid, boxes, a=c.alpha, b=c.beta, g=c.box_prior_weight,
                                points=points)
-        return {k: float(v) for k, v in terms.items()}
+            values = torch.stack([v.detach().to(torch.float64).reshape(()) for v in terms.values()]).tolist()
+        return dict(zip(terms, values))

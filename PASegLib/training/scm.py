@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -146,12 +147,12 @@ class SCMTrainer(Trainer):
             self.refresh_frozen()
             self.emit("refresh", epoch=epoch, source="best" if self.best_weights else "current")
 
-    def train_step(self, batch: Dict[str, torch.Tensor], epoch_float: float) -> Dict[str, float]:
+    def train_step(self, batch: Dict[str, torch.Tensor], epoch_float: float) -> Dict[str, torch.Tensor]:
         image = batch["image"]
         with torch.no_grad(), torch.autocast(device_type=self.device.type, enabled=self.amp):
             teacher = {role: net(image).float() for role, net in self.frozen.items()}
         other = {"primary": "auxiliary", "auxiliary": "primary"}
-        out: Dict[str, float] = {}
+        out: Dict[str, torch.Tensor] = {}
         for role, net in self.trained.items():  # both networks in DistributedDataParallel with several ranks
             opt, scaler = self.optimizers[role], self.scalers[role]
             with torch.autocast(device_type=self.device.type, enabled=self.amp):
@@ -159,17 +160,22 @@ class SCMTrainer(Trainer):
             pseudo = anchored_pseudo_label(batch["partial"], teacher[role], dense=batch.get("dense"),
                                            seed_anchor=self.config.scm_seed_anchor)
             terms = self.loss.terms(logits.float(), teacher[role], teacher[other[role]], pseudo_label=pseudo)
-            if not torch.isfinite(terms["loss"]):
-                raise FloatingPointError(f"the SCM loss of the {role} network became {terms['loss'].item()}")
             opt.zero_grad(set_to_none=True)
             scaler.scale(terms["loss"]).backward()
             scaler.step(opt)
             scaler.update()
             prefix = "a" if role == "primary" else "b"
-            out.update({f"{prefix}_{name}": float(terms[key].detach())
+            # left on the device: the loop reads them once per logging interval and checks them (check_losses)
+            out.update({f"{prefix}_{name}": terms[key].detach()
                         for name, key in (("loss", "loss"), ("self", "self"), ("kd", "kd"))})
-        out["loss"] = out["a_loss"] + out["b_loss"]
+        out["loss"] = out["a_loss"].double() + out["b_loss"].double()  # the sum of the two as host floats
         return out
+
+    def check_losses(self, losses: Dict[str, float], epoch_float: float) -> None:
+        """A non-finite loss of either network stops the run (``FloatingPointError`` naming the network)."""
+        for role, key in (("primary", "a_loss"), ("auxiliary", "b_loss")):
+            if not math.isfinite(losses[key]):
+                raise FloatingPointError(f"the SCM loss of the {role} network became {losses[key]}")
 
     def validation_terms(self, case, pred: np.ndarray, prob: np.ndarray) -> Dict[str, float]:
         """Agreement (Dice) between the primary's prediction ``pred`` and the auxiliary network's."""

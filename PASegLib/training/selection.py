@@ -5,7 +5,8 @@ Users have clicks, not dense masks. Every validation round computes, per held-ou
 
 * ``click_score`` (key ``score``): agreement with the clicks and expanded seeds, below;
 * ``heldout_loss``: the stage-one loss (data term on the seeds + α·mCRF + β·VM at full weight) of the
-  predicted probabilities on the whole held-out case — lower is better;
+  predicted probabilities on the whole held-out case — lower is better; computed only when it is the selection
+  rule (seconds per case on a CPU);
 * ``flip_agreement``: Dice between the prediction of the image and the (flipped back) prediction of its
   copy flipped along every axis;
 * ``network_agreement`` (key ``agreement``, SCM): Dice between the two networks' predictions.

@@ -12,8 +12,10 @@ box-tightness prior (γ = ``box_prior_weight``). ``w(t)`` is the sigmoid ramp-up
 ``config.rampup_length`` epochs (``rampup_fraction`` of the budget, or ``rampup_epochs``), ``t`` in
 (fractional) epochs.
 
-Validation adds ``heldout_loss``: the same loss at full weight on each whole held-out case, from the
-predicted probabilities (a label-free selection candidate, :mod:`~PASegLib.training.selection`).
+Validation adds ``heldout_loss`` when the selection rule is ``"heldout_loss"`` (or ``validation_heldout_loss``):
+the same loss at full weight on each whole held-out case, from the predicted probabilities, on the training device
+(a label-free selection candidate, :mod:`~PASegLib.training.selection`; the other rules do not need it, and it
+costs seconds per case on a CPU).
 
 ``supervision="full"`` replaces the seeds by the dense labels (the fully supervised upper bound).
 
@@ -24,6 +26,7 @@ the heatmap emptied for a ``point_channel_dropout`` share of the patches; :mod:`
 
 from __future__ import annotations
 
+import math
 from typing import Dict
 
 import numpy as np
@@ -54,7 +57,7 @@ class Stage1Trainer(Trainer):
         self.objective = Stage1Objective(c)
         self.weights = Stage1LossWeights(alpha=c.alpha, beta=c.beta, rampup_length=c.rampup_length)
 
-    def train_step(self, batch: Dict[str, torch.Tensor], epoch_float: float) -> Dict[str, float]:
+    def train_step(self, batch: Dict[str, torch.Tensor], epoch_float: float) -> Dict[str, torch.Tensor]:
         # the trained wrapper: DistributedDataParallel averages the gradients over the ranks
         net, opt, scaler = self.trained["primary"], self.optimizers["primary"], self.scalers["primary"]
         image, partial, valid = batch["image"], batch["partial"], batch["valid"]
@@ -70,22 +73,28 @@ class Stage1Trainer(Trainer):
         g = self.weights.ramp(epoch_float) * self.config.box_prior_weight
         terms = self.objective.terms(logits, partial, image, valid, batch["boxes"], a=a, b=b, g=g,
                                      points=batch.get("points"))
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the training loss became {loss.item()} at epoch {epoch_float:.2f}; "
-                                     f"lower lr or check the input intensities")
         opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(terms["loss"]).backward()
         scaler.step(opt)
         scaler.update()
-        losses = {k: float(terms[k].detach()) for k in ("loss", "ce", "dice", "mcrf", "vm")}
+        # left on the device: the loop reads them once per logging interval and checks them (check_losses)
+        losses = {k: terms[k].detach() for k in ("loss", "ce", "dice", "mcrf", "vm")}
         if g > 0:
-            losses["box"] = float(terms["box"].detach())
+            losses["box"] = terms["box"].detach()
         for key, weight in (("cv", self.config.cv_weight), ("point", self.config.point_loss_weight)):
             if weight > 0:
-                losses[key] = float(terms[key].detach())
+                losses[key] = terms[key].detach()
         return losses
 
+    def check_losses(self, losses: Dict[str, float], epoch_float: float) -> None:
+        """A non-finite training loss stops the run (``FloatingPointError``)."""
+        if not math.isfinite(losses["loss"]):
+            raise FloatingPointError(f"the training loss became {losses['loss']} at epoch {epoch_float:.2f}; "
+                                     f"lower lr or check the input intensities")
+
     def validation_terms(self, case, pred: np.ndarray, prob: np.ndarray) -> Dict[str, float]:
-        """``heldout_loss``: the stage-one objective at full weight of ``prob`` on the whole held-out case."""
-        return {"heldout_loss": self.objective.of_probability(case, prob)["loss"]}
+        """``heldout_loss`` (only with ``selection = "heldout_loss"`` or ``validation_heldout_loss``): the stage-one
+        objective at full weight of ``prob`` on the whole held-out case, computed on the training device."""
+        if self.config.selection != "heldout_loss" and not self.config.validation_heldout_loss:
+            return {}
+        return {"heldout_loss": self.objective.of_probability(case, prob, device=self.device)["loss"]}

@@ -4,4 +4,5 @@
 * :mod:`.registry` — named registries (losses, networks, annotation kinds);
 * :mod:`.atomic` — atomic file writes (temporary file + rename), stale temporary files, process liveness;
 * :mod:`.version` — the package version.
+* :mod:`.requirements` — the torch and MONAI versions PASeg supports (their floors and the check).
 """

@@ -8,7 +8,12 @@
 * when a package that was already imported in this process gets installed or upgraded, a restart is needed.
 * a failed install (offline, a hospital proxy, a full disk) is a :class:`DependencyError` whose message says
   what failed and what to do; a torch older than :data:`MINIMUM_TORCH` is upgraded through the extension
-  (after confirmation) or refused with the same kind of message.
+  (after confirmation) or refused with the same kind of message; a MONAI older than :data:`MINIMUM_MONAI` is
+  upgraded with pip like a missing package. The floors are :mod:`PASegLib.utils.requirements`' (the same as
+  ``pyproject.toml``'s and the README's).
+* a GPU that the installed torch has no kernels for (its compute capability is not among torch's compiled
+  architectures) is said before a job starts (:meth:`DependencyChecker.checkGpus`, from the ``paseg devices``
+  child process: torch is never imported here); the job then runs on the CPU if the user agrees.
 
 Everything Slicer-specific is injected (``confirm``, ``pipInstall``, ``importModule``), so the checker runs
 and is tested outside Slicer.
@@ -19,24 +24,31 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
-import re
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+from PASegLib.utils.requirements import MINIMUM_MONAI, MINIMUM_TORCH, requirement_spec, version_tuple
+
+from .devices import probeDevices, unusableGpuText
 
 #: Packages Slicer ships (or the PyTorch extension installs); an install must never replace them.
 PROTECTED = ("numpy", "scipy", "SimpleITK", "torch", "torchvision", "vtk", "requests", "pydicom", "packaging")
-MINIMUM_TORCH = "2.1"
+__all__ = ["ANNOTATION", "MINIMUM_MONAI", "MINIMUM_TORCH", "PROTECTED", "RANDOM_WALKER", "TRAINING",
+           "DependencyChecker", "DependencyError", "Requirement", "constraintLines", "versionTuple"]
 
 
 @dataclass(frozen=True)
 class Requirement:
-    """``module`` is what is imported, ``spec`` what pip installs."""
+    """``module`` is what is imported, ``spec`` what pip installs; with ``minimum``, an installed distribution
+    ``distribution`` (default ``module``) older than it counts as missing (pip then upgrades it)."""
 
     module: str
     spec: str
+    minimum: Optional[str] = None
+    distribution: Optional[str] = None
 
 
 #: What the annotation workflow needs in the Slicer process (all bundled with Slicer).
@@ -44,20 +56,20 @@ ANNOTATION = (Requirement("numpy", "numpy"), Requirement("scipy", "scipy"), Requ
 #: What the random-walker pseudo labels (extreme points, boxes) need: previews in the Slicer process, training.
 RANDOM_WALKER = (Requirement("skimage", "scikit-image>=0.21"),)
 #: What the training / prediction child process needs besides torch.
-TRAINING = (Requirement("monai", "monai>=1.3"), Requirement("matplotlib", "matplotlib>=3.6"),
-            Requirement("tqdm", "tqdm>=4.64")) + RANDOM_WALKER  # fmt: skip
+TRAINING = (Requirement("monai", requirement_spec("monai"), MINIMUM_MONAI),
+            Requirement("matplotlib", "matplotlib>=3.6"), Requirement("tqdm", "tqdm>=4.64")) + RANDOM_WALKER
 
 
 class DependencyError(RuntimeError):
     """A package is missing and was not installed; the message says what to do."""
 
 
-def versionTuple(version: str) -> tuple:
-    """``"2.13.0+cu121"`` → ``(2, 13, 0)``: the leading release numbers (enough to compare with a minimum)."""
-    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", str(version))
-    if not match:
-        raise ValueError(f"not a version number: {version!r}")
-    return tuple(int(part) for part in match.group(1).split("."))
+#: ``"2.13.0+cu121"`` → ``(2, 13, 0)`` (:func:`PASegLib.utils.requirements.version_tuple`).
+versionTuple = version_tuple
+#: GPU checks already answered in this session: (python, torch version) → the ``devices`` event, and those whose
+#: unusable GPU the user accepted (the job runs on the CPU); asked again after torch changes.
+_PROBED: Dict[Tuple[str, Optional[str]], Dict[str, Any]] = {}
+_ACCEPTED: Set[Tuple[str, Optional[str]]] = set()
 
 
 def _installedVersion(name: str) -> Optional[str]:
@@ -105,6 +117,9 @@ class DependencyChecker:
         importModule: ``importModule(name)``; default :func:`importlib.import_module` (for ``PyTorchUtils``).
         installedVersion: ``installedVersion(distribution) -> str or None``; default
             :func:`importlib.metadata.version` (torch's version is read without importing torch).
+        probeDevices: ``probeDevices() -> devices event`` (:func:`PASegSlicer.jobs.devices.probeDevices`, the
+            default: ``paseg devices`` in a child process of ``python``).
+        python: the interpreter of the jobs (default :func:`PASegSlicer.jobs.commands.pythonExecutable`).
     """
 
     def __init__(
@@ -114,16 +129,32 @@ class DependencyChecker:
         findSpec: Optional[Callable] = None,
         importModule: Optional[Callable] = None,
         installedVersion: Optional[Callable[[str], Optional[str]]] = None,
+        probeDevices: Optional[Callable[[], Dict[str, Any]]] = None,
+        python: Optional[str] = None,
     ) -> None:
         self.confirm = confirm
         self.pipInstall = pipInstall
         self.findSpec = findSpec or _defaultFindSpec
         self.importModule = importModule or importlib.import_module
         self.installedVersion = installedVersion or _installedVersion
+        self.probeDevices = probeDevices
+        self.python = python
         self.restartNeeded = False
 
+    def tooOld(self, requirement: Requirement) -> Optional[str]:
+        """The installed version of ``requirement`` when it is older than its ``minimum``, else ``None``."""
+        if requirement.minimum is None:
+            return None
+        version = self.installedVersion(requirement.distribution or requirement.module)
+        try:
+            return version if version is not None and versionTuple(version) < versionTuple(requirement.minimum) \
+                else None
+        except ValueError:  # a version we cannot read is not refused
+            return None
+
     def missing(self, requirements: Sequence[Requirement]) -> List[Requirement]:
-        return [r for r in requirements if self.findSpec(r.module) is None]
+        """The ``requirements`` that are not installed, or older than their ``minimum``."""
+        return [r for r in requirements if self.findSpec(r.module) is None or self.tooOld(r) is not None]
 
     def ensure(self, requirements: Sequence[Requirement], purpose: str) -> List[str]:
         """Install the missing ``requirements`` after confirmation; returns the installed specs."""
@@ -131,8 +162,9 @@ class DependencyChecker:
         if not missing:
             return []
         specs = [r.spec for r in missing]
+        shown = [r.spec + (f" ({self.tooOld(r)} is installed)" if self.tooOld(r) else "") for r in missing]
         question = (
-            f"{purpose} needs these Python packages, which are not installed: {', '.join(specs)}.\n\n"
+            f"{purpose} needs these Python packages, which are not installed or too old: {', '.join(shown)}.\n\n"
             "Install them now? This needs a network connection and may take a few minutes. Packages that "
             "Slicer ships are not changed."
         )
@@ -200,10 +232,34 @@ class DependencyChecker:
             raise DependencyError(f"{why}, and the upgrade left torch {upgraded}; see the Python console")
         self.restartNeeded = True
 
+    def checkGpus(self) -> str:
+        """Say when the installed torch cannot use a GPU of this computer (its architecture is not among
+        torch's compiled ones), and ask whether to go on with the CPU; returns the text shown (``""`` when every
+        GPU is usable, there is none, or the user already agreed for this torch in this session).
+
+        The facts come from ``paseg devices`` in a child process (once per torch version and session).
+
+        Raises:
+            DependencyError: the user chose not to run on the CPU.
+        """
+        key = (self.python or "", self.installedVersion("torch"))
+        if key not in _PROBED:
+            _PROBED[key] = self.probeDevices() if self.probeDevices is not None else probeDevices(self.python)
+        text = unusableGpuText(_PROBED[key])
+        if not text or key in _ACCEPTED:
+            return ""
+        if not self.confirm(f"{text}\n\nContinue without this GPU?"):
+            raise DependencyError(f"cancelled: {text}")
+        _ACCEPTED.add(key)
+        return text
+
     def ensureForJobs(self) -> List[str]:
-        """torch (PyTorch extension) then the other training packages; returns what pip installed."""
+        """torch (PyTorch extension), the other training packages, then the GPU check (:meth:`checkGpus`);
+        returns what pip installed."""
         self.ensureTorch()
-        return self.ensure(TRAINING, "PASeg training and prediction")
+        installed = self.ensure(TRAINING, "PASeg training and prediction")
+        self.checkGpus()
+        return installed
 
     @property
     def restartHint(self) -> str:

@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -374,3 +375,67 @@ def test_predict_cleans_its_folder_and_refuses_a_second_command(tiny_dataset, fu
     assert main(["predict", str(full), image, "--out", str(out), "--quiet", "--device", "cpu"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["synth_000_pred.nii.gz", "synth_000_prob.nii.gz"]
     capsys.readouterr()
+
+
+# -- a STOP right after the start; checkpoint paths that are not files ----------------------------------------------
+def _stop_soon_after_start(args, stop: Path, tmp_path: Path, *, delay_s: float = 0.3):
+    """Run ``python -m PASegLib ARGS`` and create ``stop`` ``delay_s`` after the process started (while Python
+    still imports torch, before the command looked for a stale stop file); returns (exit code, events, stderr)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    child = subprocess.Popen([sys.executable, "-m", "PASegLib", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    time.sleep(delay_s)
+    stop.parent.mkdir(parents=True, exist_ok=True)
+    stop.touch()
+    out, err = child.communicate(timeout=300)
+    return child.returncode, _events(out), err
+
+
+def test_a_stop_written_right_after_paseg_train_starts_is_honoured(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    code, events, err = _stop_soon_after_start(_train_args(tiny_dataset, run, tmp_path), run / STOP_FILE, tmp_path)
+    assert code == EXIT_STOPPED, err
+    assert events[-1]["event"] == "stopped" and events[-1]["phase"] == "preparing", events
+    assert not any(e["event"] == "iteration" for e in events)
+    assert not (run / STOP_FILE).exists() and not (run / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_a_stop_written_right_after_paseg_predict_and_paseg_run_start_is_honoured(tiny_dataset, full_run, tmp_path):
+    full, _ = full_run
+    out = tmp_path / "pred"
+    args = ["predict", str(full), str(tiny_dataset), "--out", str(out), "--quiet", "--device", "cpu"]
+    code, events, err = _stop_soon_after_start(args, out / STOP_FILE, tmp_path)
+    assert code == EXIT_STOPPED, err
+    assert events[-1]["event"] == "stopped" and not any(e["event"] == "case" for e in events), events
+    assert not list(out.glob("*.nii.gz")) and not (out / STOP_FILE).exists()
+    pipe = tmp_path / "pipe"
+    args = ["run", str(tiny_dataset), "--out", str(pipe), "--quiet", "--device", "cpu",
+            *(f"--set={k}={json.dumps(v)}" for k, v in CLI_CONFIG.items())]
+    code, events, err = _stop_soon_after_start(args, pipe / STOP_FILE, tmp_path)
+    assert code == EXIT_STOPPED, err
+    assert events[-1]["event"] == "stopped" and not any(e["event"] == "iteration" for e in events), events
+    assert not (pipe / STOP_FILE).exists()
+
+
+@pytest.mark.parametrize("resume", [True, False], ids=["resume", "same command"])
+@pytest.mark.parametrize("what", ["folder", "broken link"])
+def test_a_last_pt_that_is_not_a_file_is_refused_naming_it(tiny_dataset, tmp_path, capsys, what, resume):
+    if what == "broken link" and os.name == "nt":
+        pytest.skip("symbolic links need privileges on Windows")
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    CONFIG.save(run / "config.json")  # a run whose checkpoints/last.pt is not a file
+    last = run / "checkpoints" / "last.pt"
+    if what == "folder":
+        last.mkdir()
+        (last / "data.pkl").write_bytes(b"x")
+    else:
+        last.symlink_to(tmp_path / "gone.pt")
+    before = sorted((str(p.relative_to(run)), p.lstat().st_mtime_ns) for p in run.rglob("*"))
+    args = ["train", str(tiny_dataset), "--out", str(run), "--quiet"] + (["--resume"] if resume else [])
+    assert main(args) == 1
+    message = _error(capsys.readouterr())
+    assert message.startswith(f"{last} is a {what}"), message
+    assert "not a checkpoint file" in message
+    assert sorted((str(p.relative_to(run)), p.lstat().st_mtime_ns) for p in run.rglob("*")) == before  # unchanged

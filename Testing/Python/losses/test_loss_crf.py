@@ -3,18 +3,20 @@
 ``reference_mcrf`` below is the oracle: a direct ``unfold`` implementation of Eq. 7–8 (every slice of every
 view materialised with its full ``(2r+1)²`` neighbourhood, all classes summed explicitly, ordinary autograd),
 written independently of the shift-based custom autograd Function under test. ``benchmarks/bench_crf.py``
-imports it as the baseline (it has the memory profile of the official Gated-CRF code).
+imports it as the baseline (it has the memory profile of the official Gated-CRF code), and
+:func:`count_kernel_launches` for its kernel count.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from PASegLib.losses.bilateral import bilateral_potts_energy, resolve_compute_mode
 from PASegLib.losses.crf import MultiViewCRFLoss, multi_view_crf_loss
 
 # 5-D dims (B, C, I, J, K): the two dims spanning each view's slices, then the slicing dim
@@ -287,3 +289,142 @@ def test_bad_inputs_raise(logits_shape, image_shape, valid_shape, word):
     valid = None if valid_shape is None else torch.ones(valid_shape)
     with pytest.raises(ValueError, match=word):
         multi_view_crf_loss(torch.zeros(logits_shape), torch.zeros(image_shape), valid)
+
+
+# ------------------------------------------------------------------------------ compute_mode="chunked"
+
+#: aten operators that launch no kernel: views, metadata, allocation without initialisation
+_NO_KERNEL = {"aten::view", "aten::as_strided", "aten::slice", "aten::select", "aten::unsqueeze", "aten::squeeze",
+              "aten::expand", "aten::permute", "aten::transpose", "aten::t", "aten::_reshape_alias", "aten::alias",
+              "aten::detach", "aten::detach_", "aten::unfold", "aten::narrow", "aten::split", "aten::unbind",
+              "aten::_unsafe_view", "aten::empty", "aten::empty_like", "aten::empty_strided", "aten::new_empty",
+              "aten::new_empty_strided", "aten::resize_", "aten::lift_fresh", "aten::result_type"}
+#: aten operators that launch a kernel only when they copy
+_COPY_IF_NEEDED = {"aten::to", "aten::contiguous", "aten::reshape", "aten::expand_as", "aten::view_as"}
+
+
+def count_kernel_launches(step: Callable[[], object]) -> int:
+    """Operators that launch work in one ``step()``, counted with the torch profiler on the CPU.
+
+    Counted: the outermost aten operators (not called by another aten operator; the backward's included) except
+    views, metadata and allocation-only operators and conversions that copy nothing. On CUDA each launches one
+    kernel (a few of them two, e.g. a float64 sum of float32 values).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    def copies(event) -> bool:
+        return event.name == "aten::copy_" or any(copies(child) for child in event.cpu_children)
+
+    def outermost(event) -> bool:
+        parent = event.cpu_parent
+        while parent is not None:
+            if parent.name.startswith("aten::"):
+                return False
+            parent = parent.cpu_parent
+        return True
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and outermost(e)
+               and (copies(e) if e.name in _COPY_IF_NEEDED else e.name not in _NO_KERNEL))
+
+
+def _paper_step(patch, grid, compute_mode):
+    """One forward + backward of the paper preset's mCRF (``pipeline/presets.py``: radius 5, σ_xy 6, σ_I 0.05,
+    three views, on a ``grid`` coarser than the patch; batch 2 with a valid mask)."""
+    logits, image, valid = _inputs((2, 2, *patch), with_valid=True, dtype=torch.float32)
+    loss_fn = MultiViewCRFLoss(sigma_xy=6.0, sigma_intensity=0.05, radius=5, downsample_to=grid,
+                               compute_mode=compute_mode)
+
+    def step():
+        logits.grad = None
+        loss_fn(logits, image, valid).backward()
+
+    step()  # caches the per-offset constants
+    return step
+
+
+def test_chunked_launches_at_most_200_kernels_at_paper_settings():
+    small = count_kernel_launches(_paper_step((32, 32, 12), (16, 16, 12), "chunked"))
+    larger = count_kernel_launches(_paper_step((48, 48, 20), (24, 24, 20), "chunked"))
+    per_offset = count_kernel_launches(_paper_step((32, 32, 12), (16, 16, 12), "per_offset"))
+    assert small == larger <= 200  # whatever the size
+    assert per_offset > 5 * small  # ~9 per offset (165 offsets at radius 5)
+
+
+def test_auto_mode_is_per_offset_on_cpu_and_chunked_elsewhere():
+    assert resolve_compute_mode("auto", torch.device("cpu")) == "per_offset"
+    assert resolve_compute_mode("auto", torch.device("cuda", 0)) == "chunked"
+    assert resolve_compute_mode("chunked", torch.device("cpu")) == "chunked"
+    with pytest.raises(ValueError, match="compute_mode"):
+        MultiViewCRFLoss(compute_mode="fused")
+    with pytest.raises(ValueError, match="compute_mode"):
+        multi_view_crf_loss(*_inputs((1, 2, 3, 3, 3))[:2], compute_mode="")
+    assert "compute_mode='chunked'" in repr(MultiViewCRFLoss(compute_mode="chunked"))
+
+
+CHUNKED_CASES = CASES + [dict(shape=(1, 2, 6, 5, 4), radius=12, valid=True),  # one window row per chunk
+                         dict(shape=(2, 2, 7, 3, 5), radius=3, views=("sagittal",), n_img=2)]
+
+
+@pytest.mark.parametrize("case", CHUNKED_CASES, ids=[f"case{i}" for i in range(len(CHUNKED_CASES))])
+def test_chunked_matches_reference_float64(case):
+    shape, n_img, with_valid, kw = _split(case)
+    logits, image, valid = _inputs(shape, n_img=n_img, with_valid=with_valid)
+    value, grad = _value_and_grad(multi_view_crf_loss, logits, image, valid, compute_mode="chunked", **kw)
+    ref_value, ref_grad = _value_and_grad(reference_mcrf, logits, image, valid, **kw)
+    assert value.dtype == torch.float64
+    torch.testing.assert_close(value, ref_value, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-13)
+
+
+def test_chunked_float32_official_like_setting_and_hard_labels():
+    logits, image, valid = _inputs((1, 2, 16, 14, 9), with_valid=True)
+    ref_value, ref_grad = _value_and_grad(reference_mcrf, logits, image, valid)
+    value, grad = _value_and_grad(multi_view_crf_loss, logits.float(), image.float(), valid, compute_mode="chunked")
+    assert value.dtype == torch.float32 and grad.dtype == torch.float32
+    torch.testing.assert_close(value.double(), ref_value, rtol=2e-5, atol=0)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4, atol=1e-5 * ref_grad.abs().max().item())
+    hard = torch.zeros(2, 2, 5, 4, 3)
+    hard[:, 1] = 30.0
+    hard_image = 0.1 * torch.randn(2, 1, 5, 4, 3)
+    value, grad = _value_and_grad(multi_view_crf_loss, hard, hard_image, None, radius=2, compute_mode="chunked")
+    assert value.item() == pytest.approx(0, abs=1e-7) and grad.abs().max().item() < 1e-9
+
+
+def test_chunked_gradcheck_and_no_grad():
+    logits, image, valid = _inputs((1, 2, 3, 3, 2), with_valid=True, seed=3)
+    assert torch.autograd.gradcheck(lambda x: multi_view_crf_loss(x, 3.0 * image, valid, sigma_intensity=0.5,
+                                                                  radius=2, compute_mode="chunked"), (logits,))
+    with torch.no_grad():
+        value = multi_view_crf_loss(logits, image, valid, radius=2, compute_mode="chunked")
+    assert value.item() == pytest.approx(multi_view_crf_loss(logits, image, valid, radius=2).item(), rel=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("compute_mode", ["per_offset", "chunked"])
+def test_cuda_compute_modes_match_cpu(compute_mode):
+    logits, image, valid = _inputs((2, 2, 12, 10, 8), with_valid=True, dtype=torch.float32)
+    value, grad = _value_and_grad(multi_view_crf_loss, logits, image, valid, downsample_to=(6, 5, 8))
+    gpu_value, gpu_grad = _value_and_grad(multi_view_crf_loss, logits.cuda(), image.cuda(), valid.cuda(),
+                                          downsample_to=(6, 5, 8), compute_mode=compute_mode)
+    torch.testing.assert_close(gpu_value.cpu(), value, rtol=1e-5, atol=0)
+    torch.testing.assert_close(gpu_grad.cpu(), grad, rtol=1e-4, atol=1e-6)
+
+
+def test_bilateral_energy_checks_its_arguments():
+    prob = torch.rand(1, 1, 4, 4, 3)
+    feat, valid = torch.zeros(1, 1, 4, 4, 3), torch.ones(1, 1, 4, 4, 3)
+    good = dict(views=("axial",), radius=1, sigma_xy=1.0)
+    assert bilateral_potts_energy(prob, feat, valid, **good).dtype == torch.float32
+    for args, kw, word in [((prob.half(), feat.half()), good, "prob"),
+                           ((prob, feat[..., :2]), good, "feat"),
+                           ((prob, feat.double()), good, "feat"),
+                           ((prob, feat, valid[:, :, :2]), good, "valid"),
+                           ((prob, feat, valid.bool()), good, "valid"),
+                           ((prob, feat), {**good, "views": ("axial", "axial")}, "views"),
+                           ((prob, feat), {**good, "radius": 0}, "radius"),
+                           ((prob, feat), {**good, "sigma_xy": 0.0}, "sigma_xy"),
+                           ((prob, feat), {**good, "compute_mode": "cuda"}, "compute_mode")]:
+        with pytest.raises(ValueError, match=word):
+            bilateral_potts_energy(*args, **kw)

@@ -13,7 +13,7 @@ from conftest import cli_error, progress_events
 
 from PASegLib.cli.main import main
 from PASegLib.jobs.events import parse_progress_line
-from PASegLib.jobs.stopping import EXIT_STOPPED, STOP_FILE
+from PASegLib.jobs.stopping import EXIT_STOPPED, STOP_FILE, command_started_at
 from PASegLib.pipeline.presets import is_anisotropic, preset_configs
 from PASegLib.pipeline.run import PipelineOptions, run_pipeline
 from PASegLib.training.checkpoint import load_checkpoint
@@ -258,7 +258,8 @@ def test_run_stop_in_preparation_and_prediction_then_the_same_command_finishes(t
                               max_figures=1)
     out = tmp_path / "pipe"
     out.mkdir()
-    (out / STOP_FILE).touch()  # stale
+    (out / STOP_FILE).touch()  # stale: older than this process
+    os.utime(out / STOP_FILE, (command_started_at() - 60,) * 2)
     first = _StopOn(out / STOP_FILE, "prepare")  # the pipeline's STOP, in the first training step's preparation
     assert run_pipeline(tiny_dataset, out, options, stream=first) == EXIT_STOPPED
     stopped = _events(first.getvalue())[-1]

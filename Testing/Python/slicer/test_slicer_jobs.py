@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PASegSlicer.annotation import cases
 from PASegSlicer.jobs import commands, control, devices
-from PASegSlicer.jobs.dependencies import DependencyChecker, DependencyError, Requirement
+from PASegSlicer.jobs.dependencies import MINIMUM_TORCH, DependencyChecker, DependencyError, Requirement
 from PASegSlicer.jobs.models import ModelRegistry
 from PASegSlicer.jobs.processes import descendantProcessIds
 from PASegSlicer.jobs.runner import JobRunner, JobStep, SubprocessBackend, parseProgressLine, threadingSchedule
@@ -353,7 +353,7 @@ def test_torch_comes_from_the_pytorch_extension():
     checker = DependencyChecker(lambda t: True, lambda a: None, findSpec=lambda n: None, importModule=lambda n: fake)
     with pytest.raises(DependencyError, match="torch was not installed"):
         checker.ensureTorch()
-    assert asked == {"askConfirmation": True, "torchVersionRequirement": ">=2.1"}
+    assert asked == {"askConfirmation": True, "torchVersionRequirement": f">={MINIMUM_TORCH}"}
 
 
 def test_device_probe_reports_this_machines_torch(tmp_path):

@@ -20,7 +20,7 @@ from headlessgui import HeadlessApp, Parameters, widgetsOf
 from PASegSlicer.annotation import cases, kinds, objects
 from PASegSlicer.gui.annotationpanel import KIND_SETTING, AnnotationPanel
 from PASegSlicer.gui.jobpanel import JobPanel
-from PASegSlicer.jobs.dependencies import DependencyChecker
+from PASegSlicer.jobs.dependencies import TRAINING, DependencyChecker
 from PASegSlicer.jobs.runner import JobRunner, SubprocessBackend, threadingSchedule
 from PASegSlicer.mrml import volumes
 from test_slicer_jobs import FAKE_PASEG
@@ -231,7 +231,8 @@ def fake_python(tmp_path):
 def _checker(headless, **options):
     """The :class:`DependencyChecker` factory the module gives the panel, on ``headless``'s dialogs and pip, with
     every package present unless ``options`` say otherwise (nothing is installed for real)."""
-    settings = {"findSpec": lambda name: object(), "installedVersion": lambda name: "2.5.0", **options}
+    settings = {"findSpec": lambda name: object(), "installedVersion": lambda name: "2.5.0",
+                "probeDevices": lambda: {"event": "devices", "torch": "2.5.0", "cuda": []}, **options}
     return lambda: DependencyChecker(headless.confirmOkCancelDisplay, headless.pip_install, **settings)
 
 
@@ -308,8 +309,9 @@ def test_a_job_that_cannot_start_says_why_and_leaves_the_buttons_usable(gui, log
     panel, runners = _jobPanel(gui, logic, fake_python, [], findSpec=lambda name: None if name == "monai" else 1)
     headless.answers = [False]  # the user declines installing monai
     ui.trainButton.click()
-    assert "cancelled: monai>=1.3 not installed" in headless.shown["error"][0] and not runners[0].isRunning()
-    assert headless.pipCalls == [] and "monai>=1.3" in headless.shown["question"][0]
+    monai = TRAINING[0].spec  # monai>=1.4
+    assert f"cancelled: {monai} not installed" in headless.shown["error"][0] and not runners[0].isRunning()
+    assert headless.pipCalls == [] and monai in headless.shown["question"][0]
     panel.dependencyChecker = _checker(headless)
     image, _ = blob_case
     write_image(tmp_path / "data" / "c1_image.nrrd", image.array, image.geometry)  # a case, but not annotated

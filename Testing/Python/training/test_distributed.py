@@ -202,18 +202,28 @@ def test_torchrun_with_one_process_uses_the_process_group(tiny_dataset, config_f
 
 
 def test_gpu_suite_runs_on_the_cpu(tmp_path, monkeypatch, capsys):
-    """``benchmarks/gpu_suite.py --dry-run``: every section small on the CPU, CUDA figures skipped with the reason."""
+    """``benchmarks/gpu_suite.py --dry-run --only …``: the quick sections small on the CPU (the CUDA tests collected
+    and skipped by pytest), CUDA figures skipped with the reason, the summary copied to ``$OUT``; a second ``--only``
+    keeps the first run's sections. Every section through ``gpu_check.sh``: ``integration/test_gpu_check.py``."""
     from conftest import load_benchmark
 
-    monkeypatch.delenv("OUT", raising=False)
+    monkeypatch.setenv("OUT", str(tmp_path / "device_out"))
+    (tmp_path / "device_out").mkdir()
     suite = load_benchmark("gpu_suite")
     assert "Testing/Python/losses/test_loss_crf.py::test_cuda_matches_cpu" in suite.cuda_tests()
-    assert suite.main(["--dry-run", "--out", str(tmp_path / "gpu_suite.json")]) == 0
+    common = ["--dry-run", "--out", str(tmp_path / "gpu_suite.json"), "--work", str(tmp_path / "work"), "--pack",
+              str(tmp_path / "no_pack")]
+    assert suite.main([*common, "--only", "cuda_tests", "amp_steps", "mcrf"]) == 0
     summary = json.loads((tmp_path / "gpu_suite.json").read_text())
-    assert summary["dry_run"] and summary["ddp"]["skipped"].startswith("NCCL needs CUDA")
-    assert summary["cuda_tests"]["skipped"] == "--dry-run" and summary["mcrf"]["agrees"]
+    assert json.loads((tmp_path / "device_out" / "gpu_suite.json").read_text()) == summary
+    assert summary["dry_run"] and summary["mcrf"]["agrees"] and summary["environment"]["pack"] is None
+    assert summary["cuda_tests"]["passed"] and "skipped" in summary["cuda_tests"]["summary"]
     assert sorted(summary["amp_steps"]["steps"]) == ["attention_unet", "unet2d5", "unet3d"]
-    for section in ("amp_steps", "mcrf", "sliding_window"):
-        assert "skipped" in summary[section] and "error" not in summary[section]
     assert all(row["device"] == summary["device"] for row in summary["amp_steps"]["steps"].values())
+    assert suite.main([*common, "--only", "sliding_window"]) == 0
+    summary = json.loads((tmp_path / "gpu_suite.json").read_text())
+    assert summary["kept_from_previous"] == ["amp_steps", "cuda_tests", "mcrf"]
+    for section in ("cuda_tests", "amp_steps", "mcrf", "sliding_window"):
+        assert "--dry-run" in summary[section]["skipped"] and "error" not in summary[section]
+    assert not {"training", "ddp", "accuracy_row"} & set(summary)
     capsys.readouterr()

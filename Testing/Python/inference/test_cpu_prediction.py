@@ -1,0 +1,143 @@
+"""CPU prediction settings: windows per forward pass, foreground-only blending, bfloat16 autocast, heap reuse.
+
+The fast defaults must give the probabilities of the plain computation (one window per pass, both channels
+blended, no allocator change) up to float rounding; bfloat16 is opt-in and only close.
+"""
+
+from __future__ import annotations
+
+import resource
+
+import numpy as np
+import pytest
+import torch
+
+from PASegLib.image.geometry import ImageGeometry
+from PASegLib.image.io import Volume
+from PASegLib.inference.predictor import CPU_SW_BATCH_SIZE, Predictor, cpu_heap_reuse
+from PASegLib.networks import build_network
+from PASegLib.training.config import TrainConfig
+from PASegLib.training.runtime import sliding_window_probability
+
+SHAPE = (40, 36, 20)
+PATCH = (24, 24, 16)  # 2 × 2 × 2 = 8 windows at overlap 0.25
+NETWORKS = ("unet2d5", "unet3d", "attention_unet")
+
+
+def small_net(name: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_network(name, filters=(4, 8, 16)).eval()
+
+
+def image(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(SHAPE).astype(np.float32)
+
+
+def both_channels_reference(networks, arr: np.ndarray) -> np.ndarray:
+    """The plain computation: every channel blended, one window per pass, autograd off (``no_grad``)."""
+    from monai.inferers import sliding_window_inference
+
+    def predictor(patch):
+        return sum(torch.softmax(net(patch).float(), dim=1) for net in networks) / len(networks)
+
+    with torch.no_grad():
+        out = sliding_window_inference(torch.from_numpy(arr)[None, None], roi_size=PATCH, sw_batch_size=1,
+                                       predictor=predictor, overlap=0.25, mode="gaussian", progress=False)
+    return out[0, 1].numpy()
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_foreground_only_blending_is_bit_identical(name):
+    nets = [small_net(name)]
+    arr = image()
+    got = sliding_window_probability(nets, arr, patch_size=PATCH, sw_batch_size=1)
+    assert got.dtype == np.float32 and got.shape == SHAPE
+    np.testing.assert_array_equal(got, both_channels_reference(nets, arr))
+
+
+def test_ensemble_foreground_only_blending_is_bit_identical():
+    nets = [small_net("unet3d", 0), small_net("attention_unet", 1)]
+    arr = image(1)
+    got = sliding_window_probability(nets, arr, patch_size=PATCH, sw_batch_size=1)
+    np.testing.assert_array_equal(got, both_channels_reference(nets, arr))
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_windows_per_pass_change_only_float_rounding(name):
+    nets = [small_net(name)]
+    arr = image()
+    one = sliding_window_probability(nets, arr, patch_size=PATCH, sw_batch_size=1)
+    for batch in (2, CPU_SW_BATCH_SIZE, 8):
+        many = sliding_window_probability(nets, arr, patch_size=PATCH, sw_batch_size=batch)
+        assert np.abs(many - one).max() < 1e-5, batch
+
+
+def test_cpu_bf16_is_in_effect_and_close():
+    nets = [small_net("unet3d")]
+    arr = image()
+    fp32 = sliding_window_probability(nets, arr, patch_size=PATCH, sw_batch_size=4)
+    bf16 = sliding_window_probability(nets, arr, patch_size=PATCH, sw_batch_size=4, cpu_bf16=True)
+    assert bf16.dtype == np.float32
+    diff = np.abs(bf16 - fp32).max()
+    assert 0 < diff < 0.1  # bfloat16 keeps 8 bits of mantissa: close, never equal
+    assert all(p.dtype == torch.float32 for p in nets[0].parameters())  # autocast leaves the weights alone
+
+
+def test_sliding_window_rejects_bad_batch():
+    with pytest.raises(ValueError, match="sw_batch_size"):
+        sliding_window_probability([small_net("unet3d")], image(), patch_size=PATCH, sw_batch_size=0)
+
+
+def _volume(seed: int = 0) -> Volume:
+    return Volume(100 + 20 * image(seed), ImageGeometry(SHAPE))
+
+
+def test_predictor_cpu_defaults_and_checks():
+    predictor = Predictor([small_net("unet3d")], TrainConfig(network="unet3d", patch_size=PATCH))
+    assert predictor.sw_batch_size == CPU_SW_BATCH_SIZE
+    assert predictor.describe()["sw_batch_size"] == CPU_SW_BATCH_SIZE
+    assert predictor.cpu_bf16 is False and predictor.heap_reuse is True
+    assert Predictor([small_net("unet3d")], TrainConfig(patch_size=PATCH), sw_batch_size=1).sw_batch_size == 1
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="sw_batch_size"):
+            Predictor([small_net("unet3d")], TrainConfig(patch_size=PATCH), sw_batch_size=bad)
+    for key in ("cpu_bf16", "heap_reuse"):
+        with pytest.raises(ValueError, match=key):
+            Predictor([small_net("unet3d")], TrainConfig(patch_size=PATCH), **{key: "yes"})
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_predictor_defaults_match_the_plain_settings(name):
+    config = TrainConfig(network=name, patch_size=PATCH)
+    volume = _volume()
+    fast = Predictor([small_net(name)], config).predict(volume)
+    plain = Predictor([small_net(name)], config, sw_batch_size=1, heap_reuse=False).predict(volume)
+    assert np.abs(fast.probability - plain.probability).max() < 1e-5
+    near = np.abs(plain.probability - 0.5) < 1e-5  # where rounding may flip the threshold
+    np.testing.assert_array_equal(fast.labels[~near], plain.labels[~near])
+
+
+def _minor_faults_of_churn(n: int = 4, mib: int = 64) -> int:
+    """Page faults of ``n`` rounds of allocating, filling and freeing a ``mib`` MiB tensor."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        t = torch.empty(mib * 2**20 // 4)
+        t.fill_(1.0)
+        del t
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_cpu_heap_reuse_avoids_page_faults_and_restores():
+    with cpu_heap_reuse() as active:
+        if not active:
+            pytest.skip("the C library is not glibc: cpu_heap_reuse is a no-op")
+    pages = 64 * 2**20 // resource.getpagesize()
+    outside = _minor_faults_of_churn()
+    assert outside > 3 * pages // 2  # a block above 32 MB is mmapped afresh each time: it faults in every round
+    with cpu_heap_reuse():
+        with cpu_heap_reuse():  # nested: the inner exit does not restore
+            pass
+        inside = _minor_faults_of_churn()
+    assert inside < outside // 2  # the heap grows once, then the freed block is reused
+    after = _minor_faults_of_churn()
+    assert after > 3 * pages // 2  # restored: blocks above 32 MB are mmapped (and returned) again
