@@ -7,12 +7,12 @@ Gaussian blending, 18 windows), i.e. z-scoring + all windows + thresholding. The
 
 * CPU: ``torch.set_num_threads(--threads)``; modes (``--cpu-modes``):
 
-  * ``fp32`` — the Predictor's defaults: float32, :data:`~PASegLib.inference.predictor.CPU_SW_BATCH_SIZE`
-    windows per forward pass, freed memory kept for reuse
-    (:func:`~PASegLib.inference.predictor.cpu_heap_reuse`);
-  * ``fp32_sw1`` — float32, one window per pass, no heap reuse (the settings before those two defaults;
-    the same probabilities up to float rounding);
-  * ``bf16`` — as ``fp32`` with bfloat16 autocast (``cpu_bf16=True``; not exact).
+  * ``default`` — the Predictor's defaults: freed memory kept for reuse
+    (:func:`~PASegLib.inference.predictor.cpu_heap_reuse`), bfloat16 autocast where the CPU computes it
+    natively (:func:`~PASegLib.inference.predictor.cpu_has_native_bf16`; the result says ``cpu_bf16``);
+  * ``fp32`` — heap reuse, float32 (``cpu_bf16=False``): the float32 probabilities, bit for bit;
+  * ``plain`` — float32 without heap reuse (``heap_reuse=False``): the computation before those defaults;
+  * ``bf16`` — heap reuse and bfloat16 autocast on any CPU (``cpu_bf16=True``; emulated where not native).
 
   Peak memory = peak resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of a fresh child
   process running only that configuration, so it includes the ~0.3–0.5 GB of torch/MONAI libraries;
@@ -24,13 +24,14 @@ Gaussian blending, 18 windows), i.e. z-scoring + all windows + thresholding. The
 ``seconds`` is the median of ``--repeats`` predictions after ``--warmup`` untimed ones, ``sec_min`` their
 minimum. ``--quick`` runs a 128×128×32 volume with 64×64×32 patches, one repeat. Each configuration runs in its
 own subprocess (the modes of one network one after another); readable lines go to stderr and the last stdout
-line is one JSON object with every result. A full-size CPU run also gives ``predict_256x256x64_cpu_s``
-(``{network: sec_min}`` of mode ``fp32``) and, when ``fp32_sw1`` ran, ``predict_256x256x64_cpu_s_sw1``.
+line is one JSON object with every result (``--out-json`` also writes it). A full-size CPU run also gives
+``predict_256x256x64_cpu_s`` (``{network: sec_min}`` of mode ``default``) and ``predict_256x256x64_cpu_s_<mode>``
+for the other modes run.
 
 Usage::
 
     python benchmarks/bench_predict.py            # CPU, plus CUDA if available
-    python benchmarks/bench_predict.py --devices cpu --cpu-modes fp32_sw1,fp32,bf16   # side by side
+    python benchmarks/bench_predict.py --devices cpu --cpu-modes plain,fp32,default   # side by side
     python benchmarks/bench_predict.py --quick --networks unet2d5
 """
 
@@ -46,10 +47,12 @@ import sys
 import time
 from typing import Any, Dict, List, Tuple
 
-from _child import run_child  # benchmarks/ is on sys.path when a benchmark script runs
+from _child import run_child, write_summary  # benchmarks/ is on sys.path when a benchmark script runs
 
 NETWORK_NAMES = ("unet2d5", "unet3d", "attention_unet")
-CPU_MODES = ("fp32", "fp32_sw1", "bf16")
+#: CPU mode → Predictor arguments
+CPU_MODES = {"default": {}, "fp32": {"cpu_bf16": False}, "plain": {"cpu_bf16": False, "heap_reuse": False},
+             "bf16": {"cpu_bf16": True}}
 FULL = {"volume": (256, 256, 64), "patch": (128, 128, 48)}
 QUICK = {"volume": (128, 128, 32), "patch": (64, 64, 32)}
 
@@ -96,9 +99,8 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
     volume = Volume(image, ImageGeometry(volume_shape))
     net = build_network(cfg["network"])
     config = TrainConfig(network=cfg["network"], patch_size=patch, sw_overlap=cfg["overlap"], amp=cfg["mode"] == "amp")
-    mode = cfg["mode"]
-    predictor = Predictor([net], config, device=device, sw_batch_size=1 if mode == "fp32_sw1" else cfg["sw_batch_size"],
-                          cpu_bf16=mode == "bf16", heap_reuse=mode != "fp32_sw1")
+    options = CPU_MODES[cfg["mode"]] if device.type == "cpu" else {}
+    predictor = Predictor([net], config, device=device, sw_batch_size=cfg["sw_batch_size"], **options)
     cpu_times: List[float] = []
 
     def once() -> float:
@@ -120,6 +122,7 @@ def run_one(cfg: Dict[str, Any]) -> Dict[str, Any]:
     times: List[float] = [once() for _ in range(cfg["repeats"])]
     result = {
         "network": cfg["network"], "device": device.type, "mode": cfg["mode"], "sw_batch_size": predictor.sw_batch_size,
+        "cpu_bf16": predictor.cpu_bf16, "heap_reuse": predictor.heap_reuse,
         "volume": "x".join(map(str, volume_shape)), "patch": "x".join(map(str, patch)), "overlap": cfg["overlap"],
         "windows": _n_windows(volume_shape, patch, cfg["overlap"]), "params": count_parameters(net),
         "seconds": round(statistics.median(times), 3), "sec_min": round(min(times), 3),
@@ -148,10 +151,10 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed predictions first (default 1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed predictions (default CPU 3, CUDA 10)")
     parser.add_argument("--gpu-modes", default="fp32,amp")
-    parser.add_argument("--sw-batch-size", type=int, default=None,
-                        help="windows per forward pass (default: the Predictor's, CPU_SW_BATCH_SIZE on the CPU; "
-                        "mode fp32_sw1 always uses 1)")
-    parser.add_argument("--cpu-modes", default="fp32", help=f"comma-separated, of {', '.join(CPU_MODES)} (default fp32)")
+    parser.add_argument("--sw-batch-size", type=int, default=1, help="windows per forward pass (default 1)")
+    parser.add_argument("--cpu-modes", default="default",
+                        help=f"comma-separated, of {', '.join(CPU_MODES)} (default: default)")
+    parser.add_argument("--out-json", default=None, help="also write the JSON summary to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -197,14 +200,13 @@ def main(argv: List[str] | None = None) -> int:
                       f"{res.get('windows', '?')} windows)  peak {res.get('peak_mem_mb', float('nan')):8.1f} MB  "
                       f"{res.get('error', '')}", file=sys.stderr, flush=True)
     if not args.quick:
-        for mode, key in (("fp32", "predict_256x256x64_cpu_s"), ("fp32_sw1", "predict_256x256x64_cpu_s_sw1")):
+        for mode in CPU_MODES:
             found = {r["network"]: r["sec_min"] for r in info["results"]
                      if r.get("device") == "cpu" and r.get("mode") == mode and "sec_min" in r}
             if found:
-                info[key] = found
+                info["predict_256x256x64_cpu_s" + ("" if mode == "default" else f"_{mode}")] = found
     info["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
-    print(json.dumps(info))
-    return 0
+    return write_summary(info, args.out_json)
 
 
 if __name__ == "__main__":

@@ -214,8 +214,7 @@ def sliding_window_probability(
         device: where the networks are (default CPU); the full-size output stays on the CPU when the image is large.
         amp: float16 autocast on CUDA.
         sw_batch_size: windows per forward pass. Each window is normalised on its own (instance norm), so the
-            result does not depend on it beyond float rounding (~1e-6); on the CPU 2–4 windows per pass take
-            less time than one (oneDNN for the deep layers, fewer calls).
+            result does not depend on it beyond float rounding (~1e-6); more windows cost memory.
         clicks: optional click heatmap float32 ``[I, J, K]``, the second input channel of a click-conditioned
             network (``TrainConfig.point_channel``; zeros = predict without clicks).
         cpu_bf16: bfloat16 autocast on the CPU (convolutions in bfloat16, float32 softmax and blending):
