@@ -12,6 +12,10 @@ from PASegLib.cli.common import print_json, staged_output
 from PASegLib.data.dataset import CaseFiles, DatasetError, list_cases
 from PASegLib.image.io import image_suffix, strip_image_suffix
 
+#: ``--precision`` choices and the ``cpu_bf16`` argument of :func:`~PASegLib.inference.predictor.load_predictor`
+#: each stands for (``None``: bfloat16 where the CPU computes it natively)
+PRECISIONS = {"auto": None, "float32": False, "bfloat16": True}
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -44,6 +48,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ensemble", action="store_true",
                    help="average the primary and auxiliary networks (stage-2 / SCM runs only)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="CPU arithmetic of the networks: 'auto' (default) bfloat16 where the CPU computes it natively "
+                   "(AVX-512 BF16 or AMX: 2-3x faster, probabilities within a few hundredths, Dice within ~0.001), "
+                   "float32 elsewhere; 'float32' the exact float32 result; 'bfloat16' bfloat16 on any CPU. On a GPU "
+                   "the run's mixed-precision setting applies")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     p.set_defaults(func=run)
@@ -106,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"run folder not found: {args.run_dir}")
     cases = collect_inputs(args.input, args.annotations)
     predictor = load_predictor(args.run_dir, checkpoint=args.checkpoint, ensemble=args.ensemble,
-                               device=args.device)
+                               device=args.device, cpu_bf16=PRECISIONS[args.precision])
     created = not args.out.exists()
     lock = FolderLock(args.out, purpose="paseg predict")
     lock.acquire()  # one command per OUT: then every staging folder or temporary file there is a killed one's

@@ -218,6 +218,27 @@ def test_cli_predicts_a_folder(tmp_path, dataset, oblique_geometry, capsys):
     assert code == 1 and "b" in err and "restrict-to-box" in err and not (tmp_path / "boxed").exists()
 
 
+def test_cli_precision_chooses_the_cpu_arithmetic(tmp_path, dataset, capsys):
+    run = make_run(tmp_path / "run", best=True)
+    probs = {}
+    for precision in ("float32", "bfloat16", "auto"):
+        out = tmp_path / precision
+        code, stdout, err = run_cli(capsys, run, dataset / "a_image.nii.gz", "--out", out, "--precision", precision,
+                                    "--json", "--quiet", "--device", "cpu")
+        assert code == 0, err
+        summary = json.loads(stdout.strip().splitlines()[-1])
+        assert summary["cpu_bf16"] is {"float32": False, "bfloat16": True,
+                                       "auto": load_predictor(run, device="cpu").cpu_bf16}[precision]
+        probs[precision] = read_image(out / "a_prob.nii.gz").array
+    exact = load_predictor(run, device="cpu", cpu_bf16=False).predict(read_image(dataset / "a_image.nii.gz"))
+    np.testing.assert_array_equal(probs["float32"], exact.probability)  # float32: the float32 result, bit for bit
+    gap = np.abs(probs["bfloat16"] - probs["float32"])
+    assert 0 < gap.max() < 0.15 and gap.mean() < 0.01  # bfloat16 in effect, and close (random weights)
+    with pytest.raises(SystemExit) as usage:
+        run_cli(capsys, run, dataset, "--out", tmp_path / "bad", "--precision", "float16", "--quiet")
+    assert usage.value.code == 2 and "float16" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_cli_single_file_with_clicks(tmp_path, dataset, capsys):
     run = make_run(tmp_path / "run", best=True)
     out = tmp_path / "one"
