@@ -154,8 +154,8 @@ class Predictor:
             :func:`~PASegLib.training.runtime.sliding_window_probability`); ``None`` (default): where the CPU
             computes bfloat16 natively (:func:`cpu_has_native_bf16`). Not bit-exact: on 10 held-out
             ``la_heart`` cases, with short trainings of each of the three networks, the foreground probability
-            moved by at most 0.015 and the mean Dice by at most 0.0001 (one case by 0.0011); ``False`` gives the
-            float32 result bit for bit.
+            moved by at most 0.022, the mean Dice by at most 0.0003 and one case's Dice by at most 0.0009
+            (``benchmarks/bench_predict_precision.py``); ``False`` gives the float32 result bit for bit.
         heap_reuse: on the CPU, predict inside :func:`cpu_heap_reuse` (freed memory kept for reuse while the
             windows run; the same results, less time). ``False`` leaves the C library's allocator alone.
 
