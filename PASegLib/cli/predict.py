@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from PASegLib.cli.common import print_json, staged_output
+from PASegLib.cli.predict_dicom import add_arguments as add_dicom_arguments
+from PASegLib.cli.predict_dicom import dicom_input
 from PASegLib.data.dataset import CaseFiles, DatasetError, list_cases
 from PASegLib.image.io import image_suffix, strip_image_suffix
 
@@ -32,8 +34,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "stale and removed). OUT is locked while the command writes into it: a second command on the same OUT is "
         "refused. Exit codes: 0 done, 1 error, 2 usage, 3 stopped, 130 interrupted.",
     )
-    p.add_argument("run_dir", type=Path, help="run folder (config.json, checkpoints/best.pt, checkpoints/last.pt)")
-    p.add_argument("input", type=Path, help="an image file or a dataset folder")
+    p.add_argument("run_dir", type=Path, help="run folder (config.json, checkpoints/best.pt, checkpoints/last.pt), or "
+                   "a model package MODEL.zip (`paseg export model`; checked before use)")
+    p.add_argument("input", type=Path, help="an image file, a dataset folder, or a folder holding a DICOM series "
+                   "(see DICOM below)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--annotations", type=Path, default=None,
                    help="clicks: a folder of <case>.mrk.json files, or (single image) one .mrk.json / 7-points file; "
@@ -55,6 +59,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    "the run's mixed-precision setting applies")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+    add_dicom_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -110,29 +115,40 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out {args.out} exists and is not a folder")
     from PASegLib.inference.predictor import load_predictor
+    from PASegLib.interop.package import is_model_package, load_package_predictor
 
-    if not args.run_dir.is_dir():
+    package = is_model_package(args.run_dir)  # a .zip model package instead of a run folder
+    if not package and not args.run_dir.is_dir():
         raise ValueError(f"run folder not found: {args.run_dir}")
-    cases = collect_inputs(args.input, args.annotations)
-    predictor = load_predictor(args.run_dir, checkpoint=args.checkpoint, ensemble=args.ensemble,
-                               device=args.device, cpu_bf16=PRECISIONS[args.precision])
-    created = not args.out.exists()
-    lock = FolderLock(args.out, purpose="paseg predict")
-    lock.acquire()  # one command per OUT: then every staging folder or temporary file there is a killed one's
+    dicom = dicom_input(args)  # INPUT as a DICOM series folder (None for an image file or a dataset folder)
+    try:
+        cases = dicom.cases if dicom is not None else collect_inputs(args.input, args.annotations)
+        predictor = (load_package_predictor if package else load_predictor)(
+            args.run_dir, checkpoint=args.checkpoint, ensemble=args.ensemble, device=args.device,
+            cpu_bf16=PRECISIONS[args.precision])
+        created = not args.out.exists()
+        lock = FolderLock(args.out, purpose="paseg predict")
+        lock.acquire()  # one command per OUT: then every staging folder or temporary file there is a killed one's
+    except BaseException:
+        if dicom is not None:
+            dicom.cleanup()  # a refused model or a locked OUT leaves no temporary series image either
+        raise
     try:
         remove_stale_temp_files(args.out, owned=True)
         # OUT/STOP, like training's RUN_DIR/STOP: one rule for every job ("STOP in the folder the command writes
         # into"), usable from a terminal without extra flags; removed here if stale, before the first event
         stop = StopFile(args.out / STOP_FILE)
         stop.clear_stale()
-        return _predict(args, cases, predictor, stop, start)
+        return _predict(args, cases, predictor, stop, start, dicom)
     finally:
         lock.release()
+        if dicom is not None:
+            dicom.cleanup()  # the series' temporary image
         if created and args.out.is_dir() and not any(args.out.iterdir()):
             args.out.rmdir()  # a failed command leaves no empty folder
 
 
-def _predict(args: argparse.Namespace, cases: List[CaseFiles], predictor, stop, start: float) -> int:
+def _predict(args: argparse.Namespace, cases: List[CaseFiles], predictor, stop, start: float, dicom=None) -> int:
     """Predict ``cases`` into ``args.out`` (locked) through a staging folder; returns the exit code."""
     from PASegLib.inference.predictor import predict_files
     from PASegLib.jobs.events import emit
@@ -160,11 +176,15 @@ def _predict(args: argparse.Namespace, cases: List[CaseFiles], predictor, stop, 
             except StopRequested as exc:  # the finished cases' files still move into --out
                 rows, stopped = exc.rows, True
                 stop.consume()
+            if dicom is not None:
+                dicom.write_segs(stage, rows)  # --dicom-seg: <case>_seg.dcm, in the same staging
     finally:
         if bar is not None:
             bar.close()
     for row in rows:  # the staged files now live in --out
         row["pred"], row["prob"] = str(args.out / Path(row["pred"]).name), str(args.out / Path(row["prob"]).name)
+        if "seg" in row:
+            row["seg"] = str(args.out / Path(row["seg"]).name)
     if stopped:
         message = f"stopped after {len(rows)} of {len(cases)} case(s); their predictions are in {args.out}"
         print(message, file=sys.stderr)

@@ -186,3 +186,19 @@ def unresolved_references(paths, package: str, root: Path):
                     missing.append(f"{Path(path).relative_to(root)}: {reference}")
                 break
     return missing
+
+
+def box_object(name, geometry, lo, hi):
+    """Seven clicks whose background points span the inclusive voxel box ``lo..hi`` (F at its centre): an object
+    of :func:`PASegLib.annotation.model.make_object` on ``geometry``."""
+    from PASegLib.annotation.model import make_object
+
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    centre = np.rint((lo + hi) / 2)
+    background = []
+    for axis in range(3):
+        for end in (lo, hi):
+            point = centre.copy()
+            point[axis] = end[axis]
+            background.append(geometry.index_to_world(point))
+    return make_object(name, foreground=[geometry.index_to_world(centre)], background=background, geometry=geometry)

@@ -31,7 +31,7 @@ from PASegLib.image.io import IMAGE_SUFFIXES, read_image, write_image
 from PASegLib.seeds.expansion import ExpansionConfig
 from PASegLib.utils.atomic import atomic_path
 
-from ..mrml.segments import PARTIAL_SEGMENTS, predictionSegments, setLabelsToSegmentation
+from ..mrml.segments import PARTIAL_SEGMENTS, predictionSegments, setLabelsToSegmentation, tagPredictedSegments
 from ..mrml.volumes import createVolumeNode, geometryFromVolumeNode, volumeFromNode
 from . import casefile, dense, drafts, kinds, objects
 from .cases import (
@@ -359,6 +359,8 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
         """Load a ``<case>_pred.nii.gz`` as segments "tumor 1", … of a segmentation node aligned with the volume.
 
         Object ``k`` of the prediction is named after the volume's ``k``-th object node when there is one. The
+        segments carry the DICOM terminology of ``paseg predict --dicom-seg`` and reference the volume, so that
+        Slicer's DICOM export writes them as a SEG of the volume's series (``tagPredictedSegments``). The
         file is also kept as ``<work>/predictions/<case>_pred.nii.gz`` (the case's "predicted" status).
         """
         prediction = read_image(predictionFile, role="prediction")
@@ -370,7 +372,8 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
         labels = np.asarray(prediction.array).astype(np.uint8)
         segmentationNode = self._findNode(PREDICTION_ROLE, volumeNode, f"{volumeNode.GetName()} prediction")
         segmentationNode.GetSegmentation().RemoveAllSegments()
-        setLabelsToSegmentation(segmentationNode, labels, geometry, predictionSegments(labels, names), volumeNode)
+        ids = setLabelsToSegmentation(segmentationNode, labels, geometry, predictionSegments(labels, names), volumeNode)
+        tagPredictedSegments(segmentationNode, list(ids.values()), volumeNode)
         if workFolder is not None:
             with atomic_path(predictionPath(workFolder, self.caseIdOf(volumeNode))) as tmp:
                 shutil.copyfile(predictionFile, tmp)

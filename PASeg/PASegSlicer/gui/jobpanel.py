@@ -67,7 +67,8 @@ class JobPanel:
         for button, slot in ((u.detectGpuButton, self.onDetectGpu), (u.trainButton, self.onTrain),
                              (u.stopButton, self.onStop), (u.showCurveButton, self.onShowCurve),
                              (u.predictButton, lambda: self.onPredict(True)),
-                             (u.predictAllButton, lambda: self.onPredict(False))):  # fmt: skip
+                             (u.predictAllButton, lambda: self.onPredict(False)),
+                             (u.importModelButton, self.onImportModel)):  # fmt: skip
             button.clicked.connect(slot)
         u.modelComboBox.activated.connect(self.onModelChosen)
 
@@ -221,6 +222,22 @@ class JobPanel:
             self.models = []
             self.app.showStatusMessage(str(exc), 5000)
         self.ui.modelComboBox.addItems([m.label for m in self.models])
+
+    def onImportModel(self) -> None:
+        """Import a model package (``paseg export model``): checked in a child process, copied into the work folder's
+        models, listed with its card and chosen for prediction
+        (:meth:`~PASegSlicer.jobs.models.ModelRegistry.importPackage`)."""
+        path = self.app.openFileName(_("Import a PASeg model package"), _("PASeg model packages (*.zip)"))
+        if not path:
+            return
+        with self.app.tryWithErrorDisplay(_("The model package could not be imported."), waitCursor=True):
+            if not pathText(self.p.workFolder):
+                raise ValueError(_("choose a work folder first: imported models are kept there"))
+            entry = self.registry().importPackage(path, python=self.python)
+            self.p.modelRunDir = pathlib.Path(entry.runDir)
+            self.refreshModels()
+            self.ui.modelComboBox.currentIndex = next(i for i, m in enumerate(self.models) if m.runDir == entry.runDir)
+            self.app.showStatusMessage(_("Imported the model package {label}").format(label=entry.label), 10000)
 
     def onModelChosen(self, index: int) -> None:
         if 0 <= index < len(self.models):

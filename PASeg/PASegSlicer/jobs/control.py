@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -32,7 +33,7 @@ from .commands import (
     writeJobFile,
     writePredictionInputs,
 )  # fmt: skip
-from .models import ModelEntry, ModelRegistry, readModelInfo
+from .models import ModelEntry, ModelRegistry, isModelPackage, readModelInfo
 from .runner import JobRunner, JobState
 
 
@@ -110,7 +111,11 @@ def startPredictionJob(
     """Predict the current volume (``scene`` + ``volumeNode``) or every case of ``datasetFolder``; returns the
     :class:`Job`, which records the volume node and case it was started for."""
     work, run = _folder(workFolder, "work folder"), _folder(runDir, "model (a finished run folder)")
-    readModelInfo(run)
+    if isModelPackage(run):  # checked whole when it was imported and again by the prediction child, not here:
+        if not zipfile.is_zipfile(run):  # the GUI thread only makes sure it is still a zip file
+            raise ValueError(f"model package {run} is missing or not a zip file; import it again")
+    else:
+        readModelInfo(run)
     job = newJobFolder(work, "predict")
     extra: Dict[str, Any] = {"model": str(run)}
     if volumeNode is not None:

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ellipsoid
+from conftest import box_object, ellipsoid
 
 from PASegLib.annotation.markups import write_markups
-from PASegLib.annotation.model import CaseAnnotation, make_object
+from PASegLib.annotation.model import CaseAnnotation
 from PASegLib.cli.main import main
 from PASegLib.image.io import Volume, read_image, write_image
 from PASegLib.image.resample import resampled_geometry
@@ -41,18 +41,6 @@ class ThresholdNet(torch.nn.Module):
 def config(patch_size=PATCH, **changes) -> TrainConfig:
     return TrainConfig(patch_size=patch_size, **changes)
 
-
-def box_object(name, geometry, lo, hi):
-    """Seven clicks whose background points span the inclusive voxel box ``lo..hi`` (F at its centre)."""
-    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
-    centre = np.rint((lo + hi) / 2)
-    background = []
-    for axis in range(3):
-        for end in (lo, hi):
-            point = centre.copy()
-            point[axis] = end[axis]
-            background.append(geometry.index_to_world(point))
-    return make_object(name, foreground=[geometry.index_to_world(centre)], background=background, geometry=geometry)
 
 
 def dice(a, b):

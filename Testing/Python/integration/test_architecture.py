@@ -74,7 +74,7 @@ def test_every_subpackage_is_named_in_the_layer_contract():
     layers = _layer_names(_contract("layers")["layers"])
     subpackages = {p.name for p in LIBRARY.iterdir() if (p / "__init__.py").is_file()}
     assert subpackages - layers == set(), "add the new subpackage to [tool.importlinter] layers in pyproject.toml"
-    assert "interop" in layers, "the layer reserved for export/interop work is gone"
+    assert "interop" in layers, "the interop layer (nnU-Net export, model packages, DICOM SEG) is gone"
 
 
 def test_the_torch_boundary_covers_the_torch_free_subpackages():

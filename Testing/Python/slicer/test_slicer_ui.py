@@ -228,21 +228,6 @@ def test_cmake_lists_every_module_file_and_the_extension_metadata():
     )
 
 
-def test_extension_urls_derive_from_one_repository_address_and_name_real_files():
-    """Publication fills in one address (README "Publishing the extension"); nothing else may disagree with it."""
-    top = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
-    repository = re.search(r'set\(PASEG_REPOSITORY "([^"]+)"\)', top).group(1)
-    assert json.loads((REPO / "PASeg.json").read_text(encoding="utf-8"))["scm_url"] == repository + ".git"
-    urls = dict(re.findall(r'set\((EXTENSION_\w+URLS?|EXTENSION_HOMEPAGE) "([^"]*)"\)', top))
-    assert urls["EXTENSION_HOMEPAGE"] == "${PASEG_REPOSITORY}#readme"
-    for key in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
-        for url in urls[key].split():
-            assert url.startswith("${PASEG_REPOSITORY}/raw/main/"), f"{key} must derive from PASEG_REPOSITORY: {url}"
-            assert (REPO / url.split("/raw/main/", 1)[1]).is_file(), f"{key} names a file that does not exist: {url}"
-    assert 'VERSION_LESS "5.8"' in top  # the supported versions the README states
-    assert "3D Slicer 5.8 or later" in (REPO / "README.md").read_text(encoding="utf-8")
-
-
 def test_extension_catalog_entry():
     entry = json.loads((REPO / "PASeg.json").read_text(encoding="utf-8"))
     allowed = {
