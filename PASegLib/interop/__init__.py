@@ -1,4 +1,5 @@
-"""Interoperability with other tools (numpy, SimpleITK; torch only through :mod:`PASegLib.inference`).
+"""Interoperability with other tools (numpy, SimpleITK; torch where weights are read or run, through
+:mod:`PASegLib.training` and :mod:`PASegLib.inference`).
 
 * :mod:`.nnunet` — an nnU-Net v2 raw dataset of a PASeg dataset's pseudo labels (``paseg export nnunet``);
 * :mod:`.package` — one-file model packages: writing, checking, extracting, loading (``paseg export model``);

@@ -29,7 +29,7 @@ from PASegLib.utils.atomic import PathLike, atomic_path
 from PASegLib.utils.version import __version__
 
 #: What to install for DICOM SEG output.
-INSTALL_HINT = 'pip install "PASegLib[dicom]" (highdicom and pydicom)'
+INSTALL_HINT = 'pip install "PASegLib[dicom]" (highdicom and pydicom; Python >= 3.10)'
 #: Software named in the SEG (manufacturer, model, algorithm name).
 SOFTWARE = "PASeg"
 

@@ -262,6 +262,9 @@ def _optional_dice(field: str, block: Any) -> None:
     dice = block.get("dice")
     if dice is not None and (_number(dice) is None or not 0.0 <= dice <= 1.0):
         raise _fail(f"{field}.dice", "a number from 0 to 1 or null", dice)
+    score = block.get("label_free_score")
+    if score is not None and _number(score) is None:  # the Slicer model list shows it as a number
+        raise _fail(f"{field}.label_free_score", "a number or null", score)
 
 
 def check_card(card: Mapping[str, Any]) -> None:
@@ -332,7 +335,8 @@ def describe_card(card: Mapping[str, Any]) -> List[str]:
                      + ("held-out test cases" if benchmark.get("held_out") else "the cases it trained on (optimistic)"))
     lines.append(f"created: {card['created']} with PASeg {card['paseg_version']}, torch {card['torch_version']}"
                  + (f" (trained with PASeg {card['trained_with_paseg']})" if card.get("trained_with_paseg") else ""))
-    return lines
+    # a received card's text reaches a terminal: control characters (escape sequences) are shown, not obeyed
+    return ["".join(c if c.isprintable() else repr(c)[1:-1] for c in line) for line in lines]
 
 
 def _or_unknown(value: Any) -> str:

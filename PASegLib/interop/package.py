@@ -302,9 +302,16 @@ def load_package_predictor(
         if ensemble and not card["ensemble"]:
             raise ModelPackageError(f"{path}: --ensemble needs an ensemble package (paseg export model RUN --ensemble "
                                     f"of an SCM run); this one holds {' and '.join(card['networks'])} only")
-        predictor = load_predictor(folder, checkpoint=Path(folder) / WEIGHTS, ensemble=bool(card["ensemble"]),
-                                   device=device, sw_batch_size=sw_batch_size, verbose=verbose, use_clicks=use_clicks,
-                                   cpu_bf16=cpu_bf16)
+        try:
+            predictor = load_predictor(folder, checkpoint=Path(folder) / WEIGHTS, ensemble=bool(card["ensemble"]),
+                                       device=device, sw_batch_size=sw_batch_size, verbose=verbose,
+                                       use_clicks=use_clicks, cpu_bf16=cpu_bf16)
+        except ValueError as exc:  # CheckpointError too: name the package, not the temporary folder it came from
+            text = str(exc)
+            if folder not in text:
+                raise
+            text = text.replace(str(Path(folder) / WEIGHTS), f"{path} (member {WEIGHTS})").replace(folder, str(path))
+            raise ModelPackageError(text) from None
     predictor.source, predictor.card = path, card
     return predictor
 

@@ -11,6 +11,7 @@ switches module (``exit()``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import pathlib
 import time
@@ -33,6 +34,10 @@ def _(text: str) -> str:
     except ImportError:
         return text
     return tr(text)
+
+
+#: how often the panel looks whether a model package's import (a worker thread) has finished, ms
+IMPORT_POLL_MS = 200
 
 
 class JobPanel:
@@ -63,6 +68,11 @@ class JobPanel:
         self.runner = runnerFactory(onEvent=self.onJobEvent, onLog=self.ui.logText.appendPlainText)
         self.probe = runnerFactory(onEvent=self.onProbeEvent)
         self.job, self.models, self.lastPlot = None, [], 0.0
+        # a model package's import (hashing, copying, the child-process check) runs in a worker thread, so the GUI
+        # never waits for it; the timer takes the result in on the GUI thread
+        self.importer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="paseg-import")
+        self.importing: Optional[concurrent.futures.Future] = None
+        self.importTimer = app.timer(IMPORT_POLL_MS, self.pollImport)
         u = self.ui
         for button, slot in ((u.detectGpuButton, self.onDetectGpu), (u.trainButton, self.onTrain),
                              (u.stopButton, self.onStop), (u.showCurveButton, self.onShowCurve),
@@ -224,20 +234,44 @@ class JobPanel:
         self.ui.modelComboBox.addItems([m.label for m in self.models])
 
     def onImportModel(self) -> None:
-        """Import a model package (``paseg export model``): checked in a child process, copied into the work folder's
-        models, listed with its card and chosen for prediction
-        (:meth:`~PASegSlicer.jobs.models.ModelRegistry.importPackage`)."""
+        """Import a model package (``paseg export model``): copied into the work folder's models, checked in a child
+        process, listed with its card and chosen for prediction
+        (:meth:`~PASegSlicer.jobs.models.ModelRegistry.importPackage`). The import runs in a worker thread;
+        :meth:`pollImport` takes its result in."""
+        if self.importing is not None:
+            return
         path = self.app.openFileName(_("Import a PASeg model package"), _("PASeg model packages (*.zip)"))
         if not path:
             return
-        with self.app.tryWithErrorDisplay(_("The model package could not be imported."), waitCursor=True):
+        with self.app.tryWithErrorDisplay(_("The model package could not be imported.")):
             if not pathText(self.p.workFolder):
                 raise ValueError(_("choose a work folder first: imported models are kept there"))
-            entry = self.registry().importPackage(path, python=self.python)
+            self.importing = self.importer.submit(self.registry().importPackage, path, python=self.python)
+            self.ui.importModelButton.enabled = False
+            self.app.showStatusMessage(_("Checking the model package {path}…").format(path=path), 0)
+            self.importTimer.start()
+
+    def pollImport(self) -> None:
+        """Take in a finished package import (list and choose it, or show why it was refused); look again later
+        while it runs."""
+        future = self.importing
+        if future is None:
+            return
+        if not future.done():
+            self.importTimer.start()
+            return
+        self.importing = None
+        self.ui.importModelButton.enabled = True
+        try:
+            entry = future.result()
+        except (ValueError, OSError) as exc:
+            self.app.errorDisplay(_("The model package could not be imported.") + "\n\n" + str(exc))
+            return
+        if self.p is not None:
             self.p.modelRunDir = pathlib.Path(entry.runDir)
             self.refreshModels()
             self.ui.modelComboBox.currentIndex = next(i for i, m in enumerate(self.models) if m.runDir == entry.runDir)
-            self.app.showStatusMessage(_("Imported the model package {label}").format(label=entry.label), 10000)
+        self.app.showStatusMessage(_("Imported the model package {label}").format(label=entry.label), 10000)
 
     def onModelChosen(self, index: int) -> None:
         if 0 <= index < len(self.models):
@@ -258,3 +292,5 @@ class JobPanel:
         """The module is torn down: ask the job and the GPU probe to stop (a training job saves first)."""
         self.runner.stop()
         self.probe.stop()
+        self.importTimer.stop()
+        self.importer.shutdown(wait=False)  # an import under way finishes in its thread; nothing waits for it

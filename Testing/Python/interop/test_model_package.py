@@ -361,3 +361,28 @@ def test_a_missing_package_and_a_folder_are_named(tmp_path, image, capsys):
     checkpoint = trained_run(tmp_path / "run") / "checkpoints" / "best.pt"  # a file, but a checkpoint
     code, _, err = paseg(capsys, "predict", checkpoint, image, "--out", tmp_path / "out")
     assert code == 1 and "is a checkpoint, not a model package" in err and not (tmp_path / "out").exists()
+
+
+def test_weights_that_vouch_for_themselves_but_do_not_fit_are_named_by_the_package(good_package, tmp_path, image,
+                                                                                    capsys):
+    """Consistent hashes, weights of another shape: the loader's error names the package, not a temporary folder."""
+    def shrunk(data: bytes) -> bytes:
+        state = torch.load(io.BytesIO(data), weights_only=True)
+        entry = state["networks"]["primary"]
+        name = next(k for k, v in entry["state_dict"].items() if v.ndim == 5 and v.shape[1] > 1)
+        entry["state_dict"][name] = entry["state_dict"][name][:, :1].clone()  # input channels missing
+        out = io.BytesIO()
+        torch.save(state, out)
+        return out.getvalue()
+
+    with zipfile.ZipFile(good_package) as archive:
+        weights = shrunk(archive.read(WEIGHTS))
+
+    def card(c):
+        c["members"][WEIGHTS] = {"size": len(weights), "sha256": hashlib.sha256(weights).hexdigest()}
+        return c
+
+    bad = _rewrite(good_package, tmp_path / "other weights.zip", card=card, replace={WEIGHTS: lambda _: weights})
+    code, _, err = paseg(capsys, "predict", bad, image, "--out", tmp_path / "out", "--device", "cpu")
+    assert code == 1 and f"error: {bad} (member {WEIGHTS})" in err and "paseg-package-" not in err, err
+    assert not (tmp_path / "out").exists()
