@@ -8,8 +8,8 @@ Gaussian blending, 18 windows), i.e. z-scoring + all windows + thresholding. The
 * CPU: ``torch.set_num_threads(--threads)``; modes (``--cpu-modes``):
 
   * ``default`` — the Predictor's defaults: freed memory kept for reuse
-    (:func:`~PASegLib.inference.predictor.cpu_heap_reuse`), bfloat16 autocast where the CPU computes it
-    natively (:func:`~PASegLib.inference.predictor.cpu_has_native_bf16`; the result says ``cpu_bf16``);
+    (:func:`~PASegLib.inference.cpu.cpu_heap_reuse`), bfloat16 autocast where the CPU computes it
+    natively (:func:`~PASegLib.inference.cpu.cpu_has_native_bf16`; the result says ``cpu_bf16``);
   * ``fp32`` — heap reuse, float32 (``cpu_bf16=False``): the float32 probabilities, bit for bit;
   * ``plain`` — float32 without heap reuse (``heap_reuse=False``): the computation before those defaults;
   * ``bf16`` — heap reuse and bfloat16 autocast on any CPU (``cpu_bf16=True``; emulated where not native).

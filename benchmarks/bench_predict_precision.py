@@ -122,7 +122,7 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    from PASegLib.inference.predictor import cpu_has_native_bf16
+    from PASegLib.inference.cpu import cpu_has_native_bf16
 
     ids = _cases(args.data)
     if len(ids) < args.train_cases + args.test_cases:

@@ -2,6 +2,7 @@
 
 * :mod:`.predictor` — :class:`~.predictor.Predictor`: sliding-window probabilities in the image's geometry,
   :func:`~.predictor.predict_files` for a dataset;
+* :mod:`.cpu` — the CPU's native bfloat16 and glibc's freed-memory reuse while the sliding windows run;
 * :mod:`.postprocess` — probabilities → labels: threshold, box restriction, largest component (numpy only).
 
 The names most scripts use are importable from the package itself, loaded on first use.

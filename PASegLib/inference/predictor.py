@@ -6,8 +6,8 @@ Pipeline of :meth:`Predictor.predict` (identical preprocessing to training, :fun
    z-scoring inside the valid region;
 2. MONAI sliding-window inference on the training grid with the training patch size and
    ``config.sw_overlap`` (Gaussian blending; an ensemble averages the networks' softmaxes); on the CPU with
-   freed memory kept for reuse (:func:`cpu_heap_reuse`), in bfloat16 where the CPU computes it natively
-   (:func:`cpu_has_native_bf16`);
+   freed memory kept for reuse (:func:`~PASegLib.inference.cpu.cpu_heap_reuse`), in bfloat16 where the CPU
+   computes it natively (:func:`~PASegLib.inference.cpu.cpu_has_native_bf16`);
 3. foreground probability set to 0 outside the valid region, then resampled back to the image grid
    (linear, same voxel-edge extent, :func:`~PASegLib.image.resample.resample_to_shape`);
 4. labels by :func:`~PASegLib.inference.postprocess.labels_from_probability` (threshold, optional box restriction,
@@ -21,13 +21,11 @@ Importing this module imports torch.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -38,6 +36,7 @@ from PASegLib.data.prepared import preprocess_image
 from PASegLib.image.geometry import ImageGeometry
 from PASegLib.image.io import Volume, write_image
 from PASegLib.image.resample import resample_to_shape
+from PASegLib.inference.cpu import cpu_has_native_bf16, cpu_heap_reuse
 from PASegLib.inference.postprocess import check_label_options, check_threshold, labels_from_probability
 from PASegLib.jobs.stopping import StopFile, StopRequested
 from PASegLib.training.checkpoint import CheckpointError, load_checkpoint, load_network_weights
@@ -46,80 +45,11 @@ from PASegLib.training.runtime import describe_device, resolve_device, sliding_w
 from PASegLib.utils.atomic import PathLike
 from PASegLib.utils.checks import check_int
 
-__all__ = ["Prediction", "Predictor", "cpu_has_native_bf16", "cpu_heap_reuse", "labels_from_probability",
+__all__ = ["Prediction", "Predictor", "labels_from_probability",
            "load_predictor", "predict_files", "resolve_checkpoint"]
 
 ROLES = ("primary", "auxiliary")
 CHECKPOINT_NAMES = ("best", "last")
-
-# glibc's mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
-_heap_lock = threading.Lock()
-_heap_users = 0
-
-
-def _glibc() -> Optional[Any]:
-    """The C library when it is glibc (``mallopt`` and ``malloc_trim``), else ``None``."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 - only glibc has it (not musl)
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (x86 AVX-512 BF16 or AMX), where bfloat16 convolutions are
-    2–3× faster than float32 (measured on an AVX-512 BF16 CPU). Elsewhere bfloat16 is emulated or missing and
-    not expected to be faster (not measured: no such CPU was at hand), so prediction stays in float32."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    try:
-        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-    except RuntimeError:  # pragma: no cover - a torch build without the CPU probes
-        return False
-
-
-@contextlib.contextmanager
-def cpu_heap_reuse() -> Iterator[bool]:
-    """While inside, glibc's ``malloc`` keeps freed memory for reuse instead of giving it back to the system.
-
-    Why: a forward pass of a 3D U-Net allocates and frees activations of tens to hundreds of MB. glibc serves
-    blocks above 32 MB (and, until its threshold adapts, above 128 KB) with ``mmap`` and returns them on
-    ``free``, so every layer page-faults its output in afresh: ~300,000 page faults per 128×128×48 window
-    (measured on a 2-core virtual machine: 0.56 s of system time per 2.7 s of CPU time, none with reuse; a
-    256×256×64 prediction took 35–50 % less CPU time, ``benchmarks/bench_predict.py`` modes ``plain`` and
-    ``fp32``). Inside, every block comes from the heap and a freed one is reused by the next layer; the process
-    keeps its peak memory until the block ends, when ``malloc_trim`` returns the free pages. Numerics are
-    unchanged.
-
-    On exit ``mmap`` is allowed again with thresholds of 32 MB (``mmap``) and 64 MB (trim): the most glibc's
-    adaptive rule raises them to as a process frees large blocks, and that rule stays off afterwards (glibc
-    turns it off once they are set). A no-op yielding ``False`` where the C library is not glibc (macOS,
-    Windows, musl). Nested and concurrent uses are counted: the last one out restores.
-    """
-    global _heap_users
-    libc = _glibc()
-    if libc is None:
-        yield False
-        return
-    with _heap_lock:
-        if _heap_users == 0:
-            libc.mallopt(_M_MMAP_MAX, 0)
-            libc.mallopt(_M_TRIM_THRESHOLD, 2**30)
-        _heap_users += 1
-    try:
-        yield True
-    finally:
-        with _heap_lock:
-            _heap_users -= 1
-            if _heap_users == 0:
-                libc.mallopt(_M_MMAP_MAX, 65536)
-                libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
-                libc.mallopt(_M_TRIM_THRESHOLD, 64 * 2**20)
-                libc.malloc_trim(0)
-
 
 @dataclass
 class Prediction:
@@ -152,12 +82,13 @@ class Predictor:
             ``heap_reuse`` is on (``benchmarks/bench_predict.py --sw-batch-size``).
         cpu_bf16: bfloat16 autocast on the CPU (see
             :func:`~PASegLib.training.runtime.sliding_window_probability`); ``None`` (default): where the CPU
-            computes bfloat16 natively (:func:`cpu_has_native_bf16`). Not bit-exact: on 10 held-out
-            ``la_heart`` cases, with short trainings of each of the three networks, the foreground probability
-            moved by at most 0.022, the mean Dice by at most 0.0003 and one case's Dice by at most 0.0009
+            computes bfloat16 natively (:func:`~PASegLib.inference.cpu.cpu_has_native_bf16`). Not bit-exact: on
+            10 held-out ``la_heart`` cases, with short trainings of each of the three networks, the foreground
+            probability moved by at most 0.022, the mean Dice by at most 0.0003 and one case's Dice by at most 0.0009
             (``benchmarks/bench_predict_precision.py``); ``False`` gives the float32 result bit for bit.
-        heap_reuse: on the CPU, predict inside :func:`cpu_heap_reuse` (freed memory kept for reuse while the
-            windows run; the same results, less time). ``False`` leaves the C library's allocator alone.
+        heap_reuse: on the CPU, predict inside :func:`~PASegLib.inference.cpu.cpu_heap_reuse` (freed memory kept
+            for reuse while the windows run; the same results, less time). ``False`` leaves the C library's
+            allocator alone.
 
     Attributes:
         source: where the weights came from (checkpoint path), for messages and summaries.

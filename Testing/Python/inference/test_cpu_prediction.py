@@ -15,7 +15,8 @@ import torch
 
 from PASegLib.image.geometry import ImageGeometry
 from PASegLib.image.io import Volume
-from PASegLib.inference.predictor import Predictor, cpu_has_native_bf16, cpu_heap_reuse
+from PASegLib.inference.cpu import cpu_has_native_bf16, cpu_heap_reuse
+from PASegLib.inference.predictor import Predictor
 from PASegLib.networks import build_network
 from PASegLib.training.config import TrainConfig
 from PASegLib.training.runtime import sliding_window_probability
