@@ -29,12 +29,12 @@ if os.path.isdir(os.path.join(_ROOT, "PASegLib")) and _ROOT not in sys.path:
 
 from PASegSlicer.annotation.cases import pathText  # noqa: E402
 from PASegSlicer.annotation.logic import PASegCoreLogic  # noqa: E402
+from PASegSlicer.gui.shortcuts import helpText  # noqa: E402
 from PASegSlicer.jobs.commands import DEVICE_MODES, TRAIN_MODES  # noqa: E402
 from PASegSlicer.jobs.dependencies import ANNOTATION, RANDOM_WALKER, DependencyChecker  # noqa: E402
 
 NETWORKS = ["unet2d5", "unet3d", "attention_unet"]  # PASegLib.networks.NETWORKS (checked by a test)
 PATH_PARAMETERS = ("datasetFolder", "workFolder", "scmRunA", "scmRunB", "trainConfig", "modelRunDir")
-AUTO_PREVIEW_MAX_VOXELS = 400_000  # more work (box voxels) previews on request only (it runs on the GUI thread)
 
 
 class PASeg(ScriptedLoadableModule):
@@ -47,7 +47,7 @@ class PASeg(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Annotate each tumour (seven points, extreme points, a single point, a box or a dense label), preview "
             "its pseudo label, train a PA-Seg model in the background and segment new volumes with it."
-        )
+        ) + "<br>" + helpText()
         self.parent.acknowledgementText = _(
             "PA-Seg: Zhai, Wang et al., Learning from Point Annotations for 3D "
             "Medical Image Segmentation (official code HiLab-git/PA-Seg, MIT)."
@@ -137,8 +137,10 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self.annotations.flow.setShortcutsEnabled(True)
 
     def exit(self) -> None:
+        self.annotations.flow.setShortcutsEnabled(False)
         self.annotations.flush()  # the edits of the last seconds become a draft now
         self.setParameterNode(None)
 
@@ -223,10 +225,9 @@ class PASegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             randomWalker = self.logic.core.usesRandomWalker(p.inputVolume)
             checker.ensure(ANNOTATION + (RANDOM_WALKER if randomWalker else ()), _("The pseudo-label preview"))
             try:
-                voxels = self.logic.core.previewBoxVoxels(p.inputVolume)
-                if quiet and voxels > AUTO_PREVIEW_MAX_VOXELS:  # ~1 µs per box voxel on the GUI thread
-                    text = _("Auto-preview paused: the tumors' pseudo labels take about {s:.0f} s ({n:.1f} M box "
-                             "voxels); press Preview.").format(n=voxels / 1e6, s=max(1.0, voxels * 1.2e-6))  # fmt: skip
+                if quiet and not self.logic.core.autoPreviewAllowed(p.inputVolume):  # it runs on the GUI thread
+                    text = _("Auto-preview paused: the tumors' pseudo labels take about {s:.1f} s; press "
+                             "Preview.").format(s=self.logic.core.previewSeconds(p.inputVolume))
                     return self.ui.annotationStatusLabel.setText(text)
                 segmentation = self.logic.core.expansionPreview(p.inputVolume, p.epsilon, p.lamb)
             except ValueError as exc:  # incomplete or invalid clicks: shown, not raised, during live preview
@@ -275,11 +276,10 @@ class PASegTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Test passed")
 
     def test_KindsToPreview(self):
-        from PASegSlicer.selftest import runKindsScenario
+        from PASegSlicer.selftest import kindsScenarioOrSkip
 
         self.delayDisplay("Extreme points, then a box, of a synthetic tumor: random-walker preview")
-        counts = runKindsScenario(slicer.mrmlScene)
-        self.delayDisplay(f"Foreground voxels: {counts}")
+        self.delayDisplay(kindsScenarioOrSkip(slicer.mrmlScene, interactive=not slicer.app.testingEnabled()))
         self.delayDisplay("Test passed")
 
     def test_FullPath(self):

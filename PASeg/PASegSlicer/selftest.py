@@ -3,10 +3,12 @@
 :func:`runScenario`: a synthetic volume (a bright ellipsoid on a noisy background, no file, no network, no
 torch), one object whose seven points are placed through the logic, the expansion preview, and checks of the
 segment volumes; :func:`runKindsScenario` does the same for an extreme-points tumour and a box (the random
-walker's pseudo labels). :func:`runFullScenario` continues the path a user takes: save the case into a dataset
-folder, train a tiny stage-one model in a child process (``python -m PASegLib train``, needs torch), predict
-the volume with it in a second job, and take the results in (the prediction imported as segments of the
-volume). Inside Slicer the child is ``PythonSlicer``, so one run of ``PASegTest`` checks the whole path.
+walker's pseudo labels, which need scikit-image: Slicer does not ship it, so :func:`kindsScenarioOrSkip` offers to
+install it when run interactively and otherwise skips with :data:`RANDOM_WALKER_SKIPPED`). :func:`runFullScenario`
+continues the path a user takes: save the case into a dataset folder, train a tiny stage-one model in a child
+process (``python -m PASegLib train``, needs torch), predict the volume with it in a second job, and take the
+results in (the prediction imported as segments of the volume). Inside Slicer the child is ``PythonSlicer``, so one
+run of ``PASegTest`` checks the whole path.
 """
 
 from __future__ import annotations
@@ -118,6 +120,52 @@ def runKindsScenario(scene, *, keep: bool = False) -> Dict[str, int]:
     finally:
         if not keep:
             logic.unloadCase(volume, discard=True)
+
+
+#: What the self-test says when scikit-image (the random walker of the extreme-points and box previews) is missing.
+RANDOM_WALKER_SKIPPED = ("scikit-image is not installed, which Slicer does not ship: the extreme-points and box "
+                         "previews (random walker) are skipped. The PASeg module offers to install it when such a "
+                         "tumor is previewed (or: PythonSlicer -m pip install scikit-image)")  # fmt: skip
+
+
+def randomWalkerImportable() -> bool:
+    """Whether scikit-image (the random-walker previews' random walker and shortest paths) can be imported; it is
+    not imported here."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("skimage") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def randomWalkerReady(checker=None) -> str:
+    """``""`` when the random-walker previews can run, else why they are skipped (:data:`RANDOM_WALKER_SKIPPED`).
+
+    ``checker``: a :class:`~PASegSlicer.jobs.dependencies.DependencyChecker` that offers to install scikit-image (run
+    interactively); ``None`` (ctest, ``--testing``): no prompt, no network."""
+    from .jobs.dependencies import RANDOM_WALKER
+
+    if randomWalkerImportable():
+        return ""
+    problem = checker.offer(RANDOM_WALKER, "The self-test's extreme-points and box previews") if checker else ""
+    if checker is not None and not problem and randomWalkerImportable():
+        return ""
+    return RANDOM_WALKER_SKIPPED + (f" ({problem})" if problem else "")
+
+
+def kindsScenarioOrSkip(scene, *, interactive: bool = False, checker=None) -> str:
+    """Run :func:`runKindsScenario` when scikit-image is there (installed on request when ``interactive``: Slicer's
+    dialogs and pip, unless a ``checker`` is given); returns what to show: the foreground voxels, or why the
+    scenario was skipped (never a failure: Slicer does not ship scikit-image)."""
+    if interactive and checker is None:
+        import slicer
+
+        from .jobs.dependencies import DependencyChecker
+
+        checker = DependencyChecker(slicer.util.confirmOkCancelDisplay, slicer.util.pip_install)
+    skipped = randomWalkerReady(checker)
+    return skipped or f"Foreground voxels: {runKindsScenario(scene)}"
 
 
 #: A training run that finishes in seconds on a CPU: it checks the path, not the accuracy.

@@ -26,12 +26,13 @@ import traceback
 from typing import List, Optional
 
 from PASegLib.cli import clicks, devices, evaluate, expand, export, export_model, predict, run, synth, train
+from PASegLib.cli import review as review_queue
 from PASegLib.cli.errors import shorten, user_error_message
 from PASegLib.jobs.stopping import EXIT_ERROR, EXIT_INTERRUPTED
 from PASegLib.utils.version import __version__
 
 #: Subcommand modules; each has ``add_parsers(subparsers)``.
-SUBCOMMANDS = [synth, clicks, expand, evaluate, train, predict, run, export, export_model, devices]
+SUBCOMMANDS = [synth, clicks, expand, evaluate, train, predict, review_queue, run, export, export_model, devices]
 #: Environment variable that prints the traceback of internal errors (as ``--debug``).
 DEBUG_ENV = "PASEG_DEBUG"
 

@@ -47,8 +47,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--largest-component", action="store_true",
                    help="keep the largest connected component per object (overall without clicks)")
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (default 0.5)")
-    p.add_argument("--checkpoint", default="best",
-                   help="'best' (default; falls back to 'last' when no validation ran), 'last', or a checkpoint file")
+    p.add_argument("--checkpoint", default=None,
+                   help="'best' (default; falls back to 'last' when no validation ran), 'last', or a checkpoint file; "
+                   "a stopped run without model.json predicts with the checkpoint its stopped.json names")
     p.add_argument("--ensemble", action="store_true",
                    help="average the primary and auxiliary networks (stage-2 / SCM runs only)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
@@ -123,8 +124,13 @@ def run(args: argparse.Namespace) -> int:
     dicom = dicom_input(args)  # INPUT as a DICOM series folder (None for an image file or a dataset folder)
     try:
         cases = dicom.cases if dicom is not None else collect_inputs(args.input, args.annotations)
+        checkpoint = args.checkpoint or "best"
+        if not package:  # a stopped run that the user chose to use (PASegLib.jobs.stopped_run)
+            from PASegLib.jobs.stopped_run import prediction_checkpoint
+
+            checkpoint = prediction_checkpoint(args.run_dir, args.checkpoint)
         predictor = (load_package_predictor if package else load_predictor)(
-            args.run_dir, checkpoint=args.checkpoint, ensemble=args.ensemble, device=args.device,
+            args.run_dir, checkpoint=checkpoint, ensemble=args.ensemble, device=args.device,
             cpu_bf16=PRECISIONS[args.precision])
         created = not args.out.exists()
         lock = FolderLock(args.out, purpose="paseg predict")

@@ -128,20 +128,40 @@ def _draftLabelFiles(path) -> List[Path]:
     return [p for p in folder.iterdir() if re.fullmatch(pattern, p.name)] if folder.is_dir() else []
 
 
+def _draftedLabels(path) -> Dict[str, str]:
+    """Object name → the dense label file name that the draft ``path`` on disk names (``{}``: none, unreadable)."""
+    try:
+        markups = json.loads(Path(path).read_text(encoding="utf-8")).get("markups", [])
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(m["name"]): Path(m["pasegLabel"]).name for m in markups if isinstance(m, dict)
+            and isinstance(m.get("name"), str) and isinstance(m.get("pasegLabel"), str) and m["pasegLabel"].strip()}
+
+
 def writeDraftLabels(scene, volumeNode, path) -> Dict[int, str]:
-    """Write the voxels of the volume's dense objects beside the draft ``path`` (a dense object without a
-    segmentation or with an empty label: none) and remove those of an earlier draft; returns object index → file
-    name."""
+    """Write the voxels of the volume's dense objects beside the draft ``path`` (a dense object with an empty label:
+    none) and remove those of an earlier draft that no object names any more; returns object index → file name.
+
+    A dense object whose segments are gone (its segmentation removed or emptied of segments) keeps the label file
+    the earlier draft named for it: it is the last label the object had, never deleted as "stale"."""
     written: Dict[int, str] = {}
+    drafted = _draftedLabels(path)
     geometry = None
     for index, node in enumerate(objects.objectNodes(scene, volumeNode)):
-        if kinds.kindOf(node) != "dense" or kinds.denseProblem(node):
+        if kinds.kindOf(node) != "dense":
+            continue
+        if kinds.denseProblem(node):
+            keep = drafted.get(node.GetName())
+            if keep and (Path(path).parent / keep).is_file():
+                written[index] = keep
             continue
         labels = kinds.denseLabels(node, volumeNode)
         if labels.any():
             geometry = geometry or geometryFromVolumeNode(volumeNode)
-            target = dense.draftLabelPath(path, len(written))
-            written[index] = write_image(target, labels, geometry).name
+            n = len(written)
+            while dense.draftLabelPath(path, n).name in written.values():
+                n += 1
+            written[index] = write_image(dense.draftLabelPath(path, n), labels, geometry).name
     for stale in _draftLabelFiles(path):
         if stale.name not in written.values():
             stale.unlink(missing_ok=True)

@@ -29,12 +29,21 @@ KIND_ATTRIBUTE = "PASeg.Kind"
 DEFAULT_KIND = "seven_points"
 DENSE_ROLE = "PASegDenseLabel"  # node reference: dense object node → the segmentation node holding its label
 DENSE_SEGMENT_ATTRIBUTE = "PASeg.DenseSegment"  # the segment's ID; empty: every segment of the node
+#: Node reference role from PASeg's preview segmentation node to its volume (and the attribute of older scenes).
+PREVIEW_ROLE, PREVIEW_ATTRIBUTE = "PASegPreviewOf", "PASeg.PreviewOf"
 FIDUCIAL_CLASS, ROI_CLASS = "vtkMRMLMarkupsFiducialNode", "vtkMRMLMarkupsROINode"
 SEVEN_POINT_HINTS = {"F": "foreground: inside the tumor, near its centre",
                      **{s: f"background: {SIDE_NAMES[s]} of the tumor, just outside it" for s in SIDES}}  # fmt: skip
-#: Work of a random-walker preview per voxel of its crop, in geodesic box voxels (about 1.2 µs each): the
-#: random walker's conjugate gradient took 5–10 µs per crop voxel on 30k–500k voxel crops.
-RANDOM_WALKER_WEIGHT = 6
+#: Work of a random-walker preview (extreme points, box) per voxel of its crop on the random walker's working grid
+#: (the crop resampled to ``RandomWalkerConfig.working_spacing_mm``), in geodesic box voxels. Measured on boxes
+#: around ellipsoids in 4–9 M voxel volumes (0.625–2 mm): up to :data:`RANDOM_WALKER_KNEE` voxels inside the box
+#: (working grid) 0.04–0.09 s, 1.4 geodesic voxels per crop voxel; beyond it the conjugate gradient needs far more
+#: iterations: 0.9–8.6 s, about 24 per crop voxel. (The former weight, 6 per crop voxel at the image's resolution,
+#: overestimated fine-spaced boxes 15–57× and underestimated 2 mm ones.)
+RANDOM_WALKER_WEIGHT, RANDOM_WALKER_SLOW_WEIGHT, RANDOM_WALKER_KNEE = 1.4, 24.0, 8000
+#: Seconds per geodesic box voxel on one CPU core, and the longest preview that runs by itself after an edit (it
+#: runs on the GUI thread); a longer one waits for the Preview button.
+GEODESIC_SECONDS_PER_VOXEL, AUTO_PREVIEW_MAX_SECONDS = 1.2e-6, 0.5
 
 
 #: The order the kind selector lists them in (then any other registered kind).
@@ -125,8 +134,33 @@ def denseSource(node) -> Tuple[Optional[object], str]:
     return node.GetNodeReference(DENSE_ROLE), node.GetAttribute(DENSE_SEGMENT_ATTRIBUTE) or ""
 
 
+def isPreviewSegmentation(segmentationNode) -> bool:
+    """Whether ``segmentationNode`` is PASeg's pseudo-label preview of a volume (:data:`PREVIEW_ROLE`): it is
+    rewritten by every preview, so it never holds a dense label."""
+    return segmentationNode is not None and (segmentationNode.GetNodeReference(PREVIEW_ROLE) is not None
+                                             or bool(segmentationNode.GetAttribute(PREVIEW_ATTRIBUTE)))  # fmt: skip
+
+
+def previewSegmentationIDs(scene) -> List[str]:
+    """The IDs of the scene's preview segmentations (:func:`isPreviewSegmentation`)."""
+    nodes = [scene.GetNthNodeByClass(n, "vtkMRMLSegmentationNode")
+             for n in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]  # fmt: skip
+    return [n.GetID() for n in nodes if isPreviewSegmentation(n)]
+
+
+def previewProblem(segmentationNode) -> str:
+    if not isPreviewSegmentation(segmentationNode):
+        return ""
+    return (f"segmentation {segmentationNode.GetName()!r} is PASeg's pseudo-label preview (rewritten by each "
+            "preview, its segments are background / foreground / unlabeled): pick or import the tumor's own label")
+
+
 def setDenseSource(node, segmentationNode, segmentId: str = "") -> None:
-    """Take the dense label of ``node`` from ``segmentationNode`` (one segment, or all when ``segmentId`` is empty)."""
+    """Take the dense label of ``node`` from ``segmentationNode`` (one segment, or all when ``segmentId`` is empty);
+    ``ValueError`` for PASeg's preview segmentation (:func:`isPreviewSegmentation`)."""
+    problem = previewProblem(segmentationNode)
+    if problem:
+        raise ValueError(f"object {node.GetName()!r}: {problem}")
     if segmentId and segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
         raise ValueError(f"segmentation {segmentationNode.GetName()!r} has no segment {segmentId!r}")
     node.SetAttribute(DENSE_SEGMENT_ATTRIBUTE, segmentId)
@@ -148,6 +182,8 @@ def denseProblem(node) -> str:
     segmentationNode, segmentId = denseSource(node)
     if segmentationNode is None:
         return "pick a segmentation (or import a label map) holding its dense label"
+    if isPreviewSegmentation(segmentationNode):
+        return previewProblem(segmentationNode)
     if not denseSegmentNames(node):
         missing = f"no segment {segmentId!r}" if segmentId else "no segment"
         return f"segmentation {segmentationNode.GetName()!r} holds {missing}: pick another segment"
@@ -262,12 +298,8 @@ def pseudoLabelMap(image, case: CaseAnnotation, *, expansion, randomWalker: Opti
 
 
 def previewWork(case: CaseAnnotation, geometry: ImageGeometry) -> int:
-    """The work of a preview in geodesic box voxels (about 1.2 µs each on a CPU core): seven points, their box;
-    extreme points and boxes, the random walker's crop (the box grown by its margin) × :data:`RANDOM_WALKER_WEIGHT`;
-    a single point or a dense label, nothing to compute."""
-    from PASegLib.seeds.random_walker import RandomWalkerConfig
-
-    margin = np.ceil(RandomWalkerConfig().margin_mm / np.asarray(geometry.spacing, dtype=np.float64)).astype(int)
+    """The work of a preview in geodesic box voxels (:data:`GEODESIC_SECONDS_PER_VOXEL` each): seven points, their
+    box; extreme points and boxes, :func:`randomWalkerWork`; a single point or a dense label, nothing to compute."""
     total = 0
     for obj in case.objects:
         method = get_kind(obj.kind).pseudo_label
@@ -275,7 +307,25 @@ def previewWork(case: CaseAnnotation, geometry: ImageGeometry) -> int:
             total += 1
             continue
         lo, hi = (np.asarray(v) for v in object_box(obj, geometry))
-        if method == "random_walker":
-            lo, hi = np.maximum(lo - margin, 0), np.minimum(hi + margin, np.asarray(geometry.shape) - 1)
-        total += int(np.prod(hi - lo + 1)) * (RANDOM_WALKER_WEIGHT if method == "random_walker" else 1)
+        total += randomWalkerWork(lo, hi, geometry) if method == "random_walker" else int(np.prod(hi - lo + 1))
     return total
+
+
+def randomWalkerWork(lo, hi, geometry: ImageGeometry) -> int:
+    """The work of the random walker of one object whose voxel box is ``lo``..``hi``, in geodesic box voxels: its
+    crop (the box grown by the margin) on the working grid, as PASegLib's preview resamples it, times
+    :data:`RANDOM_WALKER_WEIGHT` (or :data:`RANDOM_WALKER_SLOW_WEIGHT` when the box holds more than
+    :data:`RANDOM_WALKER_KNEE` working voxels)."""
+    from PASegLib.seeds.random_walker import RandomWalkerConfig
+
+    config = RandomWalkerConfig()
+    spacing, shape = np.asarray(geometry.spacing, dtype=np.float64), np.asarray(geometry.shape)
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    grow = np.ceil(config.margin_mm / spacing).astype(int) + 1
+    crop = np.minimum(hi + grow, shape - 1) - np.maximum(lo - grow, 0) + 1
+    extent = (hi - lo + 1) * spacing
+    working = spacing if config.working_spacing_mm is None else \
+        np.maximum(spacing, min(config.working_spacing_mm, float(extent.min()) / 12.0))  # fmt: skip
+    cropVoxels = int(np.prod(np.maximum(1, np.round(crop * spacing / working))))
+    boxVoxels = int(np.prod(np.maximum(1, np.round(extent / working))))
+    return int(cropVoxels * (RANDOM_WALKER_WEIGHT if boxVoxels <= RANDOM_WALKER_KNEE else RANDOM_WALKER_SLOW_WEIGHT))

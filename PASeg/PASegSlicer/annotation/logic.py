@@ -14,10 +14,10 @@ dropped when the volume is removed or the scene is cleared. Call :meth:`~PASegCo
 
 from __future__ import annotations
 
-import shutil
+import logging
 import weakref
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -29,11 +29,10 @@ from PASegLib.data.dataset import CaseFiles
 from PASegLib.image.geometry import ImageGeometry
 from PASegLib.image.io import IMAGE_SUFFIXES, read_image, write_image
 from PASegLib.seeds.expansion import ExpansionConfig
-from PASegLib.utils.atomic import atomic_path
 
-from ..mrml.segments import PARTIAL_SEGMENTS, predictionSegments, setLabelsToSegmentation, tagPredictedSegments
+from ..mrml.segments import PARTIAL_SEGMENTS, setLabelsToSegmentation
 from ..mrml.volumes import createVolumeNode, geometryFromVolumeNode, volumeFromNode
-from . import casefile, dense, drafts, kinds, objects
+from . import casefile, dense, drafts, kinds, objects, predictions
 from .cases import (
     CASE_ATTRIBUTE,
     IMAGE_ROLE,
@@ -42,14 +41,19 @@ from .cases import (
     expandedPath,
     headerGeometry,
     newerDraft,
-    predictionPath,
     safeCaseId,
 )
+from .predictions import PREDICTION_ROLE
 
 #: Node reference roles from a preview / prediction segmentation node to its volume (scene import remaps
 #: references on ID clashes; it does not remap attributes, which older scenes used: read and converted).
-PREVIEW_ROLE, PREDICTION_ROLE = "PASegPreviewOf", "PASegPredictionOf"
-_LEGACY_ATTRIBUTES = {PREVIEW_ROLE: "PASeg.PreviewOf", PREDICTION_ROLE: "PASeg.PredictionOf"}
+PREVIEW_ROLE = kinds.PREVIEW_ROLE
+_LEGACY_ATTRIBUTES = {PREVIEW_ROLE: kinds.PREVIEW_ATTRIBUTE, PREDICTION_ROLE: "PASeg.PredictionOf"}
+
+
+def slicerNodes(scene, className: str) -> List:
+    """The scene's nodes of class ``className`` (subclasses included)."""
+    return [scene.GetNthNodeByClass(n, className) for n in range(scene.GetNumberOfNodesByClass(className))]
 
 
 def _clicks(scene, volumeNode, case) -> tuple:
@@ -60,7 +64,7 @@ def _clicks(scene, volumeNode, case) -> tuple:
     return [(obj.name, obj.kind) for obj in case.objects] + sources, np.array(points).reshape(-1, 3)
 
 
-class PASegCoreLogic(drafts.DraftBookkeeping):
+class PASegCoreLogic(drafts.DraftBookkeeping, predictions.PredictionBookkeeping):
     """The module's logic for one scene (see module docstring)."""
 
     def __init__(self, scene) -> None:
@@ -113,6 +117,7 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
         except Exception:  # an unreadable annotation or draft (the error names it): no half-loaded case is left
             self.unloadCase(volumeNode, discard=True)
             raise
+        self.showKeptPrediction(volumeNode, workFolder)
         return volumeNode
 
     def openCase(self, files: CaseFiles, workFolder=None):
@@ -122,6 +127,7 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
         if volumeNode is None:
             return self.loadCase(files, workFolder)
         self.adoptVolume(volumeNode, files, workFolder)
+        self.showKeptPrediction(volumeNode, workFolder)
         return volumeNode
 
     def adoptVolume(self, volumeNode, files: CaseFiles, workFolder=None) -> Optional[Path]:
@@ -171,6 +177,7 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
         volumeID = volumeNode.GetID()
         nodes = self.objectNodes(volumeNode) + self.segmentationsOf(volumeNode, PREVIEW_ROLE)
         nodes += self.segmentationsOf(volumeNode, PREDICTION_ROLE)
+        nodes += [n for n in self._caseLabelSegmentations(volumeNode) if all(n is not other for other in nodes)]
         for node in nodes + [volumeNode]:
             owned = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
             owned += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
@@ -180,6 +187,14 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
                     self.scene.RemoveNode(extra)
         self.forgetNode(volumeID)
         return True
+
+    def _caseLabelSegmentations(self, volumeNode) -> List:
+        """The segmentations holding the dense labels of the volume's objects that no object of another volume
+        uses: they leave with the case (its draft or saved case keeps the voxels; a reopen reads them back)."""
+        own = self.objectNodes(volumeNode)
+        others = [n for n in slicerNodes(self.scene, "vtkMRMLMarkupsNode") if all(n is not o for o in own)]
+        used = kinds.denseSegmentations(others)
+        return [n for n in kinds.denseSegmentations(own) if all(n is not u for u in used)]
 
     def caseProblem(self, volumeNode) -> str:
         """Why the volume's clicks cannot go into the dataset yet (incomplete or invalid); ``""`` when they can."""
@@ -237,6 +252,9 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
         existing = self.segmentationsOf(volumeNode, role)
         if existing:
             return existing[0]
+        return self._addNode(role, volumeNode, name)
+
+    def _addNode(self, role: str, volumeNode, name: str):
         node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
         node.SetNodeReferenceID(role, volumeNode.GetID())
         node.CreateDefaultDisplayNodes()
@@ -251,7 +269,7 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
 
         Runs in this process (:func:`.kinds.pseudoLabelMap`): seven points expand by the geodesic inside each
         object's box, extreme points and boxes by the random walker on a crop around them (the widget runs it on
-        the GUI thread only while :meth:`previewBoxVoxels` is small); a dense case shows its label. The voxels are
+        the GUI thread by itself only while :meth:`autoPreviewAllowed`); a dense case shows its label. The voxels are
         read in place (no copy of the volume here) and the segments share one label map. Returns the node.
         """
         case = objects.caseFromNodes(self.scene, volumeNode, validate=True)
@@ -268,11 +286,20 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
         return segmentationNode
 
     def previewBoxVoxels(self, volumeNode) -> int:
-        """The work of a preview in geodesic box voxels (about 1 µs each on a CPU core; a random walker's crop
-        voxel counts :data:`.kinds.RANDOM_WALKER_WEIGHT`); raises ``AnnotationError`` like :meth:`expansionPreview`
-        when a tumour is incomplete."""
+        """The work of a preview in geodesic box voxels (:func:`.kinds.previewWork`); raises ``AnnotationError``
+        like :meth:`expansionPreview` when a tumour is incomplete."""
         case = objects.caseFromNodes(self.scene, volumeNode, validate=False)
         return kinds.previewWork(case, geometryFromVolumeNode(volumeNode))
+
+    def previewSeconds(self, volumeNode) -> float:
+        """About how long :meth:`expansionPreview` takes on one CPU core (:meth:`previewBoxVoxels` ×
+        :data:`.kinds.GEODESIC_SECONDS_PER_VOXEL`); raises ``AnnotationError`` while a tumour is incomplete."""
+        return self.previewBoxVoxels(volumeNode) * kinds.GEODESIC_SECONDS_PER_VOXEL
+
+    def autoPreviewAllowed(self, volumeNode) -> bool:
+        """Whether a preview is quick enough to run by itself after each edit (:data:`.kinds.AUTO_PREVIEW_MAX_SECONDS`;
+        it runs on the GUI thread); otherwise it waits for the Preview button."""
+        return self.previewSeconds(volumeNode) <= kinds.AUTO_PREVIEW_MAX_SECONDS
 
     def hasPreview(self, volumeNode) -> bool:
         """Whether ``volumeNode`` was previewed (its clicks may have changed since)."""
@@ -333,11 +360,23 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
         volumeNode.SetAttribute(CASE_ATTRIBUTE, caseId)
         self._saved[volumeNode.GetID()] = state
         if work is not None:
+            written.update(self._afterSave(volumeNode, work, caseId))
+        return written
+
+    def _afterSave(self, volumeNode, work: Path, caseId: str) -> Dict[str, Path]:
+        """Once the case is in the dataset: remove its draft (older than the saved clicks now, so a draft left
+        behind is never restored) and keep the last preview as ``<work>/expanded/<case>_partial.nii.gz``. Both
+        are best effort: a disk error is logged, never reported as a failed save (the dataset holds the clicks)."""
+        written: Dict[str, Path] = {}
+        try:
             drafts.removeDraft(draftPath(work, caseId))
-        partial = self.previewLabels(volumeNode)
-        if work is not None and partial is not None:
-            path = expandedPath(work, caseId)
-            written["partial"] = write_image(path, partial, geometryFromVolumeNode(volumeNode))
+            partial = self.previewLabels(volumeNode)
+            if partial is not None:
+                path = expandedPath(work, caseId)
+                written["partial"] = write_image(path, partial, geometryFromVolumeNode(volumeNode))
+        except OSError as exc:
+            logging.warning("PASeg: case %s saved; its draft or preview in %s could not be updated: %s", caseId, work,
+                            exc)  # fmt: skip
         return written
 
     def datasetImage(self, volumeNode, datasetFolder, caseId: str) -> Optional[Path]:
@@ -352,29 +391,3 @@ class PASegCoreLogic(drafts.DraftBookkeeping):
                                      f"{mismatch}); rename the volume to save it as a new case")  # fmt: skip
                 return path
         return None
-
-    # -- predictions ---------------------------------------------------------------------------------------
-    def importPrediction(self, volumeNode, predictionFile, objectNames: Optional[Sequence[str]] = None,
-                         workFolder=None):  # fmt: skip
-        """Load a ``<case>_pred.nii.gz`` as segments "tumor 1", … of a segmentation node aligned with the volume.
-
-        Object ``k`` of the prediction is named after the volume's ``k``-th object node when there is one. The
-        segments carry the DICOM terminology of ``paseg predict --dicom-seg`` and reference the volume, so that
-        Slicer's DICOM export writes them as a SEG of the volume's series (``tagPredictedSegments``). The
-        file is also kept as ``<work>/predictions/<case>_pred.nii.gz`` (the case's "predicted" status).
-        """
-        prediction = read_image(predictionFile, role="prediction")
-        geometry = geometryFromVolumeNode(volumeNode)
-        mismatch = geometry.mismatch(prediction.geometry)
-        if mismatch:
-            raise ValueError(f"{predictionFile}: its grid differs from volume {volumeNode.GetName()!r} ({mismatch})")
-        names = list(objectNames) if objectNames is not None else [n.GetName() for n in self.objectNodes(volumeNode)]
-        labels = np.asarray(prediction.array).astype(np.uint8)
-        segmentationNode = self._findNode(PREDICTION_ROLE, volumeNode, f"{volumeNode.GetName()} prediction")
-        segmentationNode.GetSegmentation().RemoveAllSegments()
-        ids = setLabelsToSegmentation(segmentationNode, labels, geometry, predictionSegments(labels, names), volumeNode)
-        tagPredictedSegments(segmentationNode, list(ids.values()), volumeNode)
-        if workFolder is not None:
-            with atomic_path(predictionPath(workFolder, self.caseIdOf(volumeNode))) as tmp:
-                shutil.copyfile(predictionFile, tmp)
-        return segmentationNode

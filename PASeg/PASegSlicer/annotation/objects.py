@@ -237,6 +237,12 @@ def startPlacement(markupsLogic, node) -> bool:
     return bool(markupsLogic.StartPlaceMode(True))
 
 
+def tumourTitle(name: str, kind: str) -> str:
+    """``tumor 2 (extreme points)``: a tumour and its kind, as prompts and messages name it (the kind's title without
+    its method: "seven points", not "seven points (PA-Seg)")."""
+    return f"{name} ({kinds.kindTitle(kind).split(' (')[0]})"
+
+
 def completeMessage(node) -> str:
     """Why placement does not start on ``node`` (see :func:`startPlacement`)."""
     kind, name = kindOf(node), node.GetName()
@@ -244,9 +250,10 @@ def completeMessage(node) -> str:
         return f"{name}: a dense label has no points to place; pick its segmentation (or import a label map)"
     if kinds.isRoi(node):
         return f"{name}: its box is drawn; drag its handles to adjust it"
+    title = tumourTitle(name, kind)
     if kind == kinds.DEFAULT_KIND:
-        return COMPLETE_MESSAGE.format(name=name)
-    return COMPLETE_MESSAGE.replace("all 7", f"all {len(kindLabels(kind))}").format(name=name)
+        return COMPLETE_MESSAGE.format(name=title)
+    return COMPLETE_MESSAGE.replace("all 7", f"all {len(kindLabels(kind))}").format(name=title)
 
 
 def placementStatus(node, volumeNode) -> PlacementStatus:
@@ -255,14 +262,14 @@ def placementStatus(node, volumeNode) -> PlacementStatus:
     try:
         geometry = geometryFromVolumeNode(volumeNode)
         placed = placedPointsLps(node, volumeNode)
-        title = kinds.kindTitle(kind)
+        title = tumourTitle(name, kind)  # an unknown kind: ValueError
     except (AnnotationError, ValueError) as exc:
         return PlacementStatus(None, 0, f"{name}: cannot be checked", str(exc))
     if kinds.isRoi(node):
         return _boxStatus(node, name, placed, geometry)
     if kind == "dense":
         problem = kinds.denseProblem(node)
-        prompt = f"{name} ({title}): " + (", ".join(kinds.denseSegmentNames(node)) if not problem else problem)
+        prompt = f"{title}: " + (", ".join(kinds.denseSegmentNames(node)) if not problem else problem)
         return PlacementStatus(None, 0, prompt, "", ("label",) if problem else ())
     labels, required = kindLabels(kind), kinds.requiredLabels(kind)
     index = fillIndex(node)
@@ -270,7 +277,7 @@ def placementStatus(node, volumeNode) -> PlacementStatus:
     if expected is None and len(placed) < len(labels):  # only "missing" points left: Place unsets them
         expected = next(label for label in labels if label not in placed)
     missing = tuple(label for label in required if label not in placed)
-    prefix = name if kind == kinds.DEFAULT_KIND else f"{name} ({title})"
+    prefix = title  # every kind named: "tumor 2 (extreme points): place point 1 of 6, R (…)"
     if not missing and (expected is None or expected not in required):
         done = f"all {len(required)} points placed" if len(required) > 1 else f"{required[0]} placed"
         prompt = f"{prefix}: {done}"

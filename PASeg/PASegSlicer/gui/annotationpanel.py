@@ -14,12 +14,13 @@ user agrees to discard it.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Dict, List, Tuple
 
 from ..annotation import dense, kinds, objects
 from ..annotation.cases import DRAFT, CaseList, datasetCaseId, pathText
 from ..annotation.logic import PASegCoreLogic
 from .app import App, ParameterGetter, ShownParameterGetter
+from .caseflow import CaseFlow
 
 AUTOSAVE_DELAY_MS = 2000
 KIND_SETTING = "PASeg/annotationKind"
@@ -54,9 +55,13 @@ class AnnotationPanel:
         self.ui, self.app, self.core = ui, app, core
         self.parameters, self.shownParameters, self.requestPreview = parameters, shownParameters, requestPreview
         self.observations = VTKObservationMixin()  # removed by cleanup()
-        self.cases, self.nodes, self._observed, self._volumeID, self._edited = None, [], [], None, False
+        self.cases, self.nodes, self._volumeID, self._edited = None, [], None, False
         self._optionalID, self._segmentIds, self._syncing = None, [""], False  # see onPlace, updateDenseWidgets
         self._sources = []  # the segmentation nodes of dense tumours, observed (see observeObjects)
+        self._objectTags: List[Tuple[Any, int]] = []  # (node, observer tag) of self.nodes and self._sources
+        self._names: List[str] = []  # the names the object combo box lists (a rename outside PASeg refreshes it)
+        self._unreadable: Dict[str, str] = {}  # volume ID → why its saved clicks could not be read (said once)
+        self.selectorTimer = app.timer(0, self.hidePreviewSegmentations)
         self.statusTimer = app.timer(0, self.updateStatus)  # one edit fires several events: read the status once
         self.objectsTimer = app.timer(0, self.observeObjects)
         self.autosaveTimer = app.timer(AUTOSAVE_DELAY_MS, lambda: self.autosave(self._node(self._volumeID)))
@@ -67,6 +72,7 @@ class AnnotationPanel:
                              (u.nextCaseButton, lambda: self.onStepCase(1)),
                              (u.importLabelButton, self.onImportLabel)):  # fmt: skip
             button.clicked.connect(slot)
+        self.flow = CaseFlow(self, u.saveAndNextButton, u.renameTumorButton, u.deleteTumorButton)  # and the keys
         self.kindNames = kinds.kindNames()
         u.kindComboBox.addItems([kinds.kindTitle(k) for k in self.kindNames])
         remembered = app.setting(KIND_SETTING, kinds.DEFAULT_KIND)
@@ -77,15 +83,22 @@ class AnnotationPanel:
         u.denseSegmentComboBox.currentIndexChanged.connect(self.onDenseSegmentChanged)
         u.denseLabelWidget.visible = False
         u.caseList.itemDoubleClicked.connect(lambda item: self.onLoadCase())
+        self.reviewOrder = False  # the case list sorted worst first (see onReviewSort)
+        u.reviewSortButton.clicked.connect(self.onReviewSort)
+        u.reviewNextButton.clicked.connect(self.onReviewNext)
         scene = core.scene
         # before the widget lets go of its parameter node (the work folder) on the same event
         self.observations.addObserver(scene, scene.StartCloseEvent, self.onSceneAboutToClose, priority=1.0)
         self.observations.addObserver(scene, scene.NodeRemovedEvent, lambda *args: self.objectsTimer.start())
+        self.observations.addObserver(scene, scene.NodeAddedEvent, lambda *args: self.selectorTimer.start())
 
     def cleanup(self) -> None:
         self.flush()
-        for timer in (self.statusTimer, self.objectsTimer, self.autosaveTimer):
+        for timer in (self.statusTimer, self.objectsTimer, self.autosaveTimer, self.selectorTimer):
             timer.stop()
+        for node, tag in self._objectTags:
+            node.RemoveObserver(tag)
+        self.flow.cleanup()
         self.observations.removeObservers()
 
     def flush(self) -> None:
@@ -109,21 +122,22 @@ class AnnotationPanel:
         segmentation nodes of its dense tumours (paint strokes, segments added or removed)."""
         volume = self.volume()
         if (volume.GetID() if volume else None) != self._volumeID:
-            self.autosave(self._node(self._volumeID))  # the volume being left (None once it is removed)
-            self._volumeID = volume.GetID() if volume else None
+            left, self._volumeID = self._node(self._volumeID), volume.GetID() if volume else None
+            self.autosave(left)  # the volume being left (None once it is removed); a failure is said, not raised
             self.adoptDroppedImage(volume)
-        for node, event in self._observed:
-            self.observations.removeObserver(node, event, self.onObjectEvent)
+        current = self.selectedNode()
+        for node, tag in self._objectTags:  # tags, not VTKObservationMixin: its removeObserver keeps every node
+            node.RemoveObserver(tag)  # it ever observed as a key (a case left would stay in memory)
         self.nodes = self.core.objectNodes(volume) if volume else []
         self._sources = kinds.denseSegmentations(self.nodes)
-        self._observed = [(node, event) for node in self.nodes for event in objects.observedEvents()]
-        self._observed += [(node, event) for node in self._sources for event in kinds.segmentationEvents()]
-        for node, event in self._observed:
-            self.observations.addObserver(node, event, self.onObjectEvent)
-        current = self.ui.objectComboBox.currentText
+        watched = [(n, e) for n in self.nodes for e in objects.observedEvents()]
+        watched += [(n, e) for n in self._sources for e in kinds.segmentationEvents()]
+        self._objectTags = [(n, n.AddObserver(e, self.onObjectEvent)) for n, e in watched]
+        self._names = [n.GetName() for n in self.nodes]  # what the combo box shows, by position in self.nodes
         self.ui.objectComboBox.clear()
-        self.ui.objectComboBox.addItems([n.GetName() for n in self.nodes])
-        self.ui.objectComboBox.setCurrentText(current)
+        self.ui.objectComboBox.addItems(self._names)
+        self.selectNode(current)
+        self.hidePreviewSegmentations()
         self.updateStatus()
 
     def onObjectEvent(self, caller, event) -> None:
@@ -132,12 +146,15 @@ class AnnotationPanel:
         self.autosaveTimer.start()
         if kinds.denseSegmentations(self.nodes) != self._sources:  # a dense tumour got another segmentation
             self.objectsTimer.start()
+        if [n.GetName() for n in self.nodes] != self._names:  # a tumor renamed (e.g. in the Markups module)
+            self.objectsTimer.start()
 
     def updateStatus(self) -> None:
         volume, label = self.volume(), self.ui.annotationStatusLabel
         if not volume:
             return label.setText(_('Select a volume, then click "Add tumor".'))
         statuses = self.core.objectStatuses(volume)
+        self.flow.recordEdit(volume)  # an undo step when the tumors changed
         lines = [s.prompt + (f'<br><span style="color:#c0392b">{s.error}</span>' if s.error else "") for s in statuses]
         label.setText("<br>".join(lines) or _('No tumor yet: click "Add tumor".'))
         active = self.app.markupsLogic().GetActiveListID()
@@ -148,7 +165,8 @@ class AnnotationPanel:
         self.updateDenseWidgets()
         edited, self._edited = self._edited, False
         p = self.shownParameters()
-        if edited and statuses and all(s.valid for s in statuses) and p and p.autoPreview:
+        onlyDense = all(kinds.kindOf(n) == "dense" for n in self.nodes)  # its preview is its label: on request
+        if edited and statuses and all(s.valid for s in statuses) and p and p.autoPreview and not onlyDense:
             self.requestPreview()
 
     def stopPlacing(self) -> None:
@@ -157,12 +175,20 @@ class AnnotationPanel:
             interaction.SwitchToViewTransformMode()
 
     def selectedNode(self):
-        return next((n for n in self.nodes if n.GetName() == self.ui.objectComboBox.currentText), None)
+        """The tumor selected in the combo box, by position (its name may have changed since the list was made)."""
+        index = self.ui.objectComboBox.currentIndex
+        return self.nodes[index] if 0 <= index < len(self.nodes) and self.nodes[index].GetScene() else None
+
+    def selectNode(self, node) -> None:
+        """Select ``node`` in the combo box (by node, not by name); nothing when it is not listed."""
+        ids = [n.GetID() for n in self.nodes]
+        if node is not None and node.GetID() in ids:
+            self.ui.objectComboBox.currentIndex = ids.index(node.GetID())
 
     def onAddTumor(self) -> None:
         node = self.core.addObject(self.volume(), self.kindNames[self.ui.kindComboBox.currentIndex])
         self.observeObjects()
-        self.ui.objectComboBox.setCurrentText(node.GetName())
+        self.selectNode(node)
         self.onPlace()
 
     def onPlace(self) -> None:
@@ -213,9 +239,20 @@ class AnnotationPanel:
             return
         if segmentationNode is None:
             node.RemoveNodeReferenceIDs(kinds.DENSE_ROLE)
+        elif kinds.isPreviewSegmentation(segmentationNode):  # hidden from the selector; refused if picked anyway
+            self.app.errorDisplay(kinds.previewProblem(segmentationNode))
+            return self.updateDenseWidgets()  # back to the tumor's own label
         else:
             kinds.setDenseSource(node, segmentationNode)
         self.fillSegments(segmentationNode)
+
+    def hidePreviewSegmentations(self) -> None:
+        """Keep PASeg's preview segmentations out of the dense-label selector (each preview rewrites them: as a
+        dense label, each preview would rewrite its own source and ask for the next)."""
+        proxy = self.ui.denseSegmentationSelector.sortFilterProxyModel()  # qMRMLSortFilterProxyModel
+        found = kinds.previewSegmentationIDs(self.core.scene)
+        if list(proxy.hiddenNodeIDs) != found:
+            proxy.hiddenNodeIDs = found
 
     def onDenseSegmentChanged(self, index: int) -> None:
         node, segmentation = self.denseNode(), self.ui.denseSegmentationSelector.currentNode()
@@ -245,7 +282,7 @@ class AnnotationPanel:
                 )
             else:
                 self.app.showStatusMessage(_("Saved ") + ", ".join(str(v) for v in written.values()), 5000)
-            self.refreshCases()
+        self.refreshCases()  # outside: the clicks are written, whatever re-reading the case list meets
 
     def autosave(self, volume) -> str:
         """Keep the volume's unsaved clicks as a draft. Returns why they could not be kept ("" when they are)."""
@@ -257,6 +294,13 @@ class AnnotationPanel:
             message = _("Unsaved clicks of {name}: {problem}").format(name=volume.GetName(), problem=exc)
             self.app.showStatusMessage(message, 10000)
             return str(exc)
+        except OSError as exc:  # the disk or share of the work folder: full, read-only, gone (a log line, no traceback)
+            problem = _("not written to {folder} ({error}); only the scene holds them").format(folder=self.workFolder(),
+                                                                                                 error=exc)  # fmt: skip
+            logging.error("PASeg: unsaved clicks of %s: %s", volume.GetName(), problem)
+            self.app.showStatusMessage(_("Unsaved clicks of {name}: {problem}").format(name=volume.GetName(),
+                                                                                        problem=problem), 15000)
+            return problem
         if path is not None:
             self.app.showStatusMessage(_("Draft saved: {path}").format(path=path), 3000)
             self.refreshCases()
@@ -282,6 +326,7 @@ class AnnotationPanel:
         current = self.cases.current.caseId if self.cases and self.cases.current else None
         self.cases = CaseList(p.datasetFolder, self.workFolder())
         self.cases.refresh()
+        self.applyReviewOrder()
         if current in [e.caseId for e in self.cases.entries]:
             self.cases.select(current)
         self.ui.caseList.addItems([e.label for e in self.cases.entries] or [self.cases.message])
@@ -295,7 +340,17 @@ class AnnotationPanel:
     def adoptDroppedImage(self, volume) -> None:
         """A dataset image opened in Slicer (drag and drop) becomes its case, with its saved clicks."""
         entry = self._entry(datasetCaseId(volume)) if volume else None
-        if entry is not None and self.core.adoptVolume(volume, entry.files, self.workFolder()) is not None:
+        try:
+            adopted = entry is not None and self.core.adoptVolume(volume, entry.files, self.workFolder()) is not None
+        except (ValueError, OSError) as exc:  # an unreadable annotation or draft (the error names the file)
+            if self._unreadable.get(volume.GetID()) != str(exc):  # said once, not at every refresh
+                self._unreadable[volume.GetID()] = str(exc)
+                self.app.warningDisplay(_("The saved clicks of case {case} could not be read, so volume {name} "
+                                          "shows none of them (saving it cannot replace that file):\n\n{problem}")
+                                        .format(case=entry.caseId, name=volume.GetName(), problem=exc))  # fmt: skip
+            return
+        self._unreadable.pop(volume.GetID() if volume else None, None)
+        if adopted:
             self.observeObjects()
 
     def onStepCase(self, step: int) -> None:
@@ -321,6 +376,8 @@ class AnnotationPanel:
                 name=previous.GetName(), problem=problem, case=entry.caseId)
         ):  # fmt: skip
             return
+        if leaving and not problem and not self.flow.confirmLeaving(previous, entry):  # only a draft: says so
+            return
         failed = _("Loading case {case} failed.").format(case=entry.caseId)
         with self.app.tryWithErrorDisplay(failed, waitCursor=True):
             volume = self.core.openCase(entry.files, self.workFolder())
@@ -333,3 +390,44 @@ class AnnotationPanel:
             if entry.status == DRAFT:
                 self.app.showStatusMessage(_("{case}: its draft was restored (Save puts it into the dataset)")
                                            .format(case=entry.caseId), 8000)  # fmt: skip
+
+    # -- the review queue (``<work>/review_queue.json``: "Rank cases for review") --------------------------------
+    def applyReviewOrder(self) -> None:
+        """Sort the case list worst first while the user asks for it (:meth:`onReviewSort`); an unreadable queue is
+        said in the status bar."""
+        if self.cases is None:
+            return
+        if self.cases.reviewMessage:
+            self.app.showStatusMessage(self.cases.reviewMessage, 10000)
+        if self.reviewOrder:
+            self.cases.sortByReview()
+
+    def onReviewSort(self) -> None:
+        """Switch the case list between the review order (the model's most unsure case first) and the name order."""
+        self.reviewOrder = not self.reviewOrder
+        self.ui.reviewSortButton.text = _("Sort: by name") if self.reviewOrder else _("Sort: worst first")
+        self.refreshCases()
+        if self.reviewOrder and self.cases is not None and not any(e.review for e in self.cases.entries):
+            self.app.showStatusMessage(_('No review queue yet: "Rank cases for review" (Inference) makes one.'), 8000)
+
+    def onReviewNext(self) -> None:
+        """Open the worst-ranked case of the review queue not corrected (saved) since the cases were ranked, other
+        than the case open now; the case left is kept as a draft like any case change (:meth:`onLoadCase`)."""
+        self.refreshCases()  # the queue and the saved annotations as they are now (a case just saved is corrected)
+        if self.cases is None:
+            return self.app.showStatusMessage(_("Choose a dataset folder first."), 5000)
+        volume = self.volume()
+        entry = self.cases.worstUncorrected(exclude=datasetCaseId(volume) if volume else None)
+        if entry is None:
+            left = [e.caseId for e in self.cases.entries if e.review is not None and not e.review.corrected]
+            if left:  # only the open case is left
+                message = _("{case}, open now, is the last case of the review queue not corrected yet.")
+            elif any(e.review for e in self.cases.entries):
+                message = _("Every case of the review queue was corrected; rank the cases again after retraining.")
+            else:
+                message = _('No review queue yet: "Rank cases for review" (Inference) makes one.')
+            return self.app.showStatusMessage(message.format(case=left[0] if left else ""), 8000)
+        self.ui.caseList.setCurrentRow(self.cases.currentIndex)
+        self.onLoadCase()
+        self.app.showStatusMessage(_("Review #{rank}: {case} (disagreement {score:.3f})").format(
+            rank=entry.review.rank, case=entry.caseId, score=entry.review.score), 8000)  # fmt: skip

@@ -58,6 +58,18 @@ class App(Protocol):
 
     def showChart(self, chartNode: Any) -> None: ...
 
+    def shortcut(self, key: str, slot: Callable[[], Any]) -> ShortcutHandle: ...
+
+    def getText(self, title: str, label: str, text: str = "") -> Optional[str]: ...
+
+
+class ShortcutHandle(Protocol):
+    """A keyboard shortcut (``qt.QShortcut``): :meth:`setEnabled`, and :meth:`deleteLater` to remove it."""
+
+    def setEnabled(self, enabled: bool) -> None: ...
+
+    def deleteLater(self) -> None: ...
+
 
 class Parameters(Protocol):
     """The fields of the module's parameter node (``PASegParameterNode`` in ``PASeg.py``) the panels use."""
@@ -180,3 +192,23 @@ class SlicerApp:
         import slicer
 
         slicer.modules.plots.logic().ShowChartInLayout(chartNode)
+
+    def shortcut(self, key: str, slot: Callable[[], Any]):
+        """A ``qt.QShortcut`` of the main window (its views, panels and docked widgets); keep a reference to it."""
+        import qt
+        import slicer
+
+        shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
+        shortcut.setContext(qt.Qt.WindowShortcut)
+        shortcut.activated.connect(slot)
+        return shortcut
+
+    def getText(self, title: str, label: str, text: str = "") -> Optional[str]:
+        """The text typed into a one-line input dialog; ``None`` when cancelled (or left empty)."""
+        import qt
+        import slicer
+
+        typed = qt.QInputDialog.getText(slicer.util.mainWindow(), title, label, qt.QLineEdit.Normal, text)
+        if isinstance(typed, tuple):  # (text, ok) where the binding returns the out-argument
+            typed = typed[0] if typed[1] else ""
+        return str(typed) if typed else None

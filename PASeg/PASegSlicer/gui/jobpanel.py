@@ -19,11 +19,12 @@ from typing import Any, Callable, Optional
 
 from ..annotation.cases import pathText
 from ..annotation.logic import PASegCoreLogic
-from ..jobs import commands, control, devices
+from ..jobs import background, commands, control, devices
 from ..jobs.dependencies import DependencyChecker, DependencyError
 from ..jobs.models import ModelRegistry
 from ..jobs.runner import JobRunner
 from .app import App, ParameterGetter, ShownParameterGetter
+from .backgroundjobs import BackgroundJobs
 from .lossplot import LossCurvePlot
 
 
@@ -40,7 +41,7 @@ def _(text: str) -> str:
 IMPORT_POLL_MS = 200
 
 
-class JobPanel:
+class JobPanel(BackgroundJobs):
     """The training and inference panels; owns the job runner and the GPU probe's runner.
 
     Args:
@@ -68,6 +69,8 @@ class JobPanel:
         self.runner = runnerFactory(onEvent=self.onJobEvent, onLog=self.ui.logText.appendPlainText)
         self.probe = runnerFactory(onEvent=self.onProbeEvent)
         self.job, self.models, self.lastPlot = None, [], 0.0
+        self.jobRecords: list = []  # the work folder's jobs (background.JobRecord), as jobsComboBox lists them
+        self.scannedWork: Optional[pathlib.Path] = None  # the work folder whose jobs were re-attached / taken in
         # a model package's import (hashing, copying, the child-process check) runs in a worker thread, so the GUI
         # never waits for it; the timer takes the result in on the GUI thread
         self.importer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="paseg-import")
@@ -78,9 +81,14 @@ class JobPanel:
                              (u.stopButton, self.onStop), (u.showCurveButton, self.onShowCurve),
                              (u.predictButton, lambda: self.onPredict(True)),
                              (u.predictAllButton, lambda: self.onPredict(False)),
-                             (u.importModelButton, self.onImportModel)):  # fmt: skip
+                             (u.importModelButton, self.onImportModel),
+                             (u.acceptPredictionButton, self.onAcceptPrediction)):  # fmt: skip
             button.clicked.connect(slot)
         u.modelComboBox.activated.connect(self.onModelChosen)
+        u.rankCasesButton.clicked.connect(self.onRankCases)
+        u.resumeButton.clicked.connect(self.onResume)  # jobs that outlive the session
+        u.useWeightsButton.clicked.connect(self.onUseLastWeights)
+        u.jobsComboBox.activated.connect(lambda index: self.updateButtons())
 
     @property
     def p(self):
@@ -165,6 +173,18 @@ class JobPanel:
                 python=self.python,
             )
             self._started(job)
+            self.tellNotes(job)
+
+    def onRankCases(self) -> None:
+        """Rank every case of the dataset by how unsure the chosen model is (``paseg review-queue`` in a child); when
+        it finishes the case list shows the queue (:meth:`AnnotationPanel.onReviewNext` opens the worst case)."""
+        p = self.p
+        if not self.ensureDependencies():
+            return
+        with self.app.tryWithErrorDisplay(_("Ranking the cases could not start."), waitCursor=True):
+            job = control.startReviewJob(self.runner, pathText(p.workFolder), pathText(p.modelRunDir),
+                                         pathText(p.datasetFolder), device=self.device(), python=self.python)
+            self._started(job)
 
     def onStop(self) -> None:
         """First press: ask the job to stop (it saves and exits); while stopping, a second press kills it."""
@@ -183,7 +203,7 @@ class JobPanel:
         u.scoreLabel.setText(texts["score"])
         now = time.monotonic()  # the curve is appended to (not rebuilt), and at most once a second
         if self.job is not None and self.job.kind == "train" and (
-            event["event"] in ("validation", "finished") or now - self.lastPlot >= 1.0
+            event["event"] in ("validation", "finished", "attached") or now - self.lastPlot >= 1.0
         ):
             self.lastPlot = now
             self.plot.update(state.lossHistory, state.validationHistory)
@@ -198,6 +218,7 @@ class JobPanel:
         job, problems, outcome = self.job, [], None
         try:
             outcome = control.finishJob(job, state, self.core.scene, self.core)
+            background.markTakenIn(job.folder)  # a later scan of the work folder leaves it alone
             problems = outcome.problems
             if outcome.registered:  # the newest model becomes the one to predict with
                 self.parameters().modelRunDir = pathlib.Path(outcome.registered[-1].runDir)
@@ -218,13 +239,14 @@ class JobPanel:
         else:
             done = _("PASeg {kind} job {status}: {message}").format(kind=job.kind if job else "", status=state.status,
                                                                     message=state.message)  # fmt: skip
-            self.app.showStatusMessage(done, 10000)
+            self.app.showStatusMessage(done + self.keptPredictionsText(job, outcome), 10000)
 
     def onShowCurve(self) -> None:
         self.plot.update(self.runner.state.lossHistory, self.runner.state.validationHistory)
         self.app.showChart(self.plot.chart)
 
     def refreshModels(self) -> None:
+        self.attachIfNewWork()  # may register the models of a job that ended while Slicer was closed
         self.ui.modelComboBox.clear()
         try:
             self.models = self.registry().models() if self.p is not None and pathText(self.p.workFolder) else []
@@ -232,6 +254,7 @@ class JobPanel:
             self.models = []
             self.app.showStatusMessage(str(exc), 5000)
         self.ui.modelComboBox.addItems([m.label for m in self.models])
+        self.listJobs()
 
     def onImportModel(self) -> None:
         """Import a model package (``paseg export model``): copied into the work folder's models, checked in a child
@@ -279,7 +302,7 @@ class JobPanel:
 
     def updateButtons(self) -> None:
         running = self.runner.isRunning()
-        for button in (self.ui.trainButton, self.ui.predictButton, self.ui.predictAllButton):
+        for button in (self.ui.trainButton, self.ui.predictButton, self.ui.predictAllButton, self.ui.rankCasesButton):
             button.enabled = not running
         stopping = self.runner.state.status == "stopping"
         self.ui.stopButton.enabled = running  # while stopping it kills at once (JobRunner.canKill)
@@ -287,10 +310,55 @@ class JobPanel:
         tip = _("The job was asked to stop; press to end it at once (no checkpoint).") if stopping else None
         self.ui.stopButton.toolTip = tip or _("Stop the job; training saves a checkpoint first.")
         self.ui.gpuIndexSpinBox.enabled = self.p is not None and self.p.deviceMode == "GPU"
+        self.updateJobListButtons()
 
     def cleanup(self) -> None:
-        """The module is torn down: ask the job and the GPU probe to stop (a training job saves first)."""
-        self.runner.stop()
+        """The module is torn down (Slicer closes): a running job may keep running in the background (it runs
+        detached; the next session re-attaches to it) or is asked to stop (a training job saves first); the GPU
+        probe is stopped."""
+        self.leaveRunningJob()
         self.probe.stop()
         self.importTimer.stop()
         self.importer.shutdown(wait=False)  # an import under way finishes in its thread; nothing waits for it
+
+    # -- predictions of every case, notes, and accepting a prediction as the dense label ------------------------------
+    def tellNotes(self, job: control.Job) -> None:
+        """Say how a job runs where the user looks (log and status bar): e.g. cases predicted on the whole image."""
+        for note in job.notes:
+            self.ui.logText.appendPlainText("[PASeg] " + note)
+        if job.notes:
+            self.app.showStatusMessage(" · ".join(job.notes), 15000)
+
+    @staticmethod
+    def keptPredictionsText(job: Optional[control.Job], outcome: Optional[control.JobOutcome]) -> str:
+        """After "Predict all cases": where the predictions are kept and that opening a case shows its own."""
+        if job is None or outcome is None or job.kind != "predict" or job.volumeNodeId or not outcome.predictions:
+            return ""
+        folder = pathlib.Path(job.workFolder) / "predictions"
+        return " · " + _("{n} prediction(s) kept in {folder}; open a case to see its prediction").format(
+            n=len(outcome.predictions), folder=folder)
+
+    def onAcceptPrediction(self) -> None:
+        """The current volume's (corrected) prediction becomes its dense label, a copy of it
+        (:meth:`~PASegSlicer.annotation.logic.PASegCoreLogic.acceptPredictionAsDense`), saved into the dataset like
+        any dense case so that retraining learns from it; its clicked tumors are replaced once the user agrees."""
+        p = self.p
+        volume = p.inputVolume if p is not None else None
+        if volume is None:
+            return self.app.showStatusMessage(_("Select a predicted volume first."), 5000)
+        with self.app.tryWithErrorDisplay(_("The prediction could not be accepted as the dense label."),
+                                          waitCursor=True):  # fmt: skip
+            others = [n.GetName() for n in self.core.objectNodes(volume)]
+            if others and not self.app.confirmYesNoDisplay(
+                _("The accepted prediction becomes the only tumor of {name}: its tumors {tumors} are replaced. "
+                  "Continue?").format(name=volume.GetName(), tumors=", ".join(others))):  # fmt: skip
+                return
+            self.core.acceptPredictionAsDense(volume, replace=bool(others))
+            if not pathText(p.datasetFolder):
+                self.app.showStatusMessage(_("Prediction accepted as the dense label; choose a dataset folder and "
+                                             "press Save to add it to the dataset."), 10000)  # fmt: skip
+                return
+            written = self.core.saveAnnotations(volume, p.datasetFolder, pathText(p.workFolder) or None)
+            self.app.showStatusMessage(_("Prediction accepted as the dense label and saved: {files}").format(
+                files=", ".join(str(v) for v in written.values())), 10000)  # fmt: skip
+            self.refreshCases()

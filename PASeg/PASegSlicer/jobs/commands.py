@@ -10,6 +10,7 @@ network B, then SCM initialised from both runs. A step's stop file (:meth:`JobSt
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
 import sys
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import PASegLib
-from PASegLib.annotation.markups import write_markups
+from PASegLib.annotation.kinds import BOXED_KINDS, get_kind, kind_names
+from PASegLib.annotation.markups import read_draft_markups, write_markups
 from PASegLib.annotation.model import CaseAnnotation
 from PASegLib.image.io import Volume, write_image
 from PASegLib.jobs.stopping import STOP_FILE
@@ -143,21 +145,117 @@ def writePredictionInputs(
 def predictionSteps(
     jobFolder, runDir, inputPath, *, annotations: Optional[str] = None, restrictToBox: bool = False,
     largestComponent: bool = False, device: str = "auto", python: Optional[str] = None,
+    wholeImageInput: Optional[str] = None, wholeImageAnnotations: Optional[str] = None,
 ) -> List[JobStep]:  # fmt: skip
-    """The single step of a prediction job; outputs go to ``<job>/output``, its stop file is ``output/STOP``."""
+    """The steps of a prediction job; outputs go to ``<job>/output``, the stop file is ``output/STOP``.
+
+    One step predicts ``inputPath`` (restricted to the boxes with ``restrictToBox``: ``paseg predict
+    --restrict-to-box`` needs boxed clicks for every case it reads, :func:`boxedKinds`); with ``wholeImageInput``
+    (a mixed dataset, :func:`splitForRestriction`) a second step predicts those cases on the whole image into the
+    same output folder.
+    """
     if restrictToBox and not annotations:
-        raise ValueError("restricting to the annotated boxes needs annotations (place the seven points first)")
-    jobFolder = Path(jobFolder)
+        raise ValueError("restricting to the annotated boxes needs the tumors' boxes: annotate them first (seven "
+                         "points, extreme points or a box)")
+    jobFolder, python = Path(jobFolder), python or pythonExecutable()
     output = jobFolder / "output"
-    args = ["predict", str(runDir), str(inputPath), "--out", str(output)] + deviceOptions(device, training=False)
-    args.append("--quiet")
-    if annotations:
-        args += ["--annotations", str(annotations)]
-    if restrictToBox:
-        args.append("--restrict-to-box")
-    if largestComponent:
-        args.append("--largest-component")
-    return [_step("predict", args, None, jobFolder, python or pythonExecutable(), stopFile=output / STOP_FILE)]
+    parts = [(inputPath, annotations, restrictToBox)]
+    parts += [(wholeImageInput, wholeImageAnnotations, False)] if wholeImageInput else []
+    steps = []
+    for source, clicks, restrict in parts:
+        args = ["predict", str(runDir), str(source), "--out", str(output)] + deviceOptions(device, training=False)
+        args.append("--quiet")
+        if clicks:
+            args += ["--annotations", str(clicks)]
+        if restrict:
+            args.append("--restrict-to-box")
+        if largestComponent:
+            args.append("--largest-component")
+        name = "predict" if len(parts) == 1 else ("predict (boxed cases)" if restrict else "predict (whole image)")
+        steps.append(_step(name, args, None, jobFolder, python, stopFile=output / STOP_FILE))
+    return steps
+
+
+def caseKinds(files) -> Optional[List[str]]:
+    """The annotation kinds of a dataset case's objects (:class:`~PASegLib.data.dataset.CaseFiles`): ``[]`` without
+    annotation, ``["seven_points"]`` for a ``<case>_7points`` image; ``None`` when its ``.mrk.json`` cannot be read."""
+    if files.markups is not None:
+        try:
+            return [obj.kind for obj in read_draft_markups(files.markups)]
+        except (ValueError, OSError):  # AnnotationError is a ValueError; the child names the problem
+            return None
+    return ["seven_points"] if files.seven_points is not None else []
+
+
+def boxedKinds(kinds: Optional[Sequence[str]]) -> bool:
+    """Whether clicks of these kinds can restrict a prediction to their boxes: at least one object, each of a kind
+    with a box (:data:`PASegLib.annotation.kinds.BOXED_KINDS`: seven points, extreme points, box)."""
+    return bool(kinds) and all(kind in BOXED_KINDS for kind in kinds)
+
+
+def wholeImageReason(kinds: Optional[Sequence[str]]) -> str:
+    """Why clicks of these kinds do not restrict a prediction (``""`` when they do: :func:`boxedKinds`)."""
+    if kinds is None:
+        return "its annotation cannot be read"
+    if not kinds:
+        return "no annotation"
+    unboxed = sorted({get_kind(k).title if k in kind_names() else k for k in kinds if k not in BOXED_KINDS})
+    return f"{' and '.join(unboxed)}: no box" if unboxed else ""
+
+
+def _linkOrCopy(source: Path, target: Path) -> None:
+    """``target`` becomes a hard link to ``source`` (a copy across file systems, or where links are refused)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _headerDataFiles(image: Path) -> List[Path]:
+    """The data file a ``.mhd`` / ``.nhdr`` header names beside it (a single file; ``[]`` otherwise)."""
+    separator = {".mhd": ("elementdatafile", "="), ".nhdr": ("data file", ":")}.get(image.suffix.lower())
+    if separator is None:
+        return []
+    for line in image.read_text(encoding="utf-8", errors="replace").splitlines():
+        name, _, value = line.partition(separator[1])
+        if name.strip().lower() == separator[0] and value.strip() and (image.parent / value.strip()).is_file():
+            return [image.parent / value.strip()]
+    return []
+
+
+def subsetDataset(folder, cases: Sequence[Any]) -> Path:
+    """A dataset folder holding only ``cases`` (:class:`~PASegLib.data.dataset.CaseFiles`: their image, its header's
+    data file, clicks and dense label files, linked) for a prediction step over part of a dataset; returns it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for files in cases:
+        sources = [files.image] + _headerDataFiles(files.image)
+        sources += [p for p in (files.markups, files.seven_points) if p is not None]
+        if files.markups is not None:
+            sources += [files.markups.parent / name for name in _labelFiles(files.markups)]
+        for source in dict.fromkeys(Path(p) for p in sources):
+            if source.is_file():
+                _linkOrCopy(source, folder / source.name)
+    return folder
+
+
+def _labelFiles(markups: Path) -> List[str]:
+    """The dense label files a ``.mrk.json`` names (its markups' ``pasegLabel``, beside it)."""
+    try:
+        doc = json.loads(Path(markups).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    found = doc.get("markups", []) if isinstance(doc, dict) else []
+    return [Path(m["pasegLabel"]).name for m in found if isinstance(m, dict) and isinstance(m.get("pasegLabel"), str)
+            and m["pasegLabel"].strip()]  # fmt: skip
+
+
+def splitForRestriction(cases: Sequence[Any]) -> Dict[str, List[Any]]:
+    """``{"boxed": cases whose clicks all have boxes, "whole": the others}`` (:func:`boxedKinds`), in order."""
+    split: Dict[str, List[Any]] = {"boxed": [], "whole": []}
+    for files in cases:
+        split["boxed" if boxedKinds(caseKinds(files)) else "whole"].append(files)
+    return split
 
 
 def writeJobFile(jobFolder, kind: str, steps: Sequence[JobStep], parameters: Dict[str, Any], **extra) -> Path:
@@ -169,7 +267,8 @@ def writeJobFile(jobFolder, kind: str, steps: Sequence[JobStep], parameters: Dic
         "status": "running",
         "parameters": parameters,
         "steps": [{"name": s.name, "command": [s.program] + s.arguments, "run_dir": s.runDir,
-                   "stop_file": None if s.stopPath() is None else str(s.stopPath())} for s in steps],
+                   "stop_file": None if s.stopPath() is None else str(s.stopPath()),
+                   "cwd": s.workingDirectory, "env": dict(s.environment)} for s in steps],  # run by the supervisor
         "log": "log.txt",
         **extra,
     }
@@ -200,3 +299,16 @@ def predictionFiles(caseEvents: Sequence[Dict[str, Any]], outputFolder) -> Dict[
         for path in sorted(Path(outputFolder).glob("*_pred.nii.gz")):
             found[path.name[: -len("_pred.nii.gz")]] = path
     return found
+
+
+# -- the review queue ------------------------------------------------------------------------------------------
+def reviewQueueSteps(jobFolder, runDir, datasetFolder, queuePath, *, device: str = "auto",
+                     python: Optional[str] = None) -> List[JobStep]:  # fmt: skip
+    """The single step of a "Rank cases for review" job: ``paseg review-queue`` scores every case of
+    ``datasetFolder`` with the model ``runDir`` and writes ``queuePath`` (the work folder's ``review_queue.json``);
+    its stop file is ``<job>/output/STOP``."""
+    jobFolder = Path(jobFolder)
+    stop = jobFolder / "output" / STOP_FILE
+    args = ["review-queue", "--model", str(runDir), "--data", str(datasetFolder), "--out", str(queuePath),
+            "--stop-file", str(stop)] + deviceOptions(device, training=False)  # fmt: skip
+    return [_step("rank cases for review", args, None, jobFolder, python or pythonExecutable(), stopFile=stop)]

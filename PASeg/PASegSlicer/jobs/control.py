@@ -22,14 +22,22 @@ from PASegLib.data.dataset import list_cases
 from PASegLib.utils.atomic import atomic_path
 
 from ..annotation import objects
-from ..annotation.cases import predictionPath
+from ..annotation.cases import predictionPath, reviewQueuePath
 from ..mrml.volumes import volumeFromNode
 from .commands import (
+    boxedKinds,
+    caseKinds,
+    childEnvironment,
     newJobFolder,
     predictionFiles,
     predictionSteps,
+    pythonExecutable,
+    reviewQueueSteps,
+    splitForRestriction,
+    subsetDataset,
     trainingSteps,
     updateJobFile,
+    wholeImageReason,
     writeJobFile,
     writePredictionInputs,
 )  # fmt: skip
@@ -42,12 +50,13 @@ class Job:
     """A started job and what it needs to finish, fixed when it starts.
 
     Attributes:
-        kind: ``"train"`` or ``"predict"``.
+        kind: ``"train"``, ``"predict"`` or ``"review"`` (rank the cases for review: :func:`startReviewJob`).
         folder: the job folder (``job.json``, ``log.txt``, the runs or ``output/``).
         workFolder: the work folder whose ``models.json`` / ``predictions/`` receive the results.
         volumeNodeId: for a prediction of the current volume, the node it was started for (else ``""``).
         caseId: the case id of that volume (checked again at import: node IDs are reused after a scene clear).
         volumeName: the node's name, for messages.
+        notes: what the user should know about how it runs (e.g. cases predicted on the whole image).
     """
 
     kind: str
@@ -56,6 +65,7 @@ class Job:
     volumeNodeId: str = ""
     caseId: str = ""
     volumeName: str = ""
+    notes: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -85,7 +95,8 @@ def startTrainingJob(
     dataset, work = _folder(datasetFolder, "dataset folder"), _folder(workFolder, "work folder")
     annotated = [c.case_id for c in list_cases(dataset) if c.has_annotation]
     if not annotated:
-        raise ValueError(f"{dataset}: no annotated case yet; annotate at least one case (seven points per tumor)")
+        raise ValueError(f"{dataset}: no annotated case yet; annotate at least one case (each tumor: seven "
+                         "points, extreme points, a single point, a box or a dense label)")
     runs = [str(r) for r in initRuns if r and str(r) != "."]
     if mode == "SCM" and len(runs) != 2:
         raise ValueError("SCM starts from two finished stage-1 runs: choose 'SCM run A' and 'SCM run B'")
@@ -99,8 +110,7 @@ def startTrainingJob(
     parameters = {"mode": mode, "networks": list(networks), "epochs": int(epochs), "device": device,
                   "config": configFile or None, "init_runs": runs}  # fmt: skip
     writeJobFile(job, "train", steps, parameters, dataset=str(dataset), cases=annotated)
-    runner.logPath = job / "log.txt"
-    runner.start(steps)
+    startDetached(runner, job)
     return Job("train", job, work)
 
 
@@ -119,26 +129,67 @@ def startPredictionJob(
     job = newJobFolder(work, "predict")
     extra: Dict[str, Any] = {"model": str(run)}
     if volumeNode is not None:
-        nodes = objects.objectNodes(scene, volumeNode)
-        case = objects.caseFromNodes(scene, volumeNode, validate=True) if nodes else None
-        inputs = writePredictionInputs(job, caseId, volumeFromNode(volumeNode), case)
-        inputPath, annotations = inputs["image"], inputs["annotations"] or None
-        extra.update(case=caseId, volume_node=volumeNode.GetID(), inputs=inputs)
+        plan, notes = _volumePlan(job, scene, volumeNode, caseId, restrictToBox)
+        extra.update(case=caseId, volume_node=volumeNode.GetID(), inputs=plan.pop("inputs"))
     else:
         dataset = _folder(datasetFolder, "dataset folder")
         cases = list_cases(dataset)
-        inputPath = str(dataset)
-        annotations = str(dataset) if any(c.markups is not None for c in cases) else None
+        plan, notes = _datasetPlan(job, dataset, cases, restrictToBox)
         extra.update(dataset=str(dataset), cases=[c.case_id for c in cases])
-    steps = predictionSteps(job, run, inputPath, annotations=annotations, restrictToBox=restrictToBox,
-                            largestComponent=largestComponent, device=device, python=python)  # fmt: skip
+    steps = predictionSteps(job, run, largestComponent=largestComponent, device=device, python=python, **plan)
     parameters = {"restrict_to_box": bool(restrictToBox), "largest_component": bool(largestComponent), "device": device}
-    writeJobFile(job, "predict", steps, parameters, **extra)
-    runner.logPath = job / "log.txt"
-    runner.start(steps)
+    writeJobFile(job, "predict", steps, parameters, notes=notes, **extra)
+    startDetached(runner, job)
     if volumeNode is None:
-        return Job("predict", job, work)
-    return Job("predict", job, work, volumeNode.GetID(), caseId, volumeNode.GetName())
+        return Job("predict", job, work, notes=notes)
+    return Job("predict", job, work, volumeNode.GetID(), caseId, volumeNode.GetName(), notes=notes)
+
+
+def _volumePlan(job: Path, scene, volumeNode, caseId: str, restrictToBox: bool):
+    """(the :func:`predictionSteps` inputs, notes for the user) of predicting the current volume: restricted to its
+    tumours' boxes only when each has one (:func:`~PASegSlicer.jobs.commands.boxedKinds`), else the whole image,
+    said in the notes. Incomplete or invalid clicks raise here, before any child starts."""
+    nodes = objects.objectNodes(scene, volumeNode)
+    case = objects.caseFromNodes(scene, volumeNode, validate=True) if nodes else None
+    kinds = [obj.kind for obj in case.objects] if case is not None else []
+    restrict = bool(restrictToBox) and boxedKinds(kinds)
+    notes = [] if restrict or not restrictToBox else [
+        f"{caseId}: predicted on the whole image ({wholeImageReason(kinds)}); only tumors with a box (seven points, "
+        "extreme points, a box) restrict the prediction"]  # fmt: skip
+    inputs = writePredictionInputs(job, caseId, volumeFromNode(volumeNode), case)
+    plan = {"inputPath": inputs["image"], "annotations": inputs["annotations"] or None, "restrictToBox": restrict}
+    return {**plan, "inputs": inputs}, notes
+
+
+def _datasetPlan(job: Path, dataset: Path, cases: Sequence[Any], restrictToBox: bool):
+    """(the :func:`predictionSteps` inputs, notes) of predicting every case of ``dataset``: with ``restrictToBox``
+    the cases whose clicks all have boxes are restricted to them and the others (no clicks, a single point, a dense
+    label) are predicted on the whole image: two steps over two linked subsets of the dataset when it holds both
+    (``paseg predict --restrict-to-box`` needs boxed clicks for every case it reads)."""
+    annotations = str(dataset) if any(c.has_annotation for c in cases) else None
+    plan: Dict[str, Any] = {"inputPath": str(dataset), "annotations": annotations, "restrictToBox": False}
+    if not restrictToBox:
+        return plan, []
+    split = splitForRestriction(cases)
+    if not split["whole"]:
+        return {**plan, "restrictToBox": True}, []
+    shown = ", ".join(f"{c.case_id} ({wholeImageReason(caseKinds(c))})" for c in split["whole"][:10])
+    more = f" and {len(split['whole']) - 10} more" if len(split["whole"]) > 10 else ""
+    notes = [f"{len(split['whole'])} of {len(cases)} case(s) predicted on the whole image, without a box to restrict "
+             f"them to: {shown}{more}"]  # fmt: skip
+    if not split["boxed"]:
+        return plan, notes
+    boxed = subsetDataset(job / "inputs" / "boxed", split["boxed"])
+    whole = subsetDataset(job / "inputs" / "whole", split["whole"])
+    hasClicks = any(c.has_annotation for c in split["whole"])
+    return {"inputPath": str(boxed), "annotations": str(boxed), "restrictToBox": True, "wholeImageInput": str(whole),
+            "wholeImageAnnotations": str(whole) if hasClicks else None}, notes  # fmt: skip
+
+
+def startDetached(runner: JobRunner, jobFolder) -> None:
+    """Run the steps of ``jobFolder/job.json`` detached from Slicer (the job supervisor, in PythonSlicer) and follow
+    them through the job folder (:meth:`~PASegSlicer.jobs.runner.JobRunner.startJob`)."""
+    runner.startJob(jobFolder, python=pythonExecutable(), environment=childEnvironment())
 
 
 def finishTrainingJob(jobFolder, state: JobState, registry: ModelRegistry) -> List[ModelEntry]:
@@ -190,13 +241,19 @@ def finishJob(job: Job, state: JobState, scene=None, core=None) -> JobOutcome:
     cannot be taken in does not raise: it is named in :attr:`JobOutcome.problems` with where it is kept.
     """
     outcome = JobOutcome(state.status, state.message)
+    if job.kind == "review":
+        finishReviewJob(job.folder, state)
+        return outcome
     if job.kind == "train":
         outcome.registered = finishTrainingJob(job.folder, state, ModelRegistry(Path(job.workFolder) / "models.json"))
         return outcome
     if job.kind != "predict":
-        raise ValueError(f"job kind must be 'train' or 'predict', got {job.kind!r}")
+        raise ValueError(f"job kind must be 'train', 'predict' or 'review', got {job.kind!r}")
     outcome.predictions = finishPredictionJob(job.folder, state, job.workFolder)
-    if not job.volumeNodeId or job.caseId not in outcome.predictions:
+    if not job.volumeNodeId:  # "Predict all cases": kept in <work>/predictions; the cases open now show theirs
+        _showOpenCases(outcome, core, job.workFolder)
+        return outcome
+    if job.caseId not in outcome.predictions:
         return outcome
     kept = predictionPath(job.workFolder, job.caseId)
     node = _recordedVolume(scene, job, core)
@@ -210,3 +267,42 @@ def finishJob(job: Job, state: JobState, scene=None, core=None) -> JobOutcome:
         outcome.problems.append(f"the prediction could not be imported into {job.volumeName!r} ({exc}); "
                                 f"it is kept in {kept}")  # fmt: skip
     return outcome
+
+
+# -- the review queue ------------------------------------------------------------------------------------------
+def startReviewJob(runner: JobRunner, workFolder, runDir, datasetFolder, *, device: str = "auto",
+                   python: Optional[str] = None) -> Job:  # fmt: skip
+    """Rank every case of ``datasetFolder`` by how unsure the model ``runDir`` (a finished run folder) is about it:
+    ``paseg review-queue`` writes ``<work>/review_queue.json``, which the case list shows; returns the :class:`Job`
+    (kind ``"review"``)."""
+    work, run = _folder(workFolder, "work folder"), _folder(runDir, "model (a finished run folder)")
+    dataset = _folder(datasetFolder, "dataset folder")
+    if isModelPackage(run):
+        raise ValueError(f"{run} is a model package; ranking cases for review needs a run folder trained here")
+    readModelInfo(run)
+    cases = list_cases(dataset)
+    job = newJobFolder(work, "review")
+    steps = reviewQueueSteps(job, run, dataset, reviewQueuePath(work), device=device, python=python)
+    writeJobFile(job, "review", steps, {"device": device}, model=str(run), dataset=str(dataset),
+                 cases=[c.case_id for c in cases], queue=str(reviewQueuePath(work)))  # fmt: skip
+    startDetached(runner, job)
+    return Job("review", job, work)
+
+
+def finishReviewJob(jobFolder, state: JobState) -> None:
+    """Record the outcome in ``job.json`` (the queue file is written by the child itself, atomically)."""
+    updateJobFile(jobFolder, status=state.status, exit_code=state.exitCode, message=state.message)
+
+
+def _showOpenCases(outcome: JobOutcome, core, workFolder) -> None:
+    """Import each new prediction into its case's volume when the case is open (the others appear when their case
+    is opened: :meth:`~PASegSlicer.annotation.logic.PASegCoreLogic.showKeptPrediction`)."""
+    for case, path in outcome.predictions.items() if core is not None else ():
+        node = core.findCaseVolume(case)
+        if node is None:
+            continue
+        try:
+            core.importPrediction(node, path)
+        except Exception as exc:  # shown with where the file is; the job itself succeeded
+            outcome.problems.append(f"the prediction of case {case} could not be shown in {node.GetName()!r} ({exc}); "
+                                    f"it is kept in {predictionPath(workFolder, case)}")  # fmt: skip

@@ -189,6 +189,16 @@ class DependencyChecker:
         self.restartNeeded = self.restartNeeded or bool(alreadyImported)
         return specs
 
+    def offer(self, requirements: Sequence[Requirement], purpose: str) -> str:
+        """Like :meth:`ensure`, never raising: ``""`` when ``requirements`` are installed (now, after the user agreed,
+        or already), else why they are not (declined, or the install failed) for a message that says what is
+        skipped."""
+        try:
+            self.ensure(requirements, purpose)
+        except DependencyError as exc:
+            return str(exc)
+        return ""
+
     def _pyTorchLogic(self):
         try:
             PyTorchUtils = self.importModule("PyTorchUtils")

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from PASegLib.jobs.stopped_run import read_stopped_record, write_stopped_record
 from PASegLib.utils.atomic import atomic_path, atomic_write_json
 
 from .commands import childEnvironment, pythonExecutable
@@ -78,6 +79,9 @@ def readModelInfo(runDir, python: Optional[str] = None) -> Dict[str, Any]:
         return _cardInfo(Path(runDir), readPackageCard(runDir, python))
     path = Path(runDir) / "model.json"
     if not path.is_file():
+        stopped = read_stopped_record(runDir)  # a stopped run the user chose to use (never given a model.json)
+        if stopped is not None:
+            return _stoppedInfo(stopped)
         raise ValueError(f"{runDir} is not a finished PASeg run (no model.json) nor a model package (.zip)")
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
@@ -89,6 +93,33 @@ def readModelInfo(runDir, python: Optional[str] = None) -> Dict[str, Any]:
     if not (Path(runDir) / str(info["checkpoint"])).is_file():
         raise ValueError(f"{path}: its checkpoint {info['checkpoint']} does not exist")
     return info
+
+
+def _stoppedInfo(record: Dict[str, Any]) -> Dict[str, Any]:
+    """A stopped run's ``stopped.json`` as the fields of a run's ``model.json``, plus ``stopped_epoch``."""
+    return {"network": str(record.get("network") or "?"), "stage": int(record.get("stage") or 1), "best_score": None,
+            "best_epoch": record.get("epoch"), "created": str(record.get("created", "")),
+            "checkpoint": record["checkpoint"], "stopped_epoch": record.get("epoch"),
+            "stopped_iteration": record.get("iteration")}
+
+
+def useStoppedRun(runDir, stoppedEvent: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Make the stopped run ``runDir`` usable as a model: write its ``stopped.json`` (never ``model.json``, which
+    means "finished"), naming ``checkpoints/last.pt`` and the epoch / iteration of ``stoppedEvent`` (the step's
+    last ``stopped`` progress event; else those of ``history.json``). ``ValueError`` when the run finished or
+    stopped before its first checkpoint."""
+    run = Path(runDir)
+    epoch = iteration = None
+    if stoppedEvent:
+        epoch, iteration = stoppedEvent.get("epoch"), stoppedEvent.get("iteration")
+    if epoch is None:
+        try:
+            history = json.loads((run / "history.json").read_text(encoding="utf-8"))
+            rows = history if isinstance(history, list) else history.get("epochs") or history.get("history") or []
+            epoch = max((int(r["epoch"]) for r in rows if isinstance(r, dict) and "epoch" in r), default=None)
+        except (OSError, ValueError, TypeError, AttributeError, KeyError):
+            epoch = None
+    return write_stopped_record(run, epoch=epoch, iteration=iteration, checkpoint="checkpoints/last.pt")
 
 
 def cardDice(card: Dict[str, Any]):
@@ -117,11 +148,16 @@ class ModelEntry:
     description: str = ""
     dice: Optional[float] = None
     diceSource: str = ""
+    stopped: bool = False  # a stopped run used with its last weights (its stopped.json; it has no model.json)
+    stoppedEpoch: Optional[int] = None
 
     @property
     def label(self) -> str:
         stage = "SCM" if int(self.stage) == 2 else "stage 1"
         created = self.created[:16].replace("T", " ")
+        if self.stopped:
+            epoch = "?" if self.stoppedEpoch is None else self.stoppedEpoch
+            return f"{self.network} · {stage} · stopped at epoch {epoch} · {created} · {Path(self.runDir).name}"
         if not self.package:
             score = "n/a" if self.bestScore is None else f"{self.bestScore:.3f}"
             return f"{self.network} · {stage} · score {score} · {created} · {Path(self.runDir).name}"
@@ -159,7 +195,8 @@ class ModelRegistry:
         return sorted(present, key=lambda e: e.created, reverse=True)
 
     def register(self, runDir) -> ModelEntry:
-        """Add (or refresh) the finished run ``runDir``; ``ValueError`` when it is not a finished run."""
+        """Add (or refresh) the finished run ``runDir`` (its ``model.json``), or a stopped run made usable
+        (:func:`useStoppedRun`: its ``stopped.json``, listed "stopped at epoch N"); ``ValueError`` otherwise."""
         runDir = Path(runDir).resolve()
         if isModelPackage(runDir):
             raise ValueError(f"{runDir} is a model package: import it (importPackage) to list it")
@@ -174,6 +211,8 @@ class ModelRegistry:
             created=str(info["created"]),
             config=str(runDir / "config.json"),
             registered=datetime.datetime.now().isoformat(timespec="seconds"),
+            stopped="stopped_epoch" in info,
+            stoppedEpoch=info.get("stopped_epoch"),
         )
         return self._add(entry)
 

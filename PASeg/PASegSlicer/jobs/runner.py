@@ -1,7 +1,17 @@
 """Background jobs: run ``python -m PASegLib …`` steps in a child process and follow its progress lines.
 
+Two ways to run steps, one face (``state``, ``stop``, ``kill``, ``isRunning``, ``canKill``, ``onEvent``/``onLog``):
+
+* :meth:`JobRunner.startJob` / :meth:`JobRunner.attach` (training, prediction, review jobs): the steps of a job
+  folder run DETACHED under the job supervisor (:mod:`PASegLib.jobs.supervisor`), followed through the folder's
+  ``log.txt`` and ``status.json`` from a timer (:mod:`PASegSlicer.jobs.following`); the job outlives Slicer and
+  any later session re-attaches to it.
+* :meth:`JobRunner.start` (short children: the GPU probe): the steps' output is read from their pipes through a
+  process backend, described below; the child ends with Slicer.
+
 The job runner never blocks: a *process backend* starts the child and calls back with its output and its
-exit; a *scheduler* calls back once after a delay (the stop timeout). Two backends exist:
+exit; a *scheduler* calls back once after a delay (the stop timeout, a look at a detached job's folder). Two
+backends exist:
 
 * :class:`~PASegSlicer.jobs.qtprocess.QProcessBackend` in Slicer (``qt.QProcess`` signals, ``qt.QTimer``),
 * :class:`SubprocessBackend` here (``subprocess`` + reader threads), used by the tests and scripts.
@@ -38,12 +48,13 @@ from typing import Any, Callable, Deque, Dict, List, Optional
 from PASegLib.jobs.events import parse_progress_line
 from PASegLib.jobs.stopping import EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED, STOP_FILE
 
+from .following import FINAL_STATUSES, DetachedJobs, jobRunning
 from .processes import LineSplitter, SubprocessBackend, killProcessTree, threadingSchedule
 from .state import JobState, formatDuration
 
 __all__ = [
-    "JobRunner", "JobState", "JobStep", "SubprocessBackend", "formatDuration", "killProcessTree",
-    "parseProgressLine", "threadingSchedule",
+    "FINAL_STATUSES", "JobRunner", "JobState", "JobStep", "SubprocessBackend", "formatDuration", "jobRunning",
+    "killProcessTree", "parseProgressLine", "replayJob", "threadingSchedule",
 ]  # fmt: skip
 
 
@@ -74,8 +85,17 @@ class JobStep:
             return Path(self.stopFile)
         return Path(self.runDir) / STOP_FILE if self.runDir else None
 
+    @classmethod
+    def fromRecord(cls, record: Dict[str, Any]) -> JobStep:
+        """The step of one ``steps`` entry of ``job.json`` (:func:`~PASegSlicer.jobs.commands.writeJobFile`)."""
+        command = [str(c) for c in record.get("command") or []]
+        if not command:
+            raise ValueError(f"job step {record.get('name')!r} has no command")
+        return cls(str(record.get("name", "step")), command[0], command[1:], record.get("run_dir"),
+                   record.get("cwd"), dict(record.get("env") or {}), record.get("stop_file"))
 
-class JobRunner:
+
+class JobRunner(DetachedJobs):
     """Runs the steps of a job one after the other in child processes and keeps a :class:`JobState`.
 
     Args:
@@ -89,6 +109,8 @@ class JobRunner:
         onEvent: ``onEvent(event dict)`` for every progress event, and ``{"event": "finished"}`` at the end.
         onLog: ``onLog(line)`` for every log line (stderr lines are prefixed with ``"! "``).
     """
+
+    stepType = JobStep  # the steps of a job folder's job.json (DetachedJobs)
 
     def __init__(
         self,
@@ -118,6 +140,7 @@ class JobRunner:
         self._generation = 0  # identifies the running step for the delayed kill
         self._finishedEvent = threading.Event()
         self._lastStderr: Deque[str] = collections.deque(maxlen=5)
+        self._initDetached()  # a detached job (startJob / attach): followed by reading its folder's log.txt
 
     # -- control -------------------------------------------------------------------------------------------
     def start(self, steps: List[JobStep]) -> None:
@@ -129,6 +152,7 @@ class JobRunner:
         self._steps = list(steps)
         self.state = JobState(status="running", stepCount=len(steps))
         self._stopRequested, self._stopFile, self._killReason = False, None, ""
+        self._detached, self.jobFolder = False, None
         self._finishedEvent.clear()
         self._startStep(0)
 
@@ -153,6 +177,15 @@ class JobRunner:
                 return
             if self._stopRequested:
                 killNow = True
+            elif self._detached:
+                killNow = False
+                self._stopRequested = True
+                self.state.status = "stopping"
+                self._stopFile = self._steps[self.state.stepIndex].stopPath() if self._steps else None
+                written = self._writeStopFile() if self._stopFile is not None else False
+                self._stopFile = self.jobFolder / STOP_FILE  # the supervisor passes it on to every step
+                if not self._writeStopFile() and not written:
+                    self._stopFile = None
             else:
                 killNow = False
                 self._stopRequested = True
@@ -160,10 +193,10 @@ class JobRunner:
                 self._stopFile = self._steps[self.state.stepIndex].stopPath()
                 if self._stopFile is not None and not self._writeStopFile():
                     self._stopFile = None  # nothing will stop the child politely
-                if self._stopFile is not None:
-                    self._log(f"[PASeg] stop requested; the process is killed if it runs "
-                              f"{self.stopTimeoutSeconds:g} s more (press Kill to kill it now)")
-                generation = self._generation
+            if not killNow and self._stopFile is not None:
+                self._log(f"[PASeg] stop requested; the process is killed if it runs "
+                          f"{self.stopTimeoutSeconds:g} s more (press Kill to kill it now)")
+            generation = self._generation
         if killNow:
             self.kill()
         elif self._stopFile is None:
@@ -209,12 +242,16 @@ class JobRunner:
 
     def _killIfStillRunning(self, generation: int, why: str = "") -> None:
         with self._lock:
-            if generation != self._generation or self.state.finished or not self.backend.isRunning():
+            running = self._supervisorAlive() if self._detached else self.backend.isRunning()
+            if generation != self._generation or self.state.finished or not running:
                 return
             self.state.killed = True
             self._killReason = "killed" if why else "killed after the stop timeout"
             self._log("[PASeg] " + (why or f"no stop within {self.stopTimeoutSeconds:g} s; killing the process tree"))
-        self.backend.kill()
+        if self._detached:
+            self._killDetached()
+        else:
+            self.backend.kill()
 
     def _writeStopFile(self) -> bool:
         try:
@@ -276,10 +313,11 @@ class JobRunner:
         else:
             self._finish("done", exitCode, "finished")
 
-    def _finish(self, status: str, exitCode: Optional[int], message: str) -> None:
+    def _finish(self, status: str, exitCode: Optional[int], message: str, *, logged: bool = False) -> None:
         with self._lock:
             self.state.status, self.state.exitCode, self.state.message = status, exitCode, message
-            self._log(f"[PASeg] job {status}: {message}")
+            if not logged:
+                self._log(f"[PASeg] job {status}: {message}")
         if self.onEvent is not None:
             self.onEvent({"event": "finished", "status": status, "message": message})
         self._finishedEvent.set()
@@ -291,8 +329,16 @@ class JobRunner:
             self.onLog(line)
 
     def _writeLogFile(self, line: str) -> None:
-        if self.logPath is None:
+        if self.logPath is None or self._detached:  # a detached job's supervisor writes its log
             return
         self.logPath.parent.mkdir(parents=True, exist_ok=True)
         with open(self.logPath, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
+
+
+def replayJob(jobFolder) -> JobState:
+    """The :class:`JobState` that the job folder's ``log.txt`` tells (progress, loss history, done / case events),
+    with the final status of ``status.json`` when the job ended (``"running"`` while it runs)."""
+    runner = JobRunner(None, lambda delay, callback: None)
+    runner._follow(Path(jobFolder), replayOnly=True)
+    return runner.state

@@ -36,6 +36,7 @@ class JobState:
     phaseEpoch: Optional[int] = None  # the epoch whose validation round runs
     iteration: Optional[int] = None  # of the running training step
     totalIterations: Optional[int] = None
+    stoppedEvent: Optional[Dict[str, Any]] = None  # the last ``stopped`` event (epoch, iteration, checkpoint)
 
     @property
     def fraction(self) -> float:
@@ -116,6 +117,8 @@ class JobState:
             s.doneEvents.append(event)
         elif kind in ("error", "stopped"):
             s.message = str(event.get("message", "")) or s.message
+            if kind == "stopped":
+                s.stoppedEvent = event
 
     def _setPhase(self, phase: str, done: Any, total: Any) -> None:
         s = self

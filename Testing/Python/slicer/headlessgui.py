@@ -141,6 +141,10 @@ class NodeComboBox(Widget):
     def __init__(self, name: str, className: str) -> None:
         super().__init__(name, className)
         self._node = None
+        self._proxy = SimpleNamespace(hiddenNodeIDs=[])  # qMRMLSortFilterProxyModel's property
+
+    def sortFilterProxyModel(self) -> SimpleNamespace:
+        return self._proxy
 
     def currentNode(self):
         return self._node
@@ -208,6 +212,19 @@ class ManualTimer:
         return True
 
 
+class RecordedShortcut:
+    """A ``qt.QShortcut`` that the test presses (:meth:`HeadlessApp.press`)."""
+
+    def __init__(self, app: HeadlessApp, key: str, slot: Callable[[], Any]) -> None:
+        self.app, self.key, self.slot, self.enabled = app, key, slot, True
+
+    def setEnabled(self, enabled: bool) -> None:
+        self.enabled = bool(enabled)
+
+    def deleteLater(self) -> None:
+        self.app.shortcuts.remove(self)
+
+
 class HeadlessApp:
     """:class:`~PASegSlicer.gui.app.App` on a :class:`~PASegSlicer.mrml.headless.HeadlessSlicer`: the real Markups
     logic and interaction node; dialogs, settings, views and pip recorded; timers run by :meth:`runTimers`.
@@ -224,6 +241,8 @@ class HeadlessApp:
         self.layers: List[Any] = []
         self.charts: List[Any] = []
         self.pipCalls: List[List[str]] = []
+        self.shortcuts: List[RecordedShortcut] = []
+        self.texts: List[Optional[str]] = []  # the replies of the text input dialogs, in order (None: cancelled)
 
     def markupsLogic(self):
         return self.headless.logics["Markups"]
@@ -289,6 +308,24 @@ class HeadlessApp:
 
     def showChart(self, chartNode) -> None:
         self.charts.append(chartNode)
+
+    def shortcut(self, key: str, slot: Callable[[], Any]) -> RecordedShortcut:
+        shortcut = RecordedShortcut(self, key, slot)
+        self.shortcuts.append(shortcut)
+        return shortcut
+
+    def press(self, key: str) -> bool:
+        """What pressing ``key`` does in Qt: the one enabled shortcut of that key runs (two are ambiguous: none
+        runs, and the test fails). Returns whether one ran."""
+        bound = [s for s in self.shortcuts if s.key == key and s.enabled]
+        assert len(bound) <= 1, f"{len(bound)} shortcuts are bound to {key!r}: Qt runs none of them"
+        for shortcut in bound:
+            shortcut.slot()
+        return bool(bound)
+
+    def getText(self, title: str, label: str, text: str = "") -> Optional[str]:
+        self.shown["question"].append(f"{title}: {label} [{text}]")
+        return self.texts.pop(0) if self.texts else None
 
 
 @dataclass

@@ -219,7 +219,7 @@ def test_point_edits_through_the_markups_api_fire_the_observed_events(scene, blo
         edit()
         assert seen, "an edit fired none of the observed events"
         assert (seen[-1].expectedLabel, seen[-1].placed) == (label, placed)
-    assert seen[-1].prompt.startswith("renamed: place point 1 of 7, F")
+    assert seen[-1].prompt.startswith("renamed (seven points): place point 1 of 7, F")
 
 
 def test_the_prompt_names_the_point_slicer_fills(scene, app, blob):

@@ -75,7 +75,7 @@ def test_add_tumor_guides_placement_and_a_complete_tumour_is_drafted_and_preview
     assert ui.objectComboBox.items == ["tumor 1"] and ui.objectComboBox.currentText == "tumor 1"
     assert headless.markupsLogic().GetActiveListID() == node.GetID()
     assert interaction.GetCurrentInteractionMode() == interaction.Place
-    assert ui.annotationStatusLabel.text.startswith("tumor 1: place point 1 of 7, F")
+    assert ui.annotationStatusLabel.text.startswith("tumor 1 (seven points): place point 1 of 7, F")
     _place(node, obj, "FRL")  # the node's point events reach the panel through its VTK observers
     headless.runTimers()
     assert "place point 4 of 7, A" in ui.annotationStatusLabel.text and previews == []

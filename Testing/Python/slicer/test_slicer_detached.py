@@ -1,0 +1,348 @@
+"""Training that outlives closing Slicer (issue 22, D9), headless with real child processes and real MRML.
+
+A job runs detached (the job supervisor, :mod:`PASegLib.jobs.supervisor`): closing Slicer asks whether to keep it
+running; a new panel on the same work folder re-attaches to it (progress, loss curve, Stop) and takes in its
+result once; a stopped training job resumes from the GUI, and its last weights become a model through
+``stopped.json``, never ``model.json``. The children are a fake ``python -m PASegLib train|predict`` that waits at
+iteration 2 for a ``GO`` file (or its ``STOP``), so that a test decides when it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+from conftest import require_slicer_core
+from headlessgui import UI_FILE, HeadlessApp, Parameters, widgetsOf
+from PASegSlicer.gui.jobpanel import JobPanel
+from PASegSlicer.jobs import background, control
+from PASegSlicer.jobs.dependencies import DependencyChecker
+from PASegSlicer.jobs.models import ModelRegistry
+from PASegSlicer.jobs.runner import JobRunner, SubprocessBackend, jobRunning, threadingSchedule
+from PASegSlicer.mrml.volumes import createVolumeNode
+
+from PASegLib.image.io import read_image, write_image
+from PASegLib.jobs.supervisor import read_status
+
+slicer = require_slicer_core()
+
+GATED_PASEG = r"""
+import json, os, sys, time
+from pathlib import Path
+
+def emit(**event):
+    print("PASEG " + json.dumps(event), flush=True)
+
+args = sys.argv[1:]
+if args[:2] == ["-m", "PASegLib"]:
+    args = args[2:]
+command, mode = args[0], os.environ.get("FAKE_MODE", "gate")
+out = Path(args[args.index("--out") + 1])
+out.mkdir(parents=True, exist_ok=True)
+(out / "args.txt").write_text(" ".join(args))
+if command == "train":
+    network = args[args.index("--network") + 1] if "--network" in args else "unet2d5"
+    (out / "config.json").write_text(json.dumps({"network": network, "stage": 1}))
+    resume = "--resume" in args
+    first = 2 if resume else 0
+    emit(event="start", total_iterations=4, epochs=2, run_dir=str(out), iteration=first)
+    for it in range(first + 1, 5):
+        emit(event="iteration", epoch=(it + 1) // 2, iteration=it, total_iterations=4, losses={"ce": 1.0 / it},
+             lr=0.01, eta_s=10 * (4 - it))
+        if it == 2 and not resume:
+            (out / "checkpoints").mkdir(exist_ok=True)
+            (out / "checkpoints" / "last.pt").write_text("weights of iteration 2")
+            (out / "pid").write_text(str(os.getpid()))
+            deadline = time.time() + 60
+            while not (out / "GO").exists() and time.time() < deadline:
+                if (out / "STOP").exists() and mode != "hang":
+                    (out / "STOP").unlink()
+                    emit(event="stopped", phase="training", epoch=1, iteration=2,
+                         checkpoint=str(out / "checkpoints" / "last.pt"), message="stopped at iteration 2/4")
+                    sys.exit(3)
+                time.sleep(0.02)
+    (out / "checkpoints" / "best.pt").write_text("best weights")
+    (out / "model.json").write_text(json.dumps({"network": network, "stage": 1, "best_score": 0.9,
+        "best_epoch": 2, "created": "2026-01-02T03:04:05", "checkpoint": "checkpoints/best.pt"}))
+    emit(event="done", best_score=0.9, best_epoch=2, run_dir=str(out))
+elif command == "predict":
+    emit(event="start", total=1)
+    emit(event="case", index=1, total=1, case="none", pred=str(out / "none_pred.nii.gz"))
+"""
+
+
+@pytest.fixture
+def fake_python(tmp_path):
+    script = tmp_path / "gated_paseg.py"
+    script.write_text(GATED_PASEG, encoding="utf-8")
+    launcher = tmp_path / "fakepython"
+    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
+    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
+    return str(launcher)
+
+
+@pytest.fixture
+def work(tmp_path, blob_case):
+    """(dataset folder with one annotated case, work folder)."""
+    image, _ = blob_case
+    write_image(tmp_path / "data" / "c1_image.nrrd", image.array, image.geometry)
+    (tmp_path / "data" / "c1.mrk.json").write_text("{}")
+    return tmp_path / "data", tmp_path / "work"
+
+
+class Session:
+    """One Slicer session's job panel on the same work folder (what the module builds at startup)."""
+
+    def __init__(self, app, logic, fake_python, work) -> None:
+        self.headless, self.ui = HeadlessApp(app), widgetsOf()
+        self.parameters = Parameters()
+        self.parameters.datasetFolder, self.parameters.workFolder = work
+        self.parameters.trainMode, self.parameters.epochs, self.parameters.deviceMode = "stage 1", 2, "CPU (force)"
+        self.runners = []
+        present = {"findSpec": lambda name: object(), "installedVersion": lambda name: "2.5.0",
+                   "probeDevices": lambda: {"event": "devices", "torch": "2.5.0", "cuda": []}}  # nothing installed
+
+        def checker():
+            return DependencyChecker(self.headless.confirmOkCancelDisplay, self.headless.pip_install, **present)
+
+        self.panel = JobPanel(self.ui, self.headless, logic, lambda: self.parameters, lambda: self.parameters,
+                              lambda: None, self._runner, checker, python=fake_python)  # fmt: skip
+
+    def _runner(self, **callbacks):
+        self.runners.append(JobRunner(SubprocessBackend(), threadingSchedule, **callbacks))
+        return self.runners[-1]
+
+    @property
+    def runner(self) -> JobRunner:
+        return self.runners[0]
+
+    def open(self) -> None:
+        """The module gets its work folder (``onFoldersChanged`` → ``refreshModels``)."""
+        self.panel.refreshModels()
+
+
+def _until(condition, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return bool(condition())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _startGatedTraining(session):
+    session.ui.trainButton.click()
+    job = session.panel.job
+    run = job.folder / "stage1-unet2d5"
+    assert _until(lambda: (run / "pid").is_file() and len(session.runner.state.lossHistory) >= 2)
+    return job, run
+
+
+def test_a_job_outlives_its_panel_and_a_new_panel_reattaches_and_takes_in_its_result(app, logic, fake_python, work):
+    first = Session(app, logic, fake_python, work)
+    job, run = _startGatedTraining(first)
+    first.headless.answers = [True]  # "keep it running in the background?"
+    first.panel.cleanup()  # Slicer closes
+    assert "Keep it running in the background?" in first.headless.shown["question"][0]
+    child = int((run / "pid").read_text())
+    time.sleep(0.3)
+    assert _alive(child) and jobRunning(job.folder) and not (run / "STOP").exists()  # it runs on, unasked to stop
+    assert not first.runner.isRunning()  # the old panel follows it no more
+    second = Session(app, logic, fake_python, work)  # Slicer starts again on the same work folder
+    second.open()
+    runner = second.runner
+    assert runner.isRunning() and runner.jobFolder == job.folder and second.panel.job.folder == job.folder
+    assert [row["iteration"] for row in runner.state.lossHistory] == [1, 2]  # replayed: the loss curve is back
+    assert second.ui.progressBar.value == 50 and second.ui.stopButton.enabled and not second.ui.trainButton.enabled
+    assert "stage 1 (unet2d5)" in second.ui.stepLabel.text and second.ui.etaLabel.text == "20 s"
+    assert "Following the running train job" in second.headless.shown["status"][-1]
+    (run / "GO").write_text("")
+    assert runner.wait(20) and runner.state.status == "done", runner.state.message
+    assert [row["iteration"] for row in runner.state.lossHistory] == [1, 2, 3, 4]
+    assert second.ui.progressBar.value == 100 and "unet2d5 · stage 1" in second.ui.modelComboBox.items[0]
+    doc = json.loads((job.folder / "job.json").read_text())
+    assert doc["status"] == "done" and doc["taken_in"] is True
+    third = Session(app, logic, fake_python, work)  # taken in exactly once
+    third.open()
+    assert not third.runner.isRunning() and third.headless.shown["status"] == []
+    assert len(ModelRegistry(work[1] / "models.json").models()) == 1
+
+
+def test_a_job_that_ended_while_slicer_was_closed_is_taken_in_once(app, logic, fake_python, work):
+    first = Session(app, logic, fake_python, work)
+    job, run = _startGatedTraining(first)
+    first.panel.cleanup()  # HeadlessApp answers "yes" (keep running)
+    (run / "GO").write_text("")
+    assert _until(lambda: (read_status(job.folder) or {}).get("status") == "done")
+    assert json.loads((job.folder / "job.json").read_text())["status"] == "running"  # nobody took it in yet
+    second = Session(app, logic, fake_python, work)
+    second.open()
+    assert not second.runner.isRunning() and "ended while Slicer was closed (done: finished)" in \
+        second.headless.shown["status"][0]
+    assert second.parameters.modelRunDir == run.resolve() and len(second.ui.modelComboBox.items) == 1
+    assert second.ui.jobsComboBox.items == [f"{job.folder.name} · done · " + second.panel.jobRecords[0].created[:16]
+                                            .replace("T", " ")]  # fmt: skip
+    assert json.loads((job.folder / "job.json").read_text())["taken_in"] is True
+    third = Session(app, logic, fake_python, work)
+    third.open()
+    assert third.headless.shown["status"] == []
+
+
+def test_closing_asks_and_no_stops_the_job(app, logic, fake_python, work):
+    first = Session(app, logic, fake_python, work)
+    job, run = _startGatedTraining(first)
+    first.headless.answers = [False]  # "no": stop it now
+    first.panel.cleanup()
+    assert first.headless.shown["question"] and first.runner.wait(15)
+    assert first.runner.state.status == "stopped" and first.runner.state.message == "stopped at iteration 2/4"
+    assert read_status(job.folder)["status"] == "stopped" and not jobRunning(job.folder)
+    assert not (run / "model.json").exists() and not (run / "STOP").exists() and not (job.folder / "STOP").exists()
+
+
+def test_kill_ends_the_detached_job_tree(app, logic, fake_python, work, monkeypatch):
+    monkeypatch.setenv("FAKE_MODE", "hang")  # the child ignores its stop file
+    session = Session(app, logic, fake_python, work)
+    job, run = _startGatedTraining(session)
+    child, supervisor = int((run / "pid").read_text()), read_status(job.folder)["pid"]
+    session.ui.stopButton.click()
+    assert session.runner.state.status == "stopping" and session.ui.stopButton.text == "Kill"
+    assert (run / "STOP").exists() and (job.folder / "STOP").exists()
+    session.ui.stopButton.click()  # Kill
+    assert session.runner.wait(10) and session.runner.state.status == "stopped" and session.runner.state.killed
+    assert _until(lambda: not _alive(child) and not _alive(supervisor), 5)
+    assert read_status(job.folder)["status"] == "stopped"  # recorded for the next session's job list
+    assert not (run / "STOP").exists() and not (job.folder / "STOP").exists()
+    assert session.ui.trainButton.enabled and session.ui.stopButton.text == "Stop"
+
+
+def test_a_reused_pid_is_not_taken_for_a_running_job(app, logic, fake_python, work, tmp_path):
+    job = tmp_path / "work" / "jobs" / "20260101-000000-train"
+    job.mkdir(parents=True)
+    (job / "job.json").write_text(json.dumps({"kind": "train", "status": "running", "created": "2026-01-01T00:00:00",
+                                              "steps": [{"name": "s", "command": ["x"], "run_dir": None}]}))
+    (job / "status.json").write_text(json.dumps({"status": "running", "pid": os.getpid()}))  # a live pid, reused
+    os.utime(job / "job.json", (time.time() - 3600,) * 2)
+    assert not jobRunning(job)  # nobody holds the job folder's lock
+    session = Session(app, logic, fake_python, work)
+    session.open()
+    assert not session.runner.isRunning() and session.panel.jobRecords[0].status == "failed"
+    assert "ended while Slicer was closed" in session.headless.shown["status"][0]
+    assert json.loads((job / "job.json").read_text())["taken_in"] is True
+
+
+def _stoppedJob(app, logic, fake_python, work):
+    session = Session(app, logic, fake_python, work)
+    job, run = _startGatedTraining(session)
+    session.ui.stopButton.click()
+    assert session.runner.wait(15) and session.runner.state.status == "stopped"
+    session.panel.listJobs()
+    return session, job, run
+
+
+def test_a_stopped_run_is_used_with_its_last_weights_through_stopped_json(app, logic, fake_python, work):
+    session, job, run = _stoppedJob(app, logic, fake_python, work)
+    ui = session.ui
+    assert ui.jobsComboBox.currentIndex == 0 and session.panel.selectedJob().status == "stopped"
+    assert ui.useWeightsButton.enabled and ui.resumeButton.enabled
+    ui.useWeightsButton.click()
+    assert not (run / "model.json").exists()  # "finished" to paseg run, the model list and outside scripts
+    stopped = json.loads((run / "stopped.json").read_text())
+    assert stopped["checkpoint"] == "checkpoints/last.pt" and stopped["epoch"] == 1 and stopped["iteration"] == 2
+    assert session.parameters.modelRunDir == run.resolve()
+    assert "stopped at epoch 1" in ui.modelComboBox.items[0] and session.headless.shown["error"] == []
+    # prediction accepts it: the command names the run, whose stopped.json paseg predict reads
+    volumeJob = control.startPredictionJob(JobRunner(SubprocessBackend(), threadingSchedule), work[1], run,
+                                           datasetFolder=work[0], device="cpu", python=session.panel.python)
+    assert json.loads((volumeJob.folder / "job.json").read_text())["model"] == str(run.resolve())
+
+
+def test_resume_continues_the_stopped_run_from_its_checkpoint(app, logic, fake_python, work):
+    session, job, run = _stoppedJob(app, logic, fake_python, work)
+    session.ui.resumeButton.click()
+    runner = session.runner
+    assert runner.isRunning() and session.panel.job.folder == job.folder and not session.ui.resumeButton.enabled
+    assert runner.wait(20) and runner.state.status == "done", runner.state.message
+    assert "--resume" in (run / "args.txt").read_text()  # continued from checkpoints/last.pt
+    assert [row["iteration"] for row in runner.state.lossHistory] == [1, 2, 3, 4]  # one curve across the stop
+    assert (run / "model.json").is_file() and "unet2d5 · stage 1" in session.ui.modelComboBox.items[0]
+    doc = json.loads((job.folder / "job.json").read_text())
+    assert doc["status"] == "done" and doc["taken_in"] is True and len(doc["resumed"]) == 1
+    assert session.panel.jobRecords[0].status == "done" and not session.ui.resumeButton.enabled
+
+
+def test_only_a_stopped_training_job_resumes(app, logic, fake_python, work):
+    session = Session(app, logic, fake_python, work)
+    job, run = _startGatedTraining(session)
+    with pytest.raises(ValueError, match="only a stopped training job"):
+        background.prepareResume(job.folder)  # it runs
+    (run / "GO").write_text("")
+    assert session.runner.wait(20)
+    with pytest.raises(ValueError, match="that is done"):
+        background.prepareResume(job.folder)
+    with pytest.raises(ValueError, match="no run of this job stopped"):
+        background.useLastWeights(job.folder, ModelRegistry(work[1] / "models.json"))
+
+
+def test_the_job_area_is_outside_the_collapsible_sections():
+    """Progress, phase, ETA and Stop are where the user looks for any job (prediction too), not in the collapsed
+    Training section; the widget names stay (bindings, tests)."""
+    root = ET.parse(UI_FILE).getroot()
+    parents = {child: parent for parent in root.iter() for child in parent}
+    area = next(w for w in root.iter("widget") if w.get("name") == "jobArea")
+    inside = {w.get("name") for w in area.iter("widget")}
+    assert {"progressBar", "stepLabel", "etaLabel", "stopButton", "resumeButton", "useWeightsButton",
+            "jobsComboBox"} <= inside  # fmt: skip
+    node = area
+    while node in parents:
+        node = parents[node]
+        assert node.get("class") != "ctkCollapsibleButton"
+    assert widgetsOf().progressBar.className == "QProgressBar"
+
+
+@pytest.mark.slow
+def test_real_training_stops_is_used_with_its_last_weights_predicts_and_resumes(app, logic, tiny_dataset, tmp_path):
+    """The one real ``paseg train`` (tiny): Stop → "Use last weights" → prediction with them (``paseg predict``
+    reads ``stopped.json``) → Resume from the GUI → finished (``model.json`` written by the trainer itself)."""
+    pytest.importorskip("torch")
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"patch_size": [32, 32, 16], "crf_downsample_to": None, "deterministic": True,
+                                  "num_threads": 1, "network": "unet3d", "iterations_per_epoch": 12,
+                                  "validation_fraction": 0.0, "checkpoint_every": 1}))  # fmt: skip
+    session = Session(app, logic, sys.executable, (tiny_dataset, tmp_path / "work"))
+    session.parameters.networkA, session.parameters.trainConfig, session.parameters.epochs = "unet3d", config, 1
+    session.ui.trainButton.click()
+    runner = session.runner
+    assert _until(lambda: runner.state.lossHistory or runner.state.finished, 120), runner.state.message
+    session.ui.stopButton.click()
+    assert runner.wait(60) and runner.state.status == "stopped", runner.state.message
+    run = session.panel.job.folder / "stage1-unet3d"
+    assert (run / "checkpoints" / "last.pt").is_file() and not (run / "model.json").exists()
+    session.panel.listJobs()
+    session.ui.useWeightsButton.click()
+    stopped = json.loads((run / "stopped.json").read_text())
+    assert stopped["checkpoint"] == "checkpoints/last.pt" and stopped["iteration"] >= 1, stopped
+    assert session.headless.shown["error"] == [] and "stopped at epoch" in session.ui.modelComboBox.items[0]
+    image = read_image(next(tiny_dataset.glob("*_image.*")))
+    session.parameters.inputVolume = createVolumeNode(app.scene, image, "case")
+    session.parameters.restrictToBox = False
+    session.ui.predictButton.click()  # with the stopped run's last weights
+    assert runner.wait(120) and runner.state.status == "done", runner.state.message
+    assert len(runner.state.caseEvents) == 1 and not (run / "model.json").exists()
+    assert logic.segmentationsOf(session.parameters.inputVolume, "PASegPredictionOf")
+    session.panel.listJobs()
+    session.ui.jobsComboBox.choose(next(i for i, r in enumerate(session.panel.jobRecords) if r.kind == "train"))
+    assert session.ui.resumeButton.enabled
+    session.ui.resumeButton.click()
+    assert runner.wait(180) and runner.state.status == "done", runner.state.message
+    assert (run / "model.json").is_file() and "--resume" in " ".join(runner.logLines)
