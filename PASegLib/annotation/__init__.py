@@ -3,8 +3,9 @@
 * :mod:`.kinds` — pure data: the annotation kinds (:data:`~.kinds.ANNOTATION_KINDS`: ``seven_points`` (PA-Seg),
   ``extreme_points`` (Going to Extremes), ``single_point`` (PSCV), ``box`` (mixed supervision), ``dense``),
   their point labels, prompts and click counts; the side names;
-* :mod:`.model` — :class:`~.model.ObjectAnnotation` / :class:`~.model.CaseAnnotation` (points in LPS mm),
-  sides ↔ index axes, the point checks that need no image;
+* :mod:`.model` — :class:`~.model.ObjectAnnotation` / :class:`~.model.CaseAnnotation` (points in LPS mm; a box
+  optionally oriented, e.g. along an oblique image's index axes), sides ↔ index axes, the point checks that need no
+  image;
 * :mod:`.validation` — checks against an image, and the voxel box of an object's clicks;
 * :mod:`.markups` — Slicer markups JSON (``<case>.mrk.json``) and drafts;
 * :mod:`.sevenpoints` — the official PA-Seg ``<case>_7points`` label maps;

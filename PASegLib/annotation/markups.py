@@ -11,9 +11,13 @@ accepted as background points whose side is inferred from the image geometry.
 Other annotation kinds (:mod:`PASegLib.annotation.kinds`) carry ``"pasegKind"`` on their markup (Slicer ignores
 the key; absent = ``seven_points``): extreme points and a single point are fiducial markups whose control points
 are labelled as the kind says (``R`` … ``S``; ``F`` and optional ``B``); a box is a Slicer ``ROI`` markup
-(``center``, ``size``, ``orientation``; read as the LPS box enclosing its 8 corners, ``pasegKind`` optional) or a
-fiducial markup with corners ``lo`` / ``hi``; a dense label is a fiducial markup without control points whose
-``pasegLabel`` names the label file (relative to the markups file; absent = the case's ``<case>_label``).
+(``center``, ``size``, ``orientation``: 9 numbers, row-major, whose columns are the box's axes in the markup's
+coordinate system, as Slicer writes its ``ObjectToNode`` matrix; ``pasegKind`` optional) or a fiducial markup with
+corners ``lo`` / ``hi``. An ROI keeps its orientation (:attr:`ObjectAnnotation.axes`; e.g. aligned with an
+oblique image's index axes, so that its voxel box is tight); one without ``orientation``, or axis-aligned, reads
+as before: the LPS box ``lo`` / ``hi`` (smallest, largest corner). A dense label is a fiducial markup without
+control points whose ``pasegLabel`` names the label file (relative to the markups file; absent = the case's
+``<case>_label``).
 
 Drafts (:func:`write_draft_markups` / :func:`read_draft_markups`) are the same format for objects still
 being annotated: points not placed yet are kept, as ``"positionStatus": "undefined"``, so a draft loads in
@@ -30,7 +34,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from PASegLib.annotation.kinds import FOREGROUND, POINT_LABELS, SIDE_NAMES, SIDES, get_kind, kind_names
-from PASegLib.annotation.model import AnnotationError, CaseAnnotation, make_object
+from PASegLib.annotation.model import (
+    AnnotationError,
+    CaseAnnotation,
+    box_axes,
+    box_corners,
+    is_axis_aligned,
+    make_object,
+)
 from PASegLib.image.geometry import ImageGeometry, lps_to_ras
 from PASegLib.utils.atomic import PathLike, atomic_write_json
 from PASegLib.utils.checks import short_repr
@@ -89,14 +100,23 @@ def _coordinate_system(coordinate_system: str) -> str:
     return cs
 
 
-def _roi_markup(name: str, lo: np.ndarray, hi: np.ndarray, cs: str) -> Dict[str, Any]:
-    """A Slicer ROI markup (axis-aligned in ``cs``) spanning the LPS corners ``lo`` and ``hi``."""
-    a, b = (lo, hi) if cs == "LPS" else (lps_to_ras(lo), lps_to_ras(hi))
-    center, size = (np.asarray(a) + np.asarray(b)) / 2.0, np.abs(np.asarray(b) - np.asarray(a))
+def _roi_markup(name: str, lo: np.ndarray, hi: np.ndarray, cs: str,
+                axes: Optional[np.ndarray] = None) -> Dict[str, Any]:
+    """A Slicer ROI markup spanning the opposite LPS corners ``lo`` and ``hi``: along ``axes`` (LPS columns; written
+    as Slicer's ``orientation``, a rotation: a reflected frame gets its third axis negated, the same box), else
+    axis-aligned in ``cs``."""
+    frame = np.eye(3) if axes is None else np.asarray(axes, dtype=np.float64).copy()
+    if np.linalg.det(frame) < 0:
+        frame[:, 2] = -frame[:, 2]
+    center = (np.asarray(lo, dtype=np.float64) + np.asarray(hi, dtype=np.float64)) / 2.0
+    size = np.abs(frame.T @ (np.asarray(hi, dtype=np.float64) - np.asarray(lo, dtype=np.float64)))
+    if cs == "RAS":
+        center = lps_to_ras(center)
+        frame = np.diag([-1.0, -1.0, 1.0]) @ frame if axes is not None else frame  # RAS: rows 0, 1 negated
     doc = _markup(name, [], cs)
     doc.update({"type": "ROI", "pasegKind": "box", "roiType": "Box", "insideOut": False,
                 "center": [float(v) for v in center], "size": [float(v) for v in size],
-                "orientation": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]})
+                "orientation": [float(v) for v in frame.ravel()]})
     doc["controlPoints"] = [_control_point(1, "center", center if cs == "LPS" else lps_to_ras(center), cs)]
     doc["controlPoints"][0]["description"] = "ROI centre"
     doc["lastUsedControlPointNumber"] = 1
@@ -106,7 +126,7 @@ def _roi_markup(name: str, lo: np.ndarray, hi: np.ndarray, cs: str) -> Dict[str,
 def object_to_markup(obj: Any, cs: str = "LPS") -> Dict[str, Any]:
     """The markup of one object (any kind); positions in ``cs``."""
     if obj.kind == "box":
-        return _roi_markup(obj.name, obj.marks["lo"], obj.marks["hi"], cs)
+        return _roi_markup(obj.name, obj.marks["lo"], obj.marks["hi"], cs, obj.axes)
     doc = _markup(obj.name, list(obj.points().items()), cs)
     if obj.kind != "seven_points":
         doc["pasegKind"] = obj.kind
@@ -244,7 +264,8 @@ def _kind_object(markup: Dict[str, Any], kind: str, n: int, name: str, cs: str, 
 
     spec = get_kind(kind)
     if markup.get("type") == "ROI":
-        return ObjectAnnotation(name, kind="box", marks=roi_box(markup, name, cs, scale, source))
+        marks, axes = roi_box(markup, name, cs, scale, source)
+        return ObjectAnnotation(name, kind="box", marks=marks, axes=axes)
     points: Dict[str, np.ndarray] = {}
     unplaced: List[str] = []
     for cp in _control_points(markup, n, name, source):
@@ -298,6 +319,8 @@ class DraftObject:
     name: str
     points: Dict[str, Optional[np.ndarray]]
     kind: str = "seven_points"
+    #: A box's orientation (:attr:`~PASegLib.annotation.model.ObjectAnnotation.axes`); ``None``: axis-aligned.
+    axes: Optional[np.ndarray] = None
 
     @property
     def placed(self) -> int:
@@ -316,6 +339,8 @@ def drafts_to_markups_dict(objects: Sequence[DraftObject], *, coordinate_system:
         markup = _markup(obj.name, points, cs)
         if obj.kind != "seven_points":
             markup["pasegKind"] = obj.kind
+        if obj.kind == "box" and obj.axes is not None and all(obj.points.get(k) is not None for k in ("lo", "hi")):
+            markup = _roi_markup(obj.name, obj.points["lo"], obj.points["hi"], cs, obj.axes)  # keeps its axes
         markups.append(markup)
     return {"@schema": MARKUPS_SCHEMA, "markups": markups}
 
@@ -338,7 +363,8 @@ def drafts_from_markups_dict(doc: Any, *, source: str = "markups") -> List[Draft
         name, cs, scale = _markup_frame(markup, n, source)
         kind = markup_kind(markup, name, source)
         if markup.get("type") == "ROI":
-            objects.append(DraftObject(name, dict(roi_box(markup, name, cs, scale, source)), kind="box"))
+            marks, axes = roi_box(markup, name, cs, scale, source)
+            objects.append(DraftObject(name, dict(marks), kind="box", axes=axes))
             continue
         points: Dict[str, Optional[np.ndarray]] = {label: None for label in _kind_labels(kind)}
         seen = set()
@@ -381,8 +407,11 @@ def markup_kind(markup: Dict[str, Any], name: str, source: str) -> str:
     return kind
 
 
-def roi_box(markup: Dict[str, Any], name: str, cs: str, scale: float, source: str) -> Dict[str, np.ndarray]:
-    """LPS ``lo``/``hi`` of the LPS box enclosing a Slicer ROI's 8 corners."""
+def roi_box(markup: Dict[str, Any], name: str, cs: str, scale: float,
+            source: str) -> Tuple[Dict[str, np.ndarray], Optional[np.ndarray]]:
+    """``({"lo", "hi"}, axes)`` of a Slicer ROI (LPS): an oriented ROI its corners ``−−−`` and ``+++`` along its
+    axes and ``axes`` (``(3, 3)``, columns, LPS); an axis-aligned one (or without ``orientation``) its smallest and
+    largest corner and ``None``, as :class:`~PASegLib.annotation.model.ObjectAnnotation` stores a box."""
     try:
         center = np.asarray(markup["center"], dtype=np.float64) * scale
         size = np.asarray(markup["size"], dtype=np.float64) * scale
@@ -394,8 +423,14 @@ def roi_box(markup: Dict[str, Any], name: str, cs: str, scale: float, source: st
         raise AnnotationError(f"{source}: ROI markup {name!r} has a malformed center/size/orientation")
     if np.any(size <= 0):
         raise AnnotationError(f"{source}: ROI markup {name!r} has size {size.tolist()}; every side must be > 0")
-    corners = np.array([center + axes @ (np.array([x, y, z]) * size / 2.0)
-                        for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)])
     if cs == "RAS":
-        corners = lps_to_ras(corners)
-    return {"lo": corners.min(axis=0), "hi": corners.max(axis=0)}
+        center, axes = lps_to_ras(center), np.diag([-1.0, -1.0, 1.0]) @ axes
+    try:
+        axes = box_axes(axes, f"{source}: ROI markup {name!r} orientation")
+    except AnnotationError as exc:
+        raise AnnotationError(f"{exc}; Slicer writes a rotation (9 numbers, row-major)") from None
+    lo, hi = center - axes @ (size / 2.0), center + axes @ (size / 2.0)
+    if is_axis_aligned(axes):
+        corners = box_corners(lo, hi, axes)
+        return {"lo": corners.min(axis=0), "hi": corners.max(axis=0)}, None
+    return {"lo": lo, "hi": hi}, axes

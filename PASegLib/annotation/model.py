@@ -21,12 +21,13 @@ labels and click counts are defined in :mod:`PASegLib.annotation.kinds`, their i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from PASegLib.annotation.kinds import ANNOTATION_KINDS, FOREGROUND, SIDES, get_kind, kind_names
 from PASegLib.image.geometry import ImageGeometry, lps_to_ras
+from PASegLib.utils.checks import short_repr
 
 
 class AnnotationError(ValueError):
@@ -47,6 +48,12 @@ class ObjectAnnotation:
             object voxel towards each side), ``box`` two opposite corners ``"lo"`` / ``"hi"``.
         label_file: ``dense`` only: the dense label file (relative to the annotation file's folder); ``None``
             = the case's ``<case>_label`` file.
+        axes: ``box`` only: the box's orientation, a ``(3, 3)`` orthonormal matrix whose columns are the box's
+            edge directions in LPS (e.g. an oblique image's index axes, ``geometry.direction_matrix``, so that its
+            voxel box is tight); ``lo`` / ``hi`` are then two opposite corners along those edges. ``None``: the
+            box is axis-aligned in LPS (``lo`` / ``hi`` any two opposite corners). An axis-aligned frame (a signed
+            permutation of the identity) is stored as ``None``, with ``lo`` / ``hi`` its smallest and largest
+            corner; any other is made exactly orthonormal (:func:`box_axes`).
     """
 
     name: str
@@ -55,8 +62,12 @@ class ObjectAnnotation:
     kind: str = "seven_points"
     marks: Dict[str, np.ndarray] = field(default_factory=dict)
     label_file: Optional[str] = None
+    axes: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
+        if self.axes is not None and self.kind != "box":
+            raise AnnotationError(f"object {self.name!r} ({self.kind}): only a box has an orientation (axes), got "
+                                  f"{short_repr(self.axes, 80)}")
         if self.kind != "seven_points":
             check_object_points(self)
             return
@@ -242,6 +253,51 @@ def check_object_points(obj: ObjectAnnotation) -> None:
         raise AnnotationError(f"{where} (single point): unexpected points {sorted(obj.marks)}")
     if obj.kind != "dense" and obj.label_file is not None:
         raise AnnotationError(f"{where}: only a dense object names a label file")
+    if obj.kind == "box" and obj.axes is not None:
+        obj.axes = box_axes(obj.axes, f"{where} (box) axes")
+        if is_axis_aligned(obj.axes):  # axis-aligned: its smallest and largest corner
+            corners = box_corners(obj.marks["lo"], obj.marks["hi"], obj.axes)
+            obj.marks, obj.axes = {"lo": corners.min(axis=0), "hi": corners.max(axis=0)}, None
+
+
+#: How far (max absolute entry of ``AᵀA − I``) box axes may be from orthonormal (a file's rounded digits).
+AXES_TOLERANCE = 1e-4
+
+
+def box_axes(value: Any, what: str) -> np.ndarray:
+    """``value`` as box axes: a ``(3, 3)`` float matrix with orthonormal columns (LPS), made exactly orthonormal
+    (the nearest rotation or reflection); :class:`AnnotationError` naming ``what`` and the value when it is not 9
+    finite numbers or its columns are not orthonormal within :data:`AXES_TOLERANCE`."""
+    try:
+        axes = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"{what} must be a 3×3 matrix of numbers, got {short_repr(value, 120)}") from None
+    if axes.size != 9 or not np.all(np.isfinite(axes)):
+        raise AnnotationError(f"{what} must be a 3×3 matrix of 9 finite numbers, got {short_repr(value, 120)}")
+    axes = axes.reshape(3, 3)
+    error = float(np.abs(axes.T @ axes - np.eye(3)).max())
+    if error > AXES_TOLERANCE:
+        raise AnnotationError(f"{what} must have orthonormal columns (unit length, at right angles), got "
+                              f"{np.round(axes, 6).tolist()} (off by {error:.2g})")
+    if error <= 1e-12:
+        return axes.copy()
+    u, _, vt = np.linalg.svd(axes)
+    return u @ vt
+
+
+def box_corners(lo: np.ndarray, hi: np.ndarray, axes: Optional[np.ndarray] = None) -> np.ndarray:
+    """The 8 LPS corners ``(8, 3)`` of the box with opposite corners ``lo`` and ``hi`` (LPS mm) whose edges run
+    along the columns of ``axes`` (``None``: the LPS axes). Order: ``[x, y, z]`` for x, y, z in (lo, hi) along the
+    box's own axes."""
+    frame = np.eye(3) if axes is None else np.asarray(axes, dtype=np.float64)
+    a, b = frame.T @ np.asarray(lo, dtype=np.float64), frame.T @ np.asarray(hi, dtype=np.float64)
+    local = np.array([[x, y, z] for x in (a[0], b[0]) for y in (a[1], b[1]) for z in (a[2], b[2])])
+    return local @ frame.T
+
+
+def is_axis_aligned(axes: np.ndarray) -> bool:
+    """Whether each column of the ``(3, 3)`` ``axes`` is ± one LPS axis (a box along them is axis-aligned)."""
+    return bool(np.allclose(np.sort(np.abs(axes), axis=0), [[0, 0, 0], [0, 0, 0], [1, 1, 1]], atol=1e-9))
 
 
 def clicks_of(obj: ObjectAnnotation) -> int:

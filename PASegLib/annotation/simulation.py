@@ -22,7 +22,8 @@ That is :func:`simulate_object` (the PA-Seg simulation). The other kinds, for on
   quarter of the object's extent) of the extent (a radiologist's click lands near, not exactly on, the extreme
   voxel). Jitter 0: exactly at the extent. An object less than 2 voxels thick along an axis has no two distinct
   extremes there; :func:`simulate_clicks` leaves such specks out for this kind.
-* ``box`` — the object's index box grown on each side by a margin drawn from ``box_margin_mm`` (a loose box),
+* ``box`` — the object's index box grown on each side by a margin drawn from ``box_margin_mm`` (a loose box,
+  along the image's index axes: on an oblique image an oriented box whose voxel box is exactly that),
   clipped to the image; stored as its two LPS corners.
 * ``single_point`` — ``F`` a voxel drawn uniformly among the object's voxels at least one voxel from its boundary
   (anywhere inside, not only at the centre; the whole object when it is thinner); with
@@ -221,9 +222,9 @@ def _box(component, geometry, rng, margin_mm: Tuple[float, float]):
     shape = np.asarray(geometry.shape) - 1
     lo = np.clip(lo - np.rint(rng.uniform(*margin_mm, 3) / spacing), 0, shape)
     hi = np.clip(hi + np.rint(rng.uniform(*margin_mm, 3) / spacing), 0, shape)
-    corners = geometry.index_to_world(np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
-                                                for z in (lo[2], hi[2])]))
-    return {"lo": corners.min(axis=0), "hi": corners.max(axis=0)}
+    # along the image's index axes (as the Slicer module draws it): its voxel box is exactly lo..hi, also on an
+    # oblique image (ObjectAnnotation stores an axis-aligned one as its smallest and largest LPS corner)
+    return {"lo": geometry.index_to_world(lo), "hi": geometry.index_to_world(hi)}, geometry.direction_matrix
 
 
 def _single_point(component, geometry, rng, background: bool, distance_mm: Tuple[float, float]):
@@ -259,7 +260,8 @@ def simulate_kind_object(component: np.ndarray, geometry: ImageGeometry, *, name
         return ObjectAnnotation(name, kind=kind, marks=_extreme_points(component, geometry, rng,
                                                                        config.extreme_jitter_mm))
     if kind == "box":
-        return ObjectAnnotation(name, kind=kind, marks=_box(component, geometry, rng, config.box_margin_mm))
+        marks, axes = _box(component, geometry, rng, config.box_margin_mm)
+        return ObjectAnnotation(name, kind=kind, marks=marks, axes=axes)
     if kind == "single_point":
         fg, bg = _single_point(component, geometry, rng, config.single_point_background,
                                config.background_distance_mm)

@@ -13,7 +13,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from PASegLib.annotation.kinds import AXIS_NAMES, FOREGROUND, SIDE_NAMES, SIDES
-from PASegLib.annotation.model import AnnotationError, CaseAnnotation, ObjectAnnotation, side_axis
+from PASegLib.annotation.model import AnnotationError, CaseAnnotation, ObjectAnnotation, box_corners, side_axis
 from PASegLib.image.geometry import ImageGeometry
 
 __all__ = ["check_case_kinds", "kind_box", "object_box", "validate_case", "validate_kind_object", "validate_object"]
@@ -159,8 +159,9 @@ def validate_kind_object(obj: ObjectAnnotation, geometry: ImageGeometry) -> None
 
 def kind_box(obj: ObjectAnnotation, geometry: ImageGeometry) -> Tuple[np.ndarray, np.ndarray]:
     """Inclusive voxel box ``(lo, hi)`` (``(3,)`` int, ``[i, j, k]``, clipped to the image) of a non-seven-point
-    object: extreme points — their box (the object's exact extent); box — its corners (the 8 corners mapped to
-    index space, so an oblique image gets the enclosing index box); single point — the F voxel; dense — the whole
+    object: extreme points — their box (the object's exact extent); box — its corners (the 8 corners, along the
+    box's ``axes`` when it has them, mapped to index space: a box aligned with the image's index axes gets exactly
+    its own voxel box, any other the enclosing index box); single point — the F voxel; dense — the whole
     image (its extent comes from the label)."""
     shape = np.asarray(geometry.shape)
     if obj.kind == "dense":
@@ -174,9 +175,9 @@ def kind_box(obj: ObjectAnnotation, geometry: ImageGeometry) -> Tuple[np.ndarray
 
 
 def _box_corners(obj: ObjectAnnotation) -> np.ndarray:
-    """The 8 LPS corners ``(8, 3)`` of a box object's axis-aligned LPS box."""
-    a, b = obj.marks["lo"], obj.marks["hi"]
-    return np.array([[x, y, z] for x in (a[0], b[0]) for y in (a[1], b[1]) for z in (a[2], b[2])])
+    """The 8 LPS corners ``(8, 3)`` of a box object: along its ``axes`` when it has them (an oriented box, e.g.
+    aligned with an oblique image's index axes), else its axis-aligned LPS box."""
+    return box_corners(obj.marks["lo"], obj.marks["hi"], obj.axes)
 
 
 def check_case_kinds(case: CaseAnnotation) -> None:

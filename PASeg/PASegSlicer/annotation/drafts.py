@@ -65,7 +65,8 @@ def objectsState(scene, volumeNode) -> List[ObjectState]:
         kind = kinds.kindOf(node)
         placed = objects.placedPointsLps(node, volumeNode)
         points = {label: placed.get(label) for label in kinds.kindLabels(kind)}
-        state.append(ObjectState(node.GetName(), points, kind=kind, source=kinds.denseStamp(node)))
+        axes = kinds.roiAxesLps(node, volumeNode) if kinds.isRoi(node) else None  # an oriented box keeps its axes
+        state.append(ObjectState(node.GetName(), points, kind=kind, axes=axes, source=kinds.denseStamp(node)))
     return state
 
 
@@ -105,7 +106,7 @@ def draftDocument(state: Sequence[DraftObject], labelFiles: Optional[Dict[int, s
         if obj.kind == "box":
             corners = {k: v for k, v in obj.points.items() if v is not None}
             if len(corners) == 2:
-                markup = object_to_markup(ObjectAnnotation(obj.name, kind="box", marks=corners))
+                markup = object_to_markup(ObjectAnnotation(obj.name, kind="box", marks=corners, axes=obj.axes))
             else:
                 keepUndrawn = _boxFiducialReadable() if keepUndrawn is None else keepUndrawn
                 if not keepUndrawn:
@@ -190,7 +191,8 @@ def nodesFromDrafts(scene, volumeNode, drafted: Sequence[DraftObject]) -> List:
     nodes = []
     for obj in drafted:
         node = objects.addObjectNode(scene, volumeNode, obj.name, kind=obj.kind)
-        objects.setPlacedPointsLps(node, volumeNode, {k: v for k, v in obj.points.items() if v is not None})
+        axes = objects.boxAxes(obj.axes) if obj.kind == "box" else None  # a box: along its own axes
+        objects.setPlacedPointsLps(node, volumeNode, {k: v for k, v in obj.points.items() if v is not None}, axes)
         nodes.append(node)
     return nodes
 

@@ -4,7 +4,9 @@ ROI nodes, dense labels as segments, and the pseudo-label preview of every kind.
 The kinds are PASegLib's (:mod:`PASegLib.annotation.kinds`): ``seven_points``, ``extreme_points`` and
 ``single_point`` are fiducial nodes whose control points are the kind's labels (required, then optional), created
 unplaced and filled in order; ``box`` is an ROI node (``vtkMRMLMarkupsROINode``) that the user draws and adjusts,
-kept in the volume's frame (same parent transform), read as the LPS box enclosing its 8 corners; ``dense`` is a
+kept in the volume's frame (same parent transform) and, on an oblique volume, along the volume's index axes
+(:func:`alignRoiWithVolume`: its voxel box is then tight), read as two opposite LPS corners and its axes
+(:func:`roiCornersLps`, :func:`roiAxesLps`; an axis-aligned one as its smallest and largest corner); ``dense`` is a
 fiducial node without control points that refers to a segmentation node (:data:`DENSE_ROLE`) and optionally names
 one of its segments (:data:`DENSE_SEGMENT_ATTRIBUTE`; none = all segments, segment ``n`` is label ``n + 1``).
 The kind is the node attribute :data:`KIND_ATTRIBUTE`; a node without it (older scenes) holds seven points.
@@ -19,7 +21,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from PASegLib.annotation.kinds import AXIS_NAMES, SIDE_NAMES, SIDES, get_kind, kind_names
-from PASegLib.annotation.model import CaseAnnotation, side_axis
+from PASegLib.annotation.model import AnnotationError, CaseAnnotation, box_axes, is_axis_aligned, side_axis
 from PASegLib.annotation.validation import object_box
 from PASegLib.image.geometry import ImageGeometry, lps_to_ras
 
@@ -106,26 +108,93 @@ def roiDrawn(node) -> bool:
     return defined >= 1 and defined >= node.GetRequiredNumberOfControlPoints()
 
 
+def _objectToNode(node) -> np.ndarray:
+    matrix = node.GetObjectToNodeMatrix()
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _roiFrameLps(node, volumeNode) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """(lo, hi, axes) of the ROI in the volume's local LPS frame: oriented, its ``−−−`` and ``+++`` corners and its
+    axes (columns); axis-aligned (or through a transform that is not rigid), its smallest and largest corner and
+    ``None``, as :class:`~PASegLib.annotation.model.ObjectAnnotation` stores a box."""
+    m = _objectToNode(node)
+    center, rotation = m[:3, 3], m[:3, :3]
+    corners = _corners(center, np.array(node.GetSize(), dtype=np.float64), rotation)
+    ends = np.vstack([center[None, :], center[None, :] + rotation.T])  # the centre and one step along each axis
+    lps = lps_to_ras(worldToLocal(volumeNode, localToWorld(node, np.vstack([corners, ends]))))
+    corners, ends = lps[:8], lps[8:]
+    steps = ends[1:] - ends[0]
+    try:
+        axes = box_axes((steps / np.linalg.norm(steps, axis=1, keepdims=True)).T, f"ROI {node.GetName()!r} axes")
+    except AnnotationError:  # sheared or scaled by a parent transform: its enclosing box
+        axes = None
+    if axes is None or is_axis_aligned(axes):
+        return corners.min(axis=0), corners.max(axis=0), None
+    return corners[0], corners[7], axes
+
+
 def roiCornersLps(node, volumeNode) -> Dict[str, np.ndarray]:
-    """``{"lo", "hi"}``: the LPS box (volume's local frame) enclosing the ROI's 8 corners; ``{}`` until drawn."""
+    """``{"lo", "hi"}``: two opposite corners of the ROI (LPS, volume's local frame) along its axes
+    (:func:`roiAxesLps`; an axis-aligned ROI: its smallest and largest corner); ``{}`` until drawn."""
     if not roiDrawn(node):
         return {}
-    matrix = node.GetObjectToNodeMatrix()
-    m = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-    corners = _corners(m[:3, 3], np.array(node.GetSize(), dtype=np.float64), m[:3, :3])
-    lps = lps_to_ras(worldToLocal(volumeNode, localToWorld(node, corners)))
-    return {"lo": lps.min(axis=0), "hi": lps.max(axis=0)}
+    lo, hi, _ = _roiFrameLps(node, volumeNode)
+    return {"lo": lo, "hi": hi}
 
 
-def setRoiCornersLps(node, volumeNode, lo, hi) -> None:
-    """Make the ROI the box ``lo``..``hi`` (LPS, volume's local frame), axis-aligned in the volume's frame."""
+def roiAxesLps(node, volumeNode) -> Optional[np.ndarray]:
+    """The ROI's axes ``(3, 3)`` (columns, LPS, volume's local frame), ``None`` when it is axis-aligned there (or
+    not drawn): the box's :attr:`~PASegLib.annotation.model.ObjectAnnotation.axes`."""
+    return _roiFrameLps(node, volumeNode)[2] if roiDrawn(node) else None
+
+
+def _setObjectToNode(node, rotationRas: np.ndarray, centerRas: np.ndarray) -> None:
     import vtk
 
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(3):
+        for c in range(3):
+            matrix.SetElement(r, c, float(rotationRas[r, c]))
+        matrix.SetElement(r, 3, float(centerRas[r]))
+    node.GetObjectToNodeMatrix().DeepCopy(matrix)
+
+
+def _rotationRas(axesLps) -> np.ndarray:
+    """LPS axes (columns) as the rotation of an ROI's ``ObjectToNode`` matrix (RAS; a reflection gets its third axis
+    negated: the same box)."""
+    rotation = np.diag([-1.0, -1.0, 1.0]) @ np.asarray(axesLps, dtype=np.float64)
+    if np.linalg.det(rotation) < 0:
+        rotation[:, 2] = -rotation[:, 2]
+    return rotation
+
+
+def setRoiCornersLps(node, volumeNode, lo, hi, axes=None) -> None:
+    """Make the ROI the box with opposite corners ``lo`` and ``hi`` (LPS, volume's local frame) along ``axes``
+    (``(3, 3)`` LPS columns, :func:`roiAxesLps`; ``np.eye(3)``: axis-aligned in the volume's frame); ``None``: along
+    the ROI's own axes as they are (what :func:`roiCornersLps` read from it, e.g. an undo)."""
     a, b = lps_to_ras(np.asarray(lo, dtype=np.float64)), lps_to_ras(np.asarray(hi, dtype=np.float64))
     node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
-    node.GetObjectToNodeMatrix().DeepCopy(vtk.vtkMatrix4x4())  # identity: axes along the volume's frame
-    node.SetSize(*(float(v) for v in np.abs(b - a)))
-    node.SetCenter(*(float(v) for v in (a + b) / 2.0))
+    rotation = _objectToNode(node)[:3, :3] if axes is None else _rotationRas(box_axes(axes, "box axes"))
+    _setObjectToNode(node, rotation, (a + b) / 2.0)
+    node.SetSize(*(float(v) for v in np.abs(rotation.T @ (b - a))))
+
+
+def alignRoiWithVolume(node, volumeNode) -> None:
+    """Turn an ROI (in the volume's frame) to the volume's index axes when they are oblique, so that the box drawn
+    around an object is tight in voxels (an axis-aligned ROI's voxel box on a 20° oblique volume is several times
+    larger); on a volume whose axes are the scene's ones it stays axis-aligned."""
+    import vtk
+
+    directions = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASDirectionMatrix(directions)
+    ras = np.array([[directions.GetElement(r, c) for c in range(3)] for r in range(3)])
+    axes = lps_to_ras(ras.T).T  # columns: index axes in LPS
+    try:
+        axes = box_axes(axes, f"volume {volumeNode.GetName()!r} directions")
+    except AnnotationError:
+        return
+    if not is_axis_aligned(axes):
+        _setObjectToNode(node, _rotationRas(axes), _objectToNode(node)[:3, 3])
 
 
 # -- dense labels: segments ---------------------------------------------------------------------------------------

@@ -116,8 +116,9 @@ def nextObjectName(scene, volumeNode) -> str:
 
 def addObjectNode(scene, volumeNode, name: Optional[str] = None, kind: str = kinds.DEFAULT_KIND):
     """Create an object node of ``kind``: a fiducial node with the kind's named, unplaced control points (fixed
-    count, placed in order); an undrawn ROI node in the volume's frame for a box; a pointless node for a dense
-    label."""
+    count, placed in order); an undrawn ROI node in the volume's frame for a box, along the volume's index axes
+    when they are oblique (:func:`.kinds.alignRoiWithVolume`: the box drawn is tight in voxels); a pointless node
+    for a dense label."""
     import vtk
 
     if volumeNode is None:
@@ -128,6 +129,7 @@ def addObjectNode(scene, volumeNode, name: Optional[str] = None, kind: str = kin
     node.SetNodeReferenceID(VOLUME_REFERENCE_ROLE, volumeNode.GetID())
     if kind == "box":
         node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())  # drawn along the volume's axes
+        kinds.alignRoiWithVolume(node, volumeNode)
     else:
         for label in kindLabels(kind):
             index = node.AddControlPoint(vtk.vtkVector3d(0.0, 0.0, 0.0), label)
@@ -182,11 +184,12 @@ def placedPointsLps(node, volumeNode) -> Dict[str, np.ndarray]:
     return placed
 
 
-def setPlacedPointsLps(node, volumeNode, points: Dict[str, np.ndarray]) -> None:
-    """Place the points ``label → LPS`` (volume's local frame); a box: its corners ``lo`` and ``hi``."""
+def setPlacedPointsLps(node, volumeNode, points: Dict[str, np.ndarray], axes=None) -> None:
+    """Place the points ``label → LPS`` (volume's local frame); a box: its opposite corners ``lo`` and ``hi`` along
+    ``axes`` (:func:`.kinds.setRoiCornersLps`; ``None``: the ROI's own axes, see :func:`boxAxes`)."""
     if kinds.isRoi(node):
         if {"lo", "hi"} <= set(points):
-            kinds.setRoiCornersLps(node, volumeNode, points["lo"], points["hi"])
+            kinds.setRoiCornersLps(node, volumeNode, points["lo"], points["hi"], axes)
         return
     for label, lps in points.items():
         setControlPoint(node, label, localToWorld(volumeNode, lps_to_ras(lps))[0])
@@ -266,7 +269,7 @@ def placementStatus(node, volumeNode) -> PlacementStatus:
     except (AnnotationError, ValueError) as exc:
         return PlacementStatus(None, 0, f"{name}: cannot be checked", str(exc))
     if kinds.isRoi(node):
-        return _boxStatus(node, name, placed, geometry)
+        return _boxStatus(node, volumeNode, name, placed, geometry)
     if kind == "dense":
         problem = kinds.denseProblem(node)
         prompt = f"{title}: " + (", ".join(kinds.denseSegmentNames(node)) if not problem else problem)
@@ -298,7 +301,13 @@ def placementStatus(node, volumeNode) -> PlacementStatus:
     return PlacementStatus(expected, len(placed), prompt, error, missing)
 
 
-def _boxStatus(node, name: str, placed: Dict[str, np.ndarray], geometry: ImageGeometry) -> PlacementStatus:
+def boxAxes(axes: Optional[np.ndarray]) -> np.ndarray:
+    """The axes to give an ROI for a box whose :attr:`~PASegLib.annotation.model.ObjectAnnotation.axes` are ``axes``
+    (``None``, axis-aligned: the identity, whatever the ROI's own orientation)."""
+    return np.eye(3) if axes is None else np.asarray(axes, dtype=np.float64)
+
+
+def _boxStatus(node, volumeNode, name: str, placed: Dict[str, np.ndarray], geometry: ImageGeometry) -> PlacementStatus:
     prompts = get_kind("box").prompts
     if not placed:  # Slicer draws a box as two clicks: one corner, then the opposite one
         first = node.GetNumberOfDefinedControlPoints() == 0
@@ -307,7 +316,7 @@ def _boxStatus(node, name: str, placed: Dict[str, np.ndarray], geometry: ImageGe
         return PlacementStatus(label, step - 1, prompt, "", ("lo", "hi") if first else ("hi",))
     error = ""
     try:
-        validate_object(objectFromPoints(name, placed, "box"), geometry)
+        validate_object(objectFromPoints(name, placed, "box", axes=kinds.roiAxesLps(node, volumeNode)), geometry)
     except AnnotationError as exc:
         error = f"{exc}; drag the box's handles"
     return PlacementStatus(None, 2, f"{name} (box): drawn; drag its handles to adjust it", error)
@@ -324,13 +333,15 @@ def _partialError(name: str, kind: str, placed: Dict[str, np.ndarray], geometry:
     return kinds.partialError(name, kind, voxels, geometry)
 
 
-def objectFromPoints(name: str, placed: Dict[str, np.ndarray], kind: str = kinds.DEFAULT_KIND) -> ObjectAnnotation:
-    """An :class:`ObjectAnnotation` of ``kind`` from its placed points, label → LPS (all required ones)."""
+def objectFromPoints(name: str, placed: Dict[str, np.ndarray], kind: str = kinds.DEFAULT_KIND,
+                     axes: Optional[np.ndarray] = None) -> ObjectAnnotation:
+    """An :class:`ObjectAnnotation` of ``kind`` from its placed points, label → LPS (all required ones); a box's
+    ``axes`` (:func:`.kinds.roiAxesLps`, ``None``: axis-aligned)."""
     if kind == kinds.DEFAULT_KIND:
         return ObjectAnnotation(name, placed["F"], {s: placed[s] for s in SIDES})
     if kind == "single_point":
         return ObjectAnnotation(name, placed["F"], {"B": placed["B"]} if "B" in placed else {}, kind=kind)
-    return ObjectAnnotation(name, kind=kind, marks=dict(placed))
+    return ObjectAnnotation(name, kind=kind, marks=dict(placed), axes=axes if kind == "box" else None)
 
 
 def objectFromNode(node, volumeNode) -> ObjectAnnotation:
@@ -347,7 +358,7 @@ def objectFromNode(node, volumeNode) -> ObjectAnnotation:
         raise AnnotationError(f"object {name!r} is incomplete: draw its box")
     if missing:
         raise AnnotationError(f"object {name!r} is incomplete: place {', '.join(missing)}")
-    return objectFromPoints(name, placed, kind)
+    return objectFromPoints(name, placed, kind, axes=kinds.roiAxesLps(node, volumeNode) if kinds.isRoi(node) else None)
 
 
 def caseFromNodes(scene, volumeNode, *, validate: bool = True) -> CaseAnnotation:
@@ -370,6 +381,6 @@ def nodesFromCase(scene, volumeNode, case: CaseAnnotation, *, replace: bool = Tr
     nodes = []
     for obj in case.objects:
         node = addObjectNode(scene, volumeNode, obj.name, kind=obj.kind)
-        setPlacedPointsLps(node, volumeNode, obj.points())
+        setPlacedPointsLps(node, volumeNode, obj.points(), axes=boxAxes(obj.axes) if obj.kind == "box" else None)
         nodes.append(node)
     return nodes

@@ -36,6 +36,7 @@ class ObjectSnapshot:
     kind: str
     points: Dict[str, Optional[np.ndarray]] = field(default_factory=dict, compare=False)
     dense: Tuple[str, str] = ("", "")
+    axes: Optional[np.ndarray] = field(default=None, compare=False)  # a drawn box's edges (LPS columns), None: aligned
 
     @property
     def title(self) -> str:
@@ -56,8 +57,10 @@ def snapshot(scene, volumeNode) -> Optional[Snapshot]:
             return None
         segmentation, segmentId = kinds.denseSource(node) if kind == "dense" else (None, "")
         points = {label: placed.get(label) for label in labels}
+        axes = kinds.roiAxesLps(node, volumeNode) if kinds.isRoi(node) else None
         state.append(ObjectSnapshot(node.GetID(), node.GetName(), kind, points,
-                                    (segmentation.GetID() if segmentation is not None else "", segmentId)))  # fmt: skip
+                                    (segmentation.GetID() if segmentation is not None else "", segmentId),
+                                    axes))  # fmt: skip
     return state
 
 
@@ -206,7 +209,7 @@ def removeObject(scene, node) -> None:
 def _setPoints(node, volumeNode, obj: ObjectSnapshot) -> None:
     if kinds.isRoi(node):
         if obj.points.get("lo") is not None and obj.points.get("hi") is not None:
-            kinds.setRoiCornersLps(node, volumeNode, obj.points["lo"], obj.points["hi"])
+            kinds.setRoiCornersLps(node, volumeNode, obj.points["lo"], obj.points["hi"], objects.boxAxes(obj.axes))
         elif kinds.roiDrawn(node):
             node.RemoveAllControlPoints()  # undrawn: place mode draws it again
         return

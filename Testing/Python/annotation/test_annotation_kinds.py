@@ -25,7 +25,14 @@ from PASegLib.annotation.markups import (
     read_markups,
     write_markups,
 )
-from PASegLib.annotation.model import AnnotationError, CaseAnnotation, ObjectAnnotation, clicks_of, side_axis
+from PASegLib.annotation.model import (
+    AnnotationError,
+    CaseAnnotation,
+    ObjectAnnotation,
+    box_corners,
+    clicks_of,
+    side_axis,
+)
 from PASegLib.annotation.simulation import ClickSimulationConfig, simulate_clicks
 from PASegLib.annotation.validation import object_box, validate_case
 from PASegLib.data.dataset import DatasetError, list_cases, load_case
@@ -205,14 +212,20 @@ def test_a_rotated_ras_roi_reads_as_the_lps_box_of_its_corners(with_kind):
     np.testing.assert_allclose(draft.points["hi"], [-5.0, 22.0, 8.0], atol=1e-9)
 
 
-def test_an_oblique_roi_encloses_its_8_corners():
+def test_an_oblique_roi_keeps_its_orientation_and_its_8_corners():
+    # (before the oriented boxes of issue 22 D6 it read as the LPS box enclosing its corners: 1.6x its volume here)
     size = np.array([6.0, 2.0, 4.0])
     r = rotation("z", 30)
     doc = _hand_roi((1.0, 2.0, 3.0), size, r, "LPS", coordinateUnits="um")  # micrometres: ×1e-3
     (obj,) = case_from_markups_dict(doc, IDENTITY).objects
-    half = np.abs(r) @ (size / 2)  # the enclosing box of a rotated box
-    np.testing.assert_allclose(obj.marks["lo"], np.array([1.0, 2.0, 3.0]) * 1e-3 - half * 1e-3, atol=1e-12)
-    np.testing.assert_allclose(obj.marks["hi"], np.array([1.0, 2.0, 3.0]) * 1e-3 + half * 1e-3, atol=1e-12)
+    np.testing.assert_allclose(obj.axes, r, atol=1e-12)
+    center = np.array([1.0, 2.0, 3.0]) * 1e-3
+    np.testing.assert_allclose(obj.marks["lo"], center - r @ (size / 2) * 1e-3, atol=1e-12)
+    np.testing.assert_allclose(obj.marks["hi"], center + r @ (size / 2) * 1e-3, atol=1e-12)
+    half = np.abs(r) @ (size / 2)  # its 8 corners still span the enclosing box of the rotated box
+    corners = box_corners(obj.marks["lo"], obj.marks["hi"], obj.axes)
+    np.testing.assert_allclose(corners.min(axis=0), center - half * 1e-3, atol=1e-12)
+    np.testing.assert_allclose(corners.max(axis=0), center + half * 1e-3, atol=1e-12)
 
 
 def test_old_files_without_a_kind_read_as_seven_points(tmp_path):
@@ -468,18 +481,19 @@ def test_boxes_hold_the_object_with_a_margin_in_range(geometry):
     margins = []
     for seed in range(5):
         (obj,) = _sim(mask, geometry, "box", seed=seed, box_margin_mm=margin_mm).objects
-        lo_mm, hi_mm = obj.marks["lo"], obj.marks["hi"]
-        assert np.all(centres >= lo_mm - 1e-6) and np.all(centres <= hi_mm + 1e-6)  # every object voxel
+        frame = np.eye(3) if obj.axes is None else obj.axes  # an oblique image's box runs along its index axes
+        a, b = frame.T @ obj.marks["lo"], frame.T @ obj.marks["hi"]
+        inside = centres @ frame  # every object voxel, in the box's own frame
+        assert np.all(inside >= np.minimum(a, b) - 1e-6) and np.all(inside <= np.maximum(a, b) + 1e-6)
         lo, hi = object_box(obj, geometry)
         assert np.all(lo <= voxels.min(axis=0)) and np.all(hi >= voxels.max(axis=0))
-        if geometry is IDENTITY:  # index margins per side: margin_mm / spacing, ±1 voxel of rounding
-            for side in (voxels.min(axis=0) - lo, hi - voxels.max(axis=0)):
-                assert np.all(side >= np.floor(margin_mm[0] / spacing - 1)), (seed, side)
-                assert np.all(side <= np.ceil(margin_mm[1] / spacing + 1)), (seed, side)
-                assert np.all(side >= 1)
-                margins.append(tuple(side))
-    if geometry is IDENTITY:
-        assert len(set(margins)) > 1  # drawn per box, not a constant
+        # index margins per side: margin_mm / spacing, ±1 voxel of rounding (oblique too: the box is tight)
+        for side in (voxels.min(axis=0) - lo, hi - voxels.max(axis=0)):
+            assert np.all(side >= np.floor(margin_mm[0] / spacing - 1)), (seed, side)
+            assert np.all(side <= np.ceil(margin_mm[1] / spacing + 1)), (seed, side)
+            assert np.all(side >= 1)
+            margins.append(tuple(side))
+    assert len(set(margins)) > 1  # drawn per box, not a constant
 
 
 def test_single_points_are_drawn_inside_and_b_at_a_distance(geometry):
