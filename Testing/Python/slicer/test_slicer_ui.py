@@ -266,3 +266,10 @@ def test_slicer_calls_of_the_widget_exist_in_slicer():
     for pattern, cls in owners.items():
         methods = set(re.findall(pattern, text))
         assert methods and sorted(m for m in methods if not hasattr(cls, m)) == [], cls.__name__
+
+
+def test_the_readme_lists_every_keyboard_shortcut_as_the_module_defines_it():
+    from PASegSlicer.gui.shortcuts import markdownTable
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert markdownTable() in readme, "README.md's shortcut table differs from PASegSlicer.gui.shortcuts.SHORTCUTS"
