@@ -141,6 +141,8 @@ def main(argv=None) -> int:
     parser.add_argument("--set", dest="common", type=json.loads, default={}, metavar="JSON",
                         help="TrainConfig overrides of every row (a smaller equal budget, e.g. '{\"epochs\": 15}')")
     parser.add_argument("--budget-note", default=None, help="why --set changed the budget (stored in the summary)")
+    parser.add_argument("--other-budget", action="append", default=[], metavar="JSON",
+                        help="a summary of this benchmark at another budget, stored under 'other_budgets'")
     parser.add_argument("--rows", nargs="+", default=None, help="rows to run: base, rank, random_K, ranked_K")
     parser.add_argument("--summary", type=Path, default=None)
     parser.add_argument("--markdown", action="store_true")
@@ -224,6 +226,12 @@ def report(args, out: Path, a, rows, queue, train_ids, test_ids, val_ids, pool) 
                           "run": results[name]["run"]})
         if dense and base_dice:
             entry["base_dice_of_corrected"] = float(np.mean([base_dice[c] for c in dense]))
+        # every test case empty: the run collapsed to background (its last validation says so without labels: click
+        # score 1/3, flip agreement 1 on empty predictions)
+        entry["collapsed_to_background"] = all(v == 0.0 for v in entry["cases"].values())
+        rounds = results[name].get("validation") or []
+        if rounds:
+            entry["validation_last"] = {k: round(v, 4) for k, v in rounds[-1].items() if isinstance(v, float)}
     comparisons = {}
     for k in KS:
         ranked, rand = summary["rows"].get(f"ranked_{k}"), summary["rows"].get(f"random_{k}")
@@ -242,6 +250,8 @@ def report(args, out: Path, a, rows, queue, train_ids, test_ids, val_ids, pool) 
     summary["device"] = args.device_note
     if args.budget_note or args.common:
         summary["budget"] = {"overrides": args.common, "note": args.budget_note}
+    for path in args.other_budget:  # summaries of the same benchmark at other budgets (``--summary`` of each)
+        summary.setdefault("other_budgets", {})[Path(path).stem] = json.loads(Path(path).read_text(encoding="utf-8"))
     if args.summary:
         atomic_write_json(args.summary, summary)
     if args.markdown:
@@ -254,13 +264,13 @@ def report(args, out: Path, a, rows, queue, train_ids, test_ids, val_ids, pool) 
 def markdown(summary) -> str:
     """The summary as the Markdown table of ``docs/BENCHMARKS.md``."""
     lines = ["| row | k | corrected cases' base Dice | test Dice | Δ vs base (better cases) | train (s) |",
-             "|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|"]  # "collapsed" marks a run whose every test prediction is empty
     for name, r in summary["rows"].items():
         corrected = f"{r['base_dice_of_corrected']:.3f}" if r.get("base_dice_of_corrected") is not None else "–"
         p = r.get("paired")
         paired = f"{p['mean_diff']:+.3f} ({p['improved']}/{p['cases']})" if p else "–"
-        lines.append(f"| {name} | {r['k']} | {corrected} | {r['dice_mean']:.3f} ± {r['dice_std']:.3f} | {paired} | "
-                     f"{r['train_s']:.0f} |")
+        dice = f"{r['dice_mean']:.3f} ± {r['dice_std']:.3f}" + (" (collapsed)" if r.get("collapsed_to_background") else "")
+        lines.append(f"| {name} | {r['k']} | {corrected} | {dice} | {paired} | {r['train_s']:.0f} |")
     rk = summary.get("ranking")
     if rk:
         lines.append(f"\nRanking signal: {rk['signal']} ({rk['description']}; flips {', '.join(rk['flips'])}); "

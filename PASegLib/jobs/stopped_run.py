@@ -5,8 +5,12 @@ A finished run has ``model.json`` (written by ``paseg train`` at its end); ``mod
 run never gets one. Instead the record ``stopped.json`` names the checkpoint to predict with and where training
 stopped::
 
-    {"checkpoint": "checkpoints/last.pt", "epoch": 3, "iteration": 120, "network": "unet3d", "stage": 1,
+    {"checkpoint": "checkpoints/stopped-epoch3.pt", "epoch": 3, "iteration": 120, "network": "unet3d", "stage": 1,
      "created": "2026-…", "stopped": true, "paseg_version": "…"}
+
+The checkpoint it names is a snapshot of ``checkpoints/last.pt`` taken when the record is written
+(``checkpoints/stopped-epoch<N>.pt``, a hard link where the file system allows, else a copy): resuming the run
+rewrites ``last.pt``, and the model listed "stopped at epoch N" must keep predicting with the weights of epoch N.
 
 ``paseg predict RUN_DIR`` without ``--checkpoint`` predicts with that checkpoint when the run has no
 ``model.json`` (:func:`prediction_checkpoint`). Resuming the run (``paseg train --resume``) leaves the record; once
@@ -18,11 +22,13 @@ stdlib only.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from PASegLib.utils.atomic import PathLike, atomic_write_json
+from PASegLib.utils.atomic import PathLike, atomic_path, atomic_write_json
 
 __all__ = ["STOPPED_RECORD", "prediction_checkpoint", "read_stopped_record", "write_stopped_record"]
 
@@ -31,13 +37,16 @@ STOPPED_RECORD = "stopped.json"
 
 
 def write_stopped_record(run_dir: PathLike, *, epoch: Optional[int], iteration: Optional[int],
-                         checkpoint: PathLike = "checkpoints/last.pt") -> Dict[str, Any]:
+                         checkpoint: PathLike = "checkpoints/last.pt", snapshot: bool = True) -> Dict[str, Any]:
     """Write ``RUN_DIR/stopped.json`` (atomically) for the stopped run ``run_dir``; returns the record.
 
     Args:
         run_dir: a run folder of ``paseg train`` (``config.json`` names its network and stage).
         epoch: the epoch (1-based) training stopped in; ``iteration``: the global iteration (1-based).
         checkpoint: the checkpoint to predict with, relative to ``run_dir`` (or absolute inside it).
+        snapshot: record a snapshot of ``checkpoint`` beside it (``stopped-epoch<N>.pt``, else
+            ``stopped-iteration<M>.pt``, else ``stopped-last.pt``; a hard link, else a copy) rather than the file
+            itself, which a resumed run rewrites.
 
     Raises:
         ValueError: ``run_dir`` finished (has ``model.json``: use it as it is), has no ``config.json``, or the
@@ -58,6 +67,13 @@ def write_stopped_record(run_dir: PathLike, *, epoch: Optional[int], iteration: 
             raise ValueError(f"checkpoint {checkpoint} is not inside the run folder {run}") from None
     if not (run / path).is_file():
         raise ValueError(f"{run}: no checkpoint {path} (the run stopped before its first checkpoint: resume it)")
+    if snapshot:
+        label = f"epoch{int(epoch)}" if epoch is not None else \
+            f"iteration{int(iteration)}" if iteration is not None else path.stem
+        copy = path.with_name(f"stopped-{label}{path.suffix}")
+        if copy != path:
+            _snapshot(run / path, run / copy)
+            path = copy
     import PASegLib
 
     record = {"checkpoint": path.as_posix(), "epoch": None if epoch is None else int(epoch),
@@ -66,6 +82,18 @@ def write_stopped_record(run_dir: PathLike, *, epoch: Optional[int], iteration: 
               "stopped": True, "paseg_version": PASegLib.__version__}
     atomic_write_json(run / STOPPED_RECORD, record)
     return record
+
+
+def _snapshot(source: Path, dest: Path) -> None:
+    """``dest`` holds the weights ``source`` holds now (a hard link: no space used; a copy where links are not
+    possible), written atomically; ``source`` is later replaced as a whole (atomic checkpoint writes), so the
+    link keeps the old weights."""
+    with atomic_path(dest) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copy2(source, tmp)
 
 
 def read_stopped_record(run_dir: PathLike) -> Optional[Dict[str, Any]]:

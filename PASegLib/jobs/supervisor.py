@@ -70,11 +70,19 @@ def detached_options() -> Dict[str, Any]:
 
 
 def read_status(job_dir: PathLike) -> Optional[Dict[str, Any]]:
-    """``JOB_DIR/status.json`` (``None`` when missing or unreadable: a supervisor that has not started yet)."""
-    try:
-        data = json.loads((Path(job_dir) / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    """``JOB_DIR/status.json`` (``None`` when missing or unreadable: a supervisor that has not started yet). A file
+    that another process holds for a moment (Windows: being replaced, an antivirus scan) is read again a few times
+    over 0.2 s."""
+    for attempt in range(5):
+        try:
+            data = json.loads((Path(job_dir) / STATUS_FILE).read_text(encoding="utf-8"))
+            break
+        except PermissionError:
+            if attempt == 4:
+                return None
+            time.sleep(0.05)
+        except (OSError, ValueError):
+            return None
     return data if isinstance(data, dict) else None
 
 
@@ -137,6 +145,15 @@ class _Log:
     def __init__(self, path: Path) -> None:
         self._handle: TextIO = open(path, "a", encoding="utf-8", newline="\n")
         self._lock = threading.Lock()
+        try:  # a killed supervisor (or step) left half a line: the new lines start on a line of their own
+            with open(path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                if handle.tell() > 0:
+                    handle.seek(-1, os.SEEK_END)
+                    if handle.read(1) != b"\n":
+                        self.line("")
+        except OSError:
+            pass
 
     def line(self, text: str) -> None:
         with self._lock:
@@ -299,8 +316,12 @@ def run_job(job_dir: PathLike) -> str:
     finally:
         log.close()
         job_stop.consume()
-        atomic_write_json(job / STATUS_FILE, {"status": status, "exit_code": exit_code, "message": message,
-                                              "finished": _now(), "pid": pid})
+        try:
+            atomic_write_json(job / STATUS_FILE, {"status": status, "exit_code": exit_code, "message": message,
+                                                  "finished": _now(), "pid": pid})
+        except OSError as exc:  # the end is in log.txt (job_end), which the module reads first: never relabel it
+            print(f"supervisor: error: the job's end ({status}) could not be recorded in {STATUS_FILE}: {exc}",
+                  file=sys.stderr)
     return status
 
 

@@ -9,6 +9,9 @@ Temporary files are named ``.<name>.<pid>-<random>.tmp<suffix>`` (hidden, the wr
 one left behind by a writer that was killed (kill -9, power loss) is recognised by
 :func:`remove_stale_temp_files`, which the commands call on the folders they own when they start.
 A failure to write (disk full, quota, read-only) raises an ``OSError`` naming the destination file.
+
+On Windows ``os.replace`` is refused (``PermissionError``) while another process has the destination open (a
+reader of ``status.json``, an antivirus scan): the move is retried for about a second before it fails.
 """
 
 from __future__ import annotations
@@ -34,6 +37,25 @@ _TEMP_NAME = re.compile(r"^\..+?\.(?:(?P<pid>\d+)-)?[A-Za-z0-9_]{8}\.tmp[A-Za-z0
 _TEMP_FOLDERS = (".paseg-staging-", ".paseg-write-")
 #: A temporary file without a writer pid is stale when it is older than this (seconds).
 _PIDLESS_STALE_S = 24 * 3600
+#: Retry a refused ``os.replace`` (Windows: the destination is open elsewhere for a moment), for this long (s).
+_RETRY_REPLACE = os.name == "nt"
+_RETRY_REPLACE_S = 1.0
+
+
+def _replace(tmp: Path, dest: Path) -> None:
+    """``os.replace(tmp, dest)``; on Windows a ``PermissionError`` (``dest`` open in another process) is retried
+    for :data:`_RETRY_REPLACE_S` seconds."""
+    deadline = time.monotonic() + _RETRY_REPLACE_S
+    delay = 0.01
+    while True:
+        try:
+            os.replace(tmp, dest)
+            return
+        except PermissionError:
+            if not _RETRY_REPLACE or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def _umask() -> int:
@@ -74,7 +96,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, dest)
+        _replace(tmp, dest)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()

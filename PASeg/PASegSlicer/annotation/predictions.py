@@ -3,9 +3,9 @@ opened, and accepted as the case's dense label (corrections that feed back into 
 
 :class:`PredictionBookkeeping` is mixed into :class:`~PASegSlicer.annotation.logic.PASegCoreLogic`, which gives
 ``scene``, ``segmentationsOf``, ``objectNodes``, ``addObject``, ``caseIdOf`` and ``_addNode``. A prediction picked
-as a tumour's dense label (and corrected in the Segment Editor) is never overwritten by a later prediction: that
-goes into another prediction node. Accepting a prediction copies it: the dense label's segmentation is no
-prediction node at all.
+as a tumour's dense label, or edited in the Segment Editor since it was imported (corrected, not accepted yet), is
+never overwritten by a later prediction: that goes into another prediction node (:attr:`predictionNote` says so).
+Accepting a prediction copies it: the dense label's segmentation is no prediction node at all.
 """
 
 from __future__ import annotations
@@ -26,6 +26,29 @@ from .cases import predictionPath
 
 #: Node reference role from a prediction segmentation node to its volume (see ``logic.PREVIEW_ROLE``).
 PREDICTION_ROLE = "PASegPredictionOf"
+#: Node attribute of a prediction segmentation: its :func:`predictionStamp` right after the import.
+IMPORTED_STAMP_ATTRIBUTE = "PASegImportedStamp"
+
+
+def predictionStamp(segmentationNode) -> str:
+    """What a segmentation's segments hold, cheap to read (no voxel is read): the source representation, then per
+    segment its ID, name and the modification time (``GetMTime``) of its voxels. A paint or erase stroke, a segment
+    added, removed or renamed changes it; showing, reading or exporting the segments does not. The times are of this
+    Slicer session: a prediction node of a scene loaded from a file counts as edited (a new prediction goes beside it).
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    source = segmentation.GetSourceRepresentationName()
+    parts = [source]
+    for segmentId in segmentation.GetSegmentIDs():
+        segment = segmentation.GetSegment(segmentId)
+        voxels = segment.GetRepresentation(source) if segment is not None else None
+        parts.append(f"{segmentId}|{segment.GetName() if segment else ''}|{voxels.GetMTime() if voxels else 0}")
+    return ";".join(parts)
+
+
+def editedSinceImport(segmentationNode) -> bool:
+    """Whether a prediction segmentation changed since it was imported (also: its import stamp is unknown)."""
+    return segmentationNode.GetAttribute(IMPORTED_STAMP_ATTRIBUTE) != predictionStamp(segmentationNode)
 
 
 class PredictionBookkeeping:
@@ -34,18 +57,23 @@ class PredictionBookkeeping:
     scene: Any
     #: Why the kept prediction of the case opened last could not be shown (``""``: shown, or none kept).
     predictionProblem = ""
+    #: What the user should know about the last :meth:`importPrediction` (``""``: nothing): it went into a new node
+    #: because the volume's prediction was edited since it was imported.
+    predictionNote = ""
 
     def importPrediction(self, volumeNode, predictionFile, objectNames: Optional[Sequence[str]] = None,
                          workFolder=None):  # fmt: skip
         """Load a ``<case>_pred.nii.gz`` as segments "tumor 1", … of a segmentation node aligned with the volume.
 
-        It goes into the volume's latest prediction segmentation that no tumour takes its dense label from (a
-        prediction picked as a dense label and corrected is never overwritten), else into a new one.
+        It goes into the volume's latest prediction segmentation that no tumour takes its dense label from and that
+        was not edited since it was imported (a corrected prediction, accepted or not, is never overwritten), else
+        into a new one; :attr:`predictionNote` then names the edited node kept and the new one.
         Object ``k`` of the prediction is named after the volume's ``k``-th object node when there is one. The
         segments carry the DICOM terminology of ``paseg predict --dicom-seg`` and reference the volume, so that
         Slicer's DICOM export writes them as a SEG of the volume's series (``tagPredictedSegments``). The
         file is also kept as ``<work>/predictions/<case>_pred.nii.gz`` (the case's "predicted" status).
         """
+        self.predictionNote = ""
         prediction = read_image(predictionFile, role="prediction")
         geometry = geometryFromVolumeNode(volumeNode)
         mismatch = geometry.mismatch(prediction.geometry)
@@ -57,6 +85,7 @@ class PredictionBookkeeping:
         segmentationNode.GetSegmentation().RemoveAllSegments()
         ids = setLabelsToSegmentation(segmentationNode, labels, geometry, predictionSegments(labels, names), volumeNode)
         tagPredictedSegments(segmentationNode, list(ids.values()), volumeNode)
+        segmentationNode.SetAttribute(IMPORTED_STAMP_ATTRIBUTE, predictionStamp(segmentationNode))
         if workFolder is not None:
             with atomic_path(predictionPath(workFolder, self.caseIdOf(volumeNode))) as tmp:
                 shutil.copyfile(predictionFile, tmp)
@@ -64,10 +93,22 @@ class PredictionBookkeeping:
 
     def _predictionTarget(self, volumeNode):
         """The segmentation node a new prediction of the volume goes into: its latest prediction node that is no
-        tumour's dense label source, else a new "<volume> prediction" node."""
+        tumour's dense label source and unedited since its import, else a new "<volume> prediction" node (said in
+        :attr:`predictionNote` when an edited one is kept)."""
         sources = kinds.denseSegmentations(self.objectNodes(volumeNode))
         free = [n for n in self.segmentationsOf(volumeNode, PREDICTION_ROLE) if all(n is not s for s in sources)]
-        return free[-1] if free else self._addNode(PREDICTION_ROLE, volumeNode, f"{volumeNode.GetName()} prediction")
+        edited = [n for n in free if editedSinceImport(n)]
+        unedited = [n for n in free if all(n is not e for e in edited)]
+        self.predictionNote = ""
+        if unedited:
+            return unedited[-1]
+        name = self.scene.GenerateUniqueName(f"{volumeNode.GetName()} prediction")  # told apart in the note
+        node = self._addNode(PREDICTION_ROLE, volumeNode, name)
+        if edited:
+            kept = ", ".join(repr(n.GetName()) for n in edited)
+            self.predictionNote = (f"the new prediction of {volumeNode.GetName()!r} is in {node.GetName()!r}: {kept} "
+                                   "was edited since it was imported and is kept as it is")  # fmt: skip
+        return node
 
     #: Why the kept prediction of the case opened last could not be shown (``""``: shown, or none kept).
     predictionProblem = ""

@@ -4,9 +4,9 @@ A step is the difference between two snapshots of the volume's object nodes (:fu
 name, kind, each point's LPS position (the volume's local frame) or ``None`` while it is not placed, and a dense
 object's segmentation and segment (not its voxels: the Segment Editor undoes paint strokes). :class:`UndoHistory`
 keeps the snapshots of one volume; the panel records one after each edit (its status timer coalesces the events of
-one edit; the successive positions of one dragged point are one step). :func:`restore` puts a snapshot back on the
-nodes themselves: a point undone becomes unplaced (place mode resumes at it), a deleted tumour is created again (a
-new node, listed last), an added one is removed.
+one edit; the successive positions of one dragged point are one step, until the drag ends). :func:`restore` puts a
+snapshot back on the nodes themselves: a point undone becomes unplaced (place mode resumes at it), a deleted tumour
+is created again (a new node, listed last), an added one is removed.
 """
 
 from __future__ import annotations
@@ -173,6 +173,11 @@ class UndoHistory:
         self.index, self._dragged = self.index + 1, None
         return self.states[self.index - 1], self.states[self.index]
 
+    def endDrag(self) -> None:
+        """The drag of a point ended (the Markups widget's ``PointEndInteractionEvent``): moving it again is a new
+        step."""
+        self._dragged = None
+
     def renameNodes(self, newIDs: Dict[str, str]) -> None:
         """A restored node is a new node: every step refers to it by its new ID."""
         if newIDs:
@@ -180,17 +185,27 @@ class UndoHistory:
 
 
 class VolumeHistories:
-    """An :class:`UndoHistory` per volume node ID; those of volumes gone from the scene are dropped."""
+    """An :class:`UndoHistory` per volume node; those of volumes gone from the scene are dropped.
+
+    A history is the node's itself, not its ID's: a closed scene resets the ID counters, so the next case's volume
+    gets the ID of the last one (the panel also calls :meth:`clear` when the scene closes)."""
 
     def __init__(self) -> None:
-        self._histories: Dict[str, UndoHistory] = {}
+        self._histories: Dict[str, Tuple[object, UndoHistory]] = {}  # volume ID → (the volume node, its history)
 
     def of(self, volumeNode) -> UndoHistory:
-        return self._histories.setdefault(volumeNode.GetID(), UndoHistory())
+        held = self._histories.get(volumeNode.GetID())
+        if held is None or held[0] is not volumeNode:  # another node under a reused ID: a history of its own
+            held = self._histories[volumeNode.GetID()] = (volumeNode, UndoHistory())
+        return held[1]
 
     def prune(self, scene) -> None:
-        for volumeID in [i for i in self._histories if scene.GetNodeByID(i) is None]:
+        for volumeID in [i for i, (node, _h) in self._histories.items() if scene.GetNodeByID(i) is not node]:
             del self._histories[volumeID]
+
+    def clear(self) -> None:
+        """Forget every history (the scene closed: its volumes are gone, their IDs are used again)."""
+        self._histories.clear()
 
     def record(self, scene, volumeNode) -> bool:
         return volumeNode is not None and self.of(volumeNode).record(snapshot(scene, volumeNode))

@@ -64,7 +64,7 @@ class AnnotationPanel:
         self.selectorTimer = app.timer(0, self.hidePreviewSegmentations)
         self.statusTimer = app.timer(0, self.updateStatus)  # one edit fires several events: read the status once
         self.objectsTimer = app.timer(0, self.observeObjects)
-        self.autosaveTimer = app.timer(AUTOSAVE_DELAY_MS, lambda: self.autosave(self._node(self._volumeID)))
+        self.autosaveTimer = app.timer(AUTOSAVE_DELAY_MS, lambda: self.keepClicks(self._node(self._volumeID)))
         u = self.ui
         for button, slot in ((u.addTumorButton, self.onAddTumor), (u.placeButton, self.onPlace),
                              (u.saveButton, self.onSave), (u.refreshCasesButton, self.refreshCases),
@@ -105,7 +105,7 @@ class AnnotationPanel:
         """Save a pending draft now (the module is left or closed before the autosave delay ran out)."""
         if self.autosaveTimer.isActive():
             self.autosaveTimer.stop()
-            self.autosave(self._node(self._volumeID))
+            self.keepClicks(self._node(self._volumeID))  # never raises: cleanup() goes on
 
     def volume(self):
         return self.parameters().inputVolume
@@ -123,8 +123,11 @@ class AnnotationPanel:
         volume = self.volume()
         if (volume.GetID() if volume else None) != self._volumeID:
             left, self._volumeID = self._node(self._volumeID), volume.GetID() if volume else None
-            self.autosave(left)  # the volume being left (None once it is removed); a failure is said, not raised
-            self.adoptDroppedImage(volume)
+            self.keepClicks(left)  # the volume being left (None once it is removed); a failure is said, not raised
+            try:  # whatever happens, the new volume is followed below
+                self.adoptDroppedImage(volume)
+            except Exception:
+                logging.exception("PASeg: opening the saved clicks of %s failed", volume.GetName() if volume else None)
         current = self.selectedNode()
         for node, tag in self._objectTags:  # tags, not VTKObservationMixin: its removeObserver keeps every node
             node.RemoveObserver(tag)  # it ever observed as a key (a case left would stay in memory)
@@ -133,6 +136,7 @@ class AnnotationPanel:
         watched = [(n, e) for n in self.nodes for e in objects.observedEvents()]
         watched += [(n, e) for n in self._sources for e in kinds.segmentationEvents()]
         self._objectTags = [(n, n.AddObserver(e, self.onObjectEvent)) for n, e in watched]
+        self._objectTags += [(n, n.AddObserver(n.PointEndInteractionEvent, self.flow.onDragEnded)) for n in self.nodes]
         self._names = [n.GetName() for n in self.nodes]  # what the combo box shows, by position in self.nodes
         self.ui.objectComboBox.clear()
         self.ui.objectComboBox.addItems(self._names)
@@ -294,7 +298,8 @@ class AnnotationPanel:
             message = _("Unsaved clicks of {name}: {problem}").format(name=volume.GetName(), problem=exc)
             self.app.showStatusMessage(message, 10000)
             return str(exc)
-        except OSError as exc:  # the disk or share of the work folder: full, read-only, gone (a log line, no traceback)
+        except (OSError, RuntimeError) as exc:  # the disk or share of the work folder: full, read-only, gone (a log
+            # line, no traceback); SimpleITK (a dense tumour's voxels) raises RuntimeError where Python raises OSError
             problem = _("not written to {folder} ({error}); only the scene holds them").format(folder=self.workFolder(),
                                                                                                  error=exc)  # fmt: skip
             logging.error("PASeg: unsaved clicks of %s: %s", volume.GetName(), problem)
@@ -303,14 +308,39 @@ class AnnotationPanel:
             return problem
         if path is not None:
             self.app.showStatusMessage(_("Draft saved: {path}").format(path=path), 3000)
-            self.refreshCases()
+            try:  # the draft is written, whatever re-reading the case list meets
+                self.refreshCases()
+            except Exception:
+                logging.exception("PASeg: the case list could not be refreshed after the draft %s", path)
         return ""
 
+    def keepClicks(self, volume) -> str:
+        """:meth:`autosave` that never raises: an unexpected error is logged (with its traceback) and said like a
+        disk error. Returns why the clicks could not be kept ("" when they are)."""
+        try:
+            return self.autosave(volume)
+        except Exception as exc:
+            name = volume.GetName() if volume is not None else ""
+            logging.exception("PASeg: keeping the unsaved clicks of %s failed", name)
+            problem = _("not kept ({error}); only the scene holds them").format(error=f"{type(exc).__name__}: {exc}")
+            self.app.showStatusMessage(_("Unsaved clicks of {name}: {problem}").format(name=name, problem=problem),
+                                       15000)  # fmt: skip
+            return problem
+
     def onSceneAboutToClose(self, *args) -> None:
-        """The scene closes (it cannot be stopped): keep every unsaved volume's clicks, or say which are lost."""
+        """The scene closes (it cannot be stopped): keep every unsaved volume's clicks, each on its own (one that fails
+        never stops the others), and name every volume whose clicks could not be kept."""
         self.autosaveTimer.stop()
-        lost = [f"{volume.GetName()}: {problem}" for volume in self.core.unsavedVolumes()
-                if (problem := self.autosave(volume))]  # fmt: skip
+        lost = []
+        try:
+            unsaved = self.core.unsavedVolumes()
+        except Exception as exc:  # e.g. a volume whose objects cannot be read: said, never a lost scene close
+            logging.exception("PASeg: the unsaved volumes could not be listed when the scene closed")
+            unsaved, lost = [], [_("the unsaved volumes could not be listed ({error})").format(error=exc)]
+        for volume in unsaved:
+            problem = self.keepClicks(volume)
+            if problem:
+                lost.append(f"{volume.GetName()}: {problem}")
         if lost:
             logging.error("PASeg: clicks not saved when the scene closed: %s", "; ".join(lost))
             message = _("These clicks could not be saved before the scene closed:")

@@ -30,7 +30,11 @@ class BackgroundJobs:
 
     def leaveRunningJob(self) -> None:
         """The module is torn down: ask whether a running detached job keeps running in the background (the next
-        session re-attaches to it); "no", or a job that is stopping already, stops it as before."""
+        session re-attaches to it); "no" stops it. A detached job that is stopping already is left to save its
+        checkpoint and stop on its own (another stop() would kill it)."""
+        if self.runner.isRunning() and self.runner.detached and self.runner.state.status == "stopping":
+            self.runner.detach()
+            return
         if self.runner.isRunning() and self.runner.detached and self.runner.state.status == "running":
             kind = self.job.kind if self.job is not None else ""
             question = _("A PASeg {kind} job is running ({folder}).\n\nKeep it running in the background? PASeg "
@@ -71,20 +75,51 @@ class BackgroundJobs:
 
     def attachJobs(self, workFolder) -> None:
         """Follow the newest running job of ``workFolder`` (progress, loss curve, Stop) unless a job is followed
-        already, and take in, once, each job that ended while no Slicer followed it."""
+        already, and take in, once, each job that ended while no Slicer followed it. A running job that cannot be
+        followed (a damaged ``job.json``) is reported; the scan goes on."""
         for record in background.scanJobs(workFolder):
             if record.status == "running":
                 if not self.runner.isRunning():
-                    self.runner.attach(record.folder)
-                    self._started(background.jobFromFolder(record.folder))
-                    self.app.showStatusMessage(_("Following the running {kind} job {folder}").format(
-                        kind=record.kind, folder=record.folder.name), 10000)  # fmt: skip
+                    self.followRunning(record)
             elif not record.takenIn:
                 self.takeIn(record)
 
+    def followRunning(self, record) -> None:
+        """Re-attach to the running job ``record`` (its progress, loss curve and Stop appear in the job area)."""
+        try:
+            job = background.jobFromFolder(record.folder)
+            self.runner.attach(record.folder)
+        except Exception as exc:  # one damaged job folder must not stop the module from opening the work folder
+            logging.exception("PASeg: following %s failed", record.folder)
+            self.app.showStatusMessage(_("Could not follow the job {folder}: {error}").format(
+                folder=record.folder.name, error=exc), 10000)  # fmt: skip
+            return
+        self._started(job)
+        self.app.showStatusMessage(_("Following the running {kind} job {folder}").format(
+            kind=record.kind, folder=record.folder.name), 10000)  # fmt: skip
+
+    def scanAgain(self) -> None:
+        """The runner is free again (its job ended and was taken in): follow the work folder's next running job
+        (another Slicer's, a second one) and take in the jobs that ended meanwhile."""
+        work = pathText(self.p.workFolder) if self.p is not None else ""
+        if not work or self.runner.isRunning() or pathlib.Path(work) != self.scannedWork:
+            return
+        try:
+            self.attachJobs(work)
+        except OSError as exc:
+            self.app.showStatusMessage(str(exc), 5000)
+
     def takeIn(self, record) -> None:
         """Take in the results of a job that ended while no Slicer followed it (models registered, predictions
-        kept and imported where their volume is loaded), and record that it was (``taken_in``)."""
+        kept and imported where their volume is loaded), and record that it was (``taken_in``). Another session
+        that claimed it first (:func:`~PASegSlicer.jobs.background.claimTakeIn`) takes it in instead."""
+        try:
+            if not background.claimTakeIn(record.folder):
+                return
+        except OSError as exc:
+            self.app.showStatusMessage(_("Could not take in the job {folder}: {error}").format(
+                folder=record.folder.name, error=exc), 10000)  # fmt: skip
+            return
         try:
             job = background.jobFromFolder(record.folder)
             state = background.replayJob(record.folder)
@@ -94,6 +129,7 @@ class BackgroundJobs:
             background.markTakenIn(record.folder)
         except Exception as exc:  # one damaged job folder must not stop the module from opening the work folder
             logging.exception("PASeg: taking in %s failed", record.folder)
+            background.releaseTakeIn(record.folder)  # the next scan tries again
             self.app.showStatusMessage(_("Could not take in the job {folder}: {error}").format(
                 folder=record.folder.name, error=exc), 10000)  # fmt: skip
             return
@@ -102,7 +138,19 @@ class BackgroundJobs:
         text = _("The {kind} job {folder} ended while Slicer was closed ({status}: {message}); its results were "
                  "taken in.").format(kind=record.kind, folder=record.folder.name, status=state.status,
                                      message=state.message)  # fmt: skip
-        self.app.showStatusMessage(" ".join([text] + outcome.problems), 10000)
+        self.app.showStatusMessage(" ".join([text] + outcome.problems + outcome.notes), 10000)
+
+    def finishClaimed(self, job, state):
+        """Take in the results of the job this panel followed (:func:`~PASegSlicer.jobs.control.finishJob`) unless
+        another Slicer following the same job claimed them first; the :class:`~PASegSlicer.jobs.control.JobOutcome`
+        (empty then)."""
+        if not background.claimTakeIn(job.folder):
+            return control.JobOutcome(state.status, state.message)
+        try:
+            return control.finishJob(job, state, self.core.scene, self.core)
+        except Exception:
+            background.releaseTakeIn(job.folder)  # a later scan tries again
+            raise
 
     def selectedJob(self):
         """The job chosen in ``jobsComboBox`` (a :class:`~PASegSlicer.jobs.background.JobRecord`), or ``None``."""

@@ -42,6 +42,8 @@ class CaseFlow:
                              (deleteButton, self.onDeleteTumor)):  # fmt: skip
             button.clicked.connect(slot)
         self.shortcuts = shortcuts.install(panel.app, panel)
+        scene = panel.core.scene  # removed with the panel's other observations (its cleanup)
+        panel.observations.addObserver(scene, scene.EndCloseEvent, self.onSceneClosed)
 
     def setShortcutsEnabled(self, enabled: bool) -> None:
         """The keys work while the module is shown (the widget's ``enter`` / ``exit``)."""
@@ -65,6 +67,18 @@ class CaseFlow:
         self.histories.prune(self.scene)
         if volume is not None:
             self.histories.record(self.scene, volume)
+
+    def onSceneClosed(self, *args) -> None:
+        """The scene closed: its volumes' undo steps go with it (the next volumes reuse their IDs)."""
+        self.histories.clear()
+
+    def onDragEnded(self, *args) -> None:
+        """A point's drag ended (``PointEndInteractionEvent``): its last position closes the step, and the next
+        move of the same point is a step of its own."""
+        volume = self.panel.volume()
+        if volume is not None:
+            self.recordEdit(volume)  # the last move's status timer may not have run yet
+            self.histories.of(volume).endDrag()
 
     def onUndo(self) -> None:
         self._step(back=True)
@@ -102,7 +116,9 @@ class CaseFlow:
             return
         active = self.scene.GetNodeByID(markups.GetActiveListID() or "")
         ours = {n.GetID() for n in p.nodes}
-        if active is None or active.GetID() not in ours:
+        if active is None:  # the tumour being placed was removed: a click would make a stray markups node
+            return p.stopPlacing()
+        if active.GetID() not in ours:
             return
         for node in changed + [active]:
             if objects.startPlacement(markups, node):

@@ -217,7 +217,7 @@ class JobPanel(BackgroundJobs):
         re-enabled and the user told, whatever happens while taking them in."""
         job, problems, outcome = self.job, [], None
         try:
-            outcome = control.finishJob(job, state, self.core.scene, self.core)
+            outcome = self.finishClaimed(job, state)  # once, also when another Slicer followed it too
             background.markTakenIn(job.folder)  # a later scan of the work folder leaves it alone
             problems = outcome.problems
             if outcome.registered:  # the newest model becomes the one to predict with
@@ -234,12 +234,15 @@ class JobPanel(BackgroundJobs):
         if state.status == "failed":
             problems.insert(0, _("The job failed: {message}").format(message=state.message))
         if problems:
+            problems += outcome.notes if outcome else []
             text = "\n\n".join(problems) + "\n\n" + _("The full log is in {folder}").format(folder=folder)
             self.app.errorDisplay(text)
         else:
             done = _("PASeg {kind} job {status}: {message}").format(kind=job.kind if job else "", status=state.status,
                                                                     message=state.message)  # fmt: skip
-            self.app.showStatusMessage(done + self.keptPredictionsText(job, outcome), 10000)
+            notes = "".join(" · " + note for note in (outcome.notes if outcome else []))  # e.g. a corrected node kept
+            self.app.showStatusMessage(done + self.keptPredictionsText(job, outcome) + notes, 10000)
+        self.scanAgain()  # the runner is free: follow the work folder's next running job, if any
 
     def onShowCurve(self) -> None:
         self.plot.update(self.runner.state.lossHistory, self.runner.state.validationHistory)

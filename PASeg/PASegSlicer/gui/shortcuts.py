@@ -1,13 +1,16 @@
 """The keyboard shortcuts of the annotation panel: one table (:data:`SHORTCUTS`) gives each key, its action, its help
 text and its handler; it also writes the help (:func:`helpText`, :func:`markdownTable`).
 
-The keys avoid Slicer's own: the slice views use the arrows, ``b`` ``f`` ``v`` ``V`` ``r`` ``g`` ``t`` ``[`` ``]``
-``{`` ``}``, Delete and Backspace (a hovered point) and Escape; the 3D views Home, End, Page Down, Insert, ``+``
-``-``, the keypad and Ctrl+B; the application Ctrl+F, O, S, W, H and Ctrl+0…5. A single key typed in a text field
-(a path, the Python console) stays the field's: Qt gives plain keys to the focused editor first. The shortcuts
-are active while the module is shown (:meth:`~PASegSlicer.gui.caseflow.CaseFlow.setShortcutsEnabled`,
-from the widget's ``enter`` / ``exit``), so they never meet the Segment Editor's own single keys; undo and redo are
-``z`` and ``y`` there too.
+The keys avoid Slicer's own (5.8-5.12; the test lists each with its source): the slice views use the arrows,
+``b`` ``f`` ``v`` ``V`` ``r`` ``g`` ``t`` ``[`` ``]`` ``{`` ``}``, Escape, and on a hovered control point ``s``
+(snap to the slice), Delete and Backspace; the 3D views Home, End, Page Down, Insert, ``+`` ``-``, the keypad and
+Ctrl+B; the application Ctrl+F, O, S, W, H, Z, Y, Ctrl+0…6, Ctrl+Left / Ctrl+Right and (since 5.10) Alt+Left /
+Alt+Right (previous / next module), Ctrl+Shift+A, T and Space (Markups), Ctrl+Shift+Left / Right / Down
+(Sequences). A key typed in a text field (a path, the Python console) stays the field's: Qt gives keys that
+type text (``Shift+S`` too) to the focused editor first. The shortcuts are active while the module is shown
+(:meth:`~PASegSlicer.gui.caseflow.CaseFlow.setShortcutsEnabled`, from the widget's ``enter`` / ``exit``), so they
+never meet the Segment Editor's own single keys (installed while it is shown); undo and redo are ``z`` and ``y``
+there too, and ``,`` / ``.`` its previous / next segment.
 
 A handler is a button's ``click`` where the panel has a button (a disabled button ignores its key), else a panel
 method; a method the panel lacks (``onReviewNext`` before the review queue exists) leaves its key unbound.
@@ -31,7 +34,7 @@ class Shortcut:
 
     @property
     def keyText(self) -> str:
-        """The key as the help shows it: ``a``, ``Alt+Left``."""
+        """The key as the help shows it: ``a``, ``,``, ``Shift+S``."""
         return self.key.lower() if len(self.key) == 1 else self.key
 
 
@@ -46,10 +49,10 @@ SHORTCUTS: Tuple[Shortcut, ...] = (
     Shortcut("Y", "redo", "redo what undo took back", lambda p: lambda: p.flow.onRedo()),
     Shortcut("D", "deleteTumor", "delete the selected tumor (asks first; z brings it back)",
              lambda p: p.ui.deleteTumorButton.click),
-    Shortcut("S", "saveAndNext", "save the case (into the dataset when complete, else asks: keep a draft or stay) "
-             "and open the next case not annotated yet", lambda p: p.ui.saveAndNextButton.click),
-    Shortcut("Alt+Left", "previousCase", "open the previous case", lambda p: p.ui.previousCaseButton.click),
-    Shortcut("Alt+Right", "nextCase", "open the next case", lambda p: p.ui.nextCaseButton.click),
+    Shortcut("Shift+S", "saveAndNext", "save the case (into the dataset when complete, else asks: keep a draft or "
+             "stay) and open the next case not annotated yet", lambda p: p.ui.saveAndNextButton.click),
+    Shortcut(",", "previousCase", "open the previous case", lambda p: p.ui.previousCaseButton.click),
+    Shortcut(".", "nextCase", "open the next case", lambda p: p.ui.nextCaseButton.click),
     Shortcut("N", "reviewNext", "open the next case of the review queue (once a model has ranked the cases)",
              lambda p: getattr(p, "onReviewNext", None)),
 )  # fmt: skip

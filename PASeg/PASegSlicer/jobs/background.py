@@ -4,13 +4,16 @@ training job, and using a stopped run's last weights.
 A job runs detached (:mod:`PASegLib.jobs.supervisor`), so when Slicer starts again (or the module gets a work
 folder) :func:`scanJobs` lists ``<work>/jobs/*/job.json``: a running one is re-attached
 (:meth:`~PASegSlicer.jobs.runner.JobRunner.attach`), one that ended while nobody followed it is taken in once
-(``taken_in`` in ``job.json``; :func:`markTakenIn`), and the others are listed with their status.
+(``taken_in`` in ``job.json``; :func:`markTakenIn`), and the others are listed with their status. Two Slicer
+instances on one work folder take a job in once: the one that creates ``JOB/taken_in`` first
+(:func:`claimTakeIn`, an exclusive create) does.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -22,8 +25,30 @@ from .control import Job
 from .models import ModelEntry, ModelRegistry, useStoppedRun
 from .runner import FINAL_STATUSES, jobRunning, replayJob
 
-__all__ = ["JobRecord", "jobFromFolder", "markTakenIn", "prepareResume", "scanJobs", "stoppedRuns",
-           "useLastWeights"]
+__all__ = ["TAKEN_IN_MARKER", "JobRecord", "claimTakeIn", "jobFromFolder", "markTakenIn", "prepareResume",
+           "releaseTakeIn", "scanJobs", "stoppedRuns", "useLastWeights"]
+
+
+#: created (exclusively) in the job folder by the session that takes the job's results in
+TAKEN_IN_MARKER = "taken_in"
+
+
+def claimTakeIn(folder) -> bool:
+    """Claim the taking in of the job ``folder``'s results for this session: ``True`` when this call created
+    ``JOB/taken_in`` (an exclusive create, atomic across processes), ``False`` when another session (or an earlier
+    call) claimed it. ``OSError`` when the folder cannot be written."""
+    try:
+        fd = os.open(Path(folder) / TAKEN_IN_MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except FileExistsError:
+        return False
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.close(fd)
+    return True
+
+
+def releaseTakeIn(folder) -> None:
+    """Give a claim back (:func:`claimTakeIn`): taking in failed, a later scan tries again; a resumed job."""
+    (Path(folder) / TAKEN_IN_MARKER).unlink(missing_ok=True)
 
 
 @dataclass
@@ -101,7 +126,8 @@ def scanJobs(workFolder) -> List[JobRecord]:
             continue
         runs = [str(s["run_dir"]) for s in doc.get("steps") or [] if isinstance(s, dict) and s.get("run_dir")]
         message = str((read_status(folder) or {}).get("message") or doc.get("message") or "")
-        takenIn = bool(doc.get("taken_in")) or doc.get("status") in FINAL_STATUSES  # finishJob recorded its end
+        takenIn = bool(doc.get("taken_in")) or doc.get("status") in FINAL_STATUSES \
+            or (folder / TAKEN_IN_MARKER).exists()  # finishJob recorded its end, or another session takes it in
         records.append(JobRecord(folder, str(doc.get("kind", "")), status, str(doc.get("created", "")), message,
                                  takenIn, runs, stoppedRuns(runs)))
     return records
@@ -148,13 +174,14 @@ def prepareResume(folder) -> JobRecord:
                resumed=list(doc.get("resumed") or []) + [datetime.datetime.now().isoformat(timespec="seconds")])
     doc.pop("finished", None)
     atomic_write_json(folder / "job.json", doc)
+    releaseTakeIn(folder)  # its new end is taken in again
     runs = [str(s["run_dir"]) for s in doc["steps"] if s.get("run_dir")]
     return JobRecord(folder, "train", "running", str(doc.get("created", "")), "", False, runs, stoppedRuns(runs))
 
 
 def useLastWeights(folder, registry: ModelRegistry) -> ModelEntry:
     """Register the stopped run of the training job ``folder`` as a model with its last weights: the run gets a
-    ``stopped.json`` (naming the epoch and ``checkpoints/last.pt``), never a ``model.json``, and is listed
+    ``stopped.json`` (naming the epoch and a snapshot of ``checkpoints/last.pt``), never a ``model.json``, and is listed
     "stopped at epoch N". ``ValueError`` when no run of the job stopped with a checkpoint."""
     folder = Path(folder)
     doc = _jobDoc(folder)
@@ -162,7 +189,8 @@ def useLastWeights(folder, registry: ModelRegistry) -> ModelEntry:
     if doc.get("kind") != "train" or not runs:
         raise ValueError(f"{folder.name}: no run of this job stopped with a checkpoint (nothing trained yet?)")
     state = replayJob(folder)
-    record = useStoppedRun(runs[-1], state.stoppedEvent)
-    if record.get("epoch") is None and state.epoch is not None:
-        record = useStoppedRun(runs[-1], {"epoch": state.epoch, "iteration": state.iteration})
+    event = state.stoppedEvent
+    if (not event or event.get("epoch") is None) and state.epoch is not None:
+        event = {"epoch": state.epoch, "iteration": state.iteration}  # one record, one snapshot of its weights
+    useStoppedRun(runs[-1], event)
     return registry.register(runs[-1])

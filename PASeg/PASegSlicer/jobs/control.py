@@ -70,8 +70,9 @@ class Job:
 
 @dataclass
 class JobOutcome:
-    """What :func:`finishJob` did: registered models, prediction files, the imported segmentation node, and
-    ``problems`` (texts for the user: a result that could not be taken in, with where it is kept)."""
+    """What :func:`finishJob` did: registered models, prediction files, the imported segmentation node,
+    ``problems`` (texts for the user: a result that could not be taken in, with where it is kept) and ``notes``
+    (texts for the status bar: a prediction that went into a new node beside one the user corrected)."""
 
     status: str
     message: str
@@ -79,6 +80,7 @@ class JobOutcome:
     predictions: Dict[str, Path] = field(default_factory=dict)
     importedNode: Any = None
     problems: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
 
 
 def _folder(value, what: str) -> Path:
@@ -266,6 +268,8 @@ def finishJob(job: Job, state: JobState, scene=None, core=None) -> JobOutcome:
     except Exception as exc:  # shown to the user with where the file is; the job itself succeeded
         outcome.problems.append(f"the prediction could not be imported into {job.volumeName!r} ({exc}); "
                                 f"it is kept in {kept}")  # fmt: skip
+    else:
+        _notePrediction(outcome, core)
     return outcome
 
 
@@ -306,3 +310,12 @@ def _showOpenCases(outcome: JobOutcome, core, workFolder) -> None:
         except Exception as exc:  # shown with where the file is; the job itself succeeded
             outcome.problems.append(f"the prediction of case {case} could not be shown in {node.GetName()!r} ({exc}); "
                                     f"it is kept in {predictionPath(workFolder, case)}")  # fmt: skip
+        else:
+            _notePrediction(outcome, core)
+
+
+def _notePrediction(outcome: JobOutcome, core) -> None:
+    """Say where a prediction went when a corrected prediction of its volume was kept (the logic's
+    ``predictionNote``) in :attr:`JobOutcome.notes`."""
+    if getattr(core, "predictionNote", ""):
+        outcome.notes.append(core.predictionNote)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -42,6 +43,18 @@ __all__ = ["FINAL_STATUSES", "DetachedJobs", "jobRunning"]
 #: a job folder whose supervisor has not written ``status.json`` yet counts as starting for this long, s
 STARTING_GRACE_S = 30.0
 FINAL_STATUSES = ("done", "failed", "stopped")
+_STALE = object()  # a look of a following that ended (another job followed since, or the job finished)
+
+
+def notify(callback, value) -> None:
+    """``callback(value)`` (an ``onEvent`` / ``onLog`` of the GUI); an exception in it is logged, never passed on:
+    it must not end the following of the job (the next look would never be planned)."""
+    if callback is None:
+        return
+    try:
+        callback(value)
+    except Exception:
+        logging.getLogger(__name__).exception("PASeg: a job callback failed on %r", value)
 
 
 def jobRunning(jobFolder) -> bool:
@@ -129,11 +142,10 @@ class DetachedJobs:
                 self._stopRequested, self.state.status = True, "stopping"
             self._generation += 1
             generation = self._generation
-        if self.onEvent is not None:
-            self.onEvent({"event": "attached", "folder": str(self.jobFolder)})
+        notify(self.onEvent, {"event": "attached", "folder": str(self.jobFolder)})
         if self.onLog is not None:
             for line in list(self.logLines):
-                self.onLog(line)
+                notify(self.onLog, line)
         self.schedule(0.0, lambda: self._poll(generation))
 
     def detach(self) -> None:
@@ -161,8 +173,13 @@ class DetachedJobs:
             self.logLines.clear()
             self._readNew(callbacks=False)
             final = self._finalOutcome()
-            if replayOnly and final is not None and not self._supervisorAlive():
-                self.state.status, self.state.exitCode, self.state.message = final
+            if replayOnly and final is not None:
+                recorded = (read_status(folder) or {}).get("status")
+                if self._jobEnd is not None and recorded in ("starting", "running") and self._supervisorAlive():
+                    # the end of the run before a resume: this run's supervisor has not logged its job_start yet
+                    self._jobEnd = None
+                elif not self._supervisorAlive():
+                    self.state.status, self.state.exitCode, self.state.message = final
 
     def _readNew(self, *, callbacks: bool) -> None:
         try:
@@ -178,18 +195,30 @@ class DetachedJobs:
 
     def _handleJobLine(self, line: str, callbacks: bool) -> None:
         event = parse_progress_line(line)
+        if event is not None:
+            try:
+                self._applyJobEvent(event)
+            except (ValueError, TypeError, KeyError, AttributeError, IndexError):  # a damaged progress line
+                event = None
         if event is None:
             if line.strip():
                 self.logLines.append(line)
-                if callbacks and self.onLog is not None:
-                    self.onLog(line)
+                if callbacks:
+                    notify(self.onLog, line)
             return
+        if callbacks:
+            notify(self.onEvent, event)
+
+    def _applyJobEvent(self, event: Dict[str, Any]) -> None:
         kind, s = event["event"], self.state
         if kind == "job_start":
             self._jobEnd = None
             s.stepCount = int(event.get("steps") or s.stepCount)
         elif kind == "job_step":
-            s.stepIndex, s.stepName = int(event.get("index", 0)), str(event.get("name", ""))
+            index = int(event.get("index", 0))
+            if self._steps and not 0 <= index < len(self._steps):
+                raise ValueError(f"job_step index {index} out of range")
+            s.stepIndex, s.stepName = index, str(event.get("name", ""))
             s.stepFraction, s.etaSeconds = 0.0, None
             s.phase, s.phaseDone, s.phaseTotal, s.phaseEpoch = "", 0, 0, None
             s.iteration = s.totalIterations = None
@@ -197,8 +226,6 @@ class DetachedJobs:
             self._jobEnd = event
         else:
             s.apply(event)
-        if callbacks and self.onEvent is not None:
-            self.onEvent(event)
 
     def _finalOutcome(self):
         """``(status, exitCode, message)`` once the job ended (its ``job_end`` line, else ``status.json``)."""
@@ -216,12 +243,33 @@ class DetachedJobs:
         return jobRunning(self.jobFolder)
 
     def _poll(self, generation: int) -> None:
-        """One look at the job folder: new lines, then whether the job ended; looks again later while it runs."""
+        """One look at the job folder: new lines, then whether the job ended; looks again later while it runs (also
+        after a look that failed: one damaged line or failing callback must not end the following)."""
+        try:
+            outcome = self._look(generation)
+        except Exception:
+            logging.getLogger(__name__).exception("PASeg: a look at the job folder %s failed", self.jobFolder)
+            outcome = None
+        if outcome is _STALE:
+            return
+        if outcome is None:
+            self.schedule(self.pollSeconds, lambda: self._poll(generation))
+            return
+        status, exitCode, message, logged = outcome
+        if self.state.killed and status == "stopped":
+            message = message or "killed"
+        self._finish(status, exitCode, message, logged=logged)
+
+    def _look(self, generation: int):
+        """``(status, exitCode, message, logged)`` once the job ended, ``None`` while it runs, ``_STALE``."""
         with self._lock:
             if generation != self._generation or self.state.finished:
-                return
+                return _STALE
             self._readNew(callbacks=True)
             final = self._finalOutcome()
+            if final is not None and self._jobEnd is None:  # seen in status.json: the lines the job wrote before it
+                self._readNew(callbacks=True)
+                final = self._finalOutcome() or final
             if final is None and not self._supervisorAlive():
                 self._readNew(callbacks=True)  # what it wrote before it ended
                 final = self._finalOutcome()
@@ -247,13 +295,7 @@ class DetachedJobs:
                              if self._steps else None):
                     if path is not None:
                         path.unlink(missing_ok=True)  # a killed job leaves its stop files behind
-        if final is None:
-            self.schedule(self.pollSeconds, lambda: self._poll(generation))
-            return
-        status, exitCode, message = final
-        if self.state.killed and status == "stopped":
-            message = message or "killed"
-        self._finish(status, exitCode, message, logged=logged)
+        return None if final is None else (*final, logged)
 
     def _killDetached(self) -> None:
         """Kill the supervisor's process tree (its step and the step's children with it)."""

@@ -105,9 +105,10 @@ def _stoppedInfo(record: Dict[str, Any]) -> Dict[str, Any]:
 
 def useStoppedRun(runDir, stoppedEvent: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Make the stopped run ``runDir`` usable as a model: write its ``stopped.json`` (never ``model.json``, which
-    means "finished"), naming ``checkpoints/last.pt`` and the epoch / iteration of ``stoppedEvent`` (the step's
-    last ``stopped`` progress event; else those of ``history.json``). ``ValueError`` when the run finished or
-    stopped before its first checkpoint."""
+    means "finished"), naming a snapshot of ``checkpoints/last.pt`` (``checkpoints/stopped-epoch<N>.pt``: a resume
+    rewrites ``last.pt``; :func:`~PASegLib.jobs.stopped_run.write_stopped_record`) and the epoch / iteration of
+    ``stoppedEvent`` (the step's last ``stopped`` progress event; else those of ``history.json``). ``ValueError``
+    when the run finished or stopped before its first checkpoint."""
     run = Path(runDir)
     epoch = iteration = None
     if stoppedEvent:

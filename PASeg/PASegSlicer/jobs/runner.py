@@ -48,7 +48,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional
 from PASegLib.jobs.events import parse_progress_line
 from PASegLib.jobs.stopping import EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED, STOP_FILE
 
-from .following import FINAL_STATUSES, DetachedJobs, jobRunning
+from .following import FINAL_STATUSES, DetachedJobs, jobRunning, notify
 from .processes import LineSplitter, SubprocessBackend, killProcessTree, threadingSchedule
 from .state import JobState, formatDuration
 
@@ -215,7 +215,8 @@ class JobRunner(DetachedJobs):
         self._killIfStillRunning(generation, "kill requested; killing the process tree")
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Block until the job finished (for scripts and tests only; the GUI uses ``onEvent``)."""
+        """Block until the job finished (for scripts and tests only; the GUI uses ``onEvent``); when its "finished"
+        callback started following another job (the panel's re-scan), until that one finished too."""
         return self._finishedEvent.wait(timeout)
 
     # -- internals -----------------------------------------------------------------------------------------
@@ -318,9 +319,10 @@ class JobRunner(DetachedJobs):
             self.state.status, self.state.exitCode, self.state.message = status, exitCode, message
             if not logged:
                 self._log(f"[PASeg] job {status}: {message}")
-        if self.onEvent is not None:
-            self.onEvent({"event": "finished", "status": status, "message": message})
-        self._finishedEvent.set()
+        generation = self._generation
+        notify(self.onEvent, {"event": "finished", "status": status, "message": message})
+        if generation == self._generation:  # the callback did not start following another job (a re-scan)
+            self._finishedEvent.set()
 
     def _log(self, line: str) -> None:
         self.logLines.append(line)

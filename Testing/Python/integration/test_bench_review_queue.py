@@ -47,7 +47,7 @@ def test_summary_compares_ranked_and_random_per_k(tmp_path):
                   "cases": {f"t{i}": {"dice": mean + d, "assd": 1.0, "hd95": 5.0} for i, d in enumerate((-0.01, 0.01))},
                   "cases_last": {f"t{i}": mean + d for i, d in enumerate((-0.01, 0.01))}}
         (tmp_path / "rows" / f"{name}.json").write_text(json.dumps(result))
-    args = Namespace(threads=1, device_note="test", budget_note="smaller", common={"epochs": 6},
+    args = Namespace(threads=1, device_note="test", budget_note="smaller", common={"epochs": 6}, other_budget=[],
                      summary=tmp_path / "summary.json", markdown=False)
     assert bench.report(args, tmp_path, a, rows, queue, POOL, ["t0", "t1"], ["v1"], POOL) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -58,6 +58,7 @@ def test_summary_compares_ranked_and_random_per_k(tmp_path):
     assert ranked3["paired"]["against"] == "base" and ranked3["paired"]["mean_diff"] == pytest.approx(0.05)
     assert ranked3["how"]["iterations"] == 144 and ranked3["how"]["threads"] == 1 and ranked3["k"] == 3
     assert summary["rows"]["base"]["k"] == 0 and "base_dice_of_corrected" not in summary["rows"]["base"]
+    assert not summary["rows"]["base"]["collapsed_to_background"] and "other_budgets" not in summary
     assert summary["ranking"]["signal"] == "flip" and summary["ranking"]["queue"][0]["case"] == "p19"
     assert summary["budget"] == {"overrides": {"epochs": 6}, "note": "smaller"}
     table = bench.markdown(summary)

@@ -155,9 +155,10 @@ def test_a_stopped_run_is_used_through_stopped_json_never_model_json(tmp_path):
     run = _run(tmp_path)
     assert prediction_checkpoint(run, None) == "best"  # nothing chosen yet: as before
     record = write_stopped_record(run, epoch=3, iteration=120)
-    assert record["checkpoint"] == "checkpoints/last.pt" and record["epoch"] == 3 and record["network"] == "unet3d"
+    assert record["checkpoint"] == "checkpoints/stopped-epoch3.pt" and record["epoch"] == 3
+    assert record["network"] == "unet3d"
     assert read_stopped_record(run)["iteration"] == 120 and not (run / "model.json").exists()
-    assert prediction_checkpoint(run, None) == str(run / "checkpoints" / "last.pt")
+    assert prediction_checkpoint(run, None) == str(run / "checkpoints" / "stopped-epoch3.pt")
     assert prediction_checkpoint(run, "best") == "best"  # an explicit --checkpoint wins
     (run / "model.json").write_text("{}")  # the run was resumed and finished: its model.json wins
     assert prediction_checkpoint(run, None) == "best"
@@ -175,3 +176,64 @@ def test_a_stopped_record_is_refused_without_a_checkpoint(tmp_path):
         read_stopped_record(run)
     with pytest.raises(ValueError, match="not a training run folder"):
         write_stopped_record(tmp_path, epoch=1, iteration=1)
+
+
+def test_a_stopped_record_keeps_the_weights_it_names_when_the_run_is_resumed(tmp_path):
+    """Review finding 9: ``last.pt`` changes when the run resumes; the model listed "stopped at epoch 3" keeps
+    predicting with the epoch-3 weights (a snapshot beside it, hard-linked or copied)."""
+    run = _run(tmp_path)
+    record = write_stopped_record(run, epoch=3, iteration=120)
+    newer = run / "checkpoints" / ".last.pt.tmp"
+    newer.write_bytes(b"weights of epoch 5")  # the resumed run saves last.pt atomically, as the trainer does
+    os.replace(newer, run / "checkpoints" / "last.pt")
+    assert (run / record["checkpoint"]).read_bytes() == b"w"
+    assert read_stopped_record(run)["checkpoint"] == "checkpoints/stopped-epoch3.pt"
+    assert write_stopped_record(run, epoch=None, iteration=None)["checkpoint"] == "checkpoints/stopped-last.pt"
+
+
+def test_the_log_of_a_crashed_supervisor_gets_its_newline_before_new_lines(tmp_path):
+    """Review finding 10: a supervisor killed in the middle of a line left no newline; the next one (a resume)
+    starts on a new line, so its first event is not glued to the partial one."""
+    job = _job(tmp_path, [("a", "ok")])
+    (job / "log.txt").write_bytes(b"old line\nhalf a line of the killed run")
+    assert run_job(job) == "done"
+    lines, events = _log(job)
+    assert lines[:2] == ["old line", "half a line of the killed run"] and events[0]["event"] == "job_start"
+
+
+def test_a_status_file_held_for_a_moment_is_read_again(tmp_path, monkeypatch):
+    """Finding 5 (Windows): a reader that meets status.json locked for a moment reads it again."""
+    (tmp_path / "status.json").write_text(json.dumps({"status": "done"}))
+    real, calls = Path.read_text, []
+
+    def read_text(self, *args, **kwargs):
+        calls.append(self.name)
+        if len(calls) <= 2:
+            raise PermissionError(13, "The process cannot access the file", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert read_status(tmp_path) == {"status": "done"} and len(calls) == 3
+    monkeypatch.setattr(Path, "read_text", real)
+    assert read_status(tmp_path / "missing") is None
+
+
+def test_a_job_whose_end_cannot_be_written_to_status_json_is_not_relabelled_failed(tmp_path, monkeypatch, capsys):
+    """Finding 5: the final status.json write fails (Windows: a reader held it for more than the retry); the job's
+    end stays in log.txt, which the module reads first, and main() does not record "the job could not run"."""
+    import PASegLib.jobs.supervisor as supervisor
+
+    job = _job(tmp_path, [("a", "ok")])
+    real, calls = supervisor.atomic_write_json, []
+
+    def write(path, obj, **kwargs):
+        calls.append(obj["status"])
+        if obj["status"] != "running":
+            raise PermissionError(13, "Access is denied", str(path))
+        real(path, obj, **kwargs)
+
+    monkeypatch.setattr(supervisor, "atomic_write_json", write)
+    assert supervisor.main([str(job)]) == 0 and calls == ["running", "done"]
+    _, events = _log(job)
+    assert events[-1]["event"] == "job_end" and events[-1]["status"] == "done"
+    assert "could not be recorded" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """Corrections that feed back, on a real MRML scene (slicer-core): a prediction picked as a dense label and
-corrected survives the next prediction and the next autosave (D1); "restrict to the boxes" only where a case has
+corrected survives the next prediction and the next autosave (D1), and so does one corrected but not accepted yet,
+whether "Predict current volume" or "Predict all cases" brings the next prediction (an unedited one is reused);
+"restrict to the boxes" only where a case has
 boxes, decided before the child starts (D7); a case's kept prediction appears when the case is opened (D8); a
 (corrected) prediction accepted as the case's dense label is saved as a dense case that the library's dataset
 reader reads as dense; the self-test's random-walker part is skipped, with a message, without scikit-image (D10).
@@ -112,6 +114,64 @@ def test_autosave_keeps_the_draft_label_of_a_dense_tumour_whose_segments_vanishe
     assert label.is_file(), "the corrected draft label was deleted as stale"
     assert drafts.draftLabels(draft) == [label]
     assert np.array_equal(np.asarray(read_image(label).array) > 0, mask)
+
+
+# -- a prediction corrected but not accepted yet is never overwritten (review finding 2) ------------------------------
+def _smallerMask(mask):
+    smaller = np.zeros_like(mask)
+    smaller[12:16, 12:16, 8:12] = True
+    return smaller
+
+
+def test_a_prediction_corrected_before_it_is_accepted_survives_the_next_prediction(scene, logic, sphere, tmp_path):
+    from PASegSlicer.mrml.segments import segmentationToLabels
+
+    volume, image, mask = sphere
+    first = logic.importPrediction(volume, _predictionFile(tmp_path, "first", mask))
+    assert logic.predictionNote == ""
+    _paint(first, "tumor 1", (2, 2, 2), (4, 4, 4))  # corrected in the Segment Editor, not accepted yet
+    corrected = segmentationToLabels(first, volume, ["tumor 1"])
+    second = logic.importPrediction(volume, _predictionFile(tmp_path, "second", _smallerMask(mask)))  # predict again
+    assert second is not first, "the corrected prediction was overwritten by the next prediction"
+    assert np.array_equal(segmentationToLabels(first, volume, ["tumor 1"]), corrected)
+    assert np.array_equal(segmentationToLabels(second, volume, ["tumor 1"]) > 0, _smallerMask(mask))
+    assert logic.segmentationsOf(volume, PREDICTION_ROLE) == [first, second]  # the newest is the one accepted
+    assert first.GetName() != second.GetName()
+    assert first.GetName() in logic.predictionNote and second.GetName() in logic.predictionNote
+    third = logic.importPrediction(volume, _predictionFile(tmp_path, "third", mask))  # the new one is unedited
+    assert third is second and logic.predictionNote == ""
+    assert np.array_equal(segmentationToLabels(first, volume, ["tumor 1"]), corrected)
+
+
+def test_an_unedited_prediction_is_reused_by_the_next_prediction(scene, logic, sphere, tmp_path):
+    from PASegSlicer.mrml.segments import segmentationToLabels
+
+    volume, image, mask = sphere
+    first = logic.importPrediction(volume, _predictionFile(tmp_path, "first", mask))
+    segmentationToLabels(first, volume, ["tumor 1"])  # looked at (read, exported): no edit
+    second = logic.importPrediction(volume, _predictionFile(tmp_path, "second", _smallerMask(mask)))
+    assert second is first and logic.segmentationsOf(volume, PREDICTION_ROLE) == [first]
+    assert np.array_equal(segmentationToLabels(first, volume, ["tumor 1"]) > 0, _smallerMask(mask))
+    assert logic.predictionNote == ""
+
+
+def test_predict_all_finishing_keeps_the_correction_of_an_open_case_and_says_so(scene, logic, sphere, tmp_path):
+    from PASegSlicer.mrml.segments import segmentationToLabels
+
+    volume, image, mask = sphere
+    scene.RemoveNode(volume)
+    dataset, work = _dataset(tmp_path, image), tmp_path / "work"
+    opened = logic.openCase(list_cases(dataset)[0], work)
+    first = logic.importPrediction(opened, _predictionFile(tmp_path, "sphere", mask), workFolder=work)
+    _paint(first, "tumor 1", (2, 2, 2), (4, 4, 4))
+    corrected = segmentationToLabels(first, opened, ["tumor 1"])
+    outcome = control.JobOutcome("done", "", predictions={"sphere": _predictionFile(tmp_path / "all", "sphere",
+                                                                                    _smallerMask(mask))})  # fmt: skip
+    control._showOpenCases(outcome, logic, work)  # what "Predict all cases" does for each open case when it ends
+    assert np.array_equal(segmentationToLabels(first, opened, ["tumor 1"]), corrected)
+    (_, second) = logic.segmentationsOf(opened, PREDICTION_ROLE)
+    assert np.array_equal(segmentationToLabels(second, opened, ["tumor 1"]) > 0, _smallerMask(mask))
+    assert outcome.problems == [] and any(first.GetName() in n and second.GetName() in n for n in outcome.notes)
 
 
 # -- accept as dense label -------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Defects at the edges of a long annotation day, on a real MRML scene (``slicer-core``): the preview never becomes a
 dense label, a case left lets go of its nodes, a dense case's label segmentation leaves with it, an unreadable saved
 annotation is reported once instead of breaking every refresh, a save that wrote the clicks says so, a disk error at
-autosave is named and never stops the panel, a renamed tumour is still the selected one, a dense case previews on
-request only, a box's preview cost is estimated as it runs (boxes preview by themselves again), and the messages name
-the tumours' kinds.
+autosave (an ``OSError``, or SimpleITK's ``RuntimeError`` for a dense tumour's voxels, or any other error of one
+volume) is named and never stops the panel or the other volumes' autosave at scene close, a renamed tumour is still
+the selected one, a dense case previews on request only, a box's preview cost is estimated as it runs (boxes preview by
+themselves again), and the messages name the tumours' kinds.
 
 The dense-label selector's filter (``qMRMLNodeComboBox.sortFilterProxyModel().hiddenNodeIDs``, a ``QStringList``
 property of ``qMRMLSortFilterProxyModel`` in Slicer 5.8–5.12) is checked here on the stand-in widget only.
@@ -234,6 +235,81 @@ def test_a_disk_error_at_autosave_names_the_clicks_and_still_follows_the_new_vol
     scene.Clear(0)
     (error,) = headless.shown["error"]
     assert "sphere" in error and "other" in error and str(blocked) in error
+
+
+def _imageWritesFail(monkeypatch):
+    """A full disk as SimpleITK meets it: its writers raise ``RuntimeError`` (an ITK exception), not ``OSError``, so
+    a dense tumour's draft label cannot be written while the draft's JSON could (the same call as on a full share;
+    only this one function fails, every other write is real)."""
+    import SimpleITK as sitk
+
+    def full(image, fileName, *args, **kwargs):
+        raise RuntimeError(f"Exception thrown in SimpleITK WriteImage: ITK ERROR: NiftiImageIO: could not write "
+                           f"{fileName}: No space left on device")  # fmt: skip
+
+    monkeypatch.setattr(sitk, "WriteImage", full)
+
+
+def test_a_simpleitk_error_at_scene_close_names_each_lost_volume_and_keeps_the_others(gui, panel, scene, logic,
+                                                                                      sphere, monkeypatch,
+                                                                                      tmp_path):  # fmt: skip
+    headless, ui, parameters, _, _ = gui
+    volume, image, mask = sphere
+    work = tmp_path / "work"
+    _denseTumour(scene, logic, volume, mask)  # a painted dense tumour: its voxels go through SimpleITK
+    other = volumes.createVolumeNode(scene, image, "other")
+    logic.addObject(other, "box")  # clicks only: a JSON draft
+    third = volumes.createVolumeNode(scene, image, "third")
+    _denseTumour(scene, logic, third, mask)
+    parameters.inputVolume, parameters.workFolder = volume, work
+    panel.observeObjects()
+    _imageWritesFail(monkeypatch)
+    kept = cases.draftPath(work, logic.caseIdOf(other))
+    scene.Clear(0)
+    assert kept.is_file(), "the volume after the one that failed was never autosaved"
+    (error,) = headless.shown["error"]
+    assert "sphere" in error and "third" in error and "other" not in error and "No space left" in error
+
+
+def test_any_error_keeping_one_volume_at_scene_close_is_named_and_never_stops_the_others(gui, panel, scene, logic,
+                                                                                         sphere, monkeypatch,
+                                                                                         tmp_path):  # fmt: skip
+    headless, ui, parameters, _, _ = gui
+    volume, image, mask = sphere
+    work = tmp_path / "work"
+    _denseTumour(scene, logic, volume, mask)
+    other = volumes.createVolumeNode(scene, image, "other")
+    logic.addObject(other, "box")
+    parameters.inputVolume, parameters.workFolder = volume, work
+    panel.observeObjects()
+
+    def noMemory(node, volumeNode):  # a 512×512×300 dense label read at scene close, with the memory full
+        raise MemoryError("Unable to allocate 75.0 MiB for an array with shape (512, 512, 300) and data type uint8")
+
+    monkeypatch.setattr(kinds, "denseLabels", noMemory)
+    scene.Clear(0)
+    assert cases.draftPath(work, "other").is_file(), "the volume after the one that failed was never autosaved"
+    (error,) = headless.shown["error"]
+    assert "sphere" in error and "MemoryError" in error and "other" not in error
+
+
+def test_a_simpleitk_error_when_leaving_a_volume_is_said_and_the_new_volume_is_followed(gui, panel, scene, logic,
+                                                                                        sphere, monkeypatch,
+                                                                                        tmp_path):  # fmt: skip
+    headless, ui, parameters, _, _ = gui
+    volume, image, mask = sphere
+    parameters.inputVolume, parameters.workFolder = volume, tmp_path / "work"
+    panel.observeObjects()
+    _denseTumour(scene, logic, volume, mask)
+    other = volumes.createVolumeNode(scene, image, "other")
+    logic.addObject(other, "box")
+    _imageWritesFail(monkeypatch)
+    parameters.inputVolume = other
+    panel.observeObjects()  # the autosave of "sphere" fails in SimpleITK
+    assert panel.nodes == logic.objectNodes(other) and ui.objectComboBox.items == ["tumor 1"]
+    message = headless.shown["status"][-1]
+    assert message.startswith("Unsaved clicks of sphere") and "No space left" in message
+    assert logic.hasUnsavedChanges(volume)  # still unsaved: a later autosave or the scene close tries again
 
 
 # -- a tumour renamed outside PASeg --------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from PASegSlicer.jobs.runner import JobRunner, SubprocessBackend, jobRunning, th
 from PASegSlicer.mrml.volumes import createVolumeNode
 
 from PASegLib.image.io import read_image, write_image
+from PASegLib.jobs.lock import FolderLock, process_start_time
 from PASegLib.jobs.supervisor import read_status
 
 slicer = require_slicer_core()
@@ -258,7 +259,8 @@ def test_a_stopped_run_is_used_with_its_last_weights_through_stopped_json(app, l
     ui.useWeightsButton.click()
     assert not (run / "model.json").exists()  # "finished" to paseg run, the model list and outside scripts
     stopped = json.loads((run / "stopped.json").read_text())
-    assert stopped["checkpoint"] == "checkpoints/last.pt" and stopped["epoch"] == 1 and stopped["iteration"] == 2
+    assert stopped["checkpoint"] == "checkpoints/stopped-epoch1.pt" and stopped["epoch"] == 1
+    assert stopped["iteration"] == 2 and (run / stopped["checkpoint"]).read_text() == "weights of iteration 2"
     assert session.parameters.modelRunDir == run.resolve()
     assert "stopped at epoch 1" in ui.modelComboBox.items[0] and session.headless.shown["error"] == []
     # prediction accepts it: the command names the run, whose stopped.json paseg predict reads
@@ -310,6 +312,150 @@ def test_the_job_area_is_outside_the_collapsible_sections():
     assert widgetsOf().progressBar.className == "QProgressBar"
 
 
+# -- review findings 6, 7, 8, 10, 13: jobs followed through their folder, without children where none is needed ------
+def _line(**event) -> str:
+    return "PASEG " + json.dumps(event)
+
+
+def _runningJob(work, name: str, *, log=(), status: str = "running"):
+    """A job folder whose supervisor "runs" (``status.json`` names this process, whose start time matches, and the
+    test holds the folder's lock: :func:`jobRunning`), with ``log`` in its ``log.txt``; returns (folder, lock)."""
+    job = work / "jobs" / name
+    job.mkdir(parents=True)
+    (job / "job.json").write_text(json.dumps({"kind": "train", "status": "running", "created": "2026-01-01T00:00:00",
+                                              "steps": [{"name": "s", "command": ["x"], "run_dir": None}]}))
+    pid = os.getpid()
+    record = {"status": "running", "pid": pid, "started": process_start_time(pid)} if status == "running" else \
+        {"status": status}
+    (job / "status.json").write_text(json.dumps(record))
+    (job / "log.txt").write_text("".join(line + "\n" for line in log))
+    lock = FolderLock(job, purpose="a test playing the supervisor")
+    lock.acquire(quiet=True)
+    assert jobRunning(job)
+    return job, lock
+
+
+def _endJob(job, lock, *, lines=(), status: str = "done") -> None:
+    """The supervisor logs ``lines`` and the job's end, records it in ``status.json`` and lets the folder go."""
+    with open(job / "log.txt", "a") as handle:
+        handle.write("".join(line + "\n" for line in lines))
+        handle.write(_line(event="job_end", status=status, exit_code=0, message="finished") + "\n")
+    (job / "status.json").write_text(json.dumps({"status": status, "exit_code": 0, "message": "finished",
+                                                 "pid": os.getpid()}))
+    lock.release()
+
+
+def test_closing_while_the_job_stops_leaves_it_saving_its_checkpoint(app, logic, fake_python, work, monkeypatch):
+    """Finding 6: closing Slicer while a job is "stopping" detaches it; a second stop() would kill it."""
+    monkeypatch.setenv("FAKE_MODE", "hang")  # the child takes its time to stop (it ignores its stop file)
+    session = Session(app, logic, fake_python, work)
+    job, run = _startGatedTraining(session)
+    child = int((run / "pid").read_text())
+    session.ui.stopButton.click()
+    assert session.runner.state.status == "stopping"
+    session.panel.cleanup()  # Slicer closes while the job saves its stop checkpoint
+    time.sleep(0.3)
+    assert _alive(child) and jobRunning(job.folder) and not session.runner.isRunning()
+    assert session.headless.shown["question"] == []  # it was asked to stop already: nothing to ask
+    (run / "GO").write_text("")  # it ends on its own, as a stopped job
+    assert _until(lambda: (read_status(job.folder) or {}).get("status") == "stopped")
+
+
+def test_a_failing_callback_or_a_damaged_line_does_not_end_the_following(work):
+    """Finding 7: an exception in a callback or in a damaged progress line; the job is still followed to its end."""
+    job, lock = _runningJob(work[1], "20260101-000000-train", log=[_line(event="job_start", steps=1, pid=1)])
+    seen = []
+
+    def onEvent(event):
+        seen.append(event["event"])
+        if event["event"] == "iteration":
+            raise RuntimeError("a GUI callback failed")
+
+    runner = JobRunner(SubprocessBackend(), threadingSchedule, onEvent=onEvent)
+    runner.attach(job)
+    with open(job / "log.txt", "a") as handle:
+        handle.write(_line(event="job_step", index="first", count=1, name="s") + "\n")  # a damaged index
+        handle.write(_line(event="iteration", epoch=1, iteration=1, total_iterations=2, losses={"ce": 1.0}) + "\n")
+    assert _until(lambda: "iteration" in seen, 5)
+    time.sleep(0.3)
+    _endJob(job, lock, lines=[_line(event="iteration", epoch=1, iteration=2, total_iterations=2, losses={"ce": .5})])
+    assert runner.wait(5) and runner.state.status == "done", runner.state.status
+    assert [row["iteration"] for row in runner.state.lossHistory] == [1, 2] and seen[-1] == "finished"
+
+
+def test_a_running_job_that_cannot_be_followed_does_not_stop_the_scan(app, logic, fake_python, work):
+    """Finding 7: a running job whose job.json names a step without a command is reported; the scan goes on."""
+    broken, lock = _runningJob(work[1], "20260102-000000-train")
+    doc = json.loads((broken / "job.json").read_text())
+    doc["steps"][0]["command"] = []
+    (broken / "job.json").write_text(json.dumps(doc))
+    ended, endedLock = _runningJob(work[1], "20260101-000000-train")
+    _endJob(ended, endedLock)
+    session = Session(app, logic, fake_python, work)
+    session.open()
+    status = session.headless.shown["status"]
+    assert not session.runner.isRunning() and any("Could not follow the job 20260102" in s for s in status)
+    assert any("20260101-000000-train ended while Slicer was closed" in s for s in status)
+    assert json.loads((ended / "job.json").read_text())["taken_in"] is True
+    lock.release()
+
+
+def test_attaching_to_a_resumed_job_before_its_start_ignores_the_previous_end(work):
+    """Finding 8: the log of a resumed job ends with the previous run's job_end; status.json says "starting"."""
+    previous = [_line(event="job_start", steps=1, pid=1), _line(event="job_step", index=0, count=1, name="s"),
+                _line(event="job_end", status="stopped", exit_code=3, message="s: stopped")]
+    job, lock = _runningJob(work[1], "20260101-000000-train", log=previous, status="starting")
+    runner = JobRunner(SubprocessBackend(), threadingSchedule)
+    runner.attach(job)
+    time.sleep(0.5)
+    assert runner.isRunning() and not runner.state.finished  # not finished with the old outcome
+    _endJob(job, lock, lines=[_line(event="job_start", steps=1, pid=2)])
+    assert runner.wait(5) and runner.state.status == "done" and runner.state.message == "finished"
+
+
+def test_the_last_lines_are_read_when_the_end_is_seen_in_status_json(work):
+    """Finding 10: the supervisor writes its last lines and status.json between two looks of the follower."""
+    job, lock = _runningJob(work[1], "20260101-000000-train", log=[_line(event="job_start", steps=1, pid=1)])
+
+    def onEvent(event):  # while the follower handles this line, the job writes its last lines and ends
+        if event["event"] == "iteration":
+            _endJob(job, lock, lines=["the last words of the job"])
+
+    runner = JobRunner(SubprocessBackend(), threadingSchedule, onEvent=onEvent)
+    runner.attach(job)
+    with open(job / "log.txt", "a") as handle:
+        handle.write(_line(event="iteration", epoch=1, iteration=1, total_iterations=1, losses={"ce": 1.0}) + "\n")
+    assert runner.wait(5) and runner.state.status == "done"
+    assert "the last words of the job" in runner.logLines
+
+
+def test_the_next_running_job_is_followed_when_the_first_ends(app, logic, fake_python, work):
+    """Finding 13: another Slicer's second running job is followed once the runner is free, and taken in."""
+    older, olderLock = _runningJob(work[1], "20260101-000000-train")
+    newer, newerLock = _runningJob(work[1], "20260102-000000-train")
+    session = Session(app, logic, fake_python, work)
+    session.open()
+    assert session.runner.jobFolder == newer
+    _endJob(newer, newerLock)
+    assert _until(lambda: session.runner.jobFolder == older and session.runner.isRunning(), 5)
+    _endJob(older, olderLock)
+    assert session.runner.wait(5) and session.runner.state.status == "done"
+    assert all(json.loads((j / "job.json").read_text())["taken_in"] is True for j in (older, newer))
+
+
+def test_two_sessions_take_in_an_ended_job_once(app, logic, fake_python, work):
+    """Finding 13: two Slicer instances scan the same work folder at once; one of them takes the job in."""
+    job, lock = _runningJob(work[1], "20260101-000000-train")
+    _endJob(job, lock)
+    first, second = Session(app, logic, fake_python, work), Session(app, logic, fake_python, work)
+    record = background.scanJobs(work[1])[0]  # both scanned before either took it in
+    assert not record.takenIn
+    first.panel.takeIn(record)
+    second.panel.takeIn(record)
+    assert len(first.headless.shown["status"]) == 1 and second.headless.shown["status"] == []
+    assert background.scanJobs(work[1])[0].takenIn
+
+
 @pytest.mark.slow
 def test_real_training_stops_is_used_with_its_last_weights_predicts_and_resumes(app, logic, tiny_dataset, tmp_path):
     """The one real ``paseg train`` (tiny): Stop → "Use last weights" → prediction with them (``paseg predict``
@@ -331,7 +477,7 @@ def test_real_training_stops_is_used_with_its_last_weights_predicts_and_resumes(
     session.panel.listJobs()
     session.ui.useWeightsButton.click()
     stopped = json.loads((run / "stopped.json").read_text())
-    assert stopped["checkpoint"] == "checkpoints/last.pt" and stopped["iteration"] >= 1, stopped
+    assert stopped["checkpoint"].startswith("checkpoints/stopped-") and stopped["iteration"] >= 1, stopped
     assert session.headless.shown["error"] == [] and "stopped at epoch" in session.ui.modelComboBox.items[0]
     image = read_image(next(tiny_dataset.glob("*_image.*")))
     session.parameters.inputVolume = createVolumeNode(app.scene, image, "case")
