@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from pathlib import Path
@@ -125,6 +126,84 @@ def logic(scene):
     core = PASegCoreLogic(scene)
     yield core
     core.cleanup()
+
+
+@pytest.fixture
+def fake_python(tmp_path):
+    """A ``python`` that runs the fake PASeg CLI of ``slicer/test_slicer_jobs.py`` (``FAKE_PASEG``; the arguments
+    are the real ``-m PASegLib …`` ones), for the tests in ``slicer/``."""
+    from headlessgui import fakePython
+    from test_slicer_jobs import FAKE_PASEG
+
+    return fakePython(tmp_path, FAKE_PASEG)
+
+
+@pytest.fixture
+def model_run(tmp_path):
+    """A finished stage-1 model run folder (:func:`headlessgui.modelRun`)."""
+    from headlessgui import modelRun
+
+    return modelRun(tmp_path)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (Linux: ``/proc``; a zombie is not alive)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def gui(app):
+    """What the module gives its panels, headless (:func:`headlessgui.panelServices`, for the tests in
+    ``slicer/``): ``(application services, widgets, parameters, {"node": the parameters while shown}, preview
+    requests)``. A test module may give its own ``gui`` (e.g. the first three only)."""
+    from headlessgui import panelServices
+
+    return panelServices(app)
+
+
+@pytest.fixture
+def panel(gui, logic):
+    """The annotation panel on :func:`gui`'s stand-ins (:func:`headlessgui.annotationPanel`), cleaned up after
+    the test."""
+    from headlessgui import annotationPanel
+
+    with annotationPanel(logic, *gui) as annotations:
+        yield annotations
+
+
+@pytest.fixture
+def blob(scene, blob_case):
+    """(volume node of :func:`blob_case`'s image, the simulated seven clicks of its tumour)."""
+    from PASegSlicer.mrml import volumes
+
+    from PASegLib.annotation.simulation import simulate_clicks
+
+    image, label = blob_case
+    return volumes.createVolumeNode(scene, image, "blob"), simulate_clicks(label, image.geometry, seed=1).objects[0]
+
+
+@contextlib.contextmanager
+def reopened_case(dataset: Path, work: Path):
+    """The one case of ``dataset`` opened again through the case list in a fresh scene (another Slicer session, work
+    folder ``work``): ``(its logic, the volume node, its one tumour node)``; the scene is closed on exit."""
+    from PASegSlicer.annotation.logic import PASegCoreLogic
+    from PASegSlicer.mrml.headless import HeadlessSlicer
+
+    from PASegLib.data.dataset import list_cases
+
+    fresh = HeadlessSlicer()
+    try:
+        other = PASegCoreLogic(fresh.scene)
+        (files,) = list_cases(dataset)
+        reopened = other.openCase(files, work)
+        (restored,) = other.objectNodes(reopened)
+        yield other, reopened, restored
+    finally:
+        fresh.close()
 
 
 # -- the CLI's progress lines and error messages ----------------------------------------------------------------

@@ -5,6 +5,10 @@ interaction node the panels get are the real ones (:class:`HeadlessApp` on a
 :class:`~PASegSlicer.mrml.headless.HeadlessSlicer`); only the widgets (:func:`widgetsOf`, built from ``PASeg.ui``
 so a panel can only use widgets the ``.ui`` has), the dialogs (recorded) and the timers (run by the test:
 :meth:`HeadlessApp.runTimers`) stand in for Qt.
+
+The rigs the tests share are here too: the panels' collaborators (:func:`panelServices`, :func:`annotationPanel`;
+``conftest.py`` makes them the ``gui`` and ``panel`` fixtures), a fake ``python -m PASegLib`` (:data:`FAKE_CLI_START`,
+:func:`fakePython`), a finished model run (:func:`modelRun`) and a Segment Editor stroke (:func:`paintStroke`).
 """
 
 from __future__ import annotations
@@ -349,3 +353,123 @@ class Parameters:
     modelRunDir: pathlib.Path = field(default_factory=lambda: pathlib.Path(""))
     restrictToBox: bool = True
     largestComponent: bool = False
+
+
+# -- the rigs the panels' and jobs' tests share ------------------------------------------------------------------
+def panelServices(app) -> tuple:
+    """What the module gives its panels, on ``app`` (the ``app`` fixture's ``HeadlessSlicer``): ``(application
+    services, widgets, parameters, {"node": the parameters while the module is shown}, preview requests)``."""
+    shown = {"node": Parameters()}
+    return HeadlessApp(app), widgetsOf(), shown["node"], shown, []
+
+
+@contextlib.contextmanager
+def annotationPanel(logic, headless, ui, parameters, shown=None, previews=None):
+    """An :class:`~PASegSlicer.gui.annotationpanel.AnnotationPanel` on the stand-ins (``logic``, then the items of
+    :func:`panelServices`), cleaned up on exit. Without ``shown`` the parameters are always the shown ones; without
+    ``previews`` preview requests are not recorded."""
+    from PASegSlicer.gui.annotationpanel import AnnotationPanel
+
+    shownParameters = (lambda: shown["node"]) if shown is not None else (lambda: parameters)
+    requestPreview = (lambda: previews.append(True)) if previews is not None else (lambda: None)
+    panel = AnnotationPanel(ui, headless, logic, lambda: parameters, shownParameters, requestPreview)
+    try:
+        yield panel
+    finally:
+        panel.cleanup()
+
+
+#: How a fake ``python -m PASegLib <command> … --out OUT`` script starts (its body follows): ``emit(**event)`` prints
+#: a progress event; ``args`` are the arguments after ``-m PASegLib``, ``command`` the first of them, ``out`` the
+#: ``--out`` path.
+FAKE_CLI_START = r"""
+import json, os, subprocess, sys, time
+from pathlib import Path
+
+def emit(**event):
+    print("PASEG " + json.dumps(event), flush=True)
+
+args = sys.argv[1:]
+if args[:2] == ["-m", "PASegLib"]:
+    args = args[2:]
+command, out = args[0], Path(args[args.index("--out") + 1])
+"""
+
+
+def dependencyCheckerFactory(headless: HeadlessApp, **options) -> Callable[[], Any]:
+    """The :class:`~PASegSlicer.jobs.dependencies.DependencyChecker` factory the module gives the job panel, on
+    ``headless``'s dialogs and pip, with every package present unless ``options`` say otherwise (nothing is
+    installed for real)."""
+    from PASegSlicer.jobs.dependencies import DependencyChecker
+
+    settings = {"findSpec": lambda name: object(), "installedVersion": lambda name: "2.5.0",
+                "probeDevices": lambda: {"event": "devices", "torch": "2.5.0", "cuda": []}, **options}  # fmt: skip
+    return lambda: DependencyChecker(headless.confirmOkCancelDisplay, headless.pip_install, **settings)
+
+
+def jobPanel(logic, headless, ui, parameters, shown=None, refreshed=None, *, python: str, **checkerOptions):
+    """A :class:`~PASegSlicer.gui.jobpanel.JobPanel` on the stand-ins (``logic``, then the items of
+    :func:`panelServices`) whose runners run real child processes (``python``: theirs), its dependencies checked by
+    :func:`dependencyCheckerFactory` (``checkerOptions``). Without ``shown`` the parameters are always the shown
+    ones; ``refreshed`` (a list) records each refresh of the models. Returns ``(panel, its runners in the order
+    they are made)``."""
+    from PASegSlicer.gui.jobpanel import JobPanel
+    from PASegSlicer.jobs.runner import JobRunner, SubprocessBackend, threadingSchedule
+
+    runners = []
+
+    def runnerFactory(**callbacks):
+        runners.append(JobRunner(SubprocessBackend(), threadingSchedule, **callbacks))
+        return runners[-1]
+
+    shownParameters = (lambda: shown["node"]) if shown is not None else (lambda: parameters)
+    onModelsRefreshed = (lambda: refreshed.append(True)) if refreshed is not None else (lambda: None)
+    panel = JobPanel(ui, headless, logic, lambda: parameters, shownParameters, onModelsRefreshed, runnerFactory,
+                     dependencyCheckerFactory(headless, **checkerOptions), python=python)  # fmt: skip
+    return panel, runners
+
+
+def fakePython(folder: pathlib.Path, source: str, scriptName: str = "fake_paseg.py") -> str:
+    """A ``python`` (a shell script in ``folder``) that runs the Python ``source`` (a fake PASeg CLI, e.g.
+    ``test_slicer_jobs.FAKE_PASEG``) with the real ``-m PASegLib …`` arguments; returns its path."""
+    import stat
+    import sys
+
+    script = pathlib.Path(folder) / scriptName
+    script.write_text(source, encoding="utf-8")
+    launcher = pathlib.Path(folder) / "fakepython"
+    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
+    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
+    return str(launcher)
+
+
+def modelRun(folder: pathlib.Path) -> pathlib.Path:
+    """A finished stage-1 ``unet3d`` model run ``folder/run`` (``best.pt`` and its ``model.json``)."""
+    import json
+
+    run = pathlib.Path(folder) / "run"
+    run.mkdir()
+    (run / "best.pt").write_text("w")
+    info = {"network": "unet3d", "stage": 1, "best_score": 0.8, "best_epoch": 3, "created": "2026-01-01T00:00:00"}
+    (run / "model.json").write_text(json.dumps({**info, "checkpoint": "best.pt"}))
+    return run
+
+
+def paintStroke(segmentation, segmentName: str, lo, hi, erase: bool = False) -> None:
+    """What a Segment Editor stroke does (``SetBinaryLabelmapToSegment``): set (or erase) the inclusive index box
+    ``lo``..``hi`` of the segment named ``segmentName``."""
+    import slicer
+    import vtk
+
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    segmentId = segmentation.GetSegmentation().GetSegmentIdBySegmentName(segmentName)
+    source = segmentation.GetSegmentation().GetSegment(segmentId).GetRepresentation("Binary labelmap")
+    matrix = vtk.vtkMatrix4x4()
+    source.GetImageToWorldMatrix(matrix)
+    modifier = slicer.vtkOrientedImageData()
+    modifier.SetImageToWorldMatrix(matrix)
+    modifier.SetExtent(lo[0], hi[0], lo[1], hi[1], lo[2], hi[2])
+    modifier.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    modifier.GetPointData().GetScalars().Fill(0 if erase else 1)
+    mode = logic.MODE_MERGE_MIN if erase else logic.MODE_MERGE_MAX
+    assert logic.SetBinaryLabelmapToSegment(modifier, segmentation, segmentId, mode)

@@ -7,19 +7,19 @@ boxes, decided before the child starts (D7); a case's kept prediction appears wh
 reader reads as dense; the self-test's random-walker part is skipped, with a message, without scikit-image (D10).
 
 The volume is a small sphere (28×28×20 voxels, :func:`conftest.sphere_volume_node`); a "paint stroke" is what
-Slicer's Segment Editor does (``SetBinaryLabelmapToSegment``, :func:`_paint`).
+Slicer's Segment Editor does (``SetBinaryLabelmapToSegment``, :func:`headlessgui.paintStroke`).
 """
 
 from __future__ import annotations
 
 import json
-import stat
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import SPHERE_GEOMETRY, box_object, require_slicer_core, sphere_volume_node
+from headlessgui import annotationPanel, paintStroke
 from PASegSlicer.annotation import cases, dense, drafts, kinds, objects
 from PASegSlicer.annotation.logic import PREDICTION_ROLE
 from PASegSlicer.jobs import control
@@ -51,23 +51,6 @@ def _dataset(tmp_path, image, name="sphere"):
     return folder
 
 
-def _paint(segmentation, segmentName, lo, hi):
-    """A Segment Editor stroke: set the index box ``lo``..``hi`` of a segment (as :mod:`test_slicer_dense`)."""
-    import vtk
-
-    logic = slicer.vtkSlicerSegmentationsModuleLogic
-    segmentId = segmentation.GetSegmentation().GetSegmentIdBySegmentName(segmentName)
-    source = segmentation.GetSegmentation().GetSegment(segmentId).GetRepresentation("Binary labelmap")
-    matrix = vtk.vtkMatrix4x4()
-    source.GetImageToWorldMatrix(matrix)
-    modifier = slicer.vtkOrientedImageData()
-    modifier.SetImageToWorldMatrix(matrix)
-    modifier.SetExtent(lo[0], hi[0], lo[1], hi[1], lo[2], hi[2])
-    modifier.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    modifier.GetPointData().GetScalars().Fill(1)
-    assert logic.SetBinaryLabelmapToSegment(modifier, segmentation, segmentId, logic.MODE_MERGE_MAX)
-
-
 def _labels(node, volume):
     return kinds.denseLabels(node, volume)
 
@@ -79,7 +62,7 @@ def test_a_corrected_prediction_picked_as_dense_label_survives_the_next_predicti
     first = logic.importPrediction(volume, _predictionFile(tmp_path, "first", mask))
     node = logic.addObject(volume, "dense")
     kinds.setDenseSource(node, first)  # the user picks the prediction as the tumour's dense label
-    _paint(first, "tumor 1", (2, 2, 2), (4, 4, 4))  # and corrects it in the Segment Editor
+    paintStroke(first, "tumor 1", (2, 2, 2), (4, 4, 4))  # and corrects it in the Segment Editor
     corrected = _labels(node, volume)
     assert corrected[3, 3, 3] == 1 and corrected.sum() > mask.sum()
     draft = logic.autosaveDraft(volume, work)
@@ -129,7 +112,7 @@ def test_a_prediction_corrected_before_it_is_accepted_survives_the_next_predicti
     volume, image, mask = sphere
     first = logic.importPrediction(volume, _predictionFile(tmp_path, "first", mask))
     assert logic.predictionNote == ""
-    _paint(first, "tumor 1", (2, 2, 2), (4, 4, 4))  # corrected in the Segment Editor, not accepted yet
+    paintStroke(first, "tumor 1", (2, 2, 2), (4, 4, 4))  # corrected in the Segment Editor, not accepted yet
     corrected = segmentationToLabels(first, volume, ["tumor 1"])
     second = logic.importPrediction(volume, _predictionFile(tmp_path, "second", _smallerMask(mask)))  # predict again
     assert second is not first, "the corrected prediction was overwritten by the next prediction"
@@ -163,7 +146,7 @@ def test_predict_all_finishing_keeps_the_correction_of_an_open_case_and_says_so(
     dataset, work = _dataset(tmp_path, image), tmp_path / "work"
     opened = logic.openCase(list_cases(dataset)[0], work)
     first = logic.importPrediction(opened, _predictionFile(tmp_path, "sphere", mask), workFolder=work)
-    _paint(first, "tumor 1", (2, 2, 2), (4, 4, 4))
+    paintStroke(first, "tumor 1", (2, 2, 2), (4, 4, 4))
     corrected = segmentationToLabels(first, opened, ["tumor 1"])
     outcome = control.JobOutcome("done", "", predictions={"sphere": _predictionFile(tmp_path / "all", "sphere",
                                                                                     _smallerMask(mask))})  # fmt: skip
@@ -182,7 +165,7 @@ def test_an_accepted_prediction_becomes_a_dense_case_the_dataset_reader_reads_as
     opened = logic.openCase(list_cases(dataset)[0], work)
     objects.nodesFromCase(scene, opened, CaseAnnotation([box_object("tumor 1", GEOMETRY, (6, 6, 4), (22, 22, 16))]))
     prediction = logic.importPrediction(opened, _predictionFile(tmp_path, "sphere", mask), workFolder=work)
-    _paint(prediction, "tumor 1", (2, 2, 2), (4, 4, 4))  # corrected before it is accepted
+    paintStroke(prediction, "tumor 1", (2, 2, 2), (4, 4, 4))  # corrected before it is accepted
     corrected = (mask | np.pad(np.ones((3, 3, 3), bool), ((2, 23), (2, 23), (2, 15)))).astype(np.uint8)
     with pytest.raises(ValueError, match="replace"):
         logic.acceptPredictionAsDense(opened)  # it has clicked tumours: only replaced when the user agrees
@@ -249,29 +232,6 @@ def test_an_unreadable_kept_prediction_does_not_stop_the_case_from_opening(scene
 
 
 # -- D7: "restrict to the boxes" where a case has boxes, the whole image elsewhere, decided before the child ----------
-@pytest.fixture
-def fake_python(tmp_path):
-    """A ``python`` that runs the fake PASeg CLI of :mod:`test_slicer_jobs` (the real ``-m PASegLib …`` arguments)."""
-    from test_slicer_jobs import FAKE_PASEG
-
-    script = tmp_path / "fake_paseg.py"
-    script.write_text(FAKE_PASEG, encoding="utf-8")
-    launcher = tmp_path / "fakepython"
-    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
-    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
-    return str(launcher)
-
-
-@pytest.fixture
-def model_run(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "best.pt").write_text("w")
-    info = {"network": "unet3d", "stage": 1, "best_score": 0.8, "best_epoch": 3, "created": "2026-01-01T00:00:00"}
-    (run / "model.json").write_text(json.dumps({**info, "checkpoint": "best.pt"}))
-    return run
-
-
 def _singlePoint(name="tumor 1"):
     return ObjectAnnotation(name, GEOMETRY.index_to_world(np.array([14.0, 14, 10])), kind="single_point")
 
@@ -373,14 +333,6 @@ def test_predict_all_of_an_unannotated_dataset_with_restrict_on_predicts_every_c
 
 
 # -- through the inference panel -----------------------------------------------------------------------------------
-@pytest.fixture
-def gui(app):
-    from headlessgui import HeadlessApp, Parameters, widgetsOf
-
-    shown = {"node": Parameters()}
-    return HeadlessApp(app), widgetsOf(), shown["node"], shown, []
-
-
 def test_predict_all_through_the_panel_says_how_and_where_and_an_open_case_shows_its_prediction(
         gui, logic, scene, sphere, tmp_path, fake_python, model_run):  # fmt: skip
     from test_slicer_panels import _jobPanel
@@ -470,7 +422,6 @@ def test_the_interactive_self_test_offers_to_install_scikit_image(gui, monkeypat
 
 def test_an_accepted_prediction_shows_as_the_dense_tumour_in_the_annotation_panel(gui, logic, scene, sphere, tmp_path,
                                                                                    fake_python):  # fmt: skip
-    from PASegSlicer.gui.annotationpanel import AnnotationPanel
     from test_slicer_panels import _jobPanel
 
     headless, ui, parameters, shown, previews = gui
@@ -478,15 +429,13 @@ def test_an_accepted_prediction_shows_as_the_dense_tumour_in_the_annotation_pane
     scene.RemoveNode(volume)
     dataset, work = _dataset(tmp_path, image), tmp_path / "work"
     opened = logic.openCase(list_cases(dataset)[0], work)  # an unannotated case
-    annotations = AnnotationPanel(ui, headless, logic, lambda: parameters, lambda: shown["node"],
-                                  lambda: previews.append(True))  # fmt: skip
-    panel, _ = _jobPanel(gui, logic, fake_python, [])
-    parameters.datasetFolder, parameters.workFolder, parameters.inputVolume = dataset, work, opened
-    annotations.observeObjects()
-    logic.importPrediction(opened, _predictionFile(tmp_path, "sphere", mask), workFolder=work)
-    ui.acceptPredictionButton.click()
-    headless.runTimers()
-    assert ui.objectComboBox.items == ["tumor 1"] and "dense label" in ui.annotationStatusLabel.text
-    assert headless.shown["question"] == [] and (dataset / "sphere_dense.nii.gz").is_file()  # nothing to replace
-    annotations.cleanup()
+    with annotationPanel(logic, *gui) as annotations:
+        panel, _ = _jobPanel(gui, logic, fake_python, [])
+        parameters.datasetFolder, parameters.workFolder, parameters.inputVolume = dataset, work, opened
+        annotations.observeObjects()
+        logic.importPrediction(opened, _predictionFile(tmp_path, "sphere", mask), workFolder=work)
+        ui.acceptPredictionButton.click()
+        headless.runTimers()
+        assert ui.objectComboBox.items == ["tumor 1"] and "dense label" in ui.annotationStatusLabel.text
+        assert headless.shown["question"] == [] and (dataset / "sphere_dense.nii.gz").is_file()  # nothing to replace
     panel.cleanup()

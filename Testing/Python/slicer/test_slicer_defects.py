@@ -20,9 +20,7 @@ import weakref
 import numpy as np
 import pytest
 from conftest import SPHERE_GEOMETRY, require_slicer_core, sphere_volume_node
-from headlessgui import HeadlessApp, Parameters, widgetsOf
 from PASegSlicer.annotation import cases, dense, kinds, objects
-from PASegSlicer.gui.annotationpanel import AnnotationPanel
 from PASegSlicer.mrml import volumes
 from PASegSlicer.mrml.segments import PARTIAL_SEGMENTS, setLabelsToSegmentation
 
@@ -30,22 +28,6 @@ from PASegLib.image.geometry import ImageGeometry
 from PASegLib.image.io import Volume, write_image
 
 slicer = require_slicer_core()
-
-
-@pytest.fixture
-def gui(app):
-    """(application services, widgets, parameters, ``{"node": the parameters while shown}``, preview requests)."""
-    shown = {"node": Parameters()}
-    return HeadlessApp(app), widgetsOf(), shown["node"], shown, []
-
-
-@pytest.fixture
-def panel(gui, logic):
-    headless, ui, parameters, shown, previews = gui
-    annotations = AnnotationPanel(ui, headless, logic, lambda: parameters, lambda: shown["node"],
-                                  lambda: previews.append(True))  # fmt: skip
-    yield annotations
-    annotations.cleanup()
 
 
 @pytest.fixture
@@ -250,15 +232,22 @@ def _imageWritesFail(monkeypatch):
     monkeypatch.setattr(sitk, "WriteImage", full)
 
 
+def _denseAndBoxVolumes(scene, logic, sphere):
+    """The sphere with a painted dense tumour (its voxels go through SimpleITK), and a volume "other" of the same
+    image with a box (clicks only: a JSON draft): ``(sphere's volume node, image, mask, other)``."""
+    volume, image, mask = sphere
+    _denseTumour(scene, logic, volume, mask)
+    other = volumes.createVolumeNode(scene, image, "other")
+    logic.addObject(other, "box")
+    return volume, image, mask, other
+
+
 def test_a_simpleitk_error_at_scene_close_names_each_lost_volume_and_keeps_the_others(gui, panel, scene, logic,
                                                                                       sphere, monkeypatch,
                                                                                       tmp_path):  # fmt: skip
     headless, ui, parameters, _, _ = gui
-    volume, image, mask = sphere
+    volume, image, mask, other = _denseAndBoxVolumes(scene, logic, sphere)
     work = tmp_path / "work"
-    _denseTumour(scene, logic, volume, mask)  # a painted dense tumour: its voxels go through SimpleITK
-    other = volumes.createVolumeNode(scene, image, "other")
-    logic.addObject(other, "box")  # clicks only: a JSON draft
     third = volumes.createVolumeNode(scene, image, "third")
     _denseTumour(scene, logic, third, mask)
     parameters.inputVolume, parameters.workFolder = volume, work
@@ -275,11 +264,8 @@ def test_any_error_keeping_one_volume_at_scene_close_is_named_and_never_stops_th
                                                                                          sphere, monkeypatch,
                                                                                          tmp_path):  # fmt: skip
     headless, ui, parameters, _, _ = gui
-    volume, image, mask = sphere
+    volume, image, mask, other = _denseAndBoxVolumes(scene, logic, sphere)
     work = tmp_path / "work"
-    _denseTumour(scene, logic, volume, mask)
-    other = volumes.createVolumeNode(scene, image, "other")
-    logic.addObject(other, "box")
     parameters.inputVolume, parameters.workFolder = volume, work
     panel.observeObjects()
 

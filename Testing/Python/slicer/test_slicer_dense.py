@@ -2,8 +2,9 @@
 ``<case>_label``, which evaluation reads), old dense cases that named ``<case>_label``, edits of a dense label
 that count as unsaved changes (drafts keep the voxels), and :func:`casefile.saveCaseAnnotation` of a dense case.
 
-The volume is a small sphere (28×28×20 voxels); a "paint stroke" is what Slicer's Segment Editor does:
-``vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment`` with a modifier labelmap.
+The volume is a small sphere (28×28×20 voxels); a "paint stroke" is what Slicer's Segment Editor does
+(:func:`headlessgui.paintStroke`): ``vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment`` with a modifier
+labelmap.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SPHERE_CENTER, SPHERE_GEOMETRY, require_slicer_core, sphere_volume_node
+from headlessgui import paintStroke
 from PASegSlicer.annotation import casefile, cases, dense, drafts, kinds
 from PASegSlicer.annotation.logic import PASegCoreLogic
 from PASegSlicer.mrml.headless import HeadlessSlicer
@@ -52,24 +54,6 @@ def _denseObject(scene, logic, volume, labels, segment=None):
     segmentId = segmentation.GetSegmentation().GetSegmentIdBySegmentName(segment) if segment else ""
     kinds.setDenseSource(node, segmentation, segmentId)
     return node, segmentation
-
-
-def _paint(segmentation, segmentName, lo, hi, erase=False):
-    """A Segment Editor stroke: set (or erase) the index box ``lo``..``hi`` of a segment."""
-    import vtk
-
-    logic = slicer.vtkSlicerSegmentationsModuleLogic
-    segmentId = segmentation.GetSegmentation().GetSegmentIdBySegmentName(segmentName)
-    source = segmentation.GetSegmentation().GetSegment(segmentId).GetRepresentation("Binary labelmap")
-    matrix = vtk.vtkMatrix4x4()
-    source.GetImageToWorldMatrix(matrix)
-    modifier = slicer.vtkOrientedImageData()
-    modifier.SetImageToWorldMatrix(matrix)
-    modifier.SetExtent(lo[0], hi[0], lo[1], hi[1], lo[2], hi[2])
-    modifier.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-    modifier.GetPointData().GetScalars().Fill(0 if erase else 1)
-    mode = logic.MODE_MERGE_MIN if erase else logic.MODE_MERGE_MAX
-    assert logic.SetBinaryLabelmapToSegment(modifier, segmentation, segmentId, mode)
 
 
 def _bytes(path):
@@ -126,7 +110,7 @@ def test_an_old_dense_case_naming_its_label_file_opens_and_is_saved_beside_it(sc
     opened = logic.openCase(files, work)
     (node,) = logic.objectNodes(opened)
     assert np.array_equal(kinds.denseLabels(node, opened) > 0, mask)
-    _paint(kinds.denseSource(node)[0], "label 1", (2, 2, 2), (4, 4, 4))
+    paintStroke(kinds.denseSource(node)[0], "label 1", (2, 2, 2), (4, 4, 4))
     written = logic.saveAnnotations(opened, dataset, work)
     assert written["label"] == dataset / "sphere_dense.nii.gz" and _bytes(old) == before
     assert read_markups(written["annotations"], GEOMETRY).objects[0].label_file == "sphere_dense.nii.gz"
@@ -156,11 +140,11 @@ def test_repainting_or_repicking_a_dense_label_is_an_unsaved_change(scene, logic
     dataset, work = _dataset(tmp_path, image), tmp_path / "work"
     logic.saveAnnotations(volume, dataset, work)
     assert not logic.hasUnsavedChanges(volume)
-    _paint(segmentation, "label 1", (20, 20, 15), (22, 22, 17))
+    paintStroke(segmentation, "label 1", (20, 20, 15), (22, 22, 17))
     assert logic.hasUnsavedChanges(volume), "a paint stroke on the dense segment is not an unsaved change"
     logic.saveAnnotations(volume, dataset, work)
     assert not logic.hasUnsavedChanges(volume)
-    _paint(segmentation, "label 1", (20, 20, 15), (22, 22, 17), erase=True)
+    paintStroke(segmentation, "label 1", (20, 20, 15), (22, 22, 17), erase=True)
     assert logic.hasUnsavedChanges(volume), "erasing is not an unsaved change"
     logic.saveAnnotations(volume, dataset, work)
     kinds.setDenseSource(node, segmentation, "")  # all segments instead of one
@@ -179,7 +163,7 @@ def test_a_paint_stroke_fires_an_event_the_panel_observes(scene, logic, sphere):
     seen = []
     for event in kinds.segmentationEvents():
         segmentation.AddObserver(event, lambda caller, name: seen.append(name))
-    _paint(segmentation, "label 1", (2, 2, 2), (3, 3, 3))
+    paintStroke(segmentation, "label 1", (2, 2, 2), (3, 3, 3))
     assert seen, "a paint stroke fired none of the observed segmentation events"
     seen.clear()
     segmentation.GetSegmentation().AddEmptySegment("", "new")
@@ -191,7 +175,7 @@ def test_a_draft_keeps_the_painted_voxels_of_a_dense_object(scene, logic, sphere
     node, segmentation = _denseObject(scene, logic, volume, mask)
     dataset, work = _dataset(tmp_path, image), tmp_path / "work"
     logic.saveAnnotations(volume, dataset, work)
-    _paint(segmentation, "label 1", (2, 2, 2), (4, 4, 4))
+    paintStroke(segmentation, "label 1", (2, 2, 2), (4, 4, 4))
     painted = kinds.denseLabels(node, volume) > 0
     path = logic.autosaveDraft(volume, work)
     assert path == cases.draftPath(work, "sphere") and not logic.hasUnsavedChanges(volume)
@@ -217,7 +201,7 @@ def test_the_preview_is_stale_once_the_dense_label_is_repainted(scene, logic, sp
     node, segmentation = _denseObject(scene, logic, volume, mask)
     logic.expansionPreview(volume, epsilon=0.175, lamb=0.5)
     assert logic.previewLabels(volume) is not None
-    _paint(segmentation, "label 1", (2, 2, 2), (4, 4, 4))
+    paintStroke(segmentation, "label 1", (2, 2, 2), (4, 4, 4))
     assert logic.previewLabels(volume) is None, "a preview of the label before the stroke is taken as current"
 
 

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import sys
 import time
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import require_slicer_core
-from headlessgui import UI_FILE, HeadlessApp, Parameters, widgetsOf
-from PASegSlicer.gui.jobpanel import JobPanel
+from conftest import process_alive, require_slicer_core
+from headlessgui import FAKE_CLI_START, UI_FILE, HeadlessApp, Parameters, fakePython, jobPanel, widgetsOf
 from PASegSlicer.jobs import background, control
-from PASegSlicer.jobs.dependencies import DependencyChecker
 from PASegSlicer.jobs.models import ModelRegistry
 from PASegSlicer.jobs.runner import JobRunner, SubprocessBackend, jobRunning, threadingSchedule
 from PASegSlicer.mrml.volumes import createVolumeNode
@@ -32,18 +29,8 @@ from PASegLib.jobs.supervisor import read_status
 
 slicer = require_slicer_core()
 
-GATED_PASEG = r"""
-import json, os, sys, time
-from pathlib import Path
-
-def emit(**event):
-    print("PASEG " + json.dumps(event), flush=True)
-
-args = sys.argv[1:]
-if args[:2] == ["-m", "PASegLib"]:
-    args = args[2:]
-command, mode = args[0], os.environ.get("FAKE_MODE", "gate")
-out = Path(args[args.index("--out") + 1])
+GATED_PASEG = FAKE_CLI_START + r"""
+mode = os.environ.get("FAKE_MODE", "gate")
 out.mkdir(parents=True, exist_ok=True)
 (out / "args.txt").write_text(" ".join(args))
 if command == "train":
@@ -79,12 +66,7 @@ elif command == "predict":
 
 @pytest.fixture
 def fake_python(tmp_path):
-    script = tmp_path / "gated_paseg.py"
-    script.write_text(GATED_PASEG, encoding="utf-8")
-    launcher = tmp_path / "fakepython"
-    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
-    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
-    return str(launcher)
+    return fakePython(tmp_path, GATED_PASEG, "gated_paseg.py")
 
 
 @pytest.fixture
@@ -104,19 +86,7 @@ class Session:
         self.parameters = Parameters()
         self.parameters.datasetFolder, self.parameters.workFolder = work
         self.parameters.trainMode, self.parameters.epochs, self.parameters.deviceMode = "stage 1", 2, "CPU (force)"
-        self.runners = []
-        present = {"findSpec": lambda name: object(), "installedVersion": lambda name: "2.5.0",
-                   "probeDevices": lambda: {"event": "devices", "torch": "2.5.0", "cuda": []}}  # nothing installed
-
-        def checker():
-            return DependencyChecker(self.headless.confirmOkCancelDisplay, self.headless.pip_install, **present)
-
-        self.panel = JobPanel(self.ui, self.headless, logic, lambda: self.parameters, lambda: self.parameters,
-                              lambda: None, self._runner, checker, python=fake_python)  # fmt: skip
-
-    def _runner(self, **callbacks):
-        self.runners.append(JobRunner(SubprocessBackend(), threadingSchedule, **callbacks))
-        return self.runners[-1]
+        self.panel, self.runners = jobPanel(logic, self.headless, self.ui, self.parameters, python=fake_python)
 
     @property
     def runner(self) -> JobRunner:
@@ -132,14 +102,6 @@ def _until(condition, seconds: float = 20.0) -> bool:
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.02)
     return bool(condition())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _startGatedTraining(session):
@@ -158,7 +120,7 @@ def test_a_job_outlives_its_panel_and_a_new_panel_reattaches_and_takes_in_its_re
     assert "Keep it running in the background?" in first.headless.shown["question"][0]
     child = int((run / "pid").read_text())
     time.sleep(0.3)
-    assert _alive(child) and jobRunning(job.folder) and not (run / "STOP").exists()  # it runs on, unasked to stop
+    assert process_alive(child) and jobRunning(job.folder) and not (run / "STOP").exists()  # runs on, unasked to stop
     assert not first.runner.isRunning()  # the old panel follows it no more
     second = Session(app, logic, fake_python, work)  # Slicer starts again on the same work folder
     second.open()
@@ -221,7 +183,7 @@ def test_kill_ends_the_detached_job_tree(app, logic, fake_python, work, monkeypa
     assert (run / "STOP").exists() and (job.folder / "STOP").exists()
     session.ui.stopButton.click()  # Kill
     assert session.runner.wait(10) and session.runner.state.status == "stopped" and session.runner.state.killed
-    assert _until(lambda: not _alive(child) and not _alive(supervisor), 5)
+    assert _until(lambda: not process_alive(child) and not process_alive(supervisor), 5)
     assert read_status(job.folder)["status"] == "stopped"  # recorded for the next session's job list
     assert not (run / "STOP").exists() and not (job.folder / "STOP").exists()
     assert session.ui.trainButton.enabled and session.ui.stopButton.text == "Stop"
@@ -355,7 +317,7 @@ def test_closing_while_the_job_stops_leaves_it_saving_its_checkpoint(app, logic,
     assert session.runner.state.status == "stopping"
     session.panel.cleanup()  # Slicer closes while the job saves its stop checkpoint
     time.sleep(0.3)
-    assert _alive(child) and jobRunning(job.folder) and not session.runner.isRunning()
+    assert process_alive(child) and jobRunning(job.folder) and not session.runner.isRunning()
     assert session.headless.shown["question"] == []  # it was asked to stop already: nothing to ask
     (run / "GO").write_text("")  # it ends on its own, as a stopped job
     assert _until(lambda: (read_status(job.folder) or {}).get("status") == "stopped")

@@ -25,13 +25,6 @@ from PASegLib.image.io import Volume, write_image
 slicer = require_slicer_core()
 
 
-@pytest.fixture
-def blob(scene, blob_case):
-    """(volume node, the simulated seven clicks of its tumour)."""
-    image, label = blob_case
-    return volumes.createVolumeNode(scene, image, "blob"), simulate_clicks(label, image.geometry, seed=1).objects[0]
-
-
 def _place(node, obj, labels="FRLAPIS"):
     for label in labels:
         objects.setControlPoint(node, label, lps_to_ras(obj.points()[label]))

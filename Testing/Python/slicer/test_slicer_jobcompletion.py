@@ -8,7 +8,6 @@ Real child processes (the fake ``python -m PASegLib`` of :mod:`test_slicer_jobs`
 from __future__ import annotations
 
 import json
-import stat
 import sys
 from pathlib import Path
 
@@ -22,29 +21,8 @@ from PASegSlicer.jobs import control
 from PASegSlicer.jobs.runner import JobRunner, SubprocessBackend, threadingSchedule
 from PASegSlicer.mrml.segments import segmentationToLabels
 from PASegSlicer.mrml.volumes import createVolumeNode
-from test_slicer_jobs import FAKE_PASEG
 
 slicer = require_slicer_core()
-
-
-@pytest.fixture
-def fake_python(tmp_path):
-    script = tmp_path / "fake_paseg.py"
-    script.write_text(FAKE_PASEG, encoding="utf-8")
-    launcher = tmp_path / "fakepython"
-    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
-    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
-    return str(launcher)
-
-
-@pytest.fixture
-def model_run(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "best.pt").write_text("w")
-    info = {"network": "unet3d", "stage": 1, "best_score": 0.8, "best_epoch": 3, "created": "2026-01-01T00:00:00"}
-    (run / "model.json").write_text(json.dumps({**info, "checkpoint": "best.pt"}))
-    return run
 
 
 def _predictionNodes(scene, volume):

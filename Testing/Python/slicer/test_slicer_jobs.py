@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import process_alive
+from headlessgui import FAKE_CLI_START, modelRun
 from PASegSlicer.annotation import cases
 from PASegSlicer.jobs import commands, control, devices
 from PASegSlicer.jobs.dependencies import MINIMUM_TORCH, DependencyChecker, DependencyError, Requirement
@@ -22,18 +23,8 @@ from PASegSlicer.jobs.models import ModelRegistry
 from PASegSlicer.jobs.processes import descendantProcessIds
 from PASegSlicer.jobs.runner import JobRunner, JobStep, SubprocessBackend, parseProgressLine, threadingSchedule
 
-FAKE_PASEG = r"""
-import json, os, subprocess, sys, time
-from pathlib import Path
-
-def emit(**event):
-    print("PASEG " + json.dumps(event), flush=True)
-
-args = sys.argv[1:]
-if args[:2] == ["-m", "PASegLib"]:
-    args = args[2:]
-command, mode = args[0], os.environ.get("FAKE_MODE", "progress")
-out = Path(args[args.index("--out") + 1])
+FAKE_PASEG = FAKE_CLI_START + r"""
+mode = os.environ.get("FAKE_MODE", "progress")
 if command == "train":
     out.mkdir(parents=True, exist_ok=True)
     emit(event="start", total_iterations=4, epochs=2, run_dir=str(out))
@@ -77,17 +68,6 @@ elif command == "predict":  # PASegLib is on the step's PYTHONPATH (jobs.command
 """
 
 
-@pytest.fixture
-def fake_python(tmp_path):
-    """A ``python`` that runs the fake PASeg CLI (the arguments are the real ``-m PASegLib …`` ones)."""
-    script = tmp_path / "fake_paseg.py"
-    script.write_text(FAKE_PASEG, encoding="utf-8")
-    launcher = tmp_path / "fakepython"
-    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
-    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
-    return str(launcher)
-
-
 def _runner(tmp_path, **kwargs):
     events = []
     runner = JobRunner(SubprocessBackend(), threadingSchedule, logPath=tmp_path / "log.txt", onEvent=events.append,
@@ -98,14 +78,6 @@ def _runner(tmp_path, **kwargs):
 def _step(fake_python, out, mode="progress", name="stage 1"):
     return JobStep(name, fake_python, ["-m", "PASegLib", "train", "DATA", "--out", str(out), "--stage", "1"],
                    str(out), None, {"FAKE_MODE": mode})  # fmt: skip
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_progress_line_parsing():
@@ -151,7 +123,7 @@ def test_stop_kills_a_hanging_process_tree_after_the_timeout(tmp_path, fake_pyth
         time.sleep(0.05)
     grandchild = int((out / "grandchild.pid").read_text())
     child = runner.backend.processId()
-    assert grandchild in descendantProcessIds(child) and _alive(grandchild)
+    assert grandchild in descendantProcessIds(child) and process_alive(grandchild)
     started = time.time()
     runner.stop()
     assert (out / "STOP").is_file() and runner.state.status == "stopping"
@@ -159,7 +131,7 @@ def test_stop_kills_a_hanging_process_tree_after_the_timeout(tmp_path, fake_pyth
     assert runner.state.status == "stopped" and runner.state.killed and runner.state.exitCode is None
     assert 0.4 < time.time() - started < 10
     time.sleep(0.2)
-    assert not _alive(child) and not _alive(grandchild)
+    assert not process_alive(child) and not process_alive(grandchild)
 
 
 def test_stop_file_lets_a_cooperating_child_exit_cleanly(tmp_path, fake_python):
@@ -223,11 +195,7 @@ def test_prediction_job_end_to_end_imports_segments(tmp_path, fake_python, blob_
     from PASegSlicer.mrml.segments import segmentationToLabels
     from PASegSlicer.mrml.volumes import createVolumeNode
 
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "best.pt").write_text("w")
-    info = {"network": "unet3d", "stage": 1, "best_score": 0.8, "best_epoch": 3, "created": "2026-01-01T00:00:00"}
-    (run / "model.json").write_text(json.dumps({**info, "checkpoint": "best.pt"}))
+    run = modelRun(tmp_path)
     app = HeadlessSlicer()
     try:
         image, _ = blob_case

@@ -13,7 +13,6 @@ from conftest import require_slicer_core
 from headlessgui import HeadlessApp, Parameters, widgetsOf
 from PASegSlicer.annotation import cases, kinds, objects, undo
 from PASegSlicer.gui import shortcuts
-from PASegSlicer.gui.annotationpanel import AnnotationPanel
 from PASegSlicer.mrml import volumes
 
 from PASegLib.annotation.markups import write_markups
@@ -112,21 +111,6 @@ def gui(app):
     return HeadlessApp(app), widgetsOf(), Parameters()
 
 
-@pytest.fixture
-def panel(gui, logic):
-    headless, ui, parameters = gui
-    annotations = AnnotationPanel(ui, headless, logic, lambda: parameters, lambda: parameters, lambda: None)
-    yield annotations
-    annotations.cleanup()
-
-
-@pytest.fixture
-def blob(scene, blob_case):
-    """(volume node, the simulated seven clicks of its tumour)."""
-    image, label = blob_case
-    return volumes.createVolumeNode(scene, image, "blob"), simulate_clicks(label, image.geometry, seed=1).objects[0]
-
-
 def _place(headless, node, obj, labels):
     """Place each point, one edit after another (the panel's timers run between them, as Qt's would)."""
     for label in labels:
@@ -136,6 +120,20 @@ def _place(headless, node, obj, labels):
 
 def _placed(node, volume):
     return objects.placedPointsLps(node, volume)
+
+
+def _show(gui, panel, blob):
+    """Select the blob's volume (the panel observes its tumours, as the widget does on the parameter's change);
+    returns ``blob``."""
+    gui[2].inputVolume = blob[0]
+    panel.observeObjects()
+    return blob
+
+
+def _addTumour(headless, logic, volume):
+    """Press "A" (add a tumour of the chosen kind); returns the tumour added."""
+    headless.press("A")
+    return logic.objectNodes(volume)[-1]
 
 
 def _dataset(tmp_path, blob_case, annotated=()):
@@ -205,9 +203,7 @@ def test_every_shortcut_runs_its_action(gui, panel, logic, tmp_path, blob_case):
 # -- undo and redo -----------------------------------------------------------------------------------------------
 def test_three_points_undo_twice_redo_once_and_place_mode_resumes_at_the_undone_point(gui, panel, logic, blob):
     headless, ui, parameters = gui
-    volume, obj = blob
-    parameters.inputVolume = volume
-    panel.observeObjects()
+    volume, obj = _show(gui, panel, blob)
     headless.press("A")
     (node,) = logic.objectNodes(volume)
     _place(headless, node, obj, "FRL")
@@ -233,15 +229,11 @@ def test_three_points_undo_twice_redo_once_and_place_mode_resumes_at_the_undone_
 
 def test_undo_goes_back_across_tumours_and_redo_brings_a_removed_tumour_back(gui, panel, logic, blob):
     headless, ui, parameters = gui
-    volume, obj = blob
-    parameters.inputVolume = volume
-    panel.observeObjects()
-    headless.press("A")
-    first = logic.objectNodes(volume)[0]
+    volume, obj = _show(gui, panel, blob)
+    first = _addTumour(headless, logic, volume)
     _place(headless, first, obj, "FRLAPIS")
     ui.kindComboBox.choose(panel.kindNames.index("extreme_points"))
-    headless.press("A")
-    second = logic.objectNodes(volume)[1]
+    second = _addTumour(headless, logic, volume)
     _place(headless, second, obj, "RL")
     for _ in range(3):  # L, R, then the tumour itself
         headless.press("Z")
@@ -262,11 +254,8 @@ def test_undo_goes_back_across_tumours_and_redo_brings_a_removed_tumour_back(gui
 
 def test_a_dragged_point_is_one_step_and_a_box_is_undrawn_and_drawn_again(gui, panel, logic, blob):
     headless, ui, parameters = gui
-    volume, obj = blob
-    parameters.inputVolume = volume
-    panel.observeObjects()
-    headless.press("A")
-    node = logic.objectNodes(volume)[0]
+    volume, obj = _show(gui, panel, blob)
+    node = _addTumour(headless, logic, volume)
     _place(headless, node, obj, "F")
     start = objects.placedPointsLps(node, volume)["F"]
     for step in range(1, 6):  # a drag: the position changes at every mouse move
@@ -275,8 +264,7 @@ def test_a_dragged_point_is_one_step_and_a_box_is_undrawn_and_drawn_again(gui, p
     headless.press("Z")
     assert np.allclose(objects.placedPointsLps(node, volume)["F"], start, atol=1e-6)
     ui.kindComboBox.choose(panel.kindNames.index("box"))
-    headless.press("A")
-    box = logic.objectNodes(volume)[1]
+    box = _addTumour(headless, logic, volume)
     points = np.array(list(obj.points().values()))
     kinds.setRoiCornersLps(box, volume, points.min(axis=0), points.max(axis=0))
     headless.runTimers()
@@ -339,9 +327,7 @@ def test_undo_after_the_scene_closed_never_brings_back_the_previous_cases_tumour
 def test_undoing_the_tumour_being_placed_ends_place_mode(gui, panel, logic, blob):
     """Review finding 11: the tumour place mode was adding points to is removed: no click may make a stray node."""
     headless, ui, parameters = gui
-    volume, obj = blob
-    parameters.inputVolume = volume
-    panel.observeObjects()
+    volume, obj = _show(gui, panel, blob)
     headless.press("A")
     interaction = headless.interactionNode()
     assert interaction.GetCurrentInteractionMode() == interaction.Place
@@ -354,11 +340,8 @@ def test_two_drags_of_the_same_point_are_two_undo_steps(gui, panel, logic, blob)
     """Review finding 12: a drag is one step, but the next drag of the same point is another one (the Markups
     widget's PointEndInteractionEvent ends a drag)."""
     headless, ui, parameters = gui
-    volume, obj = blob
-    parameters.inputVolume = volume
-    panel.observeObjects()
-    headless.press("A")
-    node = logic.objectNodes(volume)[0]
+    volume, obj = _show(gui, panel, blob)
+    node = _addTumour(headless, logic, volume)
     _place(headless, node, obj, "F")
     positions = [objects.placedPointsLps(node, volume)["F"]]
     for _drag in range(2):
@@ -381,9 +364,7 @@ def test_two_drags_of_the_same_point_are_two_undo_steps(gui, panel, logic, blob)
 # -- rename and delete -----------------------------------------------------------------------------------------
 def test_rename_from_the_panel_checks_the_name_and_can_be_undone(gui, panel, logic, blob):
     headless, ui, parameters = gui
-    volume, _ = blob
-    parameters.inputVolume = volume
-    panel.observeObjects()
+    volume, _ = _show(gui, panel, blob)
     headless.press("A")
     headless.press("A")
     ui.objectComboBox.setCurrentText("tumor 1")
@@ -404,12 +385,9 @@ def test_rename_from_the_panel_checks_the_name_and_can_be_undone(gui, panel, log
 
 def test_delete_asks_first_and_undo_brings_the_tumour_back_with_its_points(gui, panel, logic, blob):
     headless, ui, parameters = gui
-    volume, obj = blob
-    parameters.inputVolume = volume
-    panel.observeObjects()
+    volume, obj = _show(gui, panel, blob)
     ui.kindComboBox.choose(panel.kindNames.index("extreme_points"))
-    headless.press("A")
-    node = logic.objectNodes(volume)[0]
+    node = _addTumour(headless, logic, volume)
     _place(headless, node, obj, "RLA")
     placed = _placed(node, volume)
     headless.answers = [False]
@@ -432,8 +410,7 @@ def test_save_and_next_saves_a_complete_case_and_opens_the_next_unannotated_one(
                                                                                blob_case):  # fmt: skip
     headless, ui, parameters = gui
     volume, obj = _openFirstCase(gui, panel, tmp_path, blob_case, annotated=("c2",))
-    headless.press("A")
-    _place(headless, logic.objectNodes(volume)[0], obj, "FRLAPIS")
+    _place(headless, _addTumour(headless, logic, volume), obj, "FRLAPIS")
     ui.saveAndNextButton.click()
     assert (tmp_path / "data" / "c1.mrk.json").is_file() and headless.shown["question"] == []
     assert parameters.inputVolume.GetName() == "c3" and volume.GetScene() is None  # c2 is annotated: skipped
@@ -457,8 +434,7 @@ def test_save_and_next_with_no_case_open_opens_the_first_unannotated_one(gui, pa
 def test_save_and_next_with_incomplete_clicks_asks_draft_or_stay(gui, panel, logic, tmp_path, blob_case):
     headless, ui, parameters = gui
     volume, obj = _openFirstCase(gui, panel, tmp_path, blob_case)
-    headless.press("A")
-    _place(headless, logic.objectNodes(volume)[0], obj, "FRL")
+    _place(headless, _addTumour(headless, logic, volume), obj, "FRL")
     headless.answers = [False]  # stay
     headless.press("Shift+S")
     assert parameters.inputVolume is volume and not (tmp_path / "data" / "c1.mrk.json").exists()
@@ -473,8 +449,7 @@ def test_save_and_next_with_incomplete_clicks_asks_draft_or_stay(gui, panel, log
 def test_leaving_an_incomplete_draft_says_so_and_the_user_may_stay(gui, panel, logic, tmp_path, blob_case):
     headless, ui, parameters = gui
     volume, obj = _openFirstCase(gui, panel, tmp_path, blob_case)
-    headless.press("A")
-    _place(headless, logic.objectNodes(volume)[0], obj, "FR")
+    _place(headless, _addTumour(headless, logic, volume), obj, "FR")
     headless.answers = [False]
     ui.nextCaseButton.click()
     assert parameters.inputVolume is volume and ui.caseList.currentRow == 0 and panel.cases.current.caseId == "c1"
@@ -487,8 +462,7 @@ def test_leaving_an_incomplete_draft_says_so_and_the_user_may_stay(gui, panel, l
 def test_leaving_a_complete_case_kept_only_as_a_draft_offers_to_save_it(gui, panel, logic, tmp_path, blob_case):
     headless, ui, parameters = gui
     volume, obj = _openFirstCase(gui, panel, tmp_path, blob_case)
-    headless.press("A")
-    _place(headless, logic.objectNodes(volume)[0], obj, "FRLAPIS")
+    _place(headless, _addTumour(headless, logic, volume), obj, "FRLAPIS")
     headless.answers = [False]  # keep only the draft
     ui.nextCaseButton.click()
     assert "is complete but only kept as a draft" in headless.shown["question"][-1]

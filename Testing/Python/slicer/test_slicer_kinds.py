@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import SPHERE_CENTER, SPHERE_GEOMETRY, require_slicer_core, sphere_volume_node
+from conftest import SPHERE_CENTER, SPHERE_GEOMETRY, reopened_case, require_slicer_core, sphere_volume_node
 from PASegSlicer import selftest
 from PASegSlicer.annotation import cases, dense, drafts, kinds, objects
 from PASegSlicer.annotation.logic import PASegCoreLogic
@@ -123,18 +123,11 @@ def test_each_kind_is_saved_and_read_back_by_the_library(scene, logic, sphere, t
         np.testing.assert_allclose(back.points()[label], lps, atol=1e-6)
     assert not logic.hasUnsavedChanges(volume)
     # the saved case opens again with its kind (a fresh scene, through the case list)
-    fresh = HeadlessSlicer()
-    try:
-        other = PASegCoreLogic(fresh.scene)
-        (files,) = list_cases(tmp_path / "data")
-        reopened = other.openCase(files, tmp_path / "work")
-        (restored,) = other.objectNodes(reopened)
+    with reopened_case(tmp_path / "data", tmp_path / "work") as (other, reopened, restored):
         assert kinds.kindOf(restored) == kind and objects.placementStatus(restored, reopened).valid
         for label, lps in points.items():
             np.testing.assert_allclose(objects.placedPointsLps(restored, reopened)[label], lps, atol=1e-6)
         assert not other.hasUnsavedChanges(reopened)
-    finally:
-        fresh.close()
 
 
 def test_nodes_without_the_kind_attribute_hold_seven_points(scene, sphere):

@@ -16,11 +16,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import require_slicer_core
-from headlessgui import HeadlessApp, Parameters, widgetsOf
-from PASegSlicer.gui.jobpanel import JobPanel
-from PASegSlicer.jobs.dependencies import DependencyChecker
+from headlessgui import HeadlessApp, Parameters, jobPanel, widgetsOf
 from PASegSlicer.jobs.models import ModelRegistry
-from PASegSlicer.jobs.runner import JobRunner, SubprocessBackend, threadingSchedule
 from PASegSlicer.mrml import volumes
 from PASegSlicer.mrml.segments import segmentationToLabels
 
@@ -56,17 +53,8 @@ def package_of(folder: pathlib.Path, name: str, *, description: str, seed: int =
 def panel(app, logic, tmp_path):
     """(the inference panel on the real scene, its application services, widgets, parameters, job runners); the
     jobs' children are this Python (``python -m PASegLib``)."""
-    headless, ui, parameters, runners = HeadlessApp(app), widgetsOf(), Parameters(), []
-
-    def runnerFactory(**callbacks):
-        runners.append(JobRunner(SubprocessBackend(), threadingSchedule, **callbacks))
-        return runners[-1]
-
-    checker = {"findSpec": lambda name: object(), "installedVersion": lambda name: "2.5.0",
-               "probeDevices": lambda: {"event": "devices", "torch": "2.5.0", "cuda": []}}
-    jobs = JobPanel(ui, headless, logic, lambda: parameters, lambda: parameters, lambda: None, runnerFactory,
-                    lambda: DependencyChecker(headless.confirmOkCancelDisplay, headless.pip_install, **checker),
-                    python=sys.executable)  # fmt: skip
+    headless, ui, parameters = HeadlessApp(app), widgetsOf(), Parameters()
+    jobs, runners = jobPanel(logic, headless, ui, parameters, python=sys.executable)
     parameters.workFolder = tmp_path / "work"
     yield jobs, headless, ui, parameters, runners
     jobs.cleanup()

@@ -19,15 +19,12 @@ import json
 
 import numpy as np
 import pytest
-from conftest import require_slicer_core, rotation
+from conftest import reopened_case, require_slicer_core, rotation
 from PASegSlicer.annotation import drafts, kinds, objects
-from PASegSlicer.annotation.logic import PASegCoreLogic
 from PASegSlicer.mrml import volumes
-from PASegSlicer.mrml.headless import HeadlessSlicer
 
 from PASegLib.annotation.markups import read_draft_markups, read_markups
 from PASegLib.annotation.validation import object_box
-from PASegLib.data.dataset import list_cases
 from PASegLib.image.geometry import ImageGeometry
 from PASegLib.image.io import Volume
 
@@ -102,18 +99,11 @@ def test_save_and_reopen_keep_the_orientation(scene, logic, tmp_path):
     (back,) = read_markups(written["annotations"], geometry).objects  # what training reads
     np.testing.assert_allclose(back.axes, geometry.direction_matrix, atol=1e-6)
     assert [v.tolist() for v in object_box(back, geometry)] == [v.tolist() for v in tight]
-    fresh = HeadlessSlicer()
-    try:
-        other = PASegCoreLogic(fresh.scene)
-        (files,) = list_cases(tmp_path / "data")
-        reopened = other.openCase(files, tmp_path / "work")
-        (restored,) = other.objectNodes(reopened)
+    with reopened_case(tmp_path / "data", tmp_path / "work") as (other, reopened, restored):
         np.testing.assert_allclose(kinds.roiAxesLps(restored, reopened), geometry.direction_matrix, atol=1e-6)
         again = object_box(objects.objectFromNode(restored, reopened), geometry)
         assert [v.tolist() for v in again] == [v.tolist() for v in tight]
         assert not other.hasUnsavedChanges(reopened)
-    finally:
-        fresh.close()
 
 
 def test_a_draft_keeps_the_orientation(scene, logic, tmp_path):

@@ -8,22 +8,17 @@ VTK observers; jobs run the fake ``python -m PASegLib`` of :mod:`test_slicer_job
 
 from __future__ import annotations
 
-import json
 import pathlib
-import stat
 import sys
 
 import numpy as np
 import pytest
 from conftest import require_slicer_core
-from headlessgui import HeadlessApp, Parameters, widgetsOf
+from headlessgui import annotationPanel, dependencyCheckerFactory, jobPanel, modelRun
 from PASegSlicer.annotation import cases, kinds, objects
-from PASegSlicer.gui.annotationpanel import KIND_SETTING, AnnotationPanel
-from PASegSlicer.gui.jobpanel import JobPanel
-from PASegSlicer.jobs.dependencies import TRAINING, DependencyChecker
-from PASegSlicer.jobs.runner import JobRunner, SubprocessBackend, threadingSchedule
+from PASegSlicer.gui.annotationpanel import KIND_SETTING
+from PASegSlicer.jobs.dependencies import TRAINING
 from PASegSlicer.mrml import volumes
-from test_slicer_jobs import FAKE_PASEG
 
 from PASegLib.annotation.markups import read_draft_markups, read_markups
 from PASegLib.annotation.simulation import simulate_clicks
@@ -33,41 +28,18 @@ from PASegLib.image.io import write_image
 slicer = require_slicer_core()
 
 
-@pytest.fixture
-def gui(app):
-    """(application services, widgets, parameters, ``{"node": the parameters while shown}``, preview requests)."""
-    shown = {"node": Parameters()}
-    return HeadlessApp(app), widgetsOf(), shown["node"], shown, []
-
-
-@pytest.fixture
-def annotations(gui, logic):
-    headless, ui, parameters, shown, previews = gui
-    panel = AnnotationPanel(ui, headless, logic, lambda: parameters, lambda: shown["node"],
-                            lambda: previews.append(True))  # fmt: skip
-    yield panel
-    panel.cleanup()
-
-
-@pytest.fixture
-def blob(scene, blob_case):
-    """(volume node, the simulated seven clicks of its tumour)."""
-    image, label = blob_case
-    return volumes.createVolumeNode(scene, image, "blob"), simulate_clicks(label, image.geometry, seed=1).objects[0]
-
-
 def _place(node, obj, labels="FRLAPIS"):
     for label in labels:
         objects.setControlPoint(node, label, lps_to_ras(obj.points()[label]))
 
 
 # -- annotation panel ------------------------------------------------------------------------------------------
-def test_add_tumor_guides_placement_and_a_complete_tumour_is_drafted_and_previewed(gui, annotations, logic, blob,
+def test_add_tumor_guides_placement_and_a_complete_tumour_is_drafted_and_previewed(gui, panel, logic, blob,
                                                                                     tmp_path):  # fmt: skip
     headless, ui, parameters, shown, previews = gui
     volume, obj = blob
     parameters.inputVolume, parameters.workFolder = volume, tmp_path / "work"
-    annotations.observeObjects()
+    panel.observeObjects()
     assert ui.annotationStatusLabel.text == 'No tumor yet: click "Add tumor".'
     ui.addTumorButton.click()
     (node,) = logic.objectNodes(volume)
@@ -93,13 +65,13 @@ def test_add_tumor_guides_placement_and_a_complete_tumour_is_drafted_and_preview
     assert previews == [True] and headless.shown["status"].count(f"Draft saved: {draft}") == 3
 
 
-def test_save_puts_a_complete_case_into_the_dataset_and_an_incomplete_one_into_a_draft(gui, annotations, logic,
+def test_save_puts_a_complete_case_into_the_dataset_and_an_incomplete_one_into_a_draft(gui, panel, logic,
                                                                                         blob, tmp_path):  # fmt: skip
     headless, ui, parameters, _, _ = gui
     volume, obj = blob
     parameters.inputVolume, parameters.datasetFolder = volume, tmp_path / "data"
     parameters.workFolder = tmp_path / "work"
-    annotations.observeObjects()
+    panel.observeObjects()
     ui.addTumorButton.click()
     _place(logic.objectNodes(volume)[0], obj, "FRLAP")
     ui.saveButton.click()
@@ -113,19 +85,19 @@ def test_save_puts_a_complete_case_into_the_dataset_and_an_incomplete_one_into_a
     assert ui.caseList.items == ["blob (annotated)"] and ui.caseList.currentRow == 0  # the case list was refreshed
 
 
-def test_next_case_keeps_the_clicks_as_a_draft_unloads_the_case_and_restores_them(gui, annotations, logic, scene,
+def test_next_case_keeps_the_clicks_as_a_draft_unloads_the_case_and_restores_them(gui, panel, logic, scene,
                                                                                    blob_case, tmp_path):  # fmt: skip
     headless, ui, parameters, _, _ = gui
     image, label = blob_case
     for caseId in ("c1", "c2"):
         write_image(tmp_path / "data" / f"{caseId}_image.nrrd", image.array, image.geometry)
     parameters.datasetFolder, parameters.workFolder = tmp_path / "data", tmp_path / "work"
-    annotations.refreshCases()
+    panel.refreshCases()
     assert ui.caseList.items == ["c1 (not annotated)", "c2 (not annotated)"]
     ui.caseList.doubleClick(0)
     first = parameters.inputVolume
     assert first.GetName() == "c1" and headless.layers == [first]
-    annotations.observeObjects()  # the widget does on the parameter's change
+    panel.observeObjects()  # the widget does on the parameter's change
     ui.addTumorButton.click()
     obj = simulate_clicks(label, image.geometry, seed=1).objects[0]
     _place(logic.objectNodes(first)[0], obj, "FRL")
@@ -138,17 +110,17 @@ def test_next_case_keeps_the_clicks_as_a_draft_unloads_the_case_and_restores_the
     assert logic.objectNodes(restored)[0].GetNumberOfDefinedControlPoints() == 3
 
 
-def test_a_case_whose_clicks_cannot_be_kept_is_left_only_when_the_user_agrees(gui, annotations, logic, blob_case,
+def test_a_case_whose_clicks_cannot_be_kept_is_left_only_when_the_user_agrees(gui, panel, logic, blob_case,
                                                                               tmp_path):  # fmt: skip
     headless, ui, parameters, _, _ = gui
     image, _ = blob_case
     for caseId in ("c1", "c2"):
         write_image(tmp_path / "data" / f"{caseId}_image.nrrd", image.array, image.geometry)
     parameters.datasetFolder = tmp_path / "data"  # no work folder: no draft can be written
-    annotations.refreshCases()
+    panel.refreshCases()
     ui.caseList.doubleClick(0)
     first = parameters.inputVolume
-    annotations.observeObjects()
+    panel.observeObjects()
     ui.addTumorButton.click()
     headless.answers = [False]
     ui.caseList.doubleClick(1)
@@ -158,14 +130,14 @@ def test_a_case_whose_clicks_cannot_be_kept_is_left_only_when_the_user_agrees(gu
     assert parameters.inputVolume.GetName() == "c2" and first.GetScene() is None
 
 
-def test_the_scene_closing_keeps_every_unsaved_volume_or_names_what_is_lost(gui, annotations, logic, scene,
+def test_the_scene_closing_keeps_every_unsaved_volume_or_names_what_is_lost(gui, panel, logic, scene,
                                                                            blob_case, tmp_path):  # fmt: skip
     headless, ui, parameters, _, _ = gui
     image, label = blob_case
     obj = simulate_clicks(label, image.geometry, seed=1).objects[0]
     for work, placed in ((pathlib.Path(""), "FR"), (tmp_path / "work", "F")):  # no work folder, then one
         parameters.workFolder, parameters.inputVolume = work, volumes.createVolumeNode(scene, image, "blob")
-        annotations.observeObjects()
+        panel.observeObjects()
         ui.addTumorButton.click()
         _place(logic.objectNodes(parameters.inputVolume)[0], obj, placed)
         scene.Clear(0)  # before the autosave delay ran out
@@ -177,8 +149,7 @@ def test_the_scene_closing_keeps_every_unsaved_volume_or_names_what_is_lost(gui,
 def test_kind_choice_is_remembered_and_a_dense_tumour_takes_an_imported_label(gui, logic, scene, blob, tmp_path):
     headless, ui, parameters, shown, previews = gui
     headless.settings[KIND_SETTING] = "dense"
-    panel = AnnotationPanel(ui, headless, logic, lambda: parameters, lambda: shown["node"], lambda: None)
-    try:
+    with annotationPanel(logic, headless, ui, parameters, shown) as panel:
         assert panel.kindNames[ui.kindComboBox.currentIndex] == "dense"
         ui.kindComboBox.choose(panel.kindNames.index("box"))
         assert headless.settings[KIND_SETTING] == "box"
@@ -202,52 +173,24 @@ def test_kind_choice_is_remembered_and_a_dense_tumour_takes_an_imported_label(gu
         assert kinds.denseSource(node)[1] == segmentation.GetSegmentation().GetNthSegmentID(0)
         headless.runTimers()
         assert "tumor 1 (dense label): label 2" in ui.annotationStatusLabel.text
-    finally:
-        panel.cleanup()
 
 
-def test_cleanup_stops_observing_the_scene(gui, annotations, logic, scene, blob):
+def test_cleanup_stops_observing_the_scene(gui, panel, logic, scene, blob):
     headless, ui, parameters, _, _ = gui
     parameters.inputVolume = blob[0]
-    annotations.observeObjects()
+    panel.observeObjects()
     ui.addTumorButton.click()
-    annotations.cleanup()
+    panel.cleanup()
     headless.runTimers()
     scene.RemoveNode(logic.objectNodes(blob[0])[0])
-    assert not annotations.objectsTimer.isActive() and not annotations.statusTimer.isActive()
+    assert not panel.objectsTimer.isActive() and not panel.statusTimer.isActive()
 
 
 # -- job panel ---------------------------------------------------------------------------------------------------
-@pytest.fixture
-def fake_python(tmp_path):
-    script = tmp_path / "fake_paseg.py"
-    script.write_text(FAKE_PASEG, encoding="utf-8")
-    launcher = tmp_path / "fakepython"
-    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
-    launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
-    return str(launcher)
-
-
-def _checker(headless, **options):
-    """The :class:`DependencyChecker` factory the module gives the panel, on ``headless``'s dialogs and pip, with
-    every package present unless ``options`` say otherwise (nothing is installed for real)."""
-    settings = {"findSpec": lambda name: object(), "installedVersion": lambda name: "2.5.0",
-                "probeDevices": lambda: {"event": "devices", "torch": "2.5.0", "cuda": []}, **options}
-    return lambda: DependencyChecker(headless.confirmOkCancelDisplay, headless.pip_install, **settings)
-
-
 def _jobPanel(gui, logic, python, refreshed, **checkerOptions):
-    """A :class:`JobPanel` whose runners run real child processes (``python``: theirs); returns it and its runners
-    (the job's, then the GPU probe's)."""
+    """:func:`headlessgui.jobPanel` on :func:`gui`: the panel and its runners (the job's, then the GPU probe's)."""
     headless, ui, parameters, shown, _ = gui
-    runners = []
-
-    def runnerFactory(**callbacks):
-        runners.append(JobRunner(SubprocessBackend(), threadingSchedule, **callbacks))
-        return runners[-1]
-
-    panel = JobPanel(ui, headless, logic, lambda: parameters, lambda: shown["node"], lambda: refreshed.append(True),
-                     runnerFactory, _checker(headless, **checkerOptions), python=python)  # fmt: skip
+    panel, runners = jobPanel(logic, headless, ui, parameters, shown, refreshed, python=python, **checkerOptions)
     panel.updateButtons()  # the widget does whenever its parameters change
     return panel, runners
 
@@ -286,11 +229,7 @@ def test_prediction_through_the_panel_imports_into_the_volume_it_was_started_for
                                                                                  blob_case, tmp_path):  # fmt: skip
     headless, ui, parameters, _, _ = gui
     panel, runners = _jobPanel(gui, logic, fake_python, [])
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "best.pt").write_text("w")
-    info = {"network": "unet3d", "stage": 1, "best_score": 0.8, "best_epoch": 3, "created": "2026-01-01T00:00:00"}
-    (run / "model.json").write_text(json.dumps({**info, "checkpoint": "best.pt"}))
+    run = modelRun(tmp_path)
     image, _ = blob_case
     volume = volumes.createVolumeNode(scene, image, "started for")
     parameters.inputVolume, parameters.workFolder, parameters.modelRunDir = volume, tmp_path / "work", run
@@ -312,7 +251,7 @@ def test_a_job_that_cannot_start_says_why_and_leaves_the_buttons_usable(gui, log
     monai = TRAINING[0].spec  # monai>=1.4
     assert f"cancelled: {monai} not installed" in headless.shown["error"][0] and not runners[0].isRunning()
     assert headless.pipCalls == [] and monai in headless.shown["question"][0]
-    panel.dependencyChecker = _checker(headless)
+    panel.dependencyChecker = dependencyCheckerFactory(headless)
     image, _ = blob_case
     write_image(tmp_path / "data" / "c1_image.nrrd", image.array, image.geometry)  # a case, but not annotated
     parameters.datasetFolder, parameters.workFolder = tmp_path / "data", tmp_path / "work"
