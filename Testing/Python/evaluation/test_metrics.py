@@ -205,6 +205,7 @@ def test_validation_errors():
         hausdorff_distance(a, a, spacing=ANISO, percentile=101)
 
 
+@pytest.mark.serial  # a duration: measured alone (make test)
 def test_large_volume_with_small_objects_is_fast():
     shape = (240, 240, 155)
     pred = sphere_mm((30, 30, 30), (1.0, 1.0, 1.0), (15.0, 15.0, 15.0), 10.0)

@@ -100,6 +100,7 @@ def _config(tmp_path: Path, **extra) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a latency: measured alone (make test)
 def test_stop_during_preparation_exits_quickly_and_the_same_command_starts_later(tiny_dataset, tmp_path, launcher,
                                                                                  capsys):
     from PASegLib.cli.main import main
@@ -131,6 +132,7 @@ def test_stop_during_preparation_exits_quickly_and_the_same_command_starts_later
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a latency: measured alone (make test)
 def test_stop_during_validation_saves_and_resume_finishes(tiny_dataset, tmp_path, launcher, capsys):
     from PASegLib.cli.main import main
     from PASegLib.training.checkpoint import load_checkpoint
@@ -170,6 +172,7 @@ def trained_run(tiny_dataset, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a latency: measured alone (make test)
 def test_stop_during_prediction_keeps_finished_cases_only(tiny_dataset, trained_run, tmp_path, launcher):
     job = commands.newJobFolder(tmp_path, "job")
     step = commands.predictionSteps(job, trained_run, tiny_dataset, device="cpu", python=sys.executable)[0]
