@@ -180,6 +180,8 @@ def main(argv=None) -> int:
                 print(f"ranked {len(queue['cases'])} pool cases in {queue['rank_s']:.0f} s; Spearman(score, base "
                       f"Dice) {queue['spearman_score_vs_base_dice']:+.3f}", file=sys.stderr)
                 continue
+            if queue is None and queue_path.is_file():  # ranked by another process since this one started
+                queue = json.loads(queue_path.read_text(encoding="utf-8"))
             rows = row_table(a, train_ids, pool, queue)
             if name not in rows:
                 raise SystemExit(f"row {name!r} needs the review queue first (--rows rank)")
