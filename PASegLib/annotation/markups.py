@@ -319,7 +319,7 @@ class DraftObject:
     name: str
     points: Dict[str, Optional[np.ndarray]]
     kind: str = "seven_points"
-    #: A box's orientation (:attr:`~PASegLib.annotation.model.ObjectAnnotation.axes`); ``None``: axis-aligned.
+    #: A box's orientation (``axes`` of :class:`~PASegLib.annotation.model.ObjectAnnotation`); ``None``: axis-aligned.
     axes: Optional[np.ndarray] = None
 
     @property

@@ -7,12 +7,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: one worker per core, one thread each (children inherit it)
-    for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(_variable, "1")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 from PASegLib.image.geometry import ImageGeometry
 from PASegLib.image.io import Volume

@@ -144,7 +144,7 @@ def roiCornersLps(node, volumeNode) -> Dict[str, np.ndarray]:
 
 def roiAxesLps(node, volumeNode) -> Optional[np.ndarray]:
     """The ROI's axes ``(3, 3)`` (columns, LPS, volume's local frame), ``None`` when it is axis-aligned there (or
-    not drawn): the box's :attr:`~PASegLib.annotation.model.ObjectAnnotation.axes`."""
+    not drawn): the box's ``axes`` of :class:`~PASegLib.annotation.model.ObjectAnnotation`."""
     return _roiFrameLps(node, volumeNode)[2] if roiDrawn(node) else None
 
 

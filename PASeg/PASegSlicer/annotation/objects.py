@@ -302,7 +302,7 @@ def placementStatus(node, volumeNode) -> PlacementStatus:
 
 
 def boxAxes(axes: Optional[np.ndarray]) -> np.ndarray:
-    """The axes to give an ROI for a box whose :attr:`~PASegLib.annotation.model.ObjectAnnotation.axes` are ``axes``
+    """The axes to give an ROI for a box whose :class:`~PASegLib.annotation.model.ObjectAnnotation` has ``axes``
     (``None``, axis-aligned: the identity, whatever the ROI's own orientation)."""
     return np.eye(3) if axes is None else np.asarray(axes, dtype=np.float64)
 
