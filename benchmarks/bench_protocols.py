@@ -11,7 +11,8 @@ Rows (the summary's keys):
   ``full supervision`` row, reused when that benchmark's output is present (``--accuracy-out``);
 * ``seven_points`` / ``seven_points_scm`` — PA-Seg stage one and SCM (defaults), likewise reused;
 * ``single_point`` — PSCV: one click inside each object and one background click per case; partial CE + Dice
-  on the clicked balls plus the 3D contrastive variance loss (no mCRF, no VM);
+  on the clicked balls plus the 3D contrastive variance loss (no mCRF, no VM), 4 patches per batch (the
+  contrastive term compares the patches of a batch; training refuses it below 2);
 * ``extreme_points`` — Going to Extremes round 1: random-walker pseudo labels from the six extreme points,
   Dice + CE + point loss, the clicks as a second input channel (predicted with the test cases' simulated
   extreme points); ``extreme_points_no_clicks`` the same model with an empty click channel;
@@ -85,7 +86,7 @@ def row_table(a, s, train_ids, val_ids, out: Path):
     extreme = weak.replace(point_loss_weight=1.0, point_channel=True)
     usable = [c for c in train_ids if c not in set(val_ids)]
     rows = {
-        "single_point": ("train", weak.replace(cv_weight=0.3), train_ids, None, {"kind": "single_point"}),
+        "single_point": ("train", weak.replace(cv_weight=0.3, batch_size=4), train_ids, None, {"kind": "single_point"}),
         "extreme_points": ("train", extreme, train_ids, None, {"kind": "extreme_points"}),
         "extreme_points_no_clicks": ("reuse", None, train_ids, "extreme_points",
                                      {"kind": "extreme_points", "use_clicks": False, "paired_with": "extreme_points"}),

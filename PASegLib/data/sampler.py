@@ -34,12 +34,14 @@ class PatchDraw:
         start: the patch's first voxel ``[i, j, k]`` in the case (negative or beyond the image where it is padded).
         flips: the axes the patch is flipped along, in order.
         point_keep: 0.0 = feed an empty click channel, 1.0 = the click heatmap (``None`` without ``point_channel``).
+        jitter_seed: seed of the noise that moves the patch's points (``point_jitter_mm``; ``None``: exact points).
     """
 
     case_index: int
     start: Tuple[int, int, int]
     flips: Tuple[int, ...]
     point_keep: Optional[float] = None
+    jitter_seed: Optional[int] = None
 
 
 class PatchSampler:
@@ -47,7 +49,9 @@ class PatchSampler:
 
     A patch is centred inside a random annotated object's box with probability
     ``config.foreground_crop_probability`` (else anywhere), padded where it leaves the image (padding is
-    invalid and unlabeled), then flipped along each of ``config.flip_axes`` with probability 0.5.
+    invalid and unlabeled), then flipped along each of ``config.flip_axes`` with probability 0.5. Patches that carry
+    the clicks (``point_channel`` or a point loss) move each point by Gaussian noise of σ ``config.point_jitter_mm``
+    per axis (mm on the case's grid), drawn anew for every patch (Going to Extremes' per-iteration jitter).
     All randomness comes from the ``numpy.random.Generator`` passed to :meth:`sample` (or :meth:`draw`, whose
     patches :meth:`cut` builds, e.g. in a background thread).
 
@@ -69,6 +73,7 @@ class PatchSampler:
         self.point_input = bool(config.point_channel)
         self.point_sigma_mm = float(config.point_sigma_mm)
         self.point_dropout = float(config.point_channel_dropout)
+        self.point_jitter_mm = float(config.point_jitter_mm)
         #: a mixed cohort: patches say whether their case is densely labelled (SCM keeps those labels)
         self.mixed = any("dense" in (getattr(c, "kinds", None) or ()) for c in self.cases)
         self.lookahead = int(config.prefetch_cases)
@@ -145,7 +150,10 @@ class PatchSampler:
         start = np.where(shape >= self.patch, np.clip(start, 0, shape - self.patch), (shape - self.patch) // 2)
         flips = tuple(axis for axis in self.flip_axes if rng.random() < 0.5)
         keep = (0.0 if rng.random() < self.point_dropout else 1.0) if self.point_input else None
-        return PatchDraw(int(case_index), tuple(int(v) for v in start), flips, keep)
+        # one number from the training generator per patch, whatever the case's point count (cut() draws the
+        # noise from it): a resumed run draws the same jitter
+        jitter = int(rng.integers(2**63 - 1)) if self.points and self.point_jitter_mm > 0 else None
+        return PatchDraw(int(case_index), tuple(int(v) for v in start), flips, keep, jitter)
 
     def cut(self, draw: PatchDraw) -> Dict[str, np.ndarray]:
         """The arrays of the patch ``draw`` describes (see :meth:`sample`); draws no random number, so it may
@@ -168,8 +176,12 @@ class PatchSampler:
         if self.points:  # the click channel / point-loss target, cut to the patch (clickmaps.py)
             from PASegLib.data.clickmaps import click_heatmap, positive_points
 
-            arrays["points"] = click_heatmap(positive_points(case.clicks, getattr(case, "kinds", None)), self.patch,
-                                             case.geometry.spacing, self.point_sigma_mm, offset=start)
+            points = positive_points(case.clicks, getattr(case, "kinds", None))
+            if draw.jitter_seed is not None and len(points):  # Going to Extremes' jitter, in mm → voxels
+                noise = np.random.default_rng(draw.jitter_seed).normal(0.0, self.point_jitter_mm, points.shape)
+                points = points + noise / np.asarray(case.geometry.spacing, dtype=float)
+            arrays["points"] = click_heatmap(points, self.patch, case.geometry.spacing, self.point_sigma_mm,
+                                             offset=start)
         # object boxes in patch coordinates (inclusive; may extend beyond the patch), flipped with the patch
         boxes = np.array([[np.asarray(lo) - start, np.asarray(hi) - start] for lo, hi in case.boxes],
                          dtype=np.int64).reshape(-1, 2, 3)

@@ -60,6 +60,8 @@ class SamplingSettings:
         point_loss_weight: > 0: patches carry the clicks (Going to Extremes' point loss).
         point_sigma_mm: the heatmaps' Gaussian σ (mm).
         point_channel_dropout: probability that a patch gets an empty point channel.
+        point_jitter_mm: σ (mm, per axis) of the Gaussian noise that moves each point of a patch's heatmap,
+            drawn per patch (0 = the exact points).
         prefetch_cases: cases read ahead in the background while a batch trains.
     """
 
@@ -71,6 +73,7 @@ class SamplingSettings:
     point_loss_weight: float = 0.0
     point_sigma_mm: float = 3.0
     point_channel_dropout: float = 0.5
+    point_jitter_mm: float = 0.0
     prefetch_cases: int = 2
 
 

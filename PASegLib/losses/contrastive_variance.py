@@ -25,7 +25,10 @@ Judgment calls:
   (one that contains class ``k``; every image is assumed to). Training stays reproducible without an extra
   random stream, and over an epoch of shuffled batches every pairing still occurs.
 * **B < 2**: there is no other image, so the contrastive term is an exact 0 attached to ``logits``
-  (``backward`` works; only TV contributes).
+  (``backward`` works; only TV contributes). Training refuses this case rather than run it silently: a stage-one
+  run with ``cv_weight > 0`` and fewer than 2 patches per batch and process stops before it starts
+  (:meth:`PASegLib.training.config.TrainConfig.check_trainable`), and the trainer logs the CV loss of every
+  iteration before its weight (``cv`` in the ``iteration`` events), so an inactive term shows in the run's events.
 * A map ``z`` that is all zero (empty valid region, constant image) has cosine 0 with every map.
 """
 

@@ -1,4 +1,5 @@
-"""Extreme-point loss of "Going to Extremes" (Roth et al., "Point loss" and its implementation, Eq. 6–8).
+"""Extreme-point loss of "Going to Extremes" (Roth et al., "Point loss" and its implementation, Eq. 6–8),
+normalised by the heatmap mass.
 
 Shapes and axis order: ``logits [B, C, I, J, K]`` (``C >= 2``; ``P = softmax(logits, dim=1)[:, 1:2]``, the
 foreground probability, computed in float32 — float64 kept — also under autocast), ``points [B, 1, I, J, K]``
@@ -14,9 +15,22 @@ e.g. with :func:`PASegLib.data.clickmaps.gaussian_point_heatmap`; not differenti
   keeping the ``3B`` intermediate volumes.
 * ``b(P) = G = exp(−s · (G0 − 0.5)²)``, the boundary enhancement map: largest (1) where the smoothed
   prediction crosses 0.5. ``s = sharpness``; ``s = 1`` is the paper's Eq. 8.
-* ``L_points = −(1/N) Σ_i g_i ĝ_i`` (Eq. 6) per sample, ``N`` = its number of (valid) voxels; the loss is the
-  mean over the samples whose valid region is not empty (an all-empty batch gives an exact zero attached to
-  ``logits``). The smoothing itself runs over the whole patch; ``valid`` only selects the voxels summed.
+* ``L_points = −Σ_{n,i} g_i ĝ_i / Σ_{n,i} ĝ_i``, the sums over the (valid) voxels ``i`` of every sample ``n``
+  of the batch: Eq. 6 with the heatmap mass ``M = Σ ĝ`` in place of the paper's voxel count ``N``. The value is
+  minus the heatmap-weighted mean of ``g`` at the points, in ``[−1, 0]`` whatever the patch size; a batch
+  without heatmap mass (no point in any patch, or none in the valid region) gives an exact zero attached to
+  ``logits``. Summing the mass over the batch weighs a patch by the points it holds (one that holds only the
+  tail of a point outside it weighs little). The smoothing itself runs over the whole patch; ``valid`` only
+  selects the voxels summed.
+
+Why not ``1/N`` (the paper's Eq. 6): the six points' Gaussians (σ 3 mm) hold a few hundred voxels' mass in a
+patch of tens of thousands, so ``1/N`` made the term inert. Measured on a 16-mm-radius sphere with its six
+extreme points (CPU preset: 48 × 48 × 32 patch at 2 mm, N = 73,728, M = 318; 5 box filters), prediction
+boundaries 0 and ±8 mm off: with ``1/N`` the norm of its logit gradient was 0.0008–0.0019 of the data term's
+(CE + Dice) at weight 1 and moving the boundary 8 mm changed its value by 0.0005–0.0006; with ``1/M`` the
+ratio is 0.19–0.43 and the change 0.11–0.15 (a 128 × 128 × 48 patch at 1 mm: 0.0003–0.0025 → 0.11–0.79).
+``1/M`` is the paper's loss times ``N / M`` (the same gradient direction within a patch), so ``α`` (Eq. 7) means
+the same at every patch and grid size.
 
 Sharpness: with ``s = 1`` the map spans only ``[exp(−1/4), 1] ≈ [0.78, 1]``, so the loss value changes
 little between a boundary on the point and one far from it, although its gradient
@@ -95,13 +109,14 @@ def extreme_point_loss(
     Args:
         logits: raw logits, ``C >= 2``; channel 1 is the foreground.
         points: point heatmap ``ĝ`` on the same grid (values in ``[0, 1]``, not checked).
-        valid: optional ``[B, 1, I, J, K]`` mask, non-zero = valid; ``N`` counts the valid voxels.
+        valid: optional ``[B, 1, I, J, K]`` mask, non-zero = valid; only valid voxels enter both sums.
         iterations: ``B >= 0`` box filters (0: ``G0 = P``).
         kernel_size: odd ``n >= 1``.
         sharpness: ``s > 0`` in ``exp(−s (G0 − 0.5)²)``.
 
     Returns:
-        float32 (float64 for float64 logits) scalar in ``[−1, 0]`` for ``ĝ`` in ``[0, 1]``.
+        float32 (float64 for float64 logits) scalar in ``[−1, 0]`` for ``ĝ`` in ``[0, 1]``: minus the
+        heatmap-weighted mean of ``g`` over the batch (0 when the heatmaps are empty).
     """
     iterations, kernel_size, sharpness = _check_parameters(iterations, kernel_size, sharpness)
     check_logits(logits)
@@ -113,14 +128,11 @@ def extreme_point_loss(
     with torch.autocast(device_type=prob.device.type, enabled=False):
         smoothed = _BoxSmoothing.apply(prob, iterations, kernel_size) if iterations else prob  # G0
     boundary = torch.exp(-sharpness * (smoothed - 0.5) ** 2)  # b(P) = G, Eq. 8
-    product = boundary * points.detach().to(dtype)  # g_i ĝ_i
-    if valid is None:
-        return -product.mean(dim=(1, 2, 3, 4)).mean()
-    region = (valid != 0).to(dtype)
-    count = region.sum(dim=(1, 2, 3, 4))  # N per sample
-    per_sample = (product * region).sum(dim=(1, 2, 3, 4)) / count.clamp_min(1.0)
-    has = (count > 0).to(dtype)
-    return -(per_sample * has).sum() / has.sum().clamp_min(1.0)
+    heat = points.detach().to(dtype)  # ĝ
+    if valid is not None:
+        heat = heat * (valid != 0).to(dtype)  # only the valid voxels are summed
+    # −Σ g ĝ / M with M = Σ ĝ (the heatmap mass); M = 0 means no ĝ anywhere: 0 / 1e-12 = an exact, attached 0
+    return -(boundary * heat).sum() / heat.sum().clamp_min(1e-12)
 
 
 class ExtremePointLoss(nn.Module):

@@ -131,13 +131,21 @@ class TrainConfig:
             the image's grid) that replace the annotation's generated labels of those cases — the previous
             round's refined labels (:mod:`PASegLib.pipeline.refine`); ``None``: generate them.
         cv_weight / cv_temperature / cv_tv_weight: PSCV's contrastive variance loss (λ_cv, τ, μ; 0 = off;
-            :class:`~PASegLib.losses.contrastive_variance.ContrastiveVarianceLoss`).
+            :class:`~PASegLib.losses.contrastive_variance.ContrastiveVarianceLoss`). Its contrastive term compares
+            the patches of one batch and is exactly 0 with one, so training refuses ``cv_weight > 0`` with fewer
+            than 2 patches per batch and process (:meth:`TrainConfig.check_trainable`).
         point_loss_weight: Going to Extremes' point loss weight (0 = off;
             :class:`~PASegLib.losses.point_loss.ExtremePointLoss`); ``point_loss_iterations`` its box filters.
         point_channel: the network also takes the clicks as a second input channel (Gaussian heatmaps of
             ``point_sigma_mm`` at each object's points): a click-conditioned model.
         point_channel_dropout: probability that a training patch gets an empty point channel, so that the
             model also predicts without clicks.
+        point_jitter_mm: training patches that carry the clicks (``point_channel`` or a point loss) move each
+            point by Gaussian noise of this σ (mm, per axis), drawn anew at every iteration from the training
+            generator — Going to Extremes "add[s] some Gaussian noise to the x, y, z point locations at each DL
+            training iteration" (after DEXTR) without a magnitude; 2 mm is PASeg's choice (one voxel of the CPU
+            preset's grid). The jittered heatmap is both the click channel and the point loss's target (one
+            ``G({e})`` as in the paper); validation and prediction use the exact points. 0 = exact points.
         prefetch_cases: while one batch trains, a background thread reads this many of the next cases of the
             epoch from the cache (0 = read each when it is needed). Patches and losses do not depend on it,
             nor on ``cache_mb`` or ``prepare_workers``.
@@ -204,6 +212,7 @@ class TrainConfig:
     point_sigma_mm: float = 3.0
     point_channel: bool = False
     point_channel_dropout: float = 0.5
+    point_jitter_mm: float = 2.0
 
     def __post_init__(self) -> None:
         self.patch_size = check_numbers("patch_size", self.patch_size, length=3, cast=int, minimum=1,
@@ -246,7 +255,7 @@ class TrainConfig:
             check_int(name, getattr(self, name), minimum=0)
         for name in ("momentum", "weight_decay", "poly_power", "alpha", "beta", "rampup_epochs", "crf_image_sigma",
                      "box_prior_weight", "box_prior_extent_weight", "point_radius_mm", "cv_weight", "cv_tv_weight",
-                     "point_loss_weight"):
+                     "point_loss_weight", "point_jitter_mm"):
             check_number(name, getattr(self, name), minimum=0)
         for name in ("lr", "crf_sigma_xy", "crf_sigma_intensity", "temperature", "box_prior_min_width",
                      "cv_temperature", "point_sigma_mm"):
@@ -274,6 +283,22 @@ class TrainConfig:
         except (TypeError, ValueError) as exc:  # TypeError: a setting of the wrong type (float([1]))
             raise ValueError(f"expansion: {exc}") from None
 
+    def check_trainable(self, *, world_size: int = 1) -> None:
+        """Raise ``ValueError`` for settings that validate but would not train as asked (called before a training
+        run starts, not when a saved run's settings are read: a model trained so still predicts).
+
+        Stage one with ``cv_weight > 0`` needs at least 2 patches per batch and process
+        (``batch_size // world_size``): PSCV's contrastive term compares the patches of one batch, and with one it is
+        exactly 0 (:mod:`~PASegLib.losses.contrastive_variance`). (SCM, stage 2, has no contrastive term.)
+        """
+        per_process = self.batch_size // max(1, int(world_size))
+        if self.stage == 1 and self.cv_weight > 0 and per_process < 2:
+            split = f" over {world_size} processes ({per_process} per process)" if world_size > 1 else ""
+            raise ValueError(f"cv_weight = {self.cv_weight:g} needs batch_size >= 2 per process (PSCV's contrastive "
+                             f"term compares the patches of one batch and is exactly 0 with one); got batch_size = "
+                             f"{self.batch_size}{split}. Raise batch_size (PSCV trains with 4 or more) or set "
+                             f"cv_weight = 0")
+
     @property
     def rampup_length(self) -> float:
         """Ramp-up length in epochs: ``rampup_fraction · epochs`` when the fraction is set, else ``rampup_epochs``."""
@@ -297,7 +322,7 @@ class TrainConfig:
                                 flip_axes=tuple(self.flip_axes), supervision=self.supervision,
                                 point_channel=self.point_channel, point_loss_weight=self.point_loss_weight,
                                 point_sigma_mm=self.point_sigma_mm, point_channel_dropout=self.point_channel_dropout,
-                                prefetch_cases=self.prefetch_cases)
+                                point_jitter_mm=self.point_jitter_mm, prefetch_cases=self.prefetch_cases)
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists)."""
@@ -339,7 +364,7 @@ def _flip_axes(value: Any) -> Tuple[int, ...]:
 
 #: values of settings added after a run folder may have been written, as those runs trained (a config.json
 #: without the key resumes as it started, not with today's default)
-LEGACY_DEFAULTS: Dict[str, Any] = {"data_term": "paper", "selection": "click_score"}
+LEGACY_DEFAULTS: Dict[str, Any] = {"data_term": "paper", "selection": "click_score", "point_jitter_mm": 0.0}
 
 
 def load_run_config(path: PathLike) -> TrainConfig:

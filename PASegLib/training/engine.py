@@ -147,6 +147,7 @@ class Trainer(ValidationMixin):
         self.scalers: Dict[str, Any] = {}
         self.dist = distributed.context()  # rank, world size (several processes: :mod:`.distributed`)
         distributed.check_batch_size(config.batch_size)
+        config.check_trainable(world_size=self.dist.world_size)  # e.g. PSCV's contrastive term at one patch
         self.batches = BatchMaker(self.sampler, device, rank=self.dist.rank, world_size=self.dist.world_size,
                                   background=self.prefetch)
         self._ahead: Optional[BatchAhead] = None  # the next iteration's batch, drawn and being cut

@@ -155,6 +155,7 @@ def _train_locked(dataset: PathLike, run: Path, config: Optional[TrainConfig], *
         config = config or TrainConfig()
         if has_checkpoint or (run / "model.json").exists():
             raise ValueError(f"{run} already holds a training run; use --resume to continue it or another --out")
+    config.check_trainable(world_size=distributed.context().world_size)  # before anything is prepared or written
     if abandoned:
         print(f"note: {run} ended before its first checkpoint (stopped, crashed or killed); training starts from "
               f"the beginning", file=sys.stderr)

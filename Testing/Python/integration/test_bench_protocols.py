@@ -19,7 +19,7 @@ def test_row_table_names_every_protocol_with_its_settings(tmp_path):
                                             "mixed_3", "mixed_6", "mixed_12"}
     single, extreme, refined, box = (rows[k][1] for k in ("single_point", "extreme_points", "extreme_points_refined",
                                                           "box"))
-    assert single.cv_weight == 0.3 and single.alpha == single.beta == 0.0
+    assert single.cv_weight == 0.3 and single.alpha == single.beta == 0.0 and single.batch_size == 4
     assert extreme.point_channel and extreme.point_loss_weight == 1.0 and extreme.alpha == 0.0
     assert refined.pseudo_labels == str(tmp_path / "refined_extreme_points")
     assert rows["extreme_points_refined"][4]["refine_from"] == "extreme_points"

@@ -194,19 +194,85 @@ def test_heatmap_windows_match_brute_force():
 
 
 def test_point_loss_hand_values():
-    # iterations = 0: G0 = P. P = [0.5, 0.9], ĝ = [1, 0.5], s = 1 → −(1·1 + e^{−0.16}·0.5) / 2.
+    """``L = −Σ g ĝ / Σ ĝ`` (Eq. 6 normalised by the heatmap mass ``M = Σ ĝ`` instead of ``N``), by hand:
+
+    * iterations 0 (``G0 = P``), ``P = [0.5, 0.9]``, ``ĝ = [1, 0.5]``, s = 1: ``g = [e^0, e^{−0.16}]``,
+      ``M = 1.5`` → ``−(1 + 0.5 e^{−0.16}) / 1.5 = −(1 + 0.426072) / 1.5 ≈ −0.950715`` (with ``1/N`` it was
+      ``/ 2``); s = 4: ``−(1 + 0.5 e^{−0.64}) / 1.5``.
+    * one 3×3×3 box filter, replicate padding, ``P = [0.2, 0.5, 0.8]`` along K (I = J = 1):
+      ``G0 = [(0.2+0.2+0.5)/3, (0.2+0.5+0.8)/3, (0.5+0.8+0.8)/3] = [0.3, 0.5, 0.7]``, ``g = [e^{−0.04}, 1, e^{−0.04}]``.
+      ``ĝ = [0.5, 1, 0]``: ``M = 1.5`` → ``−(0.5 e^{−0.04} + 1) / 1.5 ≈ −0.986930``. ``ĝ = 1``: ``M = N = 3``
+      → ``−(1 + 2 e^{−0.04}) / 3`` (the paper's value: mass and count agree).
+    * valid = voxel 0 only, ``ĝ = [0.5, 1, 0]``: ``M = 0.5`` → ``−0.5 e^{−0.04} / 0.5 = −e^{−0.04}``.
+    * a batch of two, iterations 0: sample 0 ``P = [0.5, 0.5]``, ``ĝ = [1, 0]``; sample 1 ``P = [0.9, 0.9]``,
+      ``ĝ = [0, 0.25]``: one mass for the batch, ``M = 1.25`` → ``−(1 + 0.25 e^{−0.16}) / 1.25 ≈ −0.970429``
+      (a per-sample mean would give ``−(1 + e^{−0.16}) / 2``).
+    """
     logits, points = _logits(_vol([[0.5, 0.9]])), _vol([[1.0, 0.5]])[:, None]
     loss = extreme_point_loss(logits, points, iterations=0)
-    assert loss.item() == pytest.approx(-(1 + 0.5 * math.exp(-0.16)) / 2, rel=1e-12)  # ≈ −0.713036
+    assert loss.item() == pytest.approx(-(1 + 0.5 * math.exp(-0.16)) / 1.5, rel=1e-12)
+    assert loss.item() == pytest.approx(-0.950715, abs=1e-6)
     sharp = ExtremePointLoss(iterations=0, sharpness=4.0)(logits, points)
-    assert sharp.item() == pytest.approx(-(1 + 0.5 * math.exp(-0.64)) / 2, rel=1e-12)
-    # One 3×3×3 box filter with replicate padding on P = [0.2, 0.5, 0.8] along K (I = J = 1):
-    # G0 = [(0.2+0.2+0.5)/3, (0.2+0.5+0.8)/3, (0.5+0.8+0.8)/3] = [0.3, 0.5, 0.7] → −(1 + 2 e^{−0.04}) / 3.
-    logits, ones = _logits(_vol([[0.2, 0.5, 0.8]])), torch.ones(1, 1, 1, 1, 3, dtype=torch.float64)
-    assert extreme_point_loss(logits, ones, iterations=1).item() == pytest.approx(-(1 + 2 * math.exp(-0.04)) / 3)
-    # valid: only voxel 0 counts, N = 1.
+    assert sharp.item() == pytest.approx(-(1 + 0.5 * math.exp(-0.64)) / 1.5, rel=1e-12)
+    logits = _logits(_vol([[0.2, 0.5, 0.8]]))
+    heat = torch.tensor([0.5, 1.0, 0.0], dtype=torch.float64).reshape(1, 1, 1, 1, 3)
+    loss = extreme_point_loss(logits, heat, iterations=1)
+    assert loss.item() == pytest.approx(-(0.5 * math.exp(-0.04) + 1) / 1.5, rel=1e-12)
+    assert loss.item() == pytest.approx(-0.986930, abs=1e-6)
+    ones = torch.ones(1, 1, 1, 1, 3, dtype=torch.float64)
+    assert extreme_point_loss(logits, ones, iterations=1).item() == pytest.approx(-(1 + 2 * math.exp(-0.04)) / 3,
+                                                                                  rel=1e-12)
     valid = torch.tensor([1, 0, 0]).reshape(1, 1, 1, 1, 3)
-    assert extreme_point_loss(logits, ones, valid, iterations=1).item() == pytest.approx(-math.exp(-0.04))
+    assert extreme_point_loss(logits, heat, valid, iterations=1).item() == pytest.approx(-math.exp(-0.04), rel=1e-12)
+    batch = _logits(_vol([[0.5, 0.5], [0.9, 0.9]]))
+    heat = _vol([[1.0, 0.0], [0.0, 0.25]])[:, None]
+    loss = extreme_point_loss(batch, heat, iterations=0)
+    assert loss.item() == pytest.approx(-(1 + 0.25 * math.exp(-0.16)) / 1.25, rel=1e-12)
+    assert loss.item() == pytest.approx(-0.970429, abs=1e-6)
+
+
+def test_point_loss_does_not_shrink_with_the_patch_and_is_zero_without_points():
+    # the same points and prediction in a patch 10 times longer (the extra voxels hold no heatmap): same value,
+    # where the paper's 1/N would divide it by 10
+    p = torch.full((1, 1, 1, 40), 0.3, dtype=torch.float64)
+    p[..., :4] = torch.tensor([0.2, 0.4, 0.6, 0.8], dtype=torch.float64)
+    heat = torch.zeros(1, 1, 1, 1, 40, dtype=torch.float64)
+    heat[..., :4] = torch.tensor([0.1, 0.7, 1.0, 0.2], dtype=torch.float64)
+    long = extreme_point_loss(_logits(p), heat, iterations=0)
+    short = extreme_point_loss(_logits(p[..., :4]), heat[..., :4], iterations=0)
+    assert long.item() == pytest.approx(short.item(), rel=1e-12) and long.item() < -0.9
+    # no heatmap mass at all: an exact zero that backpropagates zeros
+    logits = torch.randn(2, 2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    zero = extreme_point_loss(logits, torch.zeros(2, 1, 3, 3, 3, dtype=torch.float64), iterations=2)
+    zero.backward()
+    assert zero.item() == 0.0 and logits.grad is not None and not logits.grad.any()
+
+
+def _naive_point_loss(logits, points, valid, *, iterations, kernel_size, sharpness):
+    """Eq. 6–8 as written, with ``F.conv3d`` and a constant ``1/n³`` kernel after replicate padding, ``1/M``."""
+    prob = torch.softmax(logits, dim=1)[:, 1:2]
+    kernel = torch.full((1, 1, kernel_size, kernel_size, kernel_size), 1.0 / kernel_size**3, dtype=logits.dtype)
+    half = kernel_size // 2
+    for _ in range(iterations):
+        prob = torch.nn.functional.conv3d(torch.nn.functional.pad(prob, [half] * 6, mode="replicate"), kernel)
+    g = torch.exp(-sharpness * (prob - 0.5) ** 2)
+    heat = points * valid
+    return -(g * heat).sum() / heat.sum()
+
+
+def test_point_loss_equals_a_naive_conv3d_reference():
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 2, 7, 6, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    points = torch.rand(2, 1, 7, 6, 5, dtype=torch.float64, generator=gen) ** 4
+    valid = (torch.rand(2, 1, 7, 6, 5, generator=gen) > 0.2).double()
+    for kwargs in ({"iterations": 3, "kernel_size": 3, "sharpness": 1.0}, {"iterations": 2, "kernel_size": 5,
+                                                                         "sharpness": 8.0}):
+        fast = extreme_point_loss(logits, points, valid, **kwargs)
+        ref = _naive_point_loss(logits, points, valid, **kwargs)
+        assert fast.item() == pytest.approx(ref.item(), rel=1e-12)
+        (g_fast,) = torch.autograd.grad(fast, logits)
+        (g_ref,) = torch.autograd.grad(ref, logits)
+        torch.testing.assert_close(g_fast, g_ref, rtol=1e-10, atol=1e-14)
 
 
 def test_boundary_through_the_point_scores_lower():

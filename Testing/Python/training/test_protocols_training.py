@@ -210,6 +210,10 @@ def test_protocol_settings_and_config_checks():
     assert protocol_settings(["extreme_points"] * 3 + ["dense"]) == {"alpha": 0.0, "beta": 0.0,
                                                                    "point_loss_weight": 1.0}
     assert protocol_settings(["single_point"])["cv_weight"] == 0.3
+    assert protocol_settings(["single_point"])["batch_size"] >= 4  # the contrastive term compares 4 patches
+    TrainConfig(**protocol_settings(["single_point"])).check_trainable()
+    with pytest.raises(ValueError, match="point_jitter_mm must be a finite number >= 0"):
+        TrainConfig(point_jitter_mm=-1.0)
     assert protocol_settings(["seven_points", "dense"]) == {}
     assert protocol_settings(["box", "extreme_points"]) == {}  # a mix of weak kinds keeps the preset
     with pytest.raises(ValueError, match="point_channel"):
@@ -218,6 +222,96 @@ def test_protocol_settings_and_config_checks():
         TrainConfig(pseudo_labels=3)
     with pytest.raises(ValueError, match="point_channel_dropout"):
         TrainConfig(point_channel_dropout=1.5)
+
+
+def test_contrastive_variance_at_one_patch_per_batch_is_refused(tiny_dataset, tmp_path, capsys):
+    """``paseg train`` with ``cv_weight > 0`` and batch 1 exits 1 naming both settings (before this check it
+    trained, PSCV's contrastive term exactly 0); a saved run with those settings still loads (it predicts)."""
+    from PASegLib.cli.main import main
+
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({**TINY, "batch_size": 1, "cv_weight": 0.3}), encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_dataset), "--out", str(run), "--config", str(config), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "cv_weight = 0.3" in err and "batch_size = 1" in err
+    assert not run.exists()  # refused before anything was prepared or written
+    single = TrainConfig(cv_weight=0.3, batch_size=1)  # validates: an old run's config.json is still readable
+    with pytest.raises(ValueError, match=r"cv_weight = 0.3 needs batch_size >= 2 .* got batch_size = 1"):
+        single.check_trainable()
+    with pytest.raises(ValueError, match=r"got batch_size = 2 over 2 processes \(1 per process\)"):
+        single.replace(batch_size=2).check_trainable(world_size=2)
+    single.replace(batch_size=2).check_trainable()
+    TrainConfig(cv_weight=0.0, batch_size=1).check_trainable()
+    TrainConfig(stage=2, cv_weight=0.3, batch_size=1).check_trainable()  # SCM has no contrastive term
+
+
+def _point_case(kind="single_point", spacing=(2.0, 2.0, 2.0)):
+    from PASegLib.data.prepared import PreparedCase
+    from PASegLib.image.geometry import ImageGeometry
+
+    shape = (20, 20, 12)
+    geo = ImageGeometry(shape, spacing=spacing)
+    clicks = [np.array([[10.0, 9.0, 6.0], [1.0, 1.0, 1.0]])]  # F, B of a single-point object
+    return PreparedCase("c", np.zeros(shape, np.float32), np.full(shape, 2, np.uint8), np.ones(shape, bool), clicks,
+                        [(np.array([8, 8, 4]), np.array([12, 12, 8]))], None, geo, geo, kinds=[kind])
+
+
+def _jitter_sampler(case, jitter_mm):
+    from PASegLib.data.sampler import PatchSampler
+
+    # the patch is the whole case, unflipped: only the jitter can change the heatmap
+    return PatchSampler([case], TrainConfig(patch_size=case.image.shape, flip_axes=(), point_channel=True,
+                                            point_channel_dropout=0.0, point_jitter_mm=jitter_mm))
+
+
+def test_click_channel_points_are_jittered_per_iteration_from_the_training_generator():
+    from PASegLib.data.clickmaps import click_heatmap, positive_points
+
+    case = _point_case()
+    exact = click_heatmap(positive_points(case.clicks, case.kinds), case.image.shape, case.geometry.spacing, 3.0)
+    rng = np.random.default_rng(0)
+    sampler = _jitter_sampler(case, 2.0)
+    first, second = sampler.sample(0, rng)["points"][0], sampler.sample(0, rng)["points"][0]
+    assert not np.array_equal(first, second) and not np.array_equal(first, exact)  # two iterations differ
+    replay = np.random.default_rng(0)  # the same generator state (a resumed run) draws the same jitter
+    np.testing.assert_array_equal(sampler.sample(0, replay)["points"][0], first)
+    # jitter 0: the exact points, and no number drawn for them (the patch stream of a run without jitter)
+    np.testing.assert_array_equal(_jitter_sampler(case, 0.0).sample(0, rng)["points"][0], exact)
+    assert _jitter_sampler(case, 0.0).draw(0, rng).jitter_seed is None
+    # σ in mm on the case's grid: the peak's displacement has about the asked spread (2 mm = 1 voxel here)
+    peaks = []
+    for _ in range(200):
+        heat = sampler.sample(0, rng)["points"][0]
+        weights = heat / heat.sum()
+        peaks.append([float((weights * np.arange(n).reshape([-1 if d == a else 1 for d in range(3)])).sum())
+                      for a, n in enumerate(heat.shape)])
+    spread = np.std(np.asarray(peaks), axis=0)
+    assert np.all((spread > 0.7) & (spread < 1.3)), spread
+
+
+def test_validation_and_prediction_use_the_exact_points(bare, tmp_path):
+    """The jitter is a training augmentation: the trainer's held-out predictions and :class:`Predictor` feed the
+    exact click heatmap (two predictions agree, and agree with a run configured without jitter)."""
+    from types import SimpleNamespace
+
+    from PASegLib.data.clickmaps import click_heatmap, positive_points
+    from PASegLib.inference.predictor import Predictor
+    from PASegLib.networks import build_network
+    from PASegLib.training.validation import ValidationMixin
+
+    case = _point_case()
+    config = TrainConfig(point_channel=True, point_jitter_mm=5.0, patch_size=(32, 32, 16), device="cpu")
+    exact = click_heatmap(positive_points(case.clicks, case.kinds), case.image.shape, case.geometry.spacing, 3.0)
+    np.testing.assert_array_equal(ValidationMixin.click_channel(SimpleNamespace(config=config), case), exact)
+    clicks = _annotate(bare, tmp_path / "clicks", "extreme_points")
+    loaded = load_case(list_cases(bare, annotations_dir=clicks)[0])
+    torch.manual_seed(0)
+    net = build_network("unet3d", in_channels=2, out_channels=2)
+    runs = [Predictor([net], c, cpu_bf16=False).predict(loaded.image, annotation=loaded.annotation).probability
+            for c in (config, config, config.replace(point_jitter_mm=0.0))]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], runs[2])
 
 
 def test_label_free_score_uses_the_clicks_each_kind_has():
