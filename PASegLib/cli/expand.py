@@ -14,7 +14,14 @@ from PASegLib.annotation.validation import object_box
 from PASegLib.cli.common import mean_of, print_json, progress, staged_output
 from PASegLib.data.dataset import DatasetError, list_cases, load_case
 from PASegLib.image.io import write_image
-from PASegLib.seeds.expansion import BACKENDS, EXTENTS, VALID_REGIONS, ExpansionConfig, seed_precision_recall
+from PASegLib.seeds.expansion import (
+    BACKENDS,
+    EXTENTS,
+    FILLS,
+    VALID_REGIONS,
+    ExpansionConfig,
+    seed_precision_recall,
+)
 from PASegLib.seeds.preview import write_preview
 from PASegLib.seeds.pseudo_labels import pseudo_label_map
 
@@ -45,8 +52,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=BACKENDS, default=d.backend,
                    help="geodesic backend (geodistk: the paper's GeodisTK, 4 iterations, when installed)")  # fmt: skip
     p.add_argument("--device", default=None, help="torch device for --backend torch (e.g. cuda)")
+    p.add_argument("--fill", choices=FILLS, default=d.fill,
+                   help="seven points: none = the plain expanded seeds (default); random_walker = the seeds grown "
+                   "over the click box by the random walker, an uncertain band left unlabelled")  # fmt: skip
+    p.add_argument("--fill-margin", type=float, default=d.fill_margin,
+                   help=f"--fill random_walker: box voxels whose probability is within this of 0.5 stay unlabelled "
+                   f"(default {d.fill_margin})")  # fmt: skip
+    p.add_argument("--fill-bg-radius-mm", type=float, default=d.fill_bg_radius_mm,
+                   help=f"--fill random_walker: background seeds = a ball of this radius (mm) around each background "
+                   f"click (default {d.fill_bg_radius_mm})")  # fmt: skip
     p.add_argument("--random-walker", type=json.loads, default={}, metavar="JSON",
-                   help='random-walker settings of extreme points and boxes, e.g. \'{"beta": 130}\'')
+                   help='random-walker settings of extreme points, boxes and --fill, e.g. \'{"beta": 130}\'')
     p.add_argument("--point-radius-mm", type=float, default=2.0,
                    help="single point: radius (mm) of the labelled ball around each click (default 2)")
     p.add_argument("--no-preview", action="store_true", help="do not write PNG previews")
@@ -74,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         smooth_sigma_mm=args.smooth_sigma_mm,
         backend=args.backend,
         device=args.device,
+        fill=args.fill,
+        fill_margin=args.fill_margin,
+        fill_bg_radius_mm=args.fill_bg_radius_mm,
     )
     all_cases = list_cases(args.dataset, annotations_dir=args.annotations)
     cases = [c for c in all_cases if c.has_annotation]
@@ -139,4 +158,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _extent_text(config: ExpansionConfig) -> str:
-    return "extent auto" if config.extent == "auto" else f"ε={config.epsilon}"
+    text = "extent auto" if config.extent == "auto" else f"ε={config.epsilon}"
+    return text if config.fill == "none" else f"{text}, random-walker fill"

@@ -64,7 +64,8 @@ def cache_key(files: CaseFiles, config: PrepareSettings) -> str:
     # the settings and files of the other annotation kinds, only where they apply (seven-point keys unchanged):
     # the resolved random-walker settings, so that a change of their defaults is a new entry too
     text = _markups_text(files)
-    if config.random_walker or "pasegKind" in text or '"ROI"' in text:
+    fill = (config.expansion or {}).get("fill", "none") != "none"  # seven points filled by the random walker
+    if config.random_walker or fill or "pasegKind" in text or '"ROI"' in text:
         from PASegLib.seeds.random_walker import RandomWalkerConfig
 
         parts["random_walker"] = RandomWalkerConfig.from_dict(config.random_walker).to_dict()

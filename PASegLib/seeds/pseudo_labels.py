@@ -6,7 +6,8 @@ background, 1 foreground, 2 unlabeled. Each object's kind (:mod:`PASegLib.annota
 generator:
 
 * ``seven_points`` — geodesic seed expansion (:func:`~PASegLib.seeds.expansion.expand_seeds`); a case of seven
-  points only gives exactly ``expand_seeds``' result;
+  points only gives exactly ``expand_seeds``' result, unless ``ExpansionConfig.fill="random_walker"`` grows the
+  seeds over the click box (:func:`~PASegLib.seeds.seed_fill.fill_seeds`, an uncertain band left unlabelled);
 * ``extreme_points`` — random walker seeded by the geodesic paths between opposite extreme points
   (:func:`~PASegLib.seeds.random_walker_labels.extreme_points_pseudo_label`), every voxel of the object's box labelled;
   a shell of ``RandomWalkerConfig.extreme_tolerance_mm`` around the box is unlabeled (clicks land near the
@@ -145,7 +146,7 @@ def pseudo_label_map(image: Volume, annotation: CaseAnnotation, *, expansion: Op
     if not annotation.objects:
         raise ValueError("the annotation holds no object")
     if kinds == {"seven_points"}:
-        return expand_seeds(image, annotation, config=expansion, valid_mask=valid_mask)
+        return _seven_points(image, annotation, expansion, random_walker, valid_mask)
     geometry = image.geometry
     if "dense" in kinds:
         if dense_label is None:
@@ -176,7 +177,7 @@ def pseudo_label_map(image: Volume, annotation: CaseAnnotation, *, expansion: Op
         lo, hi = object_box(obj, geometry)
         box = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
         if obj.kind == "seven_points":
-            labels = expand_seeds(image, CaseAnnotation([obj]), config=expansion, valid_mask=valid_mask)
+            labels = _seven_points(image, CaseAnnotation([obj]), expansion, random_walker, valid_mask)
         else:
             labels = np.zeros(geometry.shape, dtype=np.uint8)
             crop, prob = _random_walker_crop(image, obj, lo, hi, rw)
@@ -196,6 +197,21 @@ def pseudo_label_map(image: Volume, annotation: CaseAnnotation, *, expansion: Op
     if valid_mask is not None:
         out[~np.asarray(valid_mask, dtype=bool) & (out == 1)] = 0
     return out
+
+
+def _seven_points(image: Volume, annotation: CaseAnnotation, expansion: ExpansionConfig,
+                  random_walker: Optional[Dict[str, Any]], valid_mask: Optional[np.ndarray]) -> np.ndarray:
+    """The seven-point objects' labels: the expanded seeds, filled over the click box when ``expansion.fill``
+    says so (:func:`~PASegLib.seeds.seed_fill.fill_seeds` with the ``random_walker`` settings)."""
+    seeds = expand_seeds(image, annotation, config=expansion, valid_mask=valid_mask)
+    if expansion.fill == "none":
+        return seeds
+    from PASegLib.seeds.random_walker import RandomWalkerConfig
+    from PASegLib.seeds.seed_fill import fill_seeds
+
+    return fill_seeds(image, annotation, seeds, margin=expansion.fill_margin,
+                      bg_radius_mm=expansion.fill_bg_radius_mm,
+                      random_walker=RandomWalkerConfig.from_dict(random_walker or {}))
 
 
 def grown_box_mask(shape, lo, hi, grow_mm: float, spacing) -> np.ndarray:

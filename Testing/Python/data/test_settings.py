@@ -67,3 +67,18 @@ def test_cache_keys_are_those_of_the_previous_layout(tiny_dataset):
                  "expansion": config.expansion, "target_spacing_mm": config.target_spacing_mm}
         old = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
         assert cache_key(files, config) == old == cache_key(files, config.prepare_settings())
+
+
+def test_the_cache_key_of_filled_seven_points_follows_the_random_walker_defaults(tiny_dataset, monkeypatch):
+    """Seven points filled by the random walker (``expansion.fill``) use its default settings: a change of those
+    defaults must be a new cache entry, while the plain seeds' key stays as it was."""
+    from PASegLib.seeds.random_walker import RandomWalkerConfig
+
+    files = list_cases(tiny_dataset)[0]
+    plain = TrainConfig().prepare_settings()
+    filled = TrainConfig(expansion={**TrainConfig().expansion, "fill": "random_walker"}).prepare_settings()
+    before = cache_key(files, plain), cache_key(files, filled)
+    original = RandomWalkerConfig.to_dict
+    monkeypatch.setattr(RandomWalkerConfig, "to_dict", lambda self: {**original(self), "beta": -1.0})
+    assert cache_key(files, plain) == before[0]
+    assert cache_key(files, filled) != before[1]
