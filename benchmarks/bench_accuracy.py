@@ -127,6 +127,19 @@ def slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
 
 
+def finished_rows(out: Path, rows, results=None) -> dict:
+    """``{row: its JSON}`` of the rows of ``rows`` finished in ``out/rows`` (added to ``results``); exits when none
+    is (``results`` included)."""
+    results = dict(results or {})
+    for name in rows:
+        path = out / "rows" / f"{slug(name)}.json"
+        if path.is_file():
+            results[name] = json.loads(path.read_text(encoding="utf-8"))
+    if not results:
+        raise SystemExit(f"no finished row yet in {out / 'rows'}")
+    return results
+
+
 def _row_run(out: Path, name: str, rows) -> Path:
     """The run folder of row ``name``: the one its finished result names, else the one its config names."""
     done = out / "rows" / f"{slug(name)}.json"
@@ -348,13 +361,7 @@ def main(argv=None) -> int:
             dice = np.mean([c["dice"] for c in r["cases"].values()])
             print(f"{name:50s} Dice {dice:.4f} (last {np.mean(list(r['cases_last'].values())):.4f})  "
                   f"{time.monotonic() - start:.0f} s", file=sys.stderr)
-    results = {}
-    for name in rows:
-        path = out / "rows" / f"{slug(name)}.json"
-        if path.is_file():
-            results[name] = json.loads(path.read_text(encoding="utf-8"))
-    if not results:
-        raise SystemExit(f"no finished row yet in {out / 'rows'}")
+    results = finished_rows(out, rows)
     split = {"train": len(train_ids), "test": len(test_ids), "validation_fraction": a.validation_fraction,
              "order": "case ids sorted; first train, last test", "clicks_seed": 0,
              "small_cohort": train_ids[:SMALL_COHORT]}

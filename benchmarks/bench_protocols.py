@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_accuracy import LA_HEART, run_row, slug, summarize  # noqa: E402
+from bench_accuracy import LA_HEART, finished_rows, run_row, slug, summarize  # noqa: E402
 
 from PASegLib.annotation.simulation import ClickSimulationConfig  # noqa: E402
 from PASegLib.data.dataset import list_cases  # noqa: E402
@@ -175,12 +175,7 @@ def report(args, out: Path, rows, train_ids, test_ids, val_ids) -> int:
         path = args.accuracy_out / "rows" / f"{slug(source)}.json"
         if path.is_file():
             results[key] = {**json.loads(path.read_text(encoding="utf-8")), "reused_from": source}
-    for name in rows:
-        path = out / "rows" / f"{slug(name)}.json"
-        if path.is_file():
-            results[name] = json.loads(path.read_text(encoding="utf-8"))
-    if not results:
-        raise SystemExit(f"no finished row yet in {out / 'rows'}")
+    results = finished_rows(out, rows, results)
     table_rows = {**{k: ("reuse", None, train_ids, None, {}) for k in REUSED}, **rows}
     summary = summarize({k: {**v, "options": v.get("options", {}) if k in rows else {}} for k, v in results.items()},
                         table_rows, preset="cpu",

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_accuracy import LA_HEART, run_row, slug, summarize  # noqa: E402
+from bench_accuracy import LA_HEART, finished_rows, run_row, slug, summarize  # noqa: E402
 from bench_protocols import simulate  # noqa: E402
 
 from PASegLib.data.dataset import list_cases  # noqa: E402
@@ -203,13 +203,7 @@ def main(argv=None) -> int:
 
 def report(args, out: Path, a, rows, queue, train_ids, test_ids, val_ids, pool) -> int:
     """The finished rows → summary JSON / Markdown (``bench_accuracy.summarize`` plus the queue's numbers)."""
-    results = {}
-    for name in rows:
-        path = out / "rows" / f"{slug(name)}.json"
-        if path.is_file():
-            results[name] = json.loads(path.read_text(encoding="utf-8"))
-    if not results:
-        raise SystemExit(f"no finished row yet in {out / 'rows'}")
+    results = finished_rows(out, rows)
     summary = summarize(results, rows, preset="cpu",
                         split={"train": len(train_ids), "test": len(test_ids), "validation": len(val_ids),
                                "pool": len(pool), "order": "case ids sorted; first 60 train, last 20 test",

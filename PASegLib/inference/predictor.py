@@ -144,16 +144,23 @@ class Predictor:
 
             points = annotation_points(annotation, grid) if (annotation is not None and self.use_clicks) else []
             clicks = click_heatmap(points, grid.shape, grid.spacing, self.config.point_sigma_mm)
+        prob = self.window_probability(image, clicks=clicks, stop=stop)
+        prob = np.clip(prob, 0.0, 1.0, out=prob)
+        prob[~valid] = 0.0
+        return prob, grid
+
+    def window_probability(self, image: np.ndarray, *, clicks: Optional[np.ndarray] = None,
+                           stop: Optional[StopFile] = None) -> np.ndarray:
+        """The networks' foreground probability float32 ``[I', J', K']`` of an image already preprocessed to the
+        training grid (:func:`preprocess_image`), by sliding window; ``clicks`` the click channel of a
+        click-conditioned model (same shape; ``None`` otherwise). ``stop`` is checked before every window."""
         heap = cpu_heap_reuse() if self.heap_reuse and self.device.type == "cpu" else contextlib.nullcontext()
         with heap:
-            prob = sliding_window_probability(stop_checking(self.networks, stop), image,
+            return sliding_window_probability(stop_checking(self.networks, stop), image,
                                               patch_size=self.config.patch_size, overlap=self.config.sw_overlap,
                                               device=self.device, amp=self.config.amp,
                                               sw_batch_size=self.sw_batch_size, clicks=clicks,
                                               cpu_bf16=self.cpu_bf16)
-        prob = np.clip(prob, 0.0, 1.0, out=prob)
-        prob[~valid] = 0.0
-        return prob, grid
 
     def predict(self, volume: Volume, *, annotation: Optional[CaseAnnotation] = None, restrict_to_box: bool = False,
                 largest_component: bool = False, threshold: float = 0.5,

@@ -17,7 +17,6 @@ Importing this module imports torch.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
@@ -28,10 +27,8 @@ from PASegLib.data.dataset import CaseFiles
 from PASegLib.data.prepared import preprocess_image
 from PASegLib.image.io import Volume, read_image
 from PASegLib.image.resample import resample_to_shape
-from PASegLib.inference.cpu import cpu_heap_reuse
 from PASegLib.inference.predictor import Predictor, load_predictor
 from PASegLib.jobs.stopping import StopFile
-from PASegLib.training.runtime import sliding_window_probability, stop_checking
 from PASegLib.utils.atomic import PathLike
 
 __all__ = ["FLIPS", "SIGNALS", "case_disagreement", "parse_flips", "review_predictors", "review_queue",
@@ -65,14 +62,7 @@ def _grid_mask(predictor: Predictor, image: np.ndarray, valid: np.ndarray, stop:
     """Foreground (probability ≥ 0.5 inside ``valid``) of a preprocessed ``image`` ``[I', J', K']`` on the training
     grid, predicted as :meth:`Predictor.probability_on_training_grid` does (an empty click channel)."""
     clicks = np.zeros(image.shape, np.float32) if predictor.config.point_channel else None
-    heap = cpu_heap_reuse() if predictor.heap_reuse and predictor.device.type == "cpu" else contextlib.nullcontext()
-    with heap:
-        prob = sliding_window_probability(stop_checking(predictor.networks, stop), image,
-                                          patch_size=predictor.config.patch_size, overlap=predictor.config.sw_overlap,
-                                          device=predictor.device, amp=predictor.config.amp,
-                                          sw_batch_size=predictor.sw_batch_size, clicks=clicks,
-                                          cpu_bf16=predictor.cpu_bf16)
-    return (prob >= 0.5) & valid
+    return (predictor.window_probability(image, clicks=clicks, stop=stop) >= 0.5) & valid
 
 
 def _same_preprocessing(a: Predictor, b: Predictor) -> bool:
