@@ -230,7 +230,11 @@ def load_cases(data: Path, out: Path, n_cases: int):
     chosen = set(train_ids[:n_cases])
     clicks = out / "clicks"
     clicks.mkdir(parents=True, exist_ok=True)
-    simulate_missing_clicks([f for f in list_cases(data) if f.case_id in chosen], clicks, seed=0)
+    from PASegLib.annotation.simulation import ClickSimulationConfig
+
+    # energy_cpu.json was made with one click stream shared by every case: kept to reproduce it
+    simulate_missing_clicks([f for f in list_cases(data) if f.case_id in chosen], clicks, seed=0,
+                            config=ClickSimulationConfig(legacy_shared_stream=True))
     by_id = {f.case_id: f for f in list_cases(data, annotations_dir=clicks)}
     a, _, _ = preset_configs("cpu", median_spacing([by_id[c] for c in train_ids]), seed=0, device="cpu")
 

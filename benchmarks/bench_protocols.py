@@ -61,20 +61,25 @@ REUSED = {"full": "full supervision", "seven_points": "stage one (defaults)", "s
 MIXED = (3, 6, 12)
 
 
-def simulate(kind: str, out: Path, files, *, dense_ids=()) -> Path:
-    """``out/clicks_<kind>``: the simulated annotations of every case (seed 0); ``dense_ids`` get a dense object."""
+def simulate(kind: str, out: Path, files, *, dense_ids=(), legacy_shared_stream: bool) -> Path:
+    """``out/clicks_<kind>``: the simulated annotations of every case (seed 0); ``dense_ids`` get a dense object.
+    ``legacy_shared_stream``: every case drawn from seed 0 alone (the same draws on every case), as the committed
+    rows of ``docs/results/protocols_cpu.json`` and ``review_queue_cpu.json`` were simulated (True to reproduce
+    them); False: each case its own stream (``PASegLib.annotation.simulation.case_rng``)."""
     folder = out / f"clicks_{kind}"
     folder.mkdir(parents=True, exist_ok=True)
     if dense_ids:
-        base = simulate("seven_points", out, files)
-        dense = simulate("dense", out, [f for f in files if f.case_id in set(dense_ids)])
+        base = simulate("seven_points", out, files, legacy_shared_stream=legacy_shared_stream)
+        dense = simulate("dense", out, [f for f in files if f.case_id in set(dense_ids)],
+                         legacy_shared_stream=legacy_shared_stream)
         for f in files:
             target = folder / f"{f.case_id}.mrk.json"
             if not target.is_file():
                 src = dense if f.case_id in set(dense_ids) else base
                 shutil.copyfile(src / f"{f.case_id}.mrk.json", target)
         return folder
-    simulate_missing_clicks(files, folder, seed=0, config=ClickSimulationConfig(kind=kind))
+    simulate_missing_clicks(files, folder, seed=0,
+                            config=ClickSimulationConfig(kind=kind, legacy_shared_stream=legacy_shared_stream))
     return folder
 
 
@@ -138,7 +143,8 @@ def main(argv=None) -> int:
                 continue
             options = spec[4]
             kind = options["kind"]
-            clicks = simulate(kind, out, files, dense_ids=options.get("dense", ()))
+            # the committed rows were simulated with one stream shared by every case: kept to reproduce them
+            clicks = simulate(kind, out, files, dense_ids=options.get("dense", ()), legacy_shared_stream=True)
             by_id = {f.case_id: f for f in list_cases(args.data, annotations_dir=clicks)}
             start = time.monotonic()
             if options.get("refine_from"):

@@ -70,8 +70,10 @@ def random_draw(pool, k: int, seed: int = RANDOM_SEED):
 
 def mixed_folder(out: Path, kind: str, files, dense_ids) -> Path:
     """``out/clicks_<kind>``: per case a link to its seven-point file, or to its dense file for ``dense_ids``."""
-    base = simulate("seven_points", out, files)
-    dense = simulate("dense", out, [f for f in files if f.case_id in set(dense_ids)]) if dense_ids else None
+    # the committed rows of review_queue_cpu.json were simulated with one stream shared by every case (seed 0)
+    base = simulate("seven_points", out, files, legacy_shared_stream=True)
+    dense = simulate("dense", out, [f for f in files if f.case_id in set(dense_ids)],
+                     legacy_shared_stream=True) if dense_ids else None
     folder = out / f"clicks_{kind}"
     folder.mkdir(parents=True, exist_ok=True)
     for f in files:
@@ -190,7 +192,7 @@ def main(argv=None) -> int:
             spec = rows[name]
             kind = spec[4]["kind"]
             clicks = mixed_folder(out, kind, files, spec[4].get("dense", ())) if name != "base" else \
-                simulate("seven_points", out, files)
+                simulate("seven_points", out, files, legacy_shared_stream=True)
             by_id = {f.case_id: f for f in list_cases(args.data, annotations_dir=clicks)}
             start = time.monotonic()
             # one prepared-data cache for every row (the mixed folders link the same annotation files)

@@ -93,7 +93,10 @@ def prepare_parallel(out: Path, workers: int, data: Path = LA_HEART) -> float:
     train_ids = check_data(data)[:60]
     clicks = out / "clicks"
     clicks.mkdir(parents=True, exist_ok=True)
-    simulate_missing_clicks(list(list_cases(data)), clicks, seed=0)
+    from PASegLib.annotation.simulation import ClickSimulationConfig
+
+    # the clicks of bench_accuracy.py's committed rows (one stream shared by every case), for comparable rows
+    simulate_missing_clicks(list(list_cases(data)), clicks, seed=0, config=ClickSimulationConfig(legacy_shared_stream=True))
     by_id = {f.case_id: f for f in list_cases(data, annotations_dir=clicks)}
     a, _, _ = preset_configs("cpu", median_spacing([by_id[c] for c in train_ids]), seed=0, overrides=COMMON)
     start = time.monotonic()

@@ -166,7 +166,10 @@ def pack_dataset(source: Path, dest: Path, *, cases: int, test_cases: int, spaci
         write_image(dest / f"{files.case_id}_image.nii.gz", values, geometry)
         write_image(dest / f"{files.case_id}_label.nii.gz", mask, geometry)
         shapes[files.case_id] = list(geometry.shape)
-    simulate_missing_clicks(list_cases(dest), dest, seed=seed)
+    from PASegLib.annotation.simulation import ClickSimulationConfig
+
+    # the committed GPU rows were made with one click stream shared by every case: kept to reproduce them
+    simulate_missing_clicks(list_cases(dest), dest, seed=seed, config=ClickSimulationConfig(legacy_shared_stream=True))
     ids = sorted(shapes)
     return {"folder": dest.name, "source": str(source), "cases": ids, "spacing_mm": [float(s) for s in spacing],
             "shapes": shapes, "clicks": f"seven points simulated from the labels, seed {seed}",

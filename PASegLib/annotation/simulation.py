@@ -10,7 +10,20 @@ For every object (a connected component of the mask, or only the largest):
   offset of up to ``bg_jitter`` × the object's half extent (a radiologist does not click exactly in line
   with the centre); everything is clipped to the image.
 
-The result is reproducible for a given ``seed``.
+The result is reproducible for a given ``seed`` and case: :func:`simulate_clicks` draws a case's clicks from its
+own random stream (:func:`case_rng`: ``seed`` and the case id), so two cases of one cohort get different margins
+and jitters, and a case gets the same clicks whatever the cohort's order and whichever other cases it holds.
+``legacy_shared_stream`` restores the old behaviour (every case drawn from ``seed`` alone, the same draws on
+every case), with which the committed results made before the per-case streams were produced.
+
+Click noise (``click_noise_mm`` > 0): once an object's clicks are placed, every point (a seven-point's F and six
+background clicks, the extreme points, the single point's F and B, the box's two corners) is displaced by a
+random 3D offset drawn from the case's stream after all its objects' clicks (so the noise-free clicks are those
+of ``click_noise_mm`` 0), and kept inside the image (clipped to the centres of its border voxels). The point is
+not snapped to a voxel centre. A person's error is kept: F may leave a small object and a background click may
+land inside the object, which is what the pipeline must survive. Only a placement that the annotation checks
+(:func:`~PASegLib.annotation.validation.validate_object`) refuse — two points in one voxel, a click on the wrong
+side of F, a box under 3 voxels — is drawn again, as a person re-places a click the module refuses.
 
 That is :func:`simulate_object` (the PA-Seg simulation). The other kinds, for one object given as a boolean mask
 ``[i, j, k]`` (:func:`simulate_kind_object`):
@@ -36,14 +49,34 @@ numpy/scipy only.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from PASegLib.annotation.kinds import SIDES
-from PASegLib.annotation.model import CaseAnnotation, ObjectAnnotation, side_axis
+from PASegLib.annotation.kinds import FOREGROUND, SIDES
+from PASegLib.annotation.model import AnnotationError, CaseAnnotation, ObjectAnnotation, side_axis
+from PASegLib.annotation.validation import validate_object
 from PASegLib.image.geometry import ImageGeometry
+
+CLICK_NOISE_KINDS = ("gaussian", "uniform")
+NOISE_TRIES = 100  # redraws of a noisy object before giving up (the object is too small for the noise)
+
+
+def case_rng(seed: int, case_id: Optional[str] = None, *, legacy_shared_stream: bool = False) -> np.random.Generator:
+    """The random stream of one case's simulated clicks: ``numpy.random.default_rng([seed, h])`` with ``h`` the
+    first 8 bytes of the SHA-256 of the UTF-8 ``case_id`` (independent of ``PYTHONHASHSEED``, of the cohort's
+    order and of the other cases). ``case_id`` ``None`` (one mask, no cohort) or ``legacy_shared_stream``: the
+    stream of ``seed`` alone, the same for every case (PASeg's behaviour before the per-case streams)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if case_id is None or legacy_shared_stream:
+        return np.random.default_rng(int(seed))
+    if not isinstance(case_id, str) or not case_id:
+        raise ValueError(f"case_id must be a non-empty string, got {case_id!r}")
+    digest = hashlib.sha256(case_id.encode("utf-8")).digest()
+    return np.random.default_rng([int(seed), int.from_bytes(digest[:8], "little")])
 
 
 @dataclass(frozen=True)
@@ -64,6 +97,15 @@ class ClickSimulationConfig:
         box_margin_mm: box: range ``(low, high)`` in mm of the margin added on each side (a loose box).
         single_point_background: single point: also place PSCV's one background click ``B``.
         background_distance_mm: single point: range ``(low, high)`` of the distance (mm) of ``B`` to the object.
+        click_noise_mm: click noise (mm, >= 0; 0 = exact clicks): the size of the random 3D offset added to every
+            simulated point. ``"gaussian"``: each of the three axes drawn with sigma = ``click_noise_mm`` / sqrt(3),
+            so the root-mean-square displacement (3D distance) is ``click_noise_mm``; ``"uniform"``: uniform in the
+            ball of radius ``click_noise_mm`` (RMS distance sqrt(3/5) × ``click_noise_mm``).
+        click_noise: the offset's distribution, ``"gaussian"`` or ``"uniform"``.
+        legacy_shared_stream: draw every case's clicks from ``seed`` alone (the same random draws on every case:
+            the same margins and jitters), as PASeg did before the per-case streams. The committed results of
+            ``docs/results/accuracy_cpu.json``, ``protocols_cpu.json`` and ``review_queue_cpu.json`` (and those of
+            the older benchmarks) were produced with it; their benchmarks set it to keep reproducing them.
     """
 
     margin_mm: Tuple[float, float] = (2.0, 10.0)
@@ -76,11 +118,22 @@ class ClickSimulationConfig:
     box_margin_mm: Tuple[float, float] = (2.0, 10.0)
     single_point_background: bool = True
     background_distance_mm: Tuple[float, float] = (5.0, 20.0)
+    click_noise_mm: float = 0.0
+    click_noise: str = "gaussian"
+    legacy_shared_stream: bool = False
 
     def __post_init__(self) -> None:
         from PASegLib.annotation.kinds import get_kind
 
         get_kind(self.kind)
+        noise = self.click_noise_mm
+        if isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating)) \
+                or not (np.isfinite(noise) and noise >= 0):
+            raise ValueError(f"click_noise_mm must be a finite number of mm >= 0, got {self.click_noise_mm!r}")
+        if self.click_noise not in CLICK_NOISE_KINDS:
+            raise ValueError(f"click_noise must be one of {', '.join(CLICK_NOISE_KINDS)}, got {self.click_noise!r}")
+        if not isinstance(self.legacy_shared_stream, bool):
+            raise ValueError(f"legacy_shared_stream must be True or False, got {self.legacy_shared_stream!r}")
         for name in ("box_margin_mm", "background_distance_mm"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
@@ -158,12 +211,18 @@ def simulate_clicks(
     seed: int = 0,
     config: ClickSimulationConfig = ClickSimulationConfig(),
     name_prefix: str = "tumor",
+    case_id: Optional[str] = None,
 ) -> CaseAnnotation:
     """Simulate the clicks of ``config.kind`` (default seven) per object of a ground-truth ``mask`` ``[i, j, k]``
     (nonzero = object); a ``dense`` case is one dense object.
 
+    The draws come from :func:`case_rng` (``seed``, ``case_id``, ``config.legacy_shared_stream``): give the
+    ``case_id`` of every case of a cohort so that each case gets its own clicks; without it (a single mask) the
+    stream is that of ``seed`` alone. ``config.click_noise_mm`` > 0 then displaces every point (module docstring).
+
     Objects are named ``"<name_prefix> 1"``, ``"<name_prefix> 2"`` … from the largest. Raises ``ValueError``
-    when the mask has no component of at least ``config.min_size`` voxels.
+    when the mask has no component of at least ``config.min_size`` voxels, or when an object is too small for
+    the click noise (no noisy placement passes the annotation checks in :data:`NOISE_TRIES` draws).
     """
     arr = np.asarray(mask)
     if arr.shape != geometry.shape:
@@ -171,7 +230,7 @@ def simulate_clicks(
     components = mask_objects(arr, min_size=config.min_size, largest_only=config.largest_only)
     if not components:
         raise ValueError(f"mask has no object of at least {config.min_size} voxels to simulate clicks for")
-    rng = np.random.default_rng(seed)
+    rng = case_rng(seed, case_id, legacy_shared_stream=config.legacy_shared_stream)
     if config.kind == "dense":  # one dense object: the whole label
         return CaseAnnotation([ObjectAnnotation(f"{name_prefix} 1", kind="dense")])
     if config.kind == "extreme_points":  # a speck thinner than 2 voxels on an axis has no two extremes there
@@ -179,15 +238,63 @@ def simulate_clicks(
         if not components:
             raise ValueError("mask has no object at least 2 voxels thick along every axis to place extreme points on")
     if config.kind != "seven_points":
-        return CaseAnnotation([simulate_kind_object(c, geometry, name=f"{name_prefix} {n}", kind=config.kind,
-                                                    rng=rng, config=config)
-                               for n, c in enumerate(components, start=1)])
-    return CaseAnnotation(
-        [
-            simulate_object(c, geometry, name=f"{name_prefix} {n}", rng=rng, config=config)
-            for n, c in enumerate(components, start=1)
-        ]
-    )
+        objects = [simulate_kind_object(c, geometry, name=f"{name_prefix} {n}", kind=config.kind, rng=rng,
+                                        config=config) for n, c in enumerate(components, start=1)]
+    else:
+        objects = [simulate_object(c, geometry, name=f"{name_prefix} {n}", rng=rng, config=config)
+                   for n, c in enumerate(components, start=1)]
+    if config.click_noise_mm > 0:  # after every object's clicks: the noise-free clicks are those of noise 0
+        objects = [noisy_object(o, geometry, rng=rng, noise_mm=float(config.click_noise_mm), kind=config.click_noise)
+                   for o in objects]
+    return CaseAnnotation(objects)
+
+
+# -- click noise ------------------------------------------------------------------------------------------------
+def click_offsets(rng: np.random.Generator, n: int, *, noise_mm: float, kind: str = "gaussian") -> np.ndarray:
+    """``n`` random 3D offsets ``(n, 3)`` in mm: ``"gaussian"`` with sigma ``noise_mm / sqrt(3)`` per axis (RMS
+    length ``noise_mm``), ``"uniform"`` uniform in the ball of radius ``noise_mm``."""
+    if not (np.isfinite(noise_mm) and noise_mm >= 0):
+        raise ValueError(f"noise_mm must be a finite number of mm >= 0, got {noise_mm!r}")
+    if kind == "gaussian":
+        return rng.normal(0.0, noise_mm / np.sqrt(3.0), size=(n, 3))
+    if kind == "uniform":
+        direction = rng.normal(size=(n, 3))
+        direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12)
+        return direction * (noise_mm * rng.uniform(size=(n, 1)) ** (1.0 / 3.0))
+    raise ValueError(f"click noise kind must be one of {', '.join(CLICK_NOISE_KINDS)}, got {kind!r}")
+
+
+def noisy_object(obj: ObjectAnnotation, geometry: ImageGeometry, *, rng: np.random.Generator, noise_mm: float,
+                 kind: str = "gaussian") -> ObjectAnnotation:
+    """``obj`` with every point displaced by :func:`click_offsets` and clipped to the image (continuous LPS
+    positions, inside the centres of the border voxels); redrawn while the annotation checks refuse it (at most
+    :data:`NOISE_TRIES` times, then ``ValueError`` naming the object and the noise). A dense object is returned
+    as it is."""
+    points = obj.points()
+    if not points or noise_mm == 0:
+        return obj
+    labels = list(points)
+    world = np.stack([points[label] for label in labels])
+    top = np.asarray(geometry.shape, dtype=float) - 1.0
+    for _ in range(NOISE_TRIES):
+        index = geometry.world_to_index(world + click_offsets(rng, len(labels), noise_mm=noise_mm, kind=kind))
+        moved: Dict[str, np.ndarray] = dict(zip(labels, geometry.index_to_world(np.clip(index, 0.0, top))))
+        candidate = _with_points(obj, moved)
+        try:
+            validate_object(candidate, geometry)
+        except AnnotationError:
+            continue
+        return candidate
+    raise ValueError(f"object {obj.name!r} ({obj.kind}): no placement with {kind} click noise of {noise_mm:g} mm "
+                     f"passes the annotation checks in {NOISE_TRIES} draws; the object is too small for this noise")
+
+
+def _with_points(obj: ObjectAnnotation, moved: Dict[str, np.ndarray]) -> ObjectAnnotation:
+    fg = moved.get(FOREGROUND) if obj.foreground is not None else None
+    background = {label: moved[label] for label in obj.background}
+    marks = {label: moved[label] for label in obj.marks}
+    return ObjectAnnotation(obj.name, fg, background, kind=obj.kind, marks=marks, label_file=obj.label_file,
+                            axes=obj.axes)
 
 
 # -- the other annotation kinds -------------------------------------------------------------------------------

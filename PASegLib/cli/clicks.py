@@ -24,7 +24,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "(one click anywhere inside, plus PSCV's one background click unless --no-background), box (a loose box, "
         "--box-margin-mm) or dense (the label itself). --dense-cases N makes the first N cases (sorted by id) "
         "dense and the rest --kind: a mixed cohort. Existing clicks (a <case>.mrk.json in the output folder, or "
-        "in DATASET a <case>_7points file the new file would override) are never replaced without --overwrite.",
+        "in DATASET a <case>_7points file the new file would override) are never replaced without --overwrite. "
+        "Each case's clicks come from its own random stream (--seed and the case id: the same clicks whatever the "
+        "other cases); --shared-stream draws every case from --seed alone, as before (the committed results). "
+        "--click-noise MM displaces every simulated point by a random offset (RMS MM mm), kept inside the image.",
     )
     p.add_argument("dataset", type=Path, help="dataset folder with <case>_image.* and <case>_label.*")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: DATASET itself)")
@@ -43,6 +46,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--box-margin-mm", type=float, nargs=2, default=(2.0, 10.0), metavar=("LOW", "HIGH"),
                    help="box: margin range (mm) added on each side (default 2 10)")
     p.add_argument("--no-background", action="store_true", help="single point: no background click B")
+    p.add_argument("--click-noise", type=float, default=0.0, metavar="MM",
+                   help="click noise (mm, default 0 = exact clicks): every point moved by a random 3D offset, kept "
+                   "inside the image (gaussian: RMS distance MM; uniform: within a ball of radius MM)")
+    p.add_argument("--click-noise-kind", default="gaussian", choices=("gaussian", "uniform"),
+                   help="distribution of the click noise (default gaussian)")
+    p.add_argument("--shared-stream", action="store_true",
+                   help="draw every case's clicks from --seed alone (the same draws on every case), as PASeg did "
+                   "before per-case streams: reproduces the committed results")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_simulate)
@@ -65,7 +76,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     config = ClickSimulationConfig(
         margin_mm=tuple(args.margin_mm), min_size=args.min_size, largest_only=args.largest_only, kind=args.kind,
         extreme_jitter_mm=args.extreme_jitter_mm, box_margin_mm=tuple(args.box_margin_mm),
-        single_point_background=not args.no_background,
+        single_point_background=not args.no_background, click_noise_mm=args.click_noise,
+        click_noise=args.click_noise_kind, legacy_shared_stream=args.shared_stream,
     )
     cases = list_cases(args.dataset)
     if not 0 <= args.dense_cases <= len(cases):
@@ -87,7 +99,8 @@ def run_simulate(args: argparse.Namespace) -> int:
             case = load_case(files, load_annotation=False)
             try:
                 annotation = simulate_clicks(case.label.array, case.image.geometry, seed=args.seed,
-                                             config=dense if files.case_id in dense_ids else config)
+                                             config=dense if files.case_id in dense_ids else config,
+                                             case_id=files.case_id)
             except ValueError as exc:
                 raise DatasetError(f"{files.label}: {exc}") from None
             validate_case(annotation, case.image.geometry)

@@ -39,7 +39,8 @@ def simulate_missing_clicks(files: List[CaseFiles], out: Path, seed: int, stop: 
                              config: Any = None, dense_ids: Sequence[str] = ()) -> int:
     """Simulate the clicks (``config``: a :class:`~PASegLib.annotation.simulation.ClickSimulationConfig`, default seven
     points; a dense annotation for ``dense_ids``) of the cases in ``files`` that have a label and no annotation
-    yet; returns how many were written."""
+    yet; returns how many were written. Each case's clicks come from its own stream (``seed`` and the case id,
+    :func:`~PASegLib.annotation.simulation.case_rng`) unless ``config.legacy_shared_stream``."""
     from PASegLib.annotation.markups import write_markups
     from PASegLib.annotation.simulation import ClickSimulationConfig, simulate_clicks
     from PASegLib.annotation.validation import validate_case
@@ -55,7 +56,8 @@ def simulate_missing_clicks(files: List[CaseFiles], out: Path, seed: int, stop: 
         case = load_case(f, load_annotation=False)
         try:
             annotation = simulate_clicks(case.label.array, case.image.geometry, seed=seed,
-                                         config=dense if f.case_id in set(dense_ids) else config)
+                                         config=dense if f.case_id in set(dense_ids) else config,
+                                         case_id=f.case_id)
         except ValueError as exc:
             raise DatasetError(f"{f.label}: {exc}") from None
         validate_case(annotation, case.image.geometry)
