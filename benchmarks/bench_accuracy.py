@@ -141,7 +141,7 @@ def finished_rows(out: Path, rows, results=None) -> dict:
     return results
 
 
-def _row_run(out: Path, name: str, rows) -> Path:
+def row_run(out: Path, name: str, rows) -> Path:
     """The run folder of row ``name``: the one its finished result names, else the one its config names."""
     done = out / "rows" / f"{slug(name)}.json"
     if done.is_file():
@@ -186,7 +186,7 @@ def run_row(name, spec, rows, out, data, clicks, cache, test_ids, by_id, device,
         run = Path(json.loads((out / "rows" / f"{slug(source)}.json").read_text(encoding="utf-8"))["run"])
         train_s = 0.0
     else:
-        init_dirs = [_row_run(out, r, rows) for r in options.get("init", ())]
+        init_dirs = [row_run(out, r, rows) for r in options.get("init", ())]
         if threads:
             config = config.replace(num_threads=threads)
         run = out / run_name(config.replace(num_threads=0), train_ids, init_dirs, tag)

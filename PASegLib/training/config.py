@@ -35,7 +35,7 @@ NETWORK_NAMES = ("unet2d5", "unet3d", "attention_unet")
 #: defines them and a test checks both lists agree)
 DATA_TERMS = ("official", "paper")
 #: checkpoint selection rules (see :mod:`PASegLib.training.selection`)
-SELECTIONS = ("last", "click_score", "heldout_loss", "flip_agreement", "network_agreement")
+SELECTIONS = ("last", "click_score", "heldout_loss", "flip_agreement", "pseudo_label_dice", "network_agreement")
 DEVICES_HELP = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
 
@@ -87,7 +87,8 @@ class TrainConfig:
             α, β; 0 = off), the central share of the box whose lines are constrained, the foreground mass
             (voxels) each line must hold, and the weight of its extent term (central slices).
         temperature, scm_lambda, refresh_every: stage-2 KD temperature T, weight λ of the cross term,
-            and the period (epochs) at which the frozen copies are refreshed from the best checkpoints.
+            and the period (epochs) at which the frozen copies are refreshed from the best checkpoints (0: never —
+            the teachers stay the stage-one networks).
         scm_seed_anchor: stage 2: the pseudo label of the self-training term keeps the expanded seeds where
             they are labeled (foreground seeds 1, background outside the click boxes 0) and takes the frozen
             copy's argmax only on unlabeled voxels — PASeg's addition (the paper uses the argmax everywhere),
@@ -238,8 +239,9 @@ class TrainConfig:
         if self.stage == 2 and self.aux_network == self.network:
             raise ValueError(f"stage 2 needs two different architectures; network and aux_network are both "
                              f"{short_repr(self.network)}")
-        for name in ("epochs", "batch_size", "validate_every", "checkpoint_every", "refresh_every", "crf_radius"):
+        for name in ("epochs", "batch_size", "validate_every", "checkpoint_every", "crf_radius"):
             check_int(name, getattr(self, name), minimum=1)
+        check_int("refresh_every", self.refresh_every, minimum=0)  # 0: fixed stage-one teachers
         if self.data_term not in DATA_TERMS:
             raise ValueError(f"data_term must be one of {', '.join(DATA_TERMS)}, got {short_repr(self.data_term)}")
         if self.selection not in SELECTIONS:

@@ -143,7 +143,7 @@ class SCMTrainer(Trainer):
             self.frozen[role].load_state_dict(weights)
 
     def on_epoch_end(self, epoch: int) -> None:
-        if epoch % self.config.refresh_every == 0:
+        if self.config.refresh_every and epoch % self.config.refresh_every == 0:  # 0: fixed stage-one teachers
             self.refresh_frozen()
             self.emit("refresh", epoch=epoch, source="best" if self.best_weights else "current")
 

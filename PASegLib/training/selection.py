@@ -7,6 +7,9 @@ Users have clicks, not dense masks. Every validation round computes, per held-ou
 * ``heldout_loss``: the stage-one loss (data term on the seeds + α·mCRF + β·VM at full weight) of the
   predicted probabilities on the whole held-out case — lower is better; computed only when it is the selection
   rule (seconds per case on a CPU);
+* ``pseudo_label_dice`` (key ``partial_dice``): Dice against the case's pseudo labels on their labelled voxels
+  only — the expanded seeds, or the dense box fill when ``ExpansionConfig.fill`` is on (the click score's
+  first term alone);
 * ``flip_agreement``: Dice between the prediction of the image and the (flipped back) prediction of its
   copy flipped along every axis;
 * ``network_agreement`` (key ``agreement``, SCM): Dice between the two networks' predictions.
@@ -44,6 +47,7 @@ CRITERIA: Dict[str, Tuple[str, int]] = {
     "click_score": ("score", 1),
     "heldout_loss": ("heldout_loss", -1),
     "flip_agreement": ("flip_agreement", 1),
+    "pseudo_label_dice": ("partial_dice", 1),
     "network_agreement": ("agreement", 1),
 }
 

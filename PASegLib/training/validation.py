@@ -110,7 +110,8 @@ class ValidationMixin:
         flip = (slice(None, None, -1),) * 3
         flipped = self.predict_probability(nets, np.ascontiguousarray(case.image[flip]),
                                            None if clicks is None else np.ascontiguousarray(clicks[flip]))
-        row = {"score": label_free_score(pred, case.partial, case.clicks, getattr(case, "kinds", None))["score"],
+        free = label_free_score(pred, case.partial, case.clicks, getattr(case, "kinds", None))
+        row = {"score": free["score"], "partial_dice": free["partial_dice"],
                "flip_agreement": hard_dice(pred, (flipped[::-1, ::-1, ::-1] >= 0.5) & case.valid),
                **self.validation_terms(case, pred, prob)}
         if case.label is not None:

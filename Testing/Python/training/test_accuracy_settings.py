@@ -219,3 +219,29 @@ def test_stage2_refuses_the_stage1_loss_criterion_and_box_knobs_reach_the_loss()
     assert objective.box.min_width == 3.0 and objective.box.extent_weight == 0.5
     with pytest.raises(ValueError, match="box_prior_min_width"):
         TrainConfig(box_prior_min_width=0.0)
+
+
+# -- fixed teachers, the pseudo-label criterion ------------------------------------------------------------------
+def test_refresh_every_zero_keeps_the_stage_one_teachers():
+    from types import SimpleNamespace
+
+    from PASegLib.training.scm import SCMTrainer
+
+    assert TrainConfig(stage=2, network="unet3d", aux_network="attention_unet", refresh_every=0).refresh_every == 0
+    with pytest.raises(ValueError, match="refresh_every"):
+        TrainConfig(stage=2, network="unet3d", aux_network="attention_unet", refresh_every=-1)
+    refreshed = []
+    for every, epochs in ((0, 6), (2, 6)):
+        fake = SimpleNamespace(config=SimpleNamespace(refresh_every=every), best_weights=None,
+                               refresh_frozen=lambda e=every: refreshed.append(e), emit=lambda *a, **k: None)
+        for epoch in range(1, epochs + 1):
+            SCMTrainer.on_epoch_end(fake, epoch)
+    assert refreshed == [2, 2, 2]  # never with 0; at epochs 2, 4, 6 with 2
+
+
+def test_pseudo_label_dice_criterion_reads_the_partial_dice():
+    from PASegLib.training.selection import criterion_value
+
+    assert criterion_value("pseudo_label_dice", {"partial_dice": 0.7, "score": 0.1}) == pytest.approx(0.7)
+    assert criterion_value("pseudo_label_dice", {"score": 0.1}) is None
+    assert TrainConfig(selection="pseudo_label_dice").selection == "pseudo_label_dice"

@@ -194,6 +194,7 @@ def test_smoke_training_reduces_the_loss(tiny_dataset, tmp_path, capsys):
     validations = [e for e in events if e["event"] == "validation"]
     for e in validations:
         assert 0 <= e["score"] <= 1 and 0 <= e["flip_agreement"] <= 1 and "heldout_loss" not in e
+        assert 0 <= e["partial_dice"] <= 1  # the pseudo_label_dice criterion
         assert 0 <= e["dice"] <= 1 and 0 <= e["precision"] <= 1 and 0 <= e["recall"] <= 1 and e["volume_ratio"] >= 0
         assert not e["best"]
     elapsed = [e["elapsed_s"] for e in events if e["event"] == "validation"]
