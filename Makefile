@@ -23,10 +23,11 @@ demo: $(STAMP)
 	$(BIN)/python -m PASegLib.cli.demo --out $(DEMO_DIR)
 
 # the whole suite (what CI runs after `make lint`): on TEST_WORKERS processes (pytest-xdist), then the tests that
-# measure a latency or a duration alone (marker "serial"), so that the other worker cannot slow them down
+# measure a latency or a duration alone (marker "serial"), so that the other worker cannot slow them down; an idle
+# worker steals queued tests from a busy one (the demo alone takes minutes)
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not serial"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not serial"
 	$(BIN)/python -m pytest -q -m serial
 
 # the fast loop: everything not marked slow (about two minutes on 2 cores)

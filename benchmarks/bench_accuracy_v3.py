@@ -64,6 +64,7 @@ SEEDS = (0, 1, 2)
 N_TUNE_TRAIN = 48
 NOISE_MM = 3.0
 FILL = {"fill": "random_walker"}
+SEEDS_ONLY = {"fill": "none"}
 SECOND = ("SCM (paper)", "SCM, fixed teachers", "refinement round")
 
 
@@ -115,9 +116,10 @@ class Plan:
         a0, b0, s0 = self.configs[0]
         full = lambda a: a.replace(supervision="full", alpha=0.0, beta=0.0)  # noqa: E731
         fill_on = self.choice_fill()
-        filled = lambda c: c.replace(expansion={**c.expansion, **FILL}) if fill_on else c  # noqa: E731
+        filled = lambda c: c.replace(expansion={**c.expansion, **(FILL if fill_on else SEEDS_ONLY)})  # noqa: E731
         tune = {"eval": "tune", "clicks": (0, 0.0)}
-        rows["tune: stage one, seeds"] = ("train", a0, self.tune_train, None, tune)
+        rows["tune: stage one, seeds"] = ("train", a0.replace(expansion={**a0.expansion, **SEEDS_ONLY}),
+                                          self.tune_train, None, tune)
         rows["tune: stage one, fill"] = ("train", a0.replace(expansion={**a0.expansion, **FILL}), self.tune_train,
                                          None, tune)
         if fill_on is None:

@@ -1,24 +1,34 @@
 """Seed expansion without labels: ``ExpansionConfig(extent="auto")`` against the best fixed ε chosen WITH labels.
 
 Datasets: ``../shared/data/la_heart`` (80 cases, clicks simulated with seed 0 as ``paseg simulate-clicks``
-does) and each tumour fixture of ``../shared/data/fixtures`` (pyradiomics brain1, brain2, breast1, lung1,
-lung2; BraTS 2021 FLAIR), clicks simulated for every object with seeds 0…``--seeds``-1. Per case the seed
-precision / recall of the expanded foreground (``seed_precision_recall``) is computed for
+does without a case id) and each tumour fixture of ``../shared/data/fixtures`` (pyradiomics brain1, brain2,
+breast1, lung1, lung2; BraTS 2021 FLAIR), clicks simulated for every object with seeds 0…``--seeds``-1. Per case
+the seed precision / recall of the expanded foreground (``seed_precision_recall``) is computed for
 
 * the fixed ε grid 0.05, 0.10 … 0.50 (one distance map per object, thresholded exactly as ``expand_seeds``;
   checked against ``expand_seeds`` at ε = 0.175), and the **oracle** ε of the dataset: the highest mean
   recall whose mean precision is ≥ 0.90;
-* ``extent="auto"`` (no label, no ε).
+* ``extent="auto"`` (no label, no ε): the competition with the background seeds on contrast-normalised
+  intensities AND the reach cap ``d_fg < 0.15 · max d_fg`` (:mod:`PASegLib.seeds.extent`).
+
+The cap's constant (``REACH_FRACTION``) was chosen on la_heart's first 60 case ids (sorted by name) and on
+brain1 / brain2 (``docs/results/seeds_auto_tuning.json``); la_heart's last 20 ids, breast1, lung1, lung2 and BraTS
+FLAIR are held out. With all 80 la_heart cases the summary also gives la_heart's two parts (``splits``).
+Measured (this file's summary, ``docs/results/seeds_auto.json``): mean precision ≥ 0.90 on la_heart and every
+fixture; without the cap (the previous rule) la_heart 0.80 and breast1 0.82; the fixed ε 0.175 brain2 0.70 and
+BraTS FLAIR 0.82.
 
 Target: auto mean precision ≥ 0.90 and mean recall ≥ oracle recall − 0.05, on la_heart and on each fixture.
 Seconds per object: auto = ``expand_seeds`` wall time / objects; fixed = the same geodesic step of the ε
 grid (checked equal to ``expand_seeds`` at ε = 0.175 on each dataset's first case); other settings default.
+Timings depend on the machine's load (the last run shared 2 busy cores, under ``nice``).
 
 ``--candidates N`` instead compares the label-free rules that were candidates for ``extent="auto"`` (mean
-precision / recall per dataset, la_heart on its first N cases): Otsu threshold of the geodesic distance in the
-box, Otsu applied again to its lower class, the ε of least relative growth of the level-set volume, half the
-smallest distance of a background click, the competition with the background seeds on the configured
-intensities, and on contrast-normalised ones (ratio 1 = the chosen rule, and 0.8).
+precision / recall per dataset, la_heart on its first N cases; N = 60 is the tuning set): Otsu threshold of the
+geodesic distance in the box, Otsu applied again to its lower class, the ε of least relative growth of the
+level-set volume, half the smallest distance of a background click, the competition with the background seeds on
+the configured intensities, on contrast-normalised ones (the previous auto rule), with a stricter ratio, and with
+a cap on the reach (on the same distance: the auto rule at 0.15; on raw intensities; on 10- / 20-unit ones).
 
 Usage: ``nice -n 10 .venv/bin/python benchmarks/bench_seeds_auto.py [--data DIR] [--cases N] [--seeds N]
 [--out docs/results/seeds_auto.json] [--candidates N]``; the last stdout line is the summary JSON (also
@@ -38,9 +48,19 @@ from PASegLib.annotation.simulation import ClickSimulationConfig, simulate_click
 from PASegLib.annotation.validation import object_box
 from PASegLib.image.io import read_image
 from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds, seed_precision_recall, smoothed_crop
-from PASegLib.seeds.extent import distance
+from PASegLib.seeds.extent import CONTRAST_UNITS, REACH_FRACTION, distance
 
 EPSILONS = tuple(round(0.05 * n, 2) for n in range(1, 11))
+#: which data chose the constants of ``extent="auto"`` (recorded in the summary JSON)
+AUTO_RULE = {
+    "rule": "competition d_fg < d_bg AND reach cap d_fg < REACH_FRACTION * max d_fg (contrast-normalised)",
+    "contrast_units": CONTRAST_UNITS,
+    "reach_fraction": REACH_FRACTION,
+    "tuned_on": "la_heart first 60 case ids (sorted by name), pyradiomics brain1 and brain2 (5 click seeds each)",
+    "held_out": "la_heart last 20 case ids, breast1, lung1, lung2, brats2021_flair",
+    "criterion": "largest mean recall over the three tuning sets with mean precision >= 0.91 on la_heart's 60 and "
+    ">= 0.90 on brain1 and brain2 (docs/results/seeds_auto_tuning.json)",
+}
 PRECISION_BAR, RECALL_SLACK = 0.90, 0.05
 FIXTURES = {
     "brain1": ("pyradiomics/brain1_image.nrrd", "pyradiomics/brain1_label.nrrd"),
@@ -145,7 +165,7 @@ def _otsu(values: np.ndarray, bins: int = 256) -> float:
 
 def candidate_masks(image, obj, config: ExpansionConfig) -> tuple:
     """(crop, {rule: foreground mask of the crop}) for every candidate rule, one object."""
-    from PASegLib.seeds.extent import CONTRAST_UNITS, background_seeds, click_contrast
+    from PASegLib.seeds.extent import background_seeds, click_contrast
 
     arr, g = np.asarray(image.array, dtype=np.float32), image.geometry
     lo, hi = object_box(obj, g)
@@ -165,10 +185,21 @@ def candidate_masks(image, obj, config: ExpansionConfig) -> tuple:
     out["least relative growth"] = d < levels[int(np.argmin(np.diff(volume) / np.maximum(volume[:-1], 1)))]
     out["half nearest bg click"] = d < 0.5 * min(float(d[tuple(p)]) for p in bg)
     out["compete, raw scale"] = d < distance(img, back, g.spacing, **kw)
-    scaled = (img - img.min()) * np.float32(CONTRAST_UNITS / max(click_contrast(img, fg, bg), 1e-12))
+    contrast = max(click_contrast(img, fg, bg), 1e-12)
+    scaled = (img - img.min()) * np.float32(CONTRAST_UNITS / contrast)
     d_fg, d_bg = distance(scaled, seeds, g.spacing, **kw), distance(scaled, back, g.spacing, **kw)
-    out["compete, contrast-normalised (auto)"] = d_fg < d_bg
-    out["compete, contrast-normalised, ratio 0.8"] = d_fg < 0.8 * d_bg
+    compete = d_fg < d_bg
+    out["compete, contrast-normalised (previous auto)"] = compete
+    for ratio in (0.8, 0.85, 0.9):
+        out[f"compete, contrast-normalised, ratio {ratio}"] = d_fg < ratio * d_bg
+    for cap in (0.125, 0.15, 0.175, 0.2, 0.225):  # 0.15 = REACH_FRACTION: the auto rule
+        out[f"compete + reach cap {cap}"] = compete & (d_fg < cap * d_fg.max())
+    for cap in (0.2, 0.225, 0.25):
+        out[f"compete + raw-intensity cap {cap}"] = compete & (d < cap * d.max())
+    for units in (10.0, 20.0):
+        d_units = distance((img - img.min()) * np.float32(units / contrast), seeds, g.spacing, **kw)
+        for cap in (0.175, 0.2, 0.25, 0.3):
+            out[f"compete + {units:g}-unit cap {cap}"] = compete & (d_units < cap * d_units.max())
     for mask in out.values():
         mask[fg] = True
     return crop, out
@@ -203,11 +234,15 @@ def fixture_items(root: Path, image_path: str, label_path: str, seeds: int):
         yield f"seed {seed}", image, np.asarray(label.array), case
 
 
-def evaluate(name: str, items, config: ExpansionConfig) -> dict:
+def evaluate(name: str, items, config: ExpansionConfig, splits: tuple = ()) -> dict:
+    """Summary of ``items``; ``splits``: ``(label, start, stop)`` row ranges also summarised (without the table)."""
     start = time.perf_counter()
     rows = [run_case(image, label, case, config, n == 0) for n, (_, image, label, case) in enumerate(items)]
     result = summarise(name, rows)
     result["seconds"] = round(time.perf_counter() - start, 1)
+    for split, a, b in splits:
+        part = {k: v for k, v in summarise(f"{name} {split}", rows[a:b]).items() if k != "table"}
+        result.setdefault("splits", {})[split] = part
     print(json.dumps({k: v for k, v in result.items() if k != "table"}), flush=True)
     return result
 
@@ -239,9 +274,11 @@ def main() -> int:
         print(json.dumps(result))
         return 0
     result = {"benchmark": "seeds_auto", "config": config.to_dict(), "precision_bar": PRECISION_BAR,
-              "recall_slack": RECALL_SLACK, "datasets": []}  # fmt: skip
+              "recall_slack": RECALL_SLACK, "auto_rule": AUTO_RULE, "datasets": []}  # fmt: skip
     if (args.data / "la_heart").is_dir():
-        result["datasets"].append(evaluate("la_heart", la_heart_items(args.data / "la_heart", args.cases), config))
+        splits = (("tuning (first 60 ids)", 0, 60), ("held out (last 20 ids)", 60, 80)) if args.cases == 80 else ()
+        items = la_heart_items(args.data / "la_heart", args.cases)
+        result["datasets"].append(evaluate("la_heart", items, config, splits))
     else:
         result["la_heart"] = f"skipped: {args.data / 'la_heart'} not found"
     for name, (image_path, label_path) in FIXTURES.items():

@@ -71,7 +71,9 @@ def _checkPreview(logic, volume, tumor, geometry, epsilon: float, lamb: float) -
     segmentation = logic.expansionPreview(volume, epsilon=epsilon, lamb=lamb)
     counts = segmentVoxelCounts(segmentation, volume, ["foreground", "background", "unlabeled"])
     assert sum(counts.values()) == tumor.size, f"segments must cover the volume once: {counts}"
-    assert counts["foreground"] + counts["unlabeled"] == BOX_VOXELS, f"box voxels {BOX_VOXELS}: {counts}"
+    # outside the box is background; inside, the seeds filled by the random walker (the default) leave a band
+    assert counts["background"] >= tumor.size - BOX_VOXELS, f"box voxels {BOX_VOXELS}: {counts}"
+    assert counts["unlabeled"] > 0, f"the fill leaves an uncertain band unlabeled: {counts}"
     assert 50 < counts["foreground"] < 1.2 * tumor.sum(), f"foreground should lie in the tumor: {counts}"
     inside = logic.previewLabels(volume)[tumor].tolist().count(1)
     assert inside >= 0.9 * counts["foreground"], f"only {inside} of {counts['foreground']} fg voxels in the tumor"

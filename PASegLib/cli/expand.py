@@ -53,8 +53,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="geodesic backend (geodistk: the paper's GeodisTK, 4 iterations, when installed)")  # fmt: skip
     p.add_argument("--device", default=None, help="torch device for --backend torch (e.g. cuda)")
     p.add_argument("--fill", choices=FILLS, default=d.fill,
-                   help="seven points: none = the plain expanded seeds (default); random_walker = the seeds grown "
-                   "over the click box by the random walker, an uncertain band left unlabelled")  # fmt: skip
+                   help="seven points: random_walker = the seeds grown over the click box by the random walker, "
+                   "an uncertain band left unlabelled (default, as training uses); none = the plain "
+                   "expanded seeds")  # fmt: skip
     p.add_argument("--fill-margin", type=float, default=d.fill_margin,
                    help=f"--fill random_walker: box voxels whose probability is within this of 0.5 stay unlabelled "
                    f"(default {d.fill_margin})")  # fmt: skip

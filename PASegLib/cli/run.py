@@ -10,6 +10,7 @@ from typing import Any, Dict, List
 from PASegLib.annotation.kinds import kind_names
 from PASegLib.cli.common import ProgressBarStream
 from PASegLib.jobs.stopping import EXIT_OK
+from PASegLib.pipeline.teacher_student import MIXED_MODES
 
 EPILOG = """\
 Steps: simulate clicks for labeled cases without clicks -> expand seeds -> stage 1 for two networks -> SCM ->
@@ -23,6 +24,7 @@ Examples:
   paseg run cases/ --out results/                       # CPU preset: minutes on a laptop
   paseg run cases/ --out results/ --preset paper --device cuda
   paseg run la_heart/ --out bench/ --test-fraction 0.25 --set epochs=5
+  paseg run la_heart/ --out mixed/ --kind box --dense-cases 6 --mixed teacher_student
 """
 
 
@@ -46,6 +48,11 @@ def add_parsers(sub: Any) -> None:
                    help="the first N of those cases get a dense annotation (their label): a mixed cohort")
     p.add_argument("--refine-rounds", type=int, default=0, metavar="R",
                    help="Going to Extremes' refinement rounds after the primary stage-one run (0-5, default 0)")
+    p.add_argument("--mixed", default="joint", choices=MIXED_MODES,
+                   help="how a cohort with dense cases trains: joint (default: one stage-one run, each case "
+                   "supervised by what it has) or teacher_student (a teacher trained on the dense cases with the "
+                   "boxes as an input channel writes soft labels of the boxed cases; the stage-one runs are students "
+                   "of dense + soft labels)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -72,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     options = PipelineOptions(preset=args.preset, seed=args.seed, device=args.device,
                               test_fraction=args.test_fraction, overrides=_overrides(args.set),
                               largest_component=args.largest_component, kind=args.kind,
-                              dense_cases=args.dense_cases, refine_rounds=args.refine_rounds)
+                              dense_cases=args.dense_cases, refine_rounds=args.refine_rounds, mixed=args.mixed)
     stream = ProgressBarStream(quiet=args.quiet, desc="pipeline")
     try:
         code = run_pipeline(args.dataset, args.out, options, stream=stream)

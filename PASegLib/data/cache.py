@@ -51,6 +51,18 @@ def _file_key(path: Optional[Path]) -> List:
     return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
 
 
+def _expansion_key(expansion) -> object:
+    """The expansion settings as the key holds them (plain seeds: without the ``fill*`` keys, as before the fill)."""
+    if not isinstance(expansion, dict):
+        return expansion
+    from PASegLib.seeds.expansion import ExpansionConfig
+
+    try:
+        return ExpansionConfig.from_dict(expansion).cache_dict()
+    except (TypeError, ValueError):
+        return expansion  # preparation names what is wrong with it
+
+
 def cache_key(files: CaseFiles, config: PrepareSettings) -> str:
     """20 hex digits hashing the case's input files (resolved path, size, mtime) and the preparation settings
     (PASeg version, ``expansion``, ``target_spacing_mm``)."""
@@ -58,7 +70,7 @@ def cache_key(files: CaseFiles, config: PrepareSettings) -> str:
     parts = {
         "version": __version__,
         "files": [_file_key(p) for p in (files.image, files.label, files.markups, files.seven_points)],
-        "expansion": config.expansion,
+        "expansion": _expansion_key(config.expansion),
         "target_spacing_mm": config.target_spacing_mm,
     }
     # the settings and files of the other annotation kinds, only where they apply (seven-point keys unchanged):
@@ -84,13 +96,14 @@ def _markups_text(files: CaseFiles) -> str:
 
 
 def _protocol_files(files: CaseFiles, config: PrepareSettings, text: str) -> List[Path]:
-    """Inputs beyond the case files: a previous round's pseudo labels, a dense object's ``pasegLabel`` file
-    (named in the markups ``text``)."""
+    """Inputs beyond the case files: a previous round's pseudo labels or a teacher's soft labels, a dense object's
+    ``pasegLabel`` file (named in the markups ``text``)."""
     out = []
     if config.pseudo_labels is not None:
-        pseudo = Path(config.pseudo_labels) / f"{files.case_id}_pseudo.nii.gz"
-        if pseudo.is_file():
-            out.append(pseudo)
+        for suffix in ("_pseudo.nii.gz", "_soft.nii.gz"):
+            pseudo = Path(config.pseudo_labels) / f"{files.case_id}{suffix}"
+            if pseudo.is_file():
+                out.append(pseudo)
     if "pasegLabel" in text:
         try:
             for markup in json.loads(text).get("markups", []):

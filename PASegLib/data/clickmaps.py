@@ -8,6 +8,12 @@ the target of the point loss. Training patches get it cut to the patch (:class:`
 PatchSampler`), validation and prediction on the whole training grid; prediction without clicks feeds an empty
 channel (the model is trained with ``point_channel_dropout`` of empty channels, so it knows both).
 
+With ``TrainConfig.click_map = "box"`` the channel is instead a box mask (:func:`box_mask`): 1 inside every
+object's box, 0 outside — the teacher of mixed supervision (paper 003) is told where each object is. Training
+patches get it from the patch's boxes (:class:`~PASegLib.training.stage1.Stage1Trainer`, grown by a random margin,
+``box_channel_margin_mm``), validation from the prepared case's boxes, prediction from the annotation
+(:func:`annotation_box_mask`).
+
 numpy only.
 """
 
@@ -21,7 +27,8 @@ import numpy as np
 
 from PASegLib.utils.checks import check_number, check_numbers
 
-__all__ = ["annotation_points", "click_heatmap", "gaussian_point_heatmap", "positive_points"]
+__all__ = ["annotation_box_mask", "annotation_points", "box_mask", "click_heatmap", "gaussian_point_heatmap",
+           "positive_points"]
 
 
 def positive_points(clicks: Sequence[np.ndarray], kinds: Optional[Sequence[str]]) -> np.ndarray:
@@ -58,6 +65,49 @@ def annotation_points(annotation, grid) -> np.ndarray:
         clicks.append(grid.world_to_index(np.stack(points)) if points else np.zeros((0, 3)))
         kinds.append(obj.kind)
     return positive_points(clicks, kinds)
+
+
+def box_mask(boxes: Sequence, shape: Sequence[int], *, offset: Optional[Sequence[int]] = None) -> np.ndarray:
+    """float32 ``[I, J, K]`` box channel: 1 inside any of ``boxes``, 0 elsewhere.
+
+    Args:
+        boxes: inclusive voxel boxes ``(lo, hi)`` (each ``(3,)`` integer ``[i, j, k]``, ``lo <= hi``) of the grid
+            whose box of ``shape`` starts at index ``offset`` (default the origin); the part of a box outside that
+            box is dropped (a box may miss it entirely). An ``[M, 2, 3]`` array works as well.
+        shape: ``(I, J, K)``, each ``>= 1``.
+        offset: the first voxel of the mask on the boxes' grid (e.g. a patch's start).
+    """
+    dims = check_numbers("shape", shape, length=3, cast=int, minimum=1)
+    start = np.zeros(3, dtype=np.int64) if offset is None else np.asarray(offset, dtype=np.int64).reshape(3)
+    out = np.zeros(dims, dtype=np.float32)
+    for n, box in enumerate(boxes):
+        lo, hi = (np.asarray(v, dtype=np.float64).reshape(-1) for v in box)
+        if lo.shape != (3,) or hi.shape != (3,) or not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))) \
+                or np.any(lo > hi) or np.any(lo != np.round(lo)) or np.any(hi != np.round(hi)):
+            raise ValueError(f"boxes[{n}] must be an inclusive integer voxel box (lo, hi) with lo <= hi, got "
+                             f"{np.asarray(box).tolist()!r}")
+        a = np.maximum(lo.astype(np.int64) - start, 0)
+        b = np.minimum(hi.astype(np.int64) - start + 1, dims)
+        if np.all(b > a):
+            out[a[0]:b[0], a[1]:b[1], a[2]:b[2]] = 1.0
+    return out
+
+
+def annotation_box_mask(annotation, grid) -> np.ndarray:
+    """float32 ``[I, J, K]`` box channel of an annotation on ``grid`` (an
+    :class:`~PASegLib.image.geometry.ImageGeometry`, e.g. the training grid): 1 inside each object's box
+    (:func:`~PASegLib.annotation.validation.object_box`: a box, the extent of extreme points, the box of seven
+    points' background clicks). An object without a box (a single point, a dense object) is refused naming it."""
+    from PASegLib.annotation.kinds import BOXED_KINDS
+    from PASegLib.annotation.validation import object_box
+
+    boxes = []
+    for obj in annotation.objects:
+        if obj.kind not in BOXED_KINDS:
+            raise ValueError(f"object {obj.name!r} ({obj.kind}) has no box for the box channel; the kinds with one: "
+                             f"{', '.join(sorted(BOXED_KINDS))}")
+        boxes.append(object_box(obj, grid))
+    return box_mask(boxes, grid.shape)
 
 
 def gaussian_point_heatmap(

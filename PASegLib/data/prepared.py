@@ -18,6 +18,13 @@ The rest of the training data lives in one module per concern:
   needed, a bounded in-memory LRU (``TrainConfig.cache_mb``) and a prefetch thread;
 * :mod:`PASegLib.data.sampler` — :class:`PatchSampler`: random training patches.
 
+Soft pseudo labels (a teacher's foreground probability, ``<pseudo_labels>/<case>_soft.nii.gz``, float on the
+image's grid; mixed supervision, :mod:`PASegLib.pipeline.teacher_student`) travel in the same uint8 partial map:
+values ``SOFT_FIRST … 255`` encode the probability ``(v − SOFT_FIRST) / SOFT_STEPS`` (:func:`encode_soft_labels`,
+steps of 1/252; 0, 1 and 2 keep their meaning, so padding stays unlabeled and a dense case's hard labels stay
+hard). Stage one trains such voxels with a cross-entropy with soft targets (``TrainConfig.soft_label_weight``);
+label-free validation counts only the voxels labelled 0 or 1.
+
 numpy only.
 """
 
@@ -40,7 +47,34 @@ from PASegLib.jobs.stopping import StopFile
 from PASegLib.seeds.expansion import valid_region_mask
 from PASegLib.seeds.pseudo_labels import pseudo_label_map
 
-__all__ = ["PreparedCase", "dense_label_of", "label_box", "prepare_case", "preprocess_image", "split_cases"]
+__all__ = ["SOFT_FIRST", "SOFT_STEPS", "PreparedCase", "decode_soft_labels", "dense_label_of", "encode_soft_labels",
+           "label_box", "prepare_case", "preprocess_image", "split_cases"]
+
+#: the first partial-map value that encodes a soft label (0, 1, 2 are background, foreground, unlabeled)
+SOFT_FIRST = 3
+#: soft labels are encoded in this many steps: value ``SOFT_FIRST + round(p · SOFT_STEPS)`` (up to 255)
+SOFT_STEPS = 255 - SOFT_FIRST
+
+
+def encode_soft_labels(probability: np.ndarray) -> np.ndarray:
+    """uint8 partial-map codes ``SOFT_FIRST + round(p · SOFT_STEPS)`` of foreground probabilities ``p`` (any shape,
+    finite, in ``[0, 1]``; values within 1e-3 outside are clipped, others refused with ``ValueError``)."""
+    p = np.asarray(probability, dtype=np.float64)
+    if not np.all(np.isfinite(p)) or p.size and (p.min() < -1e-3 or p.max() > 1.0 + 1e-3):
+        finite = p[np.isfinite(p)]
+        span = f"[{finite.min():.4g}, {finite.max():.4g}]" if finite.size else "no finite value"
+        raise ValueError(f"soft labels must be finite probabilities in [0, 1]; got values in {span}"
+                         f"{'' if np.all(np.isfinite(p)) else ' and non-finite ones'}")
+    return (SOFT_FIRST + np.rint(np.clip(p, 0.0, 1.0) * SOFT_STEPS)).astype(np.uint8)
+
+
+def decode_soft_labels(partial: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(soft, probability)`` of a partial map: bool where a value encodes a soft label (``>= SOFT_FIRST``) and the
+    float32 foreground probability there (0 elsewhere)."""
+    arr = np.asarray(partial)
+    soft = arr >= SOFT_FIRST
+    prob = np.where(soft, (arr.astype(np.float32) - SOFT_FIRST) / SOFT_STEPS, 0.0).astype(np.float32)
+    return soft, prob
 
 
 @dataclass
@@ -116,13 +150,25 @@ def dense_label_of(case: Case) -> Optional[np.ndarray]:
 
 
 def _override(case_id: str, folder: Optional[str], geometry: ImageGeometry) -> Optional[np.ndarray]:
-    """``<folder>/<case>_pseudo.nii.gz`` (a previous round's labels), checked against the image grid."""
+    """``<folder>/<case>_pseudo.nii.gz`` (a previous round's labels), else ``<folder>/<case>_soft.nii.gz`` (a
+    teacher's soft labels, encoded by :func:`encode_soft_labels`), checked against the image grid."""
     if folder is None:
         return None
+    from PASegLib.image.io import read_image
+
     path = Path(folder) / f"{case_id}_pseudo.nii.gz"
+    soft = Path(folder) / f"{case_id}_soft.nii.gz"
+    if not path.is_file() and soft.is_file():
+        vol = read_image(soft, role="soft label")
+        mismatch = geometry.mismatch(vol.geometry)
+        if mismatch:
+            raise DatasetError(f"{soft}: soft-label geometry differs from the image ({mismatch})")
+        try:
+            return encode_soft_labels(vol.array)
+        except ValueError as exc:
+            raise DatasetError(f"{soft}: {exc}") from None
     if not path.is_file():
         return None
-    from PASegLib.image.io import read_image
 
     vol = read_image(path, role="pseudo label")
     mismatch = geometry.mismatch(vol.geometry)

@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from PASegLib.seeds.expansion import ExpansionConfig
+from PASegLib.utils.checks import check_number, check_numbers, short_repr
 
-__all__ = ["PrepareSettings", "SamplingSettings", "as_prepare_settings", "as_sampling_settings"]
+__all__ = ["PATCH_FRAMES", "PrepareSettings", "SamplingSettings", "as_prepare_settings", "as_sampling_settings"]
+
+#: how a training patch is placed (:class:`SamplingSettings` ``patch_frame``)
+PATCH_FRAMES = ("random", "click", "object")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,19 @@ class SamplingSettings:
         point_jitter_mm: σ (mm, per axis) of the Gaussian noise that moves each point of a patch's heatmap,
             drawn per patch (0 = the exact points).
         prefetch_cases: cases read ahead in the background while a batch trains.
+        patch_frame: where a patch is: ``"random"`` — a random patch of the training grid (inside an object's box
+            with ``foreground_crop_probability``), PASeg's default; ``"click"`` — the box of ``frame_size_mm``
+            centred on a random object's click (its ``F``; kinds without one: its box centre), resampled to
+            ``patch_size``; ``"object"`` — that object's box grown by ``frame_margin_mm`` on every side, resampled
+            to ``patch_size``. With ``"click"`` or ``"object"`` every patch of a batch shows its object centred in
+            the same frame (PSCV's common frame: its contrastive variance loss compares the patches voxel by voxel)
+            and ``foreground_crop_probability`` is not used.
+        frame_size_mm: ``"click"``: the box's size ``(i, j, k)`` in mm; ``None`` = the patch's own extent on the
+            training grid (``patch_size`` voxels: a patch centred on the click, copied without resampling).
+        frame_margin_mm: ``"object"``: margin (mm) added to the object's box on every side (a single point's box is
+            its clicked voxel, so its frame is a cube of about twice this margin).
+        batch_flips: the flips are drawn once per batch (every patch of a batch flipped along the same axes)
+            instead of per patch; a common frame (``patch_frame`` other than ``"random"``) needs it, or no flips.
     """
 
     patch_size: Tuple[int, int, int] = (128, 128, 48)
@@ -75,6 +92,27 @@ class SamplingSettings:
     point_channel_dropout: float = 0.5
     point_jitter_mm: float = 0.0
     prefetch_cases: int = 2
+    patch_frame: str = "random"
+    frame_size_mm: Optional[Tuple[float, float, float]] = None
+    frame_margin_mm: float = 0.0
+    batch_flips: bool = False
+
+    def __post_init__(self) -> None:
+        """Check the patch-frame settings (``ValueError`` naming the bad value)."""
+        if self.patch_frame not in PATCH_FRAMES:
+            raise ValueError(f"patch_frame must be one of {', '.join(PATCH_FRAMES)}, "
+                             f"got {short_repr(self.patch_frame)}")
+        if self.frame_size_mm is not None:
+            size = check_numbers("frame_size_mm", self.frame_size_mm, length=3, minimum=0, open_minimum=True,
+                                 what="three positive numbers (mm) or null")
+            object.__setattr__(self, "frame_size_mm", size)
+        object.__setattr__(self, "frame_margin_mm", check_number("frame_margin_mm", self.frame_margin_mm, minimum=0))
+        if not isinstance(self.batch_flips, bool):
+            raise ValueError(f"batch_flips must be true or false, got {short_repr(self.batch_flips)}")
+        if self.patch_frame != "random" and self.flip_axes and not self.batch_flips:
+            raise ValueError(f"patch_frame {self.patch_frame!r} puts every patch of a batch in one frame, which flips "
+                             f"drawn per patch (flip_axes {list(self.flip_axes)}, batch_flips false) would undo: set "
+                             f"batch_flips true (one set of flips per batch) or flip_axes [] (no flips)")
 
 
 def _convert(settings: Any, cls: type, method: str) -> Any:

@@ -136,10 +136,16 @@ class Predictor:
                                      annotation: Optional[CaseAnnotation] = None) -> Tuple[np.ndarray, ImageGeometry]:
         """Foreground probability float32 ``[I', J', K']`` on the training grid, and that grid; ``stop`` is
         checked before every sliding window (raises :class:`~PASegLib.jobs.stopping.StopRequested`). A
-        click-conditioned model gets the click heatmap of ``annotation`` (when :attr:`use_clicks`)."""
+        click-conditioned model gets the click heatmap of ``annotation`` (when :attr:`use_clicks`), a box-channel
+        model (``click_map="box"``, the teacher of ``--mixed teacher_student``) the mask of its objects' boxes."""
         image, valid, grid = preprocess_image(volume, self.config)
         clicks = None
-        if self.config.point_channel:
+        if self.config.point_channel and self.config.click_map == "box":
+            from PASegLib.data.clickmaps import annotation_box_mask  # a teacher of paper 003: the boxes' mask
+
+            clicks = (annotation_box_mask(annotation, grid) if (annotation is not None and self.use_clicks)
+                      else np.zeros(grid.shape, dtype=np.float32))
+        elif self.config.point_channel:
             from PASegLib.data.clickmaps import annotation_points, click_heatmap
 
             points = annotation_points(annotation, grid) if (annotation is not None and self.use_clicks) else []

@@ -15,6 +15,8 @@
 * ``extreme_point`` — :class:`~PASegLib.losses.point_loss.ExtremePointLoss`, the point loss of "Going to
   Extremes" (Roth et al., Eq. 6–8); :func:`~PASegLib.data.clickmaps.gaussian_point_heatmap` makes its
   point channel.
+* ``soft_ce`` — :class:`~PASegLib.losses.soft_ce.SoftCrossEntropyLoss`, cross-entropy with soft targets: the
+  student's term on a teacher's soft pseudo labels (mixed supervision, paper 003).
 
 Every loss names its arguments from one vocabulary — ``logits`` ``[B, C, I, J, K]`` (raw network outputs),
 ``labels`` ``[B, 1, …]`` (partial label map), ``valid`` ``[B, 1, …]`` (voxels that count), ``image``
@@ -38,6 +40,7 @@ from PASegLib.losses.distillation import KnowledgeDistillationLoss, SelfCrossMon
 from PASegLib.losses.partial import PartialCEDiceLoss, partial_ce_dice_terms
 from PASegLib.losses.point_loss import ExtremePointLoss, extreme_point_loss
 from PASegLib.losses.schedule import Stage1LossWeights, sigmoid_rampup
+from PASegLib.losses.soft_ce import SoftCrossEntropyLoss, soft_cross_entropy
 from PASegLib.losses.variance import VarianceMinimizationLoss, above_minimum_mask, variance_minimization
 from PASegLib.utils.registry import Registry
 
@@ -50,6 +53,7 @@ LOSSES.register("scm")(SelfCrossMonitoringLoss)
 LOSSES.register("box_prior")(BoxTightnessLoss)
 LOSSES.register("contrastive_variance")(ContrastiveVarianceLoss)
 LOSSES.register("extreme_point")(ExtremePointLoss)
+LOSSES.register("soft_ce")(SoftCrossEntropyLoss)
 
 __all__ = [
     "LOSSES",
@@ -60,6 +64,7 @@ __all__ = [
     "MultiViewCRFLoss",
     "PartialCEDiceLoss",
     "SelfCrossMonitoringLoss",
+    "SoftCrossEntropyLoss",
     "Stage1LossWeights",
     "VarianceMinimizationLoss",
     "above_minimum_mask",
@@ -67,5 +72,6 @@ __all__ = [
     "extreme_point_loss",
     "partial_ce_dice_terms",
     "sigmoid_rampup",
+    "soft_cross_entropy",
     "variance_minimization",
 ]

@@ -89,13 +89,16 @@ def preset_configs(name: str, median_spacing: Sequence[float], *, seed: int = 0,
 
 #: stage-one settings of each annotation kind's protocol (``docs/BENCHMARKS.md`` "Protocols"): PSCV's
 #: contrastive variance loss for single points (4 patches per batch: the contrastive term compares the patches of
-#: a batch and is 0 with one, so training refuses it below 2), Going to Extremes' point loss for extreme points,
+#: a batch and is 0 with one, so training refuses it below 2; each patch centred on its object's click, the
+#: patch's own extent, and one set of flips per batch, so that the patches it compares share one frame),
+#: Going to Extremes' point loss for extreme points,
 #: the pseudo labels alone for boxes (the random walker labels every voxel of the box, so mCRF and VM are off);
 #: seven points and dense labels keep the preset.
 PROTOCOL_SETTINGS: Dict[str, Dict[str, Any]] = {
     "seven_points": {},
     "dense": {},
-    "single_point": {"alpha": 0.0, "beta": 0.0, "cv_weight": 0.3, "batch_size": 4},
+    "single_point": {"alpha": 0.0, "beta": 0.0, "cv_weight": 0.3, "batch_size": 4, "patch_frame": "click",
+                     "batch_flips": True},
     "extreme_points": {"alpha": 0.0, "beta": 0.0, "point_loss_weight": 1.0},
     "box": {"alpha": 0.0, "beta": 0.0},
 }

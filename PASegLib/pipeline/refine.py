@@ -28,9 +28,11 @@ from PASegLib.utils.atomic import PathLike
 __all__ = ["refine_pseudo_labels"]
 
 
-def _outside_boxes(annotation: Any, geometry: Any, tolerance_mm: float) -> Optional[np.ndarray]:
-    """bool ``[i, j, k]``: voxels outside every object's box — an extreme-point box grown by ``tolerance_mm``
-    (clicks land near the extent) — (``None`` when an object has no such box)."""
+def _outside_boxes(annotation: Any, geometry: Any, rw: Any) -> Optional[np.ndarray]:
+    """bool ``[i, j, k]``: voxels outside every object's box, each grown by ``rw.box_shell_mm(kind)``
+    (:class:`~PASegLib.seeds.random_walker.RandomWalkerConfig`: an extreme-point box by ``extreme_tolerance_mm``,
+    since clicks land near the extent, and extreme-point boxes and boxes by the click error's margin) — (``None``
+    when an object has no such box)."""
     from PASegLib.seeds.pseudo_labels import grown_box_mask
 
     if not all(o.kind in BOXED_KINDS for o in annotation.objects):
@@ -38,8 +40,7 @@ def _outside_boxes(annotation: Any, geometry: Any, tolerance_mm: float) -> Optio
     outside = np.ones(geometry.shape, dtype=bool)
     for obj in annotation.objects:
         lo, hi = object_box(obj, geometry)
-        grow = tolerance_mm if obj.kind == "extreme_points" else 0.0
-        outside &= ~grown_box_mask(geometry.shape, lo, hi, grow, geometry.spacing)
+        outside &= ~grown_box_mask(geometry.shape, lo, hi, rw.box_shell_mm(obj.kind), geometry.spacing)
     return outside
 
 
@@ -88,7 +89,7 @@ def refine_pseudo_labels(run_dir: PathLike, cases: Sequence[CaseFiles], out_dir:
         else:
             prob = predictor.predict(case.image, annotation=case.annotation).probability
             grid = working_grid(geometry, rw.working_spacing_mm)  # as the first round's pseudo labels
-            outside = _outside_boxes(case.annotation, geometry, rw.extreme_tolerance_mm)
+            outside = _outside_boxes(case.annotation, geometry, rw)
             _, rw_prob = refine_with_random_walker(
                 to_grid(np.asarray(case.image.array, dtype=np.float32), grid, order=1), to_grid(prob, grid, order=1),
                 spacing=grid.spacing, config=rw, return_probability=True,

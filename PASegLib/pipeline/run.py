@@ -8,6 +8,10 @@ Output folder ``DIR``::
     stage1_<network>/        the two stage-1 runs (see PASegLib.training.engine)
     refined_<r>/, stage1_<network>_r<r>/   refinement rounds (``--refine-rounds``): the refined labels and the
                              primary stage-1 run trained on them
+    teacher/, soft_labels/, student_<network>/, cache_student/   ``--mixed teacher_student`` (paper 003,
+                             PASegLib.pipeline.teacher_student): the teacher (dense cases, box channel), the weak
+                             cases' <case>_soft.nii.gz, the primary student (the auxiliary stage-1 run is a student
+                             too) and the students' prepared data
     scm/                     the SCM run
     predictions/<model>/     <case>_pred.nii.gz, <case>_prob.nii.gz for every evaluated case
     metrics.json             per-case metrics of every model and the expanded-seed quality
@@ -52,12 +56,17 @@ __all__ = ["PipelineOptions", "run_pipeline"]
 
 STEPS = ("clicks", "stage1_primary", "stage1_auxiliary", "scm", "predict", "evaluate", "report")
 #: options added after pipelines were first saved, with the value an older pipeline.json implies
-_NEW_OPTIONS = {"kind": "seven_points", "dense_cases": 0, "refine_rounds": 0}
+_NEW_OPTIONS = {"kind": "seven_points", "dense_cases": 0, "refine_rounds": 0, "mixed": "joint"}
+#: the steps of ``mixed="teacher_student"`` in place of ``stage1_primary`` (the student is the primary stage-one run)
+TEACHER_STUDENT_STEPS = ("teacher", "soft_labels", "student")
 
 
-def pipeline_steps(refine_rounds: int) -> Tuple[str, ...]:
+def pipeline_steps(refine_rounds: int, mixed: str = "joint") -> Tuple[str, ...]:
     """The steps of a pipeline: :data:`STEPS` with ``refine_<r>`` and ``stage1_primary_r<r>`` after the primary
-    stage-one run for each of ``refine_rounds`` refinement rounds."""
+    stage-one run for each of ``refine_rounds`` refinement rounds; with ``mixed="teacher_student"``
+    :data:`TEACHER_STUDENT_STEPS` in place of ``stage1_primary``."""
+    if mixed == "teacher_student":
+        return STEPS[:1] + TEACHER_STUDENT_STEPS + STEPS[2:]
     rounds = tuple(step for r in range(1, int(refine_rounds) + 1)
                    for step in (f"refine_{r}", f"stage1_primary_r{r}"))
     return STEPS[:2] + rounds + STEPS[2:]
@@ -86,6 +95,10 @@ class PipelineOptions:
             run, its predictions of the training cases regularised by the random walker
             (:mod:`PASegLib.pipeline.refine`) become the labels of the next primary run; the auxiliary run and
             SCM train on the last round's labels (SCM's seed anchor, validation and selection use them).
+        mixed: how a cohort with dense cases trains: ``"joint"`` (one stage-one run, each case supervised by what it
+            has) or ``"teacher_student"`` (paper 003, :mod:`PASegLib.pipeline.teacher_student`: a teacher trained on
+            the dense cases with the boxes as an input channel, its soft labels of the weak cases, students trained
+            on both; needs dense and boxed training cases, and no refinement rounds).
     """
 
     preset: str = "cpu"
@@ -100,6 +113,7 @@ class PipelineOptions:
     kind: str = "seven_points"
     dense_cases: int = 0
     refine_rounds: int = 0
+    mixed: str = "joint"
 
     def __post_init__(self) -> None:
         from PASegLib.annotation.kinds import get_kind
@@ -109,6 +123,13 @@ class PipelineOptions:
             raise ValueError(f"dense_cases must be >= 0, got {self.dense_cases!r}")
         if not 0 <= int(self.refine_rounds) <= 5:
             raise ValueError(f"refine_rounds must be between 0 and 5, got {self.refine_rounds!r}")
+        from PASegLib.pipeline.teacher_student import MIXED_MODES
+
+        if self.mixed not in MIXED_MODES:
+            raise ValueError(f"mixed must be one of {', '.join(MIXED_MODES)}, got {self.mixed!r}")
+        if self.mixed == "teacher_student" and int(self.refine_rounds):
+            raise ValueError("mixed 'teacher_student' has no refinement rounds (its student learns from the "
+                             "teacher's soft labels); set refine_rounds 0")
         if not 0.0 <= float(self.test_fraction) < 1.0:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction!r}")
         if self.max_figures < 0:
@@ -119,7 +140,7 @@ class _State:
     def __init__(self, out: Path, options: PipelineOptions) -> None:
         self.path = out / "pipeline.json"
         wanted = json.loads(json.dumps(asdict(options)))
-        self.steps = pipeline_steps(options.refine_rounds)
+        self.steps = pipeline_steps(options.refine_rounds, options.mixed)
         if self.path.is_file():
             self.data = self._read()
             saved = self.data.get("options")
@@ -154,7 +175,8 @@ class _State:
             if not isinstance(data.get(key), kind):
                 raise damaged(f"'{key}' is missing or not a JSON {'object' if kind is dict else 'list'}")
         rounds = data["options"].get("refine_rounds", 0)
-        known = pipeline_steps(rounds if isinstance(rounds, int) and 0 <= rounds <= 5 else 0)
+        known = pipeline_steps(rounds if isinstance(rounds, int) and 0 <= rounds <= 5 else 0,
+                               data["options"].get("mixed", "joint"))
         unknown = [step for step in data["done"] if step not in known]  # steps of the pipeline it was saved for
         if unknown:
             raise damaged(f"unknown finished step(s) {unknown[:3]!r}")
@@ -314,6 +336,11 @@ def _run_locked(dataset: Path, out: Path, options: PipelineOptions, files: List[
                 "scm": out / "scm"}
         common = dict(case_ids=split["train"], annotations=clicks_dir, cache=out / "cache", stop=stop, stream=stream)
         plan = [("stage1_primary", runs["stage1_primary"], a)]
+        extra: Dict[str, Dict[str, Any]] = {}  # per step: its _train arguments other than common's
+        if options.mixed == "teacher_student":  # paper 003 (pipeline/teacher_student.py)
+            from PASegLib.pipeline.teacher_student import pipeline_plan
+
+            plan, extra, b = pipeline_plan(out, a, b, [by_id[c] for c in split["train"]], overrides=options.overrides)
         for r in range(1, int(options.refine_rounds) + 1):  # Going to Extremes' rounds (pipeline/refine.py)
             labels = out / f"refined_{r}"
             plan += [(f"refine_{r}", labels, plan[-1][1]),
@@ -333,8 +360,15 @@ def _run_locked(dataset: Path, out: Path, options: PipelineOptions, files: List[
                                      random_walker=a.random_walker, stop=stop)
                 state.finish(name, time.monotonic() - t)
                 continue
+            if name == "soft_labels":
+                from PASegLib.pipeline.teacher_student import write_soft_labels
+
+                write_soft_labels(config, [by_id[c] for c in extra[name]["case_ids"]], target, device=options.device,
+                                  stop=stop)
+                state.finish(name, time.monotonic() - t)
+                continue
             init = [runs["stage1_primary"], runs["stage1_auxiliary"]] if name == "scm" else None
-            code = _train(target, dataset, config, init_runs=init, **common)
+            code = _train(target, dataset, config, init_runs=init, **{**common, **extra.get(name, {})})
             if code != EXIT_OK:
                 return code  # stopped: the trainer said so (and removed the stop files)
             state.finish(name, time.monotonic() - t)

@@ -43,7 +43,7 @@ VALID_REGIONS = ("all", "nonzero", "above_threshold")
 EXTENTS = ("fixed", "auto")
 BACKENDS = ("numpy", "torch", "geodistk")
 FILLS = ("none", "random_walker")
-#: the fill's settings, left out of :meth:`ExpansionConfig.to_dict` while ``fill="none"`` (cache keys unchanged)
+#: the fill's settings, left out of :meth:`ExpansionConfig.cache_dict` while ``fill="none"`` (cache keys unchanged)
 FILL_FIELDS = ("fill", "fill_margin", "fill_bg_radius_mm")
 
 
@@ -66,9 +66,13 @@ class ExpansionConfig:
         backend: ``"numpy"``, ``"torch"`` (torch also runs on a GPU, see ``device``) or ``"geodistk"`` (the
             paper's compiled GeodisTK, when installed).
         device: torch device for ``backend="torch"`` (e.g. ``"cuda"``); ignored by numpy.
-        fill: ``"none"`` (the plain seeds: the default) or ``"random_walker"`` (the seeds grown over the click
-            box by the random walker, an uncertain band left unlabelled: :mod:`PASegLib.seeds.seed_fill`; used by
-            :func:`~PASegLib.seeds.pseudo_labels.pseudo_label_map`, not by :func:`expand_seeds` itself).
+        fill: ``"random_walker"`` (the default: the seeds grown over the click box by the random walker, an
+            uncertain band left unlabelled: :mod:`PASegLib.seeds.seed_fill`; used by
+            :func:`~PASegLib.seeds.pseudo_labels.pseudo_label_map`, not by :func:`expand_seeds` itself) or
+            ``"none"`` (the plain expanded seeds). The default since it trained better on 12 tuning cases drawn
+            from la_heart's training cases (stage one Dice 0.786 against 0.739, ``docs/results/accuracy_v3_cpu.json``);
+            run folders saved before it existed resume with ``"none"``
+            (:func:`~PASegLib.training.config.load_run_config`).
         fill_margin: the fill's uncertain band: box voxels whose probability is within this of 0.5 stay
             unlabelled, in [0, 0.5). 0.35: on 30 la_heart training cases the labelled voxels of the box are right
             in 97 % (95 % at 0.2, whose labels cover more of the object), see ``docs/BENCHMARKS.md``.
@@ -85,7 +89,7 @@ class ExpansionConfig:
     backend: str = "numpy"
     device: Optional[str] = None
     extent: str = "fixed"
-    fill: str = "none"
+    fill: str = "random_walker"
     fill_margin: float = 0.35
     fill_bg_radius_mm: float = 2.0
 
@@ -124,9 +128,13 @@ class ExpansionConfig:
                 raise ValueError(f"device is only used with backend='torch', got device={self.device!r}")
 
     def to_dict(self) -> Dict[str, Any]:
-        """The settings; without the ``fill*`` keys while ``fill="none"`` (the plain seeds' cache keys and saved
-        configs stay as they were)."""
-        data = asdict(self)
+        """Every setting (``fill`` included, so that a saved config says which labels it trained on)."""
+        return asdict(self)
+
+    def cache_dict(self) -> Dict[str, Any]:
+        """The settings that make a prepared case: :meth:`to_dict` without the ``fill*`` keys while
+        ``fill="none"`` (the plain seeds' cache entries keep the keys they had before the fill existed)."""
+        data = self.to_dict()
         if self.fill == "none":
             for key in FILL_FIELDS:
                 data.pop(key)

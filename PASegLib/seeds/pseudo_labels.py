@@ -10,10 +10,11 @@ generator:
   seeds over the click box (:func:`~PASegLib.seeds.seed_fill.fill_seeds`, an uncertain band left unlabelled);
 * ``extreme_points`` — random walker seeded by the geodesic paths between opposite extreme points
   (:func:`~PASegLib.seeds.random_walker_labels.extreme_points_pseudo_label`), every voxel of the object's box labelled;
-  a shell of ``RandomWalkerConfig.extreme_tolerance_mm`` around the box is unlabeled (clicks land near the
-  extent, so object voxels may lie just beyond the box);
+  a shell of ``RandomWalkerConfig.box_shell_mm`` (``extreme_tolerance_mm`` + the click error's margin) around the
+  box is unlabeled (clicks land near the extent, so object voxels may lie just beyond the box);
 * ``box`` — random walker from the box's core and its outside
-  (:func:`~PASegLib.seeds.random_walker_labels.box_pseudo_label`);
+  (:func:`~PASegLib.seeds.random_walker_labels.box_pseudo_label`); with ``RandomWalkerConfig.click_error_mm`` > 0 a
+  shell of the click error's margin around the box is unlabeled;
 * ``single_point`` — the clicked voxels: a ball of ``point_radius_mm`` around ``F`` (foreground) and ``B``
   (background); the rest unlabeled (PSCV trains from these and its contrastive variance loss);
 * ``dense`` — the dense label passes through (every voxel labelled).
@@ -85,7 +86,8 @@ def _random_walker_crop(image: Volume, obj: Any, lo: np.ndarray, hi: np.ndarray,
 
     geometry = image.geometry
     spacing = np.asarray(geometry.spacing, dtype=float)
-    grow = np.ceil(rw.margin_mm / spacing).astype(int) + 1
+    extra = rw.click_margin_mm if obj.kind == "extreme_points" else 0.0  # its seeds' box grows with the click error
+    grow = np.ceil((rw.margin_mm + extra) / spacing).astype(int) + 1
     c_lo = np.maximum(np.asarray(lo) - grow, 0)
     c_hi = np.minimum(np.asarray(hi) + grow, np.asarray(geometry.shape) - 1)
     crop = tuple(slice(int(a), int(b) + 1) for a, b in zip(c_lo, c_hi))
@@ -188,10 +190,10 @@ def pseudo_label_map(image: Volume, annotation: CaseAnnotation, *, expansion: Op
         region[(sub == 2) & ~fg_any[box]] = 2
         region[sub == 1] = 1
         fg_any[box] |= sub == 1
-    for obj in annotation.objects:  # extreme points are clicked near the extent: a shell beyond it is unknown
-        if obj.kind == "extreme_points" and rw.extreme_tolerance_mm > 0:
+    for obj in annotation.objects:  # clicks land near the extent (and err): a shell beyond the box is unknown
+        if rw.box_shell_mm(obj.kind) > 0:
             lo, hi = object_box(obj, geometry)
-            shell = grown_box_mask(geometry.shape, lo, hi, rw.extreme_tolerance_mm, spacing)
+            shell = grown_box_mask(geometry.shape, lo, hi, rw.box_shell_mm(obj.kind), spacing)
             shell[tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))] = False
             out[shell & (out == 0)] = 2
     if valid_mask is not None:

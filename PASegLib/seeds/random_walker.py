@@ -82,6 +82,19 @@ class RandomWalkerConfig:
             labels leave a shell this thick (mm) around the extreme points' box unlabeled instead of background
             (:mod:`PASegLib.seeds.pseudo_labels`, :mod:`PASegLib.pipeline.refine`); 2 mm = the simulated clicks'
             default jitter.
+        click_error_mm: the expected error of a click (mm): the root-mean-square 3D distance between where a point
+            was clicked and where it belongs, as :class:`~PASegLib.annotation.simulation.ClickSimulationConfig`'s
+            ``click_noise_mm`` (give the same value when the clicks are simulated with noise); 0 = exact clicks
+            (the behaviour before this setting, and the same cache keys). The labels then trust the clicked box
+            less: the unlabeled shell around an extreme-point box or a box (:meth:`box_shell_mm`) grows by
+            :attr:`click_margin_mm`, so that only voxels beyond it are background (also in the refinement), and
+            the extreme points' random walker takes its background seeds outside the box grown by as much. A box
+            keeps its random walker's seeds at the box (it is drawn loose around the object). Measured on the first
+            6 la_heart cases by id (the protocols benchmark's training cases; clicks of seed 0 per case, 4 mm of
+            Gaussian click noise, labels on the 2 mm working grid): extreme points mean label Dice 0.737 → 0.759 with
+            ``click_error_mm`` 4, the share of object voxels labelled background 0.230 → 0.034; growing a box's
+            seeds as well lowered its Dice 0.740 → 0.656 (its shell alone leaves its labels inside the box as they
+            were); a margin of ``2 · click_error_mm`` instead of ``2 · click_error_mm / √3`` gave 0.744.
     """
 
     beta: float = 500.0
@@ -94,6 +107,7 @@ class RandomWalkerConfig:
     path_epsilon: float = 0.05
     working_spacing_mm: Optional[float] = 2.0
     extreme_tolerance_mm: float = 2.0
+    click_error_mm: float = 0.0
 
     def __post_init__(self) -> None:
         if self.working_spacing_mm is not None and not (np.isfinite(float(self.working_spacing_mm))
@@ -105,15 +119,43 @@ class RandomWalkerConfig:
             raise ValueError(f"tol must be in (0, 1), got {self.tol!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        for name in ("fg_radius_mm", "margin_mm", "refine_radius_mm", "path_epsilon", "extreme_tolerance_mm"):
+        for name in ("fg_radius_mm", "margin_mm", "refine_radius_mm", "path_epsilon", "extreme_tolerance_mm",
+                     "click_error_mm"):
             value = getattr(self, name)
             if not (np.isfinite(float(value)) and float(value) >= 0.0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if not 0.0 < float(self.box_core_fraction) <= 1.0:
             raise ValueError(f"box_core_fraction must be in (0, 1], got {self.box_core_fraction!r}")
 
+    @property
+    def click_margin_mm(self) -> float:
+        """How far (mm) a box face set by clicks may lie inside the object's extent: ``2 · click_error_mm / √3``.
+
+        A face of an extreme-point box (or of a box) is one click's coordinate along the face's axis. Gaussian
+        clicks of RMS 3D error ``e`` err by ``σ = e / √3`` along each axis, so a face lies more than ``2σ`` inside
+        the extent on 2.3 % of faces (the other half of the errors only loosen the box, which the random walker
+        handles as it does a loose box); uniform clicks in a ball of radius ``e`` never err by more than
+        ``e < 2e / √3``. 0 without click error."""
+        return 2.0 * float(self.click_error_mm) / float(np.sqrt(3.0))
+
+    def box_shell_mm(self, kind: str) -> float:
+        """Thickness (mm) of the unlabeled shell left around the box of an object of annotation ``kind``:
+        ``extreme_tolerance_mm + click_margin_mm`` for extreme points (clicked on the object's outermost voxels,
+        up to the tolerance inside its extent, then displaced by the click error), ``click_margin_mm`` for a box
+        (a loose box drawn around the object, displaced by the click error), 0 for the other kinds."""
+        if kind == "extreme_points":
+            return float(self.extreme_tolerance_mm) + self.click_margin_mm
+        if kind == "box":
+            return self.click_margin_mm
+        return 0.0
+
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        """The settings as a dict; ``click_error_mm`` only when it is not 0 (the dict hashed into the
+        prepared-data cache key is then that of the versions before it, so their caches stay valid)."""
+        out = asdict(self)
+        if out["click_error_mm"] == 0:
+            del out["click_error_mm"]
+        return out
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> RandomWalkerConfig:

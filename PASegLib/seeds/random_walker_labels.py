@@ -2,6 +2,16 @@
 the settings and the random walker): the extreme-point protocol's first labels (Going to Extremes §2.2),
 a bounding box's labels, and the §2.4 regularisation of a prediction. Arrays ``[i, j, k]``; spacing and every
 radius in mm; labels uint8, 0 background, 1 foreground, for the whole image.
+
+Clicks with an expected error (``RandomWalkerConfig.click_error_mm`` > 0): the extreme points' box is the object's
+extent only up to the error, so :func:`extreme_points_pseudo_label` grows it by ``config.click_margin_mm`` (rounded
+up to voxels per axis, clipped to the image) before taking its outside as the background seeds and the labels'
+background, and grows the crop with it; the foreground seeds (the paths between the points) stay those of the
+clicked points. With ``click_error_mm`` 0 the grown box is the box: the labels of before. A box is drawn loose
+around the object, so :func:`box_pseudo_label` keeps its seeds at the box (growing them lowered the labels' mean
+Dice on la_heart, ``random_walker.py``); the unlabeled shell around either box grows with the error
+(:meth:`~PASegLib.seeds.random_walker.RandomWalkerConfig.box_shell_mm`, applied by
+:func:`~PASegLib.seeds.pseudo_labels.pseudo_label_map` and the refinement).
 """
 
 from __future__ import annotations
@@ -50,18 +60,20 @@ def extreme_points_pseudo_label(
     extreme points define the object's extent exactly, so everything outside their box is certainly background
     (no organ-size-dependent radius to tune, and a 30-voxel ball around the scribbles of a large or thin object
     both misses background inside the box's corners and can cut into a large object). The random walker
-    (:func:`random_walker_probability`) runs on the crop; label = probability ≥ 0.5 inside the box.
+    (:func:`random_walker_probability`) runs on the crop; label = probability ≥ 0.5 inside the box. With
+    ``config.click_error_mm`` > 0 "the box" of the background seeds and of the labels is the points' box grown by
+    ``config.click_margin_mm`` (module docstring), and the crop is that box grown by ``config.margin_mm``.
 
     Args:
         image: ``[I, J, K]`` real intensities (the whole image).
         points: ``(6, 3)`` voxel indices of the extreme points (pairs along i, j, k; see
             :func:`extreme_point_scribbles`).
         spacing: ``(3,)`` voxel size in mm along i, j, k.
-        config: the parameters (β, tol, mode, fg_radius_mm, margin_mm, path_epsilon are used).
+        config: the parameters (β, tol, mode, fg_radius_mm, margin_mm, path_epsilon, click_error_mm are used).
         return_probability: also return the float32 ``[I, J, K]`` foreground probability (0 outside the crop).
 
     Returns:
-        uint8 ``[I, J, K]`` labels (0 = background, 1 = foreground; 0 outside the box), or ``(labels,
+        uint8 ``[I, J, K]`` labels (0 = background, 1 = foreground; 0 outside the (grown) box), or ``(labels,
         probability)`` when ``return_probability``.
 
     Raises:
@@ -72,16 +84,18 @@ def extreme_points_pseudo_label(
     sp = np.asarray(check_spacing(spacing))
     pts = check_index(points, arr.shape, "points", rows=6)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
-    clo, chi = grow_mask(lo, hi, config.margin_mm, sp, arr.shape)
+    glo, ghi = grow_mask(lo, hi, config.click_margin_mm, sp, arr.shape)  # (lo, hi) itself without click error
+    clo, chi = grow_mask(glo, ghi, config.margin_mm, sp, arr.shape)
     crop = box_slices(clo, chi)
     scribbles = extreme_point_scribbles(
         arr[crop], pts - clo, spacing=sp, fg_radius_mm=config.fg_radius_mm, path_epsilon=config.path_epsilon
     )
-    inside = box_mask(scribbles.shape, lo - clo, hi - clo)
+    inside = box_mask(scribbles.shape, glo - clo, ghi - clo)
     if inside.all():
+        grown = f" grown by click_margin_mm {config.click_margin_mm:g} mm" if config.click_margin_mm > 0 else ""
         raise ValueError(
-            f"the extreme points' box {lo.tolist()}..{hi.tolist()} spans the whole image of shape {arr.shape}: "
-            "no voxel is left for the background seeds"
+            f"the extreme points' box {lo.tolist()}..{hi.tolist()}{grown} spans the whole image of shape "
+            f"{arr.shape}: no voxel is left for the background seeds"
         )
     prob = random_walker_probability(arr[crop], scribbles, ~inside, beta=config.beta, tol=config.tol, mode=config.mode)
     return labels_and_probability(arr.shape, crop, prob, inside, return_probability)
@@ -102,7 +116,7 @@ def box_pseudo_label(
     with semi-axes ``config.box_core_fraction`` × the box's half-extents (in voxels, per axis; the central voxel
     is always included); background seeds = crop voxels outside the box. Label = probability ≥ 0.5 inside the
     box, 0 elsewhere. The core assumes the object covers the box centre (true of compact, roughly convex
-    objects; not of e.g. a C-shaped one).
+    objects; not of e.g. a C-shaped one). ``config.click_error_mm`` does not change them (module docstring).
 
     Args:
         image: ``[I, J, K]`` real intensities (the whole image).

@@ -9,7 +9,8 @@ before training the current one, and a checkpoint taken before that next batch t
 state from before its draws (:class:`BatchAhead`).
 
 With several processes every rank draws the whole global batch (slots ``0 … B−1``) and cuts only its own slots
-``r, r + W, …`` (:mod:`~PASegLib.training.distributed`).
+``r, r + W, …`` (:mod:`~PASegLib.training.distributed`). With ``TrainConfig.batch_flips`` the flips are drawn once
+for the global batch (every rank flips its patches alike).
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ class BatchMaker:
 
     def draw(self, indices: Sequence[int], rng: np.random.Generator) -> List[PatchDraw]:
         """The random choices of the global batch of the cases ``indices`` (every slot, in slot order: the
-        stream of one process), of which this rank keeps its own slots."""
-        draws = [self.sampler.draw(int(i), rng) for i in indices]
+        stream of one process; with ``batch_flips`` one set of flips for the whole global batch,
+        :meth:`~PASegLib.data.sampler.PatchSampler.draw_batch`), of which this rank keeps its own slots."""
+        draws = self.sampler.draw_batch(indices, rng)
         return [d for slot, d in enumerate(draws) if slot % self.world_size == self.rank]
 
     def cut(self, draws: Sequence[PatchDraw]) -> Dict[str, Any]:

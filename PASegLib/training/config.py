@@ -25,7 +25,7 @@ from PASegLib.seeds.expansion import ExpansionConfig
 from PASegLib.utils.atomic import PathLike, atomic_write_json
 from PASegLib.utils.checks import check_int, check_number, check_numbers, short_repr
 
-__all__ = ["LEGACY_DEFAULTS", "TrainConfig", "load_config", "load_run_config"]
+__all__ = ["LEGACY_DEFAULTS", "LEGACY_EXPANSION", "TrainConfig", "load_config", "load_run_config"]
 
 STAGES = (1, 2)
 #: Names registered in :data:`PASegLib.networks.NETWORKS` (kept here so configs validate without torch;
@@ -37,6 +37,8 @@ DATA_TERMS = ("official", "paper")
 #: checkpoint selection rules (see :mod:`PASegLib.training.selection`)
 SELECTIONS = ("last", "click_score", "heldout_loss", "flip_agreement", "pseudo_label_dice", "network_agreement")
 DEVICES_HELP = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+#: what the click channel shows (``TrainConfig.click_map``)
+CLICK_MAPS = ("heatmap", "box")
 
 
 def _check_device(device: str) -> None:
@@ -150,6 +152,26 @@ class TrainConfig:
         prefetch_cases: while one batch trains, a background thread reads this many of the next cases of the
             epoch from the cache (0 = read each when it is needed). Patches and losses do not depend on it,
             nor on ``cache_mb`` or ``prepare_workers``.
+        patch_frame, frame_size_mm, frame_margin_mm: where a training patch is
+            (:class:`~PASegLib.data.settings.SamplingSettings`): ``"random"`` (a random patch, the default),
+            ``"click"`` (a box of ``frame_size_mm`` — ``None``: the patch's own extent — centred on a random
+            object's click) or ``"object"`` (the object's box plus ``frame_margin_mm`` on every side), resampled to
+            ``patch_size``: PSCV's common frame, every patch of a batch showing its object at the patch's centre.
+        batch_flips: flips drawn once per batch (the same for every patch of it) instead of per patch; a common
+            frame needs it or ``flip_axes = []``.
+        click_map: what the click channel (``point_channel``) shows: ``"heatmap"`` (the Gaussians above) or
+            ``"box"`` — 1 inside every object's box and 0 outside (:func:`~PASegLib.data.clickmaps.box_mask`; a dense
+            object's box is its label's extent): the teacher of mixed supervision, told where the object is
+            (paper 003, :mod:`PASegLib.pipeline.teacher_student`). ``point_channel_dropout`` applies to it as to
+            the heatmap (the teacher uses 0: it always gets the boxes).
+        box_channel_margin_mm: ``click_map = "box"``: each training patch's boxes are grown on each side by a margin
+            drawn uniformly from this range ``(low, high)`` (mm; one draw per side, per patch), so that a teacher
+            trained on the tight boxes of dense labels also reads the loose boxes a person draws (the simulated
+            boxes are 2–10 mm loose); validation and prediction use the boxes as given. ``(0, 0)`` = as given.
+        soft_label_weight: with ``pseudo_labels``: the weight of the cross-entropy with soft targets
+            (:class:`~PASegLib.losses.soft_ce.SoftCrossEntropyLoss`) on the voxels of soft pseudo labels
+            (``<case>_soft.nii.gz`` files, :func:`~PASegLib.data.prepared.encode_soft_labels`); the hard labels of
+            the other voxels keep the data term. 0 = soft voxels ignored.
     """
 
     stage: int = 1
@@ -214,6 +236,13 @@ class TrainConfig:
     point_channel: bool = False
     point_channel_dropout: float = 0.5
     point_jitter_mm: float = 2.0
+    patch_frame: str = "random"
+    frame_size_mm: Optional[Tuple[float, float, float]] = None
+    frame_margin_mm: float = 0.0
+    batch_flips: bool = False
+    click_map: str = "heatmap"
+    box_channel_margin_mm: Tuple[float, float] = (0.0, 0.0)
+    soft_label_weight: float = 1.0
 
     def __post_init__(self) -> None:
         self.patch_size = check_numbers("patch_size", self.patch_size, length=3, cast=int, minimum=1,
@@ -284,6 +313,20 @@ class TrainConfig:
             self.expansion = ExpansionConfig.from_dict(self.expansion).to_dict()
         except (TypeError, ValueError) as exc:  # TypeError: a setting of the wrong type (float([1]))
             raise ValueError(f"expansion: {exc}") from None
+        if self.frame_size_mm is not None:
+            self.frame_size_mm = check_numbers("frame_size_mm", self.frame_size_mm, length=3, minimum=0,
+                                               open_minimum=True, what="three positive numbers (mm) or null")
+        self.sampling_settings()  # checks patch_frame, frame_margin_mm, batch_flips and their combination
+        if self.click_map not in CLICK_MAPS:
+            raise ValueError(f"click_map must be one of {', '.join(CLICK_MAPS)}, got {short_repr(self.click_map)}")
+        if self.click_map != "heatmap" and not self.point_channel:
+            raise ValueError(f"click_map {self.click_map!r} is what the click channel shows; set point_channel true")
+        margin = check_numbers("box_channel_margin_mm", self.box_channel_margin_mm, length=2, minimum=0,
+                               what="(low, high) in mm, 0 <= low <= high")
+        if margin[0] > margin[1]:
+            raise ValueError(f"box_channel_margin_mm must be (low, high) in mm with low <= high, got {list(margin)}")
+        self.box_channel_margin_mm = margin
+        check_number("soft_label_weight", self.soft_label_weight, minimum=0)
 
     def check_trainable(self, *, world_size: int = 1) -> None:
         """Raise ``ValueError`` for settings that validate but would not train as asked (called before a training
@@ -292,6 +335,8 @@ class TrainConfig:
         Stage one with ``cv_weight > 0`` needs at least 2 patches per batch and process
         (``batch_size // world_size``): PSCV's contrastive term compares the patches of one batch, and with one it is
         exactly 0 (:mod:`~PASegLib.losses.contrastive_variance`). (SCM, stage 2, has no contrastive term.)
+        SCM is refused a ``pseudo_labels`` folder of soft labels (``*_soft.nii.gz``): its self-training term takes
+        hard labels.
         """
         per_process = self.batch_size // max(1, int(world_size))
         if self.stage == 1 and self.cv_weight > 0 and per_process < 2:
@@ -300,6 +345,9 @@ class TrainConfig:
                              f"term compares the patches of one batch and is exactly 0 with one); got batch_size = "
                              f"{self.batch_size}{split}. Raise batch_size (PSCV trains with 4 or more) or set "
                              f"cv_weight = 0")
+        if self.stage == 2 and self.pseudo_labels is not None and any(Path(self.pseudo_labels).glob("*_soft.nii.gz")):
+            raise ValueError(f"pseudo_labels {self.pseudo_labels} holds soft labels (*_soft.nii.gz): only stage one "
+                             f"trains on them (SCM's self-training term needs hard labels)")
 
     @property
     def rampup_length(self) -> float:
@@ -324,7 +372,9 @@ class TrainConfig:
                                 flip_axes=tuple(self.flip_axes), supervision=self.supervision,
                                 point_channel=self.point_channel, point_loss_weight=self.point_loss_weight,
                                 point_sigma_mm=self.point_sigma_mm, point_channel_dropout=self.point_channel_dropout,
-                                point_jitter_mm=self.point_jitter_mm, prefetch_cases=self.prefetch_cases)
+                                point_jitter_mm=self.point_jitter_mm, prefetch_cases=self.prefetch_cases,
+                                patch_frame=self.patch_frame, frame_size_mm=self.frame_size_mm,
+                                frame_margin_mm=self.frame_margin_mm, batch_flips=self.batch_flips)
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-ready dict (tuples become lists)."""
@@ -369,14 +419,21 @@ def _flip_axes(value: Any) -> Tuple[int, ...]:
 LEGACY_DEFAULTS: Dict[str, Any] = {"data_term": "paper", "selection": "click_score", "point_jitter_mm": 0.0}
 
 
+#: the seed expansion's settings added since, as runs saved without them trained (the plain seeds)
+LEGACY_EXPANSION: Dict[str, Any] = {"fill": "none"}
+
+
 def load_run_config(path: PathLike) -> TrainConfig:
-    """The ``config.json`` of an existing run folder; keys it lacks take their :data:`LEGACY_DEFAULTS`."""
-    return load_config(path, missing=LEGACY_DEFAULTS)
+    """The ``config.json`` of an existing run folder; keys it lacks take their :data:`LEGACY_DEFAULTS` (and its
+    ``expansion`` settings their :data:`LEGACY_EXPANSION`)."""
+    return load_config(path, missing=LEGACY_DEFAULTS, missing_expansion=LEGACY_EXPANSION)
 
 
-def load_config(path: PathLike, *, missing: Optional[Dict[str, Any]] = None) -> TrainConfig:
+def load_config(path: PathLike, *, missing: Optional[Dict[str, Any]] = None,
+                missing_expansion: Optional[Dict[str, Any]] = None) -> TrainConfig:
     """Read a JSON training configuration; errors name the file. ``missing``: values of keys it lacks
-    (default: the :class:`TrainConfig` defaults)."""
+    (default: the :class:`TrainConfig` defaults); ``missing_expansion``: the same for the keys of its
+    ``expansion`` object."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -389,6 +446,8 @@ def load_config(path: PathLike, *, missing: Optional[Dict[str, Any]] = None) -> 
     try:
         if missing and isinstance(data, dict):
             data = {**missing, **data}
+        if missing_expansion and isinstance(data, dict) and isinstance(data.get("expansion"), dict):
+            data = {**data, "expansion": {**missing_expansion, **data["expansion"]}}
         return TrainConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from None

@@ -1,11 +1,12 @@
 """The stage-one objective of one config, on training patches and on whole cases.
 
-``L = L_data + a · L_mCRF + b · L_VM + g · L_box + λ_cv · L_CV + α_p · L_point`` (the last two: the PSCV and
-Going-to-Extremes protocols; see :mod:`PASegLib.training.stage1` for the terms and
-:class:`~PASegLib.training.config.TrainConfig` for their settings). :class:`Stage1Objective` builds the loss
-modules once and evaluates them on logits (training, with the ramped weights ``a, b, g``) or on a
-foreground probability map of a whole prepared case at full weight (validation's ``heldout_loss`` and
-``benchmarks/bench_energy.py``, which ranks candidate masks by it).
+``L = L_data + a · L_mCRF + b · L_VM + g · L_box + λ_cv · L_CV + α_p · L_point + w_s · L_soft`` (``L_CV``,
+``L_point``: the PSCV and Going-to-Extremes protocols; ``L_soft``: the cross-entropy with soft targets on the voxels
+of soft pseudo labels, mixed supervision's student, paper 003 — reading them needs ``pseudo_labels``; see
+:mod:`PASegLib.training.stage1` for the terms and :class:`~PASegLib.training.config.TrainConfig` for their
+settings). :class:`Stage1Objective` builds the loss modules once and evaluates them on logits (training, with
+the ramped weights ``a, b, g``) or on a foreground probability map of a whole prepared case at full weight
+(validation's ``heldout_loss`` and ``benchmarks/bench_energy.py``, which ranks candidate masks by it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 import torch
 
+from PASegLib.data.prepared import SOFT_FIRST, SOFT_STEPS
 from PASegLib.losses import LOSSES
 from PASegLib.losses.partial import data_term_options
 from PASegLib.losses.smoothing import masked_gaussian_smooth
@@ -41,13 +43,18 @@ class Stage1Objective:
         self.cv = LOSSES.build("contrastive_variance", weight=1.0, temperature=c.cv_temperature,
                                tv_weight=c.cv_tv_weight / c.cv_weight if c.cv_weight > 0 else 0.0)
         self.point = LOSSES.build("extreme_point", iterations=c.point_loss_iterations)
+        # mixed supervision's student: soft pseudo labels come only from a pseudo_labels folder (data.prepared)
+        self.soft = LOSSES.build("soft_ce") if c.pseudo_labels is not None else None
 
     def terms(self, logits: torch.Tensor, labels: torch.Tensor, image: torch.Tensor, valid: torch.Tensor,
               boxes: Sequence[Any], *, a: float, b: float, g: float,
               points: Any = None) -> Dict[str, torch.Tensor]:
-        """``{"ce", "dice", "data", "mcrf", "vm", "box", "cv", "point", "loss"}`` for logits ``[B, 2, I, J, K]``.
+        """``{"ce", "dice", "data", "mcrf", "vm", "box", "cv", "point", "soft_ce", "loss"}`` for logits
+        ``[B, 2, I, J, K]``.
 
-        ``labels`` ``[B, 1, I, J, K]`` (0, 1, 2 = ignored), ``image`` z-scored ``[B, 1, I, J, K]``, ``valid``
+        ``labels`` ``[B, 1, I, J, K]`` (0, 1, 2 = ignored; with ``pseudo_labels`` also the soft-label codes
+        ``SOFT_FIRST … 255`` of :mod:`~PASegLib.data.prepared`, trained by ``soft_ce`` at ``soft_label_weight``
+        and kept out of the data term), ``image`` z-scored ``[B, 1, I, J, K]``, ``valid``
         ``[B, 1, I, J, K]``, ``boxes`` per sample the objects' inclusive ``(lo, hi)`` voxel boxes, ``points`` the
         click heatmaps ``[B, 1, I, J, K]`` (needed by the point loss); a term whose weight (``a`` mCRF, ``b`` VM,
         ``g`` box prior, ``cv_weight``, ``point_loss_weight``) is 0 is not computed and reported as 0. The
@@ -56,6 +63,13 @@ class Stage1Objective:
         """
         c = self.config
         zero = logits.new_zeros(())
+        soft = zero
+        if self.soft is not None:  # soft codes: out of the hard data term, into the soft cross-entropy
+            coded = labels >= SOFT_FIRST
+            if c.soft_label_weight > 0:
+                target = (labels.clamp_min(SOFT_FIRST) - SOFT_FIRST).to(logits.dtype) / SOFT_STEPS
+                soft = self.soft(logits, target, coded & (valid != 0))
+            labels = torch.where(coded, torch.full_like(labels, 2), labels)
         data = self.partial.terms(logits, labels)
         crf = self.crf(logits, masked_gaussian_smooth(image, c.crf_image_sigma, valid), valid) \
             if a > 0 else zero
@@ -65,9 +79,10 @@ class Stage1Objective:
         if c.point_loss_weight > 0 and points is None:
             raise ValueError("the point loss needs the click heatmaps (points)")
         point = self.point(logits, points, valid) if c.point_loss_weight > 0 else zero
-        loss = data["loss"] + a * crf + b * vm + g * box + c.cv_weight * cv + c.point_loss_weight * point
+        loss = data["loss"] + a * crf + b * vm + g * box + c.cv_weight * cv + c.point_loss_weight * point \
+            + c.soft_label_weight * soft
         return {"ce": data["ce"], "dice": data["dice"], "data": data["loss"], "mcrf": crf, "vm": vm, "box": box,
-                "cv": cv, "point": point, "loss": loss}
+                "cv": cv, "point": point, "soft_ce": soft, "loss": loss}
 
     def of_probability(self, case: Any, prob: Any, *, device: Optional[torch.device] = None) -> Dict[str, float]:
         """The objective at full weight (α, β, box prior) of the foreground probability ``prob`` ``[I, J, K]``

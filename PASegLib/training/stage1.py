@@ -22,12 +22,18 @@ costs seconds per case on a CPU).
 The other annotation protocols add PSCV's contrastive variance loss (``cv_weight``), Going to Extremes' point loss
 (``point_loss_weight``) and the click channel (``point_channel``: the network takes ``[image, click heatmap]``,
 the heatmap emptied for a ``point_channel_dropout`` share of the patches; :mod:`~PASegLib.data.clickmaps`).
+With ``click_map = "box"`` the click channel is the patch's box mask instead (mixed supervision's teacher,
+paper 003): each object box of the patch (a dense case's: its label's extent) grown on each side by a margin drawn
+from ``box_channel_margin_mm`` (from a generator seeded by the run's seed, the rank, the global step and the
+patch's slot, so a resumed run draws the same margins), 1 inside, 0 outside; validation gets the prepared case's
+boxes as they are. Mixed supervision's student trains the voxels of soft pseudo labels with a cross-entropy with soft
+targets (``soft_label_weight``, reported as ``soft_ce``; :mod:`~PASegLib.training.objective`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -56,6 +62,28 @@ class Stage1Trainer(Trainer):
         self.scalers["primary"] = self.make_scaler()
         self.objective = Stage1Objective(c)
         self.weights = Stage1LossWeights(alpha=c.alpha, beta=c.beta, rampup_length=c.rampup_length)
+        # the box channel's margins (mm) in voxels of the training grid: its spacing (the median over the cases when
+        # their grids differ, i.e. without target_spacing_mm)
+        spacing = np.median([np.asarray(case.geometry.spacing, dtype=float) for case in self.train_cases], axis=0)
+        self.box_margin_voxels = np.asarray(c.box_channel_margin_mm, dtype=float)[:, None] / spacing[None, :]
+
+    def box_channel(self, boxes, shape, *, grow: bool) -> torch.Tensor:
+        """The box channel ``[b, 1, I, J, K]`` (float32, on the device) of a batch's ``boxes`` (per patch ``[M, 2, 3]``
+        inclusive voxel boxes in the patch's ``[i, j, k]``) on patches of ``shape``; ``grow``: each side grown by a
+        margin drawn from ``box_channel_margin_mm`` (rounded to voxels)."""
+        from PASegLib.data.clickmaps import box_mask
+
+        low, high = self.box_margin_voxels
+        masks = []
+        for slot, patch_boxes in enumerate(boxes):
+            patch_boxes = np.asarray(patch_boxes, dtype=np.int64).reshape(-1, 2, 3).copy()
+            if grow and np.any(high > 0) and len(patch_boxes):
+                rng = np.random.default_rng([self.config.seed, self.dist.rank, self.global_step, slot])
+                margin = np.rint(rng.uniform(low, high, size=(len(patch_boxes), 2, 3))).astype(np.int64)
+                patch_boxes[:, 0] -= margin[:, 0]
+                patch_boxes[:, 1] += margin[:, 1]
+            masks.append(box_mask(patch_boxes, shape))
+        return torch.from_numpy(np.stack(masks)[:, None]).to(self.device)
 
     def train_step(self, batch: Dict[str, torch.Tensor], epoch_float: float) -> Dict[str, torch.Tensor]:
         # the trained wrapper: DistributedDataParallel averages the gradients over the ranks
@@ -65,7 +93,9 @@ class Stage1Trainer(Trainer):
             partial = batch["label"]  # dense labels: every image voxel labeled (padding stays ignored)
         inputs = image
         if self.config.point_channel:  # the click channel, empty for the patches drawn without clicks
-            inputs = torch.cat([image, batch["points"] * batch["point_keep"][:, :, None, None, None]], dim=1)
+            clicks = batch["points"] if self.config.click_map == "heatmap" else \
+                self.box_channel(batch["boxes"], tuple(image.shape[2:]), grow=True)
+            inputs = torch.cat([image, clicks * batch["point_keep"][:, :, None, None, None]], dim=1)
         with torch.autocast(device_type=self.device.type, enabled=self.amp):
             logits = net(inputs)
         logits = logits.float()
@@ -81,10 +111,20 @@ class Stage1Trainer(Trainer):
         losses = {k: terms[k].detach() for k in ("loss", "ce", "dice", "mcrf", "vm")}
         if g > 0:
             losses["box"] = terms["box"].detach()
-        for key, weight in (("cv", self.config.cv_weight), ("point", self.config.point_loss_weight)):
+        soft = self.config.soft_label_weight if self.objective.soft is not None else 0.0
+        for key, weight in (("cv", self.config.cv_weight), ("point", self.config.point_loss_weight), ("soft_ce", soft)):
             if weight > 0:
                 losses[key] = terms[key].detach()
         return losses
+
+    def click_channel(self, case) -> Optional[np.ndarray]:
+        """The click channel of a held-out case: the base trainer's heatmap, or with ``click_map = "box"`` the box
+        mask of the prepared case's boxes (as given: no margin)."""
+        if not self.config.point_channel or self.config.click_map == "heatmap":
+            return super().click_channel(case)
+        from PASegLib.data.clickmaps import box_mask
+
+        return box_mask(case.boxes, case.image.shape)
 
     def check_losses(self, losses: Dict[str, float], epoch_float: float) -> None:
         """A non-finite training loss stops the run (``FloatingPointError``)."""

@@ -366,9 +366,10 @@ def pseudoLabelMap(image, case: CaseAnnotation, *, expansion, randomWalker: Opti
                             dense_label=denseLabel)  # fmt: skip
 
 
-def previewWork(case: CaseAnnotation, geometry: ImageGeometry) -> int:
+def previewWork(case: CaseAnnotation, geometry: ImageGeometry, *, fill: bool = False) -> int:
     """The work of a preview in geodesic box voxels (:data:`GEODESIC_SECONDS_PER_VOXEL` each): seven points, their
-    box; extreme points and boxes, :func:`randomWalkerWork`; a single point or a dense label, nothing to compute."""
+    box (plus, with ``fill`` — ``ExpansionConfig.fill`` on — the random walker over it, :func:`randomWalkerWork`);
+    extreme points and boxes, :func:`randomWalkerWork`; a single point or a dense label, nothing to compute."""
     total = 0
     for obj in case.objects:
         method = get_kind(obj.kind).pseudo_label
@@ -376,7 +377,10 @@ def previewWork(case: CaseAnnotation, geometry: ImageGeometry) -> int:
             total += 1
             continue
         lo, hi = (np.asarray(v) for v in object_box(obj, geometry))
-        total += randomWalkerWork(lo, hi, geometry) if method == "random_walker" else int(np.prod(hi - lo + 1))
+        if method == "random_walker":
+            total += randomWalkerWork(lo, hi, geometry)
+        else:
+            total += int(np.prod(hi - lo + 1)) + (randomWalkerWork(lo, hi, geometry) if fill else 0)
     return total
 
 

@@ -268,9 +268,12 @@ class PASegCoreLogic(drafts.DraftBookkeeping, predictions.PredictionBookkeeping)
         """The pseudo label of the volume's objects, any kind, shown as background / foreground / unlabeled segments.
 
         Runs in this process (:func:`.kinds.pseudoLabelMap`): seven points expand by the geodesic inside each
-        object's box, extreme points and boxes by the random walker on a crop around them (the widget runs it on
-        the GUI thread by itself only while :meth:`autoPreviewAllowed`); a dense case shows its label. The voxels are
-        read in place (no copy of the volume here) and the segments share one label map. Returns the node.
+        object's box, then (``ExpansionConfig.fill``, the default, as training does) the random walker fills the box
+        from those seeds, leaving an uncertain band unlabeled; extreme points and boxes by the random walker on a
+        crop around them. The widget runs it on the GUI thread by itself only while :meth:`autoPreviewAllowed` (the
+        fill's random walker counts in :meth:`previewSeconds`), otherwise on the Preview button; a dense case shows
+        its label. The voxels are read in place (no copy of the volume here) and the segments share one label map.
+        Returns the node.
         """
         case = objects.caseFromNodes(self.scene, volumeNode, validate=True)
         isDense = case.objects[0].kind == "dense"  # validate_case: then it is the case's only object
@@ -289,7 +292,8 @@ class PASegCoreLogic(drafts.DraftBookkeeping, predictions.PredictionBookkeeping)
         """The work of a preview in geodesic box voxels (:func:`.kinds.previewWork`); raises ``AnnotationError``
         like :meth:`expansionPreview` when a tumour is incomplete."""
         case = objects.caseFromNodes(self.scene, volumeNode, validate=False)
-        return kinds.previewWork(case, geometryFromVolumeNode(volumeNode))
+        fill = ExpansionConfig().fill != "none"  # the preview shows the pseudo labels training uses: filled
+        return kinds.previewWork(case, geometryFromVolumeNode(volumeNode), fill=fill)
 
     def previewSeconds(self, volumeNode) -> float:
         """About how long :meth:`expansionPreview` takes on one CPU core (:meth:`previewBoxVoxels` ×

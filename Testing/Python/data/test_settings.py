@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -61,10 +62,13 @@ def test_cache_keys_are_those_of_the_previous_layout(tiny_dataset):
         return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
 
     files = list_cases(tiny_dataset)[0]
-    for config in (TrainConfig(), TrainConfig(target_spacing_mm=(2.0, 2.0, 2.0), expansion={"epsilon": 0.2})):
+    plain = {**TrainConfig().expansion, "fill": "none"}  # the plain seeds: keys as before the fill existed
+    for config in (TrainConfig(expansion=plain),
+                   TrainConfig(target_spacing_mm=(2.0, 2.0, 2.0), expansion={"epsilon": 0.2, "fill": "none"})):
+        before_fill = {k: v for k, v in config.expansion.items() if not k.startswith("fill")}
         parts = {"version": __version__,
                  "files": [file_key(p) for p in (files.image, files.label, files.markups, files.seven_points)],
-                 "expansion": config.expansion, "target_spacing_mm": config.target_spacing_mm}
+                 "expansion": before_fill, "target_spacing_mm": config.target_spacing_mm}
         old = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
         assert cache_key(files, config) == old == cache_key(files, config.prepare_settings())
 
@@ -75,10 +79,26 @@ def test_the_cache_key_of_filled_seven_points_follows_the_random_walker_defaults
     from PASegLib.seeds.random_walker import RandomWalkerConfig
 
     files = list_cases(tiny_dataset)[0]
-    plain = TrainConfig().prepare_settings()
-    filled = TrainConfig(expansion={**TrainConfig().expansion, "fill": "random_walker"}).prepare_settings()
+    plain = TrainConfig(expansion={**TrainConfig().expansion, "fill": "none"}).prepare_settings()
+    filled = TrainConfig().prepare_settings()  # the default since issue 20
+    assert TrainConfig().expansion["fill"] == "random_walker"
     before = cache_key(files, plain), cache_key(files, filled)
     original = RandomWalkerConfig.to_dict
     monkeypatch.setattr(RandomWalkerConfig, "to_dict", lambda self: {**original(self), "beta": -1.0})
     assert cache_key(files, plain) == before[0]
     assert cache_key(files, filled) != before[1]
+
+
+def test_a_run_saved_before_the_fill_resumes_with_the_plain_seeds(tmp_path):
+    """A run folder's config.json written before ``expansion.fill`` existed trained on the plain seeds: it resumes
+    with them (``load_run_config``), while a new config file without the key gets today's default (the fill)."""
+    from PASegLib.training.config import load_config, load_run_config
+
+    old = TrainConfig(expansion={"fill": "none"}).to_dict()
+    old["expansion"] = {k: v for k, v in old["expansion"].items() if not k.startswith("fill")}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(old), encoding="utf-8")
+    assert load_run_config(path).expansion["fill"] == "none"
+    assert load_config(path).expansion["fill"] == "random_walker"
+    saved = TrainConfig(expansion={"fill": "none"})
+    assert saved.to_dict()["expansion"]["fill"] == "none"  # a new run says which labels it trained on

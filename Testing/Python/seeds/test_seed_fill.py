@@ -61,12 +61,16 @@ def test_fill_keeps_box_exterior_background_and_band_unlabelled(filled):
     assert (wide == 2).sum() > (fill == 2).sum()
 
 
-def test_default_is_the_plain_seeds_and_config_round_trip(blob_case):
+def test_default_is_the_fill_and_none_gives_the_plain_seeds(blob_case):
     image, label = blob_case
     case = simulate_clicks(label, image.geometry, seed=0)
     d = ExpansionConfig()
-    assert d.fill == "none" and "fill" not in d.to_dict(), "the plain seeds' settings (and cache keys) unchanged"
-    np.testing.assert_array_equal(pseudo_label_map(image, case), expand_seeds(image, case))
+    assert d.fill == "random_walker" and d.to_dict()["fill"] == "random_walker"  # chosen on tuning cases (issue 20)
+    plain = ExpansionConfig(fill="none")
+    assert "fill" not in plain.cache_dict() and plain.to_dict()["fill"] == "none"  # plain seeds' cache keys unchanged
+    np.testing.assert_array_equal(pseudo_label_map(image, case, expansion=plain), expand_seeds(image, case))
+    filled = pseudo_label_map(image, case)
+    assert (filled == 1).sum() > (expand_seeds(image, case) == 1).sum()  # the default fills the box
     c = ExpansionConfig(fill="random_walker", fill_margin=0.1, fill_bg_radius_mm=3.0)
     assert ExpansionConfig.from_dict(c.to_dict()) == c
 
@@ -109,9 +113,12 @@ def test_paseg_expand_fill_option(blob_case, tmp_path, capsys):
     write_image(tmp_path / "blob_label.nii.gz", label, image.geometry)
     write_markups(tmp_path / "blob.mrk.json", simulate_clicks(label, image.geometry, seed=0))
     base = ["expand", str(tmp_path), "--no-preview", "--json", "--quiet"]
-    assert main(base + ["--out", str(tmp_path / "plain")]) == 0
+    assert main(base + ["--out", str(tmp_path / "plain"), "--fill", "none"]) == 0
     plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert "fill" not in plain["config"], "paseg expand keeps offering the plain seeds by default"
+    assert plain["config"]["fill"] == "none", "paseg expand keeps offering the plain seeds"
+    assert main(base + ["--out", str(tmp_path / "default")]) == 0
+    default = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert default["config"]["fill"] == "random_walker", "by default, the labels training uses"
     assert main(base + ["--out", str(tmp_path / "fill"), "--fill", "random_walker", "--fill-margin", "0.1"]) == 0
     grown = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert grown["config"]["fill"] == "random_walker" and grown["config"]["fill_margin"] == 0.1

@@ -45,17 +45,20 @@ def test_auto_covers_the_sphere_and_nothing_outside(contrast):
     partial = expand_seeds(image, case, config=ExpansionConfig(extent="auto"))
     fg = partial == 1
     assert not np.any(fg & ~label), "auto extent must not leave the sphere"
-    assert fg.sum() > 0.8 * label.sum(), f"auto extent covers only {fg.sum() / label.sum():.2f} of the sphere"
+    # the reach cap (extent.REACH_FRACTION) keeps a core: 0.58 of the sphere on every scale (the competition
+    # alone reached 0.92)
+    assert fg.sum() > 0.5 * label.sum(), f"auto extent covers only {fg.sum() / label.sum():.2f} of the sphere"
     fixed = expand_seeds(image, case, config=ExpansionConfig())
-    assert (fixed == 1).sum() < fg.sum()  # the default ε keeps a small core of it
+    assert (fixed == 1).sum() < fg.sum()  # the default ε keeps a smaller core of it
 
 
-def test_auto_without_contrast_stays_midway():
-    """No edge at all: the foreground is the click's Voronoi cell (strictly closer than the faces 13 / 12 away)."""
+def test_auto_without_contrast_stays_within_the_reach_cap():
+    """No edge at all: the foreground is inside the click's Voronoi cell ([14, 25] per axis, strictly closer than
+    the faces 13 / 12 away) and the reach cap cuts it to a ball of 0.15 × 13·√3 ≈ 3.4 voxels."""
     image, label, case = sphere_case(contrast=0.0, noise=0.0)
     fg = expand_seeds(image, case, config=ExpansionConfig(extent="auto")) == 1
     idx = np.argwhere(fg)
-    assert fg[20, 20, 20] and idx.min(0).tolist() == [14, 14, 14] and idx.max(0).tolist() == [25, 25, 25]
+    assert fg[20, 20, 20] and idx.min(0).tolist() == [17, 17, 17] and idx.max(0).tolist() == [23, 23, 23]
 
 
 def test_auto_uses_box_faces_only_inside_the_image():
@@ -125,7 +128,7 @@ def test_geodistk_expansion_reproduces_official_rule():
     expected = d < 0.2 * d.max()
     np.testing.assert_array_equal(partial[crop] == 1, expected)
     auto = expand_seeds(image, case, config=ExpansionConfig(backend="geodistk", extent="auto"))
-    assert not np.any((auto == 1) & ~label) and (auto == 1).sum() > 0.8 * label.sum()
+    assert not np.any((auto == 1) & ~label) and (auto == 1).sum() > 0.4 * label.sum()
 
 
 @pytest.mark.skipif(not LA_HEART.is_dir(), reason=f"real data not found at {LA_HEART}")
@@ -156,6 +159,6 @@ def test_cli_expand_extent_auto(tmp_path, capsys):
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["config"]["extent"] == "auto"
-    assert summary["mean"]["fg_precision"] == 1.0 and summary["mean"]["fg_recall"] > 0.8
+    assert summary["mean"]["fg_precision"] == 1.0 and summary["mean"]["fg_recall"] > 0.5  # the reach cap's core
     with pytest.raises(SystemExit):
         main(["expand", str(tmp_path), "--out", str(tmp_path / "o2"), "--extent", "otsu"])

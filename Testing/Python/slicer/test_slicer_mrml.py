@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import require_slicer_core
 from PASegSlicer import selftest
-from PASegSlicer.annotation import casefile, cases, objects
+from PASegSlicer.annotation import casefile, cases, kinds, objects
 from PASegSlicer.annotation.logic import PASegCoreLogic
 from PASegSlicer.gui.lossplot import LossCurvePlot
 from PASegSlicer.mrml import segments, volumes
@@ -22,10 +22,12 @@ from PASegSlicer.mrml.headless import HeadlessSlicer
 from PASegLib.annotation.markups import read_markups
 from PASegLib.annotation.model import AnnotationError, CaseAnnotation, ObjectAnnotation
 from PASegLib.annotation.simulation import simulate_clicks
+from PASegLib.annotation.validation import object_box
 from PASegLib.data.dataset import list_cases, load_case
 from PASegLib.image.geometry import lps_to_ras
 from PASegLib.image.io import Volume, write_image
 from PASegLib.seeds.expansion import ExpansionConfig, expand_seeds
+from PASegLib.seeds.pseudo_labels import pseudo_label_map
 
 slicer = require_slicer_core()
 
@@ -191,14 +193,21 @@ def test_expansion_preview_equals_paseglib_on_an_oblique_volume(scene, blob_node
     objects.nodesFromCase(scene, volume, case)
     logic = PASegCoreLogic(scene)
     node = logic.expansionPreview(volume, epsilon=0.2, lamb=0.5)
-    expected = expand_seeds(image, case, config=ExpansionConfig(epsilon=0.2, lamb=0.5))
+    # the preview shows what training uses: the seeds filled over the box by the random walker (the default)
+    expected = pseudo_label_map(image, case, expansion=ExpansionConfig(epsilon=0.2, lamb=0.5))
+    seeds = expand_seeds(image, case, config=ExpansionConfig(epsilon=0.2, lamb=0.5))
+    assert (expected == 1).sum() > (seeds == 1).sum() and ((seeds == 1) <= (expected == 1)).all()
     np.testing.assert_array_equal(logic.previewLabels(volume), expected)
     shown = segments.segmentationToLabels(node, volume, ["foreground"])
     np.testing.assert_array_equal(shown, expected == 1)
     assert logic.expansionPreview(volume, epsilon=0.4, lamb=0.5) is node  # re-preview updates the same node
-    assert (logic.previewLabels(volume) == 1).sum() > (expected == 1).sum()
-    # what decides whether auto-preview runs (the geodesic works on the box voxels): exactly the box
-    assert logic.previewBoxVoxels(volume) == (expected == 2).sum() + (expected == 1).sum()
+    wider = expand_seeds(image, case, config=ExpansionConfig(epsilon=0.4, lamb=0.5))
+    assert (wider == 1).sum() > (seeds == 1).sum() and ((wider == 1) <= (logic.previewLabels(volume) == 1)).all()
+    # what decides whether auto-preview runs: the geodesic's box voxels plus the fill's random walker
+    box = int((seeds == 2).sum() + (seeds == 1).sum())
+    lo, hi = object_box(case.objects[0], image.geometry)
+    assert logic.previewBoxVoxels(volume) == box + kinds.randomWalkerWork(np.asarray(lo), np.asarray(hi),
+                                                                          image.geometry)
 
 
 def test_prediction_file_becomes_named_segments(scene, blob_node, tmp_path):
@@ -252,7 +261,9 @@ def test_saving_a_loose_volume_makes_a_dataset_case_and_loads_back(scene, blob_n
 
 def test_self_test_scenario_runs_headless(scene):
     counts = selftest.runScenario(scene)
-    assert counts["foreground"] + counts["unlabeled"] == selftest.BOX_VOXELS
+    # the box holds the seeds filled by the random walker (some of it labelled background), outside is background
+    assert 0 < counts["foreground"] + counts["unlabeled"] < selftest.BOX_VOXELS
+    assert counts["background"] >= sum(counts.values()) - selftest.BOX_VOXELS
 
 
 def test_loss_curve_plot_nodes(scene):
