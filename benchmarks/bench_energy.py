@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_accuracy import BASE, ISSUE5, LA_HEART  # noqa: E402
+from bench_accuracy import BASE, ISSUE5, LA_HEART, PLAIN_SEEDS  # noqa: E402
 
 #: the stage-one settings that change the loss (the ones a grid entry spells out)
 LOSS_KEYS = ("data_term", "alpha", "beta", "crf_sigma_xy", "crf_sigma_intensity", "crf_radius", "crf_downsample_to",
@@ -236,7 +236,8 @@ def load_cases(data: Path, out: Path, n_cases: int):
     simulate_missing_clicks([f for f in list_cases(data) if f.case_id in chosen], clicks, seed=0,
                             config=ClickSimulationConfig(legacy_shared_stream=True))
     by_id = {f.case_id: f for f in list_cases(data, annotations_dir=clicks)}
-    a, _, _ = preset_configs("cpu", median_spacing([by_id[c] for c in train_ids]), seed=0, device="cpu")
+    a, _, _ = preset_configs("cpu", median_spacing([by_id[c] for c in train_ids]), seed=0, device="cpu",
+                             overrides=PLAIN_SEEDS)  # the committed results: the plain seeds
 
     def progress(i, n, cid, cached):
         print(f"\rpreparing {i + 1}/{n} {cid}{' (cached)' if cached else ''}      ", end="", file=sys.stderr)

@@ -2,8 +2,9 @@
 
 Training cases only: the la_heart ids sorted by name, the first 60 are the training cases (the last 20 the
 test set of ``bench_accuracy.py``, never read here); ``--cases N`` takes the first N of the 60 (default 30).
-Clicks are simulated from each label as ``bench_accuracy.py`` does (``simulate_missing_clicks`` with seed 0,
-the default seven-point settings). Both label maps come from
+Clicks are simulated from each label with seed 0 and one random stream shared by every case
+(``legacy_shared_stream``, as ``bench_accuracy.py`` and the committed ``docs/results/fill_labels_cpu.json`` did;
+the default seven-point settings otherwise). Both label maps come from
 :func:`~PASegLib.seeds.pseudo_labels.pseudo_label_map` at the image's native resolution with the default
 :class:`~PASegLib.seeds.expansion.ExpansionConfig` (``fill="none"`` vs ``fill="random_walker"``) and the
 default random-walker settings (2 mm working grid).
@@ -78,6 +79,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
+    from PASegLib.annotation.simulation import ClickSimulationConfig
     from PASegLib.annotation.validation import object_box
     from PASegLib.data.dataset import list_cases, load_case
     from PASegLib.pipeline.inputs import simulate_missing_clicks
@@ -96,7 +98,7 @@ def main(argv=None) -> int:
     if not 1 <= args.cases <= 60:
         raise SystemExit(f"--cases must be in 1..60 (training cases only), got {args.cases}")
     train_ids = ids[:60][: args.cases]
-    plain = ExpansionConfig()
+    plain = ExpansionConfig(fill="none")  # the plain seeds (the fill is the default since issue 20)
     filled = ExpansionConfig(**{**plain.to_dict(), "fill": "random_walker", **args.fill})
     rw = RandomWalkerConfig()
     if not isinstance(args.variants, list) or not all(isinstance(v, dict) for v in args.variants):
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         clicks = Path(tmp)
         files = [f for f in list_cases(args.data) if f.case_id in set(train_ids)]
-        simulate_missing_clicks(files, clicks, seed=0)
+        simulate_missing_clicks(files, clicks, seed=0, config=ClickSimulationConfig(legacy_shared_stream=True))
         by_id = {f.case_id: f for f in list_cases(args.data, annotations_dir=clicks)}
         for case_id in train_ids:
             case = load_case(by_id[case_id])

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_accuracy import LA_HEART, finished_rows, run_row, slug, summarize  # noqa: E402
+from bench_accuracy import LA_HEART, PLAIN_SEEDS, finished_rows, run_row, slug, summarize  # noqa: E402
 from bench_protocols import simulate  # noqa: E402
 
 from PASegLib.data.dataset import list_cases  # noqa: E402
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.data}: expected the 80 la_heart cases, found {len(ids)}")
     train_ids, test_ids = ids[:60], ids[60:]
     a, _b, _s = preset_configs("cpu", median_spacing([f for f in files if f.case_id in set(train_ids)]), seed=0,
-                               device=args.device, overrides=args.common)
+                               device=args.device, overrides={**PLAIN_SEEDS, **args.common})
     _, val_ids = split_cases(train_ids, validation_fraction=a.validation_fraction, seed=a.seed)
     pool = [c for c in train_ids if c not in set(val_ids)]
     queue_path = out / QUEUE

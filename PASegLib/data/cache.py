@@ -70,13 +70,14 @@ def cache_key(files: CaseFiles, config: PrepareSettings) -> str:
     parts = {
         "version": __version__,
         "files": [_file_key(p) for p in (files.image, files.label, files.markups, files.seven_points)],
-        "expansion": _expansion_key(config.expansion),
+        "expansion": _expansion_key(config.expansion),  # as preparation reads it (the defaults filled in)
         "target_spacing_mm": config.target_spacing_mm,
     }
     # the settings and files of the other annotation kinds, only where they apply (seven-point keys unchanged):
     # the resolved random-walker settings, so that a change of their defaults is a new entry too
     text = _markups_text(files)
-    fill = (config.expansion or {}).get("fill", "none") != "none"  # seven points filled by the random walker
+    expansion = _expansion_key(config.expansion)
+    fill = isinstance(expansion, dict) and expansion.get("fill", "none") != "none"  # seven points filled by the RW
     if config.random_walker or fill or "pasegKind" in text or '"ROI"' in text:
         from PASegLib.seeds.random_walker import RandomWalkerConfig
 

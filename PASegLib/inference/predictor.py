@@ -40,7 +40,7 @@ from PASegLib.inference.cpu import cpu_has_native_bf16, cpu_heap_reuse
 from PASegLib.inference.postprocess import check_label_options, check_threshold, labels_from_probability
 from PASegLib.jobs.stopping import StopFile, StopRequested
 from PASegLib.training.checkpoint import CheckpointError, load_checkpoint, load_network_weights
-from PASegLib.training.config import TrainConfig, load_run_config
+from PASegLib.training.config import TrainConfig, load_run_config, saved_config
 from PASegLib.training.runtime import describe_device, resolve_device, sliding_window_probability, stop_checking
 from PASegLib.utils.atomic import PathLike
 from PASegLib.utils.checks import check_int
@@ -233,7 +233,7 @@ def _run_config(run: Path, data: Mapping[str, Any], path: Path) -> TrainConfig:
     """The checkpoint's own config (what the weights were trained with), else ``run/config.json``."""
     if "config" in data:
         try:
-            return TrainConfig.from_dict(dict(data["config"]))
+            return saved_config(dict(data["config"]))  # keys it lacks: as that run trained
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: invalid training configuration in the checkpoint: {exc}") from None
     if (run / "config.json").is_file():

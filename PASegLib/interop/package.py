@@ -372,7 +372,7 @@ def export_model_package(
     from PASegLib.inference.predictor import ROLES, resolve_checkpoint
     from PASegLib.interop.model_card import build_card, check_no_case_ids, run_case_ids
     from PASegLib.training.checkpoint import load_checkpoint, save_checkpoint
-    from PASegLib.training.config import TrainConfig, load_run_config
+    from PASegLib.training.config import load_run_config, saved_config
 
     run, out = Path(run_dir), Path(out)
     if out.suffix.lower() != ".zip":
@@ -394,7 +394,7 @@ def export_model_package(
         raise ValueError(f"run {run}: {path.name} holds the network(s) {sorted(entries)}; --ensemble needs an SCM "
                          f"checkpoint with a primary and an auxiliary network")
     try:
-        source_config = TrainConfig.from_dict(dict(data["config"])) if "config" in data else run_config
+        source_config = saved_config(dict(data["config"])) if "config" in data else run_config
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: invalid training configuration in the checkpoint: {exc}") from None
     if source_config is None:

@@ -26,7 +26,8 @@ def evaluate_models(out: Path, cases: Sequence[CaseFiles], pred_dirs: Mapping[st
 
     Writes ``out/metrics.json`` = ``{"stages": {model: {case: metrics}}, "seeds": {case: {...}}}``. Seed
     quality (:func:`~PASegLib.seeds.expansion.seed_precision_recall`) is measured on the training grid of the
-    prepared cases (the seeds the networks learned from). Distances are in mm. ``stop`` is checked before
+    prepared cases: the pseudo labels the networks learned from (the expanded seeds, filled over the click box
+    when ``expansion.fill`` is on, the default). Distances are in mm. ``stop`` is checked before
     every case (:class:`~PASegLib.jobs.stopping.StopRequested`; nothing is written then).
     """
     from PASegLib.data.prepare import prepare_cases

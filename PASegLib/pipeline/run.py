@@ -151,7 +151,18 @@ class _State:
                 raise ValueError(f"{out} holds a pipeline started with other options ({', '.join(diff)}); "
                                  f"rerun it with the same options or choose another --out")
         else:
-            self.data = {"options": wanted, "done": [], "durations_s": {}}
+            from PASegLib.seeds.expansion import ExpansionConfig
+
+            # the seven-point labels' default when the pipeline started (a pipeline.json without it predates the
+            # fill: its later steps keep the plain seeds its first steps trained on)
+            self.data = {"options": wanted, "done": [], "durations_s": {}, "label_fill": ExpansionConfig().fill}
+
+    @property
+    def label_fill(self) -> str:
+        """``ExpansionConfig.fill`` of the steps whose settings do not name one: the default when the pipeline
+        started; ``"none"`` for a pipeline saved before the fill existed."""
+        fill = self.data.get("label_fill", "none")
+        return fill if isinstance(fill, str) else "none"
 
     def _damaged(self, what: str) -> ValueError:
         return ValueError(f"{self.path}: damaged pipeline state ({what}); delete it (finished training runs "
@@ -332,6 +343,10 @@ def _run_locked(dataset: Path, out: Path, options: PipelineOptions, files: List[
                                  seed=options.seed, device=options.device, overrides=options.overrides,
                                  stage1_overrides={**protocol, **options.stage1_overrides},
                                  scm_overrides=options.scm_overrides)
+        named = any(isinstance(o.get("expansion"), dict) and "fill" in o["expansion"]
+                    for o in (options.overrides, options.stage1_overrides, options.scm_overrides))
+        if not named:  # every step of one pipeline trains on the same labels, those of the day it started
+            a, b, s = (c.replace(expansion={**c.expansion, "fill": state.label_fill}) for c in (a, b, s))
         runs = {"stage1_primary": out / f"stage1_{a.network}", "stage1_auxiliary": out / f"stage1_{b.network}",
                 "scm": out / "scm"}
         common = dict(case_ids=split["train"], annotations=clicks_dir, cache=out / "cache", stop=stop, stream=stream)

@@ -107,9 +107,12 @@ def teacher_config(base: Any, *, box_margin_mm: Sequence[float]) -> Any:
 
 def student_config(base: Any, soft_labels: PathLike) -> Any:
     """The student's :class:`~PASegLib.training.config.TrainConfig` from the stage-one ``base``: no click channel,
-    the soft labels of ``soft_labels`` (a folder of ``<case>_soft.nii.gz``) for the weak cases, no regulariser."""
+    the soft labels of ``soft_labels`` (a folder of ``<case>_soft.nii.gz``) for the weak cases, no regulariser;
+    the last weights (the click score and the pseudo-label Dice see no 0/1 voxel on a held-out weak case, whose
+    labels are all soft: they would rank every round alike)."""
+    selection = base.selection if base.selection in ("last", "heldout_loss", "flip_agreement") else "last"
     return base.replace(point_channel=False, click_map="heatmap", point_loss_weight=0.0, cv_weight=0.0, alpha=0.0,
-                        beta=0.0, box_prior_weight=0.0, pseudo_labels=str(soft_labels))
+                        beta=0.0, box_prior_weight=0.0, pseudo_labels=str(soft_labels), selection=selection)
 
 
 def write_soft_labels(teacher_run: PathLike, cases: Sequence[CaseFiles], out_dir: PathLike, *, device: str = "auto",
@@ -192,7 +195,7 @@ def pipeline_plan(out: Path, primary: Any, auxiliary: Any, train: Sequence[CaseF
         ``(plan, extra, auxiliary)``: the steps ``("teacher", out/teacher, config)``, ``("soft_labels",
         out/soft_labels, the teacher's run folder)``, ``("student", out/student_<network>, config)``; per step the
         training arguments that differ from the pipeline's (the teacher trains on the dense cases; the students
-        read ``out/cache_student``, since the prepared-data cache keys on ``_pseudo`` files only; ``soft_labels``:
+        read ``out/cache_student``, their own prepared data beside the teacher's; ``soft_labels``:
         the weak ``case_ids``); the auxiliary stage-one config made a student too.
     """
     dense, weak, kinds = split_mixed_cohort(train)

@@ -133,11 +133,16 @@ class ExpansionConfig:
 
     def cache_dict(self) -> Dict[str, Any]:
         """The settings that make a prepared case: :meth:`to_dict` without the ``fill*`` keys while
-        ``fill="none"`` (the plain seeds' cache entries keep the keys they had before the fill existed)."""
+        ``fill="none"`` (the plain seeds' cache entries keep the keys they had before the fill existed), with the
+        reach cap of ``extent="auto"`` (entries prepared by the rule before the cap are not reused)."""
         data = self.to_dict()
         if self.fill == "none":
             for key in FILL_FIELDS:
                 data.pop(key)
+        if self.extent == "auto":  # the label-free rule's version: its reach cap changed what it prepares
+            from PASegLib.seeds.extent import REACH_FRACTION
+
+            data["auto_reach_fraction"] = REACH_FRACTION
         return data
 
     @classmethod

@@ -25,7 +25,7 @@ from PASegLib.seeds.expansion import ExpansionConfig
 from PASegLib.utils.atomic import PathLike, atomic_write_json
 from PASegLib.utils.checks import check_int, check_number, check_numbers, short_repr
 
-__all__ = ["LEGACY_DEFAULTS", "LEGACY_EXPANSION", "TrainConfig", "load_config", "load_run_config"]
+__all__ = ["LEGACY_DEFAULTS", "LEGACY_EXPANSION", "TrainConfig", "load_config", "load_run_config", "saved_config"]
 
 STAGES = (1, 2)
 #: Names registered in :data:`PASegLib.networks.NETWORKS` (kept here so configs validate without torch;
@@ -91,8 +91,9 @@ class TrainConfig:
         temperature, scm_lambda, refresh_every: stage-2 KD temperature T, weight λ of the cross term,
             and the period (epochs) at which the frozen copies are refreshed from the best checkpoints (0: never —
             the teachers stay the stage-one networks).
-        scm_seed_anchor: stage 2: the pseudo label of the self-training term keeps the expanded seeds where
-            they are labeled (foreground seeds 1, background outside the click boxes 0) and takes the frozen
+        scm_seed_anchor: stage 2: the pseudo label of the self-training term keeps the case's pseudo labels where
+            they are labeled (the expanded seeds, or with ``expansion.fill`` the filled box: foreground 1,
+            background 0, outside the click boxes 0) and takes the frozen
             copy's argmax only on unlabeled voxels — PASeg's addition (the paper uses the argmax everywhere),
             so self-training cannot drift away from the clicks.
         foreground_crop_probability: chance that a patch is centred inside an annotated object's box (else
@@ -104,7 +105,8 @@ class TrainConfig:
         selection: which weights ``best.pt`` holds: ``"last"`` (the last epoch's), or the validation epoch
             that is best by a label-free criterion on the held-out cases: ``"click_score"`` (agreement with
             the clicks and seeds), ``"heldout_loss"`` (lowest stage-one loss), ``"flip_agreement"`` (Dice
-            between the predictions of the image and of its flipped copy) or ``"network_agreement"`` (SCM
+            between the predictions of the image and of its flipped copy), ``"pseudo_label_dice"`` (Dice against
+            the pseudo labels on their labelled voxels) or ``"network_agreement"`` (SCM
             only: Dice between the two networks). See :mod:`PASegLib.training.selection`.
         validation_heldout_loss: also compute the whole-case ``heldout_loss`` at every stage-one validation when
             ``selection`` does not use it (it costs a full-resolution loss evaluation per held-out case; the
@@ -421,6 +423,16 @@ LEGACY_DEFAULTS: Dict[str, Any] = {"data_term": "paper", "selection": "click_sco
 
 #: the seed expansion's settings added since, as runs saved without them trained (the plain seeds)
 LEGACY_EXPANSION: Dict[str, Any] = {"fill": "none"}
+
+
+def saved_config(data: Dict[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` saved with a run (its ``config.json``, or the copy in a checkpoint or model package):
+    keys it lacks take their :data:`LEGACY_DEFAULTS`, its ``expansion`` keys their :data:`LEGACY_EXPANSION` (a
+    config without ``expansion`` trained on the plain seeds too)."""
+    data = {**LEGACY_DEFAULTS, **data}
+    data["expansion"] = {**LEGACY_EXPANSION, **(data.get("expansion") if isinstance(data.get("expansion"), dict)
+                                               else {})}
+    return TrainConfig.from_dict(data)
 
 
 def load_run_config(path: PathLike) -> TrainConfig:

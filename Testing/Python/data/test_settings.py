@@ -102,3 +102,32 @@ def test_a_run_saved_before_the_fill_resumes_with_the_plain_seeds(tmp_path):
     assert load_config(path).expansion["fill"] == "random_walker"
     saved = TrainConfig(expansion={"fill": "none"})
     assert saved.to_dict()["expansion"]["fill"] == "none"  # a new run says which labels it trained on
+
+
+def test_the_cache_key_reads_the_expansion_as_preparation_does(tiny_dataset):
+    """Settings that leave ``fill`` out prepare filled labels (the default): their key carries the random walker's
+    settings like an explicit fill; ``extent="auto"`` keys carry the rule's reach cap."""
+    from PASegLib.data.settings import PrepareSettings
+    from PASegLib.seeds.expansion import ExpansionConfig
+
+    files = list_cases(tiny_dataset)[0]
+    implicit = PrepareSettings(expansion={"epsilon": 0.175})
+    explicit = PrepareSettings(expansion={"epsilon": 0.175, "fill": "random_walker"})
+    assert cache_key(files, implicit) == cache_key(files, explicit)
+    assert cache_key(files, PrepareSettings(expansion={"epsilon": 0.175, "fill": "none"})) != cache_key(files, implicit)
+    assert "auto_reach_fraction" in ExpansionConfig(extent="auto").cache_dict()
+    assert "auto_reach_fraction" not in ExpansionConfig().cache_dict()
+
+
+def test_a_config_saved_in_a_checkpoint_reads_as_its_run_trained():
+    """A checkpoint's or package's copy of an old run's config (no ``fill``, no ``expansion`` at all, no
+    ``data_term``) reads with the legacy values, not today's defaults."""
+    from PASegLib.training.config import LEGACY_DEFAULTS, saved_config
+
+    old = TrainConfig().to_dict()
+    for key in ("expansion", "data_term", "point_jitter_mm"):
+        old.pop(key)
+    config = saved_config(old)
+    assert config.expansion["fill"] == "none" and config.data_term == LEGACY_DEFAULTS["data_term"]
+    assert config.point_jitter_mm == 0.0
+    assert saved_config(TrainConfig().to_dict()) == TrainConfig()  # a new config reads back unchanged

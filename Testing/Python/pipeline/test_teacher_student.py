@@ -129,6 +129,9 @@ def test_pipeline_options_and_old_states(tmp_path):
     assert _State(out, PipelineOptions()).done("clicks")
     with pytest.raises(ValueError, match=r"started with other options \(mixed\)"):
         _State(out, PipelineOptions(mixed="teacher_student"))
+    # ... and, saved before the seven-point fill existed, its later steps keep the plain seeds
+    assert _State(out, PipelineOptions()).label_fill == "none"
+    assert _State(tmp_path / "new", PipelineOptions()).label_fill == "random_walker"
 
 
 def test_paseg_run_teacher_student_end_to_end(bare, tmp_path):
