@@ -2,8 +2,9 @@
 
 Steps (each a ``paseg`` subcommand, so the demo also shows the command line): generate synthetic cases with
 tumour-like objects → ``paseg run`` (simulate seven clicks per tumour from the masks → geodesic seed
-expansion → stage one for the 2.5D U-Net and the Attention U-Net → Self and Cross Monitoring → predict every
-case → evaluate against the masks → ``report.html``). Takes a few minutes on 2 CPU cores; rerunning
+expansion filled over each click box by the random walker → stage one (2.5D U-Net) → the second stage, a
+refinement round: its predictions of the training cases refined by the random walker, the network retrained on
+them → predict every case → evaluate against the masks → ``report.html``). Takes a few minutes on 2 CPU cores; rerunning
 continues where an interrupted run stopped.
 """
 
@@ -50,7 +51,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"PASeg demo finished. Outputs in {args.out.resolve()}:")
     print(f"  {data}/   synthetic images and labels")
     print(f"  {run}/clicks/   simulated clicks <case>.mrk.json (open in Slicer with the image)")
-    print(f"  {run}/stage1_*/, {run}/scm/   trained models (use with `paseg predict RUN_DIR IMAGE --out DIR`)")
+    print(f"  {run}/stage1_*/   trained models: stage one and its refinement round `_r1` (use with "
+          f"`paseg predict RUN_DIR IMAGE --out DIR`)")
     print(f"  {run}/predictions/   predicted label maps and probabilities per model")
     for model, cases in metrics["stages"].items():
         dice = [m["dice"] for m in cases.values()]

@@ -10,6 +10,7 @@ from typing import Any, Dict, List
 from PASegLib.annotation.kinds import kind_names
 from PASegLib.cli.common import ProgressBarStream
 from PASegLib.jobs.stopping import EXIT_OK
+from PASegLib.pipeline.run import SECOND_STAGES
 from PASegLib.pipeline.teacher_student import MIXED_MODES
 
 EPILOG = """\
@@ -48,6 +49,10 @@ def add_parsers(sub: Any) -> None:
                    help="the first N of those cases get a dense annotation (their label): a mixed cohort")
     p.add_argument("--refine-rounds", type=int, default=0, metavar="R",
                    help="Going to Extremes' refinement rounds after the primary stage-one run (0-5, default 0)")
+    p.add_argument("--second-stage", default=None, choices=SECOND_STAGES,
+                   help="refine: Going to Extremes' refinement round(s) after stage one (the default, chosen on "
+                   "tuning cases); scm: the paper's two networks and Self and Cross Monitoring (the default with "
+                   "--mixed teacher_student)")
     p.add_argument("--mixed", default="joint", choices=MIXED_MODES,
                    help="how a cohort with dense cases trains: joint (default: one stage-one run, each case "
                    "supervised by what it has) or teacher_student (a teacher trained on the dense cases with the "
@@ -79,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     options = PipelineOptions(preset=args.preset, seed=args.seed, device=args.device,
                               test_fraction=args.test_fraction, overrides=_overrides(args.set),
                               largest_component=args.largest_component, kind=args.kind,
-                              dense_cases=args.dense_cases, refine_rounds=args.refine_rounds, mixed=args.mixed)
+                              dense_cases=args.dense_cases, refine_rounds=args.refine_rounds, mixed=args.mixed,
+                              second_stage=args.second_stage)
     stream = ProgressBarStream(quiet=args.quiet, desc="pipeline")
     try:
         code = run_pipeline(args.dataset, args.out, options, stream=stream)

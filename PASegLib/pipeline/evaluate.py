@@ -81,29 +81,33 @@ def _case_figure(path: Path, files: CaseFiles, pred_dir: Path, config: Any, cach
 
 def build_report(out: Path, *, dataset: Path, by_id: Mapping[str, CaseFiles], split: Mapping[str, List[str]],
                  runs: Mapping[str, Path], pred_dirs: Mapping[str, Path], options: Any, configs: Sequence[Any],
-                 durations: Mapping[str, float], stop: Optional[StopFile] = None) -> Path:
+                 durations: Mapping[str, float], stop: Optional[StopFile] = None, final: str = "SCM") -> Path:
     """Figures and ``out/report.html`` from ``out/metrics.json`` and the runs' curves (``stop`` checked before
-    every figure)."""
+    every figure); the case figures show the ``final`` model's predictions."""
     from PASegLib.evaluation.report import write_report
 
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     stages = {m: v for m, v in metrics["stages"].items() if v}
     curves = {f"{name.replace('_', ' ')} ({run.name})": run / "loss_curves.png"
               for name, run in runs.items() if (run / "loss_curves.png").is_file()}
-    scm_dir = pred_dirs["SCM"]
+    final_dir = pred_dirs[final]
     figures: Dict[str, Path] = {}
     for case_id in split["predict"][: options.max_figures]:
         if stop is not None:
             stop.check()
-        dice = metrics["stages"].get("SCM", {}).get(case_id, {}).get("dice")
-        title = f"{case_id}: SCM" + (f" Dice {dice:.3f}" if dice is not None else "")
-        figures[case_id] = _case_figure(out / "figures" / f"{case_id}.png", by_id[case_id], scm_dir, configs[0],
+        dice = metrics["stages"].get(final, {}).get(case_id, {}).get("dice")
+        title = f"{case_id}: {final}" + (f" Dice {dice:.3f}" if dice is not None else "")
+        figures[case_id] = _case_figure(out / "figures" / f"{case_id}.png", by_id[case_id], final_dir, configs[0],
                                         out / "cache", title)
     a, b, s = configs
+    scm = final in ("SCM", "SCM-E")
     meta = {
-        "dataset": str(dataset), "preset": options.preset, "networks": f"{a.network} + {b.network}",
+        "dataset": str(dataset), "preset": options.preset,
+        "networks": f"{a.network} + {b.network}" if scm else a.network,
+        "second stage": "SCM" if scm else "refinement round (random-walker refined labels, retrained)",
         "training cases": len(split["train"]), "held-out test cases": len(split["test"]) or "none (every case)",
-        "evaluated cases": len(split["predict"]), "stage-1 epochs": a.epochs, "SCM epochs": s.epochs,
+        "evaluated cases": len(split["predict"]), "stage-1 epochs": a.epochs,
+        **({"SCM epochs": s.epochs} if scm else {}),
         "patch size": "×".join(map(str, a.patch_size)),
         "training grid": "native" if a.target_spacing_mm is None else "×".join(f"{v:g}" for v in a.target_spacing_mm)
         + " mm", "device": options.device,

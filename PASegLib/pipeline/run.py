@@ -56,19 +56,27 @@ __all__ = ["PipelineOptions", "run_pipeline"]
 
 STEPS = ("clicks", "stage1_primary", "stage1_auxiliary", "scm", "predict", "evaluate", "report")
 #: options added after pipelines were first saved, with the value an older pipeline.json implies
-_NEW_OPTIONS = {"kind": "seven_points", "dense_cases": 0, "refine_rounds": 0, "mixed": "joint"}
+_NEW_OPTIONS = {"kind": "seven_points", "dense_cases": 0, "refine_rounds": 0, "mixed": "joint", "second_stage": "scm"}
+#: the second stages (``PipelineOptions.second_stage``): Going to Extremes' refinement round (the default, chosen on
+#: tuning cases drawn from la_heart's training cases, ``docs/results/accuracy_v3_cpu.json``) or the paper's SCM
+SECOND_STAGES = ("refine", "scm")
 #: the steps of ``mixed="teacher_student"`` in place of ``stage1_primary`` (the student is the primary stage-one run)
 TEACHER_STUDENT_STEPS = ("teacher", "soft_labels", "student")
 
 
-def pipeline_steps(refine_rounds: int, mixed: str = "joint") -> Tuple[str, ...]:
+def pipeline_steps(refine_rounds: int, mixed: str = "joint", second_stage: str = "scm") -> Tuple[str, ...]:
     """The steps of a pipeline: :data:`STEPS` with ``refine_<r>`` and ``stage1_primary_r<r>`` after the primary
     stage-one run for each of ``refine_rounds`` refinement rounds; with ``mixed="teacher_student"``
-    :data:`TEACHER_STUDENT_STEPS` in place of ``stage1_primary``."""
+    :data:`TEACHER_STUDENT_STEPS` in place of ``stage1_primary``; with ``second_stage="refine"`` the rounds
+    (at least one) are the second stage: no auxiliary run, no SCM."""
     if mixed == "teacher_student":
         return STEPS[:1] + TEACHER_STUDENT_STEPS + STEPS[2:]
+    if second_stage == "refine":
+        refine_rounds = max(1, int(refine_rounds))
     rounds = tuple(step for r in range(1, int(refine_rounds) + 1)
                    for step in (f"refine_{r}", f"stage1_primary_r{r}"))
+    if second_stage == "refine":
+        return STEPS[:2] + rounds + STEPS[4:]
     return STEPS[:2] + rounds + STEPS[2:]
 
 
@@ -99,6 +107,13 @@ class PipelineOptions:
             has) or ``"teacher_student"`` (paper 003, :mod:`PASegLib.pipeline.teacher_student`: a teacher trained on
             the dense cases with the boxes as an input channel, its soft labels of the weak cases, students trained
             on both; needs dense and boxed training cases, and no refinement rounds).
+        second_stage: ``"refine"`` (the default for a joint cohort: Going to Extremes' refinement rounds —
+            ``max(1, refine_rounds)`` — are the second stage, the last round's primary network the final model; no
+            auxiliary network, no SCM), ``"scm"`` (the paper's two networks and Self and Cross Monitoring after the
+            rounds, if any; SCM and SCM-E are the final models) or ``None``: a new pipeline ``"refine"`` (``"scm"``
+            with ``mixed="teacher_student"``), a resumed one what it was started with (``"scm"`` if it predates
+            the option). ``"refine"`` was chosen on 12 tuning cases drawn from la_heart's training
+            cases (stage one 0.786 → 0.795, SCM 0.789; ``docs/results/accuracy_v3_cpu.json``).
     """
 
     preset: str = "cpu"
@@ -114,6 +129,7 @@ class PipelineOptions:
     dense_cases: int = 0
     refine_rounds: int = 0
     mixed: str = "joint"
+    second_stage: Optional[str] = None
 
     def __post_init__(self) -> None:
         from PASegLib.annotation.kinds import get_kind
@@ -127,6 +143,11 @@ class PipelineOptions:
 
         if self.mixed not in MIXED_MODES:
             raise ValueError(f"mixed must be one of {', '.join(MIXED_MODES)}, got {self.mixed!r}")
+        if self.second_stage is not None and self.second_stage not in SECOND_STAGES:
+            raise ValueError(f"second_stage must be one of {', '.join(SECOND_STAGES)}, got {self.second_stage!r}")
+        if self.mixed == "teacher_student" and self.second_stage == "refine":
+            raise ValueError("mixed 'teacher_student' is followed by SCM (its students are the two networks); set "
+                             "second_stage 'scm'")
         if self.mixed == "teacher_student" and int(self.refine_rounds):
             raise ValueError("mixed 'teacher_student' has no refinement rounds (its student learns from the "
                              "teacher's soft labels); set refine_rounds 0")
@@ -136,16 +157,23 @@ class PipelineOptions:
             raise ValueError(f"max_figures must be >= 0, got {self.max_figures!r}")
 
 
+def default_second_stage(mixed: str) -> str:
+    """The second stage of ``PipelineOptions.second_stage=None``: ``"scm"`` after a teacher and its students,
+    else ``"refine"``."""
+    return "scm" if mixed == "teacher_student" else "refine"
+
+
 class _State:
     def __init__(self, out: Path, options: PipelineOptions) -> None:
         self.path = out / "pipeline.json"
         wanted = json.loads(json.dumps(asdict(options)))
-        self.steps = pipeline_steps(options.refine_rounds, options.mixed)
         if self.path.is_file():
             self.data = self._read()
             saved = self.data.get("options")
             if isinstance(saved, dict):
                 saved = {**_NEW_OPTIONS, **saved}
+                if wanted.get("second_stage") is None:  # not asked for: the pipeline's own (SCM if it predates it)
+                    wanted["second_stage"] = saved.get("second_stage")
             if saved != wanted:
                 diff = sorted(k for k in set(saved or {}) | set(wanted) if (saved or {}).get(k) != wanted.get(k))
                 raise ValueError(f"{out} holds a pipeline started with other options ({', '.join(diff)}); "
@@ -155,7 +183,12 @@ class _State:
 
             # the seven-point labels' default when the pipeline started (a pipeline.json without it predates the
             # fill: its later steps keep the plain seeds its first steps trained on)
+            if wanted.get("second_stage") is None:
+                wanted["second_stage"] = default_second_stage(options.mixed)
             self.data = {"options": wanted, "done": [], "durations_s": {}, "label_fill": ExpansionConfig().fill}
+        #: the second stage this pipeline runs (``PipelineOptions.second_stage`` resolved, or as it was saved)
+        self.second_stage: str = self.data["options"].get("second_stage") or "scm"
+        self.steps = pipeline_steps(options.refine_rounds, options.mixed, self.second_stage)
 
     @property
     def label_fill(self) -> str:
@@ -187,7 +220,7 @@ class _State:
                 raise damaged(f"'{key}' is missing or not a JSON {'object' if kind is dict else 'list'}")
         rounds = data["options"].get("refine_rounds", 0)
         known = pipeline_steps(rounds if isinstance(rounds, int) and 0 <= rounds <= 5 else 0,
-                               data["options"].get("mixed", "joint"))
+                               data["options"].get("mixed", "joint"), data["options"].get("second_stage", "scm"))
         unknown = [step for step in data["done"] if step not in known]  # steps of the pipeline it was saved for
         if unknown:
             raise damaged(f"unknown finished step(s) {unknown[:3]!r}")
@@ -356,14 +389,20 @@ def _run_locked(dataset: Path, out: Path, options: PipelineOptions, files: List[
             from PASegLib.pipeline.teacher_student import pipeline_plan
 
             plan, extra, b = pipeline_plan(out, a, b, [by_id[c] for c in split["train"]], overrides=options.overrides)
-        for r in range(1, int(options.refine_rounds) + 1):  # Going to Extremes' rounds (pipeline/refine.py)
+        refine_only = state.second_stage == "refine"
+        first_primary = runs["stage1_primary"]
+        rounds = max(1, int(options.refine_rounds)) if refine_only else int(options.refine_rounds)
+        for r in range(1, rounds + 1):  # Going to Extremes' rounds (pipeline/refine.py)
             labels = out / f"refined_{r}"
             plan += [(f"refine_{r}", labels, plan[-1][1]),
                      (f"stage1_primary_r{r}", out / f"stage1_{a.network}_r{r}", a.replace(pseudo_labels=str(labels)))]
             b = b.replace(pseudo_labels=str(labels))
             s = s.replace(pseudo_labels=str(labels))  # SCM's seeds, validation and selection use them too
         runs["stage1_primary"] = plan[-1][1]
-        plan += [("stage1_auxiliary", runs["stage1_auxiliary"], b), ("scm", runs["scm"], s)]
+        if not refine_only:
+            plan += [("stage1_auxiliary", runs["stage1_auxiliary"], b), ("scm", runs["scm"], s)]
+        else:  # the refinement round is the second stage: no auxiliary network, no SCM
+            runs = {"stage1_primary": first_primary, f"stage1_primary_r{rounds}": runs["stage1_primary"]}
         for name, target, config in plan:
             if state.done(name):
                 continue
@@ -388,9 +427,15 @@ def _run_locked(dataset: Path, out: Path, options: PipelineOptions, files: List[
                 return code  # stopped: the trainer said so (and removed the stop files)
             state.finish(name, time.monotonic() - t)
 
-        models = {f"stage 1 ({a.network})": (runs["stage1_primary"], False),
-                  f"stage 1 ({b.network})": (runs["stage1_auxiliary"], False),
-                  "SCM": (runs["scm"], False), "SCM-E": (runs["scm"], True)}
+        if refine_only:
+            final = f"refined ({a.network})"
+            models = {f"stage 1 ({a.network})": (first_primary, False),
+                      final: (runs[f"stage1_primary_r{rounds}"], False)}
+        else:
+            final = "SCM"
+            models = {f"stage 1 ({a.network})": (runs["stage1_primary"], False),
+                      f"stage 1 ({b.network})": (runs["stage1_auxiliary"], False),
+                      "SCM": (runs["scm"], False), "SCM-E": (runs["scm"], True)}
         pred_dirs = {m: out / "predictions" / m.replace(" ", "_").replace("(", "").replace(")", "") for m in models}
         if not state.done("predict"):
             t = step("predict")
@@ -416,7 +461,8 @@ def _run_locked(dataset: Path, out: Path, options: PipelineOptions, files: List[
             remove_stale_temp_files(out / "figures", owned=True)
 
             build_report(out, dataset=dataset, by_id=by_id, split=split, runs=runs, pred_dirs=pred_dirs,
-                         options=options, configs=(a, b, s), durations=state.data["durations_s"], stop=stop)
+                         options=options, configs=(a, b, s), durations=state.data["durations_s"], stop=stop,
+                         final=final)
             state.finish("report", time.monotonic() - t)
     except StopRequested:
         return stopped(current)

@@ -172,6 +172,7 @@ def test_export_of_a_run_refined_labels_and_predictions(tmp_path, monkeypatch, c
     tiny = dict(patch_size=(32, 32, 16), crf_downsample_to=None, validate_every=1, checkpoint_every=1,
                 deterministic=True, num_threads=1, iterations_per_epoch=1, epochs=1)
     options = PipelineOptions(seed=0, device="cpu", overrides=tiny, scm_overrides={"epochs": 1}, refine_rounds=1,
+                              second_stage="scm",
                               kind="extreme_points", dense_cases=1, max_figures=0)
     run = tmp_path / "run"
     assert run_pipeline(ds, run, options, stream=io.StringIO()) == 0

@@ -129,7 +129,8 @@ class _Interrupt(io.StringIO):
 @pytest.mark.slow
 def test_pipeline_resume_and_report(tiny_dataset, tmp_path):
     options = PipelineOptions(seed=0, device="cpu", overrides={k: v for k, v in TINY.items()},
-                              stage1_overrides={"epochs": 2}, scm_overrides={"epochs": 1}, max_figures=2)
+                              stage1_overrides={"epochs": 2}, scm_overrides={"epochs": 1}, max_figures=2,
+                              second_stage="scm")  # the paper's second stage (the default is the refinement)
     out = tmp_path / "pipe"
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(tiny_dataset, out, options, stream=_Interrupt())
@@ -139,7 +140,8 @@ def test_pipeline_resume_and_report(tiny_dataset, tmp_path):
     assert (out / "stage1_attention_unet" / "checkpoints" / "last.pt").is_file()
 
     with pytest.raises(ValueError, match="other options"):
-        run_pipeline(tiny_dataset, out, PipelineOptions(seed=1, device="cpu"), stream=io.StringIO())
+        run_pipeline(tiny_dataset, out, PipelineOptions(seed=1, device="cpu", second_stage="scm"),
+                     stream=io.StringIO())
     second = io.StringIO()
     assert run_pipeline(tiny_dataset, out, options, stream=second) == 0
     events = _events(second.getvalue())
@@ -273,8 +275,13 @@ def test_run_stop_in_preparation_and_prediction_then_the_same_command_finishes(t
     assert events[-1]["event"] == "stopped" and events[-1]["step"] == "predict"
     assert "run the same `paseg run` command" in events[-1]["message"]
     assert not any(e["event"] == "case" for e in events) and not (out / "predictions").exists()
-    assert json.loads((out / "pipeline.json").read_text())["done"] == ["clicks", "stage1_primary",
-                                                                      "stage1_auxiliary", "scm"]
+    # the default second stage: a refinement round (random-walker refined labels, the primary retrained)
+    assert json.loads((out / "pipeline.json").read_text())["done"] == ["clicks", "stage1_primary", "refine_1",
+                                                                      "stage1_primary_r1"]
+    assert not (out / "stage1_attention_unet").exists() and not (out / "scm").exists()
     third = io.StringIO()
     assert run_pipeline(tiny_dataset, out, options, stream=third) == 0
     assert [e["step"] for e in _events(third.getvalue()) if e["event"] == "step"] == ["predict", "evaluate", "report"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["stages"]) == {"stage 1 (unet2d5)", "refined (unet2d5)"}
+    assert "refined (unet2d5)" in (out / "report.html").read_text()

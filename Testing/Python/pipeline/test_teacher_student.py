@@ -132,6 +132,15 @@ def test_pipeline_options_and_old_states(tmp_path):
     # ... and, saved before the seven-point fill existed, its later steps keep the plain seeds
     assert _State(out, PipelineOptions()).label_fill == "none"
     assert _State(tmp_path / "new", PipelineOptions()).label_fill == "random_walker"
+    # ... and its second stage: SCM (the option came later); a new pipeline's default is the refinement round
+    assert _State(out, PipelineOptions()).second_stage == "scm"
+    assert _State(out, PipelineOptions()).steps == pipeline_steps(0, "joint", "scm")
+    assert _State(tmp_path / "new", PipelineOptions()).second_stage == "refine"
+    assert _State(tmp_path / "new", PipelineOptions(mixed="teacher_student")).second_stage == "scm"
+    with pytest.raises(ValueError, match=r"other options \(second_stage\)"):
+        _State(out, PipelineOptions(second_stage="refine"))
+    with pytest.raises(ValueError, match="second_stage must be one of refine, scm"):
+        PipelineOptions(second_stage="both")
 
 
 def test_paseg_run_teacher_student_end_to_end(bare, tmp_path):

@@ -187,7 +187,8 @@ def test_paseg_run_with_extreme_points_and_a_refinement_round(bare, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(bare, data)  # no clicks: the pipeline simulates the kind asked for
     out = tmp_path / "out"
-    args = ["run", str(data), "--out", str(out), "--kind", "extreme_points", "--refine-rounds", "1", "--device",
+    args = ["run", str(data), "--out", str(out), "--kind", "extreme_points", "--refine-rounds", "1", "--second-stage",
+            "scm", "--device",
             "cpu", "--quiet", "--set", "epochs=1", "--set", "iterations_per_epoch=1", "--set", "validate_every=1",
             "--set", "patch_size=[32, 32, 16]", "--set", "num_threads=1"]
     assert main(args) == 0
