@@ -1,9 +1,11 @@
-"""The whole method in one call: clicks → pseudo labels → stage one ×2 → SCM → prediction → report.
+"""The whole method in one call: clicks → pseudo labels → stage one → a second stage (a refinement round by
+default, or the paper's second network and SCM) → prediction → report.
 
 * :mod:`.run` — :func:`~.run.run_pipeline` (``paseg run``), resumable step by step;
 * :mod:`.inputs` — simulated clicks for cases without any, the cohort's kinds, the median spacing;
 * :mod:`.presets` — the ``cpu`` and ``paper`` presets and the settings per annotation kind;
 * :mod:`.refine` — refinement rounds: a trained model's prediction turned into the next round's pseudo labels;
+* :mod:`.teacher_student` — mixed supervision by a teacher and its students (paper 003, ``--mixed teacher_student``);
 * :mod:`.evaluate` — the models scored on the test cases, and the report.
 
 The names most scripts use are importable from the package itself, loaded on first use.
