@@ -213,8 +213,10 @@ class PASegCoreLogic(drafts.DraftBookkeeping, predictions.PredictionBookkeeping)
         return objects.objectNodes(self.scene, volumeNode)
 
     def usesRandomWalker(self, volumeNode) -> bool:
-        """Whether the volume's objects include extreme points or boxes (their preview needs scikit-image)."""
-        return any(kinds.kindOf(n) in ("extreme_points", "box") for n in self.objectNodes(volumeNode))
+        """Whether the volume's preview needs scikit-image's random walker: extreme points, boxes, and seven points
+        while ``ExpansionConfig.fill`` (the default) fills their box."""
+        walked = ("extreme_points", "box") + (("seven_points",) if ExpansionConfig().fill != "none" else ())
+        return any(kinds.kindOf(n) in walked for n in self.objectNodes(volumeNode))
 
     def objectStatuses(self, volumeNode) -> List[objects.PlacementStatus]:
         """Each object's placement status; a dense object beside others is an error (its label is the case's)."""
