@@ -353,31 +353,40 @@ def summarize(plan: Plan, rows) -> dict:
               "full_supervision": "full supervision", "stage_one": "stage one", "weak_final": "weak final",
               "rows_per_run": table}
     # the headline rows: per-case Dice averaged over the seeds
+    def head_row(head, seeds):
+        per = [done[f"{head}, seed {s}"] for s in seeds]
+        cases = {c: float(np.mean([_dice(p)[c] for p in per])) for c in plan.test}
+        seed_means = {str(s): float(np.mean(list(_dice(p).values()))) for s, p in zip(seeds, per)}
+        return {"dice_mean": float(np.mean(list(cases.values()))), "dice_std": float(np.std(list(cases.values()))),
+                "seed_std": float(np.std(list(seed_means.values()))), "per_seed": seed_means,
+                "seeds_done": list(seeds), "complete": len(seeds) == len(SEEDS),
+                "train_iterations": table[f"{head}, seed {seeds[0]}"]["train_iterations"],
+                "cases": {c: round(v, 4) for c, v in cases.items()}}
+
     heads = {}
     for head in ("full supervision", "stage one", "weak final"):
-        per = [done.get(f"{head}, seed {s}") for s in SEEDS]
-        if any(p is None for p in per):
-            continue
-        cases = {c: float(np.mean([_dice(p)[c] for p in per])) for c in plan.test}
-        seed_means = {str(s): float(np.mean(list(_dice(p).values()))) for s, p in zip(SEEDS, per)}
-        heads[head] = {"dice_mean": float(np.mean(list(cases.values()))),
-                       "dice_std": float(np.std(list(cases.values()))),
-                       "seed_std": float(np.std(list(seed_means.values()))), "per_seed": seed_means,
-                       "train_iterations": table[f"{head}, seed 0"]["train_iterations"],
-                       "cases": {c: round(v, 4) for c, v in cases.items()}}
+        seeds = [s for s in SEEDS if f"{head}, seed {s}" in done]
+        if seeds:  # a row of fewer than 3 seeds says so ("complete": false)
+            heads[head] = head_row(head, seeds)
     result["rows"] = heads
     if "full supervision" in heads:
         for head in heads:
             heads[head]["ratio_to_full"] = heads[head]["dice_mean"] / heads["full supervision"]["dice_mean"]
+
+    def paired(a, b):  # per-case Dice averaged over the seeds both rows have, 20 pairs
+        seeds = [s for s in heads[a]["seeds_done"] if s in heads[b]["seeds_done"]]
+        ra, rb = head_row(a, seeds), head_row(b, seeds)
+        diff = np.array([ra["cases"][c] - rb["cases"][c] for c in plan.test])
+        return {"gain": float(diff.mean()), "wilcoxon_p": _wilcoxon(diff),
+                "improved_cases": f"{int((diff > 0).sum())}/{diff.size}", "seeds": seeds,
+                "ratio": ra["dice_mean"] / rb["dice_mean"]}
+
     if "stage one" in heads and "weak final" in heads:
-        diff = np.array([heads["weak final"]["cases"][c] - heads["stage one"]["cases"][c] for c in plan.test])
-        result["second_stage"] = {"gain": heads["weak final"]["dice_mean"] - heads["stage one"]["dice_mean"],
-                                  "wilcoxon_p": _wilcoxon(diff), "improved_cases": f"{int((diff > 0).sum())}/"
-                                                                                    f"{diff.size}",
-                                  "method": plan.choice_second()}
+        result["second_stage"] = {**paired("weak final", "stage one"), "method": plan.choice_second()}
     if "stage one" in heads and "full supervision" in heads:
-        diff = np.array([heads["stage one"]["cases"][c] - heads["full supervision"]["cases"][c] for c in plan.test])
-        result["stage_one_vs_full"] = {"mean_diff": float(diff.mean()), "wilcoxon_p": _wilcoxon(diff)}
+        result["stage_one_vs_full"] = paired("stage one", "full supervision")
+    if "weak final" in heads and "full supervision" in heads:
+        result["weak_final_vs_full"] = paired("weak final", "full supervision")
     result["selection"] = selection_study(done, rows)
     return result
 
