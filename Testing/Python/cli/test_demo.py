@@ -1,9 +1,10 @@
 """``make demo`` end to end: the whole pipeline on generated data must learn, not merely run.
 
 This is the quick start's first command (``python -m PASegLib.cli.demo``) on 6 synthetic cases with the CPU
-preset: synth → simulated clicks → expansion → stage one for two networks → SCM → predict → evaluate →
-report. It takes about 3 minutes on 2 cores. Observed mean Dice on an idle machine: stage one 0.63 / 0.69,
-SCM 0.66, SCM-E 0.64. The floor of 0.5 fails when a stage collapses to background (Dice 0.0, as it did with
+preset: synth → simulated clicks → expansion filled over the click boxes → stage one → a refinement round →
+predict → evaluate → report. It takes about 3 minutes on 2 cores. Observed mean Dice (the same on an idle and a
+loaded machine): stage one 0.632, refined 0.518 — the refinement round, chosen on la_heart, loses on these small
+synthetic tumours. The floor of 0.5 fails when a stage collapses to background (Dice 0.0, as it did with
 the la_heart expansion ε on these cases) or learns little, while leaving room for thread-count-dependent
 float differences between machines.
 """
