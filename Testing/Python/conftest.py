@@ -75,6 +75,18 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def bare(tiny_dataset, tmp_path_factory) -> Path:
+    """The tiny dataset without its seven-point clicks (a test or the pipeline simulates the kind it needs)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("bare")
+    for path in tiny_dataset.iterdir():
+        if not path.name.endswith(".mrk.json"):
+            shutil.copy(path, root / path.name)
+    return root
+
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,16 +25,6 @@ from PASegLib.training.config import TrainConfig  # noqa: E402
 
 SMALL = ["--device", "cpu", "--quiet", "--set", "epochs=1", "--set", "iterations_per_epoch=2", "--set",
          "validate_every=1", "--set", "patch_size=[32, 32, 16]", "--set", "num_threads=1", "--set", "cache_mb=null"]
-
-
-@pytest.fixture(scope="module")
-def bare(tiny_dataset, tmp_path_factory) -> Path:
-    """The tiny dataset (four 48×48×16 synthetic cases) without its clicks: the pipeline simulates them."""
-    root = tmp_path_factory.mktemp("bare_ts")
-    for path in tiny_dataset.iterdir():
-        if not path.name.endswith(".mrk.json"):
-            shutil.copy(path, root / path.name)
-    return root
 
 
 def test_box_mask_hand_values():

@@ -23,16 +23,6 @@ TINY = dict(epochs=2, iterations_per_epoch=2, batch_size=2, patch_size=(32, 32, 
             device="cpu", num_threads=1, alpha=0.0, beta=0.0, cache_mb=None)
 
 
-@pytest.fixture(scope="module")
-def bare(tiny_dataset, tmp_path_factory) -> Path:
-    """The tiny dataset without its seven-point clicks (each test simulates the kind it needs)."""
-    root = tmp_path_factory.mktemp("bare")
-    for path in tiny_dataset.iterdir():
-        if not path.name.endswith(".mrk.json"):
-            shutil.copy(path, root / path.name)
-    return root
-
-
 def _events(run: Path):
     return json.loads((run / "history.json").read_text(encoding="utf-8"))["events"]
 
