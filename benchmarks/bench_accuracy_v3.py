@@ -182,11 +182,13 @@ class Plan:
         return rows
 
 
-def clicks_dir(out: Path, files, seed: int, noise: float) -> Path:
-    """The folder of the per-case clicks of ``seed`` (and click noise ``noise`` mm, Gaussian RMS), simulated once."""
-    d = out / f"clicks_s{seed}" if noise == 0 else out / f"clicks_s{seed}_noise{noise:g}mm"
+def clicks_dir(out: Path, files, seed: int, noise: float, kind: str = "seven_points") -> Path:
+    """The folder of the per-case clicks of ``kind`` with ``seed`` (and click noise ``noise`` mm, Gaussian RMS),
+    each case from its own stream, simulated once (cases already there are kept)."""
+    prefix = "clicks" if kind == "seven_points" else f"clicks_{kind}"
+    d = out / f"{prefix}_s{seed}" if noise == 0 else out / f"{prefix}_s{seed}_noise{noise:g}mm"
     d.mkdir(parents=True, exist_ok=True)
-    simulate_missing_clicks(files, d, seed=seed, config=ClickSimulationConfig(click_noise_mm=noise))
+    simulate_missing_clicks(files, d, seed=seed, config=ClickSimulationConfig(kind=kind, click_noise_mm=noise))
     return d
 
 
@@ -253,10 +255,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def work(plan: Plan, data, device, threads, only=None) -> None:
-    """Run rows until none is left: the first row (in :meth:`Plan.rows` order) that is not finished, not claimed
+def work(plan, data, device, threads, only=None, runner=None) -> None:
+    """Run rows until none is left: the first row (in ``plan.rows()`` order) that is not finished, not claimed
     by another live worker and whose dependencies are finished; wait while every remaining row waits on a
-    running one. Several workers may run side by side on one ``--out``."""
+    running one. Several workers may run side by side on one ``--out``. ``runner(plan, name, rows, data, device,
+    threads)`` trains and scores one row (default :func:`run_one`)."""
     import os
 
     me = os.getpid()
@@ -293,7 +296,7 @@ def work(plan: Plan, data, device, threads, only=None) -> None:
             continue
         start = time.monotonic()
         try:
-            r = run_one(plan, picked, rows, data, device, threads)
+            r = (runner or run_one)(plan, picked, rows, data, device, threads)
         finally:
             (plan.out / "rows" / f"{slug(picked)}.running").unlink(missing_ok=True)
         print(f"{time.strftime('%H:%M:%S')} {picked:45s} Dice {np.mean([c['dice'] for c in r['cases'].values()]):.4f}"
@@ -387,13 +390,49 @@ def summarize(plan: Plan, rows) -> dict:
         result["stage_one_vs_full"] = paired("stage one", "full supervision")
     if "weak final" in heads and "full supervision" in heads:
         result["weak_final_vs_full"] = paired("weak final", "full supervision")
-    result["selection"] = selection_study(done, rows)
+    result["selection"] = selection_study(done, rows, plan.out)
     return result
 
 
-def selection_study(done, rows) -> dict:
+def restore(out: Path, summary_path: Path) -> list:
+    """Write ``out/rows/<row>.json`` for every run of a committed summary (``rows_per_run``) whose row file is
+    missing (a fresh checkout: ``bench_output`` is never committed), so that the rows not yet run can be paired
+    with and build on them. A restored row holds the per-case Dice and the run's facts, not its validation rounds
+    (the summary does not keep them): the selection study keeps the committed one (``restored_selection.json``).
+    Rows whose selected and last Dice differ cannot be restored (the summary keeps the per-case Dice of one) and
+    are refused. Returns the restored row names."""
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    (out / "rows").mkdir(parents=True, exist_ok=True)
+    restored = []
+    for name, r in summary["rows_per_run"].items():
+        target = out / "rows" / f"{slug(name)}.json"
+        if target.is_file():
+            continue
+        if abs(r["dice_mean"] - r["dice_last_mean"]) > 1e-9:
+            raise SystemExit(f"--restore: row {name!r} of {summary_path} has different selected and last Dice; "
+                             "its per-case last Dice is not in the summary")
+        atomic_write_json(target, {"name": name, "run": r["run"], "train_s": r["train_s"], "refine_s": r["refine_s"],
+                                   "best_epoch": r["best_epoch"], "epochs": r["epochs"],
+                                   "train_cases": r["train_cases"], "validation": [], "restored_from": str(summary_path),
+                                   "cases": {c: {"dice": v} for c, v in r["cases"].items()},
+                                   "cases_last": dict(r["cases"])})
+        restored.append(name)
+    if "selection" in summary and not (out / "restored_selection.json").is_file():
+        atomic_write_json(out / "restored_selection.json", {k: v for k, v in summary["selection"].items()
+                                                            if k not in ("restored", "later_runs")})
+    return restored
+
+
+def selection_study(done, rows, out: Path = None) -> dict:
     """Regret of each label-free criterion (and "last") over the weak training runs: best validation-round Dice
-    minus the Dice of the round the criterion picks (on each run's own held-out cases)."""
+    minus the Dice of the round the criterion picks (on each run's own held-out cases). Restored rows (no
+    validation rounds, :func:`restore`) count through the committed study in ``out/restored_selection.json``,
+    which is returned with the study of the runs trained since under ``later_runs``."""
+    if out is not None and (out / "restored_selection.json").is_file():
+        later = selection_study({n: r for n, r in done.items() if not r.get("restored_from")}, rows)
+        return {**json.loads((out / "restored_selection.json").read_text(encoding="utf-8")),
+                "restored": "the committed study (its runs' validation rounds are not in this checkout)",
+                "later_runs": later}
     runs = {}
     for name, r in done.items():
         spec = rows[name]
@@ -459,8 +498,13 @@ def main(argv=None) -> int:
                         "share one --out)")
     parser.add_argument("--summary", type=Path, default=None)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--restore", type=Path, default=None, help="a committed summary (docs/results/"
+                        "accuracy_v3_cpu.json) whose runs are written as finished rows where --out lacks them")
     args = parser.parse_args(argv)
     out = args.out or ROOT / "bench_output" / ("accuracy_v3_quick" if args.quick else "accuracy_v3")
+    if args.restore:
+        names = restore(out, args.restore)
+        print(f"restored {len(names)} row(s) from {args.restore}", file=sys.stderr)
     if not args.data.is_dir():
         print(json.dumps({"skipped": f"data not found: {args.data}"}))
         return 0
