@@ -64,7 +64,7 @@ class PASegParameterNode:
     epsilon: Annotated[float, WithinRange(0.0, 1.0)] = 0.175
     lamb: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     autoPreview: bool = True
-    trainMode: Annotated[str, Choice(list(TRAIN_MODES))] = "stage 1 + SCM"
+    trainMode: Annotated[str, Choice(list(TRAIN_MODES))] = "stage 1 + refinement"
     networkA: Annotated[str, Choice(NETWORKS)] = "unet2d5"
     networkB: Annotated[str, Choice(NETWORKS)] = "attention_unet"
     scmRunA: pathlib.Path

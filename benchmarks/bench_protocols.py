@@ -1,34 +1,40 @@
-"""Weak-label protocols side by side on ../shared/data/la_heart: Dice, ASSD, HD95 and clicks.
+"""Weak-label protocols side by side on ../shared/data/la_heart (issue 21): Dice, ASSD, HD95, clicks, and the loss
+terms each row credits.
 
-Same split, clicks seed, preset and evaluation as ``benchmarks/bench_accuracy.py`` (the 80 case ids sorted; the
-first 60 train — the trainer holds 12 of them out for validation —, the last 20 test; every row evaluated on the
-20 test cases at native resolution with its selected weights). Each protocol's annotations are simulated from
-the labels with seed 0 (``paseg simulate-clicks --kind …`` defaults) into ``--out/clicks_<kind>``.
+Split and clicks as in ``benchmarks/bench_accuracy_v3.py``: the 80 case ids sorted, the first 60 train (the trainer
+holds a fifth of them out for its label-free checkpoint selection), the last 20 test, scored once per row at native
+resolution. Every row: training seed 0, click seed 0, **each case's clicks from its own stream**
+(``case_rng(0, case id)``), the CPU preset with the kind's protocol settings
+(:data:`PASegLib.pipeline.presets.PROTOCOL_SETTINGS`) exactly as ``paseg run --kind …`` trains, 1 thread. No setting
+is chosen here: every row runs the product's settings, so the test cases tune nothing.
 
-Rows (the summary's keys):
+Rows (the summary's keys; ``*`` = run here, the others are read from a committed summary):
 
-* ``full`` — dense labels for every training case (the upper bound) — the accuracy benchmark's
-  ``full supervision`` row, reused when that benchmark's output is present (``--accuracy-out``);
-* ``seven_points`` / ``seven_points_scm`` — PA-Seg stage one and SCM (defaults), likewise reused;
-* ``single_point`` — PSCV: one click inside each object and one background click per case; partial CE + Dice
-  on the clicked balls plus the 3D contrastive variance loss (no mCRF, no VM), 4 patches per batch (the
-  contrastive term compares the patches of a batch; training refuses it below 2);
-* ``extreme_points`` — Going to Extremes round 1: random-walker pseudo labels from the six extreme points,
-  Dice + CE + point loss, the clicks as a second input channel (predicted with the test cases' simulated
-  extreme points); ``extreme_points_no_clicks`` the same model with an empty click channel;
-  ``extreme_points_refined`` round 2, trained on round 1's predictions regularised by the random walker
-  (:mod:`PASegLib.pipeline.refine`);
-* ``box`` — random-walker pseudo labels from a loose box (2–10 mm margin), Dice + CE;
-* ``mixed_3`` / ``mixed_6`` / ``mixed_12`` — 3, 6, 12 training cases densely labelled (the first of the
-  non-held-out training ids), seven points for the rest; stage one (defaults), each case supervised by what it
-  has.
+* ``full`` / ``seven_points`` — full supervision and stage one, seed 0 of ``docs/results/accuracy_v3_cpu.json``
+  (the same split, click streams and preset);
+* ``single_point`` * — PSCV: one click per object and one background click, partial CE + Dice on the clicked
+  balls plus the 3D contrastive variance loss (λ_cv 0.3), 4 patches per batch centred on the click in one frame
+  with one set of flips per batch; ``single_point_no_cv`` * the same with λ_cv 0 (the ablation);
+* ``extreme_points`` * — Going to Extremes round 1: random-walker pseudo labels from the six extreme points,
+  CE + Dice + the point loss (normalised by the heatmap mass, the points jittered by 2 mm at every iteration);
+  ``extreme_points_no_point_loss`` * the same without the point loss;
+* ``box`` * — random-walker pseudo labels from a loose box;
+* ``seven_points_noise_4mm`` / ``extreme_points_noise_4mm`` / ``box_noise_4mm`` * — the same protocols from clicks
+  moved by Gaussian noise of 4 mm RMS (3D), the random walker told to expect that error
+  (``RandomWalkerConfig.click_error_mm`` 4);
+* ``mixed_N_teacher_student`` * (N = 12, 6, 3) — paper 003: N training cases densely labelled (the first N of the
+  training cases the trainer does not hold out), seven points for the rest; a teacher trained on the N dense cases
+  with the box channel, its soft labels of the weak cases inside their boxes, a student trained on both
+  (:mod:`PASegLib.pipeline.teacher_student`); ``mixed_12`` * the joint stage one beside it.
 
-Clicks per object: the kind's clicks (:func:`PASegLib.annotation.model.clicks_of`); a dense case counts as one
-contour per slice the object spans (``contour_slices_per_object``, the annotation-time proxy of dense labels).
+``docs/results/protocols_cpu.json`` also keeps the rows of the earlier protocol benchmark (one click stream
+copied to every case, plain seeds, the point loss divided by the patch size, PSCV in random frames) under
+``legacy_rows``, for comparison only.
 
 Usage::
 
-    python benchmarks/bench_protocols.py --rows mixed_6 --threads 1        # one row (resumable)
+    python benchmarks/bench_protocols.py --worker                    # run every row not finished (resumable)
+    python benchmarks/bench_protocols.py --list
     python benchmarks/bench_protocols.py --summary docs/results/protocols_cpu.json --markdown
 """
 
@@ -45,218 +51,324 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_accuracy import LA_HEART, PLAIN_SEEDS, finished_rows, run_row, slug, summarize  # noqa: E402
+from bench_accuracy import LA_HEART, run_name, run_row, slug  # noqa: E402
+from bench_accuracy_v3 import _wilcoxon, clicks_dir, work  # noqa: E402
 
-from PASegLib.annotation.simulation import ClickSimulationConfig  # noqa: E402
 from PASegLib.data.dataset import list_cases  # noqa: E402
 from PASegLib.data.prepared import split_cases  # noqa: E402
-from PASegLib.pipeline.inputs import median_spacing, simulate_missing_clicks  # noqa: E402
-from PASegLib.pipeline.presets import preset_configs  # noqa: E402
+from PASegLib.pipeline.inputs import median_spacing  # noqa: E402
+from PASegLib.pipeline.presets import PROTOCOL_SETTINGS, preset_configs  # noqa: E402
 from PASegLib.utils.atomic import atomic_write_json  # noqa: E402
 
-#: accuracy-benchmark rows reused as protocol rows
-REUSED = {"full": "full supervision", "seven_points": "stage one (defaults)", "seven_points_scm": "SCM (defaults)"}
-MIXED = (3, 6, 12)
+NOISE_MM = 4.0
+MIXED = (12, 6, 3)
+ACCURACY = ROOT / "docs" / "results" / "accuracy_v3_cpu.json"
+#: rows read from the accuracy benchmark's committed summary: (its run, what it is)
+EXTERNAL = {"full": "full supervision, seed 0", "seven_points": "stage one, seed 0"}
 
 
-def simulate(kind: str, out: Path, files, *, dense_ids=(), legacy_shared_stream: bool) -> Path:
-    """``out/clicks_<kind>``: the simulated annotations of every case (seed 0); ``dense_ids`` get a dense object.
-    ``legacy_shared_stream``: every case drawn from seed 0 alone (the same draws on every case), as the committed
-    rows of ``docs/results/protocols_cpu.json`` and ``review_queue_cpu.json`` were simulated (True to reproduce
-    them); False: each case its own stream (``PASegLib.annotation.simulation.case_rng``)."""
-    folder = out / f"clicks_{kind}"
+class ProtocolPlan:
+    """The rows ``{name: (mode, config, train ids, source, options)}`` (``bench_accuracy.run_row``'s spec);
+    options: ``kind``, ``clicks`` (seed, noise mm), ``dense`` (ids), ``teacher_student``, ``paired_with``."""
+
+    def __init__(self, ids, spacing, out: Path, *, quick: bool = False):
+        self.ids, self.out, self.quick = ids, out, quick
+        self.train, self.test = (ids[:60], ids[60:]) if not quick else (ids[:4], ids[-2:])
+        extra = {"epochs": 2, "iterations_per_epoch": 2, "validate_every": 1} if quick else {}
+        self.a = preset_configs("cpu", spacing, seed=0, device="cpu", stage1_overrides=extra)[0]
+        _, held = split_cases(self.train, validation_fraction=self.a.validation_fraction, seed=self.a.seed)
+        self.usable = [c for c in self.train if c not in set(held)]
+
+    def config(self, kind: str, **changes):
+        return self.a.replace(**{**PROTOCOL_SETTINGS[kind], **changes})
+
+    def rows(self):
+        rows = {}
+        test = lambda kind, noise=0.0, **o: {"kind": kind, "clicks": (0, noise), "eval": "test", **o}  # noqa: E731
+        noisy = {"random_walker": {"click_error_mm": NOISE_MM}}
+        rows["single_point"] = ("train", self.config("single_point"), self.train, None, test("single_point"))
+        rows["extreme_points"] = ("train", self.config("extreme_points"), self.train, None, test("extreme_points"))
+        rows["extreme_points_no_point_loss"] = ("train", self.config("extreme_points", point_loss_weight=0.0),
+                                                self.train, None, test("extreme_points", paired_with="extreme_points"))
+        n = MIXED[0]
+        rows[f"mixed_{n}_teacher_student"] = ("train", self.config("seven_points"), self.train, None,
+                                              test(f"mixed_{n}", dense=self.usable[:n], teacher_student=True,
+                                                   paired_with="seven_points"))
+        rows["seven_points_noise_4mm"] = ("train", self.config("seven_points", **noisy), self.train, None,
+                                          test("seven_points", NOISE_MM, paired_with="seven_points"))
+        rows["extreme_points_noise_4mm"] = ("train", self.config("extreme_points", **noisy), self.train, None,
+                                            test("extreme_points", NOISE_MM, paired_with="extreme_points"))
+        rows["box_noise_4mm"] = ("train", self.config("box", **noisy), self.train, None,
+                                 test("box", NOISE_MM, paired_with="box"))
+        rows["single_point_no_cv"] = ("train", self.config("single_point", cv_weight=0.0), self.train, None,
+                                      test("single_point", paired_with="single_point"))
+        for n in MIXED[1:]:
+            rows[f"mixed_{n}_teacher_student"] = ("train", self.config("seven_points"), self.train, None,
+                                                  test(f"mixed_{n}", dense=self.usable[:n], teacher_student=True,
+                                                       paired_with="seven_points"))
+        rows["box"] = ("train", self.config("box"), self.train, None, test("box"))
+        rows["mixed_12"] = ("train", self.config("seven_points"), self.train, None,
+                            test("mixed_12", dense=self.usable[:12], paired_with="mixed_12_teacher_student"))
+        for name, source in ({} if self.quick else EXTERNAL).items():
+            rows[name] = ("external", self.a.replace(supervision="full", alpha=0.0, beta=0.0) if name == "full"
+                          else self.a, self.train, source, test("dense" if name == "full" else "seven_points"))
+        return rows
+
+    def _done(self, name):
+        path = self.out / "rows" / f"{slug(name)}.json"
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        if name in EXTERNAL and not self.quick and ACCURACY.is_file():
+            r = json.loads(ACCURACY.read_text(encoding="utf-8"))["rows_per_run"].get(EXTERNAL[name])
+            if r is not None:
+                return {"external": f"{ACCURACY.relative_to(ROOT)}: {EXTERNAL[name]}", "train_s": r["train_s"],
+                        "train_cases": r["train_cases"], "cases": {c: {"dice": v} for c, v in r["cases"].items()}}
+        return None
+
+
+def clicks_of_row(plan: ProtocolPlan, options, files) -> Path:
+    """The annotation folder of a row: its kind's per-case clicks (seed, noise); a mixed row's dense cases get a
+    dense object, the other cases seven points."""
+    seed, noise = options["clicks"]
+    dense = options.get("dense")
+    if not dense:
+        return clicks_dir(plan.out, files, seed, noise, options["kind"])
+    folder = plan.out / f"clicks_{options['kind']}_s{seed}"
     folder.mkdir(parents=True, exist_ok=True)
-    if dense_ids:
-        base = simulate("seven_points", out, files, legacy_shared_stream=legacy_shared_stream)
-        dense = simulate("dense", out, [f for f in files if f.case_id in set(dense_ids)],
-                         legacy_shared_stream=legacy_shared_stream)
-        for f in files:
-            target = folder / f"{f.case_id}.mrk.json"
-            if not target.is_file():
-                src = dense if f.case_id in set(dense_ids) else base
-                shutil.copyfile(src / f"{f.case_id}.mrk.json", target)
-        return folder
-    simulate_missing_clicks(files, folder, seed=0,
-                            config=ClickSimulationConfig(kind=kind, legacy_shared_stream=legacy_shared_stream))
+    weak = clicks_dir(plan.out, files, seed, noise, "seven_points")
+    full = clicks_dir(plan.out, [f for f in files if f.case_id in set(dense)], seed, noise, "dense")
+    for f in files:
+        target = folder / f"{f.case_id}.mrk.json"
+        if not target.is_file():
+            shutil.copyfile((full if f.case_id in set(dense) else weak) / f"{f.case_id}.mrk.json", target)
     return folder
 
 
-def row_table(a, s, train_ids, val_ids, out: Path):
-    """``{row: (mode, config, train ids, source, options)}`` as in ``bench_accuracy.row_table``; ``options``
-    ``kind`` names the annotation folder, ``dense`` the dense cases of a mixed row, ``refine_from`` the round
-    whose predictions (regularised by the random walker) are the row's labels."""
-    weak = a.replace(alpha=0.0, beta=0.0)
-    extreme = weak.replace(point_loss_weight=1.0, point_channel=True)
-    usable = [c for c in train_ids if c not in set(val_ids)]
-    rows = {
-        "single_point": ("train", weak.replace(cv_weight=0.3, batch_size=4), train_ids, None, {"kind": "single_point"}),
-        "extreme_points": ("train", extreme, train_ids, None, {"kind": "extreme_points"}),
-        "extreme_points_no_clicks": ("reuse", None, train_ids, "extreme_points",
-                                     {"kind": "extreme_points", "use_clicks": False, "paired_with": "extreme_points"}),
-        "extreme_points_refined": ("train", extreme.replace(pseudo_labels=str(out / "refined_extreme_points")),
-                                   train_ids, None, {"kind": "extreme_points", "refine_from": "extreme_points",
-                                                     "paired_with": "extreme_points"}),
-        "box": ("train", weak, train_ids, None, {"kind": "box"}),
-    }
-    for n in MIXED:
-        rows[f"mixed_{n}"] = ("train", a, train_ids, None, {"kind": f"mixed_{n}", "dense": usable[:n],
-                                                            "paired_with": "seven_points"})
+def loss_terms(run: Path) -> dict:
+    """Mean of every logged loss term over the whole run and over its last epoch (``history.json``)."""
+    from PASegLib.training.curves import epoch_means
+
+    events = json.loads((run / "history.json").read_text(encoding="utf-8"))["events"]
+    means = epoch_means(events)
+    return {term: {"mean": round(float(np.mean(list(per.values()))), 6),
+                   "last_epoch": round(float(per[max(per)]), 6)} for term, per in sorted(means.items())}
+
+
+def run_protocol_row(plan: ProtocolPlan, name, rows, data, device, threads):
+    """Train (or resume) and score one row; a teacher–student row trains its teacher and writes its soft labels
+    first (each step resumable)."""
+    mode, config, train_ids, source, options = rows[name]
+    files = [f for f in list_cases(data) if f.case_id in set(plan.ids)]
+    clicks = clicks_of_row(plan, options, files)
+    by_id = {f.case_id: f for f in list_cases(data, annotations_dir=clicks)}
+    tag = clicks.name
+    extra = {}
+    if options.get("teacher_student"):
+        from PASegLib.pipeline.teacher_student import (split_mixed_cohort, student_config, teacher_config,
+                                                       weak_box_margin_mm, write_soft_labels)
+        from PASegLib.training.launch import train_from_dataset
+
+        dense, weak, kinds = split_mixed_cohort([by_id[c] for c in train_ids])
+        teacher_cfg = teacher_config(config, box_margin_mm=weak_box_margin_mm(kinds)).replace(num_threads=threads)
+        teacher = plan.out / (run_name(teacher_cfg.replace(num_threads=0), dense, (), tag) + "_teacher")
+        t = time.monotonic()
+        if not (teacher / "model.json").is_file():
+            resume = (teacher / "checkpoints" / "last.pt").is_file()
+            code = train_from_dataset(data, teacher, None if resume else teacher_cfg, annotations_dir=clicks,
+                                      case_ids=dense, resume=resume, cache_dir=plan.out / "cache",
+                                      stream=open("/dev/null", "w"))  # noqa: SIM115
+            if code != 0:
+                raise SystemExit(f"row {name!r}: the teacher's training stopped with exit code {code}")
+        soft = plan.out / f"soft_{teacher.name}"
+        write_soft_labels(teacher, [by_id[c] for c in weak], soft, device=device)
+        teacher_model = json.loads((teacher / "model.json").read_text(encoding="utf-8"))
+        extra = {"teacher": {"run": str(teacher), "dense_cases": len(dense), "weak_cases": len(weak),
+                             "train_s": teacher_model.get("train_seconds"), "network": teacher_cfg.network,
+                             "box_channel_margin_mm": teacher_cfg.box_channel_margin_mm},
+                 "teacher_and_soft_labels_s": round(time.monotonic() - t, 1)}
+        config = student_config(config, soft)
+        rows = {**rows, name: (mode, config, train_ids, source, options)}
+    result = run_row(name, rows[name], rows, plan.out, data, clicks, plan.out / "cache", plan.test, by_id, device,
+                     threads, tag=tag)
+    stored = plan.out / "rows" / f"{slug(name)}.json"
+    result = {**json.loads(stored.read_text(encoding="utf-8")), **extra,
+              "loss_terms": loss_terms(Path(result["run"]))}
+    atomic_write_json(stored, result)
+    return result
+
+
+def annotation_cost(kind: str, folder: Path, train_ids, data: Path) -> dict:
+    """``clicks_per_object`` over the clicked training cases; for rows with dense cases ``dense_cases`` and
+    ``contour_slices_per_object`` (the axial slices a dense object spans: the annotation-time proxy)."""
+    from PASegLib.annotation.markups import read_markups
+    from PASegLib.annotation.model import clicks_of
+    from PASegLib.image.io import read_geometry, read_image
+
+    by_id = {f.case_id: f for f in list_cases(data)}
+
+    def slices(cid):
+        label = np.asarray(read_image(by_id[cid].label, role="label").array) > 0
+        return int(np.count_nonzero(label.any(axis=(0, 1))))
+
+    if kind == "dense":
+        return {"clicks_per_object": None, "dense_cases": len(train_ids),
+                "contour_slices_per_object": float(np.mean([slices(c) for c in train_ids]))}
+    clicks, dense = [], []
+    for cid in train_ids:
+        path = folder / f"{cid}.mrk.json"
+        if not path.is_file():
+            continue
+        for obj in read_markups(path, read_geometry(by_id[cid].image, role="image")).objects:
+            (dense.append(slices(cid)) if obj.kind == "dense" else clicks.append(clicks_of(obj)))
+    cost = {"clicks_per_object": float(np.mean(clicks)) if clicks else None, "dense_cases": len(dense)}
+    if dense:
+        cost["contour_slices_per_object"] = float(np.mean(dense))
+    return cost
+
+
+def summarize(plan: ProtocolPlan, rows, data: Path, device_note: str) -> dict:
+    done = {n: plan._done(n) for n in rows}
+    done = {n: r for n, r in done.items() if r is not None}
+    table = {}
+    for name, r in done.items():
+        mode, cfg, train_ids, source, opts = rows[name]
+        dice = {c: v["dice"] for c, v in r["cases"].items()}
+        entry = {"dice_mean": float(np.mean(list(dice.values()))), "dice_std": float(np.std(list(dice.values())))}
+        for metric in ("assd", "hd95"):
+            vals = [v.get(metric) for v in r["cases"].values()]
+            if all(v is not None for v in vals):
+                finite = [v for v in vals if np.isfinite(v)]
+                entry[metric] = {"mean": float(np.mean(finite)) if finite else None, "n_nonfinite": len(vals) - len(finite)}
+        teacher = r.get("teacher")
+        entry.update({
+            "kind": opts["kind"], "network": cfg.network, "batch_size": cfg.batch_size,
+            "train_cases": r["train_cases"], "dense_cases": (len(opts.get("dense", ())) if opts["kind"] != "dense"
+                                                             else r["train_cases"]),
+            "click_noise_mm": opts["clicks"][1], "click_seed": opts["clicks"][0], "training_seed": cfg.seed,
+            "seeds": [cfg.seed], "click_stream": "per case (case_rng(seed, case id))",
+            "train_iterations": cfg.epochs * cfg.iterations_per_epoch, "selection": cfg.selection,
+            "loss_weights": {k: getattr(cfg, k) for k in ("alpha", "beta", "cv_weight", "point_loss_weight",
+                                                          "soft_label_weight")},
+            "patch_frame": cfg.patch_frame, "batch_flips": cfg.batch_flips, "point_jitter_mm": cfg.point_jitter_mm,
+            "random_walker": dict(cfg.random_walker), "mixed": "teacher_student" if opts.get("teacher_student")
+            else ("joint" if opts.get("dense") else None),
+            "train_s": round(float(r["train_s"]) + float((teacher or {}).get("train_s") or 0.0), 1),
+            "cases": {c: round(v, 4) for c, v in dice.items()}})
+        if teacher:
+            entry["teacher"] = {k: v for k, v in teacher.items() if k != "run"}
+        if r.get("loss_terms"):
+            entry["loss_terms"] = r["loss_terms"]
+        if r.get("external"):
+            entry["from"] = r["external"]
+        if opts.get("dense"):
+            clicks = plan.out / f"clicks_{opts['kind']}_s0"
+        else:  # the row's clicks (simulated here for an external row: the same per-case streams)
+            clicks = clicks_dir(plan.out, [f for f in list_cases(data) if f.case_id in set(train_ids)],
+                                *opts["clicks"], opts["kind"]) if opts["kind"] != "dense" else None
+        entry.update(annotation_cost(opts["kind"], clicks, train_ids, data))
+        if opts["kind"] == "dense":
+            entry["dense_cases"] = r["train_cases"]  # the cases it trained on (the trainer held the rest out)
+        paired = opts.get("paired_with")
+        if paired in done:
+            other = {c: v["dice"] for c, v in done[paired]["cases"].items()}
+            diff = np.array([dice[c] - other[c] for c in dice])
+            entry["paired"] = {"against": paired, "mean_diff": float(diff.mean()), "improved": int((diff > 0).sum()),
+                               "cases": int(diff.size), "wilcoxon_p": _wilcoxon(diff)}
+        table[name] = entry
+    if "full" in table:
+        for entry in table.values():
+            entry["ratio_to_full"] = entry["dice_mean"] / table["full"]["dice_mean"]
+    order = [n for n in ("full", "seven_points") if n in table] + [n for n in table if n not in EXTERNAL]
+    summary = {"preset": "cpu", "split": {"train": len(plan.train), "test": len(plan.test),
+                                          "order": "case ids sorted; first 60 train, last 20 test",
+                                          "held_out_by_the_trainer": len(plan.train) - len(plan.usable)},
+               "tuning": "none: every row runs the product's protocol settings (chosen before, on training cases)",
+               "rows": {n: table[n] for n in order}, "device": device_note}
+    old = ROOT / "docs" / "results" / "protocols_cpu.json"
+    if old.is_file():
+        previous = json.loads(old.read_text(encoding="utf-8"))
+        summary["legacy_rows"] = previous.get("legacy_rows") or legacy(previous)
+    return summary
+
+
+def legacy(previous: dict) -> dict:
+    """The earlier benchmark's rows, each with the fields every row now records."""
+    note = ("earlier protocol benchmark: one click stream copied to every case, plain seeds for seven points, "
+            "the point loss divided by the patch's voxel count, PSCV's patches in random frames and flips; its "
+            "run folders are not kept: network and batch are the CPU preset's of the time (unet3d, batch 1; "
+            "single_point's contrastive term was inactive at batch 1, issue 21)")
+    rows = {}
+    for name, r in previous["rows"].items():
+        rows[name] = {**r, "network": "unet3d", "batch_size": 1, "click_noise_mm": 0.0, "seeds": [0],
+                      "click_stream": "shared (one stream for every case)", "note": note}
     return rows
+
+
+def markdown(summary) -> str:
+    lines = ["| protocol | network | batch | noise (mm) | clicks / object | dense cases | Dice | HD95 (mm) | "
+             "Dice / full | paired vs | p | train (s) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in summary["rows"].items():
+        clicks = f"{r['clicks_per_object']:.1f}" if r.get("clicks_per_object") is not None else "–"
+        ratio = f"{r['ratio_to_full']:.3f}" if r.get("ratio_to_full") is not None else "–"
+        hd = f"{r['hd95']['mean']:.1f}" if r.get("hd95") and r["hd95"]["mean"] is not None else "–"
+        p = r.get("paired")
+        paired = f"{p['against']}: {p['mean_diff']:+.3f} ({p['improved']}/{p['cases']})" if p else "–"
+        pv = f"{p['wilcoxon_p']:.2g}" if p and p.get("wilcoxon_p") is not None else "–"
+        lines.append(f"| {name} | {r['network']} | {r['batch_size']} | {r['click_noise_mm']:g} | {clicks} | "
+                     f"{r.get('dense_cases') or 0} | {r['dice_mean']:.3f} ± {r['dice_std']:.3f} | {hd} | {ratio} | "
+                     f"{paired} | {pv} | {r['train_s']:.0f} |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=LA_HEART)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench_output" / "protocols_cpu")
-    parser.add_argument("--accuracy-out", type=Path, default=ROOT / "bench_output" / "accuracy_cpu",
-                        help="bench_accuracy output whose finished rows give full / seven_points / seven_points_scm")
-    parser.add_argument("--rows", nargs="+", default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 6 cases, 2 epochs")
+    parser.add_argument("--rows", nargs="+", default=None, help="run only these rows (with --worker)")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--worker", action="store_true", help="run every row that can run (several workers may "
+                        "share one --out)")
     parser.add_argument("--summary", type=Path, default=None)
     parser.add_argument("--markdown", action="store_true")
-    parser.add_argument("--device-note", default="2-core shared x86-64 CPU, torch 2.13.0+cpu, no GPU",
-                        help="the machine the rows ran on, stored in the summary")
+    parser.add_argument("--device-note", default="2-core shared x86-64 CPU, torch 2.13.0+cpu, no GPU, 1 thread per row")
     args = parser.parse_args(argv)
+    out = args.out or ROOT / "bench_output" / ("protocols_v2_quick" if args.quick else "protocols_v2")
     if not args.data.is_dir():
         print(json.dumps({"skipped": f"data not found: {args.data}"}))
         return 0
-    out = args.out
-    (out / "rows").mkdir(parents=True, exist_ok=True)
-    ids = sorted(c.case_id for c in list_cases(args.data))
-    if len(ids) != 80:
-        raise SystemExit(f"{args.data}: expected the 80 la_heart cases, found {len(ids)}")
-    train_ids, test_ids = ids[:60], ids[60:]
     files = list_cases(args.data)
-    a, _b, s = preset_configs("cpu", median_spacing([f for f in files if f.case_id in set(train_ids)]), seed=0,
-                              device=args.device, overrides=PLAIN_SEEDS)  # the committed rows' seven points
-    _, val_ids = split_cases(train_ids, validation_fraction=a.validation_fraction, seed=a.seed)
-    rows = row_table(a, s, train_ids, val_ids, out.resolve())
-    unknown = sorted(set(args.rows or ()) - set(rows) - set(REUSED))
+    ids = sorted(f.case_id for f in files)
+    if args.quick:
+        ids = ids[:6]
+    elif len(ids) != 80:
+        raise SystemExit(f"{args.data}: expected the 80 la_heart cases, found {len(ids)}")
+    (out / "rows").mkdir(parents=True, exist_ok=True)
+    plan = ProtocolPlan(ids, median_spacing([f for f in files if f.case_id in set(ids[:60])]), out,
+                        quick=args.quick)
+    rows = plan.rows()
+    unknown = sorted(set(args.rows or ()) - set(rows))
     if unknown:
-        raise SystemExit(f"--rows: unknown row(s) {unknown}; rows: {', '.join(list(REUSED) + list(rows))}")
-    if not (args.summary or args.markdown):
-        for name, spec in rows.items():
-            if (args.rows and name not in args.rows) or (out / "rows" / f"{slug(name)}.json").is_file():
-                continue
-            options = spec[4]
-            kind = options["kind"]
-            # the committed rows were simulated with one stream shared by every case: kept to reproduce them
-            clicks = simulate(kind, out, files, dense_ids=options.get("dense", ()), legacy_shared_stream=True)
-            by_id = {f.case_id: f for f in list_cases(args.data, annotations_dir=clicks)}
-            start = time.monotonic()
-            if options.get("refine_from"):
-                refine(options["refine_from"], spec[1].pseudo_labels, out, [by_id[c] for c in train_ids], args.device)
-            r = run_row(name, spec, rows, out, args.data, clicks, out / f"cache_{kind}", test_ids, by_id,
-                        args.device, args.threads, tag=kind)
-            print(f"{name:30s} Dice {np.mean([c['dice'] for c in r['cases'].values()]):.4f}  "
-                  f"{time.monotonic() - start:.0f} s", file=sys.stderr)
-    return report(args, out, rows, train_ids, test_ids, val_ids)
-
-
-def refine(source: str, folder: str, out: Path, cases, device: str) -> None:
-    """The refinement step (``PASegLib.pipeline.refine``) from row ``source``'s run into ``folder`` (resumable:
-    cases already refined are kept); its per-case rows go to ``folder/refine.json``."""
-    from PASegLib.pipeline.refine import refine_pseudo_labels
-
-    done = out / "rows" / f"{slug(source)}.json"
-    if not done.is_file():
-        raise SystemExit(f"row {source!r} must finish before it can be refined")
-    run = json.loads(done.read_text(encoding="utf-8"))["run"]
-    todo = [f for f in cases if not (Path(folder) / f"{f.case_id}_pseudo.nii.gz").is_file()]
-    if todo:
-        start = time.monotonic()
-        rows = refine_pseudo_labels(run, todo, folder, device=device)
-        log = Path(folder) / "refine.json"
-        old = json.loads(log.read_text(encoding="utf-8"))["cases"] if log.is_file() else []
-        atomic_write_json(log, {"run": run, "seconds": round(time.monotonic() - start, 1), "cases": old + rows})
-
-
-def report(args, out: Path, rows, train_ids, test_ids, val_ids) -> int:
-    """The finished rows (and the reused accuracy rows) → summary JSON / Markdown."""
-    results = {}
-    for key, source in REUSED.items():
-        path = args.accuracy_out / "rows" / f"{slug(source)}.json"
-        if path.is_file():
-            results[key] = {**json.loads(path.read_text(encoding="utf-8")), "reused_from": source}
-    results = finished_rows(out, rows, results)
-    table_rows = {**{k: ("reuse", None, train_ids, None, {}) for k in REUSED}, **rows}
-    summary = summarize({k: {**v, "options": v.get("options", {}) if k in rows else {}} for k, v in results.items()},
-                        table_rows, preset="cpu",
-                        split={"train": len(train_ids), "test": len(test_ids), "validation": len(val_ids),
-                               "order": "case ids sorted; first train, last test", "clicks_seed": 0})
-    for name, entry in summary["rows"].items():
-        if "full" in summary["rows"]:
-            full = summary["rows"]["full"]
-            entry["ratio_to_full"] = entry["dice_mean"] / max(full["dice_mean"], full["dice_last_mean"])
-        entry.update(annotation_cost(name, rows, out, train_ids))
-    for key in ("selection", "full_supervision", "stage_one", "scm"):  # the accuracy benchmark's headline keys
-        summary.pop(key, None)
-    summary["reused_from_accuracy_benchmark"] = {k: v for k, v in REUSED.items() if k in results}
-    summary["device"] = args.device_note
+        raise SystemExit(f"--rows: unknown row(s) {unknown}; rows: {', '.join(rows)}")
+    if args.list:
+        print("\n".join(f"{n}{'  [done]' if plan._done(n) else ''}" for n in rows))
+        return 0
+    if args.worker:
+        work(plan, args.data, args.device, args.threads, only=set(args.rows) if args.rows else None,
+             runner=run_protocol_row)
+    summary = summarize(plan, rows, args.data, args.device_note)
     if args.summary:
         atomic_write_json(args.summary, summary)
     if args.markdown:
         print(markdown(summary))
         return 0
-    print(json.dumps(summary))
+    print(json.dumps({n: round(r["dice_mean"], 4) for n, r in summary["rows"].items()}))
     return 0
 
-
-def annotation_cost(name, rows, out: Path, train_ids):
-    """``clicks_per_object`` (clicked cases) and, for rows with dense cases, ``dense_cases`` and
-    ``contour_slices_per_object`` (axial slices the dense objects span)."""
-    from PASegLib.annotation.markups import read_markups
-    from PASegLib.annotation.model import clicks_of
-    from PASegLib.image.geometry import ImageGeometry  # noqa: F401  (documented type of the geometry below)
-    from PASegLib.image.io import read_geometry
-
-    kind = {"full": "dense", "seven_points": "seven_points", "seven_points_scm": "seven_points"}.get(name)
-    kind = kind or rows[name][4]["kind"]
-    by_id = {f.case_id: f for f in list_cases(LA_HEART)}
-    if kind == "dense":
-        from PASegLib.image.io import read_image
-
-        slices = [int(np.count_nonzero((np.asarray(read_image(by_id[c].label, role="label").array) > 0)
-                                       .any(axis=(0, 1)))) for c in train_ids]
-        return {"clicks_per_object": None, "dense_cases": len(train_ids),
-                "contour_slices_per_object": float(np.mean(slices))}
-    folder = out / f"clicks_{kind}" if (out / f"clicks_{kind}").is_dir() else out / "clicks_seven_points"
-    clicks, dense_slices = [], []
-    for cid in train_ids:
-        path = folder / f"{cid}.mrk.json"
-        if not path.is_file():
-            continue
-        annotation = read_markups(path, read_geometry(by_id[cid].image, role="image"))
-        for obj in annotation.objects:
-            if obj.kind == "dense":
-                from PASegLib.image.io import read_image
-
-                label = np.asarray(read_image(by_id[cid].label, role="label").array) > 0
-                dense_slices.append(int(np.count_nonzero(label.any(axis=(0, 1)))))
-            else:
-                clicks.append(clicks_of(obj))
-    cost = {"clicks_per_object": float(np.mean(clicks)) if clicks else None}
-    if dense_slices:
-        cost.update({"dense_cases": len(dense_slices), "contour_slices_per_object": float(np.mean(dense_slices))})
-    return cost
-
-
-def markdown(summary) -> str:
-    """The summary as the Markdown table of ``docs/BENCHMARKS.md``."""
-    lines = ["| protocol | clicks / object | dense cases (contour slices each) | Dice | ASSD (mm) | HD95 (mm) | "
-             "Dice / full | paired vs | train (s) |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, r in summary["rows"].items():
-        clicks = f"{r['clicks_per_object']:.1f}" if r.get("clicks_per_object") is not None else "–"
-        dense = f"{r['dense_cases']} ({r['contour_slices_per_object']:.0f})" if r.get("dense_cases") else "0"
-        ratio = f"{r['ratio_to_full']:.3f}" if r.get("ratio_to_full") is not None else "–"
-        p = r.get("paired")
-        paired = f"{p['against']}: {p['mean_diff']:+.3f} ({p['improved']}/{p['cases']})" if p else "–"
-        lines.append(f"| {name} | {clicks} | {dense} | {r['dice_mean']:.3f} ± {r['dice_std']:.3f} | "
-                     f"{r['assd']['mean']:.2f} | {r['hd95']['mean']:.2f} | {ratio} | {paired} | {r['train_s']:.0f} |")
-    return "\n".join(lines)
 
 if __name__ == "__main__":
     raise SystemExit(main())

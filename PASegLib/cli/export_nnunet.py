@@ -30,7 +30,7 @@ Then train nnU-Net on it (DIR: the folder that holds DatasetNNN_Name; see docs/I
 def add_export_parser(what: argparse._SubParsersAction) -> None:
     """Register ``paseg export nnunet`` on the ``export`` command's sub-parsers."""
     from PASegLib.interop.nnunet import LABEL_SOURCES
-    from PASegLib.seeds.expansion import EXTENTS
+    from PASegLib.seeds.expansion import EXTENTS, FILLS
 
     p = what.add_parser("nnunet", help="an nnU-Net v2 raw dataset of the pseudo labels (ignore label = unlabelled)",
                         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,6 +50,13 @@ def add_export_parser(what: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilon", type=float, default=None, help="seeds: expansion threshold ε (as paseg expand)")
     p.add_argument("--extent", choices=EXTENTS, default=None, help="seeds: fixed (ε) or auto (as paseg expand)")
     p.add_argument("--lamb", type=float, default=None, help="seeds: geodesic λ (as paseg expand)")
+    p.add_argument("--fill", choices=FILLS, default=None,
+                   help="seeds, seven points: random_walker (the default, as training uses) grows the seeds over the "
+                   "click box; none = the plain expanded seeds (as paseg expand)")
+    p.add_argument("--fill-margin", type=float, default=None, help="seeds, --fill random_walker: the unlabelled "
+                   "band (as paseg expand)")
+    p.add_argument("--fill-bg-radius-mm", type=float, default=None, help="seeds, --fill random_walker: the "
+                   "background balls around the background clicks (mm, as paseg expand)")
     p.add_argument("--random-walker", type=json.loads, default=None, metavar="JSON",
                    help='seeds: random-walker settings of extreme points and boxes, e.g. \'{"beta": 130}\'')
     p.add_argument("--point-radius-mm", type=float, default=None,
@@ -66,12 +73,15 @@ def run(args: argparse.Namespace) -> int:
     from PASegLib.interop.nnunet import export_nnunet_dataset, parse_dataset_name
 
     parse_dataset_name(args.out.name)  # before anything is read
-    fields = {k: v for k, v in (("epsilon", args.epsilon), ("extent", args.extent), ("lamb", args.lamb))
-              if v is not None}
+    fields = {k: v for k, v in (("epsilon", args.epsilon), ("extent", args.extent), ("lamb", args.lamb),
+                                ("fill", args.fill), ("fill_margin", args.fill_margin),
+                                ("fill_bg_radius_mm", args.fill_bg_radius_mm)) if v is not None}
     if args.random_walker is not None and not isinstance(args.random_walker, dict):
         raise ValueError(f"--random-walker must be a JSON object of settings, got {args.random_walker!r}")
     if args.run is not None:
         given = [o for o, v in (("--epsilon", args.epsilon), ("--extent", args.extent), ("--lamb", args.lamb),
+                                ("--fill", args.fill), ("--fill-margin", args.fill_margin),
+                                ("--fill-bg-radius-mm", args.fill_bg_radius_mm),
                                 ("--random-walker", args.random_walker), ("--point-radius-mm", args.point_radius_mm),
                                 ("--annotations", args.annotations)) if v is not None]
         if given:
@@ -79,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
                              f"used)")
     if args.labels != "seeds":
         given = [o for o, v in (("--epsilon", args.epsilon), ("--extent", args.extent), ("--lamb", args.lamb),
+                                ("--fill", args.fill), ("--fill-margin", args.fill_margin),
+                                ("--fill-bg-radius-mm", args.fill_bg_radius_mm),
                                 ("--random-walker", args.random_walker), ("--point-radius-mm", args.point_radius_mm))
                  if v is not None]
         if given:

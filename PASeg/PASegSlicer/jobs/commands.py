@@ -3,8 +3,12 @@
 A job folder ``<work>/jobs/<date>-<kind>/`` holds ``job.json`` (what was asked, the commands, the status),
 ``log.txt`` (the full log), ``inputs/`` (files written for the job, e.g. the current volume) and the run or
 output folders of its steps. Training "stage 1 + SCM" is three steps: stage 1 for network A, stage 1 for
-network B, then SCM initialised from both runs. A step's stop file (:meth:`JobStep.stopPath`) is
-``<run>/STOP`` for training and ``<job>/output/STOP`` for prediction.
+network B, then SCM initialised from both runs. "stage 1 + refinement" (the pipeline's default second stage, chosen on
+tuning cases: Going to Extremes' refinement round) and "teacher–student" (paper 003, for a cohort of dense and boxed
+cases) are one step each: ``python -m PASegLib run`` (:mod:`PASegLib.pipeline.run`) into ``<job>/pipeline``, which
+trains every run of that pipeline with the CPU or paper preset's networks, predicts the cases and writes its report;
+each run it finishes is registered, the final model last. A step's stop file (:meth:`JobStep.stopPath`) is
+``<run>/STOP`` for training, ``<job>/pipeline/STOP`` for a pipeline and ``<job>/output/STOP`` for prediction.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from PASegLib.utils.atomic import atomic_write_json
 
 from .runner import JobStep
 
-TRAIN_MODES = ("stage 1", "SCM", "stage 1 + SCM")
+TRAIN_MODES = ("stage 1 + refinement", "stage 1", "SCM", "stage 1 + SCM", "teacher–student")
+#: the training modes run as one ``paseg run`` pipeline, with their options
+PIPELINE_MODES = {"stage 1 + refinement": ["--second-stage", "refine"],
+                  "teacher–student": ["--mixed", "teacher_student", "--second-stage", "scm"]}
 DEVICE_MODES = ("auto", "GPU", "all GPUs", "CPU (force)")
 #: the device value of "all GPUs": training runs one process per visible GPU (``--nproc-per-node gpu``, the GPU
 #: count is taken when the job starts), each with ``batch_size`` patches (``--scale-batch``); prediction uses GPU 0
@@ -106,6 +113,9 @@ def trainingSteps(
     if int(epochs) < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     python, jobFolder = python or pythonExecutable(), Path(jobFolder)
+    if mode in PIPELINE_MODES:
+        return [pipelineStep(jobFolder, dataset, mode=mode, epochs=epochs, device=device, configFile=configFile,
+                             python=python)]
     # --quiet: no terminal progress bar in the log pane; the GUI reads the PASEG progress lines instead
     common = ["--epochs", str(int(epochs))] + deviceOptions(device, training=True) + ["--quiet"]
     common += ["--config", str(configFile)] if configFile else []
@@ -128,6 +138,35 @@ def trainingSteps(
         args = ["train", str(dataset), "--out", str(runDir), "--stage", "2", "--init", runs[0], runs[1]] + common
         steps.append(_step("SCM (stage 2)", args, runDir, jobFolder, python))
     return steps
+
+
+def pipelineStep(jobFolder, dataset, *, mode: str, epochs: int, device: str, configFile: Optional[str] = None,
+                 python: Optional[str] = None) -> JobStep:
+    """The one step of a :data:`PIPELINE_MODES` training: ``python -m PASegLib run DATASET --out <job>/pipeline``
+    with the mode's options, ``--set epochs=N`` and every setting of ``configFile`` (a JSON object of training
+    settings) as ``--set KEY=VALUE`` (each applies to every run of the pipeline); the paper preset on a chosen GPU,
+    else the CPU preset; its stop file is ``<job>/pipeline/STOP``. A pipeline trains in one process: "all GPUs" is
+    refused."""
+    if device == ALL_GPUS:
+        raise ValueError(f"training mode {mode!r} runs its pipeline on one device; choose auto, GPU or CPU "
+                         "(\"all GPUs\" trains the stage 1 / SCM modes)")
+    out = Path(jobFolder) / "pipeline"
+    settings: Dict[str, Any] = {}
+    if configFile:
+        try:
+            settings = json.loads(Path(configFile).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"training settings file {configFile}: cannot read it as JSON ({exc})") from None
+        if not isinstance(settings, dict):
+            raise ValueError(f"training settings file {configFile}: expected a JSON object of settings")
+    settings["epochs"] = int(epochs)
+    preset = "paper" if device.startswith("cuda") else "cpu"  # a chosen GPU: the paper's patch and budget
+    args = ["run", str(dataset), "--out", str(out), "--preset", preset] + PIPELINE_MODES[mode] + \
+        ["--device", device, "--quiet"]
+    for key, value in settings.items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    return _step(f"pipeline ({mode})", args, None, Path(jobFolder), python or pythonExecutable(),
+                 stopFile=out / STOP_FILE)
 
 
 def writePredictionInputs(

@@ -1,54 +1,85 @@
-"""benchmarks/bench_protocols.py: the rows it trains (one per annotation protocol, with the settings each
-protocol trains with), the annotation cost of a row and the Markdown table, without training."""
+"""benchmarks/bench_protocols.py: the rows it trains (one per annotation protocol, with the settings the product
+trains each protocol with), the Markdown table and the committed summary, without training."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from conftest import load_benchmark
 
-from PASegLib.training.config import TrainConfig
+from PASegLib.pipeline.presets import PROTOCOL_SETTINGS
+
+SUMMARY = Path(__file__).resolve().parents[3] / "docs" / "results" / "protocols_cpu.json"
 
 
-def test_row_table_names_every_protocol_with_its_settings(tmp_path):
+def _plan(tmp_path):
     bench = load_benchmark("bench_protocols")
-    a, s = TrainConfig(), TrainConfig(stage=2)
-    train = [f"c{i:02d}" for i in range(20)]
-    rows = bench.row_table(a, s, train, ["c00", "c03"], tmp_path)
-    assert set(rows) | set(bench.REUSED) >= {"full", "seven_points", "single_point", "extreme_points", "box",
-                                            "mixed_3", "mixed_6", "mixed_12"}
-    single, extreme, refined, box = (rows[k][1] for k in ("single_point", "extreme_points", "extreme_points_refined",
-                                                          "box"))
-    assert single.cv_weight == 0.3 and single.alpha == single.beta == 0.0 and single.batch_size == 4
-    assert extreme.point_channel and extreme.point_loss_weight == 1.0 and extreme.alpha == 0.0
-    assert refined.pseudo_labels == str(tmp_path / "refined_extreme_points")
-    assert rows["extreme_points_refined"][4]["refine_from"] == "extreme_points"
-    assert rows["extreme_points_no_clicks"][0] == "reuse" and rows["extreme_points_no_clicks"][4]["use_clicks"] is False
-    assert box.alpha == box.beta == 0.0 and box.cv_weight == 0.0 and box.point_loss_weight == 0.0
-    # the dense cases of a mixed row are training cases the trainer does not hold out
-    assert rows["mixed_3"][4]["dense"] == ["c01", "c02", "c04"] and rows["mixed_3"][1] == a
-    assert len(rows["mixed_12"][4]["dense"]) == 12
+    ids = [f"c{i:02d}" for i in range(80)]
+    return bench, bench.ProtocolPlan(ids, (1.0, 1.0, 1.0), tmp_path)
 
 
-def test_markdown_shows_clicks_dense_cases_and_pairs():
+def test_every_row_trains_the_protocol_settings_of_the_product(tmp_path):
+    bench, plan = _plan(tmp_path)
+    rows = plan.rows()
+    assert {"single_point", "single_point_no_cv", "extreme_points", "extreme_points_no_point_loss",
+            "mixed_12_teacher_student", "mixed_6_teacher_student", "mixed_3_teacher_student", "mixed_12",
+            "seven_points_noise_4mm", "extreme_points_noise_4mm", "box_noise_4mm", "box", "full",
+            "seven_points"} <= set(rows)
+    single = rows["single_point"][1]
+    for key, value in PROTOCOL_SETTINGS["single_point"].items():
+        assert getattr(single, key) == value
+    assert single.batch_size >= 4 and single.cv_weight > 0 and single.patch_frame == "click" and single.batch_flips
+    assert rows["single_point_no_cv"][1] == single.replace(cv_weight=0.0)
+    extreme, ablated = rows["extreme_points"][1], rows["extreme_points_no_point_loss"][1]
+    assert extreme.point_loss_weight == 1.0 and ablated == extreme.replace(point_loss_weight=0.0)
+    assert extreme.point_jitter_mm > 0
+    # the noisy rows: clicks moved by 4 mm and the random walker told to expect it
+    for name, kind in (("seven_points_noise_4mm", "seven_points"), ("extreme_points_noise_4mm", "extreme_points"),
+                       ("box_noise_4mm", "box")):
+        _, cfg, _, _, options = rows[name]
+        assert options["clicks"] == (0, 4.0) and options["kind"] == kind
+        assert cfg.random_walker == {"click_error_mm": 4.0}
+    # the mixed rows: dense cases among the cases the trainer does not hold out, the same 12 in both modes
+    ts, joint = rows["mixed_12_teacher_student"][4], rows["mixed_12"][4]
+    assert ts["teacher_student"] and not joint.get("teacher_student") and ts["dense"] == joint["dense"]
+    assert len(ts["dense"]) == 12 and set(rows["mixed_3_teacher_student"][4]["dense"]) <= set(ts["dense"])
+    assert set(ts["dense"]) <= set(plan.usable) and len(plan.usable) == 48
+    # every row trains on the 60 training cases and is scored on the 20 test cases; none is tuned on them
+    assert all(spec[2] == plan.train for spec in rows.values()) and plan.test == [f"c{i:02d}" for i in range(60, 80)]
+
+
+def test_the_external_rows_come_from_the_accuracy_summary(tmp_path):
+    bench, plan = _plan(tmp_path)
+    accuracy = json.loads(bench.ACCURACY.read_text(encoding="utf-8"))["rows_per_run"]
+    for name, source in bench.EXTERNAL.items():
+        done = plan._done(name)
+        assert done["cases"] == {c: {"dice": v} for c, v in accuracy[source]["cases"].items()}
+
+
+def test_markdown_shows_network_batch_noise_and_pairs():
     bench = load_benchmark("bench_protocols")
-    row = {"dice_mean": 0.7712, "dice_std": 0.07, "assd": {"mean": 2.7}, "hd95": {"mean": 10.3}, "train_s": 630.0}
+    row = {"dice_mean": 0.7712, "dice_std": 0.07, "hd95": {"mean": 10.34}, "train_s": 630.0, "network": "unet3d",
+           "batch_size": 1, "click_noise_mm": 0.0}
     summary = {"rows": {
         "extreme_points": {**row, "clicks_per_object": 6.0, "ratio_to_full": 0.922},
-        "mixed_6": {**row, "clicks_per_object": 7.0, "dense_cases": 6, "contour_slices_per_object": 58.7,
-                    "paired": {"against": "seven_points", "mean_diff": 0.0104, "improved": 14, "cases": 20}},
-        "full": {**row, "clicks_per_object": None, "dense_cases": 60, "contour_slices_per_object": 59.2}}}
+        "box_noise_4mm": {**row, "clicks_per_object": 2.0, "click_noise_mm": 4.0,
+                          "paired": {"against": "box", "mean_diff": -0.0104, "improved": 4, "cases": 20,
+                                     "wilcoxon_p": 0.0123}},
+        "single_point": {**row, "batch_size": 4, "clicks_per_object": 1.0}}}
     lines = bench.markdown(summary).splitlines()
-    assert lines[2] == "| extreme_points | 6.0 | 0 | 0.771 ± 0.070 | 2.70 | 10.30 | 0.922 | – | 630 |"
-    assert lines[3].startswith("| mixed_6 | 7.0 | 6 (59) |") and "seven_points: +0.010 (14/20)" in lines[3]
-    assert lines[4].startswith("| full | – | 60 (59) |")
+    assert lines[2] == "| extreme_points | unet3d | 1 | 0 | 6.0 | 0 | 0.771 ± 0.070 | 10.3 | 0.922 | – | – | 630 |"
+    assert lines[3].startswith("| box_noise_4mm | unet3d | 1 | 4 | 2.0 |") and "box: -0.010 (4/20) | 0.012 |" in lines[3]
+    assert lines[4].startswith("| single_point | unet3d | 4 | 0 |")
 
 
-def test_the_committed_summary_has_a_row_per_protocol():
-    import json
-
-    summary = json.loads((Path(__file__).resolve().parents[3] / "docs" / "results" / "protocols_cpu.json")
-                         .read_text(encoding="utf-8"))
-    for name in ("single_point", "extreme_points", "box", "seven_points", "mixed_3", "mixed_6", "mixed_12", "full"):
-        assert 0.0 < summary["rows"][name]["dice_mean"] < 1.0
-        assert "clicks_per_object" in summary["rows"][name]
+def test_the_committed_summary_records_how_each_row_ran():
+    summary = json.loads(SUMMARY.read_text(encoding="utf-8"))
+    for group in ("rows", "legacy_rows"):
+        for name, row in summary.get(group, {}).items():
+            assert 0.0 < row["dice_mean"] < 1.0, name
+            for key in ("batch_size", "network", "click_noise_mm", "seeds", "train_cases"):
+                assert key in row, (group, name, key)
+    rows = summary["rows"]
+    if "single_point" in rows:  # PSCV trained with its contrastive term active
+        assert rows["single_point"]["batch_size"] >= 4 and rows["single_point"]["loss_terms"]["cv"]["mean"] > 0

@@ -211,3 +211,21 @@ def test_export_of_a_run_refined_labels_and_predictions(tmp_path, monkeypatch, c
     assert main(["export", "nnunet", str(ds), "--run", str(run), "--labels", "predictions", "--model", "nope",
                  "--out", str(tmp_path / "raw" / "Dataset519_X"), "--quiet"]) == 1
     assert "SCM-E" in capfd.readouterr().err and not (tmp_path / "raw" / "Dataset519_X").exists()
+
+
+def test_fill_none_exports_the_plain_seeds_of_paseg_expand(mixed_dataset, tmp_path, capsys):
+    out = tmp_path / "raw" / "Dataset505_Plain"
+    assert main(["export", "nnunet", str(mixed_dataset), "--out", str(out), "--fill", "none", "--quiet"]) == 0
+    assert main(["expand", str(mixed_dataset), "--out", str(tmp_path / "plain"), "--fill", "none", "--no-preview",
+                 "--quiet"]) == 0
+    assert main(["expand", str(mixed_dataset), "--out", str(tmp_path / "filled"), "--no-preview", "--quiet"]) == 0
+    plain = read_image(tmp_path / "plain" / "synth_002_partial.nii.gz").array
+    filled = read_image(tmp_path / "filled" / "synth_002_partial.nii.gz").array
+    assert np.count_nonzero(filled == 1) > np.count_nonzero(plain == 1)  # the fill labels more of the object
+    np.testing.assert_array_equal(read_image(out / "labelsTr" / "synth_002.nii.gz").array, plain)
+    assert json.loads((out / "dataset.json").read_text())["paseg"]["expansion"]["fill"] == "none"
+    capsys.readouterr()
+    for extra in (["--run", str(mixed_dataset)], ["--labels", "predictions"]):
+        code = main(["export", "nnunet", str(mixed_dataset), "--out", str(tmp_path / "raw" / "Dataset506_X"),
+                     "--fill", "none", "--quiet", *extra])
+        assert code == 1 and "--fill" in cli_error(capsys.readouterr(), "export")

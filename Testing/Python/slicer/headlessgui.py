@@ -341,7 +341,7 @@ class Parameters:
     datasetFolder: pathlib.Path = field(default_factory=lambda: pathlib.Path(""))
     workFolder: pathlib.Path = field(default_factory=lambda: pathlib.Path(""))
     autoPreview: bool = True
-    trainMode: str = "stage 1 + SCM"
+    trainMode: str = "stage 1 + refinement"
     networkA: str = "unet2d5"
     networkB: str = "attention_unet"
     scmRunA: pathlib.Path = field(default_factory=lambda: pathlib.Path(""))

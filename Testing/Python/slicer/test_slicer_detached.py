@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -454,3 +455,29 @@ def test_real_training_stops_is_used_with_its_last_weights_predicts_and_resumes(
     session.ui.resumeButton.click()
     assert runner.wait(180) and runner.state.status == "done", runner.state.message
     assert (run / "model.json").is_file() and "--resume" in " ".join(runner.logLines)
+
+
+@pytest.mark.slow
+def test_real_refinement_pipeline_registers_stage_one_and_the_refined_model_last(app, logic, tiny_dataset, tmp_path):
+    """The default training mode, "stage 1 + refinement", for real (tiny): one ``paseg run --second-stage refine``
+    step whose two finished runs are registered, the refined one last (the model the module then uses)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("skimage")
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"patch_size": [32, 32, 16], "crf_downsample_to": None, "num_threads": 1,
+                                  "iterations_per_epoch": 2, "validate_every": 1}))  # fmt: skip
+    session = Session(app, logic, sys.executable, (tiny_dataset, tmp_path / "work"))
+    assert Parameters().trainMode == "stage 1 + refinement"  # the module's default
+    session.parameters.trainMode = "stage 1 + refinement"
+    session.parameters.trainConfig, session.parameters.epochs = config, 1
+    session.ui.trainButton.click()
+    runner = session.runner
+    assert runner.wait(300) and runner.state.status == "done", runner.state.message
+    job = session.panel.job.folder
+    command = json.loads((job / "job.json").read_text())["steps"][0]["command"]
+    assert command[3] == "run" and command[command.index("--second-stage") + 1] == "refine"
+    assert "epochs=1" in command and command[command.index("--preset") + 1] == "cpu"
+    registered = control.finishTrainingJob(job, runner.state, ModelRegistry(tmp_path / "work" / "models.json"))
+    names = [pathlib.Path(e.runDir).name for e in registered]
+    assert len(names) == 2 and names[-1].endswith("_r1") and names[0] == names[-1][: -len("_r1")], names
+    assert (job / "pipeline" / "report.html").is_file()

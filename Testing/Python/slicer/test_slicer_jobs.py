@@ -409,3 +409,27 @@ def test_steps_carry_their_stop_file_and_a_utf8_environment(tmp_path):
     runner.start([JobStep("echo", sys.executable, ["-c", "print('Fall Müller ✓ 肺')"], environment={"LC_ALL": "C"})])
     assert runner.wait(20) and runner.state.status == "done"
     assert "Fall Müller ✓ 肺" in lines
+
+
+def test_the_pipeline_modes_are_one_paseg_run_step(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"patch_size": [32, 32, 16], "lr": 0.001}))
+    steps = commands.trainingSteps(tmp_path, "D", mode="teacher–student", networks=["unet3d", "attention_unet"],
+                                   epochs=7, device="cuda:1", configFile=str(config), python="py")  # fmt: skip
+    assert len(steps) == 1 and steps[0].runDir is None
+    assert steps[0].arguments == ["-m", "PASegLib", "run", "D", "--out", str(tmp_path / "pipeline"), "--preset",
+                                  "paper", "--mixed", "teacher_student", "--second-stage", "scm", "--device",
+                                  "cuda:1", "--quiet", "--set", "patch_size=[32, 32, 16]", "--set", "lr=0.001",
+                                  "--set", "epochs=7"]  # fmt: skip
+    assert steps[0].stopPath() == tmp_path / "pipeline" / "STOP"
+    refine = commands.trainingSteps(tmp_path, "D", mode="stage 1 + refinement", networks=["unet3d"], epochs=3,
+                                    device="cpu", python="py")[0].arguments  # fmt: skip
+    assert refine[refine.index("--preset") + 1] == "cpu" and refine[refine.index("--second-stage") + 1] == "refine"
+    with pytest.raises(ValueError, match="one device"):
+        commands.trainingSteps(tmp_path, "D", mode="stage 1 + refinement", networks=["unet3d"], epochs=3,
+                               device=commands.ALL_GPUS)  # fmt: skip
+    config.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="JSON object"):
+        commands.trainingSteps(tmp_path, "D", mode="stage 1 + refinement", networks=["unet3d"], epochs=3,
+                               device="cpu", configFile=str(config))  # fmt: skip
+    assert commands.TRAIN_MODES[0] == "stage 1 + refinement" and set(commands.PIPELINE_MODES) < set(commands.TRAIN_MODES)
