@@ -166,8 +166,13 @@ def run_protocol_row(plan: ProtocolPlan, name, rows, data, device, threads):
     tag = clicks.name
     extra = {}
     if options.get("teacher_student"):
-        from PASegLib.pipeline.teacher_student import (split_mixed_cohort, student_config, teacher_config,
-                                                       weak_box_margin_mm, write_soft_labels)
+        from PASegLib.pipeline.teacher_student import (
+            split_mixed_cohort,
+            student_config,
+            teacher_config,
+            weak_box_margin_mm,
+            write_soft_labels,
+        )
         from PASegLib.training.launch import train_from_dataset
 
         dense, weak, kinds = split_mixed_cohort([by_id[c] for c in train_ids])

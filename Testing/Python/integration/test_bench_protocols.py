@@ -69,7 +69,8 @@ def test_markdown_shows_network_batch_noise_and_pairs():
         "single_point": {**row, "batch_size": 4, "clicks_per_object": 1.0}}}
     lines = bench.markdown(summary).splitlines()
     assert lines[2] == "| extreme_points | unet3d | 1 | 0 | 6.0 | 0 | 0.771 ± 0.070 | 10.3 | 0.922 | – | – | 630 |"
-    assert lines[3].startswith("| box_noise_4mm | unet3d | 1 | 4 | 2.0 |") and "box: -0.010 (4/20) | 0.012 |" in lines[3]
+    assert lines[3].startswith("| box_noise_4mm | unet3d | 1 | 4 | 2.0 |")
+    assert "box: -0.010 (4/20) | 0.012 |" in lines[3]
     assert lines[4].startswith("| single_point | unet3d | 4 | 0 |")
 
 

@@ -432,4 +432,5 @@ def test_the_pipeline_modes_are_one_paseg_run_step(tmp_path):
     with pytest.raises(ValueError, match="JSON object"):
         commands.trainingSteps(tmp_path, "D", mode="stage 1 + refinement", networks=["unet3d"], epochs=3,
                                device="cpu", configFile=str(config))  # fmt: skip
-    assert commands.TRAIN_MODES[0] == "stage 1 + refinement" and set(commands.PIPELINE_MODES) < set(commands.TRAIN_MODES)
+    assert commands.TRAIN_MODES[0] == "stage 1 + refinement"
+    assert set(commands.PIPELINE_MODES) < set(commands.TRAIN_MODES)
