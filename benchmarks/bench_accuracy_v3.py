@@ -228,6 +228,12 @@ def run_one(plan: Plan, name, rows, data, device, threads):
     for dep in list(options.get("init", ())) + ([source] if mode == "reuse" else []):
         if plan._done(dep) is None:
             raise SystemExit(f"row {name!r} needs row {dep!r} first")
+    for dep in list(options.get("init", ())) + [options.get("refine_from")] + ([source] if mode == "reuse" else []):
+        done = plan._done(dep) if dep else None
+        if done and done.get("restored_from") and not Path(done["run"]).is_dir():
+            raise SystemExit(f"row {name!r} builds on the run of row {dep!r}, restored from "
+                             f"{done['restored_from']} without its run folder; retrain {dep!r} first (delete "
+                             f"{plan.out / 'rows' / (slug(dep) + '.json')})")
     tag = f"clicks_s{seed}" + (f"_noise{noise:g}" if noise else "")
     result = run_row(name, rows[name], rows, plan.out, data, clicks, plan.out / "cache", eval_ids, by_id, device,
                      threads, tag=tag)
@@ -397,8 +403,10 @@ def summarize(plan: Plan, rows) -> dict:
 def restore(out: Path, summary_path: Path) -> list:
     """Write ``out/rows/<row>.json`` for every run of a committed summary (``rows_per_run``) whose row file is
     missing (a fresh checkout: ``bench_output`` is never committed), so that the rows not yet run can be paired
-    with and build on them. A restored row holds the per-case Dice and the run's facts, not its validation rounds
-    (the summary does not keep them): the selection study keeps the committed one (``restored_selection.json``).
+    with them (per-case Dice, rounded to 4 decimals as committed). A row that trains from a restored row's run
+    (``init``, ``refine_from``) is refused: the run folder is not restored. A restored row holds the per-case Dice
+    and the run's facts, not its validation rounds (the summary does not keep them): the selection study keeps
+    the committed one (``restored_selection.json``, written when rows were restored).
     Rows whose selected and last Dice differ cannot be restored (the summary keeps the per-case Dice of one) and
     are refused. Returns the restored row names."""
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
@@ -417,7 +425,7 @@ def restore(out: Path, summary_path: Path) -> list:
                                    "cases": {c: {"dice": v} for c, v in r["cases"].items()},
                                    "cases_last": dict(r["cases"])})
         restored.append(name)
-    if "selection" in summary and not (out / "restored_selection.json").is_file():
+    if restored and "selection" in summary and not (out / "restored_selection.json").is_file():
         atomic_write_json(out / "restored_selection.json", {k: v for k, v in summary["selection"].items()
                                                             if k not in ("restored", "later_runs")})
     return restored

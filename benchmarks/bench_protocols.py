@@ -20,8 +20,10 @@ Rows (the summary's keys; ``*`` = run here, the others are read from a committed
   ``extreme_points_no_point_loss`` * the same without the point loss;
 * ``box`` * — random-walker pseudo labels from a loose box;
 * ``seven_points_noise_4mm`` / ``extreme_points_noise_4mm`` / ``box_noise_4mm`` * — the same protocols from clicks
-  moved by Gaussian noise of 4 mm RMS (3D), the random walker told to expect that error
-  (``RandomWalkerConfig.click_error_mm`` 4);
+  moved by Gaussian noise of 4 mm RMS (3D); the extreme-point and box random walkers are told to expect that
+  error (``RandomWalkerConfig.click_error_mm`` 4: a wider unlabelled shell, background only beyond it). Seven
+  points have no such setting (``click_error_mm`` does not act on their expansion or fill): their background
+  clicks lie 2–10 mm outside the object, a margin that absorbs part of the noise;
 * ``mixed_N_teacher_student`` * (N = 12, 6, 3) — paper 003: N training cases densely labelled (the first N of the
   training cases the trainer does not hold out), seven points for the rest; a teacher trained on the N dense cases
   with the box channel, its soft labels of the weak cases inside their boxes, a student trained on both
@@ -239,6 +241,10 @@ def summarize(plan: ProtocolPlan, rows, data: Path, device_note: str) -> dict:
     table = {}
     for name, r in done.items():
         mode, cfg, train_ids, source, opts = rows[name]
+        if opts.get("teacher_student"):  # the student's settings (the row's config is the cohort's stage one)
+            from PASegLib.pipeline.teacher_student import student_config
+
+            cfg = student_config(cfg, "soft labels")
         dice = {c: v["dice"] for c, v in r["cases"].items()}
         entry = {"dice_mean": float(np.mean(list(dice.values()))), "dice_std": float(np.std(list(dice.values())))}
         for metric in ("assd", "hd95"):

@@ -34,7 +34,8 @@ def add_parsers(sub: Any) -> None:
                        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", help="dataset folder (<case>_image.<ext>, optional _label, .mrk.json, _7points)")
     p.add_argument("--out", required=True, help="output folder (rerun with the same one to resume)")
-    p.add_argument("--preset", choices=("cpu", "paper"), default="cpu", help="settings preset (default cpu)")
+    p.add_argument("--preset", choices=("cpu", "paper", "auto"), default="cpu",
+                   help="settings preset (default cpu); auto: paper when --device resolves to a GPU, else cpu")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of clicks, split and training (default 0)")
     p.add_argument("--test-fraction", type=float, default=0.0,
@@ -81,7 +82,12 @@ def _overrides(pairs: List[str]) -> Dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from PASegLib.pipeline.run import PipelineOptions, run_pipeline
 
-    options = PipelineOptions(preset=args.preset, seed=args.seed, device=args.device,
+    preset = args.preset
+    if preset == "auto":  # the device decides (stored resolved in pipeline.json, so a rerun on it continues)
+        from PASegLib.training.runtime import resolve_device
+
+        preset = "paper" if resolve_device(args.device).type == "cuda" else "cpu"
+    options = PipelineOptions(preset=preset, seed=args.seed, device=args.device,
                               test_fraction=args.test_fraction, overrides=_overrides(args.set),
                               largest_component=args.largest_component, kind=args.kind,
                               dense_cases=args.dense_cases, refine_rounds=args.refine_rounds, mixed=args.mixed,

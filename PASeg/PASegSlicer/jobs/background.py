@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional
 from PASegLib.jobs.supervisor import read_status
 from PASegLib.utils.atomic import atomic_write_json
 
+from .commands import pipelineFinished, pipelineFolder, stepRuns
 from .control import Job
 from .models import ModelEntry, ModelRegistry, useStoppedRun
 from .runner import FINAL_STATUSES, jobRunning, replayJob
@@ -59,8 +60,10 @@ class JobRecord:
         status: ``running`` (its supervisor runs), ``done``, ``failed`` or ``stopped``.
         takenIn: its results were taken in (``taken_in`` in ``job.json``); a job that ended while no Slicer
             followed it is not, until :func:`markTakenIn`.
-        runs: a training job's run folders; ``stoppedRuns`` those that stopped with a checkpoint (resumable,
-            usable with their last weights).
+        runs: a training job's run folders (also those inside its pipeline folders); ``stoppedRuns`` those that
+            stopped with a checkpoint (resumable, usable with their last weights).
+        pipelines: the output folders of its pipeline steps (``paseg run``), resumable until they wrote their
+            report.
     """
 
     folder: Path
@@ -71,11 +74,13 @@ class JobRecord:
     takenIn: bool = False
     runs: List[str] = field(default_factory=list)
     stoppedRuns: List[str] = field(default_factory=list)
+    pipelines: List[str] = field(default_factory=list)
 
     @property
     def resumable(self) -> bool:
-        """A training job that stopped (or failed) before all its runs finished."""
-        finished = all((Path(r) / "model.json").is_file() for r in self.runs)
+        """A training job that stopped (or failed) before all its runs (and pipelines) finished."""
+        finished = all((Path(r) / "model.json").is_file() for r in self.runs) and \
+            all(pipelineFinished(p) for p in self.pipelines)
         return self.kind == "train" and self.status in ("stopped", "failed") and not finished
 
     @property
@@ -92,6 +97,10 @@ def _jobDoc(folder: Path) -> Dict[str, Any]:
     if not isinstance(doc, dict):
         raise ValueError(f"{folder / 'job.json'}: not a job record")
     return doc
+
+
+def _pipelines(steps) -> List[str]:
+    return [str(p) for p in (pipelineFolder(s) for s in steps if isinstance(s, dict)) if p is not None]
 
 
 def stoppedRuns(runs: List[str]) -> List[str]:
@@ -124,12 +133,13 @@ def scanJobs(workFolder) -> List[JobRecord]:
             status = jobStatus(folder, doc)
         except ValueError:
             continue
-        runs = [str(s["run_dir"]) for s in doc.get("steps") or [] if isinstance(s, dict) and s.get("run_dir")]
+        steps = [s for s in doc.get("steps") or [] if isinstance(s, dict)]
+        runs = stepRuns(steps)
         message = str((read_status(folder) or {}).get("message") or doc.get("message") or "")
         takenIn = bool(doc.get("taken_in")) or doc.get("status") in FINAL_STATUSES \
             or (folder / TAKEN_IN_MARKER).exists()  # finishJob recorded its end, or another session takes it in
         records.append(JobRecord(folder, str(doc.get("kind", "")), status, str(doc.get("created", "")), message,
-                                 takenIn, runs, stoppedRuns(runs)))
+                                 takenIn, runs, stoppedRuns(runs), _pipelines(steps)))
     return records
 
 
@@ -166,7 +176,9 @@ def prepareResume(folder) -> JobRecord:
                          f"can be resumed")
     for step in doc.get("steps") or []:
         run = Path(step["run_dir"]) if step.get("run_dir") else None
-        step["skip"] = bool(run is not None and (run / "model.json").is_file())
+        pipeline = pipelineFolder(step)  # the same `paseg run` command continues its pipeline
+        step["skip"] = bool(run is not None and (run / "model.json").is_file()) or \
+            bool(pipeline is not None and pipelineFinished(pipeline))
         command = step["command"]
         if run is not None and not step["skip"] and (run / "config.json").is_file() and "--resume" not in command:
             command.append("--resume")
@@ -175,8 +187,9 @@ def prepareResume(folder) -> JobRecord:
     doc.pop("finished", None)
     atomic_write_json(folder / "job.json", doc)
     releaseTakeIn(folder)  # its new end is taken in again
-    runs = [str(s["run_dir"]) for s in doc["steps"] if s.get("run_dir")]
-    return JobRecord(folder, "train", "running", str(doc.get("created", "")), "", False, runs, stoppedRuns(runs))
+    runs = stepRuns(doc["steps"])
+    return JobRecord(folder, "train", "running", str(doc.get("created", "")), "", False, runs, stoppedRuns(runs),
+                     _pipelines(doc["steps"]))
 
 
 def useLastWeights(folder, registry: ModelRegistry) -> ModelEntry:
@@ -185,7 +198,7 @@ def useLastWeights(folder, registry: ModelRegistry) -> ModelEntry:
     "stopped at epoch N". ``ValueError`` when no run of the job stopped with a checkpoint."""
     folder = Path(folder)
     doc = _jobDoc(folder)
-    runs = stoppedRuns([str(s["run_dir"]) for s in doc.get("steps") or [] if s.get("run_dir")])
+    runs = stoppedRuns(stepRuns(doc.get("steps") or []))
     if doc.get("kind") != "train" or not runs:
         raise ValueError(f"{folder.name}: no run of this job stopped with a checkpoint (nothing trained yet?)")
     state = replayJob(folder)

@@ -7,8 +7,10 @@ network B, then SCM initialised from both runs. "stage 1 + refinement" (the pipe
 tuning cases: Going to Extremes' refinement round) and "teacher–student" (paper 003, for a cohort of dense and boxed
 cases) are one step each: ``python -m PASegLib run`` (:mod:`PASegLib.pipeline.run`) into ``<job>/pipeline``, which
 trains every run of that pipeline with the CPU or paper preset's networks, predicts the cases and writes its report;
-each run it finishes is registered, the final model last. A step's stop file (:meth:`JobStep.stopPath`) is
-``<run>/STOP`` for training, ``<job>/pipeline/STOP`` for a pipeline and ``<job>/output/STOP`` for prediction.
+each run it finishes is registered, the final model last (a teacher is not: it reads boxes). Such a job trains on
+the annotated cases only (a linked subset of the dataset, ``<job>/inputs/dataset``). A step's stop file
+(:meth:`JobStep.stopPath`) is ``<run>/STOP`` for training, ``<job>/pipeline/STOP`` for a pipeline and
+``<job>/output/STOP`` for prediction.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ TRAIN_MODES = ("stage 1 + refinement", "stage 1", "SCM", "stage 1 + SCM", "teach
 #: the training modes run as one ``paseg run`` pipeline, with their options
 PIPELINE_MODES = {"stage 1 + refinement": ["--second-stage", "refine"],
                   "teacher–student": ["--mixed", "teacher_student", "--second-stage", "scm"]}
+#: training settings a pipeline mode chooses itself for each of its runs (refused in its settings file)
+PIPELINE_OWNED = ("stage", "network", "aux_network", "device", "seed", "pseudo_labels", "supervision")
 DEVICE_MODES = ("auto", "GPU", "all GPUs", "CPU (force)")
 #: the device value of "all GPUs": training runs one process per visible GPU (``--nproc-per-node gpu``, the GPU
 #: count is taken when the job starts), each with ``batch_size`` patches (``--scale-batch``); prediction uses GPU 0
@@ -114,8 +118,7 @@ def trainingSteps(
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     python, jobFolder = python or pythonExecutable(), Path(jobFolder)
     if mode in PIPELINE_MODES:
-        return [pipelineStep(jobFolder, dataset, mode=mode, epochs=epochs, device=device, configFile=configFile,
-                             python=python)]
+        return [pipelineStep(jobFolder, dataset, mode=mode, device=device, configFile=configFile, python=python)]
     # --quiet: no terminal progress bar in the log pane; the GUI reads the PASEG progress lines instead
     common = ["--epochs", str(int(epochs))] + deviceOptions(device, training=True) + ["--quiet"]
     common += ["--config", str(configFile)] if configFile else []
@@ -140,13 +143,18 @@ def trainingSteps(
     return steps
 
 
-def pipelineStep(jobFolder, dataset, *, mode: str, epochs: int, device: str, configFile: Optional[str] = None,
+def pipelineStep(jobFolder, dataset, *, mode: str, device: str, configFile: Optional[str] = None,
                  python: Optional[str] = None) -> JobStep:
-    """The one step of a :data:`PIPELINE_MODES` training: ``python -m PASegLib run DATASET --out <job>/pipeline``
-    with the mode's options, ``--set epochs=N`` and every setting of ``configFile`` (a JSON object of training
-    settings) as ``--set KEY=VALUE`` (each applies to every run of the pipeline); the paper preset on a chosen GPU,
-    else the CPU preset; its stop file is ``<job>/pipeline/STOP``. A pipeline trains in one process: "all GPUs" is
-    refused."""
+    """The one step of a :data:`PIPELINE_MODES` training: ``python -m PASegLib run DATASET --out <job>/pipeline
+    --preset auto`` (the paper preset when the device is a GPU, the CPU preset otherwise: their networks and
+    budgets) with the mode's options and every setting of ``configFile`` (a JSON object of training settings, e.g.
+    ``{"epochs": 50}``) as ``--set KEY=VALUE``, which applies to every run of the pipeline; its stop file is
+    ``<job>/pipeline/STOP``. The GUI's epochs and networks are those of the stage 1 / SCM modes.
+
+    Raises:
+        ValueError: "all GPUs" (a pipeline trains in one process); an unreadable settings file, or one that sets
+            what the pipeline chooses itself (:data:`PIPELINE_OWNED`), naming the file and the keys.
+    """
     if device == ALL_GPUS:
         raise ValueError(f"training mode {mode!r} runs its pipeline on one device; choose auto, GPU or CPU "
                          "(\"all GPUs\" trains the stage 1 / SCM modes)")
@@ -159,14 +167,57 @@ def pipelineStep(jobFolder, dataset, *, mode: str, epochs: int, device: str, con
             raise ValueError(f"training settings file {configFile}: cannot read it as JSON ({exc})") from None
         if not isinstance(settings, dict):
             raise ValueError(f"training settings file {configFile}: expected a JSON object of settings")
-    settings["epochs"] = int(epochs)
-    preset = "paper" if device.startswith("cuda") else "cpu"  # a chosen GPU: the paper's patch and budget
-    args = ["run", str(dataset), "--out", str(out), "--preset", preset] + PIPELINE_MODES[mode] + \
+        owned = sorted(set(settings) & set(PIPELINE_OWNED))
+        if owned:
+            raise ValueError(f"training settings file {configFile} sets {', '.join(owned)}: the {mode!r} pipeline "
+                             f"chooses these itself (for every run); remove them, or train with the stage 1 / SCM "
+                             f"modes")
+    args = ["run", str(dataset), "--out", str(out), "--preset", "auto"] + PIPELINE_MODES[mode] + \
         ["--device", device, "--quiet"]
     for key, value in settings.items():
         args += ["--set", f"{key}={json.dumps(value)}"]
     return _step(f"pipeline ({mode})", args, None, Path(jobFolder), python or pythonExecutable(),
                  stopFile=out / STOP_FILE)
+
+
+def pipelineFolder(step: Dict[str, Any]) -> Optional[Path]:
+    """The output folder of a job step that runs a pipeline (a ``job.json`` step whose command is ``-m PASegLib
+    run … --out DIR``), else ``None``."""
+    command = [str(c) for c in step.get("command") or []]
+    if command[1:4] != ["-m", "PASegLib", "run"] or "--out" not in command[:-1]:
+        return None
+    return Path(command[command.index("--out") + 1])
+
+
+def pipelineRuns(folder) -> List[str]:
+    """The training run folders a pipeline folder holds so far (those with a ``config.json``), in the order they
+    started."""
+    configs = [p for p in Path(folder).glob("*/config.json") if p.is_file()]
+    return [str(p.parent) for p in sorted(configs, key=lambda p: (p.stat().st_mtime, p.parent.name))]
+
+
+def pipelineFinished(folder) -> bool:
+    """Whether the pipeline in ``folder`` wrote its report (its last step)."""
+    try:
+        state = json.loads((Path(folder) / "pipeline.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and "report" in (state.get("done") or [])
+
+
+def stepRuns(steps: Sequence[Dict[str, Any]]) -> List[str]:
+    """Every training run folder of a job's ``job.json`` steps: a training step's ``run_dir``, a pipeline step's
+    runs (:func:`pipelineRuns`)."""
+    runs: List[str] = []
+    for step in steps:
+        if not isinstance(step, dict):
+            continue
+        if step.get("run_dir"):
+            runs.append(str(step["run_dir"]))
+        folder = pipelineFolder(step)
+        if folder is not None:
+            runs += pipelineRuns(folder)
+    return runs
 
 
 def writePredictionInputs(

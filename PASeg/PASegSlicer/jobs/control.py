@@ -25,6 +25,7 @@ from ..annotation import objects
 from ..annotation.cases import predictionPath, reviewQueuePath
 from ..mrml.volumes import volumeFromNode
 from .commands import (
+    PIPELINE_MODES,
     boxedKinds,
     caseKinds,
     childEnvironment,
@@ -34,6 +35,7 @@ from .commands import (
     pythonExecutable,
     reviewQueueSteps,
     splitForRestriction,
+    stepRuns,
     subsetDataset,
     trainingSteps,
     updateJobFile,
@@ -107,8 +109,15 @@ def startTrainingJob(
         if int(info["stage"]) != 1:
             raise ValueError(f"{run} is a stage-{info['stage']} run; SCM starts from two stage-1 runs")
     job = newJobFolder(work, "train")
-    steps = trainingSteps(job, dataset, mode=mode, networks=networks, epochs=epochs, device=device,
-                          configFile=configFile, initRuns=runs, python=python)  # fmt: skip
+    source = dataset
+    if mode in PIPELINE_MODES:  # a pipeline would simulate clicks for labelled cases nobody annotated: not those
+        source = subsetDataset(job / "inputs" / "dataset", [c for c in list_cases(dataset) if c.has_annotation])
+    try:
+        steps = trainingSteps(job, source, mode=mode, networks=networks, epochs=epochs, device=device,
+                              configFile=configFile, initRuns=runs, python=python)  # fmt: skip
+    except ValueError:
+        shutil.rmtree(job, ignore_errors=True)  # a refused request leaves no job behind
+        raise
     parameters = {"mode": mode, "networks": list(networks), "epochs": int(epochs), "device": device,
                   "config": configFile or None, "init_runs": runs}  # fmt: skip
     writeJobFile(job, "train", steps, parameters, dataset=str(dataset), cases=annotated)
@@ -194,13 +203,21 @@ def startDetached(runner: JobRunner, jobFolder) -> None:
     runner.startJob(jobFolder, python=pythonExecutable(), environment=childEnvironment())
 
 
+def isTeacherRun(runDir) -> bool:
+    """A teacher–student pipeline's teacher (``<pipeline>/teacher``, beside the pipeline's ``pipeline.json``)."""
+    run = Path(runDir)
+    return run.name == "teacher" and (run.parent / "pipeline.json").is_file()
+
+
 def finishTrainingJob(jobFolder, state: JobState, registry: ModelRegistry) -> List[ModelEntry]:
     """Record the outcome and register every run of the job that finished (also after a stop)."""
     registered: List[ModelEntry] = []
     runDirs = [str(e.get("run_dir")) for e in state.doneEvents if e.get("run_dir")]
     steps = json.loads((Path(jobFolder) / "job.json").read_text(encoding="utf-8")).get("steps", [])
-    runDirs += [s["run_dir"] for s in steps if s.get("run_dir")]
+    runDirs += stepRuns(steps)
     for runDir in dict.fromkeys(runDirs):
+        if isTeacherRun(runDir):  # a pipeline's teacher reads boxes: not a model to predict new cases with
+            continue
         if (Path(runDir) / "model.json").is_file():
             registered.append(registry.register(runDir))
     updateJobFile(jobFolder, status=state.status, exit_code=state.exitCode, message=state.message,

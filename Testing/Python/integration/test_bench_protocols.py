@@ -34,7 +34,8 @@ def test_every_row_trains_the_protocol_settings_of_the_product(tmp_path):
     extreme, ablated = rows["extreme_points"][1], rows["extreme_points_no_point_loss"][1]
     assert extreme.point_loss_weight == 1.0 and ablated == extreme.replace(point_loss_weight=0.0)
     assert extreme.point_jitter_mm > 0
-    # the noisy rows: clicks moved by 4 mm and the random walker told to expect it
+    # the noisy rows: clicks moved by 4 mm and the random walker told to expect it (extreme points and boxes;
+    # click_error_mm does not act on seven points, whose row carries it unused)
     for name, kind in (("seven_points_noise_4mm", "seven_points"), ("extreme_points_noise_4mm", "extreme_points"),
                        ("box_noise_4mm", "box")):
         _, cfg, _, _, options = rows[name]

@@ -465,18 +465,19 @@ def test_real_refinement_pipeline_registers_stage_one_and_the_refined_model_last
     pytest.importorskip("skimage")
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"patch_size": [32, 32, 16], "crf_downsample_to": None, "num_threads": 1,
-                                  "iterations_per_epoch": 2, "validate_every": 1}))  # fmt: skip
+                                  "iterations_per_epoch": 2, "validate_every": 1, "epochs": 1}))  # fmt: skip
     session = Session(app, logic, sys.executable, (tiny_dataset, tmp_path / "work"))
     assert Parameters().trainMode == "stage 1 + refinement"  # the module's default
     session.parameters.trainMode = "stage 1 + refinement"
-    session.parameters.trainConfig, session.parameters.epochs = config, 1
+    session.parameters.trainConfig = config
     session.ui.trainButton.click()
     runner = session.runner
     assert runner.wait(300) and runner.state.status == "done", runner.state.message
     job = session.panel.job.folder
     command = json.loads((job / "job.json").read_text())["steps"][0]["command"]
     assert command[3] == "run" and command[command.index("--second-stage") + 1] == "refine"
-    assert "epochs=1" in command and command[command.index("--preset") + 1] == "cpu"
+    assert "epochs=1" in command and command[command.index("--preset") + 1] == "auto"
+    assert command[command.index("run") + 1] == str(job / "inputs" / "dataset")  # the annotated cases only
     registered = control.finishTrainingJob(job, runner.state, ModelRegistry(tmp_path / "work" / "models.json"))
     names = [pathlib.Path(e.runDir).name for e in registered]
     assert len(names) == 2 and names[-1].endswith("_r1") and names[0] == names[-1][: -len("_r1")], names

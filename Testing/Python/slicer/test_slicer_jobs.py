@@ -413,24 +413,72 @@ def test_steps_carry_their_stop_file_and_a_utf8_environment(tmp_path):
 
 def test_the_pipeline_modes_are_one_paseg_run_step(tmp_path):
     config = tmp_path / "c.json"
-    config.write_text(json.dumps({"patch_size": [32, 32, 16], "lr": 0.001}))
+    config.write_text(json.dumps({"patch_size": [32, 32, 16], "epochs": 7}))
     steps = commands.trainingSteps(tmp_path, "D", mode="teacher–student", networks=["unet3d", "attention_unet"],
-                                   epochs=7, device="cuda:1", configFile=str(config), python="py")  # fmt: skip
+                                   epochs=300, device="cuda:1", configFile=str(config), python="py")  # fmt: skip
     assert len(steps) == 1 and steps[0].runDir is None
+    # the preset's budget and networks; the settings file's keys for every run; the GUI's epochs not passed
     assert steps[0].arguments == ["-m", "PASegLib", "run", "D", "--out", str(tmp_path / "pipeline"), "--preset",
-                                  "paper", "--mixed", "teacher_student", "--second-stage", "scm", "--device",
-                                  "cuda:1", "--quiet", "--set", "patch_size=[32, 32, 16]", "--set", "lr=0.001",
-                                  "--set", "epochs=7"]  # fmt: skip
+                                  "auto", "--mixed", "teacher_student", "--second-stage", "scm", "--device",
+                                  "cuda:1", "--quiet", "--set", "patch_size=[32, 32, 16]", "--set",
+                                  "epochs=7"]  # fmt: skip
     assert steps[0].stopPath() == tmp_path / "pipeline" / "STOP"
     refine = commands.trainingSteps(tmp_path, "D", mode="stage 1 + refinement", networks=["unet3d"], epochs=3,
                                     device="cpu", python="py")[0].arguments  # fmt: skip
-    assert refine[refine.index("--preset") + 1] == "cpu" and refine[refine.index("--second-stage") + 1] == "refine"
+    assert refine[refine.index("--second-stage") + 1] == "refine" and "--set" not in refine
     with pytest.raises(ValueError, match="one device"):
         commands.trainingSteps(tmp_path, "D", mode="stage 1 + refinement", networks=["unet3d"], epochs=3,
                                device=commands.ALL_GPUS)  # fmt: skip
+    config.write_text(json.dumps({"network": "unet3d", "stage": 1, "lr": 0.01}))  # e.g. a run's config.json
+    with pytest.raises(ValueError, match=r"sets network, stage: .* chooses these itself"):
+        commands.trainingSteps(tmp_path, "D", mode="stage 1 + refinement", networks=["unet3d"], epochs=3,
+                               device="cpu", configFile=str(config))  # fmt: skip
     config.write_text("[1, 2]")
     with pytest.raises(ValueError, match="JSON object"):
         commands.trainingSteps(tmp_path, "D", mode="stage 1 + refinement", networks=["unet3d"], epochs=3,
                                device="cpu", configFile=str(config))  # fmt: skip
     assert commands.TRAIN_MODES[0] == "stage 1 + refinement"
     assert set(commands.PIPELINE_MODES) < set(commands.TRAIN_MODES)
+
+
+MODEL_INFO = {"network": "unet3d", "stage": 1, "best_score": 0.8, "best_epoch": 1, "created": "2026-01-01T00:00:00",
+              "checkpoint": "best.pt"}
+
+
+def test_a_stopped_pipeline_job_resumes_and_its_teacher_is_never_a_model(tmp_path):
+    from PASegSlicer.jobs import background
+
+    job = tmp_path / "work" / "jobs" / "20260101-000000-train"
+    job.mkdir(parents=True)
+    steps = commands.trainingSteps(job, tmp_path / "data", mode="teacher–student", networks=["unet3d"], epochs=1,
+                                   device="cpu", python="py")  # fmt: skip
+    commands.writeJobFile(job, "train", steps, {"mode": "teacher–student"})
+    control.updateJobFile(job, status="stopped")
+    pipeline = job / "pipeline"
+    teacher, student = pipeline / "teacher", pipeline / "student_unet3d"
+    for run in (teacher, student):
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "config.json").write_text("{}")
+        (run / "checkpoints" / "last.pt").write_text("w")
+        time.sleep(0.01)  # the student started after the teacher
+    (teacher / "model.json").write_text(json.dumps(MODEL_INFO))
+    (teacher / "best.pt").write_text("w")
+    (pipeline / "pipeline.json").write_text(json.dumps({"options": {}, "done": ["clicks", "teacher"]}))
+    record = next(r for r in background.scanJobs(tmp_path / "work") if r.folder == job)
+    assert record.runs == [str(teacher), str(student)] and record.stoppedRuns == [str(student)]
+    assert record.pipelines == [str(pipeline)] and record.resumable
+    resumed = background.prepareResume(job)
+    doc = json.loads((job / "job.json").read_text())
+    assert doc["steps"][0]["skip"] is False and doc["steps"][0]["command"][1:] == steps[0].arguments  # unchanged
+    assert resumed.stoppedRuns == [str(student)]
+    # the job ends: the teacher (it reads boxes) is not registered, the student is
+    (student / "model.json").write_text(json.dumps(MODEL_INFO))
+    (student / "best.pt").write_text("w")
+    state = type("State", (), {"doneEvents": [{"run_dir": str(teacher)}, {"run_dir": str(student)}],
+                               "status": "done", "exitCode": 0, "message": ""})()
+    registered = control.finishTrainingJob(job, state, ModelRegistry(tmp_path / "work" / "models.json"))
+    assert [e.runDir for e in registered] == [str(student)]
+    (pipeline / "pipeline.json").write_text(json.dumps({"options": {}, "done": ["clicks", "report"]}))
+    control.updateJobFile(job, status="stopped")
+    record = next(r for r in background.scanJobs(tmp_path / "work") if r.folder == job)
+    assert not record.resumable  # every run and the pipeline finished
