@@ -114,3 +114,24 @@ def test_metrics_refuse_nan_masks():
     with pytest.raises(ValueError, match=r"pred holds 1 NaN/inf voxels"):
         compute_metrics(pred, target, spacing=GEOMETRY.spacing)
     assert compute_metrics(target.astype(np.float32), target, spacing=GEOMETRY.spacing)["dice"] == 1.0
+
+
+def test_paseg_run_preset_auto_follows_the_device(monkeypatch, tmp_path):
+    """``--preset auto``: the paper preset where ``--device`` resolves to a GPU, the CPU preset otherwise; stored
+    resolved (the pipeline's options)."""
+    import torch
+
+    import PASegLib.pipeline.run as pipeline_run
+
+    seen = []
+    monkeypatch.setattr(pipeline_run, "run_pipeline", lambda dataset, out, options, stream=None: seen.append(options)
+                        or 0)
+    assert main(["run", str(tmp_path), "--out", str(tmp_path / "out"), "--preset", "auto", "--device", "cpu",
+                 "--quiet"]) == 0
+    assert seen[-1].preset == "cpu"
+    import PASegLib.training.runtime as runtime
+
+    monkeypatch.setattr(runtime, "resolve_device", lambda name="auto": torch.device("cuda"))  # a GPU machine
+    assert main(["run", str(tmp_path), "--out", str(tmp_path / "out"), "--preset", "auto", "--device", "cuda",
+                 "--quiet"]) == 0
+    assert seen[-1].preset == "paper"
