@@ -182,6 +182,18 @@ class Plan:
         return rows
 
 
+def la_heart_ids(data: Path, *, quick: bool = False):
+    """``(ids, median spacing of the 60 training cases)``: the 80 la_heart case ids sorted (the first 6 with
+    ``quick``); exits naming the folder when it does not hold 80 cases."""
+    files = list_cases(data)
+    ids = sorted(f.case_id for f in files)
+    if quick:
+        ids = ids[:6]
+    elif len(ids) != 80:
+        raise SystemExit(f"{data}: expected the 80 la_heart cases, found {len(ids)}")
+    return ids, median_spacing([f for f in files if f.case_id in set(ids[:60])])
+
+
 def clicks_dir(out: Path, files, seed: int, noise: float, kind: str = "seven_points") -> Path:
     """The folder of the per-case clicks of ``kind`` with ``seed`` (and click noise ``noise`` mm, Gaussian RMS),
     each case from its own stream, simulated once (cases already there are kept)."""
@@ -309,7 +321,7 @@ def work(plan, data, device, threads, only=None, runner=None) -> None:
               f"  {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
 
 
-def _wilcoxon(diff):
+def wilcoxon_p(diff):
     from scipy.stats import wilcoxon
 
     diff = np.asarray(diff, dtype=float)
@@ -350,7 +362,7 @@ def summarize(plan: Plan, rows) -> dict:
             other = _dice(done[paired])
             diff = np.array([dice[c] - other[c] for c in dice])
             entry["paired"] = {"against": paired, "mean_diff": float(diff.mean()), "improved": int((diff > 0).sum()),
-                               "cases": int(diff.size), "wilcoxon_p": _wilcoxon(diff)}
+                               "cases": int(diff.size), "wilcoxon_p": wilcoxon_p(diff)}
         table[name] = entry
     result = {"tuning": "validation", "seeds": list(SEEDS), "test_cases": plan.test,
               "tuning_cases": plan.tune, "tuning_train_cases": plan.tune_train,
@@ -386,7 +398,7 @@ def summarize(plan: Plan, rows) -> dict:
         seeds = [s for s in heads[a]["seeds_done"] if s in heads[b]["seeds_done"]]
         ra, rb = head_row(a, seeds), head_row(b, seeds)
         diff = np.array([ra["cases"][c] - rb["cases"][c] for c in plan.test])
-        return {"gain": float(diff.mean()), "wilcoxon_p": _wilcoxon(diff),
+        return {"gain": float(diff.mean()), "wilcoxon_p": wilcoxon_p(diff),
                 "improved_cases": f"{int((diff > 0).sum())}/{diff.size}", "seeds": seeds,
                 "ratio": ra["dice_mean"] / rb["dice_mean"]}
 
@@ -516,14 +528,8 @@ def main(argv=None) -> int:
     if not args.data.is_dir():
         print(json.dumps({"skipped": f"data not found: {args.data}"}))
         return 0
-    files = list_cases(args.data)
-    ids = sorted(f.case_id for f in files)
-    if args.quick:
-        ids = ids[:6]
-    elif len(ids) != 80:
-        raise SystemExit(f"{args.data}: expected the 80 la_heart cases, found {len(ids)}")
+    ids, spacing = la_heart_ids(args.data, quick=args.quick)
     (out / "rows").mkdir(parents=True, exist_ok=True)
-    spacing = median_spacing([f for f in files if f.case_id in set(ids[:60])])
     plan = Plan(ids, spacing, out, quick=args.quick)
     rows = plan.rows()
     if args.list:

@@ -56,11 +56,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_accuracy import LA_HEART, run_name, run_row, slug  # noqa: E402
-from bench_accuracy_v3 import _wilcoxon, clicks_dir, work  # noqa: E402
+from bench_accuracy_v3 import clicks_dir, la_heart_ids, wilcoxon_p, work  # noqa: E402
 
 from PASegLib.data.dataset import list_cases  # noqa: E402
 from PASegLib.data.prepared import split_cases  # noqa: E402
-from PASegLib.pipeline.inputs import median_spacing  # noqa: E402
 from PASegLib.pipeline.presets import PROTOCOL_SETTINGS, preset_configs  # noqa: E402
 from PASegLib.utils.atomic import atomic_write_json  # noqa: E402
 
@@ -286,7 +285,7 @@ def summarize(plan: ProtocolPlan, rows, data: Path, device_note: str) -> dict:
             other = {c: v["dice"] for c, v in done[paired]["cases"].items()}
             diff = np.array([dice[c] - other[c] for c in dice])
             entry["paired"] = {"against": paired, "mean_diff": float(diff.mean()), "improved": int((diff > 0).sum()),
-                               "cases": int(diff.size), "wilcoxon_p": _wilcoxon(diff)}
+                               "cases": int(diff.size), "wilcoxon_p": wilcoxon_p(diff)}
         table[name] = entry
     if "full" in table:
         for entry in table.values():
@@ -352,15 +351,9 @@ def main(argv=None) -> int:
     if not args.data.is_dir():
         print(json.dumps({"skipped": f"data not found: {args.data}"}))
         return 0
-    files = list_cases(args.data)
-    ids = sorted(f.case_id for f in files)
-    if args.quick:
-        ids = ids[:6]
-    elif len(ids) != 80:
-        raise SystemExit(f"{args.data}: expected the 80 la_heart cases, found {len(ids)}")
+    ids, spacing = la_heart_ids(args.data, quick=args.quick)
     (out / "rows").mkdir(parents=True, exist_ok=True)
-    plan = ProtocolPlan(ids, median_spacing([f for f in files if f.case_id in set(ids[:60])]), out,
-                        quick=args.quick)
+    plan = ProtocolPlan(ids, spacing, out, quick=args.quick)
     rows = plan.rows()
     unknown = sorted(set(args.rows or ()) - set(rows))
     if unknown:
