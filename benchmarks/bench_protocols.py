@@ -103,15 +103,15 @@ class ProtocolPlan:
                                             test("extreme_points", NOISE_MM, paired_with="extreme_points"))
         rows["box_noise_4mm"] = ("train", self.config("box", **noisy), self.train, None,
                                  test("box", NOISE_MM, paired_with="box"))
+        rows["mixed_12"] = ("train", self.config("seven_points"), self.train, None,
+                            test("mixed_12", dense=self.usable[:12], paired_with="mixed_12_teacher_student"))
         rows["single_point_no_cv"] = ("train", self.config("single_point", cv_weight=0.0), self.train, None,
                                       test("single_point", paired_with="single_point"))
+        rows["box"] = ("train", self.config("box"), self.train, None, test("box"))
         for n in MIXED[1:]:
             rows[f"mixed_{n}_teacher_student"] = ("train", self.config("seven_points"), self.train, None,
                                                   test(f"mixed_{n}", dense=self.usable[:n], teacher_student=True,
                                                        paired_with="seven_points"))
-        rows["box"] = ("train", self.config("box"), self.train, None, test("box"))
-        rows["mixed_12"] = ("train", self.config("seven_points"), self.train, None,
-                            test("mixed_12", dense=self.usable[:12], paired_with="mixed_12_teacher_student"))
         for name, source in ({} if self.quick else EXTERNAL).items():
             rows[name] = ("external", self.a.replace(supervision="full", alpha=0.0, beta=0.0) if name == "full"
                           else self.a, self.train, source, test("dense" if name == "full" else "seven_points"))
