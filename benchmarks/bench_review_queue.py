@@ -1,6 +1,7 @@
 """The review queue on ../shared/data/la_heart: correct the top-k ranked cases vs k random cases, then retrain.
 
-Same split, clicks seed, preset and evaluation as ``benchmarks/bench_accuracy.py`` / ``bench_protocols.py`` (the
+Same split, clicks seed, preset and evaluation as ``benchmarks/bench_accuracy.py`` and the earlier protocol rows
+(``legacy_rows`` of ``docs/results/protocols_cpu.json``: one click stream shared by every case; the
 80 case ids sorted; the first 60 train — the trainer holds 12 of them out for validation —, the last 20 test;
 every row evaluated on the 20 test cases at native resolution with its selected weights; CPU preset).
 
@@ -14,7 +15,7 @@ Rows (the summary's keys):
   with the base model's true Dice of each pool case (of the same prediction, on the 2 mm training grid; for the
   Spearman correlation only, never used to rank or choose);
 * ``ranked_3`` / ``ranked_6`` / ``ranked_12`` — the top-k of that queue "corrected" with their dense labels (a
-  mixed cohort, exactly like ``bench_protocols.py``'s ``mixed_k`` rows: dense for those k, seven points for the
+  mixed cohort, exactly like the earlier protocol benchmark's ``mixed_k`` rows: dense for those k, seven points for the
   rest, stage one with the preset, each case supervised by what it has), retrained from scratch;
 * ``random_3`` / ``random_6`` / ``random_12`` — the same with k cases of a seeded random draw of the pool
   (seed 0, nested: the 3 are among the 6, the 6 among the 12).
@@ -48,11 +49,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_accuracy import LA_HEART, PLAIN_SEEDS, finished_rows, run_row, slug, summarize  # noqa: E402
-from bench_protocols import simulate  # noqa: E402
 
+from PASegLib.annotation.simulation import ClickSimulationConfig  # noqa: E402
 from PASegLib.data.dataset import list_cases  # noqa: E402
 from PASegLib.data.prepared import split_cases  # noqa: E402
-from PASegLib.pipeline.inputs import median_spacing  # noqa: E402
+from PASegLib.pipeline.inputs import median_spacing, simulate_missing_clicks  # noqa: E402
 from PASegLib.pipeline.presets import preset_configs  # noqa: E402
 from PASegLib.utils.atomic import atomic_write_json  # noqa: E402
 
@@ -60,6 +61,18 @@ KS = (3, 6, 12)
 RANDOM_SEED = 0
 FLIPS = ("i", "j", "k")
 QUEUE = "review_queue.json"
+
+
+def simulate(kind: str, out: Path, files, *, legacy_shared_stream: bool) -> Path:
+    """``out/clicks_<kind>``: the simulated annotations of ``files`` (seed 0; cases already there are kept).
+    ``legacy_shared_stream``: every case drawn from seed 0 alone (the same draws on every case), as the committed
+    rows of ``docs/results/review_queue_cpu.json`` were simulated (True to reproduce them); False: each case its own
+    stream (``PASegLib.annotation.simulation.case_rng``)."""
+    folder = out / f"clicks_{kind}"
+    folder.mkdir(parents=True, exist_ok=True)
+    simulate_missing_clicks(files, folder, seed=0,
+                            config=ClickSimulationConfig(kind=kind, legacy_shared_stream=legacy_shared_stream))
+    return folder
 
 
 def random_draw(pool, k: int, seed: int = RANDOM_SEED):
