@@ -93,8 +93,8 @@ def preset_configs(name: str, median_spacing: Sequence[float], *, seed: int = 0,
 #: patch's own extent, and one set of flips per batch, so that the patches it compares share one frame),
 #: for extreme points the random-walker labels with CE + Dice alone — Going to Extremes' point loss
 #: (``point_loss_weight``, normalised by the heatmap mass) is available but off: on the 12 training cases the trainer
-#: held out (never the test cases) it lowered the last round's Dice from 0.797 to 0.776 (issue 21, weight 1),
-#: and on the test cases it cost 0.031 (18 of 20 worse),
+#: held out (never the test cases) it lowered the last round's Dice from 0.797 to 0.776 at weight 1, and on the test
+#: cases it cost 0.031 (18 of 20 worse; ``benchmarks/bench_protocols.py``),
 #: the pseudo labels alone for boxes (the random walker labels every voxel of the box, so mCRF and VM are off);
 #: seven points and dense labels keep the preset.
 PROTOCOL_SETTINGS: Dict[str, Dict[str, Any]] = {

@@ -33,7 +33,7 @@ def test_every_row_trains_the_protocol_settings_of_the_product(tmp_path):
     assert rows["single_point_no_cv"][1] == single.replace(cv_weight=0.0)
     extreme, ablated = rows["extreme_points"][1], rows["extreme_points_no_point_loss"][1]
     assert extreme.point_loss_weight == 1.0 and ablated == extreme.replace(point_loss_weight=0.0)
-    assert ablated == plan.config("extreme_points")  # the product trains without the point loss (issue 21)
+    assert ablated == plan.config("extreme_points")  # the product trains without the point loss
     assert extreme.point_jitter_mm > 0
     # the noisy rows: clicks moved by 4 mm and the random walker told to expect it (extreme points and boxes;
     # click_error_mm does not act on seven points, whose row carries it unused)

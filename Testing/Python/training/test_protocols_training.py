@@ -186,7 +186,7 @@ def test_paseg_run_with_extreme_points_and_a_refinement_round(bare, tmp_path):
     assert state["done"] == ["clicks", "stage1_primary", "refine_1", "stage1_primary_r1", "stage1_auxiliary", "scm",
                              "predict", "evaluate", "report"]
     config = json.loads((out / "stage1_unet2d5_r1" / "config.json").read_text(encoding="utf-8"))
-    assert config["point_loss_weight"] == 0.0 and config["alpha"] == 0.0  # the protocol's settings (issue 21)
+    assert config["point_loss_weight"] == 0.0 and config["alpha"] == 0.0  # the protocol's settings
     assert config["pseudo_labels"] == str(out / "refined_1")
     assert sorted(p.name for p in (out / "refined_1").glob("*_pseudo.nii.gz")) == sorted(
         f"{f.case_id}_pseudo.nii.gz" for f in list_cases(data))
@@ -198,7 +198,7 @@ def test_paseg_run_with_extreme_points_and_a_refinement_round(bare, tmp_path):
 def test_protocol_settings_and_config_checks():
     from PASegLib.pipeline.presets import protocol_settings
 
-    # the point loss is off: it lowered the held-out training cases' Dice (issue 21, bench_protocols)
+    # the point loss is off: it lowered the held-out training cases' Dice (bench_protocols)
     assert protocol_settings(["extreme_points"] * 3 + ["dense"]) == {"alpha": 0.0, "beta": 0.0}
     assert protocol_settings(["single_point"])["cv_weight"] == 0.3
     assert protocol_settings(["single_point"])["batch_size"] >= 4  # the contrastive term compares 4 patches
