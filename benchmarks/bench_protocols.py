@@ -239,54 +239,87 @@ def annotation_cost(kind: str, folder: Path, train_ids, data: Path) -> dict:
     return cost
 
 
+def restore(out: Path, summary_path: Path) -> list:
+    """Write ``out/rows/<row>.json`` for every row a committed summary holds that was trained here (not the
+    external rows) and whose row file is missing (a fresh checkout: ``bench_output`` is never committed), so that
+    the rows not yet run can be summarised and paired with them. A restored row keeps the committed entry (per-case
+    Dice rounded to 4 decimals, the HD95 and ASSD means, the loss terms, how it ran); its run folder is not restored,
+    so it is never retrained from. A restored row paired with a restored or an external row keeps its committed test
+    (computed from the unrounded Dice); a new row pairs with a restored one through the rounded Dice. Returns the restored row names."""
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    (out / "rows").mkdir(parents=True, exist_ok=True)
+    restored = []
+    for name, entry in summary["rows"].items():
+        target = out / "rows" / f"{slug(name)}.json"
+        if name in EXTERNAL or entry.get("from") or target.is_file():
+            continue
+        kept = {k: v for k, v in entry.items() if k != "ratio_to_full"}
+        atomic_write_json(target, {"name": name, "restored_from": str(summary_path), "entry": kept,
+                                   "train_s": entry["train_s"], "train_cases": entry["train_cases"],
+                                   "cases": {c: {"dice": v} for c, v in entry["cases"].items()}})
+        restored.append(name)
+    return restored
+
+
+def row_entry(plan: ProtocolPlan, name, r, rows, data: Path) -> dict:
+    """The summary's entry of one finished row (Dice, HD95, ASSD, how it ran, its loss terms and annotation cost);
+    a restored row's committed entry as it was (:func:`restore`)."""
+    if r.get("entry"):
+        return dict(r["entry"])
+    mode, cfg, train_ids, source, opts = rows[name]
+    if opts.get("teacher_student"):  # the student's settings (the row's config is the cohort's stage one)
+        from PASegLib.pipeline.teacher_student import student_config
+
+        cfg = student_config(cfg, "soft labels")
+    dice = {c: v["dice"] for c, v in r["cases"].items()}
+    entry = {"dice_mean": float(np.mean(list(dice.values()))), "dice_std": float(np.std(list(dice.values())))}
+    for metric in ("assd", "hd95"):
+        vals = [v.get(metric) for v in r["cases"].values()]
+        if all(v is not None for v in vals):
+            finite = [v for v in vals if np.isfinite(v)]
+            entry[metric] = {"mean": float(np.mean(finite)) if finite else None, "n_nonfinite": len(vals) - len(finite)}
+    teacher = r.get("teacher")
+    entry.update({
+        "kind": opts["kind"], "network": cfg.network, "batch_size": cfg.batch_size,
+        "train_cases": r["train_cases"], "dense_cases": (len(opts.get("dense", ())) if opts["kind"] != "dense"
+                                                         else r["train_cases"]),
+        "click_noise_mm": opts["clicks"][1], "click_seed": opts["clicks"][0], "training_seed": cfg.seed,
+        "seeds": [cfg.seed], "click_stream": "per case (case_rng(seed, case id))",
+        "train_iterations": cfg.epochs * cfg.iterations_per_epoch, "selection": cfg.selection,
+        "loss_weights": {k: getattr(cfg, k) for k in ("alpha", "beta", "cv_weight", "point_loss_weight",
+                                                      "soft_label_weight")},
+        "patch_frame": cfg.patch_frame, "batch_flips": cfg.batch_flips, "point_jitter_mm": cfg.point_jitter_mm,
+        "random_walker": dict(cfg.random_walker), "mixed": "teacher_student" if opts.get("teacher_student")
+        else ("joint" if opts.get("dense") else None),
+        "train_s": round(float(r["train_s"]) + float((teacher or {}).get("train_s") or 0.0), 1),
+        "cases": {c: round(v, 4) for c, v in dice.items()}})
+    if teacher:
+        entry["teacher"] = {k: v for k, v in teacher.items() if k != "run"}
+    if r.get("loss_terms"):
+        entry["loss_terms"] = r["loss_terms"]
+    if r.get("external"):
+        entry["from"] = r["external"]
+    if opts.get("dense"):
+        clicks = plan.out / f"clicks_{opts['kind']}_s0"
+    else:  # the row's clicks (simulated here for an external row: the same per-case streams)
+        clicks = clicks_dir(plan.out, [f for f in list_cases(data) if f.case_id in set(train_ids)],
+                            *opts["clicks"], opts["kind"]) if opts["kind"] != "dense" else None
+    entry.update(annotation_cost(opts["kind"], clicks, train_ids, data))
+    if opts["kind"] == "dense":
+        entry["dense_cases"] = r["train_cases"]  # the cases it trained on (the trainer held the rest out)
+    return entry
+
+
 def summarize(plan: ProtocolPlan, rows, data: Path, device_note: str) -> dict:
     done = {n: plan._done(n) for n in rows}
     done = {n: r for n, r in done.items() if r is not None}
     table = {}
     for name, r in done.items():
-        mode, cfg, train_ids, source, opts = rows[name]
-        if opts.get("teacher_student"):  # the student's settings (the row's config is the cohort's stage one)
-            from PASegLib.pipeline.teacher_student import student_config
-
-            cfg = student_config(cfg, "soft labels")
+        entry = row_entry(plan, name, r, rows, data)
         dice = {c: v["dice"] for c, v in r["cases"].items()}
-        entry = {"dice_mean": float(np.mean(list(dice.values()))), "dice_std": float(np.std(list(dice.values())))}
-        for metric in ("assd", "hd95"):
-            vals = [v.get(metric) for v in r["cases"].values()]
-            if all(v is not None for v in vals):
-                finite = [v for v in vals if np.isfinite(v)]
-                entry[metric] = {"mean": float(np.mean(finite)) if finite else None, "n_nonfinite": len(vals) - len(finite)}
-        teacher = r.get("teacher")
-        entry.update({
-            "kind": opts["kind"], "network": cfg.network, "batch_size": cfg.batch_size,
-            "train_cases": r["train_cases"], "dense_cases": (len(opts.get("dense", ())) if opts["kind"] != "dense"
-                                                             else r["train_cases"]),
-            "click_noise_mm": opts["clicks"][1], "click_seed": opts["clicks"][0], "training_seed": cfg.seed,
-            "seeds": [cfg.seed], "click_stream": "per case (case_rng(seed, case id))",
-            "train_iterations": cfg.epochs * cfg.iterations_per_epoch, "selection": cfg.selection,
-            "loss_weights": {k: getattr(cfg, k) for k in ("alpha", "beta", "cv_weight", "point_loss_weight",
-                                                          "soft_label_weight")},
-            "patch_frame": cfg.patch_frame, "batch_flips": cfg.batch_flips, "point_jitter_mm": cfg.point_jitter_mm,
-            "random_walker": dict(cfg.random_walker), "mixed": "teacher_student" if opts.get("teacher_student")
-            else ("joint" if opts.get("dense") else None),
-            "train_s": round(float(r["train_s"]) + float((teacher or {}).get("train_s") or 0.0), 1),
-            "cases": {c: round(v, 4) for c, v in dice.items()}})
-        if teacher:
-            entry["teacher"] = {k: v for k, v in teacher.items() if k != "run"}
-        if r.get("loss_terms"):
-            entry["loss_terms"] = r["loss_terms"]
-        if r.get("external"):
-            entry["from"] = r["external"]
-        if opts.get("dense"):
-            clicks = plan.out / f"clicks_{opts['kind']}_s0"
-        else:  # the row's clicks (simulated here for an external row: the same per-case streams)
-            clicks = clicks_dir(plan.out, [f for f in list_cases(data) if f.case_id in set(train_ids)],
-                                *opts["clicks"], opts["kind"]) if opts["kind"] != "dense" else None
-        entry.update(annotation_cost(opts["kind"], clicks, train_ids, data))
-        if opts["kind"] == "dense":
-            entry["dense_cases"] = r["train_cases"]  # the cases it trained on (the trainer held the rest out)
+        opts = rows[name][4]
         paired = opts.get("paired_with")
-        if paired in done:
+        if paired in done and not (r.get("entry") and (done[paired].get("entry") or done[paired].get("external"))):
             other = {c: v["dice"] for c, v in done[paired]["cases"].items()}
             diff = np.array([dice[c] - other[c] for c in dice])
             entry["paired"] = {"against": paired, "mean_diff": float(diff.mean()), "improved": int((diff > 0).sum()),
@@ -350,6 +383,8 @@ def main(argv=None) -> int:
                         "share one --out)")
     parser.add_argument("--summary", type=Path, default=None)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--restore", type=Path, default=None, help="write the rows of this committed summary back "
+                        "as finished rows first (a fresh checkout), so that new rows pair with them")
     parser.add_argument("--device-note", default="2-core shared x86-64 CPU, torch 2.13.0+cpu, no GPU, 1 thread per row")
     args = parser.parse_args(argv)
     out = args.out or ROOT / "bench_output" / ("protocols_v2_quick" if args.quick else "protocols_v2")
@@ -360,6 +395,8 @@ def main(argv=None) -> int:
     (out / "rows").mkdir(parents=True, exist_ok=True)
     plan = ProtocolPlan(ids, spacing, out, quick=args.quick)
     rows = plan.rows()
+    if args.restore:
+        print(json.dumps({"restored": restore(out, args.restore)}), file=sys.stderr)
     unknown = sorted(set(args.rows or ()) - set(rows))
     if unknown:
         raise SystemExit(f"--rows: unknown row(s) {unknown}; rows: {', '.join(rows)}")

@@ -87,3 +87,29 @@ def test_the_committed_summary_records_how_each_row_ran():
     rows = summary["rows"]
     if "single_point" in rows:  # PSCV trained with its contrastive term active
         assert rows["single_point"]["batch_size"] >= 4 and rows["single_point"]["loss_terms"]["cv"]["mean"] > 0
+
+
+def test_restored_rows_keep_their_committed_entry_and_pair_with_new_rows(tmp_path, monkeypatch):
+    bench, plan = _plan(tmp_path)
+    committed = json.loads(SUMMARY.read_text(encoding="utf-8"))["rows"]
+    restored = bench.restore(tmp_path, SUMMARY)
+    assert restored and not set(restored) & set(bench.EXTERNAL)
+    assert set(restored) == {n for n, r in committed.items() if not r.get("from")}
+    assert bench.restore(tmp_path, SUMMARY) == []  # a row file that exists is never overwritten
+    rows = plan.rows()
+    # a new row paired with a restored one: box against box_noise_4mm's committed per-case Dice
+    noisy = committed["box_noise_4mm"]["cases"]
+    (tmp_path / "rows" / "box.json").write_text(json.dumps(
+        {"name": "box", "train_s": 1.0, "train_cases": 48,
+         "cases": {c: {"dice": v - 0.01} for c, v in noisy.items()}}), encoding="utf-8")
+    monkeypatch.setattr(bench, "annotation_cost", lambda *a, **k: {"clicks_per_object": 2.0, "dense_cases": 0})
+    monkeypatch.setattr(bench, "clicks_dir", lambda *a, **k: tmp_path)
+    monkeypatch.setattr(bench, "list_cases", lambda *a, **k: [])
+    summary = bench.summarize(plan, rows, tmp_path, "test")["rows"]
+    for name in restored:  # the committed entries come back as they were
+        assert {k: v for k, v in summary[name].items() if k not in ("ratio_to_full", "paired")} == \
+            {k: v for k, v in committed[name].items() if k not in ("ratio_to_full", "paired")}
+    # two restored rows keep their committed pair; box_noise_4mm now pairs with the new box row
+    assert summary["extreme_points_no_point_loss"]["paired"] == committed["extreme_points_no_point_loss"]["paired"]
+    pair = summary["box_noise_4mm"]["paired"]
+    assert pair["against"] == "box" and abs(pair["mean_diff"] - 0.01) < 1e-9 and pair["improved"] == 20
