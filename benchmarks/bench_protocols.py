@@ -28,7 +28,7 @@ Rows (the summary's keys; ``*`` = run here, the others are read from a committed
 * ``mixed_N_teacher_student`` * (N = 12, 6, 3) — paper 003: N training cases densely labelled (the first N of the
   training cases the trainer does not hold out), seven points for the rest; a teacher trained on the N dense cases
   with the box channel, its soft labels of the weak cases inside their boxes, a student trained on both
-  (:mod:`PASegLib.pipeline.teacher_student`); ``mixed_12`` * the joint stage one beside it.
+  (:mod:`PASegLib.pipeline.teacher_student`); ``mixed_N`` * the joint stage one beside each (``--mixed joint``).
 
 ``docs/results/protocols_cpu.json`` also keeps the rows of the earlier protocol benchmark (one click stream
 copied to every case, plain seeds, the point loss divided by the patch size, PSCV in random frames) under
@@ -117,6 +117,9 @@ class ProtocolPlan:
             rows[f"mixed_{n}_teacher_student"] = ("train", self.config("seven_points"), self.train, None,
                                                   test(f"mixed_{n}", dense=self.usable[:n], teacher_student=True,
                                                        paired_with="seven_points"))
+        for n in MIXED[1:]:  # the joint stage one beside each teacher–student row
+            rows[f"mixed_{n}"] = ("train", self.config("seven_points"), self.train, None,
+                                  test(f"mixed_{n}", dense=self.usable[:n], paired_with=f"mixed_{n}_teacher_student"))
         for name, source in ({} if self.quick else EXTERNAL).items():
             rows[name] = ("external", self.a.replace(supervision="full", alpha=0.0, beta=0.0) if name == "full"
                           else self.a, self.train, source, test("dense" if name == "full" else "seven_points"))

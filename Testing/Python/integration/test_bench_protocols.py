@@ -24,6 +24,7 @@ def test_every_row_trains_the_protocol_settings_of_the_product(tmp_path):
     rows = plan.rows()
     assert {"single_point", "single_point_no_cv", "extreme_points", "extreme_points_no_point_loss",
             "mixed_12_teacher_student", "mixed_6_teacher_student", "mixed_3_teacher_student", "mixed_12",
+            "mixed_6", "mixed_3",
             "seven_points_noise_4mm", "extreme_points_noise_4mm", "box_noise_4mm", "box", "full",
             "seven_points"} <= set(rows)
     single = rows["single_point"][1]
@@ -44,8 +45,11 @@ def test_every_row_trains_the_protocol_settings_of_the_product(tmp_path):
         assert cfg.random_walker == {"click_error_mm": 4.0}
         assert cfg.replace(random_walker={}) == rows[options.get("paired_with") or kind][1]  # only the noise differs
     # the mixed rows: dense cases among the cases the trainer does not hold out, the same 12 in both modes
-    ts, joint = rows["mixed_12_teacher_student"][4], rows["mixed_12"][4]
-    assert ts["teacher_student"] and not joint.get("teacher_student") and ts["dense"] == joint["dense"]
+    for n in (12, 6, 3):
+        ts, joint = rows[f"mixed_{n}_teacher_student"][4], rows[f"mixed_{n}"][4]
+        assert ts["teacher_student"] and not joint.get("teacher_student") and ts["dense"] == joint["dense"]
+        assert joint["paired_with"] == f"mixed_{n}_teacher_student" and len(joint["dense"]) == n
+    ts = rows["mixed_12_teacher_student"][4]
     assert len(ts["dense"]) == 12 and set(rows["mixed_3_teacher_student"][4]["dense"]) <= set(ts["dense"])
     assert set(ts["dense"]) <= set(plan.usable) and len(plan.usable) == 48
     # every row trains on the 60 training cases and is scored on the 20 test cases; none is tuned on them
