@@ -313,6 +313,12 @@ class JobPanel(BackgroundJobs):
         tip = _("The job was asked to stop; press to end it at once (no checkpoint).") if stopping else None
         self.ui.stopButton.toolTip = tip or _("Stop the job; training saves a checkpoint first.")
         self.ui.gpuIndexSpinBox.enabled = self.p is not None and self.p.deviceMode == "GPU"
+        if self.p is not None:  # only the settings the chosen training mode reads are editable
+            used = commands.TRAIN_MODE_PARAMETERS.get(self.p.trainMode, ())
+            for name, widget in (("networkA", self.ui.networkAComboBox), ("networkB", self.ui.networkBComboBox),
+                                 ("scmRunA", self.ui.scmRunA), ("scmRunB", self.ui.scmRunB),
+                                 ("epochs", self.ui.epochsSpinBox)):
+                widget.enabled = name in used
         self.updateJobListButtons()
 
     def cleanup(self) -> None:

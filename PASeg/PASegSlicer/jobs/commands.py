@@ -37,6 +37,11 @@ TRAIN_MODES = ("stage 1 + refinement", "stage 1", "SCM", "stage 1 + SCM", "teach
 #: the training modes run as one ``paseg run`` pipeline, with their options
 PIPELINE_MODES = {"stage 1 + refinement": ["--second-stage", "refine"],
                   "teacher–student": ["--mixed", "teacher_student", "--second-stage", "scm"]}
+#: the parameters (and so the widgets) each training mode reads; the GUI disables the others (a pipeline mode takes
+#: the preset's networks and budgets)
+TRAIN_MODE_PARAMETERS = {"stage 1 + refinement": (), "stage 1": ("networkA", "epochs"),
+                         "SCM": ("scmRunA", "scmRunB", "epochs"), "stage 1 + SCM": ("networkA", "networkB", "epochs"),
+                         "teacher–student": ()}
 #: training settings a pipeline mode chooses itself for each of its runs (refused in its settings file)
 PIPELINE_OWNED = ("stage", "network", "aux_network", "device", "seed", "pseudo_labels", "supervision")
 DEVICE_MODES = ("auto", "GPU", "all GPUs", "CPU (force)")

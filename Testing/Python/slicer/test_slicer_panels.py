@@ -17,6 +17,7 @@ from conftest import require_slicer_core
 from headlessgui import annotationPanel, dependencyCheckerFactory, jobPanel, modelRun
 from PASegSlicer.annotation import cases, kinds, objects
 from PASegSlicer.gui.annotationpanel import KIND_SETTING
+from PASegSlicer.jobs import commands
 from PASegSlicer.jobs.dependencies import TRAINING
 from PASegSlicer.mrml import volumes
 
@@ -222,6 +223,21 @@ def test_training_through_the_panel_follows_the_job_and_registers_the_model(gui,
     assert headless.charts == [panel.plot.chart] and np.nanmin(panel.plot.values("dice_ce")) == pytest.approx(0.25)
     ui.modelComboBox.choose(0)
     assert parameters.modelRunDir == pathlib.Path(panel.models[0].runDir)
+    panel.cleanup()
+
+
+def test_only_the_settings_the_training_mode_reads_are_editable(gui, logic, fake_python):
+    _, ui, parameters, _, _ = gui
+    panel, _ = _jobPanel(gui, logic, fake_python, [])
+    widgets = {"networkA": ui.networkAComboBox, "networkB": ui.networkBComboBox, "scmRunA": ui.scmRunA,
+               "scmRunB": ui.scmRunB, "epochs": ui.epochsSpinBox}
+    expected = {"stage 1 + refinement": set(), "teacher–student": set(), "stage 1": {"networkA", "epochs"},
+                "SCM": {"scmRunA", "scmRunB", "epochs"}, "stage 1 + SCM": {"networkA", "networkB", "epochs"}}
+    assert set(expected) == set(commands.TRAIN_MODES)
+    for mode, used in expected.items():
+        parameters.trainMode = mode
+        panel.updateButtons()
+        assert {name for name, widget in widgets.items() if widget.enabled} == used, mode
     panel.cleanup()
 
 
