@@ -218,10 +218,7 @@ class DetachedJobs:
             index = int(event.get("index", 0))
             if self._steps and not 0 <= index < len(self._steps):
                 raise ValueError(f"job_step index {index} out of range")
-            s.stepIndex, s.stepName = index, str(event.get("name", ""))
-            s.stepFraction, s.etaSeconds = 0.0, None
-            s.phase, s.phaseDone, s.phaseTotal, s.phaseEpoch = "", 0, 0, None
-            s.iteration = s.totalIterations = None
+            s.beginStep(index, str(event.get("name", "")))
         elif kind == "job_end":
             self._jobEnd = event
         else:

@@ -224,10 +224,7 @@ class JobRunner(DetachedJobs):
         step = self._steps[index]
         with self._lock:
             self._generation += 1
-            self.state.stepIndex, self.state.stepName = index, step.name
-            self.state.stepFraction, self.state.etaSeconds = 0.0, None
-            self.state.phase, self.state.phaseDone, self.state.phaseTotal, self.state.phaseEpoch = "", 0, 0, None
-            self.state.iteration = self.state.totalIterations = None
+            self.state.beginStep(index, step.name)
             self._splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
             command = " ".join([step.program] + step.arguments)
             self._log(f"[PASeg] step {index + 1}/{len(self._steps)}: {step.name}: {command}")

@@ -37,6 +37,10 @@ class JobState:
     iteration: Optional[int] = None  # of the running training step
     totalIterations: Optional[int] = None
     stoppedEvent: Optional[Dict[str, Any]] = None  # the last ``stopped`` event (epoch, iteration, checkpoint)
+    # the steps inside a job step that runs a pipeline (``paseg run``'s ``step`` events: clicks, stage one, …)
+    subStepName: str = ""
+    subStepIndex: int = 0  # 0-based
+    subStepCount: int = 0  # 0: the job step has no steps of its own
 
     @property
     def fraction(self) -> float:
@@ -45,7 +49,10 @@ class JobState:
             return 0.0
         if self.status == "done":
             return 1.0
-        return min(1.0, (self.stepIndex + min(1.0, self.stepFraction)) / self.stepCount)
+        inner = min(1.0, self.stepFraction)
+        if self.subStepCount > 0:  # a pipeline step: its own steps share the step's part of the bar
+            inner = min(1.0, (self.subStepIndex + inner) / self.subStepCount)
+        return min(1.0, (self.stepIndex + inner) / self.stepCount)
 
     @property
     def phaseFraction(self) -> float:
@@ -72,8 +79,22 @@ class JobState:
         losses = ", ".join(f"{k} {v:.4g}" for k, v in self.losses.items() if isinstance(v, (int, float)))
         score = "" if self.lastScore is None else f"{self.lastScore:.4f}"
         step = f"{self.stepName} ({self.stepIndex + 1}/{self.stepCount})" if self.stepCount else ""
+        if self.subStepCount > 0 and self.subStepName:
+            step += f" › {self.subStepName} ({self.subStepIndex + 1}/{self.subStepCount})"
         return {"step": step, "phase": self.phaseText(), "eta": eta, "losses": losses, "score": score,
                 "status": self.status}
+
+    def beginStep(self, index: int, name: str) -> None:
+        """A job step starts (or a step inside a pipeline step, through :meth:`apply`): its progress starts
+        over."""
+        self.stepIndex, self.stepName = index, name
+        self.subStepName, self.subStepIndex, self.subStepCount = "", 0, 0
+        self._resetProgress()
+
+    def _resetProgress(self) -> None:
+        self.stepFraction, self.etaSeconds = 0.0, None
+        self.phase, self.phaseDone, self.phaseTotal, self.phaseEpoch = "", 0, 0, None
+        self.iteration = self.totalIterations = None
 
     def apply(self, event: Dict[str, Any]) -> None:
         """Update the state from one progress event (the ``PASEG {json}`` line of the running step)."""
@@ -113,6 +134,12 @@ class JobState:
                 s._setPhase("training", s.iteration, s.totalIterations)
             elif event.get("total") is not None:  # prediction
                 s._setPhase("predicting", 0, event.get("total"))
+        elif kind == "step":  # a pipeline's step (index 1-based, of total)
+            total = _number(event.get("total"))
+            if total and total > 0:
+                s.subStepName, s.subStepCount = str(event.get("step", "")), int(total)
+                s.subStepIndex = min(max(int(_number(event.get("index")) or 1) - 1, 0), s.subStepCount - 1)
+                s._resetProgress()
         elif kind == "done":
             s.doneEvents.append(event)
         elif kind in ("error", "stopped"):

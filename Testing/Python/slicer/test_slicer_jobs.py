@@ -387,6 +387,25 @@ def test_job_state_follows_the_phases(tmp_path):
     assert snapshots[-1][0] == "finished" and runner.state.message == "stopped at iteration 5/10"
 
 
+def test_a_pipeline_steps_share_the_progress_of_its_job_step():
+    from PASegSlicer.jobs.state import JobState
+
+    state = JobState(status="running", stepCount=2)
+    state.beginStep(1, "pipeline (stage 1 + refinement)")  # the job's second step runs `paseg run`
+    assert state.fraction == 0.5 and state.summary()["step"] == "pipeline (stage 1 + refinement) (2/2)"
+    state.apply({"event": "step", "step": "stage1_primary", "index": 3, "total": 4})
+    state.apply({"event": "iteration", "iteration": 5, "total_iterations": 10, "losses": {}})
+    # (1 + (2 + 0.5) / 4) / 2: the bar never goes back when the pipeline's next run starts
+    assert state.fraction == pytest.approx(0.8125)
+    assert state.summary()["step"] == "pipeline (stage 1 + refinement) (2/2) › stage1_primary (3/4)"
+    state.apply({"event": "step", "step": "predict", "index": 4, "total": 4})
+    assert state.fraction == pytest.approx(0.875) and state.summary()["phase"] == ""
+    state.apply({"event": "step", "step": "bad", "index": 9, "total": 4})  # an index past the end stays inside
+    assert state.subStepIndex == 3
+    state.beginStep(0, "stage 1")  # a job step without steps of its own
+    assert state.subStepCount == 0 and state.summary()["step"] == "stage 1 (1/2)" and state.fraction == 0.0
+
+
 def test_steps_carry_their_stop_file_and_a_utf8_environment(tmp_path):
     from PASegSlicer.jobs.processes import NO_WINDOW, childOutputEnvironment
 
