@@ -128,7 +128,7 @@ class ProtocolPlan:
     def _done(self, name):
         path = self.out / "rows" / f"{slug(name)}.json"
         if path.is_file():
-            return json.loads(path.read_text(encoding="utf-8"))
+            return complete_row(self.out, name, json.loads(path.read_text(encoding="utf-8")))
         if name in EXTERNAL and not self.quick and ACCURACY.is_file():
             r = json.loads(ACCURACY.read_text(encoding="utf-8"))["rows_per_run"].get(EXTERNAL[name])
             if r is not None:
@@ -204,13 +204,24 @@ def run_protocol_row(plan: ProtocolPlan, name, rows, data, device, threads):
                  "teacher_and_soft_labels_s": round(time.monotonic() - t, 1)}
         config = student_config(config, soft)
         rows = {**rows, name: (mode, config, train_ids, source, options)}
+        atomic_write_json(plan.out / "rows" / f"{slug(name)}.teacher.json", extra)  # kept if killed below
     result = run_row(name, rows[name], rows, plan.out, data, clicks, plan.out / "cache", plan.test, by_id, device,
                      threads, tag=tag)
     stored = plan.out / "rows" / f"{slug(name)}.json"
-    result = {**json.loads(stored.read_text(encoding="utf-8")), **extra,
-              "loss_terms": loss_terms(Path(result["run"]))}
+    result = complete_row(plan.out, name, json.loads(stored.read_text(encoding="utf-8")))
     atomic_write_json(stored, result)
     return result
+
+
+def complete_row(out: Path, name: str, row: dict) -> dict:
+    """A finished row with what ``run_row`` does not store: its teacher (written before the student trained) and
+    its loss terms (from the run's history), also when a worker was killed between the two writes."""
+    teacher = out / "rows" / f"{slug(name)}.teacher.json"
+    if "teacher" not in row and teacher.is_file():
+        row = {**row, **json.loads(teacher.read_text(encoding="utf-8"))}
+    if "loss_terms" not in row and row.get("run") and (Path(row["run"]) / "history.json").is_file():
+        row = {**row, "loss_terms": loss_terms(Path(row["run"]))}
+    return row
 
 
 def annotation_cost(kind: str, folder: Path, train_ids, data: Path) -> dict:

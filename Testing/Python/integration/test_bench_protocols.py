@@ -117,3 +117,22 @@ def test_restored_rows_keep_their_committed_entry_and_pair_with_new_rows(tmp_pat
     assert summary["extreme_points_no_point_loss"]["paired"] == committed["extreme_points_no_point_loss"]["paired"]
     pair = summary["box_noise_4mm"]["paired"]
     assert pair["against"] == "box" and abs(pair["mean_diff"] - 0.01) < 1e-9 and pair["improved"] == 20
+
+
+def test_a_row_killed_between_its_writes_gets_its_teacher_and_loss_terms_back(tmp_path):
+    bench, plan = _plan(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    events = [{"event": "iteration", "epoch": e, "losses": {"ce": v, "soft_ce": v / 2}}
+              for e, v in ((1, 0.8), (1, 0.6), (2, 0.2))]
+    (run / "history.json").write_text(json.dumps({"events": events}), encoding="utf-8")
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    # run_row stored the student's row; the worker was killed before the teacher and the loss terms were added
+    (rows / "mixed_6_teacher_student.json").write_text(json.dumps({"run": str(run), "cases": {}}), encoding="utf-8")
+    (rows / "mixed_6_teacher_student.teacher.json").write_text(json.dumps({"teacher": {"dense_cases": 6}}),
+                                                               encoding="utf-8")
+    done = plan._done("mixed_6_teacher_student")
+    assert done["teacher"] == {"dense_cases": 6}
+    assert done["loss_terms"]["ce"] == {"mean": 0.45, "last_epoch": 0.2}
+    assert done["loss_terms"]["soft_ce"] == {"mean": 0.225, "last_epoch": 0.1}
