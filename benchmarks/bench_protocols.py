@@ -38,6 +38,8 @@ Usage::
 
     python benchmarks/bench_protocols.py --worker                    # run every row not finished (resumable)
     python benchmarks/bench_protocols.py --list
+    python benchmarks/bench_protocols.py --restore docs/results/protocols_cpu.json --worker  # a fresh checkout:
+                                                     # the committed rows count as finished, the others run
     python benchmarks/bench_protocols.py --summary docs/results/protocols_cpu.json --markdown
 """
 
@@ -253,20 +255,25 @@ def annotation_cost(kind: str, folder: Path, train_ids, data: Path) -> dict:
     return cost
 
 
-def restore(out: Path, summary_path: Path) -> list:
+def restore(out: Path, summary_path: Path, test_ids) -> list:
     """Write ``out/rows/<row>.json`` for every row a committed summary holds that was trained here (not the
     external rows) and whose row file is missing (a fresh checkout: ``bench_output`` is never committed), so that
     the rows not yet run can be summarised and paired with them. A restored row keeps the committed entry (per-case
     Dice rounded to 4 decimals, the HD95 and ASSD means, the loss terms, how it ran); its run folder is not restored,
     so it is never retrained from. A restored row paired with a restored or an external row keeps its committed test
-    (computed from the unrounded Dice); a new row pairs with a restored one through the rounded Dice. Returns the restored row names."""
+    (computed from the unrounded Dice); a new row pairs with a restored one through the rounded Dice. A summary of
+    other test cases (another split, ``--quick``) is refused, naming the row. Returns the restored row names."""
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     (out / "rows").mkdir(parents=True, exist_ok=True)
+    todo = {name: entry for name, entry in summary["rows"].items() if not (
+        name in EXTERNAL or entry.get("from") or (out / "rows" / f"{slug(name)}.json").is_file())}
+    for name, entry in todo.items():  # every row checked before any is written
+        if set(entry["cases"]) != set(test_ids):
+            raise SystemExit(f"--restore: row {name!r} of {summary_path} was scored on other test cases than this "
+                             f"plan's {len(test_ids)}; restore a summary of the same split")
     restored = []
-    for name, entry in summary["rows"].items():
+    for name, entry in todo.items():
         target = out / "rows" / f"{slug(name)}.json"
-        if name in EXTERNAL or entry.get("from") or target.is_file():
-            continue
         kept = {k: v for k, v in entry.items() if k != "ratio_to_full"}
         atomic_write_json(target, {"name": name, "restored_from": str(summary_path), "entry": kept,
                                    "train_s": entry["train_s"], "train_cases": entry["train_cases"],
@@ -281,6 +288,9 @@ def row_entry(plan: ProtocolPlan, name, r, rows, data: Path) -> dict:
     if r.get("entry"):
         return dict(r["entry"])
     mode, cfg, train_ids, source, opts = rows[name]
+    if opts.get("teacher_student") and not r.get("teacher"):
+        raise SystemExit(f"row {name!r}: its teacher is not recorded (rows/{slug(name)}.teacher.json is missing); "
+                         f"delete rows/{slug(name)}.json and run the row again")
     if opts.get("teacher_student"):  # the student's settings (the row's config is the cohort's stage one)
         from PASegLib.pipeline.teacher_student import student_config
 
@@ -333,7 +343,9 @@ def summarize(plan: ProtocolPlan, rows, data: Path, device_note: str) -> dict:
         dice = {c: v["dice"] for c, v in r["cases"].items()}
         opts = rows[name][4]
         paired = opts.get("paired_with")
-        if paired in done and not (r.get("entry") and (done[paired].get("entry") or done[paired].get("external"))):
+        kept = (entry.get("paired") or {}).get("against") == paired and r.get("entry") and (
+            done.get(paired, {}).get("entry") or done.get(paired, {}).get("external"))
+        if paired in done and not kept:
             other = {c: v["dice"] for c, v in done[paired]["cases"].items()}
             diff = np.array([dice[c] - other[c] for c in dice])
             entry["paired"] = {"against": paired, "mean_diff": float(diff.mean()), "improved": int((diff > 0).sum()),
@@ -410,7 +422,7 @@ def main(argv=None) -> int:
     plan = ProtocolPlan(ids, spacing, out, quick=args.quick)
     rows = plan.rows()
     if args.restore:
-        print(json.dumps({"restored": restore(out, args.restore)}), file=sys.stderr)
+        print(json.dumps({"restored": restore(out, args.restore, plan.test)}), file=sys.stderr)
     unknown = sorted(set(args.rows or ()) - set(rows))
     if unknown:
         raise SystemExit(f"--rows: unknown row(s) {unknown}; rows: {', '.join(rows)}")

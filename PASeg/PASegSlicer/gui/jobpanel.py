@@ -193,7 +193,7 @@ class JobPanel(BackgroundJobs):
 
     def onJobEvent(self, event) -> None:
         state, u = self.runner.state, self.ui
-        preparing = state.phase == "preparing"  # minutes on a large cohort: its own progress, not 0 % overall
+        preparing = state.showsPreparation
         u.progressBar.setValue(int(round(100 * (state.phaseFraction if preparing else state.fraction))))
         u.progressBar.setFormat(_("preparing data %p%") if preparing else "%p%")
         texts = state.summary()

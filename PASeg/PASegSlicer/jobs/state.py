@@ -49,7 +49,7 @@ class JobState:
             return 0.0
         if self.status == "done":
             return 1.0
-        inner = min(1.0, self.stepFraction)
+        inner = max(0.0, min(1.0, self.stepFraction))
         if self.subStepCount > 0:  # a pipeline step: its own steps share the step's part of the bar
             inner = min(1.0, (self.subStepIndex + inner) / self.subStepCount)
         return min(1.0, (self.stepIndex + inner) / self.stepCount)
@@ -60,6 +60,13 @@ class JobState:
         if self.phaseTotal <= 0:
             return 0.0
         return min(1.0, max(0.0, self.phaseDone / self.phaseTotal))
+
+    @property
+    def showsPreparation(self) -> bool:
+        """Whether the progress bar shows the data preparation's own progress (:attr:`phaseFraction`: minutes on a
+        large cohort) rather than :attr:`fraction`: while preparing, except inside a pipeline step, whose bar
+        keeps the pipeline's progress (the step label says how far the preparation is)."""
+        return self.phase == "preparing" and self.subStepCount == 0
 
     @property
     def finished(self) -> bool:
@@ -85,8 +92,8 @@ class JobState:
                 "status": self.status}
 
     def beginStep(self, index: int, name: str) -> None:
-        """A job step starts (or a step inside a pipeline step, through :meth:`apply`): its progress starts
-        over."""
+        """A job step starts: its progress starts over, without steps of its own until its pipeline says so
+        (``step`` events, :meth:`apply`)."""
         self.stepIndex, self.stepName = index, name
         self.subStepName, self.subStepIndex, self.subStepCount = "", 0, 0
         self._resetProgress()
@@ -135,9 +142,9 @@ class JobState:
             elif event.get("total") is not None:  # prediction
                 s._setPhase("predicting", 0, event.get("total"))
         elif kind == "step":  # a pipeline's step (index 1-based, of total)
-            total = _number(event.get("total"))
-            if total and total > 0:
-                s.subStepName, s.subStepCount = str(event.get("step", "")), int(total)
+            total = int(_number(event.get("total")) or 0)
+            if total > 0:
+                s.subStepName, s.subStepCount = str(event.get("step", "")), total
                 s.subStepIndex = min(max(int(_number(event.get("index")) or 1) - 1, 0), s.subStepCount - 1)
                 s._resetProgress()
         elif kind == "done":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import load_benchmark
 
 from PASegLib.pipeline.presets import PROTOCOL_SETTINGS
@@ -93,13 +94,20 @@ def test_the_committed_summary_records_how_each_row_ran():
         assert rows["single_point"]["batch_size"] >= 4 and rows["single_point"]["loss_terms"]["cv"]["mean"] > 0
 
 
-def test_restored_rows_keep_their_committed_entry_and_pair_with_new_rows(tmp_path, monkeypatch):
-    bench, plan = _plan(tmp_path)
+def _committed_plan(tmp_path):
+    """A plan whose 20 test cases are those of the committed summary."""
+    bench = load_benchmark("bench_protocols")
     committed = json.loads(SUMMARY.read_text(encoding="utf-8"))["rows"]
-    restored = bench.restore(tmp_path, SUMMARY)
+    test = sorted(next(r for r in committed.values() if not r.get("from"))["cases"])
+    return bench, bench.ProtocolPlan([f"a{i:02d}" for i in range(60)] + test, (1.0, 1.0, 1.0), tmp_path), committed
+
+
+def test_restored_rows_keep_their_committed_entry_and_pair_with_new_rows(tmp_path, monkeypatch):
+    bench, plan, committed = _committed_plan(tmp_path)
+    restored = bench.restore(tmp_path, SUMMARY, plan.test)
     assert restored and not set(restored) & set(bench.EXTERNAL)
     assert set(restored) == {n for n, r in committed.items() if not r.get("from")}
-    assert bench.restore(tmp_path, SUMMARY) == []  # a row file that exists is never overwritten
+    assert bench.restore(tmp_path, SUMMARY, plan.test) == []  # a row file that exists is never overwritten
     rows = plan.rows()
     # a new row paired with a restored one: box against box_noise_4mm's committed per-case Dice
     noisy = committed["box_noise_4mm"]["cases"]
@@ -117,6 +125,19 @@ def test_restored_rows_keep_their_committed_entry_and_pair_with_new_rows(tmp_pat
     assert summary["extreme_points_no_point_loss"]["paired"] == committed["extreme_points_no_point_loss"]["paired"]
     pair = summary["box_noise_4mm"]["paired"]
     assert pair["against"] == "box" and abs(pair["mean_diff"] - 0.01) < 1e-9 and pair["improved"] == 20
+    # a teacher–student row whose teacher is not recorded is refused, not summarised as a student alone
+    (tmp_path / "rows" / "mixed_6_teacher_student.json").write_text(json.dumps(
+        {"name": "mixed_6_teacher_student", "train_s": 1.0, "train_cases": 48,
+         "cases": {c: {"dice": v} for c, v in noisy.items()}}), encoding="utf-8")
+    with pytest.raises(SystemExit, match="mixed_6_teacher_student.*teacher is not recorded"):
+        bench.summarize(plan, rows, tmp_path, "test")
+
+
+def test_restore_refuses_a_summary_of_other_test_cases(tmp_path):
+    bench, plan = _plan(tmp_path)  # test cases c60 … c79, not the committed ones
+    with pytest.raises(SystemExit, match="single_point.*other test cases than this plan's 20"):
+        bench.restore(tmp_path, SUMMARY, plan.test)
+    assert not list((tmp_path / "rows").glob("*.json"))
 
 
 def test_a_row_killed_between_its_writes_gets_its_teacher_and_loss_terms_back(tmp_path):

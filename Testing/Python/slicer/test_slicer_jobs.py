@@ -398,12 +398,18 @@ def test_a_pipeline_steps_share_the_progress_of_its_job_step():
     # (1 + (2 + 0.5) / 4) / 2: the bar never goes back when the pipeline's next run starts
     assert state.fraction == pytest.approx(0.8125)
     assert state.summary()["step"] == "pipeline (stage 1 + refinement) (2/2) › stage1_primary (3/4)"
+    state.apply({"event": "iteration", "iteration": -5, "total_iterations": 10, "losses": {}})
+    assert state.fraction == pytest.approx(0.75)  # never below the pipeline step's start
+    state.apply({"event": "prepare", "index": 1, "total": 4})  # the next run prepares its data: the bar stays
+    assert not state.showsPreparation and "preparing data: 1/4 cases" in state.summary()["phase"]
     state.apply({"event": "step", "step": "predict", "index": 4, "total": 4})
     assert state.fraction == pytest.approx(0.875) and state.summary()["phase"] == ""
     state.apply({"event": "step", "step": "bad", "index": 9, "total": 4})  # an index past the end stays inside
     assert state.subStepIndex == 3
     state.beginStep(0, "stage 1")  # a job step without steps of its own
     assert state.subStepCount == 0 and state.summary()["step"] == "stage 1 (1/2)" and state.fraction == 0.0
+    state.apply({"event": "prepare", "index": 1, "total": 4})
+    assert state.showsPreparation and state.phaseFraction == 0.25  # outside a pipeline: the preparation's own bar
 
 
 def test_steps_carry_their_stop_file_and_a_utf8_environment(tmp_path):
