@@ -25,6 +25,9 @@ Rows (the summary's keys; ``*`` = run here, the others are read from a committed
   error (``RandomWalkerConfig.click_error_mm`` 4: a wider unlabelled shell, background only beyond it). Seven
   points have no such setting (``click_error_mm`` does not act on their expansion or fill): their background
   clicks lie 2–10 mm outside the object, a margin that absorbs part of the noise;
+  ``extreme_points_no_point_loss_noise_4mm`` * the extreme points the product trains (no point loss) from the same
+  noisy clicks; ``seven_points_noise_2mm`` / ``extreme_points_no_point_loss_noise_2mm`` / ``box_noise_2mm`` * the
+  same with 2 mm of noise (``click_error_mm`` 2);
 * ``mixed_N_teacher_student`` * (N = 12, 6, 3) — paper 003: N training cases densely labelled (the first N of the
   training cases the trainer does not hold out), seven points for the rest; a teacher trained on the N dense cases
   with the box channel, its soft labels of the weak cases inside their boxes, a student trained on both
@@ -67,6 +70,7 @@ from PASegLib.pipeline.presets import PROTOCOL_SETTINGS, preset_configs  # noqa:
 from PASegLib.utils.atomic import atomic_write_json  # noqa: E402
 
 NOISE_MM = 4.0
+SMALL_NOISE_MM = 2.0
 MIXED = (12, 6, 3)
 ACCURACY = ROOT / "docs" / "results" / "accuracy_v3_cpu.json"
 #: rows read from the accuracy benchmark's committed summary: (its run, what it is)
@@ -122,6 +126,18 @@ class ProtocolPlan:
         for n in MIXED[1:]:  # the joint stage one beside each teacher–student row
             rows[f"mixed_{n}"] = ("train", self.config("seven_points"), self.train, None,
                                   test(f"mixed_{n}", dense=self.usable[:n], paired_with=f"mixed_{n}_teacher_student"))
+        # the extreme points the product trains (no point loss) with noisy clicks, and 2 mm of noise for each kind
+        rows["extreme_points_no_point_loss_noise_4mm"] = (
+            "train", self.config("extreme_points", point_loss_weight=0.0, **noisy), self.train, None,
+            test("extreme_points", NOISE_MM, paired_with="extreme_points_no_point_loss"))
+        small = {"random_walker": {"click_error_mm": SMALL_NOISE_MM}}
+        for kind, name, paired, changes in (
+                ("seven_points", "seven_points_noise_2mm", "seven_points", {}),
+                ("extreme_points", "extreme_points_no_point_loss_noise_2mm", "extreme_points_no_point_loss",
+                 {"point_loss_weight": 0.0}),
+                ("box", "box_noise_2mm", "box", {})):
+            rows[name] = ("train", self.config(kind, **changes, **small), self.train, None,
+                          test(kind, SMALL_NOISE_MM, paired_with=paired))
         for name, source in ({} if self.quick else EXTERNAL).items():
             rows[name] = ("external", self.a.replace(supervision="full", alpha=0.0, beta=0.0) if name == "full"
                           else self.a, self.train, source, test("dense" if name == "full" else "seven_points"))

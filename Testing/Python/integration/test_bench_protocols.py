@@ -39,11 +39,15 @@ def test_every_row_trains_the_protocol_settings_of_the_product(tmp_path):
     assert extreme.point_jitter_mm > 0
     # the noisy rows: clicks moved by 4 mm and the random walker told to expect it (extreme points and boxes;
     # click_error_mm does not act on seven points, whose row carries it unused)
-    for name, kind in (("seven_points_noise_4mm", "seven_points"), ("extreme_points_noise_4mm", "extreme_points"),
-                       ("box_noise_4mm", "box")):
+    for name, kind, noise in (("seven_points_noise_4mm", "seven_points", 4.0),
+                              ("extreme_points_noise_4mm", "extreme_points", 4.0), ("box_noise_4mm", "box", 4.0),
+                              ("extreme_points_no_point_loss_noise_4mm", "extreme_points", 4.0),
+                              ("seven_points_noise_2mm", "seven_points", 2.0),
+                              ("extreme_points_no_point_loss_noise_2mm", "extreme_points", 2.0),
+                              ("box_noise_2mm", "box", 2.0)):
         _, cfg, _, _, options = rows[name]
-        assert options["clicks"] == (0, 4.0) and options["kind"] == kind
-        assert cfg.random_walker == {"click_error_mm": 4.0}
+        assert options["clicks"] == (0, noise) and options["kind"] == kind
+        assert cfg.random_walker == {"click_error_mm": noise}
         assert cfg.replace(random_walker={}) == rows[options.get("paired_with") or kind][1]  # only the noise differs
     # the mixed rows: dense cases among the cases the trainer does not hold out, the same 12 in both modes
     for n in (12, 6, 3):
