@@ -412,6 +412,32 @@ def markdown(summary) -> str:
     return "\n".join(lines)
 
 
+#: the weight of each extra loss term, and the term's name in the history
+EXTRA_TERMS = (("cv_weight", "cv"), ("point_loss_weight", "point"), ("soft_label_weight", "soft_ce"),
+               ("alpha", "mcrf"), ("beta", "vm"))
+
+
+def loss_markdown(summary) -> str:
+    """The loss-terms table: each row's mean CE and Dice terms and every extra term it trains with (weight ×
+    mean, and that against the data term CE + Dice). Rows without logged terms (the external rows) are left out."""
+    lines = ["| row | weights (λ) | CE | Dice | weighted extra term | extra / (CE + Dice) |",
+             "|---|---|---|---|---|---|"]
+    for name, r in summary["rows"].items():
+        terms = {k: v["mean"] for k, v in (r.get("loss_terms") or {}).items()}
+        if not terms:
+            continue
+        data = terms.get("ce", 0.0) + terms.get("dice", 0.0)
+        active = [(w, t) for w, t in EXTRA_TERMS if r["loss_weights"].get(w) and t in terms]
+        weights = ", ".join(f"{w} {r['loss_weights'][w]:g}" for w, _ in active) or "–"
+        extra = "; ".join(f"{t} {r['loss_weights'][w]:g} × {terms[t]:.3f} = {r['loss_weights'][w] * terms[t]:+.3f}"
+                          for w, t in active) or "–"
+        ratio = "; ".join(f"{r['loss_weights'][w] * terms[t] / data:+.2f}" for w, t in active) if active and data \
+            else "–"
+        lines.append(f"| {name} | {weights} | {terms.get('ce', 0.0):.3f} | {terms.get('dice', 0.0):.3f} | {extra} | "
+                     f"{ratio} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=LA_HEART)
@@ -452,7 +478,7 @@ def main(argv=None) -> int:
     if args.summary:
         atomic_write_json(args.summary, summary)
     if args.markdown:
-        print(markdown(summary))
+        print(markdown(summary) + "\n\n" + loss_markdown(summary))
         return 0
     print(json.dumps({n: round(r["dice_mean"], 4) for n, r in summary["rows"].items()}))
     return 0

@@ -161,3 +161,14 @@ def test_a_row_killed_between_its_writes_gets_its_teacher_and_loss_terms_back(tm
     assert done["teacher"] == {"dense_cases": 6}
     assert done["loss_terms"]["ce"] == {"mean": 0.45, "last_epoch": 0.2}
     assert done["loss_terms"]["soft_ce"] == {"mean": 0.225, "last_epoch": 0.1}
+
+
+def test_loss_markdown_weighs_each_extra_term_against_the_data_term():
+    bench = load_benchmark("bench_protocols")
+    weights = {"alpha": 0.0, "beta": 0.0, "cv_weight": 0.3, "point_loss_weight": 0.0, "soft_label_weight": 1.0}
+    terms = {"ce": {"mean": 0.05}, "dice": {"mean": 0.15}, "cv": {"mean": 0.2}, "loss": {"mean": 0.26}}
+    summary = {"rows": {"full": {"loss_weights": weights},  # no logged terms (an external row): left out
+                        "single_point": {"loss_weights": weights, "loss_terms": terms}}}
+    lines = bench.loss_markdown(summary).splitlines()
+    # soft_label_weight is 1 in every config but only a row that logs soft_ce trains with it
+    assert lines[2:] == ["| single_point | cv_weight 0.3 | 0.050 | 0.150 | cv 0.3 × 0.200 = +0.060 | +0.30 |"]
