@@ -113,26 +113,30 @@ def test_restored_rows_keep_their_committed_entry_and_pair_with_new_rows(tmp_pat
     assert set(restored) == {n for n, r in committed.items() if not r.get("from")}
     assert bench.restore(tmp_path, SUMMARY, plan.test) == []  # a row file that exists is never overwritten
     rows = plan.rows()
-    # a new row paired with a restored one: box against box_noise_4mm's committed per-case Dice
-    noisy = committed["box_noise_4mm"]["cases"]
-    (tmp_path / "rows" / "box.json").write_text(json.dumps(
-        {"name": "box", "train_s": 1.0, "train_cases": 48,
-         "cases": {c: {"dice": v - 0.01} for c, v in noisy.items()}}), encoding="utf-8")
+    # a new row paired with a restored one: box_noise_2mm against box's committed per-case Dice
+    exact = committed["box"]["cases"]
+    (tmp_path / "rows" / "box_noise_2mm.json").write_text(json.dumps(
+        {"name": "box_noise_2mm", "train_s": 1.0, "train_cases": 48,
+         "cases": {c: {"dice": v - 0.01} for c, v in exact.items()}}), encoding="utf-8")
     monkeypatch.setattr(bench, "annotation_cost", lambda *a, **k: {"clicks_per_object": 2.0, "dense_cases": 0})
     monkeypatch.setattr(bench, "clicks_dir", lambda *a, **k: tmp_path)
     monkeypatch.setattr(bench, "list_cases", lambda *a, **k: [])
     summary = bench.summarize(plan, rows, tmp_path, "test")["rows"]
-    for name in restored:  # the committed entries come back as they were
-        assert {k: v for k, v in summary[name].items() if k not in ("ratio_to_full", "paired")} == \
-            {k: v for k, v in committed[name].items() if k not in ("ratio_to_full", "paired")}
-    # two restored rows keep their committed pair; box_noise_4mm now pairs with the new box row
-    assert summary["extreme_points_no_point_loss"]["paired"] == committed["extreme_points_no_point_loss"]["paired"]
-    pair = summary["box_noise_4mm"]["paired"]
-    assert pair["against"] == "box" and abs(pair["mean_diff"] - 0.01) < 1e-9 and pair["improved"] == 20
+    for name in restored:  # the committed entries come back as they were, their pairs too
+        assert {k: v for k, v in summary[name].items() if k != "ratio_to_full"} == \
+            {k: v for k, v in committed[name].items() if k != "ratio_to_full"}
+    pair = summary["box_noise_2mm"]["paired"]
+    assert pair["against"] == "box" and abs(pair["mean_diff"] + 0.01) < 1e-9 and pair["improved"] == 0
+    # a restored row whose committed pair is against another partner is paired again
+    entry = json.loads((tmp_path / "rows" / "box_noise_4mm.json").read_text(encoding="utf-8"))
+    entry["entry"]["paired"] = {"against": "seven_points"}
+    (tmp_path / "rows" / "box_noise_4mm.json").write_text(json.dumps(entry), encoding="utf-8")
+    again = bench.summarize(plan, rows, tmp_path, "test")["rows"]["box_noise_4mm"]["paired"]
+    assert again["against"] == "box" and again["improved"] == committed["box_noise_4mm"]["paired"]["improved"]
     # a teacher–student row whose teacher is not recorded is refused, not summarised as a student alone
     (tmp_path / "rows" / "mixed_6_teacher_student.json").write_text(json.dumps(
         {"name": "mixed_6_teacher_student", "train_s": 1.0, "train_cases": 48,
-         "cases": {c: {"dice": v} for c, v in noisy.items()}}), encoding="utf-8")
+         "cases": {c: {"dice": v} for c, v in exact.items()}}), encoding="utf-8")
     with pytest.raises(SystemExit, match="mixed_6_teacher_student.*teacher is not recorded"):
         bench.summarize(plan, rows, tmp_path, "test")
 
