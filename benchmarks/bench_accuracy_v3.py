@@ -330,6 +330,14 @@ def wilcoxon_p(diff):
     return float(wilcoxon(diff).pvalue)
 
 
+def paired_comparison(dice: dict, other: dict, against: str) -> dict:
+    """Per-case comparison of one row's Dice ``{case: dice}`` with another's (same cases): mean difference, the
+    cases it improves, and the Wilcoxon signed-rank p-value."""
+    diff = np.array([dice[c] - other[c] for c in dice])
+    return {"against": against, "mean_diff": float(diff.mean()), "improved": int((diff > 0).sum()),
+            "cases": int(diff.size), "wilcoxon_p": wilcoxon_p(diff)}
+
+
 def _dice(r):
     return {c: v["dice"] for c, v in r["cases"].items()}
 
@@ -359,10 +367,7 @@ def summarize(plan: Plan, rows) -> dict:
                  "run": r["run"]}
         paired = opts.get("paired_with")
         if paired in done:
-            other = _dice(done[paired])
-            diff = np.array([dice[c] - other[c] for c in dice])
-            entry["paired"] = {"against": paired, "mean_diff": float(diff.mean()), "improved": int((diff > 0).sum()),
-                               "cases": int(diff.size), "wilcoxon_p": wilcoxon_p(diff)}
+            entry["paired"] = paired_comparison(dice, _dice(done[paired]), paired)
         table[name] = entry
     result = {"tuning": "validation", "seeds": list(SEEDS), "test_cases": plan.test,
               "tuning_cases": plan.tune, "tuning_train_cases": plan.tune_train,

@@ -62,7 +62,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_accuracy import LA_HEART, run_name, run_row, slug  # noqa: E402
-from bench_accuracy_v3 import clicks_dir, la_heart_ids, wilcoxon_p, work  # noqa: E402
+from bench_accuracy_v3 import clicks_dir, la_heart_ids, paired_comparison, work  # noqa: E402
 
 from PASegLib.data.dataset import list_cases  # noqa: E402
 from PASegLib.data.prepared import split_cases  # noqa: E402
@@ -126,18 +126,18 @@ class ProtocolPlan:
         for n in MIXED[1:]:  # the joint stage one beside each teacher–student row
             rows[f"mixed_{n}"] = ("train", self.config("seven_points"), self.train, None,
                                   test(f"mixed_{n}", dense=self.usable[:n], paired_with=f"mixed_{n}_teacher_student"))
-        # the extreme points the product trains (no point loss) with noisy clicks, and 2 mm of noise for each kind
-        rows["extreme_points_no_point_loss_noise_4mm"] = (
-            "train", self.config("extreme_points", point_loss_weight=0.0, **noisy), self.train, None,
-            test("extreme_points", NOISE_MM, paired_with="extreme_points_no_point_loss"))
-        small = {"random_walker": {"click_error_mm": SMALL_NOISE_MM}}
-        for kind, name, paired, changes in (
-                ("seven_points", "seven_points_noise_2mm", "seven_points", {}),
-                ("extreme_points", "extreme_points_no_point_loss_noise_2mm", "extreme_points_no_point_loss",
-                 {"point_loss_weight": 0.0}),
-                ("box", "box_noise_2mm", "box", {})):
-            rows[name] = ("train", self.config(kind, **changes, **small), self.train, None,
-                          test(kind, SMALL_NOISE_MM, paired_with=paired))
+        # the extreme points the product trains (no point loss) with noisy clicks, and 2 mm of noise for each kind;
+        # the random walker told to expect the noise, each row paired with its exact-click twin
+        no_point_loss = {"point_loss_weight": 0.0}
+        for noise, kind, name, paired, changes in (
+                (NOISE_MM, "extreme_points", "extreme_points_no_point_loss_noise_4mm", "extreme_points_no_point_loss",
+                 no_point_loss),
+                (SMALL_NOISE_MM, "seven_points", "seven_points_noise_2mm", "seven_points", {}),
+                (SMALL_NOISE_MM, "extreme_points", "extreme_points_no_point_loss_noise_2mm",
+                 "extreme_points_no_point_loss", no_point_loss),
+                (SMALL_NOISE_MM, "box", "box_noise_2mm", "box", {})):
+            rows[name] = ("train", self.config(kind, **changes, random_walker={"click_error_mm": noise}), self.train,
+                          None, test(kind, noise, paired_with=paired))
         for name, source in ({} if self.quick else EXTERNAL).items():
             rows[name] = ("external", self.a.replace(supervision="full", alpha=0.0, beta=0.0) if name == "full"
                           else self.a, self.train, source, test("dense" if name == "full" else "seven_points"))
@@ -304,12 +304,12 @@ def row_entry(plan: ProtocolPlan, name, r, rows, data: Path) -> dict:
     if r.get("entry"):
         return dict(r["entry"])
     mode, cfg, train_ids, source, opts = rows[name]
-    if opts.get("teacher_student") and not r.get("teacher"):
-        raise SystemExit(f"row {name!r}: its teacher is not recorded (rows/{slug(name)}.teacher.json is missing); "
-                         f"delete rows/{slug(name)}.json and run the row again")
     if opts.get("teacher_student"):  # the student's settings (the row's config is the cohort's stage one)
         from PASegLib.pipeline.teacher_student import student_config
 
+        if not r.get("teacher"):
+            raise SystemExit(f"row {name!r}: its teacher is not recorded (rows/{slug(name)}.teacher.json is "
+                             f"missing); delete rows/{slug(name)}.json and run the row again")
         cfg = student_config(cfg, "soft labels")
     dice = {c: v["dice"] for c, v in r["cases"].items()}
     entry = {"dice_mean": float(np.mean(list(dice.values()))), "dice_std": float(np.std(list(dice.values())))}
@@ -362,10 +362,8 @@ def summarize(plan: ProtocolPlan, rows, data: Path, device_note: str) -> dict:
         kept = (entry.get("paired") or {}).get("against") == paired and r.get("entry") and (
             done.get(paired, {}).get("entry") or done.get(paired, {}).get("external"))
         if paired in done and not kept:
-            other = {c: v["dice"] for c, v in done[paired]["cases"].items()}
-            diff = np.array([dice[c] - other[c] for c in dice])
-            entry["paired"] = {"against": paired, "mean_diff": float(diff.mean()), "improved": int((diff > 0).sum()),
-                               "cases": int(diff.size), "wilcoxon_p": wilcoxon_p(diff)}
+            entry["paired"] = paired_comparison(dice, {c: v["dice"] for c, v in done[paired]["cases"].items()},
+                                                paired)
         table[name] = entry
     if "full" in table:
         for entry in table.values():

@@ -51,7 +51,7 @@ class JobState:
             return 1.0
         inner = max(0.0, min(1.0, self.stepFraction))
         if self.subStepCount > 0:  # a pipeline step: its own steps share the step's part of the bar
-            inner = min(1.0, (self.subStepIndex + inner) / self.subStepCount)
+            inner = (self.subStepIndex + inner) / self.subStepCount  # the index stays below the count
         return min(1.0, (self.stepIndex + inner) / self.stepCount)
 
     @property
